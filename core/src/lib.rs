@@ -1,0 +1,45 @@
+//! The uppercase service as a protocol, on top of smoltcp sockets.
+//!
+//! This crate is `no_std` and never allocates, reads a clock or touches an operating system. The host owns the
+//! device, the [`smoltcp::iface::Interface`], the [`smoltcp::iface::SocketSet`] and every buffer; it polls the
+//! interface, then hands the socket set to the state machines here, which move bytes between sockets:
+//!
+//! ```text
+//! device → Interface → sockets → UppercaseTcpServer / UppercaseUdpServer / clients → sockets → device
+//! ```
+//!
+//! - [`uppercase`]: the transform itself (`a`–`z` → `A`–`Z`, every other byte unchanged).
+//! - [`tcp_server`]: [`UppercaseTcpServer`], a fixed pool of listening sockets, one per concurrent client.
+//! - [`udp_server`]: [`UppercaseUdpServer`], one reply datagram per request datagram.
+//! - [`tcp_client`]: [`UppercaseTcpClient`], the connection life cycle of a client (handshake, refusal, timeout).
+//! - [`udp_client`]: [`UppercaseUdpClient`], request, wait, retry.
+//! - [`error`]: the typed errors of all of the above.
+//!
+//! Time enters only as a [`smoltcp::time::Instant`] argument supplied by the host.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod error;
+pub mod tcp_client;
+pub mod tcp_server;
+pub mod udp_client;
+pub mod udp_server;
+pub mod uppercase;
+
+pub use error::{ClientError, ServerError};
+pub use tcp_client::{TcpClientState, UppercaseTcpClient};
+pub use tcp_server::{SlotState, TcpServerStats, UppercaseTcpServer};
+pub use udp_client::{UdpClientState, UppercaseUdpClient};
+pub use udp_server::{UdpServerStats, UppercaseUdpServer};
+pub use uppercase::{uppercase_byte, uppercase_in_place, uppercase_into};
+
+/// The port the classic socket-programming lab uses for the uppercase service.
+pub const DEFAULT_PORT: u16 = 12000;
+
+/// The largest UDP request the servers promise to answer whole (bigger ones are dropped and counted, never
+/// truncated). Hosts may configure more.
+pub const MIN_UDP_DATAGRAM: usize = 2048;

@@ -1,0 +1,222 @@
+//! [`UppercaseTcpServer`]: the uppercase service over TCP, on a fixed pool of smoltcp sockets.
+//!
+//! smoltcp 0.14 has no listen backlog: a socket is one connection, and a SYN that finds no socket in `Listen`
+//! is answered with RST. So the server keeps a pool of sockets that all listen on one port, one per client it
+//! can serve at the same time. Each socket is a *slot* with its own small state machine:
+//!
+//! ```text
+//!            SYN from a client                 peer sent FIN and every byte is answered
+//! Listening ───────────────────▶ Serving ──────────────────────────────────────────▶ Closing
+//!     ▲                              │ reset / timeout                                   │ FIN acknowledged
+//!     └──────────────────────────────┴───────────────────────────────────────────────────┘ (listen again)
+//! ```
+//!
+//! While `Serving`, bytes are answered as they arrive: a client that sends once and reads once gets its reply
+//! without closing its side. The server never takes more from a receive buffer than the send buffer has room
+//! for, so no byte is ever dropped: a slow reader slows its writer down through TCP's own flow control.
+
+use heapless::Vec;
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+
+use crate::error::ServerError;
+use crate::uppercase::uppercase_into;
+
+/// Where one pooled socket is in its connection's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotState {
+    /// Listening on the server's port, waiting for a SYN.
+    Listening,
+    /// Connected to a client: answering its bytes as they arrive.
+    Serving,
+    /// The client has closed its side and every byte was answered; our FIN is on its way.
+    Closing,
+}
+
+/// What the server has done so far (for reports and logs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpServerStats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections that ended with our FIN after the client's.
+    pub closed: u64,
+    /// Connections that ended with a reset or a timeout.
+    pub reset: u64,
+    /// Bytes taken from clients.
+    pub bytes_in: u64,
+    /// Bytes queued back to clients (always equal to `bytes_in` once the server is idle).
+    pub bytes_out: u64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    handle: SocketHandle,
+    state: SlotState,
+}
+
+/// The uppercase service over TCP on up to `N` concurrent connections.
+///
+/// The host creates the sockets (with the buffers it chooses), adds them to its [`SocketSet`], and passes
+/// their handles to [`UppercaseTcpServer::new`]. After each `Interface::poll` it calls
+/// [`UppercaseTcpServer::poll`] with the same socket set and a scratch buffer.
+#[derive(Debug)]
+pub struct UppercaseTcpServer<const N: usize> {
+    port: u16,
+    slots: Vec<Slot, N>,
+    stats: TcpServerStats,
+}
+
+impl<const N: usize> UppercaseTcpServer<N> {
+    /// Puts every socket in `handles` into `Listen` on `port`.
+    pub fn new(
+        port: u16,
+        handles: impl IntoIterator<Item = SocketHandle>,
+        sockets: &mut SocketSet<'_>,
+    ) -> Result<Self, ServerError> {
+        let mut slots = Vec::new();
+        for handle in handles {
+            slots
+                .push(Slot {
+                    handle,
+                    state: SlotState::Listening,
+                })
+                .map_err(|_| ServerError::TooManySockets { capacity: N })?;
+        }
+        if slots.is_empty() {
+            return Err(ServerError::NoSockets);
+        }
+        for slot in &slots {
+            let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
+            if socket.is_open() {
+                socket.abort();
+            }
+            socket.listen(port).map_err(ServerError::Listen)?;
+        }
+        Ok(UppercaseTcpServer {
+            port,
+            slots,
+            stats: TcpServerStats::default(),
+        })
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// What the server has done so far.
+    pub fn stats(&self) -> TcpServerStats {
+        self.stats
+    }
+
+    /// The state of each slot, in the order the handles were given.
+    pub fn slot_states(&self) -> impl Iterator<Item = SlotState> + '_ {
+        self.slots.iter().map(|slot| slot.state)
+    }
+
+    /// How many slots are listening (free for a new client).
+    pub fn free_slots(&self) -> usize {
+        self.slot_states()
+            .filter(|state| *state == SlotState::Listening)
+            .count()
+    }
+
+    /// Advances every slot: accepts, answers, closes and listens again. `scratch` carries bytes from a receive
+    /// buffer to a send buffer; any size works, larger moves more per call. Returns whether anything changed
+    /// (bytes moved or a slot changed state), so a host can poll again before sleeping.
+    pub fn poll(&mut self, sockets: &mut SocketSet<'_>, scratch: &mut [u8]) -> bool {
+        let mut progressed = false;
+        for slot in self.slots.iter_mut() {
+            let socket = sockets.get_mut::<tcp::Socket>(slot.handle);
+            progressed |= step_slot(slot, socket, self.port, scratch, &mut self.stats);
+        }
+        progressed
+    }
+}
+
+/// One step of one slot's state machine.
+fn step_slot(
+    slot: &mut Slot,
+    socket: &mut tcp::Socket<'_>,
+    port: u16,
+    scratch: &mut [u8],
+    stats: &mut TcpServerStats,
+) -> bool {
+    let before = slot.state;
+    if slot.state == SlotState::Listening && socket.is_active() {
+        stats.accepted += 1;
+        if let Some(peer) = socket.remote_endpoint() {
+            log::debug!("tcp:{port}: connection from {peer}");
+        }
+        slot.state = SlotState::Serving;
+    }
+
+    let mut moved = 0;
+    if slot.state == SlotState::Serving {
+        moved = answer(socket, scratch);
+        stats.bytes_in += moved as u64;
+        stats.bytes_out += moved as u64;
+        // The client's FIN has arrived and every byte it sent is answered: close our side too.
+        if !socket.may_recv() && socket.recv_queue() == 0 && socket.is_open() {
+            socket.close();
+            slot.state = SlotState::Closing;
+        }
+    }
+
+    if slot.state != SlotState::Listening && !socket.is_open() {
+        match slot.state {
+            SlotState::Closing => stats.closed += 1,
+            _ => {
+                stats.reset += 1;
+                log::info!("tcp:{port}: connection reset or timed out");
+            }
+        }
+        relisten(socket, port);
+        slot.state = SlotState::Listening;
+    } else if slot.state == SlotState::Listening && !socket.is_open() {
+        // A half-open connection was reset before it was seen as established.
+        relisten(socket, port);
+    }
+    moved > 0 || before != slot.state
+}
+
+fn relisten(socket: &mut tcp::Socket<'_>, port: u16) {
+    // `listen` only fails on port 0 (refused in `new`) or an open socket (just checked): nothing to lose.
+    if let Err(e) = socket.listen(port) {
+        log::warn!("tcp:{port}: cannot listen again: {e}");
+    }
+}
+
+/// Moves as many bytes as both buffers allow from the receive buffer, uppercased, to the send buffer.
+fn answer(socket: &mut tcp::Socket<'_>, scratch: &mut [u8]) -> usize {
+    let mut moved = 0;
+    while socket.can_recv() && socket.may_send() {
+        let room = socket.send_capacity() - socket.send_queue();
+        let limit = room.min(scratch.len());
+        if limit == 0 {
+            break;
+        }
+        let taken = socket.recv(|rx| {
+            let n = uppercase_into(rx, &mut scratch[..limit]);
+            (n, n)
+        });
+        let taken = match taken {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // `taken <= room`, so the send buffer accepts all of it.
+        match socket.send_slice(&scratch[..taken]) {
+            Ok(sent) if sent == taken => moved += taken,
+            Ok(sent) => {
+                log::error!("tcp: send buffer took {sent} of {taken} bytes");
+                moved += sent;
+                break;
+            }
+            Err(e) => {
+                log::error!("tcp: cannot queue the reply: {e}");
+                break;
+            }
+        }
+    }
+    moved
+}
