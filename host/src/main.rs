@@ -1,1 +1,4 @@
-fn main() {}
+fn main() {
+    let report = smoltalk::lab_checks::run_uppercase_checks().unwrap();
+    print!("{}", report.render());
+}

@@ -1,0 +1,8 @@
+//! The host side of smoltalk: the smoltcp nodes and their devices (the in-process lab, TUN/TAP), the client
+//! and server drivers shared by both, and the same service on the kernel's own stack.
+
+pub mod apps;
+pub mod lab;
+pub mod lab_checks;
+pub mod network;
+pub mod node;

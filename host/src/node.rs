@@ -1,0 +1,131 @@
+//! [`Node`]: one smoltcp host — an interface, its sockets and its ephemeral ports — whatever device it is on.
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::Device;
+use smoltcp::socket::{tcp, udp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+
+/// Buffer sizes for the sockets a node creates.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketBuffers {
+    /// TCP receive and send buffer, each.
+    pub tcp: usize,
+    /// UDP payload buffer, each direction.
+    pub udp_payload: usize,
+    /// UDP datagrams queued, each direction.
+    pub udp_packets: usize,
+}
+
+impl Default for SocketBuffers {
+    fn default() -> Self {
+        SocketBuffers {
+            tcp: 64 * 1024,
+            udp_payload: 64 * 1024,
+            udp_packets: 64,
+        }
+    }
+}
+
+/// One smoltcp host: interface, sockets, and a source of ephemeral ports.
+pub struct Node {
+    /// A short name for reports ("server", "client", the device name).
+    pub name: String,
+    /// The node's interface.
+    pub iface: Interface,
+    /// The node's sockets.
+    pub sockets: SocketSet<'static>,
+    /// Buffer sizes for sockets added with [`Node::add_tcp_socket`] and [`Node::add_udp_socket`].
+    pub buffers: SocketBuffers,
+    port_state: u64,
+}
+
+impl Node {
+    /// Creates a node on `device` with address `cidr`, a default route via `gateway`, and `seed` for smoltcp's
+    /// initial sequence numbers and this node's ephemeral ports.
+    pub fn new<D: Device>(
+        name: &str,
+        device: &mut D,
+        hardware: HardwareAddress,
+        cidr: IpCidr,
+        gateway: Option<Ipv4Address>,
+        seed: u64,
+        now: Instant,
+    ) -> Node {
+        let mut config = Config::new(hardware);
+        config.random_seed = seed;
+        let mut iface = Interface::new(config, device, now);
+        iface.update_ip_addrs(|addrs| {
+            // A fresh interface has room for the configured number of addresses (at least one).
+            let _ = addrs.push(cidr);
+        });
+        if let Some(gateway) = gateway {
+            let _ = iface.routes_mut().add_default_ipv4_route(gateway);
+        }
+        Node {
+            name: name.to_string(),
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            buffers: SocketBuffers::default(),
+            port_state: seed | 1,
+        }
+    }
+
+    /// The node's IPv4 address.
+    pub fn ipv4(&self) -> Option<Ipv4Address> {
+        self.iface.ipv4_addr()
+    }
+
+    /// The node's first address.
+    pub fn address(&self) -> Option<IpAddress> {
+        self.iface.ip_addrs().first().map(|cidr| cidr.address())
+    }
+
+    /// Adds a TCP socket with this node's buffer sizes.
+    pub fn add_tcp_socket(&mut self) -> SocketHandle {
+        let size = self.buffers.tcp;
+        let socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; size]),
+            tcp::SocketBuffer::new(vec![0; size]),
+        );
+        self.sockets.add(socket)
+    }
+
+    /// Adds a UDP socket with this node's buffer sizes.
+    pub fn add_udp_socket(&mut self) -> SocketHandle {
+        let b = self.buffers;
+        let buffer = || {
+            udp::PacketBuffer::new(
+                vec![udp::PacketMetadata::EMPTY; b.udp_packets],
+                vec![0; b.udp_payload],
+            )
+        };
+        self.sockets.add(udp::Socket::new(buffer(), buffer()))
+    }
+
+    /// A pseudo-random port from the dynamic range 49152–65535 (a fixed port would collide with the peer's
+    /// TIME-WAIT from an earlier run).
+    pub fn ephemeral_port(&mut self) -> u16 {
+        // xorshift64: deterministic for a given seed, which keeps the lab repeatable.
+        let mut x = self.port_state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.port_state = x;
+        49152 + (x % 16384) as u16
+    }
+}
+
+/// A seed for smoltcp from the operating system's randomness (a real device; the lab uses fixed seeds).
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
