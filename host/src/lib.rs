@@ -2,6 +2,9 @@
 //! and server drivers shared by both, and the same service on the kernel's own stack.
 
 pub mod apps;
+pub mod cli;
+pub mod device;
+pub mod kernel;
 pub mod lab;
 pub mod lab_checks;
 pub mod network;

@@ -1,0 +1,429 @@
+//! The `smoltalk` command line: argument types (clap) and what each command does, on the stack it names.
+//! Every failure comes back as one line for a person; `main` prints it and exits non-zero.
+
+use std::io::{self, BufRead, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::mpsc;
+use std::time::Duration as StdDuration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use smoltcp::time::Duration;
+use smoltcp::wire::{IpCidr, IpEndpoint, Ipv4Cidr};
+
+use crate::apps::{ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers, DEFAULT_MAX_DATAGRAM};
+use crate::device::{DeviceKind, DeviceNetwork};
+use crate::kernel::{resolve, KernelTcpClient, KernelTcpServer, KernelUdpClient, KernelUdpServer};
+use crate::network::{drive, earliest, Network, Step};
+
+/// smoltalk: the uppercase service and its clients, on the kernel's TCP/IP stack or on smoltcp (a userspace
+/// stack) over a TUN/TAP device with its own IP address.
+#[derive(Debug, Parser)]
+#[command(name = "smoltalk", version, propagate_version = true)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve uppercase over TCP: every a-z byte a client sends comes back as A-Z, all others unchanged.
+    TcpServer(ServerArgs),
+    /// Serve uppercase over UDP: one reply datagram, of the same length, per request datagram.
+    UdpServer(ServerArgs),
+    /// Send MESSAGE (or each line of standard input) over TCP and print each reply as `HOST > REPLY`.
+    TcpClient(ClientArgs),
+    /// Send MESSAGE (or each line of standard input) as UDP datagrams and print each reply as `HOST > REPLY`.
+    UdpClient(ClientArgs),
+    /// Run the in-process lab: smoltcp server and client nodes on a virtual network, no privileges needed.
+    /// Prints what was sent, what came back, packets and time; exits 0 only if every check held.
+    Lab,
+}
+
+/// Which TCP/IP stack a command runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Stack {
+    /// The operating system's own stack (std::net).
+    Kernel,
+    /// smoltcp on a TUN device (raw IP).
+    Tun,
+    /// smoltcp on a TAP device (Ethernet, with ARP).
+    Tap,
+}
+
+/// Options every command has.
+#[derive(Debug, Clone, Args)]
+pub struct StackArgs {
+    /// The TCP/IP stack: the kernel's, or smoltcp on a TUN or TAP device.
+    #[arg(long, value_enum, default_value_t = Stack::Kernel)]
+    pub stack: Stack,
+    /// TUN/TAP device name (tun/tap only). Create it beforehand with `ip tuntap add dev NAME mode tun|tap`,
+    /// or run as root and smoltalk creates it (removed again when smoltalk exits).
+    #[arg(long, default_value = "smoltalk0", value_name = "NAME")]
+    pub dev: String,
+    /// smoltcp's own address and prefix on the device (tun/tap only).
+    #[arg(long, default_value = "10.0.2.15/24", value_name = "CIDR", value_parser = parse_cidr)]
+    pub ip: Ipv4Cidr,
+    /// Default gateway for smoltcp: the kernel's address on the device (tun/tap only).
+    #[arg(long, default_value = "10.0.2.2", value_name = "IP")]
+    pub gateway: Ipv4Addr,
+    /// smoltcp socket buffer size in bytes, each direction (tun/tap only). Throughput follows it.
+    #[arg(long, default_value_t = 256 * 1024, value_name = "BYTES")]
+    pub socket_buffer: usize,
+}
+
+/// Options of the servers.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Address to listen on (kernel stack; smoltcp listens on its --ip).
+    #[arg(long, default_value = "0.0.0.0", value_name = "ADDR")]
+    pub bind: IpAddr,
+    /// Port to listen on (0: any free port, kernel stack only).
+    #[arg(long, default_value_t = smoltalk_core::DEFAULT_PORT)]
+    pub port: u16,
+    /// TCP clients served at once on smoltcp (one socket each; smoltcp has no listen backlog).
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub connections: u16,
+    /// Largest UDP request smoltcp answers; larger ones are dropped and logged, never truncated.
+    #[arg(long, default_value_t = DEFAULT_MAX_DATAGRAM, value_name = "BYTES", value_parser = parse_max_datagram)]
+    pub max_datagram: usize,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub stack: StackArgs,
+}
+
+/// Options of the clients.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Server address (a name is resolved on the kernel stack only).
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// The message to send; without it, each line of standard input is one message.
+    pub message: Option<String>,
+    /// Seconds to wait for the handshake and for each reply (UDP: for each try) [default: tcp 5, udp 1].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub timeout: Option<f64>,
+    /// UDP: datagrams sent per message before giving up.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub tries: u32,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub stack: StackArgs,
+}
+
+fn parse_cidr(text: &str) -> Result<Ipv4Cidr, String> {
+    let (addr, prefix) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text} is not ADDRESS/PREFIX, for example 10.0.2.15/24"))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("{addr} is not an IPv4 address"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| (1..=32).contains(p))
+        .ok_or_else(|| format!("{prefix} is not a prefix length from 1 to 32"))?;
+    Ok(Ipv4Cidr::new(addr, prefix))
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 3600.0 => Ok(s),
+        _ => Err(format!("{text} is not a number of seconds between 0 and 3600")),
+    }
+}
+
+fn parse_max_datagram(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=16384).contains(&n) => Ok(n),
+        _ => Err(format!("{text} is not a size from 1 to 16384 bytes (smoltcp reassembles up to 16 KiB)")),
+    }
+}
+
+/// Runs a command.
+pub fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::TcpServer(args) => tcp_server(args),
+        Command::UdpServer(args) => udp_server(args),
+        Command::TcpClient(args) => tcp_client(args),
+        Command::UdpClient(args) => udp_client(args),
+        Command::Lab => lab(),
+    }
+}
+
+fn announce(what: &str, addr: impl std::fmt::Display, stack: &str) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "smoltalk {what} listening on {addr} ({stack})");
+    let _ = out.flush();
+}
+
+fn print_reply(host: &str, reply: &[u8]) -> Result<(), String> {
+    let mut out = io::stdout().lock();
+    out.write_all(host.as_bytes())
+        .and_then(|_| out.write_all(b" > "))
+        .and_then(|_| out.write_all(reply))
+        .and_then(|_| out.write_all(b"\n"))
+        .and_then(|_| out.flush())
+        .map_err(|e| format!("cannot write to standard output: {e}"))
+}
+
+/// The messages of a client: MESSAGE, or the lines of standard input (read on a thread, so the smoltcp stack
+/// keeps running while a person types).
+enum Messages {
+    One(Option<Vec<u8>>),
+    Lines(mpsc::Receiver<Vec<u8>>),
+}
+
+impl Messages {
+    fn new(message: Option<String>) -> Messages {
+        match message {
+            Some(m) => Messages::One(Some(m.into_bytes())),
+            None => {
+                let (tx, rx) = mpsc::channel();
+                std::thread::spawn(move || {
+                    for line in io::stdin().lock().split(b'\n') {
+                        let Ok(mut line) = line else { break };
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                });
+                Messages::Lines(rx)
+            }
+        }
+    }
+
+    /// The next message, waiting for it (kernel clients).
+    fn next_blocking(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Messages::One(m) => m.take(),
+            Messages::Lines(rx) => rx.recv().ok(),
+        }
+    }
+
+    /// Messages ready now, and whether more may come (smoltcp clients).
+    fn ready(&mut self) -> (Vec<Vec<u8>>, bool) {
+        match self {
+            Messages::One(m) => (m.take().into_iter().collect(), false),
+            Messages::Lines(rx) => {
+                let mut ready = Vec::new();
+                loop {
+                    match rx.try_recv() {
+                        Ok(line) => ready.push(line),
+                        Err(mpsc::TryRecvError::Empty) => return (ready, true),
+                        Err(mpsc::TryRecvError::Disconnected) => return (ready, false),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn device_kind(stack: Stack) -> Option<DeviceKind> {
+    match stack {
+        Stack::Kernel => None,
+        Stack::Tun => Some(DeviceKind::Tun),
+        Stack::Tap => Some(DeviceKind::Tap),
+    }
+}
+
+fn open_device(stack: &StackArgs, kind: DeviceKind) -> Result<DeviceNetwork, String> {
+    let cidr = IpCidr::Ipv4(stack.ip);
+    let mut net = DeviceNetwork::open(&stack.dev, kind, cidr, Some(stack.gateway)).map_err(|e| e.to_string())?;
+    net.node_mut().buffers.tcp = stack.socket_buffer.max(1024);
+    let kind_name = match kind {
+        DeviceKind::Tun => "tun",
+        DeviceKind::Tap => "tap",
+    };
+    log::info!(
+        "smoltcp on {kind_name} device {} (MTU {}) as {}, gateway {}",
+        net.device().name(),
+        net.device().mtu(),
+        stack.ip,
+        stack.gateway
+    );
+    Ok(net)
+}
+
+fn smoltcp_label(net: &DeviceNetwork) -> String {
+    let kind = match net.device().kind() {
+        DeviceKind::Tun => "tun",
+        DeviceKind::Tap => "tap",
+    };
+    format!("smoltcp on {kind} device {}, MTU {}", net.device().name(), net.device().mtu())
+}
+
+fn tcp_server(args: ServerArgs) -> Result<(), String> {
+    match device_kind(args.stack.stack) {
+        None => {
+            let server = KernelTcpServer::bind(SocketAddr::new(args.bind, args.port)).map_err(|e| e.to_string())?;
+            let addr = server.local_addr().map_err(|e| e.to_string())?;
+            announce("tcp-server", addr, "kernel stack");
+            server.serve().map_err(|e| e.to_string())
+        }
+        Some(kind) => serve_smoltcp(&args, kind, args.connections as usize, false),
+    }
+}
+
+fn udp_server(args: ServerArgs) -> Result<(), String> {
+    match device_kind(args.stack.stack) {
+        None => {
+            let server = KernelUdpServer::bind(SocketAddr::new(args.bind, args.port)).map_err(|e| e.to_string())?;
+            let addr = server.local_addr().map_err(|e| e.to_string())?;
+            announce("udp-server", addr, "kernel stack");
+            server.serve().map_err(|e| e.to_string())
+        }
+        Some(kind) => serve_smoltcp(&args, kind, 0, true),
+    }
+}
+
+fn serve_smoltcp(args: &ServerArgs, kind: DeviceKind, connections: usize, udp: bool) -> Result<(), String> {
+    if args.port == 0 {
+        return Err("port 0 is not valid with smoltcp: pass --port".into());
+    }
+    let mut net = open_device(&args.stack, kind)?;
+    let mut servers = UppercaseServers::new(net.node_mut(), args.port, connections, udp, args.max_datagram)
+        .map_err(|e| e.to_string())?;
+    let what = if udp { "udp-server" } else { "tcp-server" };
+    announce(what, format!("{}:{}", args.stack.ip.address(), args.port), &smoltcp_label(&net));
+    drive(&mut net, |net| Step::<()>::Pending {
+        moved: servers.poll(net.node(0)),
+        poll_at: None,
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn timeouts(args: &ClientArgs, default_secs: f64) -> ClientTimeouts {
+    let secs = args.timeout.unwrap_or(default_secs);
+    let timeout = Duration::from_micros((secs * 1e6) as u64);
+    ClientTimeouts {
+        connect: timeout,
+        reply: timeout,
+        tries: args.tries,
+    }
+}
+
+fn server_endpoint(args: &ClientArgs) -> Result<IpEndpoint, String> {
+    let addr: Ipv4Addr = args.host.parse().map_err(|_| {
+        format!(
+            "{} is not an IPv4 address: with --stack tun|tap the server must be given as an address (smoltcp does \
+             not look names up here)",
+            args.host
+        )
+    })?;
+    Ok(IpEndpoint::new(addr.into(), args.port))
+}
+
+fn tcp_client(args: ClientArgs) -> Result<(), String> {
+    let timeouts = timeouts(&args, 5.0);
+    let mut messages = Messages::new(args.message.clone());
+    match device_kind(args.stack.stack) {
+        None => {
+            let server = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
+            let mut client =
+                KernelTcpClient::connect(server, StdDuration::from(timeouts.connect)).map_err(|e| e.to_string())?;
+            while let Some(message) = messages.next_blocking() {
+                let reply = client.exchange(&message).map_err(|e| e.to_string())?;
+                print_reply(&args.host, &reply)?;
+            }
+            client.close();
+            Ok(())
+        }
+        Some(kind) => {
+            let server = server_endpoint(&args)?;
+            let mut net = open_device(&args.stack, kind)?;
+            let mut exchange = TcpExchange::new(net.node_mut(), server, timeouts);
+            let host = args.host.clone();
+            run_smoltcp_client(&mut net, &mut messages, |net, now, incoming, more| {
+                for message in incoming {
+                    exchange.push(message);
+                }
+                if !more {
+                    exchange.finish();
+                }
+                let step = exchange.step(net.node(0), now).map_err(|e| format!("{server}: {e}"));
+                while let Some(reply) = exchange.next_reply() {
+                    print_reply(&host, &reply)?;
+                }
+                step
+            })
+        }
+    }
+}
+
+fn udp_client(args: ClientArgs) -> Result<(), String> {
+    let timeouts = timeouts(&args, 1.0);
+    let mut messages = Messages::new(args.message.clone());
+    match device_kind(args.stack.stack) {
+        None => {
+            let server = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
+            let mut client = KernelUdpClient::new(server, StdDuration::from(timeouts.reply), timeouts.tries)
+                .map_err(|e| e.to_string())?;
+            while let Some(message) = messages.next_blocking() {
+                let (reply, _tries) = client.exchange(&message).map_err(|e| e.to_string())?;
+                print_reply(&args.host, &reply)?;
+            }
+            Ok(())
+        }
+        Some(kind) => {
+            let server = server_endpoint(&args)?;
+            let mut net = open_device(&args.stack, kind)?;
+            let mut exchange = UdpExchange::new(net.node_mut(), server, timeouts).map_err(|e| e.to_string())?;
+            let host = args.host.clone();
+            run_smoltcp_client(&mut net, &mut messages, |net, now, incoming, more| {
+                for message in incoming {
+                    exchange.push(message);
+                }
+                if !more {
+                    exchange.finish();
+                }
+                let step = exchange.step(net.node(0), now).map_err(|e| format!("{server}: {e}"));
+                while let Some((reply, _tries)) = exchange.next_reply() {
+                    print_reply(&host, &reply)?;
+                }
+                step
+            })
+        }
+    }
+}
+
+/// Drives a smoltcp client until it is done, feeding it messages as they come. While standard input may still
+/// bring more, the loop wakes every 20 ms to look.
+fn run_smoltcp_client(
+    net: &mut DeviceNetwork,
+    messages: &mut Messages,
+    mut step: impl FnMut(&mut DeviceNetwork, smoltcp::time::Instant, Vec<Vec<u8>>, bool) -> Result<Step<()>, String>,
+) -> Result<(), String> {
+    let outcome = drive(net, |net| {
+        let now = net.now();
+        let (incoming, more) = messages.ready();
+        match step(net, now, incoming, more) {
+            Ok(Step::Done(())) => Step::Done(Ok(())),
+            Err(e) => Step::Done(Err(e)),
+            Ok(Step::Pending { moved, poll_at }) => {
+                let stdin_check = more.then(|| now + Duration::from_millis(20));
+                Step::Pending {
+                    moved,
+                    poll_at: earliest(poll_at, stdin_check),
+                }
+            }
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    outcome
+}
+
+fn lab() -> Result<(), String> {
+    let report = crate::lab_checks::run_uppercase_checks().map_err(|e| e.to_string())?;
+    print!("{}", report.render());
+    if report.passed() {
+        Ok(())
+    } else {
+        Err("some lab checks failed (see above)".into())
+    }
+}

@@ -1,0 +1,336 @@
+//! [`TunTapDevice`]: a Linux TUN (raw IP) or TAP (Ethernet) device as a smoltcp `phy::Device`, and
+//! [`DeviceNetwork`]: one smoltcp node on such a device, in real time.
+//!
+//! The device is opened with the `tun-tap` crate without the packet-information header, non-blocking. Frames
+//! are read into and written from two buffers sized to the device's MTU once, so the hot path allocates nothing
+//! (smoltcp's own `TunTapInterface` allocates a fresh MTU-sized buffer per received frame, which costs a lot at
+//! a 64 KiB MTU). When idle, [`DeviceNetwork::wait`] sleeps on the file descriptor until a frame arrives or the
+//! next smoltcp timer is due — no busy loop.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use smoltcp::iface::PollResult;
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
+
+use crate::network::{Network, NetworkError, NodeId};
+use crate::node::{random_seed, Node};
+
+/// Which kind of device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// Raw IP packets.
+    Tun,
+    /// Ethernet frames.
+    Tap,
+}
+
+impl DeviceKind {
+    fn mode(self) -> &'static str {
+        match self {
+            DeviceKind::Tun => "tun",
+            DeviceKind::Tap => "tap",
+        }
+    }
+}
+
+/// Why a device could not be opened.
+#[derive(Debug)]
+pub struct DeviceError {
+    message: String,
+}
+
+impl std::fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DeviceError {}
+
+fn open_error(name: &str, kind: DeviceKind, e: &io::Error) -> DeviceError {
+    let mode = kind.mode();
+    let hint = match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENODEV) => {
+            "/dev/net/tun is missing: load the tun module (modprobe tun)".to_string()
+        }
+        Some(libc::EPERM) | Some(libc::EACCES) => format!(
+            "permission denied: run as root (CAP_NET_ADMIN), or create the device for your user first with \
+             `sudo ip tuntap add dev {name} mode {mode} user $USER`"
+        ),
+        Some(libc::EBUSY) => format!("{name} is already in use by another program"),
+        Some(libc::EINVAL) => format!(
+            "{name} exists but is not a {mode} device (delete it with `ip link del {name}` or pick another --dev)"
+        ),
+        _ => e.to_string(),
+    };
+    DeviceError {
+        message: format!("cannot open {mode} device {name}: {hint}"),
+    }
+}
+
+/// A TUN or TAP device as a smoltcp device.
+pub struct TunTapDevice {
+    iface: tun_tap::Iface,
+    kind: DeviceKind,
+    mtu: usize,
+    rx: Vec<u8>,
+    tx: Vec<u8>,
+    failure: Option<io::Error>,
+    warned_down: bool,
+}
+
+impl TunTapDevice {
+    /// Opens (and, when privileged, creates) device `name`.
+    pub fn open(name: &str, kind: DeviceKind) -> Result<Self, DeviceError> {
+        let mode = match kind {
+            DeviceKind::Tun => tun_tap::Mode::Tun,
+            DeviceKind::Tap => tun_tap::Mode::Tap,
+        };
+        let iface =
+            tun_tap::Iface::without_packet_info(name, mode).map_err(|e| open_error(name, kind, &e))?;
+        iface.set_non_blocking().map_err(|e| DeviceError {
+            message: format!("cannot make {name} non-blocking: {e}"),
+        })?;
+        let mtu = std::fs::read_to_string(format!("/sys/class/net/{}/mtu", iface.name()))
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(1500);
+        let frame = mtu + if kind == DeviceKind::Tap { 14 } else { 0 };
+        Ok(TunTapDevice {
+            iface,
+            kind,
+            mtu,
+            rx: vec![0; frame],
+            tx: vec![0; frame],
+            failure: None,
+            warned_down: false,
+        })
+    }
+
+    /// The device's name as the kernel knows it.
+    pub fn name(&self) -> &str {
+        self.iface.name()
+    }
+
+    /// The device's IP MTU, read from the kernel when opened.
+    pub fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    /// The device's kind.
+    pub fn kind(&self) -> DeviceKind {
+        self.kind
+    }
+
+    /// A fatal error seen while reading or writing (the device was deleted, say).
+    pub fn take_failure(&mut self) -> Option<io::Error> {
+        self.failure.take()
+    }
+
+    /// Sleeps until a frame can be read or `timeout` passes (`None`: until a frame arrives).
+    pub fn wait(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        let mut pfd = libc::pollfd {
+            fd: self.iface.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ts = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: t.subsec_nanos() as libc::c_long,
+        });
+        let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `pfd` and `ts` live across the call; one descriptor is passed.
+        let r = unsafe { libc::ppoll(&mut pfd, 1, ts_ptr, std::ptr::null()) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_fatal(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADFD) | Some(libc::ENODEV) | Some(libc::EBADF) | Some(libc::ENXIO)
+    )
+}
+
+/// A frame read from the device.
+pub struct TunTapRxToken<'a>(&'a [u8]);
+
+/// Room for a frame to write to the device.
+pub struct TunTapTxToken<'a> {
+    iface: &'a tun_tap::Iface,
+    buf: &'a mut [u8],
+    failure: &'a mut Option<io::Error>,
+    warned_down: &'a mut bool,
+}
+
+impl phy::RxToken for TunTapRxToken<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0)
+    }
+}
+
+impl phy::TxToken for TunTapTxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let len = len.min(self.buf.len());
+        let frame = &mut self.buf[..len];
+        let result = f(frame);
+        match self.iface.send(frame) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                if !*self.warned_down {
+                    log::warn!(
+                        "{} is down, packets are dropped: bring it up with `ip link set {} up`",
+                        self.iface.name(),
+                        self.iface.name()
+                    );
+                    *self.warned_down = true;
+                }
+            }
+            Err(e) if is_fatal(&e) => *self.failure = Some(e),
+            // The kernel's queue is full (or similar): the packet is lost, as on a wire; TCP retransmits.
+            Err(e) => log::debug!("{}: dropped an outgoing packet: {e}", self.iface.name()),
+        }
+        result
+    }
+}
+
+impl Device for TunTapDevice {
+    type RxToken<'a> = TunTapRxToken<'a>;
+    type TxToken<'a> = TunTapTxToken<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        match self.iface.recv(&mut self.rx) {
+            Ok(n) => Some((
+                TunTapRxToken(&self.rx[..n]),
+                TunTapTxToken {
+                    iface: &self.iface,
+                    buf: &mut self.tx,
+                    failure: &mut self.failure,
+                    warned_down: &mut self.warned_down,
+                },
+            )),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) if is_fatal(&e) => {
+                self.failure = Some(e);
+                None
+            }
+            Err(e) => {
+                log::debug!("{}: read failed: {e}", self.iface.name());
+                None
+            }
+        }
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
+        Some(TunTapTxToken {
+            iface: &self.iface,
+            buf: &mut self.tx,
+            failure: &mut self.failure,
+            warned_down: &mut self.warned_down,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        match self.kind {
+            DeviceKind::Tun => {
+                caps.medium = Medium::Ip;
+                caps.max_transmission_unit = self.mtu;
+            }
+            DeviceKind::Tap => {
+                caps.medium = Medium::Ethernet;
+                caps.max_transmission_unit = self.mtu + 14;
+            }
+        }
+        caps
+    }
+}
+
+/// The MAC address smoltalk's node uses on a TAP device (locally administered).
+pub const TAP_MAC: EthernetAddress = EthernetAddress([0x02, 0x53, 0x4d, 0x4f, 0x4c, 0x01]);
+
+/// One smoltcp node on a TUN/TAP device, in real time.
+pub struct DeviceNetwork {
+    node: Node,
+    device: TunTapDevice,
+}
+
+impl DeviceNetwork {
+    /// Opens the device and puts a node with address `cidr` and default gateway `gateway` on it.
+    pub fn open(
+        name: &str,
+        kind: DeviceKind,
+        cidr: IpCidr,
+        gateway: Option<Ipv4Address>,
+    ) -> Result<Self, DeviceError> {
+        let mut device = TunTapDevice::open(name, kind)?;
+        let hardware = match kind {
+            DeviceKind::Tun => HardwareAddress::Ip,
+            DeviceKind::Tap => TAP_MAC.into(),
+        };
+        let now = Instant::from(std::time::Instant::now());
+        let node = Node::new(name, &mut device, hardware, cidr, gateway, random_seed(), now);
+        Ok(DeviceNetwork { node, device })
+    }
+
+    /// The device.
+    pub fn device(&self) -> &TunTapDevice {
+        &self.device
+    }
+
+    /// The node (also `node(0)` of the [`Network`]).
+    pub fn node_mut(&mut self) -> &mut Node {
+        &mut self.node
+    }
+
+    fn check_device(&mut self) -> Result<(), NetworkError> {
+        match self.device.take_failure() {
+            Some(e) => Err(NetworkError(format!(
+                "device {} went away: {e}",
+                self.device.name()
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Network for DeviceNetwork {
+    fn now(&self) -> Instant {
+        Instant::from(std::time::Instant::now())
+    }
+
+    fn node(&mut self, _id: NodeId) -> &mut Node {
+        &mut self.node
+    }
+
+    fn poll(&mut self) -> Result<bool, NetworkError> {
+        let now = self.now();
+        let node = &mut self.node;
+        let result = node.iface.poll(now, &mut self.device, &mut node.sockets);
+        self.check_device()?;
+        Ok(result == PollResult::SocketStateChanged)
+    }
+
+    fn wait(&mut self, until: Option<Instant>) -> Result<(), NetworkError> {
+        let now = self.now();
+        let node = &mut self.node;
+        let mut delay = node.iface.poll_delay(now, &node.sockets);
+        if let Some(until) = until {
+            let left = if until > now { until - now } else { smoltcp::time::Duration::ZERO };
+            delay = Some(delay.map_or(left, |d| d.min(left)));
+        }
+        self.device
+            .wait(delay.map(Into::into))
+            .map_err(|e| NetworkError(format!("waiting on {}: {e}", self.device.name())))?;
+        self.check_device()
+    }
+}
