@@ -141,7 +141,11 @@ impl UppercaseTcpClient {
 
     /// Takes received bytes into `buf`. `Ok(0)` means nothing has arrived yet, or see
     /// [`UppercaseTcpClient::peer_closed`].
-    pub fn recv(&mut self, sockets: &mut SocketSet<'_>, buf: &mut [u8]) -> Result<usize, ClientError> {
+    pub fn recv(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        buf: &mut [u8],
+    ) -> Result<usize, ClientError> {
         let socket = sockets.get_mut::<tcp::Socket>(self.handle);
         match socket.recv_slice(buf) {
             Ok(n) => Ok(n),

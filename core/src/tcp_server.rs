@@ -235,7 +235,12 @@ mod tests {
         UppercaseTcpServer::new(PORT, handles, &mut bench.sockets).unwrap()
     }
 
-    fn run(bench: &mut Bench, server: &mut UppercaseTcpServer<4>, scratch: &mut [u8], rounds: usize) {
+    fn run(
+        bench: &mut Bench,
+        server: &mut UppercaseTcpServer<4>,
+        scratch: &mut [u8],
+        rounds: usize,
+    ) {
         for _ in 0..rounds {
             bench.poll();
             server.poll(&mut bench.sockets, scratch);
@@ -268,7 +273,10 @@ mod tests {
         bench.one_packet(); // SYN in: the server socket is now SYN-RECEIVED.
         server.poll(&mut bench.sockets, &mut scratch);
         assert_eq!(server.slot_states().next(), Some(SlotState::Serving));
-        assert!(bench.sockets.get_mut::<tcp::Socket>(server.slots[0].handle).is_open());
+        assert!(bench
+            .sockets
+            .get_mut::<tcp::Socket>(server.slots[0].handle)
+            .is_open());
         run(&mut bench, &mut server, &mut scratch, 5);
         bench
             .sockets
@@ -277,7 +285,11 @@ mod tests {
             .unwrap();
         run(&mut bench, &mut server, &mut scratch, 5);
         let mut reply = [0u8; 64];
-        let n = bench.sockets.get_mut::<tcp::Socket>(client).recv_slice(&mut reply).unwrap();
+        let n = bench
+            .sockets
+            .get_mut::<tcp::Socket>(client)
+            .recv_slice(&mut reply)
+            .unwrap();
         assert_eq!(&reply[..n], b"SEND ONCE, READ ONCE");
     }
 
@@ -291,7 +303,9 @@ mod tests {
         let client = bench.tcp_socket(512);
         bench.connect(client, PORT, 50001);
         run(&mut bench, &mut server, &mut scratch, 3);
-        let message: Vec<u8> = (0..20_000u32).map(|i| b"abcXYZ09 \xff"[(i % 10) as usize]).collect();
+        let message: Vec<u8> = (0..20_000u32)
+            .map(|i| b"abcXYZ09 \xff"[(i % 10) as usize])
+            .collect();
         let (mut sent, mut received) = (0, Vec::new());
         for _ in 0..10_000 {
             let socket = bench.sockets.get_mut::<tcp::Socket>(client);

@@ -45,18 +45,22 @@ impl Bench {
     }
 
     pub fn udp_socket(&mut self, packets: usize, payload: usize) -> SocketHandle {
-        let buffer = || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; payload]);
+        let buffer =
+            || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; payload]);
         self.sockets.add(udp::Socket::new(buffer(), buffer()))
     }
 
     pub fn poll(&mut self) {
-        self.iface.poll(self.now, &mut self.device, &mut self.sockets);
+        self.iface
+            .poll(self.now, &mut self.device, &mut self.sockets);
     }
 
     /// Sends what is queued, then takes in exactly one packet.
     pub fn one_packet(&mut self) {
-        self.iface.poll_egress(self.now, &mut self.device, &mut self.sockets);
-        self.iface.poll_ingress_single(self.now, &mut self.device, &mut self.sockets);
+        self.iface
+            .poll_egress(self.now, &mut self.device, &mut self.sockets);
+        self.iface
+            .poll_ingress_single(self.now, &mut self.device, &mut self.sockets);
     }
 
     pub fn endpoint(port: u16) -> IpEndpoint {

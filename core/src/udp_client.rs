@@ -146,7 +146,11 @@ impl UppercaseUdpClient {
                 self.state = UdpClientState::GaveUp;
                 return Err(ClientError::NoReply { tries });
             }
-            log::info!("udp: no reply from {} yet, sending again (try {})", self.server, tries + 1);
+            log::info!(
+                "udp: no reply from {} yet, sending again (try {})",
+                self.server,
+                tries + 1
+            );
             self.send(sockets, request)?;
             self.state = UdpClientState::Awaiting {
                 tries: tries + 1,

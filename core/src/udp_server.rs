@@ -65,11 +65,10 @@ impl UppercaseUdpServer {
     pub fn poll(&mut self, sockets: &mut SocketSet<'_>, scratch: &mut [u8]) -> bool {
         let socket = sockets.get_mut::<udp::Socket>(self.handle);
         let mut progressed = false;
-        loop {
-            let (request_len, len, meta) = match socket.peek() {
-                Ok((request, meta)) => (request.len(), uppercase_into(request, scratch), *meta),
-                Err(udp::RecvError::Exhausted) | Err(udp::RecvError::Truncated) => break,
-            };
+        while let Ok((request_len, len, meta)) = socket
+            .peek()
+            .map(|(request, meta)| (request.len(), uppercase_into(request, scratch), *meta))
+        {
             if request_len > len {
                 log::warn!(
                     "udp:{}: dropped a {request_len}-byte request from {}: larger than the {} bytes this server answers",
@@ -123,7 +122,11 @@ mod tests {
         let handle = bench.udp_socket(8, server_payload);
         let server = UppercaseUdpServer::new(PORT, handle, &mut bench.sockets).unwrap();
         let client = bench.udp_socket(8, 16384);
-        bench.sockets.get_mut::<udp::Socket>(client).bind(40000).unwrap();
+        bench
+            .sockets
+            .get_mut::<udp::Socket>(client)
+            .bind(40000)
+            .unwrap();
         (bench, server, client)
     }
 
@@ -146,7 +149,11 @@ mod tests {
                 bench.poll();
                 server.poll(&mut bench.sockets, &mut scratch);
             }
-            let (reply, meta) = bench.sockets.get_mut::<udp::Socket>(client).recv().unwrap_or_else(|e| panic!("no reply to {} bytes: {e}", request.len()));
+            let (reply, meta) = bench
+                .sockets
+                .get_mut::<udp::Socket>(client)
+                .recv()
+                .unwrap_or_else(|e| panic!("no reply to {} bytes: {e}", request.len()));
             assert_eq!(meta.endpoint, Bench::endpoint(PORT));
             assert!(crate::udp_client::is_reply_to(reply, request));
         }
@@ -181,7 +188,11 @@ mod tests {
         ));
         let mut server = UppercaseUdpServer::new(PORT, handle, &mut bench.sockets).unwrap();
         let client = bench.udp_socket(8, 4096);
-        bench.sockets.get_mut::<udp::Socket>(client).bind(40001).unwrap();
+        bench
+            .sockets
+            .get_mut::<udp::Socket>(client)
+            .bind(40001)
+            .unwrap();
         for i in 0..5u8 {
             send(&mut bench, client, &[b'a' + i; 10]);
         }

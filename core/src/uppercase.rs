@@ -39,7 +39,11 @@ mod tests {
     #[test]
     fn every_byte_value() {
         for value in 0..=255u8 {
-            let expected = if value.is_ascii_lowercase() { value - 32 } else { value };
+            let expected = if value.is_ascii_lowercase() {
+                value - 32
+            } else {
+                value
+            };
             assert_eq!(uppercase_byte(value), expected, "byte {value:#04x}");
         }
     }

@@ -197,7 +197,9 @@ impl TcpExchange {
 
     /// Whether the client waits for nothing but more messages.
     pub fn is_idle(&self) -> bool {
-        matches!(self.phase, TcpPhase::Exchanging) && self.current.is_none() && self.queue.is_empty()
+        matches!(self.phase, TcpPhase::Exchanging)
+            && self.current.is_none()
+            && self.queue.is_empty()
     }
 
     /// One step: connect, send, receive, close, as far as the sockets allow.
@@ -276,7 +278,9 @@ impl TcpExchange {
                 return Ok(moved);
             };
             if current.sent < current.request.len() {
-                let n = self.client.send(sockets, &current.request[current.sent..])?;
+                let n = self
+                    .client
+                    .send(sockets, &current.request[current.sent..])?;
                 current.sent += n;
                 moved |= n > 0;
             }
@@ -409,7 +413,8 @@ impl UdpExchange {
                         smoltalk_core::UdpClientState::Answered { tries } => tries,
                         _ => 1,
                     };
-                    self.replies.push_back((self.reply_buf[..len].to_vec(), tries));
+                    self.replies
+                        .push_back((self.reply_buf[..len].to_vec(), tries));
                     self.current = None;
                     moved = true;
                 }

@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use smoltcp::time::Duration;
 use smoltcp::wire::{IpCidr, IpEndpoint, Ipv4Cidr};
 
-use crate::apps::{ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers, DEFAULT_MAX_DATAGRAM};
+use crate::apps::{
+    ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers, DEFAULT_MAX_DATAGRAM,
+};
 use crate::device::{DeviceKind, DeviceNetwork};
 use crate::kernel::{resolve, KernelTcpClient, KernelTcpServer, KernelUdpClient, KernelUdpServer};
 use crate::network::{drive, earliest, Network, Step};
@@ -131,14 +133,18 @@ fn parse_cidr(text: &str) -> Result<Ipv4Cidr, String> {
 fn parse_seconds(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(s) if s > 0.0 && s <= 3600.0 => Ok(s),
-        _ => Err(format!("{text} is not a number of seconds between 0 and 3600")),
+        _ => Err(format!(
+            "{text} is not a number of seconds between 0 and 3600"
+        )),
     }
 }
 
 fn parse_max_datagram(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if (1..=16384).contains(&n) => Ok(n),
-        _ => Err(format!("{text} is not a size from 1 to 16384 bytes (smoltcp reassembles up to 16 KiB)")),
+        _ => Err(format!(
+            "{text} is not a size from 1 to 16384 bytes (smoltcp reassembles up to 16 KiB)"
+        )),
     }
 }
 
@@ -234,7 +240,8 @@ fn device_kind(stack: Stack) -> Option<DeviceKind> {
 
 fn open_device(stack: &StackArgs, kind: DeviceKind) -> Result<DeviceNetwork, String> {
     let cidr = IpCidr::Ipv4(stack.ip);
-    let mut net = DeviceNetwork::open(&stack.dev, kind, cidr, Some(stack.gateway)).map_err(|e| e.to_string())?;
+    let mut net = DeviceNetwork::open(&stack.dev, kind, cidr, Some(stack.gateway))
+        .map_err(|e| e.to_string())?;
     net.node_mut().buffers.tcp = stack.socket_buffer.max(1024);
     let kind_name = match kind {
         DeviceKind::Tun => "tun",
@@ -255,13 +262,18 @@ fn smoltcp_label(net: &DeviceNetwork) -> String {
         DeviceKind::Tun => "tun",
         DeviceKind::Tap => "tap",
     };
-    format!("smoltcp on {kind} device {}, MTU {}", net.device().name(), net.device().mtu())
+    format!(
+        "smoltcp on {kind} device {}, MTU {}",
+        net.device().name(),
+        net.device().mtu()
+    )
 }
 
 fn tcp_server(args: ServerArgs) -> Result<(), String> {
     match device_kind(args.stack.stack) {
         None => {
-            let server = KernelTcpServer::bind(SocketAddr::new(args.bind, args.port)).map_err(|e| e.to_string())?;
+            let server = KernelTcpServer::bind(SocketAddr::new(args.bind, args.port))
+                .map_err(|e| e.to_string())?;
             let addr = server.local_addr().map_err(|e| e.to_string())?;
             announce("tcp-server", addr, "kernel stack");
             server.serve().map_err(|e| e.to_string())
@@ -273,7 +285,8 @@ fn tcp_server(args: ServerArgs) -> Result<(), String> {
 fn udp_server(args: ServerArgs) -> Result<(), String> {
     match device_kind(args.stack.stack) {
         None => {
-            let server = KernelUdpServer::bind(SocketAddr::new(args.bind, args.port)).map_err(|e| e.to_string())?;
+            let server = KernelUdpServer::bind(SocketAddr::new(args.bind, args.port))
+                .map_err(|e| e.to_string())?;
             let addr = server.local_addr().map_err(|e| e.to_string())?;
             announce("udp-server", addr, "kernel stack");
             server.serve().map_err(|e| e.to_string())
@@ -282,15 +295,30 @@ fn udp_server(args: ServerArgs) -> Result<(), String> {
     }
 }
 
-fn serve_smoltcp(args: &ServerArgs, kind: DeviceKind, connections: usize, udp: bool) -> Result<(), String> {
+fn serve_smoltcp(
+    args: &ServerArgs,
+    kind: DeviceKind,
+    connections: usize,
+    udp: bool,
+) -> Result<(), String> {
     if args.port == 0 {
         return Err("port 0 is not valid with smoltcp: pass --port".into());
     }
     let mut net = open_device(&args.stack, kind)?;
-    let mut servers = UppercaseServers::new(net.node_mut(), args.port, connections, udp, args.max_datagram)
-        .map_err(|e| e.to_string())?;
+    let mut servers = UppercaseServers::new(
+        net.node_mut(),
+        args.port,
+        connections,
+        udp,
+        args.max_datagram,
+    )
+    .map_err(|e| e.to_string())?;
     let what = if udp { "udp-server" } else { "tcp-server" };
-    announce(what, format!("{}:{}", args.stack.ip.address(), args.port), &smoltcp_label(&net));
+    announce(
+        what,
+        format!("{}:{}", args.stack.ip.address(), args.port),
+        &smoltcp_label(&net),
+    );
     drive(&mut net, |net| Step::<()>::Pending {
         moved: servers.poll(net.node(0)),
         poll_at: None,
@@ -325,8 +353,8 @@ fn tcp_client(args: ClientArgs) -> Result<(), String> {
     match device_kind(args.stack.stack) {
         None => {
             let server = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
-            let mut client =
-                KernelTcpClient::connect(server, StdDuration::from(timeouts.connect)).map_err(|e| e.to_string())?;
+            let mut client = KernelTcpClient::connect(server, StdDuration::from(timeouts.connect))
+                .map_err(|e| e.to_string())?;
             while let Some(message) = messages.next_blocking() {
                 let reply = client.exchange(&message).map_err(|e| e.to_string())?;
                 print_reply(&args.host, &reply)?;
@@ -346,7 +374,9 @@ fn tcp_client(args: ClientArgs) -> Result<(), String> {
                 if !more {
                     exchange.finish();
                 }
-                let step = exchange.step(net.node(0), now).map_err(|e| format!("{server}: {e}"));
+                let step = exchange
+                    .step(net.node(0), now)
+                    .map_err(|e| format!("{server}: {e}"));
                 while let Some(reply) = exchange.next_reply() {
                     print_reply(&host, &reply)?;
                 }
@@ -362,8 +392,9 @@ fn udp_client(args: ClientArgs) -> Result<(), String> {
     match device_kind(args.stack.stack) {
         None => {
             let server = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
-            let mut client = KernelUdpClient::new(server, StdDuration::from(timeouts.reply), timeouts.tries)
-                .map_err(|e| e.to_string())?;
+            let mut client =
+                KernelUdpClient::new(server, StdDuration::from(timeouts.reply), timeouts.tries)
+                    .map_err(|e| e.to_string())?;
             while let Some(message) = messages.next_blocking() {
                 let (reply, _tries) = client.exchange(&message).map_err(|e| e.to_string())?;
                 print_reply(&args.host, &reply)?;
@@ -373,7 +404,8 @@ fn udp_client(args: ClientArgs) -> Result<(), String> {
         Some(kind) => {
             let server = server_endpoint(&args)?;
             let mut net = open_device(&args.stack, kind)?;
-            let mut exchange = UdpExchange::new(net.node_mut(), server, timeouts).map_err(|e| e.to_string())?;
+            let mut exchange =
+                UdpExchange::new(net.node_mut(), server, timeouts).map_err(|e| e.to_string())?;
             let host = args.host.clone();
             run_smoltcp_client(&mut net, &mut messages, |net, now, incoming, more| {
                 for message in incoming {
@@ -382,7 +414,9 @@ fn udp_client(args: ClientArgs) -> Result<(), String> {
                 if !more {
                     exchange.finish();
                 }
-                let step = exchange.step(net.node(0), now).map_err(|e| format!("{server}: {e}"));
+                let step = exchange
+                    .step(net.node(0), now)
+                    .map_err(|e| format!("{server}: {e}"));
                 while let Some((reply, _tries)) = exchange.next_reply() {
                     print_reply(&host, &reply)?;
                 }
@@ -397,9 +431,14 @@ fn udp_client(args: ClientArgs) -> Result<(), String> {
 fn run_smoltcp_client(
     net: &mut DeviceNetwork,
     messages: &mut Messages,
-    mut step: impl FnMut(&mut DeviceNetwork, smoltcp::time::Instant, Vec<Vec<u8>>, bool) -> Result<Step<()>, String>,
+    mut step: impl FnMut(
+        &mut DeviceNetwork,
+        smoltcp::time::Instant,
+        Vec<Vec<u8>>,
+        bool,
+    ) -> Result<Step<()>, String>,
 ) -> Result<(), String> {
-    let outcome = drive(net, |net| {
+    drive(net, |net| {
         let now = net.now();
         let (incoming, more) = messages.ready();
         match step(net, now, incoming, more) {
@@ -414,8 +453,7 @@ fn run_smoltcp_client(
             }
         }
     })
-    .map_err(|e| e.to_string())?;
-    outcome
+    .map_err(|e| e.to_string())?
 }
 
 fn lab() -> Result<(), String> {

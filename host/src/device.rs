@@ -89,8 +89,8 @@ impl TunTapDevice {
             DeviceKind::Tun => tun_tap::Mode::Tun,
             DeviceKind::Tap => tun_tap::Mode::Tap,
         };
-        let iface =
-            tun_tap::Iface::without_packet_info(name, mode).map_err(|e| open_error(name, kind, &e))?;
+        let iface = tun_tap::Iface::without_packet_info(name, mode)
+            .map_err(|e| open_error(name, kind, &e))?;
         iface.set_non_blocking().map_err(|e| DeviceError {
             message: format!("cannot make {name} non-blocking: {e}"),
         })?;
@@ -141,7 +141,9 @@ impl TunTapDevice {
             tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
             tv_nsec: t.subsec_nanos() as libc::c_long,
         });
-        let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
         // SAFETY: `pfd` and `ts` live across the call; one descriptor is passed.
         let r = unsafe { libc::ppoll(&mut pfd, 1, ts_ptr, std::ptr::null()) };
         if r < 0 {
@@ -278,7 +280,15 @@ impl DeviceNetwork {
             DeviceKind::Tap => TAP_MAC.into(),
         };
         let now = Instant::from(std::time::Instant::now());
-        let node = Node::new(name, &mut device, hardware, cidr, gateway, random_seed(), now);
+        let node = Node::new(
+            name,
+            &mut device,
+            hardware,
+            cidr,
+            gateway,
+            random_seed(),
+            now,
+        );
         Ok(DeviceNetwork { node, device })
     }
 
@@ -325,7 +335,11 @@ impl Network for DeviceNetwork {
         let node = &mut self.node;
         let mut delay = node.iface.poll_delay(now, &node.sockets);
         if let Some(until) = until {
-            let left = if until > now { until - now } else { smoltcp::time::Duration::ZERO };
+            let left = if until > now {
+                until - now
+            } else {
+                smoltcp::time::Duration::ZERO
+            };
             delay = Some(delay.map_or(left, |d| d.min(left)));
         }
         self.device

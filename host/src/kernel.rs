@@ -193,7 +193,9 @@ impl KernelTcpClient {
             std::thread::scope(|scope| {
                 let sending = scope.spawn(move || writer.write_all(message));
                 let read = self.stream.read_exact(&mut reply);
-                let sent = sending.join().unwrap_or_else(|_| Err(io::Error::other("writer panicked")));
+                let sent = sending
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("writer panicked")));
                 read.and(sent)
             })
             .map_err(io_error)?;
@@ -243,7 +245,10 @@ impl KernelUdpClient {
         let mut buf = vec![0u8; 65536];
         for attempt in 1..=self.tries {
             if attempt > 1 {
-                log::info!("udp: no reply from {} yet, sending again (try {attempt})", self.server);
+                log::info!(
+                    "udp: no reply from {} yet, sending again (try {attempt})",
+                    self.server
+                );
             }
             self.socket.send_to(message, self.server).map_err(|e| {
                 KernelError(if e.raw_os_error() == Some(libc::EMSGSIZE) {
@@ -264,7 +269,12 @@ impl KernelUdpClient {
                         return Ok((buf[..n].to_vec(), attempt));
                     }
                     Ok((n, from)) => log::debug!("udp: skipped {n} bytes from {from}"),
-                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
                         break
                     }
                     // An unconnected socket may still see an ICMP error reported by the kernel: treat as silence.

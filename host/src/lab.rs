@@ -172,7 +172,9 @@ impl Network for Lab {
         loop {
             for member in self.members.iter_mut() {
                 let node = &mut member.node;
-                if node.iface.poll(self.clock, &mut member.port, &mut node.sockets)
+                if node
+                    .iface
+                    .poll(self.clock, &mut member.port, &mut node.sockets)
                     == PollResult::SocketStateChanged
                 {
                     anything = true;

@@ -9,7 +9,9 @@ use smoltalk_core::{uppercase_in_place, ClientError};
 use smoltcp::time::Duration;
 use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint, Ipv4Address};
 
-use crate::apps::{ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers, DEFAULT_MAX_DATAGRAM};
+use crate::apps::{
+    ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers, DEFAULT_MAX_DATAGRAM,
+};
 use crate::lab::Lab;
 use crate::network::{drive, earliest, Network, NetworkError, NodeId, Step};
 
@@ -63,7 +65,10 @@ impl UppercaseLab {
 
     /// Runs `clients` on the client node side by side until each has finished or failed; the server keeps
     /// serving meanwhile. Returns each client's outcome, in order.
-    pub fn run(&mut self, clients: &mut [LabClient]) -> Result<Vec<Result<(), ClientError>>, NetworkError> {
+    pub fn run(
+        &mut self,
+        clients: &mut [LabClient],
+    ) -> Result<Vec<Result<(), ClientError>>, NetworkError> {
         let mut outcomes: Vec<Option<Result<(), ClientError>>> = vec![None; clients.len()];
         let (server, client) = (self.server, self.client);
         let servers = &mut self.servers;
@@ -77,7 +82,10 @@ impl UppercaseLab {
                 }
                 match exchange.step(lab, client, now) {
                     Ok(Step::Done(())) => *outcome = Some(Ok(())),
-                    Ok(Step::Pending { moved: m, poll_at: p }) => {
+                    Ok(Step::Pending {
+                        moved: m,
+                        poll_at: p,
+                    }) => {
                         moved |= m;
                         poll_at = earliest(poll_at, p);
                     }
@@ -109,7 +117,12 @@ pub enum LabClient {
 }
 
 impl LabClient {
-    fn step<N: Network>(&mut self, net: &mut N, node: NodeId, now: smoltcp::time::Instant) -> Result<Step<()>, ClientError> {
+    fn step<N: Network>(
+        &mut self,
+        net: &mut N,
+        node: NodeId,
+        now: smoltcp::time::Instant,
+    ) -> Result<Step<()>, ClientError> {
         match self {
             LabClient::Tcp(c) => c.step(net.node(node), now),
             LabClient::Udp(c) => c.step(net.node(node), now),
@@ -231,7 +244,8 @@ fn uppercased(message: &[u8]) -> Vec<u8> {
 
 /// A deterministic pseudo-random text of `len` bytes, mixed case with punctuation and digits.
 pub fn sample_text(len: usize, seed: u64) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:!?-_\n";
+    const ALPHABET: &[u8] =
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:!?-_\n";
     let mut x = seed | 1;
     (0..len)
         .map(|_| {
@@ -285,26 +299,41 @@ impl CheckRun<'_> {
                 }
                 (Ok(()), Some(expected)) => {
                     passed = false;
-                    notes.push(format!("expected \"{expected}\", but the exchange succeeded"));
+                    notes.push(format!(
+                        "expected \"{expected}\", but the exchange succeeded"
+                    ));
                 }
             }
             if replies.len() != messages.len() {
                 passed = false;
-                notes.push(format!("{} replies to {} messages", replies.len(), messages.len()));
+                notes.push(format!(
+                    "{} replies to {} messages",
+                    replies.len(),
+                    messages.len()
+                ));
             }
             for (message, (reply, tries)) in messages.iter().zip(&replies) {
                 bytes += message.len();
                 max_tries = max_tries.max(*tries);
                 if *reply != uppercased(message) {
                     passed = false;
-                    notes.push(format!("wrong reply {} to {}", preview(reply), preview(message)));
+                    notes.push(format!(
+                        "wrong reply {} to {}",
+                        preview(reply),
+                        preview(message)
+                    ));
                 }
-                first.get_or_insert_with(|| format!("sent {} got {}", preview(message), preview(reply)));
+                first.get_or_insert_with(|| {
+                    format!("sent {} got {}", preview(message), preview(reply))
+                });
             }
         }
         let messages: usize = sent.iter().map(Vec::len).sum();
         let mut detail = if expect_error.is_none() {
-            format!("{} client(s), {messages} message(s), {bytes} bytes each way", sent.len())
+            format!(
+                "{} client(s), {messages} message(s), {bytes} bytes each way",
+                sent.len()
+            )
         } else {
             String::new()
         };
@@ -340,14 +369,24 @@ impl CheckRun<'_> {
         (LabClient::Tcp(exchange), messages)
     }
 
-    fn udp(&mut self, port: u16, messages: Vec<Vec<u8>>, tries: u32) -> Result<(LabClient, Vec<Vec<u8>>), ClientError> {
+    fn udp(
+        &mut self,
+        port: u16,
+        messages: Vec<Vec<u8>>,
+        tries: u32,
+    ) -> Result<(LabClient, Vec<Vec<u8>>), ClientError> {
         let node = self.lab.lab.node(self.lab.client);
         let timeouts = ClientTimeouts {
             tries,
             reply: Duration::from_secs(1),
             ..ClientTimeouts::default()
         };
-        let exchange = UdpExchange::with_messages(node, UppercaseLab::endpoint(port), timeouts, messages.clone())?;
+        let exchange = UdpExchange::with_messages(
+            node,
+            UppercaseLab::endpoint(port),
+            timeouts,
+            messages.clone(),
+        )?;
         Ok((LabClient::Udp(exchange), messages))
     }
 }
@@ -368,11 +407,17 @@ pub fn run_uppercase_checks() -> Result<LabReport, NetworkError> {
 
     let several = (1..=SERVER_CONNECTIONS)
         .map(|i| {
-            let messages = (1..=3).map(|j| format!("client {i} says hello #{j}").into_bytes()).collect();
+            let messages = (1..=3)
+                .map(|j| format!("client {i} says hello #{j}").into_bytes())
+                .collect();
             run.tcp(PORT, messages)
         })
         .collect();
-    run.check(&format!("tcp: {SERVER_CONNECTIONS} clients at once"), several, None)?;
+    run.check(
+        &format!("tcp: {SERVER_CONNECTIONS} clients at once"),
+        several,
+        None,
+    )?;
 
     let large = run.tcp(PORT, vec![sample_text(1 << 20, 7)]);
     run.check("tcp: 1 MiB in one message", vec![large], None)?;
@@ -381,7 +426,11 @@ pub fn run_uppercase_checks() -> Result<LabReport, NetworkError> {
     run.check("tcp: binary payload (every byte value)", vec![binary], None)?;
 
     let refused = run.tcp(PORT + 1, vec![b"anyone there?".to_vec()]);
-    run.check("tcp: nothing listening -> refused", vec![refused], Some(ClientError::ConnectionRefused))?;
+    run.check(
+        "tcp: nothing listening -> refused",
+        vec![refused],
+        Some(ClientError::ConnectionRefused),
+    )?;
 
     let datagrams = vec![
         b"hello over udp".to_vec(),
@@ -399,7 +448,9 @@ pub fn run_uppercase_checks() -> Result<LabReport, NetworkError> {
     run.check("udp: 3 clients at once", udp_clients, None)?;
 
     let oversized_before = run.lab.servers.udp_stats().map_or(0, |s| s.oversized);
-    let oversized = run.udp(PORT, vec![sample_text(DEFAULT_MAX_DATAGRAM + 1, 17)], 2).map_err(udp_setup)?;
+    let oversized = run
+        .udp(PORT, vec![sample_text(DEFAULT_MAX_DATAGRAM + 1, 17)], 2)
+        .map_err(udp_setup)?;
     run.check(
         "udp: oversized request dropped, not truncated",
         vec![oversized],
@@ -408,7 +459,10 @@ pub fn run_uppercase_checks() -> Result<LabReport, NetworkError> {
     let dropped = run.lab.servers.udp_stats().map_or(0, |s| s.oversized) - oversized_before;
     if let Some(check) = run.checks.last_mut() {
         check.passed &= dropped == 2;
-        let _ = write!(check.detail, "; server dropped {dropped} oversized request(s)");
+        let _ = write!(
+            check.detail,
+            "; server dropped {dropped} oversized request(s)"
+        );
     }
 
     let checks = run.checks;

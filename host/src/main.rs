@@ -3,9 +3,11 @@
 use clap::Parser;
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,smoltcp=warn"))
-        .format_timestamp_millis()
-        .init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,smoltcp=warn"),
+    )
+    .format_timestamp_millis()
+    .init();
     let cli = smoltalk::cli::Cli::parse();
     if let Err(message) = smoltalk::cli::run(cli) {
         eprintln!("smoltalk: error: {message}");

@@ -1,0 +1,312 @@
+//! The real `smoltalk` binary on the kernel stack, over loopback, against itself and against an independent peer
+//! (small Python programs that know nothing of smoltalk).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::time::Duration;
+
+use support::*;
+
+/// Connects, sends once, reads the whole reply without closing its side, then closes: the classic lab client.
+const PY_SEND_ONCE_READ_ONCE: &str = r#"
+import socket, sys
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+data = open(path, 'rb').read()
+s = socket.create_connection((host, port), timeout=10)
+s.sendall(data)
+reply = b''
+while len(reply) < len(data):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    reply += chunk
+sys.stdout.buffer.write(reply)
+s.close()
+"#;
+
+/// A TCP uppercase server (bytes.upper() changes only ASCII a-z).
+const PY_TCP_SERVER: &str = r#"
+import socket, sys, threading
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(('127.0.0.1', 0)); srv.listen(16)
+print('python listening on 127.0.0.1:%d' % srv.getsockname()[1], flush=True)
+def serve(c):
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        c.sendall(d.upper())
+    c.close()
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+const PY_UDP_SERVER: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 0))
+print('python listening on 127.0.0.1:%d' % s.getsockname()[1], flush=True)
+while True:
+    d, a = s.recvfrom(65536)
+    s.sendto(d.upper(), a)
+"#;
+
+const PY_UDP_CLIENT: &str = r#"
+import socket, sys
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+data = open(path, 'rb').read()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+s.sendto(data, (host, port))
+reply, addr = s.recvfrom(65536)
+sys.stdout.buffer.write(reply)
+"#;
+
+fn tcp_server() -> (Running, u16) {
+    let mut cmd = smoltalk();
+    cmd.args(["tcp-server", "--bind", "127.0.0.1", "--port", "0"]);
+    start_server(cmd, "smoltalk tcp-server")
+}
+
+fn udp_server() -> (Running, u16) {
+    let mut cmd = smoltalk();
+    cmd.args(["udp-server", "--bind", "127.0.0.1", "--port", "0"]);
+    start_server(cmd, "smoltalk udp-server")
+}
+
+fn temp_file(name: &str, data: &[u8]) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("smoltalk-test-{}-{name}", std::process::id()));
+    std::fs::write(&path, data).expect("write temp file");
+    path
+}
+
+fn every_byte(times: usize) -> Vec<u8> {
+    (0..256 * times).map(|i| (i % 256) as u8).collect()
+}
+
+#[test]
+fn tcp_client_message_and_stdin_lines() {
+    let (_server, port) = tcp_server();
+    let port = port.to_string();
+
+    let out = run(smoltalk_args(&[
+        "tcp-client",
+        "127.0.0.1",
+        &port,
+        "Hello, World! 123 äö",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "127.0.0.1 > HELLO, WORLD! 123 äö\n");
+
+    let out = run_with_input(
+        smoltalk_args(&["tcp-client", "127.0.0.1", &port]),
+        b"first line\nsecond: mixed Case\n\nlast",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "127.0.0.1 > FIRST LINE\n127.0.0.1 > SECOND: MIXED CASE\n127.0.0.1 > \n127.0.0.1 > LAST\n"
+    );
+}
+
+fn smoltalk_args(args: &[&str]) -> std::process::Command {
+    let mut cmd = smoltalk();
+    cmd.args(args);
+    cmd
+}
+
+#[test]
+fn tcp_server_answers_an_independent_client_that_sends_once_and_reads_once() {
+    let (_server, port) = tcp_server();
+    for (name, data) in [
+        ("sentence", b"the classic lab sentence".to_vec()),
+        ("binary", every_byte(4)),
+        ("large", every_byte(4096)), // 1 MiB
+    ] {
+        let path = temp_file(name, &data);
+        let out = run(python(
+            PY_SEND_ONCE_READ_ONCE,
+            &["127.0.0.1", &port.to_string(), path.to_str().unwrap()],
+        ));
+        let _ = std::fs::remove_file(&path);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert!(
+            out.stdout == upper(&data),
+            "{name}: reply differs ({} bytes back of {})",
+            out.stdout.len(),
+            data.len()
+        );
+    }
+}
+
+#[test]
+fn tcp_server_serves_several_clients_at_once() {
+    let (_server, port) = tcp_server();
+    // All connect first, then all talk: each needs its own connection served concurrently.
+    let mut streams: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    for (i, stream) in streams.iter_mut().enumerate().rev() {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let message = format!("client number {i} speaking");
+        stream.write_all(message.as_bytes()).unwrap();
+        let mut reply = vec![0; message.len()];
+        stream.read_exact(&mut reply).unwrap();
+        assert_eq!(reply, upper(message.as_bytes()));
+    }
+}
+
+#[test]
+fn udp_server_answers_cli_and_independent_clients() {
+    let (_server, port) = udp_server();
+    let port_s = port.to_string();
+    let out = run_with_input(
+        smoltalk_args(&["udp-client", "127.0.0.1", &port_s]),
+        b"one\ntwo Two\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "127.0.0.1 > ONE\n127.0.0.1 > TWO TWO\n");
+
+    for (name, data) in [("binary", every_byte(8)), ("large", every_byte(200))] {
+        let path = temp_file(&format!("udp-{name}"), &data);
+        let out = run(python(
+            PY_UDP_CLIENT,
+            &["127.0.0.1", &port_s, path.to_str().unwrap()],
+        ));
+        let _ = std::fs::remove_file(&path);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert!(
+            out.stdout == upper(&data),
+            "{name}: {} bytes back of {}",
+            out.stdout.len(),
+            data.len()
+        );
+    }
+
+    // One reply per datagram, same length, from the server's address.
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    for message in [&b"a"[..], b"", b"MiXeD 42"] {
+        socket.send_to(message, ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = socket.recv_from(&mut buf).unwrap();
+        assert_eq!(from.port(), port);
+        assert_eq!(&buf[..n], &upper(message)[..]);
+    }
+}
+
+#[test]
+fn cli_clients_talk_to_independent_servers() {
+    let (_tcp, tcp_port) = start_server(python(PY_TCP_SERVER, &[]), "python tcp server");
+    let out = run(smoltalk_args(&[
+        "tcp-client",
+        "127.0.0.1",
+        &tcp_port.to_string(),
+        "to python",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "127.0.0.1 > TO PYTHON\n");
+
+    let (_udp, udp_port) = start_server(python(PY_UDP_SERVER, &[]), "python udp server");
+    let out = run(smoltalk_args(&[
+        "udp-client",
+        "127.0.0.1",
+        &udp_port.to_string(),
+        "to python by udp",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "127.0.0.1 > TO PYTHON BY UDP\n");
+}
+
+#[test]
+fn errors_are_one_clear_line_and_a_failure_exit() {
+    let closed = closed_port().to_string();
+
+    let out = run(smoltalk_args(&[
+        "tcp-client",
+        "127.0.0.1",
+        &closed,
+        "anyone?",
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("refused: the server is probably not running"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout.is_empty());
+
+    let out = run(smoltalk_args(&[
+        "udp-client",
+        "127.0.0.1",
+        &closed,
+        "anyone?",
+        "--timeout",
+        "0.2",
+        "--tries",
+        "2",
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no reply")
+            && err.contains("after 2 tries")
+            && err.contains("UDP has no connection"),
+        "{err}"
+    );
+
+    let (_server, port) = tcp_server();
+    let out = run(smoltalk_args(&[
+        "tcp-server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already in use"), "{}", stderr(&out));
+
+    let out = run(smoltalk_args(&["tcp-server", "--bind", "300.1.2.3"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("invalid value '300.1.2.3'"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(smoltalk_args(&[
+        "tcp-client",
+        "--stack",
+        "tun",
+        "--ip",
+        "10.0.2.15/40",
+        "10.0.2.2",
+        "1",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("not a prefix length"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(smoltalk_args(&[
+        "tcp-client",
+        "--stack",
+        "tun",
+        "server.example",
+        "12000",
+        "x",
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is not an IPv4 address"),
+        "{}",
+        stderr(&out)
+    );
+}
