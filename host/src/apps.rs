@@ -23,6 +23,10 @@ pub const MAX_TCP_CONNECTIONS: usize = 64;
 /// The largest UDP request the smoltcp server answers by default (the floor is 2,048).
 pub const DEFAULT_MAX_DATAGRAM: usize = 8192;
 
+/// Bytes carried from a receive buffer to a send buffer in one go. Small enough to stay in the CPU's cache
+/// between the two copies; larger scratch buffers measured slower (see BENCHMARKS.md).
+pub const TCP_SCRATCH: usize = 32 * 1024;
+
 /// The uppercase service on one node: a TCP pool, a UDP socket, or both.
 pub struct UppercaseServers {
     tcp: Option<UppercaseTcpServer<MAX_TCP_CONNECTIONS>>,
@@ -66,7 +70,7 @@ impl UppercaseServers {
         Ok(UppercaseServers {
             tcp,
             udp,
-            tcp_scratch: vec![0; node.buffers.tcp.clamp(1, 1 << 20)],
+            tcp_scratch: vec![0; node.buffers.tcp.clamp(1, TCP_SCRATCH)],
             udp_scratch: vec![0; max_datagram],
         })
     }

@@ -41,6 +41,27 @@ pub enum Command {
     /// Run the in-process lab: smoltcp server and client nodes on a virtual network, no privileges needed.
     /// Prints what was sent, what came back, packets and time; exits 0 only if every check held.
     Lab,
+    /// Load an uppercase TCP server (kernel stack client): stream text over N connections, verify every reply
+    /// byte, and print the verified throughput.
+    Throughput(ThroughputArgs),
+}
+
+/// Options of `throughput`.
+#[derive(Debug, Clone, Args)]
+pub struct ThroughputArgs {
+    /// Server address.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Seconds to measure (after a warm-up of a quarter of that).
+    #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
+    pub seconds: f64,
+    /// Connections at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub connections: u16,
+    /// Bytes per write.
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub chunk: u32,
 }
 
 /// Which TCP/IP stack a command runs on.
@@ -156,6 +177,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::TcpClient(args) => tcp_client(args),
         Command::UdpClient(args) => udp_client(args),
         Command::Lab => lab(),
+        Command::Throughput(args) => throughput(args),
     }
 }
 
@@ -464,4 +486,25 @@ fn lab() -> Result<(), String> {
     } else {
         Err("some lab checks failed (see above)".into())
     }
+}
+
+fn throughput(args: ThroughputArgs) -> Result<(), String> {
+    let server = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
+    let measured = crate::load::run(
+        server,
+        args.connections as usize,
+        StdDuration::from_secs_f64(args.seconds / 4.0),
+        StdDuration::from_secs_f64(args.seconds),
+        args.chunk as usize,
+    )?;
+    let mut out = io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "throughput: {:.3} Gbit/s each way ({} verified reply bytes in {:.2} s over {} connection(s))",
+        measured.gbit_per_s(),
+        measured.bytes,
+        measured.elapsed.as_secs_f64(),
+        measured.connections
+    );
+    Ok(())
 }

@@ -7,5 +7,6 @@ pub mod device;
 pub mod kernel;
 pub mod lab;
 pub mod lab_checks;
+pub mod load;
 pub mod network;
 pub mod node;

@@ -1,0 +1,172 @@
+//! `smoltalk throughput`: a load generator for any uppercase TCP server, on the kernel stack. Each connection
+//! streams a known text, and every byte of the reply is checked against its uppercase form before it is
+//! counted. The figure is what came back, verified, per second.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use smoltalk_core::uppercase_in_place;
+
+/// What a throughput run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    /// Verified reply bytes counted in the measured interval.
+    pub bytes: u64,
+    /// Length of the measured interval.
+    pub elapsed: Duration,
+    /// Connections used.
+    pub connections: usize,
+}
+
+impl Throughput {
+    /// Reply bytes per second as Gbit/s (each way: the same bytes went out).
+    pub fn gbit_per_s(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.elapsed.as_secs_f64() / 1e9
+    }
+}
+
+const PATTERN_LEN: usize = 1 << 16;
+
+fn pattern() -> Vec<u8> {
+    // Mixed-case text, periodic in PATTERN_LEN and twice that long, so any write of up to PATTERN_LEN bytes
+    // can start at any offset of the period.
+    let text = b"The Quick Brown Fox Jumps Over The Lazy Dog, 0123456789! ";
+    (0..2 * PATTERN_LEN)
+        .map(|i| text[(i % PATTERN_LEN) % text.len()])
+        .collect()
+}
+
+/// Streams to `server` over `connections` connections for `warmup + duration`, counting only `duration`.
+/// One thread drives every connection with non-blocking sockets and `poll`, as iperf3 does, so the load
+/// generator itself adds no thread switches as connections are added.
+pub fn run(
+    server: SocketAddr,
+    connections: usize,
+    warmup: Duration,
+    duration: Duration,
+    chunk: usize,
+) -> Result<Throughput, String> {
+    let mut conns = Vec::new();
+    for _ in 0..connections.max(1) {
+        let stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))
+            .map_err(|e| format!("cannot connect to {server}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        stream
+            .set_nonblocking(true)
+            .map_err(|e| format!("cannot make the socket non-blocking: {e}"))?;
+        conns.push(LoadConnection {
+            stream,
+            sent: 0,
+            received: 0,
+        });
+    }
+    let pattern = pattern();
+    let mut expected = pattern.clone();
+    uppercase_in_place(&mut expected);
+    let mut buf = vec![0u8; PATTERN_LEN];
+    let chunk = chunk.clamp(1, PATTERN_LEN);
+
+    let started = Instant::now();
+    let (measure_from, end) = (started + warmup, started + warmup + duration);
+    let mut at_start: Option<(Instant, u64)> = None;
+    let mut total: u64 = 0;
+    let mut fds: Vec<libc::pollfd> = conns
+        .iter()
+        .map(|c| libc::pollfd {
+            fd: c.stream.as_raw_fd(),
+            events: libc::POLLIN | libc::POLLOUT,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        let now = Instant::now();
+        if at_start.is_none() && now >= measure_from {
+            at_start = Some((now, total));
+        }
+        if now >= end {
+            break;
+        }
+        // SAFETY: `fds` is a live, correctly sized array of pollfd.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        if ready < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("poll: {e}"));
+        }
+        for (conn, pfd) in conns.iter_mut().zip(fds.iter()) {
+            if pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0 && pfd.revents & libc::POLLIN == 0
+            {
+                return Err("the server closed or reset a connection".into());
+            }
+            if pfd.revents & libc::POLLOUT != 0 {
+                conn.send(&pattern, chunk)?;
+            }
+            if pfd.revents & libc::POLLIN != 0 {
+                total += conn.receive(&expected, &mut buf)?;
+            }
+        }
+    }
+    let (from, base) = at_start.unwrap_or((started, 0));
+    Ok(Throughput {
+        bytes: total - base,
+        elapsed: Instant::now().duration_since(from),
+        connections,
+    })
+}
+
+struct LoadConnection {
+    stream: TcpStream,
+    sent: u64,
+    received: u64,
+}
+
+impl LoadConnection {
+    fn send(&mut self, pattern: &[u8], chunk: usize) -> Result<(), String> {
+        let offset = (self.sent % PATTERN_LEN as u64) as usize;
+        match self.stream.write(&pattern[offset..offset + chunk]) {
+            Ok(n) => self.sent += n as u64,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(format!("sending: {e}")),
+        }
+        Ok(())
+    }
+
+    /// Reads what is there and checks it against the uppercase of what was sent; returns the bytes taken.
+    fn receive(&mut self, expected: &[u8], buf: &mut [u8]) -> Result<u64, String> {
+        let n = match self.stream.read(buf) {
+            Ok(0) => return Err("the server closed a connection".into()),
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                return Ok(0)
+            }
+            Err(e) => return Err(format!("receiving: {e}")),
+        };
+        let mut checked = 0;
+        while checked < n {
+            let offset = (self.received % PATTERN_LEN as u64) as usize;
+            let len = (n - checked).min(PATTERN_LEN - offset);
+            if buf[checked..checked + len] != expected[offset..offset + len] {
+                return Err(format!(
+                    "the reply differs from the uppercase of what was sent (at byte {})",
+                    self.received
+                ));
+            }
+            checked += len;
+            self.received += len as u64;
+        }
+        Ok(n as u64)
+    }
+}
