@@ -7,71 +7,23 @@ mod support;
 
 use std::process::Command;
 
+use smoltalk::netns::Namespace;
 use support::*;
 
-/// A network namespace with only loopback and one TUN/TAP device `st0` whose kernel side is 10.0.2.2/24.
-struct Namespace {
-    name: String,
+/// A namespace with only loopback and one TUN/TAP device `st0` whose kernel side is 10.0.2.2/24.
+fn namespace(medium: &str) -> Result<Namespace, String> {
+    let ns = Namespace::create(&format!("smoltalk-test-{medium}-{}", std::process::id()))?;
+    ns.add_device("st0", medium, "10.0.2.2/24", 1500)?;
+    Ok(ns)
 }
 
-impl Namespace {
-    fn create(medium: &str) -> Result<Namespace, String> {
-        let name = format!("smoltalk-test-{medium}-{}", std::process::id());
-        let ns = Namespace { name };
-        ip(&["netns", "add", &ns.name])?;
-        ns.ip(&["link", "set", "lo", "up"])?;
-        ns.ip(&["tuntap", "add", "dev", "st0", "mode", medium])?;
-        ns.ip(&["addr", "add", "10.0.2.2/24", "dev", "st0"])?;
-        ns.ip(&["link", "set", "st0", "up"])?;
-        Ok(ns)
-    }
-
-    fn ip(&self, args: &[&str]) -> Result<(), String> {
-        let mut all = vec!["netns", "exec", &self.name, "ip"];
-        all.extend_from_slice(args);
-        ip(&all[..])
-    }
-
-    /// `program args` inside the namespace.
-    fn command(&self, program: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, program]).args(args);
-        cmd
-    }
-
-    fn smoltalk(&self, args: &[&str]) -> Command {
-        self.command(env!("CARGO_BIN_EXE_smoltalk"), args)
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+fn smoltalk_in(ns: &Namespace, args: &[&str]) -> Command {
+    ns.command(env!("CARGO_BIN_EXE_smoltalk"), args)
 }
 
 /// Why namespaces cannot be used here, if they cannot.
 fn missing_privilege() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !smoltalk::netns::is_root() {
         return Some("needs root to create network namespaces and TUN/TAP devices".into());
     }
     if !std::path::Path::new("/dev/net/tun").exists() {
@@ -118,15 +70,18 @@ fn smoltcp_on_device(medium: &str) {
         cannot_run(&test, &reason);
         return;
     }
-    let ns = Namespace::create(medium).unwrap_or_else(|e| panic!("{test}: {e}"));
+    let ns = namespace(medium).unwrap_or_else(|e| panic!("{test}: {e}"));
     let stack = ["--stack", medium, "--dev", "st0"];
 
     // The smoltcp TCP server answers kernel clients, and ping.
     let mut args = vec!["tcp-server"];
     args.extend_from_slice(&stack);
-    let (server, port) = start_server(ns.smoltalk(&args), "smoltcp tcp-server");
+    let (server, port) = start_server(smoltalk_in(&ns, &args), "smoltcp tcp-server");
     assert_eq!(port, 12000);
-    let out = run(ns.smoltalk(&["tcp-client", "10.0.2.15", "12000", "hello from the kernel"]));
+    let out = run(smoltalk_in(
+        &ns,
+        &["tcp-client", "10.0.2.15", "12000", "hello from the kernel"],
+    ));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "10.0.2.15 > HELLO FROM THE KERNEL\n");
     let out = run(ns.command(
@@ -146,9 +101,9 @@ fn smoltcp_on_device(medium: &str) {
     // The smoltcp UDP server answers kernel clients, a fragmented 3000-byte datagram included.
     let mut args = vec!["udp-server"];
     args.extend_from_slice(&stack);
-    let (server, _) = start_server(ns.smoltalk(&args), "smoltcp udp-server");
+    let (server, _) = start_server(smoltalk_in(&ns, &args), "smoltcp udp-server");
     let out = run_with_input(
-        ns.smoltalk(&["udp-client", "10.0.2.15", "12000"]),
+        smoltalk_in(&ns, &["udp-client", "10.0.2.15", "12000"]),
         b"first\nSecond one\n",
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -159,17 +114,17 @@ fn smoltcp_on_device(medium: &str) {
 
     // The smoltcp clients reach kernel servers at 10.0.2.2.
     let (_tcp, tcp_port) = start_server(
-        ns.smoltalk(&["tcp-server", "--bind", "10.0.2.2", "--port", "0"]),
+        smoltalk_in(&ns, &["tcp-server", "--bind", "10.0.2.2", "--port", "0"]),
         "kernel tcp-server",
     );
     let (_udp, udp_port) = start_server(
-        ns.smoltalk(&["udp-server", "--bind", "10.0.2.2", "--port", "0"]),
+        smoltalk_in(&ns, &["udp-server", "--bind", "10.0.2.2", "--port", "0"]),
         "kernel udp-server",
     );
     let tcp_port = tcp_port.to_string();
     let mut args = vec!["tcp-client", "10.0.2.2", &tcp_port];
     args.extend_from_slice(&stack);
-    let out = run_with_input(ns.smoltalk(&args), b"from smoltcp\nover tcp\n");
+    let out = run_with_input(smoltalk_in(&ns, &args), b"from smoltcp\nover tcp\n");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
@@ -179,14 +134,14 @@ fn smoltcp_on_device(medium: &str) {
     let udp_port = udp_port.to_string();
     let mut args = vec!["udp-client", "10.0.2.2", &udp_port, "from smoltcp over udp"];
     args.extend_from_slice(&stack);
-    let out = run(ns.smoltalk(&args));
+    let out = run(smoltalk_in(&ns, &args));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "10.0.2.2 > FROM SMOLTCP OVER UDP\n");
 
     // Nothing listens on port 1: the kernel answers the SYN with RST.
     let mut args = vec!["tcp-client", "10.0.2.2", "1", "anyone?"];
     args.extend_from_slice(&stack);
-    let out = run(ns.smoltalk(&args));
+    let out = run(smoltalk_in(&ns, &args));
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("connection refused"),

@@ -7,8 +7,11 @@
 /// Uppercases one byte if it is ASCII `a`–`z`, and returns every other byte unchanged.
 #[inline(always)]
 pub const fn uppercase_byte(byte: u8) -> u8 {
-    // `byte - b'a' < 26` exactly for a..=z; the case bit (0x20) is then cleared.
-    let is_lower = (byte.wrapping_sub(b'a') < 26) as u8;
+    // Shift the byte so that `a`..=`z` lands on -128..=-103 as a signed byte: one signed comparison then finds
+    // exactly the lower-case letters (SIMD units have signed byte compares, not unsigned ones), and the case
+    // bit (0x20) is cleared for them.
+    let shifted = byte.wrapping_add(0x80 - b'a') as i8;
+    let is_lower = (shifted < i8::MIN + 26) as u8;
     byte ^ (is_lower << 5)
 }
 

@@ -44,6 +44,26 @@ pub enum Command {
     /// Load an uppercase TCP server (kernel stack client): stream text over N connections, verify every reply
     /// byte, and print the verified throughput.
     Throughput(ThroughputArgs),
+    /// The benchmark behind BENCHMARKS.md: the transform against memcpy, then (as root) TCP echo throughput of
+    /// smoltcp on TUN/TAP against the kernel stack inside a throw-away network namespace.
+    Bench(BenchArgs),
+}
+
+/// Options of `bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Seconds each throughput run measures.
+    #[arg(long, default_value_t = 3.0, value_parser = parse_seconds)]
+    pub seconds: f64,
+    /// Runs per scenario; the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
+    pub runs: u16,
+    /// smoltcp's examples/benchmark.rs, built (bench/run builds it from the crate source), to compare with.
+    #[arg(long, value_name = "PATH")]
+    pub smoltcp_benchmark: Option<std::path::PathBuf>,
+    /// Only the transform benchmark (no root needed).
+    #[arg(long)]
+    pub transform_only: bool,
 }
 
 /// Options of `throughput`.
@@ -178,6 +198,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::UdpClient(args) => udp_client(args),
         Command::Lab => lab(),
         Command::Throughput(args) => throughput(args),
+        Command::Bench(args) => bench(args),
     }
 }
 
@@ -506,5 +527,17 @@ fn throughput(args: ThroughputArgs) -> Result<(), String> {
         measured.elapsed.as_secs_f64(),
         measured.connections
     );
+    Ok(())
+}
+
+fn bench(args: BenchArgs) -> Result<(), String> {
+    let opts = crate::bench::BenchOptions {
+        seconds: args.seconds,
+        runs: args.runs as usize,
+        smoltcp_benchmark: args.smoltcp_benchmark,
+        transform_only: args.transform_only,
+    };
+    let report = crate::bench::run(&opts)?;
+    println!("{}\n{report}", crate::bench::describe());
     Ok(())
 }

@@ -2,11 +2,13 @@
 //! and server drivers shared by both, and the same service on the kernel's own stack.
 
 pub mod apps;
+pub mod bench;
 pub mod cli;
 pub mod device;
 pub mod kernel;
 pub mod lab;
 pub mod lab_checks;
 pub mod load;
+pub mod netns;
 pub mod network;
 pub mod node;

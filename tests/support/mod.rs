@@ -1,63 +1,22 @@
 //! Helpers for the end-to-end tests: run the real `smoltalk` binary, wait for its "listening" line, stop it by
-//! PID, and decide what a test that needs root does when it cannot run.
+//! PID (see `smoltalk::netns::Server`), and decide what a test that needs root does when it cannot run.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 
 /// The binary under test.
 pub fn smoltalk() -> Command {
     Command::new(env!("CARGO_BIN_EXE_smoltalk"))
 }
 
-/// A process this test started; killed (by its PID) when dropped.
-pub struct Running {
-    pub child: Child,
-    pub what: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub use smoltalk::netns::Server as Running;
 
 /// Starts `cmd` and waits until it prints its "listening on ADDR:PORT" line; returns the process and the port.
-pub fn start_server(mut cmd: Command, what: &str) -> (Running, u16) {
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdin(Stdio::null());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    let mut reader = BufReader::new(stdout);
-    let read = reader.read_line(&mut line);
-    if read.map_or(true, |n| n == 0) || !line.contains("listening on") {
-        let _ = child.kill();
-        let out = child.wait_with_output().expect("wait");
-        panic!(
-            "{what} did not start: stdout {line:?}, stderr {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let port = line
-        .split_whitespace()
-        .find(|w| w.contains(':'))
-        .and_then(|addr| addr.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in reader.lines() {});
-    (
-        Running {
-            child,
-            what: what.to_string(),
-        },
-        port,
-    )
+pub fn start_server(cmd: Command, what: &str) -> (Running, u16) {
+    let server = Running::start(cmd).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let port = server.port;
+    (server, port)
 }
 
 /// Runs `cmd` with `stdin` to completion.

@@ -1,0 +1,421 @@
+//! `smoltalk bench`: the benchmark behind BENCHMARKS.md, in one run, with every figure next to the one it is
+//! compared with.
+//!
+//! 1. The uppercase transform against `memcpy` on 64 KiB buffers (no privileges needed).
+//! 2. TCP uppercase echo throughput inside a network namespace (root): the kernel stack over loopback, and the
+//!    smoltcp server on TAP and TUN at several MTUs and buffer sizes, driven by `smoltalk throughput`; optionally
+//!    smoltcp's own `examples/benchmark.rs` on the same kind of device, counted at the device.
+//! 3. The smoltcp server's CPU use while idle.
+//!
+//! Every throughput figure is the median of several runs; the device figures are the kernel's byte counters
+//! for the TUN/TAP device (both directions) over the client's whole run.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use smoltalk_core::{uppercase_in_place, uppercase_into};
+
+use crate::netns::{is_root, Namespace, Server};
+
+/// Options of a benchmark run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Seconds each throughput run measures.
+    pub seconds: f64,
+    /// Runs per scenario (the median is reported).
+    pub runs: usize,
+    /// smoltcp's `examples/benchmark.rs`, built, to compare with on the same device.
+    pub smoltcp_benchmark: Option<PathBuf>,
+    /// Only the transform (no namespace).
+    pub transform_only: bool,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Calls of `f` that take about 50 ms.
+fn calibrate(mut f: impl FnMut()) -> u64 {
+    let mut calls = 1u64;
+    loop {
+        let start = Instant::now();
+        for _ in 0..calls {
+            f();
+        }
+        if start.elapsed() >= Duration::from_millis(50) {
+            return calls;
+        }
+        calls *= 2;
+    }
+}
+
+fn gbytes_per_s(bytes: usize, calls: u64, mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..calls {
+        f();
+    }
+    bytes as f64 * calls as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
+/// The transform table: memcpy, the copying transform the servers use, and the in-place one. The three are
+/// measured in turns, 9 rounds, so a neighbour's load on a shared machine hits them alike; each figure and
+/// each ratio is the median over the rounds.
+pub fn transform_table() -> (String, f64) {
+    const LEN: usize = 64 * 1024;
+    let src: Vec<u8> = (0..LEN)
+        .map(|i| b"Mixed Case text, 0-9!\n"[i % 22])
+        .collect();
+    let mut dst = vec![0u8; LEN];
+    let memcpy = |dst: &mut Vec<u8>| {
+        dst.copy_from_slice(black_box(&src));
+        black_box(dst);
+    };
+    let into = |dst: &mut Vec<u8>| {
+        uppercase_into(black_box(&src), dst);
+        black_box(dst);
+    };
+    let in_place = |dst: &mut Vec<u8>| uppercase_in_place(black_box(dst));
+    let calls = calibrate(|| memcpy(&mut dst));
+    let mut rounds: Vec<[f64; 3]> = Vec::new();
+    for _ in 0..9 {
+        rounds.push([
+            gbytes_per_s(LEN, calls, || memcpy(&mut dst)),
+            gbytes_per_s(LEN, calls, || into(&mut dst)),
+            gbytes_per_s(LEN, calls, || in_place(&mut dst)),
+        ]);
+    }
+    let column = |i: usize| median(rounds.iter().map(|r| r[i]).collect());
+    let ratio = |i: usize| median(rounds.iter().map(|r| r[i] / r[0]).collect());
+    let mut out = String::from("| operation on 64 KiB | GB/s | × memcpy |\n|---|---:|---:|\n");
+    for (i, name) in [
+        "memcpy (`copy_from_slice`)",
+        "`uppercase_into` (copy + transform, as the servers use it)",
+        "`uppercase_in_place`",
+    ]
+    .iter()
+    .enumerate()
+    {
+        out += &format!("| {name} | {:.1} | {:.2} |\n", column(i), ratio(i));
+    }
+    (out, ratio(1))
+}
+
+struct Scenario {
+    name: &'static str,
+    /// None: the kernel's own server over loopback.
+    device: Option<(&'static str, usize)>,
+    buffer: usize,
+    connections: u16,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Measured {
+    echo: f64,
+    device: f64,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "kernel stack, loopback",
+        device: None,
+        buffer: 0,
+        connections: 1,
+    },
+    Scenario {
+        name: "kernel stack, loopback",
+        device: None,
+        buffer: 0,
+        connections: 4,
+    },
+    Scenario {
+        name: "smoltcp on TAP",
+        device: Some(("tap", 1500)),
+        buffer: 256 << 10,
+        connections: 1,
+    },
+    Scenario {
+        name: "smoltcp on TUN",
+        device: Some(("tun", 1500)),
+        buffer: 256 << 10,
+        connections: 1,
+    },
+    Scenario {
+        name: "smoltcp on TUN",
+        device: Some(("tun", 65000)),
+        buffer: 1 << 20,
+        connections: 1,
+    },
+    Scenario {
+        name: "smoltcp on TUN",
+        device: Some(("tun", 65000)),
+        buffer: 1 << 20,
+        connections: 4,
+    },
+    Scenario {
+        name: "smoltcp on TUN",
+        device: Some(("tun", 65000)),
+        buffer: 256 << 10,
+        connections: 4,
+    },
+];
+
+fn me() -> Result<String, String> {
+    std::env::current_exe()
+        .map_err(|e| format!("cannot find the smoltalk binary: {e}"))
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+fn parse_gbits(text: &str, after: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.split_once(after))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn run_scenario(
+    ns: &Namespace,
+    scenario: &Scenario,
+    opts: &BenchOptions,
+) -> Result<Measured, String> {
+    let exe = me()?;
+    let dev = "stbench0";
+    let (server_cmd, host) = match scenario.device {
+        None => (
+            ns.command(
+                &exe,
+                &["tcp-server", "--bind", "127.0.0.1", "--port", "12000"],
+            ),
+            "127.0.0.1",
+        ),
+        Some((mode, mtu)) => {
+            ns.add_device(dev, mode, "10.0.2.2/24", mtu)?;
+            let buffer = scenario.buffer.to_string();
+            let args = [
+                "tcp-server",
+                "--stack",
+                mode,
+                "--dev",
+                dev,
+                "--socket-buffer",
+                &buffer,
+            ];
+            (ns.command(&exe, &args), "10.0.2.15")
+        }
+    };
+    let result = (|| {
+        let server = Server::start(server_cmd)?;
+        let mut echo = Vec::new();
+        let mut device = Vec::new();
+        for _ in 0..opts.runs {
+            let before = scenario.device.map(|_| ns.device_bytes(dev)).transpose()?;
+            let start = Instant::now();
+            let out = ns
+                .command(
+                    &exe,
+                    &[
+                        "throughput",
+                        host,
+                        &server.port.to_string(),
+                        "--seconds",
+                        &opts.seconds.to_string(),
+                        "--connections",
+                        &scenario.connections.to_string(),
+                    ],
+                )
+                .output()
+                .map_err(|e| e.to_string())?;
+            let wall = start.elapsed().as_secs_f64();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let gbits = parse_gbits(&text, "throughput:").ok_or_else(|| {
+                format!(
+                    "throughput run failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+            })?;
+            echo.push(gbits);
+            if let Some(before) = before {
+                let after = ns.device_bytes(dev)?;
+                device.push((after - before) as f64 * 8.0 / wall / 1e9);
+            }
+        }
+        drop(server);
+        Ok(Measured {
+            echo: median(echo),
+            device: median(device),
+        })
+    })();
+    if scenario.device.is_some() {
+        let _ = ns.delete_device(dev);
+    }
+    result
+}
+
+/// smoltcp's own benchmark (one direction) on a TAP device at MTU 1500; device Gbit/s and its own figure.
+fn run_reference(
+    ns: &Namespace,
+    path: &str,
+    mode: &str,
+    runs: usize,
+) -> Result<(f64, f64), String> {
+    let dev = "tap0";
+    let mut device = Vec::new();
+    let mut own = Vec::new();
+    for _ in 0..runs {
+        ns.add_device(dev, "tap", "192.168.69.100/24", 1500)?;
+        let before = ns.device_bytes(dev)?;
+        let start = Instant::now();
+        let out = ns
+            .command("timeout", &["120", path, "--tap", dev, mode])
+            .output()
+            .map_err(|e| format!("cannot run {path}: {e}"))?;
+        let wall = start.elapsed().as_secs_f64();
+        let after = ns.device_bytes(dev)?;
+        let _ = ns.delete_device(dev);
+        let text = String::from_utf8_lossy(&out.stdout);
+        own.push(parse_gbits(&text, "throughput:").ok_or_else(|| {
+            format!(
+                "{path} {mode} failed: {}{}",
+                text.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })?);
+        device.push((after - before) as f64 * 8.0 / wall / 1e9);
+    }
+    Ok((median(device), median(own)))
+}
+
+fn idle_cpu(ns: &Namespace) -> Result<Duration, String> {
+    let exe = me()?;
+    ns.add_device("stidle0", "tun", "10.0.2.2/24", 1500)?;
+    let server =
+        Server::start(ns.command(&exe, &["tcp-server", "--stack", "tun", "--dev", "stidle0"]))?;
+    let before = server.cpu_time().unwrap_or_default();
+    std::thread::sleep(Duration::from_secs(3));
+    let used = server.cpu_time().unwrap_or_default().saturating_sub(before);
+    drop(server);
+    let _ = ns.delete_device("stidle0");
+    Ok(used)
+}
+
+/// Runs the benchmark and returns its report (markdown).
+pub fn run(opts: &BenchOptions) -> Result<String, String> {
+    let mut report = String::new();
+    let (table, transform_ratio) = transform_table();
+    report += "### Uppercase transform vs memcpy\n\n";
+    report += &table;
+    let mut goals = vec![(
+        "transform ≥ 0.8× memcpy (64 KiB)".to_string(),
+        transform_ratio,
+        0.8,
+    )];
+    if opts.transform_only {
+        return Ok(report + &goal_table(&goals));
+    }
+    if !is_root() {
+        return Err(format!(
+            "{report}\nthe throughput part needs root (it creates a network namespace with TUN/TAP devices); \
+             run it as root, or pass --transform-only"
+        ));
+    }
+    let ns = Namespace::create(&format!("smoltalk-bench-{}", std::process::id()))?;
+    report += &format!(
+        "\n### TCP uppercase echo, inside a network namespace ({} run(s) of {} s each, median)\n\n",
+        opts.runs, opts.seconds
+    );
+    report += "| server | MTU | socket buffers | connections | echo Gbit/s each way | device Gbit/s (rx+tx) | × kernel (1 conn) |\n";
+    report += "|---|---:|---:|---:|---:|---:|---:|\n";
+    let mut results = Vec::new();
+    for scenario in SCENARIOS {
+        eprintln!(
+            "bench: {} ({} connection(s))…",
+            scenario.name, scenario.connections
+        );
+        let m = run_scenario(&ns, scenario, opts)?;
+        results.push(m);
+    }
+    let kernel = results.first().map_or(1.0, |m| m.echo);
+    for (scenario, m) in SCENARIOS.iter().zip(&results) {
+        let (mtu, buffers, device) = match scenario.device {
+            None => (
+                "65536 (lo)".to_string(),
+                "kernel".to_string(),
+                "–".to_string(),
+            ),
+            Some((_, mtu)) => (
+                mtu.to_string(),
+                format!("{} KiB", scenario.buffer >> 10),
+                format!("{:.2}", m.device),
+            ),
+        };
+        report += &format!(
+            "| {} | {mtu} | {buffers} | {} | {:.2} | {device} | {:.2} |\n",
+            scenario.name,
+            scenario.connections,
+            m.echo,
+            m.echo / kernel
+        );
+    }
+    let tap = results[2];
+    if let Some(path) = &opts.smoltcp_benchmark {
+        let path = path.to_string_lossy();
+        report += "\n### smoltcp's own examples/benchmark.rs on TAP, MTU 1500 (64 KiB buffers, one direction)\n\n";
+        report += "| mode | its own figure, Gbit/s | device Gbit/s (rx+tx) |\n|---|---:|---:|\n";
+        let mut best = 0.0f64;
+        for mode in ["reader", "writer"] {
+            eprintln!("bench: smoltcp benchmark.rs {mode}…");
+            let (device, own) = run_reference(&ns, &path, mode, opts.runs)?;
+            best = best.max(device);
+            report += &format!("| {mode} | {own:.2} | {device:.2} |\n");
+        }
+        goals.push((
+            "TAP, MTU 1500: device bytes ≥ 0.9× benchmark.rs (its better mode)".into(),
+            tap.device / best,
+            0.9,
+        ));
+    }
+    goals.push((
+        "TUN, MTU 65000, 1 MiB buffers: echo ≥ 1.0× kernel echo over loopback".into(),
+        results[4].echo / kernel,
+        1.0,
+    ));
+    goals.push((
+        "TUN, MTU 65000, 1 MiB: 4 connections ≥ 1.0× one connection".into(),
+        results[5].echo / results[4].echo,
+        1.0,
+    ));
+    let idle = idle_cpu(&ns)?;
+    report += &format!(
+        "\nIdle smoltcp server (TUN): {} ms of CPU in 3 s.\n",
+        idle.as_millis()
+    );
+    Ok(report + &goal_table(&goals))
+}
+
+fn goal_table(goals: &[(String, f64, f64)]) -> String {
+    let mut out = String::from("\n### Goals\n\n| goal | measured | met |\n|---|---:|---|\n");
+    for (name, value, target) in goals {
+        out += &format!(
+            "| {name} | {value:.2}× | {} |\n",
+            if value >= target { "yes" } else { "no" }
+        );
+    }
+    out
+}
+
+/// The command line `bench` was given, for the record.
+pub fn describe() -> String {
+    let args: Vec<String> = std::env::args().collect();
+    let kernel = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "`{}` on Linux {kernel}, {} CPU(s)\n",
+        args.join(" "),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )
+}

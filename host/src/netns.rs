@@ -1,0 +1,166 @@
+//! Network namespaces for tests and benchmarks: a throw-away host with only loopback, TUN/TAP devices whose
+//! kernel side lives there, and programs run inside it. Everything is deleted when the [`Namespace`] is
+//! dropped, and nothing inside can reach beyond it. Needs root (`ip netns`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// A network namespace this process created; deleted on drop.
+pub struct Namespace {
+    name: String,
+}
+
+impl Namespace {
+    /// Creates namespace `name` and brings its loopback up.
+    pub fn create(name: &str) -> Result<Namespace, String> {
+        ip(&["netns", "add", name])?;
+        let ns = Namespace {
+            name: name.to_string(),
+        };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip ARGS` inside the namespace.
+    pub fn ip(&self, args: &[&str]) -> Result<(), String> {
+        let mut all = vec!["netns", "exec", &self.name, "ip"];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Adds a TUN or TAP device `dev` (mode "tun" or "tap") with the kernel's side at `cidr`, MTU `mtu`, up.
+    pub fn add_device(&self, dev: &str, mode: &str, cidr: &str, mtu: usize) -> Result<(), String> {
+        self.ip(&["tuntap", "add", "dev", dev, "mode", mode])?;
+        self.ip(&["link", "set", dev, "mtu", &mtu.to_string()])?;
+        self.ip(&["addr", "add", cidr, "dev", dev])?;
+        self.ip(&["link", "set", dev, "up"])
+    }
+
+    /// Deletes device `dev`.
+    pub fn delete_device(&self, dev: &str) -> Result<(), String> {
+        self.ip(&["link", "del", dev])
+    }
+
+    /// `program ARGS` to be run inside the namespace.
+    pub fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]).args(args);
+        cmd
+    }
+
+    /// Bytes the kernel counted through `dev` (received + sent, as seen from the kernel's side).
+    pub fn device_bytes(&self, dev: &str) -> Result<u64, String> {
+        let mut total = 0;
+        for counter in ["rx_bytes", "tx_bytes"] {
+            let path = format!("/sys/class/net/{dev}/statistics/{counter}");
+            let out = self
+                .command("cat", &[&path])
+                .output()
+                .map_err(|e| format!("cannot read {path}: {e}"))?;
+            total += String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| format!("cannot read {path} in {}", self.name))?;
+        }
+        Ok(total)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ip (install iproute2): {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A server this process started; killed by its PID when dropped.
+pub struct Server {
+    /// The process.
+    pub child: Child,
+    /// The port from its "listening on ADDR:PORT" line.
+    pub port: u16,
+}
+
+impl Server {
+    /// Starts `cmd` and waits for the "listening on ADDR:PORT" line a smoltalk server prints first.
+    pub fn start(mut cmd: Command) -> Result<Server, String> {
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let read = reader.read_line(&mut line);
+        let port = line
+            .split_whitespace()
+            .skip_while(|w| *w != "on")
+            .nth(1)
+            .and_then(|addr| addr.rsplit(':').next())
+            .and_then(|p| p.parse().ok());
+        match (read, port) {
+            (Ok(n), Some(port)) if n > 0 && line.contains("listening on") => {
+                // Keep draining stdout so the server never blocks on a full pipe.
+                std::thread::spawn(move || for _ in reader.lines() {});
+                Ok(Server { child, port })
+            }
+            _ => {
+                let _ = child.kill();
+                let out = child.wait_with_output().map_err(|e| e.to_string())?;
+                Err(format!(
+                    "{cmd:?} did not start: {}{}",
+                    line.trim(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        }
+    }
+
+    /// CPU time (user + system) the server has used so far, from /proc.
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Some(std::time::Duration::from_millis(ticks * 1000 / hz))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether this process runs as root (namespaces and TUN/TAP need it).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
