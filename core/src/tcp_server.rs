@@ -18,9 +18,18 @@
 use heapless::Vec;
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
+use smoltcp::time::Duration;
 
 use crate::error::ServerError;
 use crate::uppercase::uppercase_into;
+
+/// A connection whose peer stops acknowledging (a SYN that is never completed, a client that vanished, a FIN
+/// never acknowledged) is given up after this long, so it cannot hold a slot forever.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An idle connection is probed this often, so a peer that vanished without a word is noticed
+/// (after [`PEER_TIMEOUT`] of unanswered probes).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// Where one pooled socket is in its connection's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +76,7 @@ pub struct UppercaseTcpServer<const N: usize> {
 }
 
 impl<const N: usize> UppercaseTcpServer<N> {
-    /// Puts every socket in `handles` into `Listen` on `port`.
+    /// Puts every socket in `handles` into `Listen` on `port`, with [`PEER_TIMEOUT`] and [`KEEP_ALIVE`].
     pub fn new(
         port: u16,
         handles: impl IntoIterator<Item = SocketHandle>,
@@ -90,6 +99,8 @@ impl<const N: usize> UppercaseTcpServer<N> {
             if socket.is_open() {
                 socket.abort();
             }
+            socket.set_timeout(Some(PEER_TIMEOUT));
+            socket.set_keep_alive(Some(KEEP_ALIVE));
             socket.listen(port).map_err(ServerError::Listen)?;
         }
         Ok(UppercaseTcpServer {
@@ -162,6 +173,13 @@ fn step_slot(
             socket.close();
             slot.state = SlotState::Closing;
         }
+    }
+
+    // A reset in SYN-RECEIVED puts the socket straight back into LISTEN: the connection is over.
+    if slot.state == SlotState::Serving && socket.state() == tcp::State::Listen {
+        stats.reset += 1;
+        log::info!("tcp:{port}: connection reset during the handshake");
+        slot.state = SlotState::Listening;
     }
 
     if slot.state != SlotState::Listening && !socket.is_open() {
@@ -330,6 +348,39 @@ mod tests {
         assert_eq!(server.stats().accepted, 1);
         assert_eq!(server.stats().closed, 1);
         assert_eq!(server.free_slots(), 2);
+    }
+
+    /// smoltcp answers a reset in SYN-RECEIVED by going back to LISTEN (not CLOSED): the slot must follow.
+    #[test]
+    fn a_reset_during_the_handshake_frees_its_slot() {
+        let mut bench = Bench::new();
+        let mut server = server(&mut bench, 1, 512);
+        let mut scratch = [0u8; 64];
+        let client = bench.tcp_socket(512);
+        bench.connect(client, PORT, 50003);
+        bench.one_packet(); // SYN in
+        server.poll(&mut bench.sockets, &mut scratch);
+        assert_eq!(server.free_slots(), 0);
+        // The client forgets the connection: its interface answers our SYN-ACK with RST.
+        bench.sockets.remove(client);
+        run(&mut bench, &mut server, &mut scratch, 3);
+        assert_eq!(server.stats().reset, 1);
+        assert_eq!(server.free_slots(), 1);
+        assert!(bench
+            .sockets
+            .get_mut::<tcp::Socket>(server.slots[0].handle)
+            .is_listening());
+    }
+
+    #[test]
+    fn server_sockets_give_up_on_silent_peers() {
+        let mut bench = Bench::new();
+        let server = server(&mut bench, 2, 512);
+        for slot in &server.slots {
+            let socket = bench.sockets.get_mut::<tcp::Socket>(slot.handle);
+            assert_eq!(socket.timeout(), Some(PEER_TIMEOUT));
+            assert_eq!(socket.keep_alive(), Some(KEEP_ALIVE));
+        }
     }
 
     #[test]

@@ -12,9 +12,12 @@ use smoltcp::wire::{IpCidr, IpEndpoint, Ipv4Cidr};
 
 use crate::apps::{
     ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers, DEFAULT_MAX_DATAGRAM,
+    MAX_SMOLTCP_DATAGRAM,
 };
 use crate::device::{DeviceKind, DeviceNetwork};
-use crate::kernel::{resolve, KernelTcpClient, KernelTcpServer, KernelUdpClient, KernelUdpServer};
+use crate::kernel::{
+    resolve, udp_target, KernelTcpClient, KernelTcpServer, KernelUdpClient, KernelUdpServer,
+};
 use crate::network::{drive, earliest, Network, Step};
 
 /// smoltalk: the uppercase service and its clients, on the kernel's TCP/IP stack or on smoltcp (a userspace
@@ -128,7 +131,8 @@ pub struct ServerArgs {
     /// TCP clients served at once on smoltcp (one socket each; smoltcp has no listen backlog).
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub connections: u16,
-    /// Largest UDP request smoltcp answers; larger ones are dropped and logged, never truncated.
+    /// Largest UDP request smoltcp answers (at most 16356); larger ones are dropped and logged, never
+    /// truncated.
     #[arg(long, default_value_t = DEFAULT_MAX_DATAGRAM, value_name = "BYTES", value_parser = parse_max_datagram)]
     pub max_datagram: usize,
     #[command(flatten)]
@@ -182,9 +186,9 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 
 fn parse_max_datagram(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
-        Ok(n) if (1..=16384).contains(&n) => Ok(n),
+        Ok(n) if (1..=MAX_SMOLTCP_DATAGRAM).contains(&n) => Ok(n),
         _ => Err(format!(
-            "{text} is not a size from 1 to 16384 bytes (smoltcp reassembles up to 16 KiB)"
+            "{text} is not a size from 1 to {MAX_SMOLTCP_DATAGRAM} bytes (smoltcp reassembles IP packets up to 16 KiB)"
         )),
     }
 }
@@ -395,9 +399,10 @@ fn tcp_client(args: ClientArgs) -> Result<(), String> {
     let mut messages = Messages::new(args.message.clone());
     match device_kind(args.stack.stack) {
         None => {
-            let server = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
-            let mut client = KernelTcpClient::connect(server, StdDuration::from(timeouts.connect))
-                .map_err(|e| e.to_string())?;
+            let servers = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
+            let mut client =
+                KernelTcpClient::connect_any(&servers, StdDuration::from(timeouts.connect))
+                    .map_err(|e| e.to_string())?;
             while let Some(message) = messages.next_blocking() {
                 let reply = client.exchange(&message).map_err(|e| e.to_string())?;
                 print_reply(&args.host, &reply)?;
@@ -434,7 +439,8 @@ fn udp_client(args: ClientArgs) -> Result<(), String> {
     let mut messages = Messages::new(args.message.clone());
     match device_kind(args.stack.stack) {
         None => {
-            let server = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
+            let servers = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
+            let server = udp_target(&servers).ok_or("no address to send to")?;
             let mut client =
                 KernelUdpClient::new(server, StdDuration::from(timeouts.reply), timeouts.tries)
                     .map_err(|e| e.to_string())?;
@@ -510,9 +516,9 @@ fn lab() -> Result<(), String> {
 }
 
 fn throughput(args: ThroughputArgs) -> Result<(), String> {
-    let server = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
+    let servers = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
     let measured = crate::load::run(
-        server,
+        servers[0],
         args.connections as usize,
         StdDuration::from_secs_f64(args.seconds / 4.0),
         StdDuration::from_secs_f64(args.seconds),

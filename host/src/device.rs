@@ -71,6 +71,9 @@ fn open_error(name: &str, kind: DeviceKind, e: &io::Error) -> DeviceError {
     }
 }
 
+/// The largest frame read from or written to a device.
+const MAX_FRAME: usize = 65535 + 18;
+
 /// A TUN or TAP device as a smoltcp device.
 pub struct TunTapDevice {
     iface: tun_tap::Iface,
@@ -99,7 +102,10 @@ impl TunTapDevice {
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())
             .unwrap_or(1500);
-        let frame = mtu + if kind == DeviceKind::Tap { 14 } else { 0 };
+        // Room for the largest frame the kernel can hand over (an IP packet of 65535 bytes plus an Ethernet
+        // header with a VLAN tag), whatever the MTU is now: the MTU can be raised while smoltalk runs, and a
+        // read into a smaller buffer would be cut short.
+        let frame = MAX_FRAME;
         Ok(TunTapDevice {
             iface,
             kind,
@@ -218,6 +224,13 @@ impl Device for TunTapDevice {
 
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         match self.iface.recv(&mut self.rx) {
+            Ok(n) if n > self.rx.len() => {
+                log::warn!(
+                    "{}: dropped a {n}-byte frame, larger than any IP packet",
+                    self.iface.name()
+                );
+                None
+            }
             Ok(n) => {
                 self.received_bytes += n as u64;
                 Some((

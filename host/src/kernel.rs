@@ -38,14 +38,30 @@ fn bind_error(proto: &str, addr: SocketAddr, e: io::Error) -> KernelError {
     })
 }
 
-/// Resolves `host:port` to the first address (the name is looked up only if it is not an address).
-pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, KernelError> {
-    (host, port)
+/// Resolves `host:port` to all its addresses (a name is looked up only if `host` is not an address).
+pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, KernelError> {
+    let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| KernelError(format!("cannot resolve {host}: {e}")))?
-        .next()
-        .ok_or_else(|| KernelError(format!("{host} has no address")))
+        .collect();
+    if addrs.is_empty() {
+        return Err(KernelError(format!("{host} has no address")));
+    }
+    Ok(addrs)
 }
+
+/// The address a UDP client sends to: the first IPv4 address of a name, since a server bound to 0.0.0.0 (the
+/// default) does not hear `::1`, and UDP cannot try one address after another the way TCP can.
+pub fn udp_target(addrs: &[SocketAddr]) -> Option<SocketAddr> {
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+}
+
+/// An idle client connection is closed after this long, so idle clients cannot pile up threads for ever.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A bound TCP uppercase server.
 pub struct KernelTcpServer {
@@ -70,10 +86,17 @@ impl KernelTcpServer {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     log::info!("tcp: connection from {peer}");
-                    std::thread::spawn(move || match serve_connection(stream) {
-                        Ok(bytes) => log::info!("tcp: {peer} closed after {bytes} bytes"),
-                        Err(e) => log::info!("tcp: {peer} ended: {e}"),
-                    });
+                    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("client {peer}"))
+                        .spawn(move || match serve_connection(stream) {
+                            Ok(bytes) => log::info!("tcp: {peer} closed after {bytes} bytes"),
+                            Err(e) => log::info!("tcp: {peer} ended: {e}"),
+                        });
+                    // Out of threads: this client is turned away (the connection closes), the others go on.
+                    if let Err(e) = spawned {
+                        log::warn!("tcp: cannot serve {peer}: {e}");
+                    }
                 }
                 // Running out of descriptors or a client resetting before accept: log, go on.
                 Err(e) => {
@@ -146,6 +169,19 @@ pub struct KernelTcpClient {
 }
 
 impl KernelTcpClient {
+    /// Connects to the first of `servers` that accepts, waiting at most `timeout` for each handshake and for
+    /// each reply. The error is the last address's.
+    pub fn connect_any(servers: &[SocketAddr], timeout: Duration) -> Result<Self, KernelError> {
+        let mut last = KernelError("no address to connect to".into());
+        for server in servers {
+            match KernelTcpClient::connect(*server, timeout) {
+                Ok(client) => return Ok(client),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// Connects to `server`, waiting at most `timeout` for the handshake and for each reply.
     pub fn connect(server: SocketAddr, timeout: Duration) -> Result<Self, KernelError> {
         let stream = TcpStream::connect_timeout(&server, timeout).map_err(|e| {
