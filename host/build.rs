@@ -1,16 +1,33 @@
-//! Marks the tests that need root as ignored (with the reason, so the test summary counts them as ignored, not
-//! passed) when the build runs unprivileged — except under CI (`CI=true`), where they must run and fail.
+//! Marks the tests that cannot run on this machine as ignored, with the reason, so the test summary counts
+//! them as ignored rather than passed: the namespace tests need root, /dev/net/tun, `ip` and `ping`; the
+//! interop tests need `python3`. Under CI (`CI=true`) nothing is marked: there they must run, and fail if they
+//! cannot.
 
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(smoltalk_unprivileged)");
-    println!("cargo::rerun-if-env-changed=CI");
-    println!("cargo::rerun-if-env-changed=USER");
-    println!("cargo::rerun-if-env-changed=HOME");
-    println!("cargo::rerun-if-env-changed=SUDO_UID");
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    if !ci && !running_as_root() {
-        println!("cargo::rustc-cfg=smoltalk_unprivileged");
+    println!("cargo::rustc-check-cfg=cfg(smoltalk_no_netns)");
+    println!("cargo::rustc-check-cfg=cfg(smoltalk_no_python)");
+    for var in ["CI", "USER", "HOME", "SUDO_UID", "PATH"] {
+        println!("cargo::rerun-if-env-changed={var}");
     }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        return;
+    }
+    let netns_ready = running_as_root()
+        && std::path::Path::new("/dev/net/tun").exists()
+        && on_path("ip")
+        && on_path("ping")
+        && on_path("python3");
+    if !netns_ready {
+        println!("cargo::rustc-cfg=smoltalk_no_netns");
+    }
+    if !on_path("python3") {
+        println!("cargo::rustc-cfg=smoltalk_no_python");
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 fn running_as_root() -> bool {

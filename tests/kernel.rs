@@ -117,6 +117,7 @@ fn smoltalk_args(args: &[&str]) -> std::process::Command {
 }
 
 #[test]
+#[cfg_attr(smoltalk_no_python, ignore = "needs python3, the independent peer")]
 fn tcp_server_answers_an_independent_client_that_sends_once_and_reads_once() {
     let (_server, port) = tcp_server();
     for (name, data) in [
@@ -160,6 +161,7 @@ fn tcp_server_serves_several_clients_at_once() {
 }
 
 #[test]
+#[cfg_attr(smoltalk_no_python, ignore = "needs python3, the independent peer")]
 fn udp_server_answers_cli_and_independent_clients() {
     let (_server, port) = udp_server();
     let port_s = port.to_string();
@@ -201,6 +203,7 @@ fn udp_server_answers_cli_and_independent_clients() {
 }
 
 #[test]
+#[cfg_attr(smoltalk_no_python, ignore = "needs python3, the independent peer")]
 fn cli_clients_talk_to_independent_servers() {
     let (_tcp, tcp_port) = start_server(python(PY_TCP_SERVER, &[]), "python tcp server");
     let out = run(smoltalk_args(&[

@@ -3,12 +3,16 @@
 
 mod support;
 
-use smoltalk::apps::{ClientTimeouts, TcpExchange};
+use smoltalk::apps::{ClientTimeouts, TcpExchange, UdpExchange};
+use smoltalk::lab::LinkFaults;
 use smoltalk::lab_checks::{
     run_uppercase_checks, sample_text, LabClient, UppercaseLab, PORT, SERVER_CONNECTIONS,
 };
 use smoltalk::network::Network;
+use smoltalk_core::tcp_server::{KEEP_ALIVE, PEER_TIMEOUT};
 use smoltalk_core::ClientError;
+use smoltcp::time::Duration;
+use smoltcp::wire::{IpAddress, IpEndpoint};
 
 #[test]
 fn every_uppercase_check_holds() {
@@ -90,7 +94,8 @@ fn a_full_pool_refuses_the_next_client_and_serves_the_rest() {
             );
         }
     }
-    // The refused client's slot problem is gone once the others are done: a new client is served.
+    // Once the others are done every slot listens again, and a new client is served.
+    assert_eq!(lab.servers.tcp_free_slots(), Some(SERVER_CONNECTIONS));
     let mut later = vec![tcp_client(&mut lab, vec![b"after the rush".to_vec()])];
     assert_eq!(lab.run(&mut later).expect("lab runs"), vec![Ok(())]);
     assert_eq!(later[0].take_replies()[0].0, b"AFTER THE RUSH");
@@ -119,4 +124,124 @@ fn a_vanishing_client_frees_its_slot() {
     let mut after = vec![tcp_client(&mut lab, vec![b"still here".to_vec()])];
     assert_eq!(lab.run(&mut after).expect("lab runs"), vec![Ok(())]);
     assert_eq!(lab.servers.tcp_stats().map(|s| s.reset), Some(1));
+}
+
+/// Opens a bare smoltcp connection from the client node, outside any driver.
+fn raw_connect(lab: &mut UppercaseLab) -> smoltcp::iface::SocketHandle {
+    let node = lab.lab.node(lab.client);
+    let handle = node.add_tcp_socket();
+    let port = node.ephemeral_port();
+    let cx = node.iface.context();
+    node.sockets
+        .get_mut::<smoltcp::socket::tcp::Socket>(handle)
+        .connect(cx, UppercaseLab::endpoint(PORT), port)
+        .expect("connect");
+    handle
+}
+
+/// A client that vanishes without a word (no FIN, no RST) is given up after the keep-alive probes go
+/// unanswered, and its slot listens again.
+#[test]
+fn a_silent_peer_is_given_up_and_its_slot_reused() {
+    let mut lab = UppercaseLab::new();
+    raw_connect(&mut lab);
+    lab.run_for(Duration::from_secs(1)).expect("lab runs");
+    assert_eq!(lab.servers.tcp_free_slots(), Some(SERVER_CONNECTIONS - 1));
+    let faults = LinkFaults {
+        drop_inbound: true,
+        drop_outbound: true,
+        ..LinkFaults::default()
+    };
+    lab.lab.set_faults(lab.client, faults);
+    lab.run_for(KEEP_ALIVE + PEER_TIMEOUT + Duration::from_secs(30))
+        .expect("lab runs");
+    assert_eq!(lab.servers.tcp_free_slots(), Some(SERVER_CONNECTIONS));
+    assert_eq!(lab.servers.tcp_stats().map(|s| s.reset), Some(1));
+    assert!(lab.lab.link_stats().dropped > 0);
+}
+
+/// A SYN whose handshake never completes (the SYN-ACKs are lost) holds its slot only until the timeout.
+#[test]
+fn a_handshake_never_completed_is_given_up() {
+    let mut lab = UppercaseLab::new();
+    // First an exchange, so both nodes know each other's MAC address and the SYN itself goes out.
+    let mut warmup = vec![tcp_client(&mut lab, vec![b"warm up".to_vec()])];
+    assert_eq!(lab.run(&mut warmup).expect("lab runs"), vec![Ok(())]);
+    lab.lab.set_faults(
+        lab.client,
+        LinkFaults {
+            drop_inbound: true,
+            ..LinkFaults::default()
+        },
+    );
+    raw_connect(&mut lab);
+    lab.run_for(Duration::from_secs(5)).expect("lab runs");
+    assert_eq!(lab.servers.tcp_free_slots(), Some(SERVER_CONNECTIONS - 1));
+    lab.run_for(PEER_TIMEOUT + Duration::from_secs(30))
+        .expect("lab runs");
+    assert_eq!(lab.servers.tcp_free_slots(), Some(SERVER_CONNECTIONS));
+}
+
+/// Nobody at the address: the handshake times out (ARP is never answered) with its own error.
+#[test]
+fn connecting_to_nobody_times_out() {
+    let mut lab = UppercaseLab::new();
+    let timeouts = ClientTimeouts {
+        connect: Duration::from_secs(3),
+        ..ClientTimeouts::default()
+    };
+    let nobody = IpEndpoint::new(IpAddress::v4(10, 0, 2, 99), PORT);
+    let exchange = TcpExchange::with_messages(
+        lab.lab.node(lab.client),
+        nobody,
+        timeouts,
+        [b"hello?".to_vec()],
+    );
+    let start = lab.lab.now();
+    let outcomes = lab.run(&mut [LabClient::Tcp(exchange)]).expect("lab runs");
+    assert_eq!(outcomes, vec![Err(ClientError::ConnectTimedOut)]);
+    assert_eq!(lab.lab.now() - start, Duration::from_secs(3));
+}
+
+/// A lost request is sent again after the timeout, and the reply to the second try is taken.
+#[test]
+fn a_lost_udp_request_is_retried() {
+    let mut lab = UppercaseLab::new();
+    let node = lab.lab.node(lab.client);
+    let timeouts = ClientTimeouts {
+        reply: Duration::from_secs(1),
+        tries: 3,
+        ..ClientTimeouts::default()
+    };
+    let warmup = UdpExchange::with_messages(
+        node,
+        UppercaseLab::endpoint(PORT),
+        timeouts,
+        [b"warm up".to_vec()],
+    )
+    .expect("udp client");
+    assert_eq!(
+        lab.run(&mut [LabClient::Udp(warmup)]).expect("lab runs"),
+        vec![Ok(())]
+    );
+
+    lab.lab.set_faults(
+        lab.client,
+        LinkFaults {
+            drop_next_outbound: 1,
+            ..LinkFaults::default()
+        },
+    );
+    let node = lab.lab.node(lab.client);
+    let exchange = UdpExchange::with_messages(
+        node,
+        UppercaseLab::endpoint(PORT),
+        timeouts,
+        [b"lost once".to_vec()],
+    )
+    .expect("udp client");
+    let mut clients = [LabClient::Udp(exchange)];
+    assert_eq!(lab.run(&mut clients).expect("lab runs"), vec![Ok(())]);
+    assert_eq!(clients[0].take_replies(), vec![(b"LOST ONCE".to_vec(), 2)]);
+    assert_eq!(lab.lab.link_stats().dropped, 1);
 }

@@ -152,8 +152,8 @@ fn smoltcp_on_device(medium: &str) {
 
 #[test]
 #[cfg_attr(
-    smoltalk_unprivileged,
-    ignore = "needs root: network namespaces and TUN/TAP devices"
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun, ip, ping and python3 (network namespaces with TUN/TAP devices)"
 )]
 fn smoltcp_on_tun() {
     smoltcp_on_device("tun");
@@ -161,8 +161,8 @@ fn smoltcp_on_tun() {
 
 #[test]
 #[cfg_attr(
-    smoltalk_unprivileged,
-    ignore = "needs root: network namespaces and TUN/TAP devices"
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun, ip, ping and python3 (network namespaces with TUN/TAP devices)"
 )]
 fn smoltcp_on_tap() {
     smoltcp_on_device("tap");

@@ -25,6 +25,19 @@ pub struct LinkStats {
     pub frames: u64,
     /// Their bytes, Ethernet headers included.
     pub bytes: u64,
+    /// Frames lost on purpose (see [`Lab::set_faults`]).
+    pub dropped: u64,
+}
+
+/// Frames a node loses on purpose, to play a peer that vanished or a lossy link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkFaults {
+    /// Every frame to this node is lost.
+    pub drop_inbound: bool,
+    /// Every frame from this node is lost.
+    pub drop_outbound: bool,
+    /// The next this many frames from this node are lost.
+    pub drop_next_outbound: u32,
 }
 
 /// A node's attachment to the lab's segment.
@@ -90,6 +103,7 @@ impl Device for LabPort {
 struct Member {
     node: Node,
     port: LabPort,
+    faults: LinkFaults,
 }
 
 /// An in-process network of smoltcp nodes with a virtual clock.
@@ -125,8 +139,17 @@ impl Lab {
         let mac = EthernetAddress([0x02, 0x00, 0x00, 0x00, 0x00, id as u8 + 1]);
         let seed = 0x5eed_0000 + id as u64 * 7919;
         let node = Node::new(name, &mut port, mac.into(), cidr, None, seed, self.clock);
-        self.members.push(Member { node, port });
+        self.members.push(Member {
+            node,
+            port,
+            faults: LinkFaults::default(),
+        });
         id
+    }
+
+    /// Makes node `id` lose frames as `faults` says, from now on.
+    pub fn set_faults(&mut self, id: NodeId, faults: LinkFaults) {
+        self.members[id].faults = faults;
     }
 
     /// What has crossed the segment so far.
@@ -147,8 +170,19 @@ impl Lab {
                 self.link.frames += 1;
                 self.link.bytes += frame.len() as u64;
                 delivered = true;
+                let faults = &mut self.members[from].faults;
+                if faults.drop_outbound || faults.drop_next_outbound > 0 {
+                    faults.drop_next_outbound = faults.drop_next_outbound.saturating_sub(1);
+                    self.link.dropped += 1;
+                    continue;
+                }
                 for (to, member) in self.members.iter_mut().enumerate() {
-                    if to != from {
+                    if to == from {
+                        continue;
+                    }
+                    if member.faults.drop_inbound {
+                        self.link.dropped += 1;
+                    } else {
                         member.port.inbox.push_back(frame.clone());
                     }
                 }

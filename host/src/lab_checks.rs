@@ -102,6 +102,25 @@ impl UppercaseLab {
     }
 }
 
+impl UppercaseLab {
+    /// Lets `duration` of virtual time pass with the server serving (timers fire, retransmissions go out).
+    pub fn run_for(&mut self, duration: Duration) -> Result<(), NetworkError> {
+        let until = self.lab.now() + duration;
+        let (server, servers) = (self.server, &mut self.servers);
+        drive(&mut self.lab, |lab| {
+            let moved = servers.poll(lab.node(server));
+            if lab.now() >= until {
+                Step::Done(())
+            } else {
+                Step::Pending {
+                    moved,
+                    poll_at: Some(until),
+                }
+            }
+        })
+    }
+}
+
 impl Default for UppercaseLab {
     fn default() -> Self {
         UppercaseLab::new()
