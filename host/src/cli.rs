@@ -85,6 +85,10 @@ pub struct ThroughputArgs {
     /// Bytes per write.
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub chunk: u32,
+    /// Fix the client sockets' kernel send and receive buffers to this size (default: the kernel's
+    /// autotuning, which grows them to several MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub socket_buffer: Option<usize>,
 }
 
 /// Which TCP/IP stack a command runs on.
@@ -523,6 +527,7 @@ fn throughput(args: ThroughputArgs) -> Result<(), String> {
         StdDuration::from_secs_f64(args.seconds / 4.0),
         StdDuration::from_secs_f64(args.seconds),
         args.chunk as usize,
+        args.socket_buffer,
     )?;
     let mut out = io::stdout().lock();
     let _ = writeln!(

@@ -47,12 +47,16 @@ pub fn run(
     warmup: Duration,
     duration: Duration,
     chunk: usize,
+    socket_buffer: Option<usize>,
 ) -> Result<Throughput, String> {
     let mut conns = Vec::new();
     for _ in 0..connections.max(1) {
         let stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))
             .map_err(|e| format!("cannot connect to {server}: {e}"))?;
         let _ = stream.set_nodelay(true);
+        if let Some(size) = socket_buffer {
+            set_socket_buffers(&stream, size)?;
+        }
         stream
             .set_nonblocking(true)
             .map_err(|e| format!("cannot make the socket non-blocking: {e}"))?;
@@ -116,6 +120,31 @@ pub fn run(
         elapsed: Instant::now().duration_since(from),
         connections,
     })
+}
+
+/// Fixes the kernel's send and receive buffers of `stream` (which turns the kernel's autotuning off).
+fn set_socket_buffers(stream: &TcpStream, size: usize) -> Result<(), String> {
+    let size = libc::c_int::try_from(size)
+        .map_err(|_| format!("{size} bytes is too large a socket buffer"))?;
+    for option in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // SAFETY: a valid descriptor, and a c_int option value of the size given.
+        let r = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(format!(
+                "cannot set the socket buffer: {}",
+                io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
 }
 
 struct LoadConnection {
