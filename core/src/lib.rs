@@ -26,8 +26,6 @@ extern crate std;
 pub mod error;
 pub mod tcp_client;
 pub mod tcp_server;
-#[cfg(test)]
-mod test_support;
 pub mod udp_client;
 pub mod udp_server;
 pub mod uppercase;

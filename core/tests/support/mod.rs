@@ -1,8 +1,6 @@
+#![allow(dead_code)]
 //! A single smoltcp interface on a loopback device, for the core's own tests: the server and its clients live on
 //! the same node, and a test can move packets one at a time.
-
-use std::vec;
-use std::vec::Vec;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Loopback, Medium};
