@@ -9,23 +9,6 @@ use std::time::Duration;
 
 use support::*;
 
-/// Connects, sends once, reads the whole reply without closing its side, then closes: the classic lab client.
-const PY_SEND_ONCE_READ_ONCE: &str = r#"
-import socket, sys
-host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-data = open(path, 'rb').read()
-s = socket.create_connection((host, port), timeout=10)
-s.sendall(data)
-reply = b''
-while len(reply) < len(data):
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    reply += chunk
-sys.stdout.buffer.write(reply)
-s.close()
-"#;
-
 /// A TCP uppercase server (bytes.upper() changes only ASCII a-z).
 const PY_TCP_SERVER: &str = r#"
 import socket, sys, threading
@@ -53,16 +36,6 @@ while True:
     s.sendto(d.upper(), a)
 "#;
 
-const PY_UDP_CLIENT: &str = r#"
-import socket, sys
-host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-data = open(path, 'rb').read()
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
-s.sendto(data, (host, port))
-reply, addr = s.recvfrom(65536)
-sys.stdout.buffer.write(reply)
-"#;
-
 fn tcp_server() -> (Running, u16) {
     let mut cmd = smoltalk();
     cmd.args(["tcp-server", "--bind", "127.0.0.1", "--port", "0"]);
@@ -73,12 +46,6 @@ fn udp_server() -> (Running, u16) {
     let mut cmd = smoltalk();
     cmd.args(["udp-server", "--bind", "127.0.0.1", "--port", "0"]);
     start_server(cmd, "smoltalk udp-server")
-}
-
-fn temp_file(name: &str, data: &[u8]) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("smoltalk-test-{}-{name}", std::process::id()));
-    std::fs::write(&path, data).expect("write temp file");
-    path
 }
 
 fn every_byte(times: usize) -> Vec<u8> {
@@ -226,90 +193,83 @@ fn cli_clients_talk_to_independent_servers() {
     assert_eq!(stdout(&out), "127.0.0.1 > TO PYTHON BY UDP\n");
 }
 
+/// Runs smoltalk with `args`, expects exit code `code` and an error line containing every one of `needles`,
+/// and nothing on standard output.
+fn assert_fails(args: &[&str], code: i32, needles: &[&str]) {
+    let out = run(smoltalk_args(args));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{args:?}: {needle:?} not in {err}");
+    }
+    assert!(out.stdout.is_empty(), "{args:?} printed {}", stdout(&out));
+}
+
 #[test]
 fn errors_are_one_clear_line_and_a_failure_exit() {
     let closed = closed_port().to_string();
-
-    let out = run(smoltalk_args(&[
-        "tcp-client",
-        "127.0.0.1",
-        &closed,
-        "anyone?",
-    ]));
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("refused: the server is probably not running"),
-        "{}",
-        stderr(&out)
+    let closed = closed.as_str();
+    assert_fails(
+        &["tcp-client", "127.0.0.1", closed, "anyone?"],
+        1,
+        &["refused: the server is probably not running"],
     );
-    assert!(out.stdout.is_empty());
-
-    let out = run(smoltalk_args(&[
-        "udp-client",
-        "127.0.0.1",
-        &closed,
-        "anyone?",
-        "--timeout",
-        "0.2",
-        "--tries",
-        "2",
-    ]));
-    assert_eq!(out.status.code(), Some(1));
-    let err = stderr(&out);
-    assert!(
-        err.contains("no reply")
-            && err.contains("after 2 tries")
-            && err.contains("UDP has no connection"),
-        "{err}"
+    assert_fails(
+        &[
+            "udp-client",
+            "127.0.0.1",
+            closed,
+            "anyone?",
+            "--timeout",
+            "0.2",
+            "--tries",
+            "2",
+        ],
+        1,
+        &["no reply", "after 2 tries", "UDP has no connection"],
     );
 
     let (_server, port) = tcp_server();
-    let out = run(smoltalk_args(&[
-        "tcp-server",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-    ]));
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("already in use"), "{}", stderr(&out));
-
-    let out = run(smoltalk_args(&["tcp-server", "--bind", "300.1.2.3"]));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("invalid value '300.1.2.3'"),
-        "{}",
-        stderr(&out)
+    let port = port.to_string();
+    assert_fails(
+        &["tcp-server", "--bind", "127.0.0.1", "--port", &port],
+        1,
+        &["already in use"],
     );
-
-    let out = run(smoltalk_args(&[
-        "tcp-client",
-        "--stack",
-        "tun",
-        "--ip",
-        "10.0.2.15/40",
-        "10.0.2.2",
-        "1",
-    ]));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("not a prefix length"),
-        "{}",
-        stderr(&out)
+    assert_fails(
+        &["tcp-server", "--bind", "300.1.2.3"],
+        2,
+        &["invalid value '300.1.2.3'"],
     );
-
-    let out = run(smoltalk_args(&[
-        "tcp-client",
-        "--stack",
-        "tun",
-        "server.example",
-        "12000",
-        "x",
-    ]));
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("is not an IPv4 address"),
-        "{}",
-        stderr(&out)
+    assert_fails(
+        &[
+            "tcp-client",
+            "--stack",
+            "tun",
+            "--ip",
+            "10.0.2.15/40",
+            "10.0.2.2",
+            "1",
+        ],
+        2,
+        &["not a prefix length"],
+    );
+    // With smoltcp the server must be an address: no name is looked up.
+    assert_fails(
+        &[
+            "tcp-client",
+            "--stack",
+            "tun",
+            "server.example",
+            "12000",
+            "x",
+        ],
+        1,
+        &["is not an IPv4 address"],
+    );
+    assert_fails(
+        &["udp-server", "--stack", "tun", "--max-datagram", "20000"],
+        2,
+        &["not a size from 1 to 16356 bytes"],
     );
 }

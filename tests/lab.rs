@@ -105,17 +105,11 @@ fn a_full_pool_refuses_the_next_client_and_serves_the_rest() {
 #[test]
 fn a_vanishing_client_frees_its_slot() {
     let mut lab = UppercaseLab::new();
-    let node = lab.lab.node(lab.client);
-    let handle = node.add_tcp_socket();
-    let port = node.ephemeral_port();
-    let cx = node.iface.context();
-    node.sockets
-        .get_mut::<smoltcp::socket::tcp::Socket>(handle)
-        .connect(cx, UppercaseLab::endpoint(PORT), port)
-        .expect("connect");
+    let handle = raw_connect(&mut lab);
     let mut warmup = vec![tcp_client(&mut lab, vec![b"warm up".to_vec()])];
     lab.run(&mut warmup).expect("lab runs");
     assert_eq!(lab.servers.tcp_stats().map(|s| s.accepted), Some(2));
+    assert_eq!(lab.servers.tcp_free_slots(), Some(SERVER_CONNECTIONS - 1));
     lab.lab
         .node(lab.client)
         .sockets
@@ -124,6 +118,7 @@ fn a_vanishing_client_frees_its_slot() {
     let mut after = vec![tcp_client(&mut lab, vec![b"still here".to_vec()])];
     assert_eq!(lab.run(&mut after).expect("lab runs"), vec![Ok(())]);
     assert_eq!(lab.servers.tcp_stats().map(|s| s.reset), Some(1));
+    assert_eq!(lab.servers.tcp_free_slots(), Some(SERVER_CONNECTIONS));
 }
 
 /// Opens a bare smoltcp connection from the client node, outside any driver.

@@ -39,31 +39,6 @@ fn missing_privilege() -> Option<String> {
     None
 }
 
-const PY_SEND_ONCE_READ_ONCE: &str = r#"
-import socket, sys
-data = bytes(range(256)) * 64 + b'the end, in lower case'
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
-s.sendall(data)
-reply = b''
-while len(reply) < len(data):
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    reply += chunk
-assert reply == data.upper(), 'got %d bytes, differing' % len(reply)
-print('ok', len(reply))
-"#;
-
-const PY_UDP_CLIENT: &str = r#"
-import socket, sys
-data = (b'fragmented datagram ' * 200)[:3000]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
-s.sendto(data, (sys.argv[1], int(sys.argv[2])))
-reply, addr = s.recvfrom(65536)
-assert reply == data.upper() and addr == (sys.argv[1], int(sys.argv[2])), (len(reply), addr)
-print('ok', len(reply))
-"#;
-
 fn smoltcp_on_device(medium: &str) {
     let test = format!("smoltcp_on_{medium}");
     if let Some(reason) = missing_privilege() {
@@ -84,14 +59,26 @@ fn smoltcp_on_device(medium: &str) {
     ));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "10.0.2.15 > HELLO FROM THE KERNEL\n");
-    let out = run(ns.command(
-        "python3",
-        &["-c", PY_SEND_ONCE_READ_ONCE, "10.0.2.15", "12000"],
-    ));
+    let data: Vec<u8> = (0..64 * 256).map(|i| (i % 256) as u8).collect();
+    let path = temp_file(&format!("{medium}-tcp"), &data);
+    let script = [
+        "-c",
+        PY_SEND_ONCE_READ_ONCE,
+        "10.0.2.15",
+        "12000",
+        path.to_str().unwrap(),
+    ];
+    let out = run(ns.command("python3", &script));
+    let _ = std::fs::remove_file(&path);
     assert!(
         out.status.success(),
         "send once, read once: {}",
         stderr(&out)
+    );
+    assert!(
+        out.stdout == upper(&data),
+        "send once, read once: {} bytes back",
+        out.stdout.len()
     );
     let out = run(ns.command("ping", &["-c", "2", "-W", "2", "10.0.2.15"]));
     assert!(out.status.success(), "ping: {}", stdout(&out));
@@ -108,8 +95,28 @@ fn smoltcp_on_device(medium: &str) {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "10.0.2.15 > FIRST\n10.0.2.15 > SECOND ONE\n");
-    let out = run(ns.command("python3", &["-c", PY_UDP_CLIENT, "10.0.2.15", "12000"]));
+    let data: Vec<u8> = b"fragmented Datagram "
+        .iter()
+        .copied()
+        .cycle()
+        .take(3000)
+        .collect();
+    let path = temp_file(&format!("{medium}-udp"), &data);
+    let script = [
+        "-c",
+        PY_UDP_CLIENT,
+        "10.0.2.15",
+        "12000",
+        path.to_str().unwrap(),
+    ];
+    let out = run(ns.command("python3", &script));
+    let _ = std::fs::remove_file(&path);
     assert!(out.status.success(), "udp 3000 bytes: {}", stderr(&out));
+    assert!(
+        out.stdout == upper(&data),
+        "udp 3000 bytes: {} bytes back",
+        out.stdout.len()
+    );
     drop(server);
 
     // The smoltcp clients reach kernel servers at 10.0.2.2.
@@ -148,6 +155,17 @@ fn smoltcp_on_device(medium: &str) {
         "{}",
         stderr(&out)
     );
+
+    // The device exists in the other mode: the error says so, in one line.
+    let other = if medium == "tun" { "tap" } else { "tun" };
+    let out = run(smoltalk_in(
+        &ns,
+        &["tcp-server", "--stack", other, "--dev", "st0"],
+    ));
+    assert_eq!(out.status.code(), Some(1));
+    let expected =
+        format!("cannot open {other} device st0: st0 exists but is not a {other} device");
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
 }
 
 #[test]

@@ -458,3 +458,45 @@ impl UdpExchange {
         }
     }
 }
+
+/// What a command-line client needs of an exchange, TCP or UDP: messages in, replies out.
+pub trait ClientExchange {
+    /// Queues one more message.
+    fn push_message(&mut self, message: Vec<u8>);
+    /// No more messages.
+    fn finish_messages(&mut self);
+    /// One step (see [`TcpExchange::step`] and [`UdpExchange::step`]).
+    fn step_on(&mut self, node: &mut Node, now: Instant) -> Result<Step<()>, ClientError>;
+    /// The next complete reply.
+    fn take_reply(&mut self) -> Option<Vec<u8>>;
+}
+
+impl ClientExchange for TcpExchange {
+    fn push_message(&mut self, message: Vec<u8>) {
+        self.push(message);
+    }
+    fn finish_messages(&mut self) {
+        self.finish();
+    }
+    fn step_on(&mut self, node: &mut Node, now: Instant) -> Result<Step<()>, ClientError> {
+        self.step(node, now)
+    }
+    fn take_reply(&mut self) -> Option<Vec<u8>> {
+        self.next_reply()
+    }
+}
+
+impl ClientExchange for UdpExchange {
+    fn push_message(&mut self, message: Vec<u8>) {
+        self.push(message);
+    }
+    fn finish_messages(&mut self) {
+        self.finish();
+    }
+    fn step_on(&mut self, node: &mut Node, now: Instant) -> Result<Step<()>, ClientError> {
+        self.step(node, now)
+    }
+    fn take_reply(&mut self) -> Option<Vec<u8>> {
+        self.next_reply().map(|(reply, _tries)| reply)
+    }
+}

@@ -11,8 +11,8 @@ use smoltcp::time::Duration;
 use smoltcp::wire::{IpCidr, IpEndpoint, Ipv4Cidr};
 
 use crate::apps::{
-    ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers, DEFAULT_MAX_DATAGRAM,
-    MAX_SMOLTCP_DATAGRAM,
+    ClientExchange, ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers,
+    DEFAULT_MAX_DATAGRAM, MAX_SMOLTCP_DATAGRAM,
 };
 use crate::device::{DeviceKind, DeviceNetwork};
 use crate::kernel::{
@@ -418,22 +418,7 @@ fn tcp_client(args: ClientArgs) -> Result<(), String> {
             let server = server_endpoint(&args)?;
             let mut net = open_device(&args.stack, kind)?;
             let mut exchange = TcpExchange::new(net.node_mut(), server, timeouts);
-            let host = args.host.clone();
-            run_smoltcp_client(&mut net, &mut messages, |net, now, incoming, more| {
-                for message in incoming {
-                    exchange.push(message);
-                }
-                if !more {
-                    exchange.finish();
-                }
-                let step = exchange
-                    .step(net.node(0), now)
-                    .map_err(|e| format!("{server}: {e}"));
-                while let Some(reply) = exchange.next_reply() {
-                    print_reply(&host, &reply)?;
-                }
-                step
-            })
+            run_smoltcp_client(&mut net, &mut messages, &mut exchange, &args.host, server)
         }
     }
 }
@@ -459,44 +444,38 @@ fn udp_client(args: ClientArgs) -> Result<(), String> {
             let mut net = open_device(&args.stack, kind)?;
             let mut exchange =
                 UdpExchange::new(net.node_mut(), server, timeouts).map_err(|e| e.to_string())?;
-            let host = args.host.clone();
-            run_smoltcp_client(&mut net, &mut messages, |net, now, incoming, more| {
-                for message in incoming {
-                    exchange.push(message);
-                }
-                if !more {
-                    exchange.finish();
-                }
-                let step = exchange
-                    .step(net.node(0), now)
-                    .map_err(|e| format!("{server}: {e}"));
-                while let Some((reply, _tries)) = exchange.next_reply() {
-                    print_reply(&host, &reply)?;
-                }
-                step
-            })
+            run_smoltcp_client(&mut net, &mut messages, &mut exchange, &args.host, server)
         }
     }
 }
 
-/// Drives a smoltcp client until it is done, feeding it messages as they come. While standard input may still
-/// bring more, the loop wakes every 20 ms to look.
+/// Drives a smoltcp client until it is done, feeding it messages as they come and printing each reply. While
+/// standard input may still bring more, the loop wakes every 20 ms to look.
 fn run_smoltcp_client(
     net: &mut DeviceNetwork,
     messages: &mut Messages,
-    mut step: impl FnMut(
-        &mut DeviceNetwork,
-        smoltcp::time::Instant,
-        Vec<Vec<u8>>,
-        bool,
-    ) -> Result<Step<()>, String>,
+    exchange: &mut impl ClientExchange,
+    host: &str,
+    server: IpEndpoint,
 ) -> Result<(), String> {
     drive(net, |net| {
         let now = net.now();
         let (incoming, more) = messages.ready();
-        match step(net, now, incoming, more) {
+        for message in incoming {
+            exchange.push_message(message);
+        }
+        if !more {
+            exchange.finish_messages();
+        }
+        let step = exchange.step_on(net.node(0), now);
+        while let Some(reply) = exchange.take_reply() {
+            if let Err(e) = print_reply(host, &reply) {
+                return Step::Done(Err(e));
+            }
+        }
+        match step {
             Ok(Step::Done(())) => Step::Done(Ok(())),
-            Err(e) => Step::Done(Err(e)),
+            Err(e) => Step::Done(Err(format!("{server}: {e}"))),
             Ok(Step::Pending { moved, poll_at }) => {
                 let stdin_check = more.then(|| now + Duration::from_millis(20));
                 Step::Pending {

@@ -81,3 +81,37 @@ pub fn python(script: &str, args: &[&str]) -> Command {
     cmd.arg("-c").arg(script).args(args);
     cmd
 }
+
+/// Connects, sends once, reads the whole reply without closing its side, then closes: the classic lab client.
+pub const PY_SEND_ONCE_READ_ONCE: &str = r#"
+import socket, sys
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+data = open(path, 'rb').read()
+s = socket.create_connection((host, port), timeout=10)
+s.sendall(data)
+reply = b''
+while len(reply) < len(data):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    reply += chunk
+sys.stdout.buffer.write(reply)
+s.close()
+"#;
+
+pub const PY_UDP_CLIENT: &str = r#"
+import socket, sys
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+data = open(path, 'rb').read()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+s.sendto(data, (host, port))
+reply, addr = s.recvfrom(65536)
+sys.stdout.buffer.write(reply)
+"#;
+
+/// Writes `data` to a file of this test process's own in the temporary directory.
+pub fn temp_file(name: &str, data: &[u8]) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("smoltalk-test-{}-{name}", std::process::id()));
+    std::fs::write(&path, data).expect("write temp file");
+    path
+}
