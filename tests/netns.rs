@@ -69,7 +69,6 @@ fn smoltcp_on_device(medium: &str) {
         path.to_str().unwrap(),
     ];
     let out = run(ns.command("python3", &script));
-    let _ = std::fs::remove_file(&path);
     assert!(
         out.status.success(),
         "send once, read once: {}",
@@ -83,6 +82,24 @@ fn smoltcp_on_device(medium: &str) {
     let out = run(ns.command("ping", &["-c", "2", "-W", "2", "10.0.2.15"]));
     assert!(out.status.success(), "ping: {}", stdout(&out));
     assert!(stdout(&out).contains("2 received"), "{}", stdout(&out));
+    drop(server);
+
+    // The same without checksum offload (a plain tun-tap device; both sides compute every checksum).
+    let mut args = vec!["tcp-server", "--no-offload"];
+    args.extend_from_slice(&stack);
+    let (server, _) = start_server(smoltalk_in(&ns, &args), "smoltcp tcp-server --no-offload");
+    let out = run(ns.command("python3", &script));
+    assert!(
+        out.status.success(),
+        "send once, read once, no offload: {}",
+        stderr(&out)
+    );
+    assert!(
+        out.stdout == upper(&data),
+        "no offload: {} bytes back",
+        out.stdout.len()
+    );
+    let _ = std::fs::remove_file(&path);
     drop(server);
 
     // The smoltcp UDP server answers kernel clients, a fragmented 3000-byte datagram included.

@@ -118,6 +118,10 @@ pub struct StackArgs {
     /// Default gateway for smoltcp: the kernel's address on the device (tun/tap only).
     #[arg(long, default_value = "10.0.2.2", value_name = "IP")]
     pub gateway: Ipv4Addr,
+    /// Open the device without the virtio-net header (tun/tap only): every TCP checksum is then computed and
+    /// verified by both smoltcp and the kernel, as with a plain `tun-tap` device.
+    #[arg(long)]
+    pub no_offload: bool,
     /// smoltcp socket buffer size in bytes, each direction (tun/tap only). Throughput follows it.
     #[arg(long, default_value_t = 256 * 1024, value_name = "BYTES")]
     pub socket_buffer: usize,
@@ -291,8 +295,14 @@ fn device_kind(stack: Stack) -> Option<DeviceKind> {
 
 fn open_device(stack: &StackArgs, kind: DeviceKind) -> Result<DeviceNetwork, String> {
     let cidr = IpCidr::Ipv4(stack.ip);
-    let mut net = DeviceNetwork::open(&stack.dev, kind, cidr, Some(stack.gateway))
-        .map_err(|e| e.to_string())?;
+    let mut net = DeviceNetwork::open(
+        &stack.dev,
+        kind,
+        !stack.no_offload,
+        cidr,
+        Some(stack.gateway),
+    )
+    .map_err(|e| e.to_string())?;
     net.node_mut().buffers.tcp = stack.socket_buffer.max(1024);
     let kind_name = match kind {
         DeviceKind::Tun => "tun",

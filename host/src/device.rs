@@ -7,16 +7,18 @@
 //! a 64 KiB MTU). When idle, [`DeviceNetwork::wait`] sleeps on the file descriptor until a frame arrives or the
 //! next smoltcp timer is due — no busy loop.
 
-use std::io;
-use std::os::fd::AsRawFd;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
 
 use smoltcp::iface::{PollIngressSingleResult, PollResult};
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 
 use crate::network::{Network, NetworkError, NodeId};
 use crate::node::{random_seed, Node};
+use crate::offload::{self, Verdict, VnetHeader, VNET_HEADER_LEN};
 
 /// Which kind of device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,9 +76,56 @@ fn open_error(name: &str, kind: DeviceKind, e: &io::Error) -> DeviceError {
 /// The largest frame read from or written to a device.
 const MAX_FRAME: usize = 65535 + 18;
 
+/// How the device was opened.
+enum DeviceHandle {
+    /// By the `tun-tap` crate: frames as they are, every checksum computed by both sides.
+    Plain(tun_tap::Iface),
+    /// With the virtio-net header and checksum offload (see [`crate::offload`]).
+    Offload { file: File, name: String },
+}
+
+impl DeviceHandle {
+    fn name(&self) -> &str {
+        match self {
+            DeviceHandle::Plain(iface) => iface.name(),
+            DeviceHandle::Offload { name, .. } => name,
+        }
+    }
+
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            DeviceHandle::Plain(iface) => iface.recv(buf),
+            DeviceHandle::Offload { file, .. } => (&*file).read(buf),
+        }
+    }
+
+    fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            DeviceHandle::Plain(iface) => iface.send(buf),
+            DeviceHandle::Offload { file, .. } => (&*file).write(buf),
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        match self {
+            DeviceHandle::Plain(iface) => iface.as_raw_fd(),
+            DeviceHandle::Offload { file, .. } => file.as_raw_fd(),
+        }
+    }
+}
+
+impl Drop for DeviceHandle {
+    fn drop(&mut self) {
+        // Leave a persistent device as a plain user expects it (see offload::set_offload).
+        if let DeviceHandle::Offload { file, .. } = self {
+            let _ = offload::set_offload(file.as_raw_fd(), false);
+        }
+    }
+}
+
 /// A TUN or TAP device as a smoltcp device.
 pub struct TunTapDevice {
-    iface: tun_tap::Iface,
+    handle: DeviceHandle,
     kind: DeviceKind,
     mtu: usize,
     rx: Vec<u8>,
@@ -87,27 +136,39 @@ pub struct TunTapDevice {
 }
 
 impl TunTapDevice {
-    /// Opens (and, when privileged, creates) device `name`.
-    pub fn open(name: &str, kind: DeviceKind) -> Result<Self, DeviceError> {
-        let mode = match kind {
-            DeviceKind::Tun => tun_tap::Mode::Tun,
-            DeviceKind::Tap => tun_tap::Mode::Tap,
+    /// Opens (and, when privileged, creates) device `name`; with `offload`, with the virtio-net header and
+    /// checksum offload, which saves the kernel and smoltcp a checksum pass over every TCP segment.
+    pub fn open(name: &str, kind: DeviceKind, offload: bool) -> Result<Self, DeviceError> {
+        let handle = if offload {
+            let (file, name) = offload::open(name, kind == DeviceKind::Tap)
+                .map_err(|e| open_error(name, kind, &e))?;
+            DeviceHandle::Offload { file, name }
+        } else {
+            let mode = match kind {
+                DeviceKind::Tun => tun_tap::Mode::Tun,
+                DeviceKind::Tap => tun_tap::Mode::Tap,
+            };
+            let iface = tun_tap::Iface::without_packet_info(name, mode)
+                .map_err(|e| open_error(name, kind, &e))?;
+            iface.set_non_blocking().map_err(|e| DeviceError {
+                message: format!("cannot make {name} non-blocking: {e}"),
+            })?;
+            // An earlier offloading user may have left the device's checksum offload on.
+            offload::set_offload(iface.as_raw_fd(), false).map_err(|e| DeviceError {
+                message: format!("cannot turn checksum offload off on {name}: {e}"),
+            })?;
+            DeviceHandle::Plain(iface)
         };
-        let iface = tun_tap::Iface::without_packet_info(name, mode)
-            .map_err(|e| open_error(name, kind, &e))?;
-        iface.set_non_blocking().map_err(|e| DeviceError {
-            message: format!("cannot make {name} non-blocking: {e}"),
-        })?;
-        let mtu = std::fs::read_to_string(format!("/sys/class/net/{}/mtu", iface.name()))
+        let mtu = std::fs::read_to_string(format!("/sys/class/net/{}/mtu", handle.name()))
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())
             .unwrap_or(1500);
         // Room for the largest frame the kernel can hand over (an IP packet of 65535 bytes plus an Ethernet
-        // header with a VLAN tag), whatever the MTU is now: the MTU can be raised while smoltalk runs, and a
-        // read into a smaller buffer would be cut short.
-        let frame = MAX_FRAME;
+        // header with a VLAN tag, plus the virtio-net header), whatever the MTU is now: the MTU can be raised
+        // while smoltalk runs, and a read into a smaller buffer would be cut short.
+        let frame = MAX_FRAME + VNET_HEADER_LEN;
         Ok(TunTapDevice {
-            iface,
+            handle,
             kind,
             mtu,
             rx: vec![0; frame],
@@ -118,9 +179,30 @@ impl TunTapDevice {
         })
     }
 
+    /// Whether frames carry the virtio-net header (checksum offload).
+    pub fn offload(&self) -> bool {
+        matches!(self.handle, DeviceHandle::Offload { .. })
+    }
+
+    fn header_len(&self) -> usize {
+        if self.offload() {
+            VNET_HEADER_LEN
+        } else {
+            0
+        }
+    }
+
+    /// Bytes of link-layer header before the IP header.
+    fn l3(&self) -> usize {
+        match self.kind {
+            DeviceKind::Tun => 0,
+            DeviceKind::Tap => 14,
+        }
+    }
+
     /// The device's name as the kernel knows it.
     pub fn name(&self) -> &str {
-        self.iface.name()
+        self.handle.name()
     }
 
     /// The device's IP MTU, read from the kernel when opened.
@@ -146,7 +228,7 @@ impl TunTapDevice {
     /// Sleeps until a frame can be read or `timeout` passes (`None`: until a frame arrives).
     pub fn wait(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
         let mut pfd = libc::pollfd {
-            fd: self.iface.as_raw_fd(),
+            fd: self.handle.fd(),
             events: libc::POLLIN,
             revents: 0,
         };
@@ -181,8 +263,10 @@ pub struct TunTapRxToken<'a>(&'a [u8]);
 
 /// Room for a frame to write to the device.
 pub struct TunTapTxToken<'a> {
-    iface: &'a tun_tap::Iface,
+    handle: &'a DeviceHandle,
     buf: &'a mut [u8],
+    header_len: usize,
+    l3: usize,
     failure: &'a mut Option<io::Error>,
     warned_down: &'a mut bool,
 }
@@ -195,24 +279,24 @@ impl phy::RxToken for TunTapRxToken<'_> {
 
 impl phy::TxToken for TunTapTxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let len = len.min(self.buf.len());
-        let frame = &mut self.buf[..len];
+        let end = (self.header_len + len).min(self.buf.len());
+        let (header, frame) = self.buf[..end].split_at_mut(self.header_len);
         let result = f(frame);
-        match self.iface.send(frame) {
+        if self.header_len > 0 {
+            offload::transmit(frame, self.l3).emit(header);
+        }
+        match self.handle.send(&self.buf[..end]) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EIO) => {
                 if !*self.warned_down {
-                    log::warn!(
-                        "{} is down, packets are dropped: bring it up with `ip link set {} up`",
-                        self.iface.name(),
-                        self.iface.name()
-                    );
+                    let name = self.handle.name();
+                    log::warn!("{name} is down, packets are dropped: bring it up with `ip link set {name} up`");
                     *self.warned_down = true;
                 }
             }
             Err(e) if is_fatal(&e) => *self.failure = Some(e),
             // The kernel's queue is full (or similar): the packet is lost, as on a wire; TCP retransmits.
-            Err(e) => log::debug!("{}: dropped an outgoing packet: {e}", self.iface.name()),
+            Err(e) => log::debug!("{}: dropped an outgoing packet: {e}", self.handle.name()),
         }
         result
     }
@@ -223,42 +307,57 @@ impl Device for TunTapDevice {
     type TxToken<'a> = TunTapTxToken<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        match self.iface.recv(&mut self.rx) {
-            Ok(n) if n > self.rx.len() => {
-                log::warn!(
-                    "{}: dropped a {n}-byte frame, larger than any IP packet",
-                    self.iface.name()
-                );
-                None
+        let (header_len, l3) = (self.header_len(), self.l3());
+        loop {
+            let n = match self.handle.recv(&mut self.rx) {
+                Ok(n) if n > self.rx.len() || n < header_len => {
+                    log::warn!(
+                        "{}: dropped a {n}-byte frame that cannot be right",
+                        self.handle.name()
+                    );
+                    continue;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if is_fatal(&e) => {
+                    self.failure = Some(e);
+                    return None;
+                }
+                Err(e) => {
+                    log::debug!("{}: read failed: {e}", self.handle.name());
+                    return None;
+                }
+            };
+            self.received_bytes += n as u64;
+            if header_len > 0 {
+                let (header, frame) = self.rx[..n].split_at_mut(header_len);
+                let header = VnetHeader::parse(header).unwrap_or_default();
+                if let Verdict::Drop(reason) = offload::receive(header, frame, l3) {
+                    log::debug!("{}: dropped a frame: {reason}", self.handle.name());
+                    continue;
+                }
             }
-            Ok(n) => {
-                self.received_bytes += n as u64;
-                Some((
-                    TunTapRxToken(&self.rx[..n]),
-                    TunTapTxToken {
-                        iface: &self.iface,
-                        buf: &mut self.tx,
-                        failure: &mut self.failure,
-                        warned_down: &mut self.warned_down,
-                    },
-                ))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-            Err(e) if is_fatal(&e) => {
-                self.failure = Some(e);
-                None
-            }
-            Err(e) => {
-                log::debug!("{}: read failed: {e}", self.iface.name());
-                None
-            }
+            return Some((
+                TunTapRxToken(&self.rx[header_len..n]),
+                TunTapTxToken {
+                    handle: &self.handle,
+                    buf: &mut self.tx,
+                    header_len,
+                    l3,
+                    failure: &mut self.failure,
+                    warned_down: &mut self.warned_down,
+                },
+            ));
         }
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
+        let (header_len, l3) = (self.header_len(), self.l3());
         Some(TunTapTxToken {
-            iface: &self.iface,
+            handle: &self.handle,
             buf: &mut self.tx,
+            header_len,
+            l3,
             failure: &mut self.failure,
             warned_down: &mut self.warned_down,
         })
@@ -275,6 +374,10 @@ impl Device for TunTapDevice {
                 caps.medium = Medium::Ethernet;
                 caps.max_transmission_unit = self.mtu + 14;
             }
+        }
+        if self.offload() {
+            // The device and the kernel vouch for TCP checksums (see crate::offload); smoltcp keeps the others.
+            caps.checksum.tcp = Checksum::None;
         }
         caps
     }
@@ -294,14 +397,16 @@ pub struct DeviceNetwork {
 }
 
 impl DeviceNetwork {
-    /// Opens the device and puts a node with address `cidr` and default gateway `gateway` on it.
+    /// Opens the device (see [`TunTapDevice::open`] for `offload`) and puts a node with address `cidr` and
+    /// default gateway `gateway` on it.
     pub fn open(
         name: &str,
         kind: DeviceKind,
+        offload: bool,
         cidr: IpCidr,
         gateway: Option<Ipv4Address>,
     ) -> Result<Self, DeviceError> {
-        let mut device = TunTapDevice::open(name, kind)?;
+        let mut device = TunTapDevice::open(name, kind, offload)?;
         let hardware = match kind {
             DeviceKind::Tun => HardwareAddress::Ip,
             DeviceKind::Tap => TAP_MAC.into(),

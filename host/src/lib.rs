@@ -12,3 +12,4 @@ pub mod load;
 pub mod netns;
 pub mod network;
 pub mod node;
+pub mod offload;

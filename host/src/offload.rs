@@ -1,0 +1,349 @@
+//! Checksum offload on TUN/TAP through the virtio-net header (`IFF_VNET_HDR` + `TUNSETOFFLOAD(TUN_F_CSUM)`).
+//!
+//! With it, every frame read or written starts with a 10-byte [`VnetHeader`], and the kernel and smoltalk stop
+//! computing TCP checksums for each other:
+//!
+//! - Frames the kernel sends say `NEEDS_CSUM` (the kernel's own packets, checksum only over the pseudo-header)
+//!   or `DATA_VALID` (already verified). TCP ones go to smoltcp unverified (it is set not to check TCP); UDP ones
+//!   marked `NEEDS_CSUM` have their checksum completed here, since smoltcp checks UDP. A TCP frame with neither
+//!   flag (forwarded from elsewhere) is verified here and dropped if wrong.
+//! - TCP segments smoltcp sends go out with the pseudo-header sum in the checksum field and `NEEDS_CSUM`: the
+//!   kernel delivers them locally without a checksum pass, and completes the checksum itself if it forwards them.
+//!
+//! The `tun-tap` crate cannot ask for the header, so the device is opened here with the same ioctl plus
+//! `IFF_VNET_HDR`. Only IPv4 is handled (smoltalk's core is IPv4-only).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Length of the virtio-net header in front of every frame.
+pub const VNET_HEADER_LEN: usize = 10;
+
+const NEEDS_CSUM: u8 = 1;
+const DATA_VALID: u8 = 2;
+const GSO_NONE: u8 = 0;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+/// The virtio-net header (legacy layout, little-endian as on the machines this runs on).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VnetHeader {
+    /// `NEEDS_CSUM` (1), `DATA_VALID` (2).
+    pub flags: u8,
+    /// Segmentation offload type (0: none; smoltalk does not ask for any).
+    pub gso_type: u8,
+    /// Where the checksummed part starts, from the start of the frame.
+    pub csum_start: u16,
+    /// Where the checksum field is, from `csum_start`.
+    pub csum_offset: u16,
+}
+
+impl VnetHeader {
+    /// Reads a header; `None` if `bytes` is too short.
+    pub fn parse(bytes: &[u8]) -> Option<VnetHeader> {
+        let h = bytes.get(..VNET_HEADER_LEN)?;
+        Some(VnetHeader {
+            flags: h[0],
+            gso_type: h[1],
+            csum_start: u16::from_le_bytes([h[6], h[7]]),
+            csum_offset: u16::from_le_bytes([h[8], h[9]]),
+        })
+    }
+
+    /// Writes the header into the first [`VNET_HEADER_LEN`] bytes of `out`.
+    pub fn emit(&self, out: &mut [u8]) {
+        if let Some(h) = out.get_mut(..VNET_HEADER_LEN) {
+            h.fill(0);
+            h[0] = self.flags;
+            h[1] = self.gso_type;
+            h[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+            h[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+        }
+    }
+}
+
+/// Opens TUN (`tap == false`) or TAP device `name` with the virtio-net header and checksum offload, non-blocking.
+pub fn open(name: &str, tap: bool) -> io::Result<(File, String)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/net/tun")?;
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= req.ifr_name.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "device names are 1 to 15 bytes",
+        ));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    let mode = if tap { libc::IFF_TAP } else { libc::IFF_TUN };
+    req.ifr_ifru.ifru_flags = (mode | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+    // SAFETY: a valid descriptor and a pointer to a live ifreq, as TUNSETIFF expects.
+    if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: TUNSETOFFLOAD takes its flags by value.
+    if unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            libc::TUNSETOFFLOAD,
+            libc::TUN_F_CSUM as libc::c_ulong,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    let actual: Vec<u8> = req
+        .ifr_name
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    Ok((file, String::from_utf8_lossy(&actual).into_owned()))
+}
+
+/// Sets the device's checksum offload (`TUN_F_CSUM` or none). The setting belongs to the device, not to the
+/// open descriptor: it outlives the program that set it, so a plain (header-less) user must clear it, or the
+/// kernel keeps handing over frames with unfinished checksums.
+pub fn set_offload(fd: std::os::fd::RawFd, checksum: bool) -> io::Result<()> {
+    let flags = if checksum { libc::TUN_F_CSUM } else { 0 };
+    // SAFETY: TUNSETOFFLOAD takes its flags by value.
+    if unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD, flags as libc::c_ulong) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One's-complement sum of `data` as big-endian 16-bit words, not folded.
+fn sum(data: &[u8], mut acc: u64) -> u64 {
+    let (chunks, rest) = data.as_chunks::<8>();
+    for c in chunks {
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]))
+            + u64::from(u16::from_be_bytes([c[2], c[3]]))
+            + u64::from(u16::from_be_bytes([c[4], c[5]]))
+            + u64::from(u16::from_be_bytes([c[6], c[7]]));
+    }
+    let (pairs, odd) = rest.as_chunks::<2>();
+    for p in pairs {
+        acc += u64::from(u16::from_be_bytes(*p));
+    }
+    if let Some(b) = odd.first() {
+        acc += u64::from(u16::from_be_bytes([*b, 0]));
+    }
+    acc
+}
+
+fn fold(mut acc: u64) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// An unfragmented IPv4 packet's header length, protocol and total length, if `ip` is one.
+fn ipv4(ip: &[u8]) -> Option<(usize, u8, usize)> {
+    let version_ihl = *ip.first()?;
+    if version_ihl >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(version_ihl & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
+    let fragment = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x3fff; // MF flag and offset
+    if ihl < 20 || total < ihl || total > ip.len() || fragment != 0 {
+        return None;
+    }
+    Some((ihl, *ip.get(9)?, total))
+}
+
+fn pseudo_header_sum(ip: &[u8], protocol: u8, l4_len: usize) -> u64 {
+    sum(&ip[12..20], 0) + u64::from(protocol) + l4_len as u64
+}
+
+/// What to do with a frame read from the device.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand it to smoltcp.
+    Accept,
+    /// Drop it, for this reason.
+    Drop(&'static str),
+}
+
+/// Prepares a received frame (`l3` bytes of link header, then IP) for smoltcp, which checks every checksum but
+/// TCP's: completes a partial UDP checksum, verifies a TCP checksum nobody vouched for.
+pub fn receive(header: VnetHeader, frame: &mut [u8], l3: usize) -> Verdict {
+    if header.gso_type != GSO_NONE {
+        return Verdict::Drop("segmentation offload frame (not negotiated)");
+    }
+    let Some(ip) = frame.get_mut(l3..) else {
+        return Verdict::Drop("frame shorter than its link header");
+    };
+    let Some((ihl, protocol, total)) = ipv4(ip) else {
+        // Not unfragmented IPv4 (ARP, a fragment, IPv6): nothing of ours to fix; smoltcp checks the rest.
+        return Verdict::Accept;
+    };
+    let l4 = &mut ip[ihl..total];
+    if header.flags & NEEDS_CSUM != 0 {
+        // The kernel's packet: the field holds the pseudo-header sum, the rest is ours to add if anyone checks.
+        if protocol == UDP {
+            let start = usize::from(header.csum_start).saturating_sub(l3 + ihl);
+            let field = start + usize::from(header.csum_offset);
+            if field + 2 > l4.len() {
+                return Verdict::Drop("checksum offset outside the packet");
+            }
+            let checksum = !fold(sum(&l4[start..], 0));
+            l4[field..field + 2].copy_from_slice(&checksum.to_be_bytes());
+        }
+        return Verdict::Accept;
+    }
+    if header.flags & DATA_VALID == 0 && protocol == TCP {
+        let ip = &frame[l3..];
+        let acc = pseudo_header_sum(ip, TCP, total - ihl) + sum(&ip[ihl..total], 0);
+        if fold(acc) != 0xffff {
+            return Verdict::Drop("bad TCP checksum");
+        }
+    }
+    Verdict::Accept
+}
+
+/// Prepares a frame smoltcp built (TCP checksum left zero) for the device: puts the pseudo-header sum in the TCP
+/// checksum field and returns the header asking the kernel to finish the checksum if it ever needs it.
+pub fn transmit(frame: &mut [u8], l3: usize) -> VnetHeader {
+    let Some(ip) = frame.get_mut(l3..) else {
+        return VnetHeader::default();
+    };
+    match ipv4(ip) {
+        Some((ihl, TCP, total)) if total - ihl >= 20 => {
+            let partial = fold(pseudo_header_sum(ip, TCP, total - ihl));
+            ip[ihl + 16..ihl + 18].copy_from_slice(&partial.to_be_bytes());
+            VnetHeader {
+                flags: NEEDS_CSUM,
+                gso_type: GSO_NONE,
+                csum_start: (l3 + ihl) as u16,
+                csum_offset: 16,
+            }
+        }
+        _ => VnetHeader::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TCP/IPv4 packet with a correct checksum (made with smoltcp's own emitter).
+    fn tcp_packet(payload: &[u8]) -> Vec<u8> {
+        use smoltcp::phy::ChecksumCapabilities;
+        use smoltcp::wire::{
+            IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr, TcpSeqNumber,
+        };
+        let (src, dst) = (
+            Ipv4Address::new(10, 0, 2, 2),
+            Ipv4Address::new(10, 0, 2, 15),
+        );
+        let tcp = TcpRepr {
+            src_port: 40000,
+            dst_port: 12000,
+            control: smoltcp::wire::TcpControl::Psh,
+            seq_number: TcpSeqNumber(7),
+            ack_number: Some(TcpSeqNumber(9)),
+            window_len: 512,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None, None, None],
+            timestamp: None,
+            payload,
+        };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let mut buf = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
+        let caps = ChecksumCapabilities::default();
+        let mut packet = Ipv4Packet::new_unchecked(&mut buf);
+        ip.emit(&mut packet, &caps);
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(packet.payload_mut()),
+            &src.into(),
+            &dst.into(),
+            &caps,
+        );
+        buf
+    }
+
+    #[test]
+    fn header_round_trip() {
+        let h = VnetHeader {
+            flags: NEEDS_CSUM,
+            gso_type: 0,
+            csum_start: 20,
+            csum_offset: 16,
+        };
+        let mut out = [0xffu8; VNET_HEADER_LEN];
+        h.emit(&mut out);
+        assert_eq!(VnetHeader::parse(&out), Some(h));
+        assert_eq!(VnetHeader::parse(&out[..9]), None);
+    }
+
+    #[test]
+    fn partial_checksum_completes_to_the_real_one() {
+        let good = tcp_packet(b"hello, offload");
+        let mut frame = good.clone();
+        frame[36..38].fill(0); // what smoltcp leaves with the TCP checksum not computed
+        let header = transmit(&mut frame, 0);
+        assert_eq!(
+            (header.flags, header.csum_start, header.csum_offset),
+            (NEEDS_CSUM, 20, 16)
+        );
+        // Finish it the way the kernel would: the sum from csum_start, complemented, at csum_offset.
+        let finished = !fold(sum(&frame[20..], 0));
+        frame[36..38].copy_from_slice(&finished.to_be_bytes());
+        assert_eq!(frame, good);
+    }
+
+    #[test]
+    fn unvouched_tcp_is_verified() {
+        let good = tcp_packet(b"check me");
+        let mut frame = good.clone();
+        assert_eq!(
+            receive(VnetHeader::default(), &mut frame, 0),
+            Verdict::Accept
+        );
+        frame[45] ^= 0x01; // corrupt the payload
+        assert_eq!(
+            receive(VnetHeader::default(), &mut frame, 0),
+            Verdict::Drop("bad TCP checksum")
+        );
+        let valid = VnetHeader {
+            flags: DATA_VALID,
+            ..VnetHeader::default()
+        };
+        assert_eq!(receive(valid, &mut frame, 0), Verdict::Accept);
+    }
+
+    #[test]
+    fn malformed_frames_do_not_panic() {
+        for len in 0..64 {
+            let mut frame = vec![0x45u8; len];
+            let h = VnetHeader {
+                flags: NEEDS_CSUM,
+                gso_type: 0,
+                csum_start: 60000,
+                csum_offset: 60000,
+            };
+            let _ = receive(h, &mut frame, 0);
+            let _ = receive(VnetHeader::default(), &mut frame, 14);
+            let _ = transmit(&mut frame, 0);
+        }
+    }
+}
