@@ -111,6 +111,8 @@ struct Scenario {
     connections: u16,
     /// The load generator's kernel socket buffers (None: autotuned).
     client_buffer: Option<usize>,
+    /// smoltcp with checksum offload (the default) or `--no-offload`.
+    offload: bool,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -120,32 +122,31 @@ struct Measured {
 }
 
 const AUTO: Option<usize> = None;
-const CLIENT_256K: Option<usize> = Some(256 << 10);
+const CLIENT_128K: Option<usize> = Some(128 << 10);
+const TAP_1500: Option<(&str, usize)> = Some(("tap", 1500));
+const TUN_1500: Option<(&str, usize)> = Some(("tun", 1500));
+const TUN_65000: Option<(&str, usize)> = Some(("tun", 65000));
 
 /// The rows of the throughput table; the goals below refer to them by index.
 const SCENARIOS: &[Scenario] = &[
-    scenario("kernel stack, loopback", None, 0, 1, AUTO),
-    scenario("kernel stack, loopback", None, 0, 4, AUTO),
-    scenario("smoltcp on TAP", Some(("tap", 1500)), 256 << 10, 1, AUTO),
-    scenario("smoltcp on TUN", Some(("tun", 1500)), 256 << 10, 1, AUTO),
-    scenario("smoltcp on TUN", Some(("tun", 65000)), 1 << 20, 1, AUTO),
-    scenario("smoltcp on TUN", Some(("tun", 65000)), 1 << 20, 4, AUTO),
-    scenario("kernel stack, loopback", None, 0, 1, CLIENT_256K),
-    scenario("kernel stack, loopback", None, 0, 4, CLIENT_256K),
+    scenario("kernel stack, loopback", None, 0, 1, AUTO, true),
+    scenario("kernel stack, loopback", None, 0, 4, AUTO, true),
+    scenario("smoltcp on TAP", TAP_1500, 256 << 10, 1, AUTO, true),
+    scenario("smoltcp on TUN", TUN_1500, 256 << 10, 1, AUTO, true),
+    scenario("smoltcp on TUN", TUN_65000, 1 << 20, 1, AUTO, true),
+    scenario("smoltcp on TUN", TUN_65000, 1 << 20, 4, AUTO, true),
     scenario(
-        "smoltcp on TUN",
-        Some(("tun", 65000)),
+        "smoltcp on TUN, --no-offload",
+        TUN_65000,
         1 << 20,
         1,
-        CLIENT_256K,
+        AUTO,
+        false,
     ),
-    scenario(
-        "smoltcp on TUN",
-        Some(("tun", 65000)),
-        1 << 20,
-        4,
-        CLIENT_256K,
-    ),
+    scenario("kernel stack, loopback", None, 0, 1, CLIENT_128K, true),
+    scenario("kernel stack, loopback", None, 0, 4, CLIENT_128K, true),
+    scenario("smoltcp on TUN", TUN_65000, 256 << 10, 1, CLIENT_128K, true),
+    scenario("smoltcp on TUN", TUN_65000, 256 << 10, 4, CLIENT_128K, true),
 ];
 
 const fn scenario(
@@ -154,6 +155,7 @@ const fn scenario(
     buffer: usize,
     connections: u16,
     client_buffer: Option<usize>,
+    offload: bool,
 ) -> Scenario {
     Scenario {
         name,
@@ -161,6 +163,7 @@ const fn scenario(
         buffer,
         connections,
         client_buffer,
+        offload,
     }
 }
 
@@ -195,7 +198,7 @@ fn run_scenario(
         Some((mode, mtu)) => {
             ns.add_device(dev, mode, "10.0.2.2/24", mtu)?;
             let buffer = scenario.buffer.to_string();
-            let args = [
+            let mut args = vec![
                 "tcp-server",
                 "--stack",
                 mode,
@@ -204,6 +207,9 @@ fn run_scenario(
                 "--socket-buffer",
                 &buffer,
             ];
+            if !scenario.offload {
+                args.push("--no-offload");
+            }
             (ns.command(&exe, &args), "10.0.2.15")
         }
     };
@@ -343,10 +349,10 @@ pub fn run(opts: &BenchOptions) -> Result<String, String> {
         results.push(m);
     }
     let kernel = results[0].echo;
-    let kernel_256k = results[6].echo;
+    let kernel_128k = results[7].echo;
     for (scenario, m) in SCENARIOS.iter().zip(&results) {
         let reference = if scenario.client_buffer.is_some() {
-            kernel_256k
+            kernel_128k
         } else {
             kernel
         };
@@ -403,9 +409,9 @@ pub fn run(opts: &BenchOptions) -> Result<String, String> {
         1.0,
     ));
     goals.push((
-        "TUN, MTU 65000, 1 MiB: 4 connections ≥ 1.0× one connection (256 KiB client buffers)"
+        "TUN, MTU 65000, 256 KiB: 4 connections ≥ 1.0× one connection (128 KiB client buffers)"
             .into(),
-        results[9].echo / results[8].echo,
+        results[10].echo / results[9].echo,
         1.0,
     ));
     let idle = idle_cpu(&ns)?;
