@@ -82,6 +82,12 @@ fn smoltcp_on_device(medium: &str) {
     let out = run(ns.command("ping", &["-c", "2", "-W", "2", "10.0.2.15"]));
     assert!(out.status.success(), "ping: {}", stdout(&out));
     assert!(stdout(&out).contains("2 received"), "{}", stdout(&out));
+    // SIGTERM stops the server cleanly (the device is closed and its offload setting restored).
+    let mut server = server;
+    assert!(
+        terminate(&mut server),
+        "the smoltcp server did not stop cleanly on SIGTERM"
+    );
     drop(server);
 
     // The same without checksum offload (a plain tun-tap device; both sides compute every checksum).

@@ -14,7 +14,7 @@ use crate::apps::{
     ClientExchange, ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers,
     DEFAULT_MAX_DATAGRAM, MAX_SMOLTCP_DATAGRAM,
 };
-use crate::device::{DeviceKind, DeviceNetwork};
+use crate::device::{stop_on_signals, stop_requested, DeviceKind, DeviceNetwork};
 use crate::kernel::{
     resolve, udp_target, KernelTcpClient, KernelTcpServer, KernelUdpClient, KernelUdpServer,
 };
@@ -380,9 +380,16 @@ fn serve_smoltcp(
         format!("{}:{}", args.stack.ip.address(), args.port),
         &smoltcp_label(&net),
     );
-    drive(&mut net, |net| Step::<()>::Pending {
-        moved: servers.poll(net.node(0)),
-        poll_at: None,
+    stop_on_signals();
+    drive(&mut net, |net| {
+        if stop_requested() {
+            log::info!("stopped by a signal; closing {}", net.device().name());
+            return Step::Done(());
+        }
+        Step::Pending {
+            moved: servers.poll(net.node(0)),
+            poll_at: None,
+        }
     })
     .map_err(|e| e.to_string())
 }
@@ -468,7 +475,11 @@ fn run_smoltcp_client(
     host: &str,
     server: IpEndpoint,
 ) -> Result<(), String> {
+    stop_on_signals();
     drive(net, |net| {
+        if stop_requested() {
+            return Step::Done(Err("interrupted".to_string()));
+        }
         let now = net.now();
         let (incoming, more) = messages.ready();
         for message in incoming {

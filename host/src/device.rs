@@ -383,6 +383,27 @@ impl Device for TunTapDevice {
     }
 }
 
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn request_stop(_signal: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Makes SIGINT and SIGTERM ask the program to stop (see [`stop_requested`]) instead of killing it, so the
+/// device is closed properly: a persistent device gets its checksum offload setting back (see
+/// `offload::set_offload`). A sleeping [`DeviceNetwork::wait`] wakes at once (`ppoll` is never restarted).
+pub fn stop_on_signals() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(signal, request_stop as *const () as libc::sighandler_t) };
+    }
+}
+
+/// Whether SIGINT or SIGTERM arrived since [`stop_on_signals`].
+pub fn stop_requested() -> bool {
+    STOP.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Bytes of packets taken in per poll before the sockets' replies are sent (see [`DeviceNetwork`]'s `poll`):
 /// about four packets at MTU 65000, a few hundred at MTU 1500.
 pub const INGRESS_BUDGET: u64 = 256 * 1024;

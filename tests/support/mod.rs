@@ -19,6 +19,20 @@ pub fn start_server(cmd: Command, what: &str) -> (Running, u16) {
     (server, port)
 }
 
+/// Sends SIGTERM to a server this test started and waits (up to 5 s) for it to exit; returns whether it exited
+/// cleanly (status 0).
+pub fn terminate(server: &mut Running) -> bool {
+    // SAFETY: kill has no memory preconditions; the PID is our own child's.
+    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
+    for _ in 0..500 {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            return status.success();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
 /// Runs `cmd` with `stdin` to completion.
 pub fn run_with_input(mut cmd: Command, stdin: &[u8]) -> Output {
     cmd.stdin(Stdio::piped())
