@@ -294,6 +294,8 @@ fn device_kind(stack: Stack) -> Option<DeviceKind> {
 }
 
 fn open_device(stack: &StackArgs, kind: DeviceKind) -> Result<DeviceNetwork, String> {
+    // Before the open, so no signal can leave the device with its offload setting on.
+    stop_on_signals();
     let cidr = IpCidr::Ipv4(stack.ip);
     let mut net = DeviceNetwork::open(
         &stack.dev,
@@ -380,7 +382,6 @@ fn serve_smoltcp(
         format!("{}:{}", args.stack.ip.address(), args.port),
         &smoltcp_label(&net),
     );
-    stop_on_signals();
     drive(&mut net, |net| {
         if stop_requested() {
             log::info!("stopped by a signal; closing {}", net.device().name());
@@ -475,7 +476,6 @@ fn run_smoltcp_client(
     host: &str,
     server: IpEndpoint,
 ) -> Result<(), String> {
-    stop_on_signals();
     drive(net, |net| {
         if stop_requested() {
             return Step::Done(Err("interrupted".to_string()));

@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use smoltcp::iface::{PollIngressSingleResult, PollResult};
 use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
@@ -227,11 +228,16 @@ impl TunTapDevice {
 
     /// Sleeps until a frame can be read or `timeout` passes (`None`: until a frame arrives).
     pub fn wait(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
-        let mut pfd = libc::pollfd {
-            fd: self.handle.fd(),
+        let pollfd = |fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
         };
+        // The device, and the stop signal's pipe (a negative descriptor is ignored by ppoll).
+        let mut fds = [
+            pollfd(self.handle.fd()),
+            pollfd(WAKE_READ.load(Ordering::Relaxed)),
+        ];
         let ts = timeout.map(|t| libc::timespec {
             tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
             tv_nsec: t.subsec_nanos() as libc::c_long,
@@ -239,8 +245,15 @@ impl TunTapDevice {
         let ts_ptr = ts
             .as_ref()
             .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: `pfd` and `ts` live across the call; one descriptor is passed.
-        let r = unsafe { libc::ppoll(&mut pfd, 1, ts_ptr, std::ptr::null()) };
+        // SAFETY: `fds` and `ts` live across the call; the count matches the array.
+        let r = unsafe {
+            libc::ppoll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                ts_ptr,
+                std::ptr::null(),
+            )
+        };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {
@@ -383,25 +396,43 @@ impl Device for TunTapDevice {
     }
 }
 
-static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static STOP: AtomicBool = AtomicBool::new(false);
+/// The write end of a pipe the signal handler writes to, so a `ppoll` that starts just after the signal still
+/// wakes (a flag alone could be missed between the check and the sleep).
+static WAKE_WRITE: AtomicI32 = AtomicI32::new(-1);
+static WAKE_READ: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn request_stop(_signal: libc::c_int) {
-    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+    STOP.store(true, Ordering::Relaxed);
+    let fd = WAKE_WRITE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking, so a full pipe just drops the byte.
+        unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+    }
 }
 
-/// Makes SIGINT and SIGTERM ask the program to stop (see [`stop_requested`]) instead of killing it, so the
-/// device is closed properly: a persistent device gets its checksum offload setting back (see
-/// `offload::set_offload`). A sleeping [`DeviceNetwork::wait`] wakes at once (`ppoll` is never restarted).
+/// Makes SIGINT, SIGTERM and SIGHUP ask the program to stop (see [`stop_requested`]) instead of killing it,
+/// so the device is closed properly: a persistent device gets its checksum offload setting back (see
+/// `offload::set_offload`). A sleeping [`DeviceNetwork::wait`] wakes at once. Call it before opening the device.
 pub fn stop_on_signals() {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    if WAKE_WRITE.load(Ordering::Relaxed) < 0 {
+        let mut fds = [-1; 2];
+        // SAFETY: pipe2 fills the two-element array it is given.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } == 0 {
+            WAKE_READ.store(fds[0], Ordering::Relaxed);
+            WAKE_WRITE.store(fds[1], Ordering::Relaxed);
+        }
+    }
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to atomics and calls write(2), both async-signal-safe.
         unsafe { libc::signal(signal, request_stop as *const () as libc::sighandler_t) };
     }
 }
 
-/// Whether SIGINT or SIGTERM arrived since [`stop_on_signals`].
+/// Whether SIGINT, SIGTERM or SIGHUP arrived since [`stop_on_signals`].
 pub fn stop_requested() -> bool {
-    STOP.load(std::sync::atomic::Ordering::Relaxed)
+    STOP.load(Ordering::Relaxed)
 }
 
 /// Bytes of packets taken in per poll before the sockets' replies are sent (see [`DeviceNetwork`]'s `poll`):

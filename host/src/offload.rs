@@ -27,7 +27,8 @@ const GSO_NONE: u8 = 0;
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
-/// The virtio-net header (legacy layout, little-endian as on the machines this runs on).
+/// The virtio-net header (legacy layout, in the machine's byte order, as the kernel reads it without
+/// `TUNSETVNETLE`/`TUNSETVNETBE`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VnetHeader {
     /// `NEEDS_CSUM` (1), `DATA_VALID` (2).
@@ -47,8 +48,8 @@ impl VnetHeader {
         Some(VnetHeader {
             flags: h[0],
             gso_type: h[1],
-            csum_start: u16::from_le_bytes([h[6], h[7]]),
-            csum_offset: u16::from_le_bytes([h[8], h[9]]),
+            csum_start: u16::from_ne_bytes([h[6], h[7]]),
+            csum_offset: u16::from_ne_bytes([h[8], h[9]]),
         })
     }
 
@@ -58,8 +59,8 @@ impl VnetHeader {
             h.fill(0);
             h[0] = self.flags;
             h[1] = self.gso_type;
-            h[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
-            h[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+            h[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
+            h[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
         }
     }
 }
@@ -147,19 +148,37 @@ fn fold(mut acc: u64) -> u16 {
     acc as u16
 }
 
-/// An unfragmented IPv4 packet's header length, protocol and total length, if `ip` is one.
-fn ipv4(ip: &[u8]) -> Option<(usize, u8, usize)> {
+/// What [`receive`] and [`transmit`] need of an IPv4 header.
+struct Ipv4Info {
+    header_len: usize,
+    protocol: u8,
+    total_len: usize,
+    fragment: bool,
+}
+
+/// Reads the IPv4 header at `frame[l3..]`, if the frame carries IPv4 (on TAP, `l3 == 14`: EtherType 0x0800)
+/// and the header is consistent with the frame.
+fn ipv4(frame: &[u8], l3: usize) -> Option<Ipv4Info> {
+    if l3 == 14 && frame.get(12..14)? != [0x08, 0x00] {
+        return None;
+    }
+    let ip = frame.get(l3..)?;
     let version_ihl = *ip.first()?;
     if version_ihl >> 4 != 4 {
         return None;
     }
-    let ihl = usize::from(version_ihl & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
-    let fragment = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x3fff; // MF flag and offset
-    if ihl < 20 || total < ihl || total > ip.len() || fragment != 0 {
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    let total_len = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
+    if header_len < 20 || total_len < header_len || total_len > ip.len() {
         return None;
     }
-    Some((ihl, *ip.get(9)?, total))
+    Some(Ipv4Info {
+        header_len,
+        protocol: *ip.get(9)?,
+        total_len,
+        // More fragments, or a fragment offset.
+        fragment: u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x3fff != 0,
+    })
 }
 
 fn pseudo_header_sum(ip: &[u8], protocol: u8, l4_len: usize) -> u64 {
@@ -181,30 +200,39 @@ pub fn receive(header: VnetHeader, frame: &mut [u8], l3: usize) -> Verdict {
     if header.gso_type != GSO_NONE {
         return Verdict::Drop("segmentation offload frame (not negotiated)");
     }
-    let Some(ip) = frame.get_mut(l3..) else {
-        return Verdict::Drop("frame shorter than its link header");
-    };
-    let Some((ihl, protocol, total)) = ipv4(ip) else {
-        // Not unfragmented IPv4 (ARP, a fragment, IPv6): nothing of ours to fix; smoltcp checks the rest.
+    let Some(ip) = ipv4(frame, l3) else {
+        // Not IPv4 (ARP, IPv6) or malformed: nothing of ours to fix; smoltcp checks or drops the rest.
         return Verdict::Accept;
     };
-    let l4 = &mut ip[ihl..total];
-    if header.flags & NEEDS_CSUM != 0 {
-        // The kernel's packet: the field holds the pseudo-header sum, the rest is ours to add if anyone checks.
-        if protocol == UDP {
-            let start = usize::from(header.csum_start).saturating_sub(l3 + ihl);
-            let field = start + usize::from(header.csum_offset);
-            if field + 2 > l4.len() {
-                return Verdict::Drop("checksum offset outside the packet");
-            }
-            let checksum = !fold(sum(&l4[start..], 0));
-            l4[field..field + 2].copy_from_slice(&checksum.to_be_bytes());
+    let vouched = header.flags & (NEEDS_CSUM | DATA_VALID) != 0;
+    if ip.fragment {
+        // smoltcp reassembles fragments, then trusts TCP checksums: a fragmented TCP segment nobody vouched for
+        // cannot be checked here, so it is not let in. (UDP fragments are checked by smoltcp after reassembly.)
+        if ip.protocol == TCP && header.flags & DATA_VALID == 0 {
+            return Verdict::Drop("TCP in IP fragments, checksum not verifiable");
         }
         return Verdict::Accept;
     }
-    if header.flags & DATA_VALID == 0 && protocol == TCP {
-        let ip = &frame[l3..];
-        let acc = pseudo_header_sum(ip, TCP, total - ihl) + sum(&ip[ihl..total], 0);
+    let (start, end) = (l3 + ip.header_len, l3 + ip.total_len);
+    if header.flags & NEEDS_CSUM != 0 {
+        // The kernel's packet: the field holds the pseudo-header sum, the rest is ours to add if anyone checks.
+        if ip.protocol == UDP {
+            let from = usize::from(header.csum_start);
+            let field = from + usize::from(header.csum_offset);
+            if from < start || field + 2 > end {
+                return Verdict::Drop("checksum offsets outside the UDP datagram");
+            }
+            let checksum = match !fold(sum(&frame[from..end], 0)) {
+                0 => 0xffff, // 0 means "no checksum" in UDP
+                c => c,
+            };
+            frame[field..field + 2].copy_from_slice(&checksum.to_be_bytes());
+        }
+        return Verdict::Accept;
+    }
+    if !vouched && ip.protocol == TCP {
+        let acc = pseudo_header_sum(&frame[l3..], TCP, ip.total_len - ip.header_len)
+            + sum(&frame[start..end], 0);
         if fold(acc) != 0xffff {
             return Verdict::Drop("bad TCP checksum");
         }
@@ -215,20 +243,23 @@ pub fn receive(header: VnetHeader, frame: &mut [u8], l3: usize) -> Verdict {
 /// Prepares a frame smoltcp built (TCP checksum left zero) for the device: puts the pseudo-header sum in the TCP
 /// checksum field and returns the header asking the kernel to finish the checksum if it ever needs it.
 pub fn transmit(frame: &mut [u8], l3: usize) -> VnetHeader {
-    let Some(ip) = frame.get_mut(l3..) else {
-        return VnetHeader::default();
-    };
-    match ipv4(ip) {
-        Some((ihl, TCP, total)) if total - ihl >= 20 => {
-            let partial = fold(pseudo_header_sum(ip, TCP, total - ihl));
-            ip[ihl + 16..ihl + 18].copy_from_slice(&partial.to_be_bytes());
+    match ipv4(frame, l3) {
+        Some(ip) if ip.protocol == TCP && !ip.fragment && ip.total_len - ip.header_len >= 20 => {
+            let start = l3 + ip.header_len;
+            let partial = fold(pseudo_header_sum(
+                &frame[l3..],
+                TCP,
+                ip.total_len - ip.header_len,
+            ));
+            frame[start + 16..start + 18].copy_from_slice(&partial.to_be_bytes());
             VnetHeader {
                 flags: NEEDS_CSUM,
                 gso_type: GSO_NONE,
-                csum_start: (l3 + ihl) as u16,
+                csum_start: start as u16,
                 csum_offset: 16,
             }
         }
+        // smoltcp computed every other checksum itself (and never fragments TCP: segments fit the MTU).
         _ => VnetHeader::default(),
     }
 }
@@ -329,6 +360,32 @@ mod tests {
             ..VnetHeader::default()
         };
         assert_eq!(receive(valid, &mut frame, 0), Verdict::Accept);
+    }
+
+    #[test]
+    fn unvouched_tcp_fragments_are_refused() {
+        let mut frame = tcp_packet(b"fragmented");
+        frame[6] = 0x20; // More Fragments
+        assert_eq!(
+            receive(VnetHeader::default(), &mut frame, 0),
+            Verdict::Drop("TCP in IP fragments, checksum not verifiable")
+        );
+        let valid = VnetHeader {
+            flags: DATA_VALID,
+            ..VnetHeader::default()
+        };
+        assert_eq!(receive(valid, &mut frame, 0), Verdict::Accept);
+    }
+
+    #[test]
+    fn tap_frames_are_read_as_ipv4_only_with_its_ethertype() {
+        let ip = tcp_packet(b"over ethernet");
+        let mut frame = vec![0u8; 14];
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(&ip);
+        assert_eq!(transmit(&mut frame.clone(), 14).csum_start, 34);
+        frame[12..14].copy_from_slice(&[0x86, 0xdd]); // IPv6 EtherType: left alone
+        assert_eq!(transmit(&mut frame, 14), VnetHeader::default());
     }
 
     #[test]
