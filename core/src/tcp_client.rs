@@ -160,11 +160,6 @@ impl UppercaseTcpClient {
         !socket.may_recv() && socket.recv_queue() == 0
     }
 
-    /// Bytes queued but not yet acknowledged by the server.
-    pub fn unacknowledged(&self, sockets: &mut SocketSet<'_>) -> usize {
-        sockets.get_mut::<tcp::Socket>(self.handle).send_queue()
-    }
-
     /// Closes our side (FIN after the queued bytes).
     pub fn close(&mut self, sockets: &mut SocketSet<'_>) {
         sockets.get_mut::<tcp::Socket>(self.handle).close();

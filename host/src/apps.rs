@@ -203,18 +203,6 @@ impl TcpExchange {
         self.replies.pop_front()
     }
 
-    /// Whether the connection is over (closed after the last reply).
-    pub fn is_done(&self) -> bool {
-        matches!(self.phase, TcpPhase::Done)
-    }
-
-    /// Whether the client waits for nothing but more messages.
-    pub fn is_idle(&self) -> bool {
-        matches!(self.phase, TcpPhase::Exchanging)
-            && self.current.is_none()
-            && self.queue.is_empty()
-    }
-
     /// One step: connect, send, receive, close, as far as the sockets allow.
     pub fn step(&mut self, node: &mut Node, now: Instant) -> Result<Step<()>, ClientError> {
         let mut moved = false;
@@ -398,11 +386,6 @@ impl UdpExchange {
     /// The next reply, with the number of datagrams its request took.
     pub fn next_reply(&mut self) -> Option<(Vec<u8>, u32)> {
         self.replies.pop_front()
-    }
-
-    /// Whether the client waits for nothing but more messages.
-    pub fn is_idle(&self) -> bool {
-        self.current.is_none() && self.queue.is_empty()
     }
 
     /// One step: send, look for the reply, retry.

@@ -4,7 +4,7 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::Device;
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant;
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+use smoltcp::wire::{HardwareAddress, IpCidr, Ipv4Address};
 
 /// Buffer sizes for the sockets a node creates.
 #[derive(Debug, Clone, Copy)]
@@ -69,16 +69,6 @@ impl Node {
             buffers: SocketBuffers::default(),
             port_state: seed | 1,
         }
-    }
-
-    /// The node's IPv4 address.
-    pub fn ipv4(&self) -> Option<Ipv4Address> {
-        self.iface.ipv4_addr()
-    }
-
-    /// The node's first address.
-    pub fn address(&self) -> Option<IpAddress> {
-        self.iface.ip_addrs().first().map(|cidr| cidr.address())
     }
 
     /// Adds a TCP socket with this node's buffer sizes.
