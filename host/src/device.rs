@@ -130,9 +130,7 @@ pub struct TunTapDevice {
     kind: DeviceKind,
     mtu: usize,
     rx: Vec<u8>,
-    tx: Vec<u8>,
-    failure: Option<io::Error>,
-    warned_down: bool,
+    tx: Transmitter,
     received_bytes: u64,
 }
 
@@ -173,9 +171,16 @@ impl TunTapDevice {
             kind,
             mtu,
             rx: vec![0; frame],
-            tx: vec![0; frame],
-            failure: None,
-            warned_down: false,
+            tx: Transmitter {
+                buf: vec![0; frame],
+                header_len: if offload { VNET_HEADER_LEN } else { 0 },
+                l3: match kind {
+                    DeviceKind::Tun => 0,
+                    DeviceKind::Tap => 14,
+                },
+                failure: None,
+                warned_down: false,
+            },
             received_bytes: 0,
         })
     }
@@ -183,22 +188,6 @@ impl TunTapDevice {
     /// Whether frames carry the virtio-net header (checksum offload).
     pub fn offload(&self) -> bool {
         matches!(self.handle, DeviceHandle::Offload { .. })
-    }
-
-    fn header_len(&self) -> usize {
-        if self.offload() {
-            VNET_HEADER_LEN
-        } else {
-            0
-        }
-    }
-
-    /// Bytes of link-layer header before the IP header.
-    fn l3(&self) -> usize {
-        match self.kind {
-            DeviceKind::Tun => 0,
-            DeviceKind::Tap => 14,
-        }
     }
 
     /// The device's name as the kernel knows it.
@@ -216,14 +205,9 @@ impl TunTapDevice {
         self.kind
     }
 
-    /// Bytes read from the device so far.
-    pub fn received_bytes(&self) -> u64 {
-        self.received_bytes
-    }
-
     /// A fatal error seen while reading or writing (the device was deleted, say).
     pub fn take_failure(&mut self) -> Option<io::Error> {
-        self.failure.take()
+        self.tx.failure.take()
     }
 
     /// Sleeps until a frame can be read or `timeout` passes (`None`: until a frame arrives).
@@ -274,14 +258,21 @@ fn is_fatal(e: &io::Error) -> bool {
 /// A frame read from the device.
 pub struct TunTapRxToken<'a>(&'a [u8]);
 
+/// The sending side of a device: the frame buffer and what a failed write leaves behind.
+struct Transmitter {
+    buf: Vec<u8>,
+    /// Bytes of virtio-net header in front of each frame (0 without offload).
+    header_len: usize,
+    /// Bytes of link-layer header before the IP header (TAP: Ethernet).
+    l3: usize,
+    failure: Option<io::Error>,
+    warned_down: bool,
+}
+
 /// Room for a frame to write to the device.
 pub struct TunTapTxToken<'a> {
     handle: &'a DeviceHandle,
-    buf: &'a mut [u8],
-    header_len: usize,
-    l3: usize,
-    failure: &'a mut Option<io::Error>,
-    warned_down: &'a mut bool,
+    tx: &'a mut Transmitter,
 }
 
 impl phy::RxToken for TunTapRxToken<'_> {
@@ -292,22 +283,23 @@ impl phy::RxToken for TunTapRxToken<'_> {
 
 impl phy::TxToken for TunTapTxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let end = (self.header_len + len).min(self.buf.len());
-        let (header, frame) = self.buf[..end].split_at_mut(self.header_len);
+        let tx = self.tx;
+        let end = (tx.header_len + len).min(tx.buf.len());
+        let (header, frame) = tx.buf[..end].split_at_mut(tx.header_len);
         let result = f(frame);
-        if self.header_len > 0 {
-            offload::transmit(frame, self.l3).emit(header);
+        if tx.header_len > 0 {
+            offload::transmit(frame, tx.l3).emit(header);
         }
-        match self.handle.send(&self.buf[..end]) {
+        match self.handle.send(&tx.buf[..end]) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EIO) => {
-                if !*self.warned_down {
+                if !tx.warned_down {
                     let name = self.handle.name();
                     log::warn!("{name} is down, packets are dropped: bring it up with `ip link set {name} up`");
-                    *self.warned_down = true;
+                    tx.warned_down = true;
                 }
             }
-            Err(e) if is_fatal(&e) => *self.failure = Some(e),
+            Err(e) if is_fatal(&e) => tx.failure = Some(e),
             // The kernel's queue is full (or similar): the packet is lost, as on a wire; TCP retransmits.
             Err(e) => log::debug!("{}: dropped an outgoing packet: {e}", self.handle.name()),
         }
@@ -320,7 +312,7 @@ impl Device for TunTapDevice {
     type TxToken<'a> = TunTapTxToken<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let (header_len, l3) = (self.header_len(), self.l3());
+        let (header_len, l3) = (self.tx.header_len, self.tx.l3);
         loop {
             let n = match self.handle.recv(&mut self.rx) {
                 Ok(n) if n > self.rx.len() || n < header_len => {
@@ -333,7 +325,7 @@ impl Device for TunTapDevice {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if is_fatal(&e) => {
-                    self.failure = Some(e);
+                    self.tx.failure = Some(e);
                     return None;
                 }
                 Err(e) => {
@@ -354,25 +346,16 @@ impl Device for TunTapDevice {
                 TunTapRxToken(&self.rx[header_len..n]),
                 TunTapTxToken {
                     handle: &self.handle,
-                    buf: &mut self.tx,
-                    header_len,
-                    l3,
-                    failure: &mut self.failure,
-                    warned_down: &mut self.warned_down,
+                    tx: &mut self.tx,
                 },
             ));
         }
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
-        let (header_len, l3) = (self.header_len(), self.l3());
         Some(TunTapTxToken {
             handle: &self.handle,
-            buf: &mut self.tx,
-            header_len,
-            l3,
-            failure: &mut self.failure,
-            warned_down: &mut self.warned_down,
+            tx: &mut self.tx,
         })
     }
 
