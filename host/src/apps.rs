@@ -49,12 +49,11 @@ impl UppercaseServers {
         udp: bool,
         max_datagram: usize,
     ) -> Result<Self, ServerError> {
+        if max_datagram == 0 {
+            return Err(ServerError::NoScratch);
+        }
+        // More than MAX_TCP_CONNECTIONS handles: the core's pool refuses them (TooManySockets).
         let tcp = if tcp_connections > 0 {
-            if tcp_connections > MAX_TCP_CONNECTIONS {
-                return Err(ServerError::TooManySockets {
-                    capacity: MAX_TCP_CONNECTIONS,
-                });
-            }
             let handles: Vec<_> = (0..tcp_connections)
                 .map(|_| node.add_tcp_socket())
                 .collect();
@@ -68,9 +67,6 @@ impl UppercaseServers {
         } else {
             None
         };
-        if max_datagram == 0 {
-            return Err(ServerError::NoScratch);
-        }
         Ok(UppercaseServers {
             tcp,
             udp,

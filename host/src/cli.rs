@@ -306,14 +306,9 @@ fn open_device(stack: &StackArgs, kind: DeviceKind) -> Result<DeviceNetwork, Str
     )
     .map_err(|e| e.to_string())?;
     net.node_mut().buffers.tcp = stack.socket_buffer.max(1024);
-    let kind_name = match kind {
-        DeviceKind::Tun => "tun",
-        DeviceKind::Tap => "tap",
-    };
     log::info!(
-        "smoltcp on {kind_name} device {} (MTU {}) as {}, gateway {}",
-        net.device().name(),
-        net.device().mtu(),
+        "{} as {}, gateway {}",
+        smoltcp_label(&net),
         stack.ip,
         stack.gateway
     );
@@ -321,14 +316,12 @@ fn open_device(stack: &StackArgs, kind: DeviceKind) -> Result<DeviceNetwork, Str
 }
 
 fn smoltcp_label(net: &DeviceNetwork) -> String {
-    let kind = match net.device().kind() {
-        DeviceKind::Tun => "tun",
-        DeviceKind::Tap => "tap",
-    };
+    let device = net.device();
     format!(
-        "smoltcp on {kind} device {}, MTU {}",
-        net.device().name(),
-        net.device().mtu()
+        "smoltcp on {} device {}, MTU {}",
+        device.kind().name(),
+        device.name(),
+        device.mtu()
     )
 }
 

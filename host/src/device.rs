@@ -31,7 +31,8 @@ pub enum DeviceKind {
 }
 
 impl DeviceKind {
-    fn mode(self) -> &'static str {
+    /// "tun" or "tap", as `ip tuntap` and `--stack` spell it.
+    pub fn name(self) -> &'static str {
         match self {
             DeviceKind::Tun => "tun",
             DeviceKind::Tap => "tap",
@@ -54,7 +55,7 @@ impl std::fmt::Display for DeviceError {
 impl std::error::Error for DeviceError {}
 
 fn open_error(name: &str, kind: DeviceKind, e: &io::Error) -> DeviceError {
-    let mode = kind.mode();
+    let mode = kind.name();
     let hint = match e.raw_os_error() {
         Some(libc::ENOENT) | Some(libc::ENODEV) => {
             "/dev/net/tun is missing: load the tun module (modprobe tun)".to_string()
