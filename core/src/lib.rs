@@ -24,6 +24,8 @@
 extern crate std;
 
 pub mod error;
+pub mod http;
+pub mod proxy;
 pub mod tcp_client;
 pub mod tcp_server;
 pub mod udp_client;

@@ -1,0 +1,288 @@
+//! Message bodies as streams: where one ends, found without holding it.
+//!
+//! The proxy never buffers a body whole. It copies whatever has arrived, and a [`BodyTracker`] says how many of
+//! those bytes still belong to the body, so that the byte after it (the next pipelined request, or nothing) is
+//! left where it is. A chunked body is forwarded exactly as it came, chunk sizes and trailers included; the
+//! tracker only follows its grammar to find the last chunk:
+//!
+//! ```text
+//! Size ─CRLF─▶ Data(n) ─CRLF─▶ Size ─ … ─▶ Size(0) ─CRLF─▶ Trailer ─ … ─▶ Trailer(empty line) ─▶ Done
+//! ```
+
+use core::fmt;
+
+/// How a message says where its body ends (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body at all.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding: ends with a zero-size chunk and its trailer section.
+    Chunked,
+    /// Everything until the sender closes (responses only); the connection cannot be kept after it.
+    UntilClose,
+}
+
+/// A chunked body that breaks the chunk grammar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadChunk;
+
+impl fmt::Display for BadChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("malformed chunked body")
+    }
+}
+
+/// Where a chunked body's reader is in the chunk grammar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Reading the hex digits of a chunk size (`digits` so far).
+    Size { size: u64, digits: u8 },
+    /// After the size: an extension (`;name=value`) or spaces, up to the line end.
+    SizeLine { size: u64 },
+    /// Inside a chunk's data.
+    Data { remaining: u64 },
+    /// After a chunk's data: its CRLF.
+    DataEnd { seen_cr: bool },
+    /// At the start of a trailer line, or of the empty line that ends the body.
+    TrailerStart { seen_cr: bool },
+    /// Inside a trailer field line.
+    TrailerLine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tracking {
+    Length { remaining: u64 },
+    Chunked(ChunkState),
+    UntilClose,
+    Done,
+}
+
+/// Follows one body as its bytes stream past, and says how many of them belong to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTracker {
+    tracking: Tracking,
+}
+
+impl BodyTracker {
+    /// A tracker at the start of a body framed by `framing`.
+    pub fn new(framing: BodyFraming) -> BodyTracker {
+        let tracking = match framing {
+            BodyFraming::None | BodyFraming::Length(0) => Tracking::Done,
+            BodyFraming::Length(remaining) => Tracking::Length { remaining },
+            BodyFraming::Chunked => Tracking::Chunked(ChunkState::Size { size: 0, digits: 0 }),
+            BodyFraming::UntilClose => Tracking::UntilClose,
+        };
+        BodyTracker { tracking }
+    }
+
+    /// Whether the whole body has gone past.
+    pub fn is_done(&self) -> bool {
+        self.tracking == Tracking::Done
+    }
+
+    /// Whether the body ends only when its sender closes (so a close is its normal end, not a truncation).
+    pub fn ends_at_close(&self) -> bool {
+        self.tracking == Tracking::UntilClose
+    }
+
+    /// At most how many more bytes can belong to the body (so a reader need not take more).
+    pub fn limit(&self) -> usize {
+        match self.tracking {
+            Tracking::Length { remaining } => usize::try_from(remaining).unwrap_or(usize::MAX),
+            Tracking::Done => 0,
+            Tracking::Chunked(_) | Tracking::UntilClose => usize::MAX,
+        }
+    }
+
+    /// Takes the next bytes of the stream and returns how many of them, from the start, belong to the body.
+    /// Fewer than `input.len()` means the body ended inside `input`; the rest belongs to what follows.
+    pub fn advance(&mut self, input: &[u8]) -> Result<usize, BadChunk> {
+        match &mut self.tracking {
+            Tracking::Done => Ok(0),
+            Tracking::UntilClose => Ok(input.len()),
+            Tracking::Length { remaining } => {
+                let taken = usize::try_from(*remaining).map_or(input.len(), |r| r.min(input.len()));
+                *remaining -= taken as u64;
+                if *remaining == 0 {
+                    self.tracking = Tracking::Done;
+                }
+                Ok(taken)
+            }
+            Tracking::Chunked(state) => {
+                let mut state = *state;
+                let mut used = 0;
+                while used < input.len() {
+                    if let ChunkState::Data { remaining } = state {
+                        // Skip the data in one step: only the framing is read byte by byte.
+                        let n = usize::try_from(remaining)
+                            .map_or(input.len() - used, |r| r.min(input.len() - used));
+                        used += n;
+                        state = match remaining - n as u64 {
+                            0 => ChunkState::DataEnd { seen_cr: false },
+                            remaining => ChunkState::Data { remaining },
+                        };
+                        continue;
+                    }
+                    let byte = input.get(used).copied().unwrap_or_default();
+                    used += 1;
+                    match step(state, byte)? {
+                        Some(next) => state = next,
+                        None => {
+                            self.tracking = Tracking::Done;
+                            return Ok(used);
+                        }
+                    }
+                }
+                self.tracking = Tracking::Chunked(state);
+                Ok(used)
+            }
+        }
+    }
+}
+
+/// One framing byte of a chunked body: the next state, or `None` once the final empty line has ended.
+fn step(state: ChunkState, byte: u8) -> Result<Option<ChunkState>, BadChunk> {
+    let next = match (state, byte) {
+        (ChunkState::Size { size, digits }, b) if b.is_ascii_hexdigit() => {
+            if digits >= 15 {
+                return Err(BadChunk);
+            }
+            let value = match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' => b - b'a' + 10,
+                _ => b - b'A' + 10,
+            };
+            ChunkState::Size {
+                size: size << 4 | u64::from(value),
+                digits: digits + 1,
+            }
+        }
+        (ChunkState::Size { digits: 0, .. }, _) => return Err(BadChunk),
+        (ChunkState::Size { size, .. }, b';' | b' ' | b'\t' | b'\r') => {
+            ChunkState::SizeLine { size }
+        }
+        (ChunkState::Size { size, .. } | ChunkState::SizeLine { size }, b'\n') => match size {
+            0 => ChunkState::TrailerStart { seen_cr: false },
+            remaining => ChunkState::Data { remaining },
+        },
+        (ChunkState::Size { .. }, _) => return Err(BadChunk),
+        (ChunkState::SizeLine { .. }, b)
+            if b == b'\t' || (b' '..=b'~').contains(&b) || b == b'\r' || b >= 0x80 =>
+        {
+            state
+        }
+        (ChunkState::SizeLine { .. }, _) => return Err(BadChunk),
+        (ChunkState::DataEnd { seen_cr: false }, b'\r') => ChunkState::DataEnd { seen_cr: true },
+        (ChunkState::DataEnd { .. }, b'\n') => ChunkState::Size { size: 0, digits: 0 },
+        (ChunkState::DataEnd { .. }, _) => return Err(BadChunk),
+        (ChunkState::TrailerStart { seen_cr: false }, b'\r') => {
+            ChunkState::TrailerStart { seen_cr: true }
+        }
+        (ChunkState::TrailerStart { .. }, b'\n') => return Ok(None),
+        (ChunkState::TrailerStart { seen_cr: true }, _) => return Err(BadChunk),
+        (ChunkState::TrailerLine, b'\n') => ChunkState::TrailerStart { seen_cr: false },
+        (ChunkState::TrailerStart { seen_cr: false } | ChunkState::TrailerLine, _) => {
+            ChunkState::TrailerLine
+        }
+        (ChunkState::Data { .. }, _) => state,
+    };
+    Ok(Some(next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` in pieces of `piece` bytes and returns how many bytes belonged to the body.
+    fn body_len(
+        framing: BodyFraming,
+        input: &[u8],
+        piece: usize,
+    ) -> Result<(usize, bool), BadChunk> {
+        let mut tracker = BodyTracker::new(framing);
+        let mut total = 0;
+        for part in input.chunks(piece) {
+            let n = tracker.advance(part)?;
+            total += n;
+            if n < part.len() {
+                break;
+            }
+        }
+        Ok((total, tracker.is_done()))
+    }
+
+    #[test]
+    fn length_stops_at_the_length() {
+        for piece in [1, 3, 100] {
+            assert_eq!(
+                body_len(BodyFraming::Length(5), b"helloGET /", piece),
+                Ok((5, true))
+            );
+            assert_eq!(
+                body_len(BodyFraming::Length(50), b"hello", piece),
+                Ok((5, false))
+            );
+        }
+        assert!(BodyTracker::new(BodyFraming::None).is_done());
+        assert!(BodyTracker::new(BodyFraming::Length(0)).is_done());
+        assert_eq!(BodyTracker::new(BodyFraming::Length(7)).limit(), 7);
+    }
+
+    #[test]
+    fn chunked_finds_the_end_in_any_split() {
+        let body = b"4\r\nWiki\r\n5;ext=\"x\"\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nExpires: never\r\n\r\n";
+        let mut stream = body.to_vec();
+        stream.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        for piece in 1..stream.len() {
+            assert_eq!(
+                body_len(BodyFraming::Chunked, &stream, piece),
+                Ok((body.len(), true)),
+                "piece {piece}"
+            );
+        }
+    }
+
+    #[test]
+    fn chunked_without_trailers_and_with_bare_lf() {
+        assert_eq!(
+            body_len(BodyFraming::Chunked, b"0\r\n\r\nX", 64),
+            Ok((5, true))
+        );
+        assert_eq!(
+            body_len(BodyFraming::Chunked, b"1\nA\n0\n\nX", 64),
+            Ok((7, true))
+        );
+        assert_eq!(
+            body_len(BodyFraming::Chunked, b"a\r\n0123", 64),
+            Ok((7, false))
+        );
+    }
+
+    #[test]
+    fn malformed_chunks_are_refused() {
+        for bad in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"1\r\nAB\r\n",
+            b"12345678901234567\r\n",
+            b"0\r\n\rX",
+            b"1\r\nA\rX",
+        ] {
+            assert_eq!(
+                body_len(BodyFraming::Chunked, bad, 64),
+                Err(BadChunk),
+                "{:?}",
+                core::str::from_utf8(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn until_close_takes_everything() {
+        let mut tracker = BodyTracker::new(BodyFraming::UntilClose);
+        assert_eq!(tracker.advance(b"anything"), Ok(8));
+        assert!(tracker.ends_at_close() && !tracker.is_done());
+    }
+}

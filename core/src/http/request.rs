@@ -1,0 +1,360 @@
+//! Request heads: what a client asks the proxy for.
+//!
+//! [`RequestHead::parse`] runs `httparse` over the bytes received so far and, once the head is whole, types it:
+//! the [`Method`], the [`RequestTarget`] in one of its three forms, the body's [`BodyFraming`] and whether the
+//! client wants to keep the connection. It borrows everything from the caller's buffer.
+
+use core::fmt;
+
+use httparse::{Header, Status};
+
+use super::body::BodyFraming;
+use super::status::ProxyError;
+use super::{content_length, has_token, tokens, transfer_coding, TransferCoding};
+
+/// The methods the proxy forwards. Anything else is answered with 501.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `GET`
+    Get,
+    /// `HEAD`: the response has no body, whatever its headers say.
+    Head,
+    /// `POST`
+    Post,
+    /// `PUT`
+    Put,
+    /// `PATCH`
+    Patch,
+    /// `DELETE`
+    Delete,
+    /// `OPTIONS`
+    Options,
+    /// `CONNECT host:port`: a byte tunnel, answered by the proxy itself.
+    Connect,
+}
+
+impl Method {
+    /// The method named by `token` (case-sensitive, as HTTP methods are), if the proxy forwards it.
+    pub fn from_token(token: &str) -> Option<Method> {
+        Some(match token {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "PATCH" => Method::Patch,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            "CONNECT" => Method::Connect,
+            _ => return None,
+        })
+    }
+
+    /// The method's token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Connect => "CONNECT",
+        }
+    }
+}
+
+/// A host and port the proxy is asked to reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Authority<'b> {
+    /// A DNS name or an address literal (an IPv6 literal without its brackets).
+    pub host: &'b str,
+    /// The port (80 when the request gave none, except for CONNECT, which must give one).
+    pub port: u16,
+}
+
+impl<'b> Authority<'b> {
+    /// Parses `host[:port]` (or `[v6]:port`). Userinfo (`user@`), empty hosts, and characters that cannot be in
+    /// a host name are refused.
+    pub fn parse(text: &'b str, default_port: Option<u16>) -> Result<Authority<'b>, ProxyError> {
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or(ProxyError::BadTarget)?;
+            if host.is_empty()
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            {
+                return Err(ProxyError::BadTarget);
+            }
+            match after {
+                "" => (host, None),
+                _ => (
+                    host,
+                    Some(after.strip_prefix(':').ok_or(ProxyError::BadTarget)?),
+                ),
+            }
+        } else {
+            match text.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (text, None),
+            }
+        };
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && (host.contains(':')
+                || host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
+        if !host_ok {
+            return Err(ProxyError::BadTarget);
+        }
+        let port = match port {
+            Some(p) => match super::parse_decimal(p.as_bytes()) {
+                Some(n @ 1..=65535) => n as u16,
+                _ => return Err(ProxyError::BadTarget),
+            },
+            None => default_port.ok_or(ProxyError::BadTarget)?,
+        };
+        Ok(Authority { host, port })
+    }
+}
+
+impl fmt::Display for Authority<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The request target, in the three forms a forward proxy meets (RFC 9112 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestTarget<'b> {
+    /// `http://host[:port]/path?query`: what a client configured to use a proxy sends.
+    Absolute {
+        /// The origin to connect to.
+        authority: Authority<'b>,
+        /// The path and query without any fragment: `/` when the URI had neither, `?query` when it had only a
+        /// query (written as `/?query`).
+        path: &'b str,
+    },
+    /// `host:port`, only with `CONNECT`.
+    Authority(Authority<'b>),
+    /// `/path?query` (or `*` for `OPTIONS`), for the origin named by the `Host` header.
+    Origin {
+        /// The origin, from `Host`.
+        authority: Authority<'b>,
+        /// The path and query as sent.
+        path: &'b str,
+    },
+}
+
+impl<'b> RequestTarget<'b> {
+    /// The origin (or tunnel end) the proxy must connect to.
+    pub fn authority(&self) -> Authority<'b> {
+        match *self {
+            RequestTarget::Absolute { authority, .. }
+            | RequestTarget::Authority(authority)
+            | RequestTarget::Origin { authority, .. } => authority,
+        }
+    }
+
+    /// The path and query to send the origin (origin-form); empty for a tunnel.
+    pub fn path(&self) -> &'b str {
+        match *self {
+            RequestTarget::Absolute { path, .. } | RequestTarget::Origin { path, .. } => path,
+            RequestTarget::Authority(_) => "",
+        }
+    }
+}
+
+/// A whole request head, typed. Borrows the header array and the bytes it was parsed from.
+#[derive(Debug)]
+pub struct RequestHead<'h, 'b> {
+    /// The method.
+    pub method: Method,
+    /// Where the request goes.
+    pub target: RequestTarget<'b>,
+    /// The target exactly as the client wrote it (for logs).
+    pub raw_target: &'b str,
+    /// `1` for HTTP/1.1, `0` for HTTP/1.0.
+    pub minor_version: u8,
+    /// Every header line, in order.
+    pub headers: &'h [Header<'b>],
+    /// How many bytes of the buffer the head took (the body, or the next request, starts here).
+    pub head_len: usize,
+    /// How the request body is framed ([`BodyFraming::None`] for a request without one).
+    pub framing: BodyFraming,
+    /// Whether the client wants the connection kept open after the response.
+    pub keep_alive: bool,
+}
+
+impl<'h, 'b> RequestHead<'h, 'b> {
+    /// Parses the start of `buf`. `Ok(None)` means the head is not whole yet: read more, or if `buf` is already
+    /// full, answer with [`RequestHead::incomplete_error`].
+    pub fn parse(
+        buf: &'b [u8],
+        headers: &'h mut [Header<'b>],
+    ) -> Result<Option<RequestHead<'h, 'b>>, ProxyError> {
+        let mut request = httparse::Request::new(headers);
+        let head_len = match request.parse(buf) {
+            Ok(Status::Complete(n)) => n,
+            Ok(Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(ProxyError::HeadTooLarge),
+            Err(httparse::Error::Version) => return Err(ProxyError::UnsupportedVersion),
+            Err(_) => return Err(ProxyError::MalformedHead),
+        };
+        let (Some(method), Some(raw_target), Some(minor_version)) =
+            (request.method, request.path, request.version)
+        else {
+            return Err(ProxyError::MalformedHead);
+        };
+        let headers: &'h [Header<'b>] = request.headers;
+        let method = Method::from_token(method).ok_or(ProxyError::UnsupportedMethod)?;
+        let target = parse_target(method, raw_target, headers, minor_version)?;
+        let framing = request_framing(method, headers)?;
+        let keep_alive = if minor_version >= 1 {
+            !has_token(headers, "connection", "close")
+                && !has_token(headers, "proxy-connection", "close")
+        } else {
+            has_token(headers, "connection", "keep-alive")
+                || has_token(headers, "proxy-connection", "keep-alive")
+        };
+        Ok(Some(RequestHead {
+            method,
+            target,
+            raw_target,
+            minor_version,
+            headers,
+            head_len,
+            framing,
+            keep_alive,
+        }))
+    }
+
+    /// The error for a head that did not fit in `buf`: 414 if even the request line did not end, else 431.
+    pub fn incomplete_error(buf: &[u8]) -> ProxyError {
+        let start = buf
+            .iter()
+            .position(|b| !matches!(b, b'\r' | b'\n'))
+            .unwrap_or(buf.len());
+        match buf.get(start..).is_some_and(|line| line.contains(&b'\n')) {
+            true => ProxyError::HeadTooLarge,
+            false => ProxyError::UriTooLong,
+        }
+    }
+
+    /// Whether the request already passed through a proxy that calls itself `pseudonym` (a `Via` entry with
+    /// that received-by name): forwarding it again would loop.
+    pub fn came_through(&self, pseudonym: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("via"))
+            .flat_map(|h| tokens(h.value))
+            .any(|entry| {
+                entry
+                    .split(|b| matches!(b, b' ' | b'\t'))
+                    .filter(|w| !w.is_empty())
+                    .nth(1)
+                    .is_some_and(|received_by| {
+                        received_by.eq_ignore_ascii_case(pseudonym.as_bytes())
+                    })
+            })
+    }
+
+    /// The value of the first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&'b [u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    /// Whether the client sent `Expect: 100-continue` and waits for a go-ahead before its body.
+    pub fn expects_continue(&self) -> bool {
+        has_token(self.headers, "expect", "100-continue")
+    }
+}
+
+/// The request line as a client sent it, for logs: `GET http://host/ HTTP/1.1`.
+impl fmt::Display for RequestHead<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} HTTP/1.{}",
+            self.method.as_str(),
+            self.raw_target,
+            self.minor_version
+        )
+    }
+}
+
+fn parse_target<'b>(
+    method: Method,
+    raw: &'b str,
+    headers: &[Header<'b>],
+    minor_version: u8,
+) -> Result<RequestTarget<'b>, ProxyError> {
+    if method == Method::Connect {
+        return Authority::parse(raw, None).map(RequestTarget::Authority);
+    }
+    if let Some(rest) = strip_prefix_ignore_case(raw, "http://") {
+        let (authority, path) = match rest.find(['/', '?', '#']) {
+            Some(i) => rest.split_at(i),
+            None => (rest, "/"),
+        };
+        let path = match path.split_once('#') {
+            Some((p, _)) => p,
+            None => path,
+        };
+        // An empty path is `/`; a bare query (`http://host?q`) keeps its query and gets the `/` when written.
+        let path = if path.is_empty() { "/" } else { path };
+        let authority = Authority::parse(authority, Some(80))?;
+        return Ok(RequestTarget::Absolute { authority, path });
+    }
+    if raw.contains("://") {
+        return Err(ProxyError::UnsupportedScheme);
+    }
+    if raw.starts_with('/') || (raw == "*" && method == Method::Options) {
+        let mut hosts = headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("host"));
+        let (Some(host), None) = (hosts.next(), hosts.next()) else {
+            // HTTP/1.0 allowed no Host, but a proxy cannot know where to go without one.
+            let _ = minor_version;
+            return Err(ProxyError::BadTarget);
+        };
+        let host =
+            core::str::from_utf8(super::trim(host.value)).map_err(|_| ProxyError::BadTarget)?;
+        let authority = Authority::parse(host, Some(80))?;
+        return Ok(RequestTarget::Origin {
+            authority,
+            path: raw,
+        });
+    }
+    Err(ProxyError::BadTarget)
+}
+
+fn strip_prefix_ignore_case<'b>(text: &'b str, prefix: &str) -> Option<&'b str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| text.get(prefix.len()..))
+        .flatten()
+}
+
+fn request_framing(method: Method, headers: &[Header<'_>]) -> Result<BodyFraming, ProxyError> {
+    let length = content_length(headers).map_err(|()| ProxyError::MalformedHead)?;
+    match (transfer_coding(headers), length) {
+        (TransferCoding::Absent, _) if method == Method::Connect => Ok(BodyFraming::None),
+        (TransferCoding::Absent, None | Some(0)) => Ok(BodyFraming::None),
+        (TransferCoding::Absent, Some(n)) => Ok(BodyFraming::Length(n)),
+        // Both at once is how requests are smuggled past one hop and into the next: refuse (RFC 9112 §6.1).
+        (_, Some(_)) => Err(ProxyError::MalformedHead),
+        (TransferCoding::Chunked | TransferCoding::ChunkedAfterOthers, None) => {
+            Ok(BodyFraming::Chunked)
+        }
+        (TransferCoding::Other, None) => Err(ProxyError::UnsupportedTransferCoding),
+    }
+}

@@ -1,0 +1,97 @@
+//! Response heads: what an origin answers, typed just enough to forward it and find where its body ends.
+
+use core::fmt;
+
+use httparse::{Header, Status};
+
+use super::body::BodyFraming;
+use super::request::Method;
+use super::status::ProxyError;
+use super::{content_length, has_token, transfer_coding, TransferCoding};
+
+/// A whole response head from an origin. Borrows the header array and the bytes it was parsed from.
+#[derive(Debug)]
+pub struct ResponseHead<'h, 'b> {
+    /// The status code.
+    pub code: u16,
+    /// The reason phrase (may be empty).
+    pub reason: &'b str,
+    /// `1` for HTTP/1.1, `0` for HTTP/1.0.
+    pub minor_version: u8,
+    /// Every header line, in order.
+    pub headers: &'h [Header<'b>],
+    /// How many bytes of the buffer the head took; the body starts here.
+    pub head_len: usize,
+    /// How the body is framed, given the request it answers (a response to `HEAD` has none).
+    pub framing: BodyFraming,
+    /// Whether the origin will keep the connection open for another request after this response.
+    pub keep_alive: bool,
+}
+
+impl<'h, 'b> ResponseHead<'h, 'b> {
+    /// Parses the start of `buf` as the response to a `method` request. `Ok(None)` means the head is not whole
+    /// yet. A head that is not HTTP, or whose framing is contradictory, is [`ProxyError::BadOriginResponse`].
+    pub fn parse(
+        buf: &'b [u8],
+        headers: &'h mut [Header<'b>],
+        method: Method,
+    ) -> Result<Option<ResponseHead<'h, 'b>>, ProxyError> {
+        let mut response = httparse::Response::new(headers);
+        let head_len = match response.parse(buf) {
+            Ok(Status::Complete(n)) => n,
+            Ok(Status::Partial) => return Ok(None),
+            Err(_) => return Err(ProxyError::BadOriginResponse),
+        };
+        let (Some(code), Some(minor_version)) = (response.code, response.version) else {
+            return Err(ProxyError::BadOriginResponse);
+        };
+        let reason = response.reason.unwrap_or("");
+        let headers: &'h [Header<'b>] = response.headers;
+        let framing =
+            if method == Method::Head || (100..200).contains(&code) || code == 204 || code == 304 {
+                BodyFraming::None
+            } else {
+                let length = content_length(headers).map_err(|()| ProxyError::BadOriginResponse)?;
+                match (transfer_coding(headers), length) {
+                    (TransferCoding::Chunked | TransferCoding::ChunkedAfterOthers, _) => {
+                        BodyFraming::Chunked
+                    }
+                    (TransferCoding::Other, _) => BodyFraming::UntilClose,
+                    (TransferCoding::Absent, Some(n)) => BodyFraming::Length(n),
+                    (TransferCoding::Absent, None) => BodyFraming::UntilClose,
+                }
+            };
+        let keep_alive = framing != BodyFraming::UntilClose
+            && code != 101
+            && if minor_version >= 1 {
+                !has_token(headers, "connection", "close")
+            } else {
+                has_token(headers, "connection", "keep-alive")
+            };
+        Ok(Some(ResponseHead {
+            code,
+            reason,
+            minor_version,
+            headers,
+            head_len,
+            framing,
+            keep_alive,
+        }))
+    }
+
+    /// An interim response (`100 Continue`, `103 Early Hints`): a final one follows on the same exchange.
+    pub fn is_interim(&self) -> bool {
+        (100..200).contains(&self.code) && self.code != 101
+    }
+}
+
+/// The status line as the origin sent it, for logs: `HTTP/1.1 200 OK`.
+impl fmt::Display for ResponseHead<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "HTTP/1.{} {} {}",
+            self.minor_version, self.code, self.reason
+        )
+    }
+}

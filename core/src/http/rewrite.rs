@@ -1,0 +1,175 @@
+//! The heads the proxy sends on, written into a caller's buffer by a [`HeadWriter`].
+//!
+//! Towards the origin a request goes in origin-form (`GET /path HTTP/1.1` with `Host`), and towards the client
+//! a response goes as the origin sent it; both lose their hop-by-hop headers (the fixed list in
+//! [`super::HOP_BY_HOP`] and any header that `Connection` names) and gain a `Via` naming this proxy. Every other
+//! header keeps its name, value and order.
+
+use core::fmt;
+
+use httparse::Header;
+
+use super::request::{RequestHead, RequestTarget};
+use super::response::ResponseHead;
+use super::{is_hop_by_hop, trim};
+
+/// A head did not fit the buffer it was written into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadTooLarge;
+
+impl fmt::Display for HeadTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the head does not fit its buffer")
+    }
+}
+
+impl From<fmt::Error> for HeadTooLarge {
+    fn from(_: fmt::Error) -> HeadTooLarge {
+        HeadTooLarge
+    }
+}
+
+/// Appends bytes to a fixed buffer, failing (and keeping what fitted) when it is full.
+#[derive(Debug)]
+pub struct HeadWriter<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> HeadWriter<'a> {
+    /// A writer at the start of `buf`.
+    pub fn new(buf: &'a mut [u8]) -> HeadWriter<'a> {
+        HeadWriter { buf, len: 0 }
+    }
+
+    /// Appends `bytes`, or fails if they do not fit.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), HeadTooLarge> {
+        let end = self.len.checked_add(bytes.len()).ok_or(HeadTooLarge)?;
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(HeadTooLarge)?
+            .copy_from_slice(bytes);
+        self.len = end;
+        Ok(())
+    }
+
+    /// How many bytes are written.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes written so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&[])
+    }
+}
+
+impl fmt::Write for HeadWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.push(s.as_bytes()).map_err(|_| fmt::Error)
+    }
+}
+
+/// Writes the request head to send the origin: origin-form, `Host` first, end-to-end headers in order, then
+/// `Via: 1.x <pseudonym>` and, unless `keep_alive`, `Connection: close`.
+pub fn upstream_request(
+    head: &RequestHead<'_, '_>,
+    pseudonym: &str,
+    keep_alive: bool,
+    out: &mut HeadWriter<'_>,
+) -> Result<(), HeadTooLarge> {
+    use fmt::Write;
+    let path = head.target.path();
+    let slash = if path.starts_with('?') { "/" } else { "" };
+    write!(out, "{} {slash}{path} HTTP/1.1\r\n", head.method.as_str())?;
+    match head.target {
+        RequestTarget::Origin { .. } => {
+            if let Some(host) = head.header("host") {
+                out.push(b"Host: ")?;
+                out.push(trim(host))?;
+                out.push(b"\r\n")?;
+            }
+        }
+        RequestTarget::Absolute { authority, .. } | RequestTarget::Authority(authority) => {
+            let host = authority.host;
+            let (open, close) = if host.contains(':') {
+                ("[", "]")
+            } else {
+                ("", "")
+            };
+            match authority.port {
+                80 => write!(out, "Host: {open}{host}{close}\r\n")?,
+                port => write!(out, "Host: {open}{host}{close}:{port}\r\n")?,
+            }
+        }
+    }
+    end_to_end_headers(head.headers, &["host"], out)?;
+    write!(out, "Via: 1.{} {pseudonym}\r\n", head.minor_version)?;
+    if !keep_alive {
+        out.push(b"Connection: close\r\n")?;
+    }
+    out.push(b"\r\n")
+}
+
+/// Writes the response head to send the client: the origin's status and end-to-end headers, `Via`, and for a
+/// final response the client connection's fate: `Connection: close` unless `keep_alive` (and
+/// `Connection: keep-alive` for an HTTP/1.0 client that keeps it).
+pub fn client_response(
+    head: &ResponseHead<'_, '_>,
+    pseudonym: &str,
+    client_minor_version: u8,
+    keep_alive: bool,
+    out: &mut HeadWriter<'_>,
+) -> Result<(), HeadTooLarge> {
+    use fmt::Write;
+    write!(out, "HTTP/1.1 {} {}\r\n", head.code, head.reason)?;
+    end_to_end_headers(head.headers, &[], out)?;
+    write!(out, "Via: 1.{} {pseudonym}\r\n", head.minor_version)?;
+    if !head.is_interim() {
+        match (keep_alive, client_minor_version) {
+            (false, _) => out.push(b"Connection: close\r\n")?,
+            (true, 0) => out.push(b"Connection: keep-alive\r\n")?,
+            (true, _) => {}
+        }
+    }
+    out.push(b"\r\n")
+}
+
+/// The `200` that opens a `CONNECT` tunnel.
+pub fn tunnel_established(pseudonym: &str, out: &mut HeadWriter<'_>) -> Result<(), HeadTooLarge> {
+    use fmt::Write;
+    write!(
+        out,
+        "HTTP/1.1 200 Connection established\r\nVia: 1.1 {pseudonym}\r\n\r\n"
+    )?;
+    Ok(())
+}
+
+/// Copies every header that is not hop-by-hop and not in `skip`.
+fn end_to_end_headers(
+    headers: &[Header<'_>],
+    skip: &[&str],
+    out: &mut HeadWriter<'_>,
+) -> Result<(), HeadTooLarge> {
+    let connection = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .map(|h| h.value);
+    for header in headers {
+        if skip.iter().any(|s| header.name.eq_ignore_ascii_case(s))
+            || is_hop_by_hop(header.name, connection.clone())
+        {
+            continue;
+        }
+        out.push(header.name.as_bytes())?;
+        out.push(b": ")?;
+        out.push(header.value)?;
+        out.push(b"\r\n")?;
+    }
+    Ok(())
+}

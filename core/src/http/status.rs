@@ -1,0 +1,166 @@
+//! [`ProxyError`]: every way the proxy refuses or fails a request, and the small HTML page it answers with.
+
+use core::fmt::{self, Write};
+
+use super::rewrite::{HeadTooLarge, HeadWriter};
+
+/// Why the proxy answers a request itself instead of forwarding the origin's response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyError {
+    /// The request head is not HTTP/1.x (400).
+    MalformedHead,
+    /// The request target or `Host` cannot name an origin (400).
+    BadTarget,
+    /// A chunked request body broke the chunk grammar (400).
+    MalformedBody,
+    /// The client's address is not in the allowed list (403).
+    ClientNotAllowed,
+    /// The origin's address is not in the allowed destinations (403).
+    DestinationNotAllowed,
+    /// `CONNECT` to a port not in the allowed list (403).
+    ConnectPortNotAllowed,
+    /// The client did not send a whole request head in time (408).
+    HeadTimeout,
+    /// The request line alone is longer than the head buffer (414).
+    UriTooLong,
+    /// The request head is longer than the head buffer, or has too many header lines (431).
+    HeadTooLarge,
+    /// A method the proxy does not forward (501).
+    UnsupportedMethod,
+    /// A request body in a transfer coding other than chunked (501).
+    UnsupportedTransferCoding,
+    /// An absolute URI with a scheme other than `http` (501).
+    UnsupportedScheme,
+    /// An HTTP version other than 1.0 and 1.1 (505).
+    UnsupportedVersion,
+    /// The origin refused the connection (502).
+    OriginRefused,
+    /// The origin's name did not resolve (502).
+    OriginUnresolvable,
+    /// The origin reset or closed the connection before its response was whole (502).
+    OriginReset,
+    /// The origin's response head is not HTTP or does not fit the head buffer (502).
+    BadOriginResponse,
+    /// Every proxy connection is in use (503).
+    AtCapacity,
+    /// The origin did not accept the connection, or did not answer, in time (504).
+    OriginTimeout,
+    /// The request names the proxy itself, or already passed through it (508).
+    Loop,
+}
+
+impl ProxyError {
+    /// The HTTP status code of the answer.
+    pub fn status(self) -> u16 {
+        match self {
+            ProxyError::MalformedHead | ProxyError::BadTarget | ProxyError::MalformedBody => 400,
+            ProxyError::ClientNotAllowed
+            | ProxyError::DestinationNotAllowed
+            | ProxyError::ConnectPortNotAllowed => 403,
+            ProxyError::HeadTimeout => 408,
+            ProxyError::UriTooLong => 414,
+            ProxyError::HeadTooLarge => 431,
+            ProxyError::UnsupportedMethod
+            | ProxyError::UnsupportedTransferCoding
+            | ProxyError::UnsupportedScheme => 501,
+            ProxyError::UnsupportedVersion => 505,
+            ProxyError::OriginRefused
+            | ProxyError::OriginUnresolvable
+            | ProxyError::OriginReset
+            | ProxyError::BadOriginResponse => 502,
+            ProxyError::AtCapacity => 503,
+            ProxyError::OriginTimeout => 504,
+            ProxyError::Loop => 508,
+        }
+    }
+
+    /// The standard reason phrase of [`ProxyError::status`].
+    pub fn reason(self) -> &'static str {
+        match self.status() {
+            400 => "Bad Request",
+            403 => "Forbidden",
+            408 => "Request Timeout",
+            414 => "URI Too Long",
+            431 => "Request Header Fields Too Large",
+            501 => "Not Implemented",
+            502 => "Bad Gateway",
+            503 => "Service Unavailable",
+            504 => "Gateway Timeout",
+            505 => "HTTP Version Not Supported",
+            _ => "Loop Detected",
+        }
+    }
+
+    /// Writes the whole answer: status line, headers (always `Connection: close`) and the HTML page.
+    pub fn write_response(self, out: &mut HeadWriter<'_>) -> Result<(), HeadTooLarge> {
+        let mut counter = Counter(0);
+        let _ = self.write_page(&mut counter);
+        write!(
+            out,
+            "HTTP/1.1 {} {}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.status(),
+            self.reason(),
+            counter.0
+        )?;
+        if self == ProxyError::AtCapacity {
+            out.push(b"Retry-After: 1\r\n")?;
+        }
+        out.push(b"\r\n")?;
+        self.write_page(out)?;
+        Ok(())
+    }
+
+    fn write_page(self, out: &mut impl Write) -> fmt::Result {
+        write!(
+            out,
+            "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head>\n<body><h1>{code} {reason}</h1>\n\
+             <p>{self}.</p>\n<hr><address>smoltalk proxy</address></body></html>\n",
+            code = self.status(),
+            reason = self.reason(),
+        )
+    }
+}
+
+/// One sentence for a person (also the text of the HTML page).
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProxyError::MalformedHead => "The request head is not valid HTTP/1.1",
+            ProxyError::BadTarget => "The request target does not name an origin server",
+            ProxyError::MalformedBody => "The chunked request body is malformed",
+            ProxyError::ClientNotAllowed => "Your address may not use this proxy",
+            ProxyError::DestinationNotAllowed => "The proxy may not connect to that address",
+            ProxyError::ConnectPortNotAllowed => "The proxy does not tunnel to that port",
+            ProxyError::HeadTimeout => "The request head did not arrive in time",
+            ProxyError::UriTooLong => "The request line is longer than the proxy accepts",
+            ProxyError::HeadTooLarge => "The request head is larger than the proxy accepts",
+            ProxyError::UnsupportedMethod => "The proxy does not forward that method",
+            ProxyError::UnsupportedTransferCoding => {
+                "The proxy does not forward that transfer coding"
+            }
+            ProxyError::UnsupportedScheme => {
+                "The proxy forwards only http:// URIs (use CONNECT for TLS)"
+            }
+            ProxyError::UnsupportedVersion => "The proxy speaks only HTTP/1.0 and HTTP/1.1",
+            ProxyError::OriginRefused => "The origin server refused the connection",
+            ProxyError::OriginUnresolvable => "The origin server's name does not resolve",
+            ProxyError::OriginReset => {
+                "The origin server closed the connection before its response was complete"
+            }
+            ProxyError::BadOriginResponse => "The origin server's response is not valid HTTP",
+            ProxyError::AtCapacity => "Every proxy connection is in use; try again shortly",
+            ProxyError::OriginTimeout => "The origin server did not answer in time",
+            ProxyError::Loop => "The request would loop through this proxy",
+        })
+    }
+}
+
+/// Counts what would be written, to learn the page's `Content-Length` before writing it.
+struct Counter(usize);
+
+impl Write for Counter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
