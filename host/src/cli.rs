@@ -19,6 +19,8 @@ use crate::kernel::{
     resolve, udp_target, KernelTcpClient, KernelTcpServer, KernelUdpClient, KernelUdpServer,
 };
 use crate::network::{drive, earliest, Network, Step};
+use crate::proxy_kernel::{KernelProxy, ProxyRules};
+use smoltalk_core::proxy::ProxyPolicy;
 
 /// smoltalk: the uppercase service and its clients, on the kernel's TCP/IP stack or on smoltcp (a userspace
 /// stack) over a TUN/TAP device with its own IP address.
@@ -47,6 +49,9 @@ pub enum Command {
     /// Load an uppercase TCP server (kernel stack client): stream text over N connections, verify every reply
     /// byte, and print the verified throughput.
     Throughput(ThroughputArgs),
+    /// An HTTP forward proxy (for browsers and `curl -x`), with CONNECT tunnels, on the kernel stack or on
+    /// smoltcp. Logs `From <ip> Request <line>` and `To <ip> Response <status>` at info (RUST_LOG).
+    Proxy(ProxyArgs),
     /// The benchmark behind BENCHMARKS.md: the transform against memcpy, then (as root) TCP echo throughput of
     /// smoltcp on TUN/TAP against the kernel stack inside a throw-away network namespace.
     Bench(BenchArgs),
@@ -148,6 +153,44 @@ pub struct ServerArgs {
     pub stack: StackArgs,
 }
 
+/// Options of `proxy`.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// Address to listen on (kernel stack; smoltcp listens on its --ip). The default takes clients from this
+    /// machine only: a proxy open to the network by accident is a gift to strangers.
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub bind: IpAddr,
+    /// Port to listen on (0: any free port, kernel stack only).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Clients allowed to use the proxy (repeatable); others get 403. Default: any client that reaches it.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr_or_address)]
+    pub allow: Vec<Ipv4Cidr>,
+    /// Addresses the proxy may connect to after resolving (repeatable); others get 403. Default: any.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr_or_address)]
+    pub allow_dest: Vec<Ipv4Cidr>,
+    /// Ports CONNECT may tunnel to, comma-separated.
+    #[arg(long, value_name = "PORTS", value_delimiter = ',', default_value = "443")]
+    pub connect_ports: Vec<u16>,
+    /// Client connections served at once; more are answered 503 (smoltcp: the size of the connection pool,
+    /// each a client socket, an origin socket and their buffers) [default: kernel 1024, smoltcp 16].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_connections: Option<u32>,
+    /// Seconds a client has to send its request head (else 408) and an origin to accept and answer (else 504).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = parse_seconds)]
+    pub timeout: f64,
+    /// Answer HOST with IP without asking DNS (repeatable); checked before DNS.
+    #[arg(long, value_name = "HOST=IP", value_parser = parse_resolve)]
+    pub resolve: Vec<(String, Ipv4Addr)>,
+    /// DNS server for names not in --resolve (smoltcp only; the kernel stack uses the system's resolver).
+    /// Default: the --gateway.
+    #[arg(long, value_name = "IP")]
+    pub dns: Option<Ipv4Addr>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub stack: StackArgs,
+}
+
 /// Options of the clients.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
@@ -183,6 +226,28 @@ fn parse_cidr(text: &str) -> Result<Ipv4Cidr, String> {
     Ok(Ipv4Cidr::new(addr, prefix))
 }
 
+fn parse_cidr_or_address(text: &str) -> Result<Ipv4Cidr, String> {
+    match text.contains('/') {
+        true => parse_cidr(text).or_else(|e| match text.strip_suffix("/0") {
+            Some(addr) if addr.parse::<Ipv4Addr>().is_ok() => Ok(Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 0)),
+            _ => Err(e),
+        }),
+        false => text
+            .parse::<Ipv4Addr>()
+            .map(|a| Ipv4Cidr::new(a, 32))
+            .map_err(|_| format!("{text} is not an IPv4 address or ADDRESS/PREFIX")),
+    }
+}
+
+fn parse_resolve(text: &str) -> Result<(String, Ipv4Addr), String> {
+    let (host, ip) = text.split_once('=').ok_or_else(|| format!("{text} is not HOST=IP"))?;
+    let ip = ip.parse().map_err(|_| format!("{ip} is not an IPv4 address"))?;
+    if host.is_empty() {
+        return Err(format!("{text} names no host"));
+    }
+    Ok((host.to_owned(), ip))
+}
+
 fn parse_seconds(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(s) if s > 0.0 && s <= 3600.0 => Ok(s),
@@ -210,6 +275,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::UdpClient(args) => udp_client(args),
         Command::Lab => lab(),
         Command::Throughput(args) => throughput(args),
+        Command::Proxy(args) => proxy(args),
         Command::Bench(args) => bench(args),
     }
 }
@@ -335,6 +401,37 @@ fn tcp_server(args: ServerArgs) -> Result<(), String> {
             server.serve().map_err(|e| e.to_string())
         }
         Some(kind) => serve_smoltcp(&args, kind, args.connections as usize, false),
+    }
+}
+
+/// The proxy's rules from its options. They live as long as the process (the policy borrows them).
+fn proxy_policy(args: &ProxyArgs) -> ProxyPolicy<'static> {
+    let names: Vec<(&'static str, Ipv4Addr)> =
+        args.resolve.iter().map(|(host, ip)| (&*Box::leak(host.clone().into_boxed_str()), *ip)).collect();
+    ProxyPolicy {
+        allow_clients: Box::leak(args.allow.clone().into_boxed_slice()),
+        allow_destinations: Box::leak(args.allow_dest.clone().into_boxed_slice()),
+        connect_ports: Box::leak(args.connect_ports.clone().into_boxed_slice()),
+        static_names: Box::leak(names.into_boxed_slice()),
+        pseudonym: Box::leak(format!("smoltalk-{:08x}", crate::node::random_seed() as u32).into_boxed_str()),
+    }
+}
+
+fn proxy(args: ProxyArgs) -> Result<(), String> {
+    let policy = proxy_policy(&args);
+    let timeout = StdDuration::from_secs_f64(args.timeout);
+    match device_kind(args.stack.stack) {
+        None => {
+            let rules = ProxyRules {
+                policy,
+                max_connections: args.max_connections.unwrap_or(1024) as usize,
+                timeout,
+            };
+            let proxy = KernelProxy::bind(SocketAddr::new(args.bind, args.port), rules).map_err(|e| e.to_string())?;
+            announce("proxy", proxy.local_addr(), "kernel stack");
+            proxy.serve().map_err(|e| e.to_string())
+        }
+        Some(_kind) => Err("the smoltcp proxy is not built yet".into()),
     }
 }
 

@@ -23,7 +23,7 @@ impl std::fmt::Display for KernelError {
 
 impl std::error::Error for KernelError {}
 
-fn bind_error(proto: &str, addr: SocketAddr, e: io::Error) -> KernelError {
+pub(crate) fn bind_error(proto: &str, addr: SocketAddr, e: io::Error) -> KernelError {
     KernelError(match e.kind() {
         io::ErrorKind::AddrInUse => format!(
             "{proto} address {addr} is already in use: another server runs there (stop it or pick another --port)"

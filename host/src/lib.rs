@@ -13,3 +13,4 @@ pub mod netns;
 pub mod network;
 pub mod node;
 pub mod offload;
+pub mod proxy_kernel;
