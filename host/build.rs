@@ -1,11 +1,14 @@
 //! Marks the tests that cannot run on this machine as ignored, with the reason, so the test summary counts
 //! them as ignored rather than passed: the namespace tests need root, /dev/net/tun, `ip` and `ping`; the
-//! interop tests need `python3`. Under CI (`CI=true`) nothing is marked: there they must run, and fail if they
+//! interop tests need `python3`; the proxy tests need `curl` (and `openssl` for the TLS tunnel); the browser
+//! test needs `chromium`. Under CI (`CI=true`) nothing is marked: there they must run, and fail if they
 //! cannot.
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(smoltalk_no_netns)");
     println!("cargo::rustc-check-cfg=cfg(smoltalk_no_python)");
+    println!("cargo::rustc-check-cfg=cfg(smoltalk_no_curl)");
+    println!("cargo::rustc-check-cfg=cfg(smoltalk_no_chromium)");
     for var in ["CI", "USER", "HOME", "SUDO_UID", "PATH"] {
         println!("cargo::rerun-if-env-changed={var}");
     }
@@ -22,6 +25,12 @@ fn main() {
     }
     if !on_path("python3") {
         println!("cargo::rustc-cfg=smoltalk_no_python");
+    }
+    if !(on_path("curl") && on_path("openssl") && on_path("python3")) {
+        println!("cargo::rustc-cfg=smoltalk_no_curl");
+    }
+    if !(on_path("chromium") && on_path("python3")) {
+        println!("cargo::rustc-cfg=smoltalk_no_chromium");
     }
 }
 
