@@ -20,6 +20,7 @@ use crate::kernel::{
 };
 use crate::network::{drive, earliest, Network, Step};
 use crate::proxy_kernel::{KernelProxy, ProxyRules};
+use crate::proxy_smoltcp::SmoltcpProxy;
 use smoltalk_core::proxy::ProxyPolicy;
 
 /// smoltalk: the uppercase service and its clients, on the kernel's TCP/IP stack or on smoltcp (a userspace
@@ -170,7 +171,12 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr_or_address)]
     pub allow_dest: Vec<Ipv4Cidr>,
     /// Ports CONNECT may tunnel to, comma-separated.
-    #[arg(long, value_name = "PORTS", value_delimiter = ',', default_value = "443")]
+    #[arg(
+        long,
+        value_name = "PORTS",
+        value_delimiter = ',',
+        default_value = "443"
+    )]
     pub connect_ports: Vec<u16>,
     /// Client connections served at once; more are answered 503 (smoltcp: the size of the connection pool,
     /// each a client socket, an origin socket and their buffers) [default: kernel 1024, smoltcp 16].
@@ -229,7 +235,9 @@ fn parse_cidr(text: &str) -> Result<Ipv4Cidr, String> {
 fn parse_cidr_or_address(text: &str) -> Result<Ipv4Cidr, String> {
     match text.contains('/') {
         true => parse_cidr(text).or_else(|e| match text.strip_suffix("/0") {
-            Some(addr) if addr.parse::<Ipv4Addr>().is_ok() => Ok(Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 0)),
+            Some(addr) if addr.parse::<Ipv4Addr>().is_ok() => {
+                Ok(Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 0))
+            }
             _ => Err(e),
         }),
         false => text
@@ -240,8 +248,12 @@ fn parse_cidr_or_address(text: &str) -> Result<Ipv4Cidr, String> {
 }
 
 fn parse_resolve(text: &str) -> Result<(String, Ipv4Addr), String> {
-    let (host, ip) = text.split_once('=').ok_or_else(|| format!("{text} is not HOST=IP"))?;
-    let ip = ip.parse().map_err(|_| format!("{ip} is not an IPv4 address"))?;
+    let (host, ip) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text} is not HOST=IP"))?;
+    let ip = ip
+        .parse()
+        .map_err(|_| format!("{ip} is not an IPv4 address"))?;
     if host.is_empty() {
         return Err(format!("{text} names no host"));
     }
@@ -406,14 +418,19 @@ fn tcp_server(args: ServerArgs) -> Result<(), String> {
 
 /// The proxy's rules from its options. They live as long as the process (the policy borrows them).
 fn proxy_policy(args: &ProxyArgs) -> ProxyPolicy<'static> {
-    let names: Vec<(&'static str, Ipv4Addr)> =
-        args.resolve.iter().map(|(host, ip)| (&*Box::leak(host.clone().into_boxed_str()), *ip)).collect();
+    let names: Vec<(&'static str, Ipv4Addr)> = args
+        .resolve
+        .iter()
+        .map(|(host, ip)| (&*Box::leak(host.clone().into_boxed_str()), *ip))
+        .collect();
     ProxyPolicy {
         allow_clients: Box::leak(args.allow.clone().into_boxed_slice()),
         allow_destinations: Box::leak(args.allow_dest.clone().into_boxed_slice()),
         connect_ports: Box::leak(args.connect_ports.clone().into_boxed_slice()),
         static_names: Box::leak(names.into_boxed_slice()),
-        pseudonym: Box::leak(format!("smoltalk-{:08x}", crate::node::random_seed() as u32).into_boxed_str()),
+        pseudonym: Box::leak(
+            format!("smoltalk-{:08x}", crate::node::random_seed() as u32).into_boxed_str(),
+        ),
     }
 }
 
@@ -427,11 +444,44 @@ fn proxy(args: ProxyArgs) -> Result<(), String> {
                 max_connections: args.max_connections.unwrap_or(1024) as usize,
                 timeout,
             };
-            let proxy = KernelProxy::bind(SocketAddr::new(args.bind, args.port), rules).map_err(|e| e.to_string())?;
+            let proxy = KernelProxy::bind(SocketAddr::new(args.bind, args.port), rules)
+                .map_err(|e| e.to_string())?;
             announce("proxy", proxy.local_addr(), "kernel stack");
             proxy.serve().map_err(|e| e.to_string())
         }
-        Some(_kind) => Err("the smoltcp proxy is not built yet".into()),
+        Some(kind) => {
+            let connections = args.max_connections.unwrap_or(16) as usize;
+            let mut net = open_device(&args.stack, kind)?;
+            let dns = args.dns.unwrap_or(args.stack.gateway);
+            let mut proxy = SmoltcpProxy::new(
+                net.node_mut(),
+                args.port,
+                connections,
+                Some(dns),
+                Duration::from_micros((args.timeout * 1e6) as u64),
+                policy,
+            )?;
+            announce(
+                "proxy",
+                format!("{}:{}", args.stack.ip.address(), args.port),
+                &format!(
+                    "{}, {connections} connections, DNS {dns}",
+                    smoltcp_label(&net)
+                ),
+            );
+            drive(&mut net, |net| {
+                if stop_requested() {
+                    log::info!("stopped by a signal; closing {}", net.device().name());
+                    return Step::Done(());
+                }
+                let now = net.now();
+                Step::Pending {
+                    moved: proxy.poll(net.node(0), now),
+                    poll_at: proxy.poll_at(),
+                }
+            })
+            .map_err(|e| e.to_string())
+        }
     }
 }
 

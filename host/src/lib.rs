@@ -14,3 +14,4 @@ pub mod network;
 pub mod node;
 pub mod offload;
 pub mod proxy_kernel;
+pub mod proxy_smoltcp;

@@ -1,0 +1,171 @@
+//! [`ProxyServer`]: the proxy's fixed pool of [`ProxyConnection`]s, its DNS socket and its refuser.
+//!
+//! Every connection's client socket listens on the proxy's port; smoltcp hands a SYN to the first socket in
+//! the set that listens, so the host adds the connections' sockets first and the *refuser* last. The refuser
+//! only ever gets a client when every connection is busy, and answers it `503` at once: at the cap, a client
+//! learns why instead of seeing its SYN reset.
+
+use heapless::Vec;
+use smoltcp::iface::{Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+
+use crate::error::ServerError;
+use crate::http::{HeadWriter, ProxyError};
+
+use super::connection::{ConnectionState, ProxyConnection, ProxyStats, Shared};
+use super::policy::ProxyPolicy;
+
+/// The proxy on smoltcp: up to `N` clients at once.
+#[derive(Debug)]
+pub struct ProxyServer<'a, const N: usize> {
+    port: u16,
+    connections: Vec<ProxyConnection<'a>, N>,
+    refuser: Option<SocketHandle>,
+    dns: Option<SocketHandle>,
+    timeout: Duration,
+    next_port: u16,
+    refused: u64,
+}
+
+impl<'a, const N: usize> ProxyServer<'a, N> {
+    /// A proxy on `port` over `connections` (their client sockets start listening), with an optional refuser
+    /// socket (answers 503 at the cap) and DNS socket (without one, only `--resolve` names and literals work).
+    /// `timeout` bounds the wait for a client's head and for an origin; `port_seed` picks the first local
+    /// port for origin connections (make it random).
+    pub fn new(
+        sockets: &mut SocketSet<'_>,
+        port: u16,
+        connections: impl IntoIterator<Item = ProxyConnection<'a>>,
+        refuser: Option<SocketHandle>,
+        dns: Option<SocketHandle>,
+        timeout: Duration,
+        port_seed: u16,
+    ) -> Result<ProxyServer<'a, N>, ServerError> {
+        let mut pool = Vec::new();
+        for mut connection in connections {
+            connection
+                .listen(sockets, port)
+                .map_err(ServerError::Listen)?;
+            pool.push(connection)
+                .map_err(|_| ServerError::TooManySockets { capacity: N })?;
+        }
+        if pool.is_empty() {
+            return Err(ServerError::NoSockets);
+        }
+        if let Some(refuser) = refuser {
+            sockets
+                .get_mut::<tcp::Socket>(refuser)
+                .listen(port)
+                .map_err(ServerError::Listen)?;
+        }
+        Ok(ProxyServer {
+            port,
+            connections: pool,
+            refuser,
+            dns,
+            timeout,
+            next_port: 49152 + port_seed % 16384,
+            refused: 0,
+        })
+    }
+
+    /// Moves every connection as far as it can go. Call after each `Interface::poll`; `scratch` carries body
+    /// bytes between sockets (bigger moves more per poll). Returns whether anything moved.
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        iface: &mut Interface,
+        sockets: &mut SocketSet<'_>,
+        policy: &ProxyPolicy<'_>,
+        scratch: &mut [u8],
+    ) -> bool {
+        let own_address = iface.ipv4_addr();
+        let mut shared = Shared {
+            policy,
+            port: self.port,
+            own_address,
+            timeout: self.timeout,
+            dns: self.dns,
+            cx: iface.context(),
+            now,
+            next_port: &mut self.next_port,
+        };
+        let mut moved = false;
+        for connection in self.connections.iter_mut() {
+            moved |= connection.poll(sockets, &mut shared, scratch);
+        }
+        moved |= self.poll_refuser(sockets, scratch);
+        moved
+    }
+
+    /// The refuser: a client that found every connection busy gets 503 and a close.
+    fn poll_refuser(&mut self, sockets: &mut SocketSet<'_>, scratch: &mut [u8]) -> bool {
+        let Some(handle) = self.refuser else {
+            return false;
+        };
+        let socket = sockets.get_mut::<tcp::Socket>(handle);
+        match socket.state() {
+            tcp::State::Established => {
+                self.refused += 1;
+                log::info!(
+                    "From {} Refused 503: all {N} proxy connections are busy",
+                    socket
+                        .remote_endpoint()
+                        .map_or(smoltcp::wire::IpAddress::v4(0, 0, 0, 0), |e| e.addr)
+                );
+                let mut page = HeadWriter::new(scratch);
+                let _ = ProxyError::AtCapacity.write_response(&mut page);
+                let _ = socket.send_slice(page.as_bytes());
+                socket.close();
+                true
+            }
+            tcp::State::CloseWait => {
+                socket.close();
+                true
+            }
+            tcp::State::TimeWait | tcp::State::Closed => {
+                socket.abort();
+                let _ = socket.listen(self.port);
+                true
+            }
+            _ => {
+                // Drop whatever the refused client sends, so its FIN is acknowledged.
+                while let Ok(1..) = socket.recv(|b| (b.len(), b.len())) {}
+                false
+            }
+        }
+    }
+
+    /// The earliest deadline of any connection (the host should poll again by then).
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.connections.iter().filter_map(|c| c.deadline()).min()
+    }
+
+    /// How many connections are serving a client.
+    pub fn busy(&self) -> usize {
+        self.connections
+            .iter()
+            .filter(|c| c.state() != ConnectionState::Listening)
+            .count()
+    }
+
+    /// Each connection's state, in pool order.
+    pub fn states(&self) -> impl Iterator<Item = ConnectionState> + '_ {
+        self.connections.iter().map(|c| c.state())
+    }
+
+    /// The pool's counters, summed, and how many clients the refuser answered.
+    pub fn stats(&self) -> (ProxyStats, u64) {
+        let mut total = ProxyStats::default();
+        for s in self.connections.iter().map(|c| c.stats()) {
+            total.accepted += s.accepted;
+            total.requests += s.requests;
+            total.responses += s.responses;
+            total.errors += s.errors;
+            total.tunnels += s.tunnels;
+            total.body_bytes += s.body_bytes;
+        }
+        (total, self.refused)
+    }
+}
