@@ -41,6 +41,8 @@ enum ChunkState {
     Size { size: u64, digits: u8 },
     /// After the size: an extension (`;name=value`) or spaces, up to the line end.
     SizeLine { size: u64 },
+    /// After the size, spaces before an extension or the line end.
+    SizeSpace { size: u64 },
     /// Inside a chunk's data.
     Data { remaining: u64 },
     /// After a chunk's data: its CRLF.
@@ -160,10 +162,20 @@ fn step(state: ChunkState, byte: u8) -> Result<Option<ChunkState>, BadChunk> {
             }
         }
         (ChunkState::Size { digits: 0, .. }, _) => return Err(BadChunk),
-        (ChunkState::Size { size, .. }, b';' | b' ' | b'\t' | b'\r') => {
+        // After the size: optional spaces, then an extension or the line end (`1 2` is not a size).
+        (ChunkState::Size { size, .. } | ChunkState::SizeSpace { size }, b' ' | b'\t') => {
+            ChunkState::SizeSpace { size }
+        }
+        (ChunkState::Size { size, .. } | ChunkState::SizeSpace { size }, b';' | b'\r') => {
             ChunkState::SizeLine { size }
         }
-        (ChunkState::Size { size, .. } | ChunkState::SizeLine { size }, b'\n') => match size {
+        (ChunkState::SizeSpace { .. }, _) => return Err(BadChunk),
+        (
+            ChunkState::Size { size, .. }
+            | ChunkState::SizeSpace { size }
+            | ChunkState::SizeLine { size },
+            b'\n',
+        ) => match size {
             0 => ChunkState::TrailerStart { seen_cr: false },
             remaining => ChunkState::Data { remaining },
         },

@@ -61,15 +61,20 @@ pub fn trim(value: &[u8]) -> &[u8] {
 }
 
 /// Whether a header named `name` must not be forwarded, given the message's `Connection` header values.
+///
+/// `Connection` cannot name `Content-Length` or `Transfer-Encoding` away: the body is forwarded as it is framed,
+/// and without its framing header the next hop would read it as the next message.
 pub fn is_hop_by_hop<'a>(
     name: &str,
     connection_values: impl Iterator<Item = &'a [u8]> + Clone,
 ) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || connection_values
-            .clone()
-            .flat_map(tokens)
-            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+        || (!name.eq_ignore_ascii_case("content-length")
+            && !name.eq_ignore_ascii_case("transfer-encoding")
+            && connection_values
+                .clone()
+                .flat_map(tokens)
+                .any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
 }
 
 /// Whether any value of the headers named `name` holds `token` (case-insensitive), as in `Connection: close`.
@@ -91,14 +96,17 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
-/// The message's `Content-Length`, if it has one: `Err` when the values are not numbers or disagree.
+/// The message's `Content-Length`, if it has one: `Err` when the values are not numbers (an empty one included)
+/// or disagree.
 fn content_length(headers: &[httparse::Header<'_>]) -> Result<Option<u64>, ()> {
     let mut length = None;
-    for value in headers
+    let fields = headers
         .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .flat_map(|h| tokens(h.value))
-    {
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
+    if fields.clone().any(|h| tokens(h.value).next().is_none()) {
+        return Err(());
+    }
+    for value in fields.flat_map(|h| tokens(h.value)) {
         let n = parse_decimal(value).ok_or(())?;
         match length {
             Some(previous) if previous != n => return Err(()),
@@ -125,7 +133,14 @@ fn transfer_coding(headers: &[httparse::Header<'_>]) -> TransferCoding {
         .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
         .flat_map(|h| tokens(h.value));
     let Some(first) = codings.next() else {
-        return TransferCoding::Absent;
+        // A `Transfer-Encoding` header with no coding in it frames nothing it can be trusted with.
+        return match headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+        {
+            true => TransferCoding::Other,
+            false => TransferCoding::Absent,
+        };
     };
     let mut count = 1;
     let mut last = first;

@@ -99,9 +99,11 @@ impl<'b> Authority<'b> {
                 None => (text, None),
             }
         };
+        // Only a bracketed literal (its characters checked above) may hold colons: unbracketed, `a:b:80` or
+        // `user:pw@host:80` would pass as a host.
         let host_ok = !host.is_empty()
             && host.len() <= 253
-            && (host.contains(':')
+            && (text.starts_with('[')
                 || host
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')));
@@ -215,6 +217,15 @@ impl<'h, 'b> RequestHead<'h, 'b> {
         let method = Method::from_token(method).ok_or(ProxyError::UnsupportedMethod)?;
         let target = parse_target(method, raw_target, headers, minor_version)?;
         let framing = request_framing(method, headers)?;
+        // HTTP/1.0 has no transfer codings: a 1.0 request that names one is framed by something other than
+        // what the origin will read (RFC 9112 §6.1).
+        if minor_version == 0
+            && headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+        {
+            return Err(ProxyError::MalformedHead);
+        }
         let keep_alive = if minor_version >= 1 {
             !has_token(headers, "connection", "close")
                 && !has_token(headers, "proxy-connection", "close")
@@ -310,11 +321,18 @@ fn parse_target<'b>(
             None => path,
         };
         // An empty path is `/`; a bare query (`http://host?q`) keeps its query and gets the `/` when written.
-        let path = if path.is_empty() { "/" } else { path };
+        // ... except for OPTIONS, where an empty path asks about the whole server: `*` (RFC 9112 §3.2.4).
+        let path = match (path.is_empty(), method) {
+            (true, Method::Options) => "*",
+            (true, _) => "/",
+            (false, _) => path,
+        };
         let authority = Authority::parse(authority, Some(80))?;
         return Ok(RequestTarget::Absolute { authority, path });
     }
-    if raw.contains("://") {
+    // An origin-form path may carry a URI in its query (`/login?next=https://...`): only a target that starts
+    // with a scheme names one.
+    if !raw.starts_with('/') && raw.contains("://") {
         return Err(ProxyError::UnsupportedScheme);
     }
     if raw.starts_with('/') || (raw == "*" && method == Method::Options) {

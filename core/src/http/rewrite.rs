@@ -11,7 +11,7 @@ use httparse::Header;
 
 use super::request::{RequestHead, RequestTarget};
 use super::response::ResponseHead;
-use super::{is_hop_by_hop, trim};
+use super::{is_hop_by_hop, transfer_coding, trim, TransferCoding};
 
 /// A head did not fit the buffer it was written into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +128,10 @@ pub fn client_response(
 ) -> Result<(), HeadTooLarge> {
     use fmt::Write;
     write!(out, "HTTP/1.1 {} {}\r\n", head.code, head.reason)?;
-    end_to_end_headers(head.headers, &[], out)?;
+    // Transfer-Encoding overrides Content-Length, which must go before the message is forwarded (RFC 9112 §6.3).
+    let has_coding = transfer_coding(head.headers) != TransferCoding::Absent;
+    let skip: &[&str] = if has_coding { &["content-length"] } else { &[] };
+    end_to_end_headers(head.headers, skip, out)?;
     write!(out, "Via: 1.{} {pseudonym}\r\n", head.minor_version)?;
     if !head.is_interim() {
         match (keep_alive, client_minor_version) {
