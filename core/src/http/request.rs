@@ -314,7 +314,7 @@ fn parse_target<'b>(
     if let Some(rest) = strip_prefix_ignore_case(raw, "http://") {
         let (authority, path) = match rest.find(['/', '?', '#']) {
             Some(i) => rest.split_at(i),
-            None => (rest, "/"),
+            None => (rest, ""),
         };
         let path = match path.split_once('#') {
             Some((p, _)) => p,
