@@ -240,3 +240,165 @@ fn a_lost_udp_request_is_retried() {
     assert_eq!(clients[0].take_replies(), vec![(b"LOST ONCE".to_vec(), 2)]);
     assert_eq!(lab.lab.link_stats().dropped, 1);
 }
+
+mod proxy {
+    use smoltalk::lab::LinkFaults;
+    use smoltalk::lab_proxy::{
+        big_body, run_proxy_checks, LabFetch, LabRequest, ProxyLab, ORIGIN_NAME,
+    };
+    use smoltalk::network::Network;
+    use smoltalk_core::proxy::ConnectionState;
+    use smoltcp::time::Duration;
+
+    fn page() -> String {
+        format!("http://{ORIGIN_NAME}/")
+    }
+
+    #[test]
+    fn every_proxy_check_holds() {
+        let report = run_proxy_checks().expect("lab runs");
+        for check in &report.checks {
+            assert!(check.passed, "{}: {}", check.name, check.detail);
+        }
+        assert_eq!(report.checks.len(), 11);
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order() {
+        let mut lab = ProxyLab::new(2).unwrap();
+        let requests = vec![
+            LabRequest::get(&page()),
+            LabRequest::get(&format!("http://{ORIGIN_NAME}/missing")),
+            LabRequest::get(&format!("http://{ORIGIN_NAME}/big")),
+        ];
+        let raw: Vec<u8> = format!(
+            "GET {0} HTTP/1.1\r\nHost: a\r\n\r\nGET http://{ORIGIN_NAME}/missing HTTP/1.1\r\nHost: a\r\n\r\n\
+             GET http://{ORIGIN_NAME}/big HTTP/1.1\r\nHost: a\r\n\r\n",
+            page()
+        )
+        .into_bytes();
+        let now = lab.lab.now();
+        let client = lab.client;
+        let fetch = LabFetch::raw(lab.lab.node(client), raw, requests, now);
+        let done = lab.run_fetches(vec![fetch]).unwrap();
+        assert_eq!(done[0].failure, None);
+        let statuses: Vec<u16> = done[0].responses.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [200, 404, 200]);
+        assert_eq!(done[0].responses[2].body, big_body());
+        let lines: Vec<&str> = lab.origin.seen.iter().map(|s| s.line.as_str()).collect();
+        assert_eq!(
+            lines,
+            [
+                "GET / HTTP/1.1",
+                "GET /missing HTTP/1.1",
+                "GET /big HTTP/1.1"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_head_that_never_ends_gets_408_and_frees_the_connection() {
+        let mut lab = ProxyLab::new(1).unwrap();
+        let now = lab.lab.now();
+        let client = lab.client;
+        let partial = b"GET http://origin.lab/ HTTP/1.1\r\nHost: origin.lab\r\nX-Slow: ".to_vec();
+        let fetch = LabFetch::raw(
+            lab.lab.node(client),
+            partial,
+            vec![LabRequest::get(&page())],
+            now,
+        );
+        let done = lab.run_fetches(vec![fetch]).unwrap();
+        assert_eq!(
+            done[0].failure,
+            None,
+            "{:?} after {}",
+            String::from_utf8_lossy(done[0].pending_bytes()),
+            lab.lab.now() - now
+        );
+        assert_eq!(done[0].responses[0].status, 408);
+        assert!(lab.lab.now() - now >= Duration::from_secs(10));
+        // The only connection serves the next client.
+        let next = lab.fetch(vec![vec![LabRequest::get(&page())]]).unwrap();
+        assert_eq!(next[0].responses[0].status, 200);
+    }
+
+    #[test]
+    fn malformed_and_refused_requests_get_their_status() {
+        let mut lab = ProxyLab::new(2).unwrap();
+        let cases: [(&[u8], u16); 5] = [
+            (b"GET / HTTP/1.1\r\n\r\n", 400),
+            (b"TRACE http://origin.lab/ HTTP/1.1\r\n\r\n", 501),
+            (b"CONNECT origin.lab:22 HTTP/1.1\r\n\r\n", 403),
+            (
+                b"GET http://origin.lab:8080/ HTTP/1.1\r\nVia: 1.1 smoltalk-lab\r\n\r\n",
+                508,
+            ),
+            (
+                b"POST http://origin.lab/echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+                501,
+            ),
+        ];
+        for (raw, status) in cases {
+            let now = lab.lab.now();
+            let client = lab.client;
+            let fetch = LabFetch::raw(
+                lab.lab.node(client),
+                raw.to_vec(),
+                vec![LabRequest::get(&page())],
+                now,
+            );
+            let done = lab.run_fetches(vec![fetch]).unwrap();
+            let response = &done[0].responses[0];
+            assert_eq!(response.status, status, "{}", String::from_utf8_lossy(raw));
+            assert_eq!(response.header("connection"), Some("close"));
+        }
+        let seen = lab.origin.seen.len();
+        assert_eq!(seen, 0, "no refused request reached the origin");
+    }
+
+    #[test]
+    fn a_client_that_vanishes_mid_body_frees_its_connection() {
+        let mut lab = ProxyLab::new(1).unwrap();
+        let now = lab.lab.now();
+        let client = lab.client;
+        let fetch = LabFetch::new(
+            lab.lab.node(client),
+            vec![LabRequest::get(&format!("http://{ORIGIN_NAME}/big"))],
+            now,
+        );
+        // Let the response start, then cut the client off the segment.
+        let mut fetches = vec![fetch];
+        lab.run_until(
+            |lab, fetches: &mut Vec<LabFetch>| {
+                let now = lab.now();
+                let moved = fetches[0].step(lab.node(client), now);
+                (moved, fetches[0].pending_bytes().len() > 64 * 1024)
+            },
+            &mut fetches,
+        )
+        .unwrap();
+        lab.lab.set_faults(
+            client,
+            LinkFaults {
+                drop_inbound: true,
+                drop_outbound: true,
+                ..LinkFaults::default()
+            },
+        );
+        let states = |lab: &ProxyLab| lab.proxy.busy();
+        assert_eq!(states(&lab), 1);
+        // The proxy gives up on the silent client (keep-alive and retransmission timeouts) and listens again.
+        let mut waited = ();
+        lab.run_until(
+            |lab, _: &mut ()| (false, lab.now() - now > Duration::from_secs(200)),
+            &mut waited,
+        )
+        .unwrap();
+        assert_eq!(states(&lab), 0, "the connection is free again");
+        lab.lab.set_faults(client, LinkFaults::default());
+        let next = lab.fetch(vec![vec![LabRequest::get(&page())]]).unwrap();
+        assert_eq!(next[0].responses[0].status, 200);
+        let _ = ConnectionState::Listening;
+    }
+}

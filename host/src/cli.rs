@@ -650,9 +650,12 @@ fn run_smoltcp_client(
 }
 
 fn lab() -> Result<(), String> {
-    let report = crate::lab_checks::run_uppercase_checks().map_err(|e| e.to_string())?;
-    print!("{}", report.render());
-    if report.passed() {
+    let uppercase = crate::lab_checks::run_uppercase_checks().map_err(|e| e.to_string())?;
+    print!("{}", uppercase.render());
+    println!();
+    let proxy = crate::lab_proxy::run_proxy_checks().map_err(|e| e.to_string())?;
+    print!("{}", proxy.render());
+    if uppercase.passed() && proxy.passed() {
         Ok(())
     } else {
         Err("some lab checks failed (see above)".into())

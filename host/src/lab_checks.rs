@@ -187,6 +187,8 @@ pub struct CheckResult {
 /// Everything `smoltalk lab` found.
 #[derive(Debug, Clone)]
 pub struct LabReport {
+    /// What the lab was (its first line).
+    pub title: String,
     /// Each check, in order.
     pub checks: Vec<CheckResult>,
     /// Frames on the segment in all.
@@ -208,10 +210,7 @@ impl LabReport {
     /// The report as people read it.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "smoltalk lab: server node {SERVER_IP}, client node {CLIENT_IP}, in-process Ethernet segment (MTU 1500), port {PORT}"
-        );
+        let _ = writeln!(out, "{}", self.title);
         for check in &self.checks {
             let _ = writeln!(
                 out,
@@ -487,6 +486,9 @@ pub fn run_uppercase_checks() -> Result<LabReport, NetworkError> {
     let checks = run.checks;
     let link = lab.lab.link_stats();
     Ok(LabReport {
+        title: format!(
+            "smoltalk lab: server node {SERVER_IP}, client node {CLIENT_IP}, in-process Ethernet segment (MTU 1500), port {PORT}"
+        ),
         checks,
         packets: link.frames,
         bytes: link.bytes,

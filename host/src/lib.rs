@@ -8,6 +8,7 @@ pub mod device;
 pub mod kernel;
 pub mod lab;
 pub mod lab_checks;
+pub mod lab_proxy;
 pub mod load;
 pub mod netns;
 pub mod network;

@@ -11,7 +11,7 @@ use smoltcp::wire::{IpAddress, Ipv4Address};
 use crate::node::Node;
 
 /// The most connections a smoltcp proxy pool may have.
-pub const MAX_PROXY_CONNECTIONS: usize = 256;
+pub const MAX_PROXY_CONNECTIONS: usize = 4096;
 
 /// The longest request or response head a smoltcp proxy connection takes.
 pub const PROXY_HEAD_BUFFER: usize = 8 * 1024;
@@ -24,15 +24,15 @@ const SCRATCH: usize = 32 * 1024;
 
 /// The proxy on one smoltcp node.
 pub struct SmoltcpProxy {
-    server: ProxyServer<'static, MAX_PROXY_CONNECTIONS>,
+    server: ProxyServer<'static>,
     policy: ProxyPolicy<'static>,
     scratch: Vec<u8>,
 }
 
 impl SmoltcpProxy {
     /// Adds `connections` pairs of TCP sockets (client, origin) with the node's buffer size, a refuser socket
-    /// and, with `dns_server`, a DNS socket, and starts listening on `port`. The pool's head buffers live as
-    /// long as the process.
+    /// and, with `dns_server`, a DNS socket, and starts listening on `port`. The pool and its head buffers
+    /// live as long as the process.
     pub fn new(
         node: &mut Node,
         port: u16,
@@ -66,6 +66,7 @@ impl SmoltcpProxy {
                 .add(dns::Socket::new(&[IpAddress::Ipv4(server)], queries))
         });
         let seed = node.ephemeral_port();
+        let pool = Box::leak(pool.into_boxed_slice());
         let server = ProxyServer::new(
             &mut node.sockets,
             port,

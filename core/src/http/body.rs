@@ -169,7 +169,6 @@ fn step(state: ChunkState, byte: u8) -> Result<Option<ChunkState>, BadChunk> {
         (ChunkState::Size { size, .. } | ChunkState::SizeSpace { size }, b';' | b'\r') => {
             ChunkState::SizeLine { size }
         }
-        (ChunkState::SizeSpace { .. }, _) => return Err(BadChunk),
         (
             ChunkState::Size { size, .. }
             | ChunkState::SizeSpace { size }
@@ -179,7 +178,7 @@ fn step(state: ChunkState, byte: u8) -> Result<Option<ChunkState>, BadChunk> {
             0 => ChunkState::TrailerStart { seen_cr: false },
             remaining => ChunkState::Data { remaining },
         },
-        (ChunkState::Size { .. }, _) => return Err(BadChunk),
+        (ChunkState::Size { .. } | ChunkState::SizeSpace { .. }, _) => return Err(BadChunk),
         (ChunkState::SizeLine { .. }, b)
             if b == b'\t' || (b' '..=b'~').contains(&b) || b == b'\r' || b >= 0x80 =>
         {

@@ -218,7 +218,7 @@ impl<'a> ProxyConnection<'a> {
                 ConnectionState::Connecting => self.connecting(sockets, shared),
                 ConnectionState::Exchanging(_) => self.exchanging(sockets, shared, scratch),
                 ConnectionState::Tunnel => self.tunnel(sockets, shared, scratch),
-                ConnectionState::Answering => self.answering(sockets),
+                ConnectionState::Answering => self.answering(sockets, shared),
                 ConnectionState::Closing => self.closing(sockets, shared),
             };
             let step = match step {
@@ -725,11 +725,25 @@ impl<'a> ProxyConnection<'a> {
         Ok(moved)
     }
 
-    fn answering(&mut self, sockets: &mut SocketSet<'_>) -> Result<bool, ProxyError> {
+    fn answering(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        shared: &mut Shared<'_, '_>,
+    ) -> Result<bool, ProxyError> {
+        // A client that never reads its answer is given up after PEER_TIMEOUT.
+        if self.deadline == Instant::ZERO {
+            self.deadline = shared.now + PEER_TIMEOUT;
+        }
         let moved = self.drain_out(sockets, self.client);
         let client = sockets.get_mut::<tcp::Socket>(self.client);
         if self.out_sent == self.out_len || !client.may_send() {
             client.close();
+            self.state = ConnectionState::Closing;
+            self.deadline = shared.now + PEER_TIMEOUT;
+            return Ok(true);
+        }
+        if shared.now >= self.deadline {
+            client.abort();
             self.state = ConnectionState::Closing;
             return Ok(true);
         }
@@ -784,6 +798,7 @@ impl<'a> ProxyConnection<'a> {
         self.out_len = out.len();
         self.out_sent = 0;
         self.state = ConnectionState::Answering;
+        self.deadline = Instant::ZERO;
     }
 
     /// Sends what is left of `out` to `to`. Returns whether any byte went.

@@ -5,7 +5,6 @@
 //! only ever gets a client when every connection is busy, and answers it `503` at once: at the cap, a client
 //! learns why instead of seeing its SYN reset.
 
-use heapless::Vec;
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
@@ -16,11 +15,11 @@ use crate::http::{HeadWriter, ProxyError};
 use super::connection::{ConnectionState, ProxyConnection, ProxyStats, Shared};
 use super::policy::ProxyPolicy;
 
-/// The proxy on smoltcp: up to `N` clients at once.
+/// The proxy on smoltcp: as many clients at once as the host gave it connections.
 #[derive(Debug)]
-pub struct ProxyServer<'a, const N: usize> {
+pub struct ProxyServer<'a> {
     port: u16,
-    connections: Vec<ProxyConnection<'a>, N>,
+    connections: &'a mut [ProxyConnection<'a>],
     refuser: Option<SocketHandle>,
     dns: Option<SocketHandle>,
     timeout: Duration,
@@ -28,7 +27,7 @@ pub struct ProxyServer<'a, const N: usize> {
     refused: u64,
 }
 
-impl<'a, const N: usize> ProxyServer<'a, N> {
+impl<'a> ProxyServer<'a> {
     /// A proxy on `port` over `connections` (their client sockets start listening), with an optional refuser
     /// socket (answers 503 at the cap) and DNS socket (without one, only `--resolve` names and literals work).
     /// `timeout` bounds the wait for a client's head and for an origin; `port_seed` picks the first local
@@ -36,22 +35,19 @@ impl<'a, const N: usize> ProxyServer<'a, N> {
     pub fn new(
         sockets: &mut SocketSet<'_>,
         port: u16,
-        connections: impl IntoIterator<Item = ProxyConnection<'a>>,
+        connections: &'a mut [ProxyConnection<'a>],
         refuser: Option<SocketHandle>,
         dns: Option<SocketHandle>,
         timeout: Duration,
         port_seed: u16,
-    ) -> Result<ProxyServer<'a, N>, ServerError> {
-        let mut pool = Vec::new();
-        for mut connection in connections {
+    ) -> Result<ProxyServer<'a>, ServerError> {
+        if connections.is_empty() {
+            return Err(ServerError::NoSockets);
+        }
+        for connection in connections.iter_mut() {
             connection
                 .listen(sockets, port)
                 .map_err(ServerError::Listen)?;
-            pool.push(connection)
-                .map_err(|_| ServerError::TooManySockets { capacity: N })?;
-        }
-        if pool.is_empty() {
-            return Err(ServerError::NoSockets);
         }
         if let Some(refuser) = refuser {
             sockets
@@ -61,7 +57,7 @@ impl<'a, const N: usize> ProxyServer<'a, N> {
         }
         Ok(ProxyServer {
             port,
-            connections: pool,
+            connections,
             refuser,
             dns,
             timeout,
@@ -109,10 +105,11 @@ impl<'a, const N: usize> ProxyServer<'a, N> {
             tcp::State::Established => {
                 self.refused += 1;
                 log::info!(
-                    "From {} Refused 503: all {N} proxy connections are busy",
+                    "From {} Refused 503: all {} proxy connections are busy",
                     socket
                         .remote_endpoint()
-                        .map_or(smoltcp::wire::IpAddress::v4(0, 0, 0, 0), |e| e.addr)
+                        .map_or(smoltcp::wire::IpAddress::v4(0, 0, 0, 0), |e| e.addr),
+                    self.connections.len()
                 );
                 let mut page = HeadWriter::new(scratch);
                 let _ = ProxyError::AtCapacity.write_response(&mut page);
