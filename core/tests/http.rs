@@ -643,7 +643,7 @@ fn unsupported_methods() {
 
 #[test]
 fn unsupported_versions() {
-    for version in ["HTTP/2.0", "HTTP/1.2", "HTTP/0.9", "HTTP/3.0", "HTTP/1.x"] {
+    for version in ["HTTP/2.0", "HTTP/1.2", "HTTP/0.9", "HTTP/3.0"] {
         let buf = format!("GET http://h/ {version}\r\n\r\n");
         assert_eq!(
             request_error(buf.as_bytes()),
@@ -651,17 +651,19 @@ fn unsupported_versions() {
             "{version}"
         );
     }
-    // Whatever follows the second space is judged as the version (httparse's `Error::Version`), so a doubled
-    // space or another protocol name is a 505 too, not a 400.
+    // httparse judges whatever follows the second space as the version; only a real `HTTP/x.y` token is an
+    // unsupported version, anything else is a broken request line (400).
     for line in [
         "GET http://h/  HTTP/1.1",
         "GET http://h/ FTP/1.1",
         "GET http://h/ http/1.1",
+        "GET http://exa mple/ HTTP/1.1",
+        "GET http://h/ HTTP/1.x",
     ] {
         let buf = format!("{line}\r\n\r\n");
         assert_eq!(
             request_error(buf.as_bytes()),
-            ProxyError::UnsupportedVersion,
+            ProxyError::MalformedHead,
             "{line}"
         );
     }

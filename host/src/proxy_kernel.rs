@@ -28,7 +28,9 @@ use std::time::Duration;
 use smoltalk_core::http::body::BodyTracker;
 use smoltalk_core::http::request::Method;
 use smoltalk_core::http::rewrite::{client_response, tunnel_established, upstream_request};
-use smoltalk_core::http::{BodyFraming, HeadWriter, ProxyError, RequestHead, ResponseHead, MAX_HEADERS};
+use smoltalk_core::http::{
+    BodyFraming, HeadWriter, ProxyError, RequestHead, ResponseHead, MAX_HEADERS,
+};
 use smoltalk_core::proxy::ProxyPolicy;
 
 use crate::kernel::KernelError;
@@ -77,9 +79,19 @@ struct Shared {
 impl KernelProxy {
     /// Binds `addr`.
     pub fn bind(addr: SocketAddr, rules: ProxyRules) -> Result<KernelProxy, KernelError> {
-        let listener = TcpListener::bind(addr).map_err(|e| crate::kernel::bind_error("TCP", addr, e))?;
-        let own = listener.local_addr().map_err(|e| KernelError(format!("cannot read the bound address: {e}")))?;
-        Ok(KernelProxy { listener, shared: Arc::new(Shared { rules, own, active: AtomicUsize::new(0) }) })
+        let listener =
+            TcpListener::bind(addr).map_err(|e| crate::kernel::bind_error("TCP", addr, e))?;
+        let own = listener
+            .local_addr()
+            .map_err(|e| KernelError(format!("cannot read the bound address: {e}")))?;
+        Ok(KernelProxy {
+            listener,
+            shared: Arc::new(Shared {
+                rules,
+                own,
+                active: AtomicUsize::new(0),
+            }),
+        })
     }
 
     /// The address the proxy listens on.
@@ -100,22 +112,32 @@ impl KernelProxy {
                     continue;
                 }
             };
-            let Ok(peer) = stream.peer_addr() else { continue };
-            if let Err(refusal) = self.shared.rules.policy.check_client(v4_of(peer.ip()).unwrap_or(Ipv4Addr::UNSPECIFIED))
+            let Ok(peer) = stream.peer_addr() else {
+                continue;
+            };
+            if let Err(refusal) = self
+                .shared
+                .rules
+                .policy
+                .check_client(v4_of(peer.ip()).unwrap_or(Ipv4Addr::UNSPECIFIED))
             {
                 refuse(&refuser, stream, peer, refusal);
                 continue;
             }
-            if self.shared.active.fetch_add(1, Ordering::AcqRel) >= self.shared.rules.max_connections {
+            if self.shared.active.fetch_add(1, Ordering::AcqRel)
+                >= self.shared.rules.max_connections
+            {
                 self.shared.active.fetch_sub(1, Ordering::AcqRel);
                 refuse(&refuser, stream, peer, ProxyError::AtCapacity);
                 continue;
             }
             let shared = Arc::clone(&self.shared);
-            let spawned = std::thread::Builder::new().stack_size(THREAD_STACK).spawn(move || {
-                let _slot = ActiveSlot(&shared.active);
-                ClientSession::new(stream, peer, &shared).run();
-            });
+            let spawned = std::thread::Builder::new()
+                .stack_size(THREAD_STACK)
+                .spawn(move || {
+                    let _slot = ActiveSlot(&shared.active);
+                    ClientSession::new(stream, peer, &shared).run();
+                });
             if let Err(e) = spawned {
                 log::warn!("cannot start a thread for {peer}: {e}");
                 self.shared.active.fetch_sub(1, Ordering::AcqRel);
@@ -152,7 +174,12 @@ fn spawn_refuser() -> Result<SyncSender<Refusal>, KernelError> {
         .name("refuser".into())
         .spawn(move || {
             for (mut stream, peer, refusal) in rx {
-                log::info!("From {} Refused {} {}", peer.ip(), refusal.status(), refusal.reason());
+                log::info!(
+                    "From {} Refused {} {}",
+                    peer.ip(),
+                    refusal.status(),
+                    refusal.reason()
+                );
                 let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
                 let _ = send_error(&mut stream, refusal);
                 let _ = stream.shutdown(Shutdown::Write);
@@ -174,7 +201,9 @@ fn spawn_refuser() -> Result<SyncSender<Refusal>, KernelError> {
 }
 
 fn refuse(refuser: &SyncSender<Refusal>, stream: TcpStream, peer: SocketAddr, refusal: ProxyError) {
-    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = refuser.try_send((stream, peer, refusal)) {
+    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+        refuser.try_send((stream, peer, refusal))
+    {
         log::warn!("From {} dropped: too many refusals waiting", peer.ip());
     }
 }
@@ -183,7 +212,9 @@ fn refuse(refuser: &SyncSender<Refusal>, stream: TcpStream, peer: SocketAddr, re
 fn send_error(stream: &mut TcpStream, error: ProxyError) -> io::Result<()> {
     let mut page = [0u8; 1024];
     let mut out = HeadWriter::new(&mut page);
-    error.write_response(&mut out).map_err(|_| io::Error::other("error page too large"))?;
+    error
+        .write_response(&mut out)
+        .map_err(|_| io::Error::other("error page too large"))?;
     stream.write_all(out.as_bytes())
 }
 
@@ -196,7 +227,11 @@ struct Pending {
 
 impl Pending {
     fn new(size: usize) -> Pending {
-        Pending { buf: vec![0; size].into_boxed_slice(), start: 0, end: 0 }
+        Pending {
+            buf: vec![0; size].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
     }
 
     fn bytes(&self) -> &[u8] {
@@ -208,7 +243,8 @@ impl Pending {
     }
 
     fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
+        // Saturating: `consume(usize::MAX)` drops all (a plain add overflows once `start > 0`).
+        self.start = self.start.saturating_add(n).min(self.end);
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -333,7 +369,10 @@ impl<'s> ClientSession<'s> {
                     break;
                 }
                 Err(Failure::OriginBrokeOff(e)) => {
-                    let origin = self.upstream.as_ref().map_or(self.peer.ip(), |u| u.addr.ip());
+                    let origin = self
+                        .upstream
+                        .as_ref()
+                        .map_or(self.peer.ip(), |u| u.addr.ip());
                     log::info!("{} Peer reset {} ({e})", origin, request.line);
                     break;
                 }
@@ -345,13 +384,22 @@ impl<'s> ClientSession<'s> {
     /// Answers `error` with its page, unless the response already started.
     fn answer(&mut self, error: ProxyError, request: Option<&Request>) {
         let line = request.map_or("-", |r| r.line.as_str());
-        log::info!("To {} Response HTTP/1.1 {} {} ({line}: {error})", self.peer.ip(), error.status(), error.reason());
+        log::info!(
+            "To {} Response HTTP/1.1 {} {} ({line}: {error})",
+            self.peer.ip(),
+            error.status(),
+            error.reason()
+        );
         if !self.response_started {
-            let _ = self.client.set_write_timeout(Some(self.shared.rules.timeout));
+            let _ = self
+                .client
+                .set_write_timeout(Some(self.shared.rules.timeout));
             let _ = send_error(&mut self.client, error);
             let _ = self.client.shutdown(Shutdown::Write);
             // Leave a moment for the page to be read before the close discards unread request bytes.
-            let _ = self.client.set_read_timeout(Some(Duration::from_millis(200)));
+            let _ = self
+                .client
+                .set_read_timeout(Some(Duration::from_millis(200)));
             let mut sink = [0u8; 1024];
             while let Ok(1..) = self.client.read(&mut sink) {}
         }
@@ -360,19 +408,27 @@ impl<'s> ClientSession<'s> {
     /// Reads the next request head. `Ok(None)`: the client closed, or stayed idle past the timeout, between
     /// requests (the normal end of a kept connection).
     fn read_request(&mut self) -> Result<Option<Request>, ProxyError> {
-        let _ = self.client.set_read_timeout(Some(self.shared.rules.timeout));
+        let _ = self
+            .client
+            .set_read_timeout(Some(self.shared.rules.timeout));
         loop {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            // The head must fit in HEAD_BUFFER bytes (the inbound buffer is larger, for bodies): what does not
+            // is 414 or 431, as on smoltcp, whose head buffer is that size.
             let pending = self.inbound.bytes();
-            match RequestHead::parse(pending, &mut headers)? {
+            let window = pending.get(..HEAD_BUFFER).unwrap_or(pending);
+            match RequestHead::parse(window, &mut headers)? {
                 Some(head) => {
-                    let (request, len) = take_request(&self.shared.rules.policy, &head, &mut self.head_out)?;
+                    let (request, len) =
+                        take_request(&self.shared.rules.policy, &head, &mut self.head_out)?;
                     self.head_out_len = len;
                     let head_len = head.head_len;
                     self.inbound.consume(head_len);
                     return Ok(Some(request));
                 }
-                None if self.inbound.is_full() => return Err(RequestHead::incomplete_error(self.inbound.bytes())),
+                None if window.len() == HEAD_BUFFER || self.inbound.is_full() => {
+                    return Err(RequestHead::incomplete_error(window))
+                }
                 None => {}
             }
             let had_bytes = !self.inbound.is_empty();
@@ -401,7 +457,8 @@ impl<'s> ClientSession<'s> {
             log::debug!("reused origin connection failed ({e}); reconnecting");
             self.upstream = None;
             self.origin(request).map_err(Failure::Answer)?;
-            self.send_head().map_err(|_| Failure::Answer(ProxyError::OriginReset))?;
+            self.send_head()
+                .map_err(|_| Failure::Answer(ProxyError::OriginReset))?;
         }
         let wants_keep_alive = request.keep_alive;
         // A client that sent `Expect: 100-continue` waits for a go-ahead; give the origin a moment to answer.
@@ -420,7 +477,11 @@ impl<'s> ClientSession<'s> {
         let response = match early {
             Some(response) => response,
             None => loop {
-                match self.relay_response_head(request, None, wants_keep_alive && request_body.is_done())? {
+                match self.relay_response_head(
+                    request,
+                    None,
+                    wants_keep_alive && request_body.is_done(),
+                )? {
                     Some(response) if response.interim => continue,
                     Some(response) => break response,
                     None => return Err(Failure::Answer(ProxyError::OriginTimeout)),
@@ -453,7 +514,12 @@ impl<'s> ClientSession<'s> {
             match TcpStream::connect_timeout(&addr, self.shared.rules.timeout) {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    self.upstream = Some(Upstream { stream, host: request.host.clone(), port: request.port, addr });
+                    self.upstream = Some(Upstream {
+                        stream,
+                        host: request.host.clone(),
+                        port: request.port,
+                        addr,
+                    });
                     return Ok(true);
                 }
                 Err(e) if is_timeout(&e) => error = ProxyError::OriginTimeout,
@@ -472,7 +538,10 @@ impl<'s> ClientSession<'s> {
             Some(v4) => vec![SocketAddr::new(IpAddr::V4(v4), port)],
             None => match host.parse::<IpAddr>() {
                 Ok(ip) => vec![SocketAddr::new(ip, port)],
-                Err(_) => (host, port).to_socket_addrs().map_err(|_| ProxyError::OriginUnresolvable)?.collect(),
+                Err(_) => (host, port)
+                    .to_socket_addrs()
+                    .map_err(|_| ProxyError::OriginUnresolvable)?
+                    .collect(),
             },
         };
         if addrs.is_empty() {
@@ -498,14 +567,20 @@ impl<'s> ClientSession<'s> {
     fn is_self(&self, addr: SocketAddr) -> bool {
         let own = self.shared.own;
         addr.port() == own.port()
-            && (addr.ip() == own.ip() || addr.ip().is_loopback() || addr.ip().is_unspecified() || own.ip().is_unspecified())
+            && (addr.ip() == own.ip()
+                || addr.ip().is_loopback()
+                || addr.ip().is_unspecified()
+                || own.ip().is_unspecified())
     }
 
     /// Sends the rewritten request head (and, for a fresh request, sets the origin's read timeout).
     fn send_head(&mut self) -> io::Result<()> {
         let timeout = self.shared.rules.timeout;
         let head = self.head_out.get(..self.head_out_len).unwrap_or(&[]);
-        let upstream = self.upstream.as_mut().ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        let upstream = self
+            .upstream
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
         upstream.stream.set_read_timeout(Some(timeout))?;
         upstream.stream.set_write_timeout(Some(timeout))?;
         upstream.stream.write_all(head)
@@ -519,14 +594,24 @@ impl<'s> ClientSession<'s> {
                 match self.inbound.fill(&mut self.client) {
                     Ok(0) => return Err(Failure::Client(io::ErrorKind::UnexpectedEof.into())),
                     Ok(_) => {}
-                    Err(e) if is_timeout(&e) => return Err(Failure::Answer(ProxyError::HeadTimeout)),
+                    Err(e) if is_timeout(&e) => {
+                        return Err(Failure::Answer(ProxyError::HeadTimeout))
+                    }
                     Err(e) => return Err(Failure::Client(e)),
                 }
             }
-            let n = body.advance(self.inbound.bytes()).map_err(|_| Failure::Answer(ProxyError::MalformedBody))?;
+            let n = body
+                .advance(self.inbound.bytes())
+                .map_err(|_| Failure::Answer(ProxyError::MalformedBody))?;
             let chunk = self.inbound.bytes().get(..n).unwrap_or(&[]);
-            let upstream = self.upstream.as_mut().ok_or(Failure::Answer(ProxyError::OriginReset))?;
-            upstream.stream.write_all(chunk).map_err(|_| Failure::Answer(ProxyError::OriginReset))?;
+            let upstream = self
+                .upstream
+                .as_mut()
+                .ok_or(Failure::Answer(ProxyError::OriginReset))?;
+            upstream
+                .stream
+                .write_all(chunk)
+                .map_err(|_| Failure::Answer(ProxyError::OriginReset))?;
             self.inbound.consume(n);
         }
         Ok(())
@@ -543,13 +628,19 @@ impl<'s> ClientSession<'s> {
     ) -> Result<Option<ResponseSummary>, Failure> {
         let timeout = self.shared.rules.timeout;
         let pseudonym = self.shared.rules.policy.pseudonym;
-        let upstream = self.upstream.as_mut().ok_or(Failure::Answer(ProxyError::OriginReset))?;
+        let upstream = self
+            .upstream
+            .as_mut()
+            .ok_or(Failure::Answer(ProxyError::OriginReset))?;
         let origin_ip = upstream.addr.ip();
-        let _ = upstream.stream.set_read_timeout(Some(wait.unwrap_or(timeout)));
+        let _ = upstream
+            .stream
+            .set_read_timeout(Some(wait.unwrap_or(timeout)));
         loop {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             if let Some(head) =
-                ResponseHead::parse(self.outbound.bytes(), &mut headers, request.method).map_err(Failure::Answer)?
+                ResponseHead::parse(self.outbound.bytes(), &mut headers, request.method)
+                    .map_err(Failure::Answer)?
             {
                 log::info!("To {origin_ip} Response {head}");
                 let keep = client_keep_alive && head.framing != BodyFraming::UntilClose;
@@ -580,11 +671,16 @@ impl<'s> ClientSession<'s> {
             if self.outbound.is_full() {
                 return Err(Failure::Answer(ProxyError::BadOriginResponse));
             }
-            let upstream = self.upstream.as_mut().ok_or(Failure::Answer(ProxyError::OriginReset))?;
+            let upstream = self
+                .upstream
+                .as_mut()
+                .ok_or(Failure::Answer(ProxyError::OriginReset))?;
             match self.outbound.fill(&mut upstream.stream) {
                 Ok(0) => return Err(Failure::Answer(ProxyError::OriginReset)),
                 Ok(_) => {}
-                Err(e) if is_timeout(&e) && wait.is_some() && self.outbound.is_empty() => return Ok(None),
+                Err(e) if is_timeout(&e) && wait.is_some() && self.outbound.is_empty() => {
+                    return Ok(None)
+                }
                 Err(e) if is_timeout(&e) => return Err(Failure::Answer(ProxyError::OriginTimeout)),
                 Err(_) => return Err(Failure::Answer(ProxyError::OriginReset)),
             }
@@ -596,16 +692,24 @@ impl<'s> ClientSession<'s> {
         let mut body = BodyTracker::new(framing);
         while !body.is_done() {
             if self.outbound.is_empty() {
-                let upstream = self.upstream.as_mut().ok_or(Failure::Answer(ProxyError::OriginReset))?;
+                let upstream = self
+                    .upstream
+                    .as_mut()
+                    .ok_or(Failure::Answer(ProxyError::OriginReset))?;
                 match self.outbound.fill(&mut upstream.stream) {
                     Ok(0) if body.ends_at_close() => return Ok(()),
-                    Ok(0) => return Err(Failure::OriginBrokeOff(io::ErrorKind::UnexpectedEof.into())),
+                    Ok(0) => {
+                        return Err(Failure::OriginBrokeOff(io::ErrorKind::UnexpectedEof.into()))
+                    }
                     Ok(_) => {}
                     Err(e) => return Err(Failure::OriginBrokeOff(e)),
                 }
             }
             let n = body.advance(self.outbound.bytes()).map_err(|_| {
-                Failure::OriginBrokeOff(io::Error::new(io::ErrorKind::InvalidData, "malformed chunked body"))
+                Failure::OriginBrokeOff(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "malformed chunked body",
+                ))
             })?;
             let chunk = self.outbound.bytes().get(..n).unwrap_or(&[]);
             self.client.write_all(chunk).map_err(Failure::Client)?;
@@ -618,14 +722,22 @@ impl<'s> ClientSession<'s> {
     fn tunnel(&mut self) -> Result<Next, Failure> {
         let pseudonym = self.shared.rules.policy.pseudonym;
         let mut out = HeadWriter::new(&mut self.head_out);
-        tunnel_established(pseudonym, &mut out).map_err(|_| Failure::Answer(ProxyError::HeadTooLarge))?;
+        tunnel_established(pseudonym, &mut out)
+            .map_err(|_| Failure::Answer(ProxyError::HeadTooLarge))?;
         let len = out.len();
         self.response_started = true;
-        self.client.write_all(self.head_out.get(..len).unwrap_or(&[])).map_err(Failure::Client)?;
-        let upstream = self.upstream.take().ok_or(Failure::Answer(ProxyError::OriginReset))?;
+        self.client
+            .write_all(self.head_out.get(..len).unwrap_or(&[]))
+            .map_err(Failure::Client)?;
+        let upstream = self
+            .upstream
+            .take()
+            .ok_or(Failure::Answer(ProxyError::OriginReset))?;
         let mut origin = upstream.stream;
         // Bytes the client sent right behind its head (a TLS ClientHello) go first.
-        origin.write_all(self.inbound.bytes()).map_err(Failure::OriginBrokeOff)?;
+        origin
+            .write_all(self.inbound.bytes())
+            .map_err(Failure::OriginBrokeOff)?;
         self.inbound.consume(usize::MAX);
         for stream in [&self.client, &origin] {
             let _ = stream.set_read_timeout(Some(TUNNEL_IDLE));
@@ -672,7 +784,8 @@ fn take_request(
         return Ok((request, 0));
     }
     let mut out = HeadWriter::new(head_out);
-    upstream_request(head, policy.pseudonym, true, &mut out).map_err(|_| ProxyError::HeadTooLarge)?;
+    upstream_request(head, policy.pseudonym, true, &mut out)
+        .map_err(|_| ProxyError::HeadTooLarge)?;
     Ok((request, out.len()))
 }
 
@@ -703,9 +816,17 @@ fn copy_until_closed(from: &mut TcpStream, to: &mut TcpStream, buf: &mut [u8]) {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 fn is_reset(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted)
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+    )
 }

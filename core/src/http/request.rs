@@ -205,7 +205,7 @@ impl<'h, 'b> RequestHead<'h, 'b> {
             Ok(Status::Complete(n)) => n,
             Ok(Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => return Err(ProxyError::HeadTooLarge),
-            Err(httparse::Error::Version) => return Err(ProxyError::UnsupportedVersion),
+            Err(httparse::Error::Version) => return Err(version_error(buf)),
             Err(_) => return Err(ProxyError::MalformedHead),
         };
         let (Some(method), Some(raw_target), Some(minor_version)) =
@@ -299,6 +299,32 @@ impl fmt::Display for RequestHead<'_, '_> {
             self.raw_target,
             self.minor_version
         )
+    }
+}
+
+/// httparse reports anything after the target's space as a bad version. Only a well-formed `HTTP/x.y` that is
+/// not 1.x is an unsupported version (505); anything else means the request line itself is broken (400).
+fn version_error(buf: &[u8]) -> ProxyError {
+    let start = buf
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(buf.len());
+    let rest = buf.get(start..).unwrap_or(&[]);
+    let line = rest.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut words = line.split(|&b| b == b' ');
+    let (Some(_method), Some(_target), Some(version), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return ProxyError::MalformedHead;
+    };
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            ProxyError::UnsupportedVersion
+        }
+        _ => ProxyError::MalformedHead,
     }
 }
 
