@@ -192,6 +192,14 @@ pub struct ProxyArgs {
     /// Default: the --gateway.
     #[arg(long, value_name = "IP")]
     pub dns: Option<Ipv4Addr>,
+    /// Never send a DNS query: names outside --resolve (and address literals) are answered 502. For tests and
+    /// labs that must not reach beyond the machine.
+    #[arg(long)]
+    pub no_dns: bool,
+    /// Kernel stack: the classic lab design, one thread per client, instead of the event loop (for
+    /// comparison; see BENCHMARKS.md).
+    #[arg(long)]
+    pub thread_per_client: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub stack: StackArgs,
@@ -438,11 +446,30 @@ fn proxy(args: ProxyArgs) -> Result<(), String> {
     let policy = proxy_policy(&args);
     let timeout = StdDuration::from_secs_f64(args.timeout);
     match device_kind(args.stack.stack) {
+        None if args.thread_per_client => {
+            let rules = crate::proxy_threads::ProxyRules {
+                policy,
+                max_connections: args.max_connections.unwrap_or(1024) as usize,
+                timeout,
+            };
+            let proxy = crate::proxy_threads::KernelProxy::bind(
+                SocketAddr::new(args.bind, args.port),
+                rules,
+            )
+            .map_err(|e| e.to_string())?;
+            announce(
+                "proxy",
+                proxy.local_addr(),
+                "kernel stack, thread per client",
+            );
+            proxy.serve().map_err(|e| e.to_string())
+        }
         None => {
             let rules = ProxyRules {
                 policy,
                 max_connections: args.max_connections.unwrap_or(1024) as usize,
                 timeout,
+                system_dns: !args.no_dns,
             };
             let proxy = KernelProxy::bind(SocketAddr::new(args.bind, args.port), rules)
                 .map_err(|e| e.to_string())?;
@@ -452,12 +479,12 @@ fn proxy(args: ProxyArgs) -> Result<(), String> {
         Some(kind) => {
             let connections = args.max_connections.unwrap_or(16) as usize;
             let mut net = open_device(&args.stack, kind)?;
-            let dns = args.dns.unwrap_or(args.stack.gateway);
+            let dns = (!args.no_dns).then(|| args.dns.unwrap_or(args.stack.gateway));
             let mut proxy = SmoltcpProxy::new(
                 net.node_mut(),
                 args.port,
                 connections,
-                Some(dns),
+                dns,
                 Duration::from_micros((args.timeout * 1e6) as u64),
                 policy,
             )?;
@@ -465,8 +492,9 @@ fn proxy(args: ProxyArgs) -> Result<(), String> {
                 "proxy",
                 format!("{}:{}", args.stack.ip.address(), args.port),
                 &format!(
-                    "{}, {connections} connections, DNS {dns}",
-                    smoltcp_label(&net)
+                    "{}, {connections} connections, DNS {}",
+                    smoltcp_label(&net),
+                    dns.map_or("off".to_string(), |d| d.to_string())
                 ),
             );
             drive(&mut net, |net| {

@@ -16,3 +16,4 @@ pub mod node;
 pub mod offload;
 pub mod proxy_kernel;
 pub mod proxy_smoltcp;
+pub mod proxy_threads;

@@ -1,30 +1,34 @@
-//! The HTTP forward proxy on the kernel's stack (`std::net`): the classic lab design, one thread per client
-//! connection, made strict and fast.
-//!
-//! The acceptor thread checks each client against `--allow` and the connection cap, then hands the connection to
-//! its own thread ([`ClientSession`]), which loops over requests while the client keeps the connection:
+//! The HTTP forward proxy on the kernel's stack: one event loop over non-blocking sockets (epoll, through
+//! `mio`), every client a [`Connection`] state machine, the same protocol as the smoltcp proxy.
 //!
 //! ```text
-//! read head ─▶ check (loop, CONNECT port) ─▶ resolve ─▶ check destination ─▶ connect (or reuse) the origin
-//!     ▲            ─▶ send head (origin-form, no hop-by-hop, Via) ─▶ stream request body ─▶ relay response head
-//!     └──────────── keep-alive ◀── stream response body ◀──────────────────────────────────────┘
+//!  ReadingHead ──head──▶ Resolving ──addresses──▶ Connecting ──connected──▶ Exchanging ──response whole──┐
+//!     ▲   │ (a name in --resolve or a literal skips Resolving; a kept origin connection skips Connecting)   │
+//!     │   │                                              CONNECT: Tunnel ◀────┘                          │
+//!     │   └─▶ Answering (an error page) ─▶ Draining (read what the client still sends) ─▶ closed          │
+//!     └──────────────────────────────────────── keep-alive ◀──────────────────────────────────────────────┘
 //! ```
 //!
-//! `CONNECT` turns the connection into a byte tunnel (one more thread for the way back). A refusal or a failure
-//! before any response byte went out is answered with a small HTML page and `Connection: close`; after that, the
-//! only honest answer is closing the connection. Connections refused at the accept (403, 503) are answered by
-//! one refuser thread, so a flood at the cap costs no thread per client.
+//! The classic lab design, one thread per client ([`crate::proxy_threads`], `--thread-per-client`), is kept
+//! for comparison: with a few hundred clients its threads cost more memory and their scheduling a long latency
+//! tail (BENCHMARKS.md). Here a client costs its socket and the bytes it has in flight: heads are accumulated
+//! per connection (at most [`HEAD_BUFFER`]), bodies move through one scratch buffer, and only what a socket
+//! would not take at once is kept. A socket is read only when what was read from it before has gone on, so a
+//! slow reader slows its writer down through TCP's flow control, as in the smoltcp proxy.
 //!
-//! Parsing, rewriting, framing, the error pages and the policy are the core's ([`smoltalk_core::http`],
-//! [`ProxyPolicy`]), the same code the smoltcp proxy runs.
+//! Names that are neither literals nor `--resolve` entries are looked up by the system's resolver on a thread
+//! of their own, so a slow DNS server stalls only the request that needs it. Parsing, rewriting, framing, the
+//! error pages and the policy are the core's ([`smoltalk_core::http`], [`ProxyPolicy`]).
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, ToSocketAddrs};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
 use smoltalk_core::http::body::BodyTracker;
 use smoltalk_core::http::request::Method;
 use smoltalk_core::http::rewrite::{client_response, tunnel_established, upstream_request};
@@ -38,19 +42,36 @@ use crate::kernel::KernelError;
 /// The largest request or response head the proxy takes (longer: 414/431 or 502).
 pub const HEAD_BUFFER: usize = 8 * 1024;
 
-/// Each direction of a body is copied through a buffer this big.
-pub const BODY_BUFFER: usize = 16 * 1024;
+/// Bodies move through a scratch buffer this big (one for the whole loop).
+const SCRATCH: usize = 64 * 1024;
 
-/// How long the proxy waits for an origin's `100 Continue` before sending the body anyway (as curl does).
-const CONTINUE_WAIT: Duration = Duration::from_secs(1);
+/// A counted response body (a length, or until close) longer than this goes from socket to socket through a
+/// pipe with `splice`, never copied into the proxy.
+const SPLICE_MIN: usize = 64 * 1024;
+
+/// The pipe `splice` uses holds this much (asked for; the kernel may give less).
+const PIPE_SIZE: libc::c_int = 1 << 20;
 
 /// A tunnel with no byte either way for this long is closed.
 const TUNNEL_IDLE: Duration = Duration::from_secs(300);
 
-/// The stack of a client thread: its buffers are on the heap, and the thread needs little else.
-const THREAD_STACK: usize = 128 * 1024;
+/// How long a refused or answered client may keep sending before the proxy closes (so closing with unread
+/// bytes does not reset the connection and destroy the answer before it is read).
+const DRAIN: Duration = Duration::from_millis(500);
 
-/// The proxy's rules and limits, shared by every client thread.
+/// Connections the kernel may hold ready for `accept` (capped by `net.core.somaxconn`).
+const LISTEN_BACKLOG: libc::c_int = 4096;
+
+/// Refused clients answered at once, beyond `--max-connections` (more are closed without a word).
+const REFUSALS: usize = 64;
+
+/// The loop wakes at least this often to enforce deadlines.
+const SWEEP: Duration = Duration::from_millis(100);
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+
+/// The proxy's rules and limits.
 #[derive(Debug)]
 pub struct ProxyRules {
     /// Who may connect, where to, which CONNECT ports, static names, and the `Via` pseudonym.
@@ -59,100 +80,281 @@ pub struct ProxyRules {
     pub max_connections: usize,
     /// How long a client has to send a head, an origin to accept or answer, before 408 or 504.
     pub timeout: Duration,
+    /// Whether names outside `--resolve` are looked up with the system's resolver (`--no-dns` turns it off:
+    /// such names are 502 without a query leaving the machine).
+    pub system_dns: bool,
 }
 
 /// The kernel-stack proxy: a listening socket and its rules.
-#[derive(Debug)]
 pub struct KernelProxy {
     listener: TcpListener,
-    shared: Arc<Shared>,
-}
-
-#[derive(Debug)]
-struct Shared {
-    rules: ProxyRules,
-    /// The proxy's own address, so a request for it is a loop (508).
     own: SocketAddr,
-    active: AtomicUsize,
+    rules: ProxyRules,
 }
 
 impl KernelProxy {
     /// Binds `addr`.
     pub fn bind(addr: SocketAddr, rules: ProxyRules) -> Result<KernelProxy, KernelError> {
-        let listener =
-            TcpListener::bind(addr).map_err(|e| crate::kernel::bind_error("TCP", addr, e))?;
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| crate::kernel::bind_error("TCP", addr, e))?;
+        // std listens with a backlog of 128: a burst of connections overflows it and each dropped SYN costs
+        // its client a one-second retransmission. Listening again raises it.
+        // SAFETY: `listen` on a descriptor we own; it has no memory preconditions.
+        unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), LISTEN_BACKLOG) };
+        listener.set_nonblocking(true).map_err(|e| {
+            KernelError(format!(
+                "cannot make the listening socket non-blocking: {e}"
+            ))
+        })?;
         let own = listener
             .local_addr()
             .map_err(|e| KernelError(format!("cannot read the bound address: {e}")))?;
         Ok(KernelProxy {
-            listener,
-            shared: Arc::new(Shared {
-                rules,
-                own,
-                active: AtomicUsize::new(0),
-            }),
+            listener: TcpListener::from_std(listener),
+            own,
+            rules,
         })
     }
 
     /// The address the proxy listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.own
+        self.own
     }
 
-    /// Accepts clients until the listening socket fails.
+    /// Serves clients until the event loop fails.
     pub fn serve(self) -> Result<(), KernelError> {
-        let refuser = spawn_refuser()?;
-        for stream in self.listener.incoming() {
-            let stream = match stream {
-                Ok(s) => s,
+        let fail = |what: &str, e: io::Error| KernelError(format!("{what}: {e}"));
+        let poll = Poll::new().map_err(|e| fail("cannot create the event loop", e))?;
+        let waker = Arc::new(
+            Waker::new(poll.registry(), WAKER).map_err(|e| fail("cannot create a waker", e))?,
+        );
+        let mut listener = self.listener;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(|e| fail("cannot watch the listening socket", e))?;
+        let (resolved_tx, resolved) = channel();
+        let mut event_loop = EventLoop {
+            poll,
+            listener,
+            ctx: Context {
+                rules: self.rules,
+                own: self.own,
+                scratch: vec![0; SCRATCH].into_boxed_slice(),
+                head_out: vec![0; HEAD_BUFFER + 1024].into_boxed_slice(),
+                resolver: Resolver {
+                    tx: resolved_tx,
+                    waker,
+                },
+                now: Instant::now(),
+            },
+            connections: Vec::new(),
+            free: Vec::new(),
+            serving: 0,
+            refusing: 0,
+            resolved,
+            next_generation: 0,
+        };
+        event_loop
+            .run()
+            .map_err(|e| fail("the event loop failed", e))
+    }
+}
+
+/// What every connection may use while it is driven.
+struct Context {
+    rules: ProxyRules,
+    own: SocketAddr,
+    /// Body bytes pass through here on their way from one socket to the other.
+    scratch: Box<[u8]>,
+    /// Heads the proxy writes are built here before they are queued.
+    head_out: Box<[u8]>,
+    resolver: Resolver,
+    now: Instant,
+}
+
+/// Looks names up on threads of their own and hands the answers back to the loop.
+struct Resolver {
+    tx: Sender<Resolved>,
+    waker: Arc<Waker>,
+}
+
+/// A lookup's answer for connection `slot` (if it still has `generation`).
+struct Resolved {
+    slot: usize,
+    generation: u64,
+    addrs: Result<Vec<SocketAddr>, ProxyError>,
+}
+
+impl Resolver {
+    fn look_up(&self, slot: usize, generation: u64, host: String, port: u16) {
+        let (tx, waker) = (self.tx.clone(), Arc::clone(&self.waker));
+        let spawned = std::thread::Builder::new()
+            .name("resolver".into())
+            .spawn(move || {
+                let addrs = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|a| a.collect::<Vec<_>>())
+                    .map_err(|_| ProxyError::OriginUnresolvable);
+                let _ = tx.send(Resolved {
+                    slot,
+                    generation,
+                    addrs,
+                });
+                let _ = waker.wake();
+            });
+        if spawned.is_err() {
+            let _ = self.tx.send(Resolved {
+                slot,
+                generation,
+                addrs: Err(ProxyError::OriginUnresolvable),
+            });
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+struct EventLoop {
+    poll: Poll,
+    listener: TcpListener,
+    ctx: Context,
+    /// Connection `i` has tokens `2 + 2i` (client) and `3 + 2i` (origin).
+    connections: Vec<Option<Connection>>,
+    free: Vec<usize>,
+    serving: usize,
+    refusing: usize,
+    resolved: Receiver<Resolved>,
+    next_generation: u64,
+}
+
+impl EventLoop {
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut last_sweep = Instant::now();
+        loop {
+            match self.poll.poll(&mut events, Some(SWEEP)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            self.ctx.now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => self.take_resolved(),
+                    Token(t) => self.drive((t - 2) / 2),
+                }
+            }
+            if self.ctx.now.duration_since(last_sweep) >= SWEEP {
+                last_sweep = self.ctx.now;
+                for slot in 0..self.connections.len() {
+                    let due = self.connections[slot]
+                        .as_ref()
+                        .is_some_and(|c| self.ctx.now >= c.deadline);
+                    if due {
+                        self.drive(slot);
+                    }
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Out of descriptors or a connection reset before accept: not the proxy's end.
+                    // Out of descriptors, or a client gone before the accept: not the proxy's end.
                     log::warn!("accept failed: {e}");
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
+                    return;
                 }
             };
-            let Ok(peer) = stream.peer_addr() else {
-                continue;
-            };
-            if let Err(refusal) = self
-                .shared
+            let _ = stream.set_nodelay(true);
+            let refusal = match self
+                .ctx
                 .rules
                 .policy
                 .check_client(v4_of(peer.ip()).unwrap_or(Ipv4Addr::UNSPECIFIED))
             {
-                refuse(&refuser, stream, peer, refusal);
+                Err(refusal) => Some(refusal),
+                Ok(()) if self.serving >= self.ctx.rules.max_connections => {
+                    Some(ProxyError::AtCapacity)
+                }
+                Ok(()) => None,
+            };
+            if refusal.is_some() && self.refusing >= REFUSALS {
+                log::warn!("From {} dropped: too many refusals under way", peer.ip());
                 continue;
             }
-            if self.shared.active.fetch_add(1, Ordering::AcqRel)
-                >= self.shared.rules.max_connections
+            let slot = self.free.pop().unwrap_or_else(|| {
+                self.connections.push(None);
+                self.connections.len() - 1
+            });
+            self.next_generation += 1;
+            let mut connection =
+                Connection::new(stream, peer, slot, self.next_generation, &self.ctx);
+            let token = Token(2 + 2 * slot);
+            if let Err(e) = self.poll.registry().register(
+                &mut connection.client,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                log::warn!("cannot watch the connection from {peer}: {e}");
+                self.free.push(slot);
+                continue;
+            }
+            match refusal {
+                Some(refusal) => {
+                    log::info!(
+                        "From {} Refused {} {}",
+                        peer.ip(),
+                        refusal.status(),
+                        refusal.reason()
+                    );
+                    connection.refused = true;
+                    connection.answer(refusal, &mut self.ctx);
+                    self.refusing += 1;
+                }
+                None => self.serving += 1,
+            }
+            self.connections[slot] = Some(connection);
+            self.drive(slot);
+        }
+    }
+
+    fn take_resolved(&mut self) {
+        while let Ok(resolved) = self.resolved.try_recv() {
+            let Some(Some(connection)) = self.connections.get_mut(resolved.slot) else {
+                continue;
+            };
+            if connection.generation == resolved.generation && connection.stage == Stage::Resolving
             {
-                self.shared.active.fetch_sub(1, Ordering::AcqRel);
-                refuse(&refuser, stream, peer, ProxyError::AtCapacity);
-                continue;
-            }
-            let shared = Arc::clone(&self.shared);
-            let spawned = std::thread::Builder::new()
-                .stack_size(THREAD_STACK)
-                .spawn(move || {
-                    let _slot = ActiveSlot(&shared.active);
-                    ClientSession::new(stream, peer, &shared).run();
-                });
-            if let Err(e) = spawned {
-                log::warn!("cannot start a thread for {peer}: {e}");
-                self.shared.active.fetch_sub(1, Ordering::AcqRel);
+                connection.resolved = Some(resolved.addrs);
+                self.drive(resolved.slot);
             }
         }
-        Err(KernelError("the listening socket failed".into()))
     }
-}
 
-/// Gives a client thread's place under the cap back when the thread ends, however it ends.
-struct ActiveSlot<'a>(&'a AtomicUsize);
-
-impl Drop for ActiveSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+    /// Moves connection `slot` as far as its sockets allow, and closes it when it is done.
+    fn drive(&mut self, slot: usize) {
+        let Some(Some(mut connection)) = self.connections.get_mut(slot).map(Option::take) else {
+            return;
+        };
+        let open = connection.drive(&mut self.ctx, self.poll.registry());
+        if open {
+            self.connections[slot] = Some(connection);
+            return;
+        }
+        let _ = self.poll.registry().deregister(&mut connection.client);
+        if let Some(upstream) = connection.upstream.as_mut() {
+            let _ = self.poll.registry().deregister(&mut upstream.stream);
+        }
+        match connection.refused {
+            true => self.refusing -= 1,
+            false => self.serving -= 1,
+        }
+        self.free.push(slot);
     }
 }
 
@@ -165,668 +367,1035 @@ fn v4_of(ip: IpAddr) -> Option<Ipv4Addr> {
     }
 }
 
-/// A refused client, answered by the refuser thread.
-type Refusal = (TcpStream, SocketAddr, ProxyError);
-
-fn spawn_refuser() -> Result<SyncSender<Refusal>, KernelError> {
-    let (tx, rx) = sync_channel::<Refusal>(256);
-    std::thread::Builder::new()
-        .name("refuser".into())
-        .spawn(move || {
-            for (mut stream, peer, refusal) in rx {
-                log::info!(
-                    "From {} Refused {} {}",
-                    peer.ip(),
-                    refusal.status(),
-                    refusal.reason()
-                );
-                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-                let _ = send_error(&mut stream, refusal);
-                let _ = stream.shutdown(Shutdown::Write);
-                // Read what the client sent before closing: closing with unread bytes would reset the
-                // connection and could destroy the page before the client reads it.
-                let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-                let mut sink = [0u8; 4096];
-                let mut left = 64 * 1024;
-                while let Ok(n @ 1..) = stream.read(&mut sink) {
-                    left -= n.min(left);
-                    if left == 0 {
-                        break;
-                    }
-                }
-            }
-        })
-        .map_err(|e| KernelError(format!("cannot start the refuser thread: {e}")))?;
-    Ok(tx)
+/// Where a client connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// A request head is arriving (or the connection idles between requests).
+    ReadingHead,
+    /// The origin's name is being looked up.
+    Resolving,
+    /// Connecting to the origin's addresses one after another.
+    Connecting,
+    /// The request goes to the origin and its response comes back.
+    Exchanging,
+    /// `CONNECT`: bytes both ways until both sides close.
+    Tunnel,
+    /// The proxy's own answer is going out; the client's sending side is drained after it.
+    Answering,
+    /// Our side is closed; what the client still sends is read and dropped until it closes too.
+    Draining,
 }
 
-fn refuse(refuser: &SyncSender<Refusal>, stream: TcpStream, peer: SocketAddr, refusal: ProxyError) {
-    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-        refuser.try_send((stream, peer, refusal))
-    {
-        log::warn!("From {} dropped: too many refusals waiting", peer.ip());
-    }
-}
-
-/// Writes `error`'s page.
-fn send_error(stream: &mut TcpStream, error: ProxyError) -> io::Result<()> {
-    let mut page = [0u8; 1024];
-    let mut out = HeadWriter::new(&mut page);
-    error
-        .write_response(&mut out)
-        .map_err(|_| io::Error::other("error page too large"))?;
-    stream.write_all(out.as_bytes())
-}
-
-/// Bytes read from a socket and not used yet: `buf[start..end]`.
-struct Pending {
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-}
-
-impl Pending {
-    fn new(size: usize) -> Pending {
-        Pending {
-            buf: vec![0; size].into_boxed_slice(),
-            start: 0,
-            end: 0,
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        self.buf.get(self.start..self.end).unwrap_or(&[])
-    }
-
-    fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    fn consume(&mut self, n: usize) {
-        // Saturating: `consume(usize::MAX)` drops all (a plain add overflows once `start > 0`).
-        self.start = self.start.saturating_add(n).min(self.end);
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-    }
-
-    /// Reads more after what is pending (moving it to the front first if the buffer's end is reached).
-    /// `Ok(0)` is end of stream; an error `WouldBlock`/`TimedOut` is the socket's read timeout.
-    fn fill(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
-        if self.end == self.buf.len() && self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        let space = self.buf.get_mut(self.end..).unwrap_or(&mut []);
-        if space.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "buffer full"));
-        }
-        let n = stream.read(space)?;
-        self.end += n;
-        Ok(n)
-    }
-
-    fn is_full(&self) -> bool {
-        self.start == 0 && self.end == self.buf.len()
-    }
-}
-
-/// What the proxy keeps of a request head once it is parsed (the head's bytes are reused for the body).
+/// The request being served.
 struct Request {
     method: Method,
     host: String,
     port: u16,
-    framing: BodyFraming,
     keep_alive: bool,
     minor_version: u8,
-    expects_continue: bool,
-    /// The request line, for logs.
     line: String,
+    body: BodyTracker,
+    /// The rewritten head, kept to send again once if a kept origin connection turns out to be closed.
+    head: Vec<u8>,
+    /// Whether the request has a body (then it is not sent twice).
+    has_body: bool,
 }
 
-/// An open connection to an origin, kept for the next request to the same host and port.
+/// An origin connection.
 struct Upstream {
     stream: TcpStream,
     host: String,
     port: u16,
     addr: SocketAddr,
+    connected: bool,
+    /// Reused from an earlier request (a failure before any response byte is retried once).
+    reused: bool,
+    eof: bool,
 }
 
-/// How an exchange failed.
+/// Bytes waiting for a socket to take them.
+#[derive(Default)]
+struct Outgoing {
+    bytes: Vec<u8>,
+    sent: usize,
+}
+
+impl Outgoing {
+    fn is_empty(&self) -> bool {
+        self.sent == self.bytes.len()
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.is_empty() {
+            self.bytes.clear();
+            self.sent = 0;
+        }
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// Writes as much as `stream` takes. `Ok(true)` if anything went.
+    fn flush(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
+        let mut moved = false;
+        while !self.is_empty() {
+            match stream.write(&self.bytes[self.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.sent += n;
+                    moved = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.is_empty() && self.bytes.capacity() > HEAD_BUFFER {
+            // A slow reader made this grow; give the memory back.
+            self.bytes = Vec::new();
+            self.sent = 0;
+        }
+        Ok(moved)
+    }
+}
+
+/// The response being relayed.
+#[derive(Clone, Copy)]
+enum ResponseStage {
+    Head,
+    Body(BodyTracker),
+    Done,
+}
+
+/// How an exchange went wrong.
 enum Failure {
     /// The proxy answers with this page (if the response has not started) and closes.
     Answer(ProxyError),
-    /// The client went away or broke its side: close without a word.
-    Client(io::Error),
-    /// The origin broke off after the response started: close the client connection.
-    OriginBrokeOff(io::Error),
+    /// A socket failed or the client went away: close without a word.
+    Close(&'static str),
+    /// A kept origin connection was found closed; the request goes again on a new one (already set up).
+    Retry,
 }
 
-/// What the proxy does with the client connection after an exchange.
-enum Next {
-    KeepAlive,
-    Close,
+impl From<ProxyError> for Failure {
+    fn from(e: ProxyError) -> Failure {
+        Failure::Answer(e)
+    }
 }
 
-/// One client connection and its thread's buffers.
-struct ClientSession<'s> {
+/// One client connection: its socket, its origin connection, and what is in flight between them.
+struct Connection {
     client: TcpStream,
     peer: SocketAddr,
-    shared: &'s Shared,
-    /// What the client sent and the proxy has not forwarded yet.
-    inbound: Pending,
-    /// What the origin sent and the proxy has not forwarded yet.
-    outbound: Pending,
-    /// Heads the proxy writes (to the origin, then to the client): `head_out[..head_out_len]`.
-    head_out: Box<[u8]>,
-    head_out_len: usize,
+    slot: usize,
+    generation: u64,
+    stage: Stage,
+    deadline: Instant,
+    /// Client bytes not used yet (a head arriving, or the next pipelined request).
+    inbound: Vec<u8>,
+    client_eof: bool,
+    /// Origin bytes not used yet (a response head arriving).
+    outbound: Vec<u8>,
+    to_client: Outgoing,
+    to_upstream: Outgoing,
     upstream: Option<Upstream>,
-    /// Whether any byte of the current response has gone to the client.
+    request: Option<Request>,
+    response: ResponseStage,
     response_started: bool,
+    /// Whether the client connection is kept after this response.
+    keep_alive: bool,
+    /// The addresses still to try, and the lookup's answer.
+    addrs: VecDeque<SocketAddr>,
+    resolved: Option<Result<Vec<SocketAddr>, ProxyError>>,
+    /// Answered at the accept (403, 503): not counted against the cap.
+    refused: bool,
+    /// The pipe a long response body is spliced through, while it is.
+    pipe: Option<SplicePipe>,
 }
 
-impl<'s> ClientSession<'s> {
-    fn new(client: TcpStream, peer: SocketAddr, shared: &'s Shared) -> ClientSession<'s> {
-        let _ = client.set_nodelay(true);
-        ClientSession {
+impl Connection {
+    fn new(
+        client: TcpStream,
+        peer: SocketAddr,
+        slot: usize,
+        generation: u64,
+        ctx: &Context,
+    ) -> Connection {
+        Connection {
             client,
             peer,
-            shared,
-            inbound: Pending::new(HEAD_BUFFER.max(BODY_BUFFER)),
-            outbound: Pending::new(HEAD_BUFFER.max(BODY_BUFFER)),
-            head_out: vec![0; HEAD_BUFFER + 1024].into_boxed_slice(),
-            head_out_len: 0,
+            slot,
+            generation,
+            stage: Stage::ReadingHead,
+            deadline: ctx.now + ctx.rules.timeout,
+            inbound: Vec::new(),
+            client_eof: false,
+            outbound: Vec::new(),
+            to_client: Outgoing::default(),
+            to_upstream: Outgoing::default(),
             upstream: None,
+            request: None,
+            response: ResponseStage::Done,
             response_started: false,
+            keep_alive: false,
+            addrs: VecDeque::new(),
+            resolved: None,
+            refused: false,
+            pipe: None,
         }
     }
 
-    fn run(mut self) {
-        loop {
-            self.response_started = false;
-            let request = match self.read_request() {
-                Ok(Some(request)) => request,
-                Ok(None) => break,
-                Err(error) => {
-                    self.answer(error, None);
-                    break;
-                }
+    /// Moves the connection as far as it goes. Returns whether it is still open.
+    fn drive(&mut self, ctx: &mut Context, registry: &mio::Registry) -> bool {
+        for _ in 0..64 {
+            let step = match self.stage {
+                Stage::ReadingHead => self.read_head(ctx),
+                Stage::Resolving => self.resolving(ctx),
+                Stage::Connecting => self.connecting(ctx, registry),
+                Stage::Exchanging => self.exchanging(ctx),
+                Stage::Tunnel => self.tunnel(ctx),
+                Stage::Answering => self.answering(ctx),
+                Stage::Draining => self.draining(ctx),
             };
-            log::info!("From {} Request {}", self.peer.ip(), request.line);
-            match self.exchange(&request) {
-                Ok(Next::KeepAlive) => continue,
-                Ok(Next::Close) => break,
+            match step {
+                Ok(Some(true)) => continue,
+                Ok(Some(false)) => return true,
+                Ok(None) => return false,
                 Err(Failure::Answer(error)) => {
-                    self.answer(error, Some(&request));
-                    break;
-                }
-                Err(Failure::Client(e)) => {
-                    if is_reset(&e) {
-                        log::info!("{} Peer reset {}", self.peer.ip(), request.line);
+                    if !self.answer(error, ctx) {
+                        return false;
                     }
-                    break;
                 }
-                Err(Failure::OriginBrokeOff(e)) => {
-                    let origin = self
-                        .upstream
-                        .as_ref()
-                        .map_or(self.peer.ip(), |u| u.addr.ip());
-                    log::info!("{} Peer reset {} ({e})", origin, request.line);
-                    break;
+                Err(Failure::Retry) => continue,
+                Err(Failure::Close(why)) => {
+                    let line = self.request.as_ref().map_or("-", |r| r.line.as_str());
+                    log::info!("{} Peer reset {line} ({why})", self.peer.ip());
+                    return false;
                 }
             }
         }
-        let _ = self.client.shutdown(Shutdown::Both);
+        true
     }
 
-    /// Answers `error` with its page, unless the response already started.
-    fn answer(&mut self, error: ProxyError, request: Option<&Request>) {
-        let line = request.map_or("-", |r| r.line.as_str());
-        log::info!(
-            "To {} Response HTTP/1.1 {} {} ({line}: {error})",
-            self.peer.ip(),
-            error.status(),
-            error.reason()
-        );
-        if !self.response_started {
-            let _ = self
-                .client
-                .set_write_timeout(Some(self.shared.rules.timeout));
-            let _ = send_error(&mut self.client, error);
-            let _ = self.client.shutdown(Shutdown::Write);
-            // Leave a moment for the page to be read before the close discards unread request bytes.
-            let _ = self
-                .client
-                .set_read_timeout(Some(Duration::from_millis(200)));
-            let mut sink = [0u8; 1024];
-            while let Ok(1..) = self.client.read(&mut sink) {}
-        }
-    }
-
-    /// Reads the next request head. `Ok(None)`: the client closed, or stayed idle past the timeout, between
-    /// requests (the normal end of a kept connection).
-    fn read_request(&mut self) -> Result<Option<Request>, ProxyError> {
-        let _ = self
-            .client
-            .set_read_timeout(Some(self.shared.rules.timeout));
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            // The head must fit in HEAD_BUFFER bytes (the inbound buffer is larger, for bodies): what does not
-            // is 414 or 431, as on smoltcp, whose head buffer is that size.
-            let pending = self.inbound.bytes();
-            let window = pending.get(..HEAD_BUFFER).unwrap_or(pending);
-            match RequestHead::parse(window, &mut headers)? {
-                Some(head) => {
-                    let (request, len) =
-                        take_request(&self.shared.rules.policy, &head, &mut self.head_out)?;
-                    self.head_out_len = len;
-                    let head_len = head.head_len;
-                    self.inbound.consume(head_len);
-                    return Ok(Some(request));
-                }
-                None if window.len() == HEAD_BUFFER || self.inbound.is_full() => {
-                    return Err(RequestHead::incomplete_error(window))
-                }
-                None => {}
-            }
-            let had_bytes = !self.inbound.is_empty();
-            match self.inbound.fill(&mut self.client) {
-                Ok(0) if had_bytes => return Err(ProxyError::MalformedHead),
-                Ok(0) => return Ok(None),
-                Ok(_) => {}
-                Err(e) if is_timeout(&e) && had_bytes => return Err(ProxyError::HeadTimeout),
-                Err(_) => return Ok(None),
-            }
-        }
-    }
-
-    /// Forwards one request and its response.
-    fn exchange(&mut self, request: &Request) -> Result<Next, Failure> {
-        let fresh = self.origin(request).map_err(Failure::Answer)?;
-        if request.method == Method::Connect {
-            return self.tunnel();
-        }
-        let mut request_body = BodyTracker::new(request.framing);
-        if let Err(e) = self.send_head() {
-            if fresh {
-                return Err(Failure::Answer(ProxyError::OriginReset));
-            }
-            // A kept origin connection the origin had already closed: once more on a new one.
-            log::debug!("reused origin connection failed ({e}); reconnecting");
-            self.upstream = None;
-            self.origin(request).map_err(Failure::Answer)?;
-            self.send_head()
-                .map_err(|_| Failure::Answer(ProxyError::OriginReset))?;
-        }
-        let wants_keep_alive = request.keep_alive;
-        // A client that sent `Expect: 100-continue` waits for a go-ahead; give the origin a moment to answer.
-        let mut early = None;
-        if request.expects_continue && !request_body.is_done() && self.inbound.is_empty() {
-            match self.relay_response_head(request, Some(CONTINUE_WAIT), false) {
-                Ok(Some(response)) if response.interim => {}
-                Ok(Some(response)) => early = Some(response),
-                Ok(None) => {}
-                Err(failure) => return Err(failure),
-            }
-        }
-        if early.is_none() {
-            self.forward_request_body(&mut request_body)?;
-        }
-        let response = match early {
-            Some(response) => response,
-            None => loop {
-                match self.relay_response_head(
-                    request,
-                    None,
-                    wants_keep_alive && request_body.is_done(),
-                )? {
-                    Some(response) if response.interim => continue,
-                    Some(response) => break response,
-                    None => return Err(Failure::Answer(ProxyError::OriginTimeout)),
-                }
-            },
-        };
-        self.relay_response_body(response.framing)?;
-        if !(response.origin_keep_alive && request_body.is_done() && self.outbound.is_empty()) {
-            self.upstream = None;
-        }
-        match response.client_keep_alive {
-            true => Ok(Next::KeepAlive),
-            false => Ok(Next::Close),
-        }
-    }
-
-    /// Makes `self.upstream` a connection to the request's origin: the kept one if it goes there, else a new one
-    /// to the first address that accepts. Returns whether the connection is new.
-    fn origin(&mut self, request: &Request) -> Result<bool, ProxyError> {
-        if let Some(upstream) = &self.upstream {
-            if upstream.host.eq_ignore_ascii_case(&request.host) && upstream.port == request.port {
-                return Ok(false);
-            }
+    /// Answers `error` with its page if no response byte went out yet. Returns whether the connection stays
+    /// open (to send the page).
+    fn answer(&mut self, error: ProxyError, ctx: &mut Context) -> bool {
+        let line = self.request.as_ref().map_or("-", |r| r.line.as_str());
+        if !self.refused {
+            log::info!(
+                "To {} Response HTTP/1.1 {} {} ({line}: {error})",
+                self.peer.ip(),
+                error.status(),
+                error.reason()
+            );
         }
         self.upstream = None;
-        self.outbound.consume(usize::MAX);
-        let addrs = self.resolve(&request.host, request.port)?;
-        let mut error = ProxyError::OriginRefused;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.shared.rules.timeout) {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    self.upstream = Some(Upstream {
-                        stream,
-                        host: request.host.clone(),
-                        port: request.port,
-                        addr,
-                    });
-                    return Ok(true);
-                }
-                Err(e) if is_timeout(&e) => error = ProxyError::OriginTimeout,
-                Err(e) => log::debug!("connect {addr}: {e}"),
-            }
+        if self.response_started {
+            return false;
         }
-        Err(error)
+        let mut page = HeadWriter::new(&mut ctx.head_out);
+        let _ = error.write_response(&mut page);
+        self.to_client = Outgoing::default();
+        self.to_client.push(page.as_bytes());
+        self.response_started = true;
+        self.stage = Stage::Answering;
+        self.deadline = ctx.now + ctx.rules.timeout;
+        true
     }
 
-    /// The addresses of `host` the proxy may connect to: `--resolve` first, then an address literal, then the
-    /// system's resolver. Addresses outside `--allow-dest` are dropped (403 if none is left); the proxy's own
-    /// address is a loop (508).
-    fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ProxyError> {
-        let policy = &self.shared.rules.policy;
-        let addrs: Vec<SocketAddr> = match policy.static_address(host) {
+    /// Reads from the client into `inbound` (at most `limit` bytes in all), through `scratch` so that
+    /// `inbound` holds only what came. `Ok(true)` if bytes came.
+    fn read_client(&mut self, limit: usize, scratch: &mut [u8]) -> Result<bool, Failure> {
+        let mut moved = false;
+        while !self.client_eof && self.inbound.len() < limit {
+            let want = (limit - self.inbound.len()).min(scratch.len());
+            match self.client.read(&mut scratch[..want]) {
+                Ok(0) => {
+                    self.client_eof = true;
+                    moved = true;
+                }
+                Ok(n) => {
+                    self.inbound.extend_from_slice(&scratch[..n]);
+                    moved = true;
+                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::Interrupted => {}
+                    _ => return Err(Failure::Close("client reset")),
+                },
+            }
+        }
+        Ok(moved)
+    }
+
+    fn read_head(&mut self, ctx: &mut Context) -> Result<Option<bool>, Failure> {
+        self.to_client
+            .flush(&mut self.client)
+            .map_err(|_| Failure::Close("client reset"))?;
+        let window = &self.inbound[..self.inbound.len().min(HEAD_BUFFER)];
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        match RequestHead::parse(window, &mut headers)? {
+            Some(head) => {
+                let request = take_request(&ctx.rules.policy, &head, &mut ctx.head_out);
+                let head_len = head.head_len;
+                self.inbound.drain(..head_len);
+                return self.start_request(request?, ctx).map(Some);
+            }
+            None if window.len() == HEAD_BUFFER => {
+                return Err(RequestHead::incomplete_error(window).into())
+            }
+            None => {}
+        }
+        if self.read_client(HEAD_BUFFER, &mut ctx.scratch)? {
+            if self.client_eof && self.inbound.is_empty() {
+                return Ok(None);
+            }
+            if self.client_eof {
+                return Err(ProxyError::MalformedHead.into());
+            }
+            return Ok(Some(true));
+        }
+        if ctx.now >= self.deadline {
+            return match self.inbound.is_empty() {
+                // A kept connection left idle: the normal end.
+                true => Ok(None),
+                false => Err(ProxyError::HeadTimeout.into()),
+            };
+        }
+        Ok(Some(false))
+    }
+
+    fn start_request(&mut self, request: Request, ctx: &mut Context) -> Result<bool, Failure> {
+        log::info!("From {} Request {}", self.peer.ip(), request.line);
+        self.response_started = false;
+        self.response = ResponseStage::Head;
+        self.deadline = ctx.now + ctx.rules.timeout;
+        let kept = self.upstream.as_ref().is_some_and(|u| {
+            u.connected
+                && !u.eof
+                && u.host.eq_ignore_ascii_case(&request.host)
+                && u.port == request.port
+        });
+        let (host, port) = (request.host.clone(), request.port);
+        self.request = Some(request);
+        if kept {
+            if let Some(upstream) = self.upstream.as_mut() {
+                upstream.reused = true;
+            }
+            return self.begin_exchange();
+        }
+        self.upstream = None;
+        let policy = &ctx.rules.policy;
+        let addrs = match policy.static_address(&host) {
             Some(v4) => vec![SocketAddr::new(IpAddr::V4(v4), port)],
             None => match host.parse::<IpAddr>() {
                 Ok(ip) => vec![SocketAddr::new(ip, port)],
-                Err(_) => (host, port)
-                    .to_socket_addrs()
-                    .map_err(|_| ProxyError::OriginUnresolvable)?
-                    .collect(),
+                Err(_) if ctx.rules.system_dns => {
+                    ctx.resolver.look_up(self.slot, self.generation, host, port);
+                    self.stage = Stage::Resolving;
+                    return Ok(true);
+                }
+                Err(_) => return Err(ProxyError::OriginUnresolvable.into()),
             },
         };
+        self.resolved = Some(Ok(addrs));
+        self.stage = Stage::Resolving;
+        Ok(true)
+    }
+
+    fn resolving(&mut self, ctx: &mut Context) -> Result<Option<bool>, Failure> {
+        let Some(resolved) = self.resolved.take() else {
+            if ctx.now >= self.deadline {
+                return Err(ProxyError::OriginUnresolvable.into());
+            }
+            return Ok(Some(false));
+        };
+        let addrs = resolved?;
         if addrs.is_empty() {
-            return Err(ProxyError::OriginUnresolvable);
+            return Err(ProxyError::OriginUnresolvable.into());
         }
-        if addrs.iter().any(|a| self.is_self(*a)) {
-            return Err(ProxyError::Loop);
+        let own = ctx.own;
+        let is_self = |a: &SocketAddr| {
+            a.port() == own.port()
+                && (a.ip() == own.ip()
+                    || a.ip().is_loopback()
+                    || a.ip().is_unspecified()
+                    || own.ip().is_unspecified())
+        };
+        if addrs.iter().any(is_self) {
+            return Err(ProxyError::Loop.into());
         }
-        let allowed: Vec<SocketAddr> = addrs
+        let policy = &ctx.rules.policy;
+        self.addrs = addrs
             .into_iter()
             .filter(|a| match v4_of(a.ip()) {
                 Some(v4) => policy.check_destination(v4).is_ok(),
                 None => policy.allow_destinations.is_empty(),
             })
             .collect();
-        match allowed.is_empty() {
-            true => Err(ProxyError::DestinationNotAllowed),
-            false => Ok(allowed),
+        if self.addrs.is_empty() {
+            return Err(ProxyError::DestinationNotAllowed.into());
         }
+        self.stage = Stage::Connecting;
+        Ok(Some(true))
     }
 
-    /// Whether `addr` is the proxy itself.
-    fn is_self(&self, addr: SocketAddr) -> bool {
-        let own = self.shared.own;
-        addr.port() == own.port()
-            && (addr.ip() == own.ip()
-                || addr.ip().is_loopback()
-                || addr.ip().is_unspecified()
-                || own.ip().is_unspecified())
-    }
-
-    /// Sends the rewritten request head (and, for a fresh request, sets the origin's read timeout).
-    fn send_head(&mut self) -> io::Result<()> {
-        let timeout = self.shared.rules.timeout;
-        let head = self.head_out.get(..self.head_out_len).unwrap_or(&[]);
-        let upstream = self
-            .upstream
-            .as_mut()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
-        upstream.stream.set_read_timeout(Some(timeout))?;
-        upstream.stream.set_write_timeout(Some(timeout))?;
-        upstream.stream.write_all(head)
-    }
-
-    /// Streams the request body from the client to the origin, leaving any byte after it (a pipelined request)
-    /// in `inbound`.
-    fn forward_request_body(&mut self, body: &mut BodyTracker) -> Result<(), Failure> {
-        while !body.is_done() {
-            if self.inbound.is_empty() {
-                match self.inbound.fill(&mut self.client) {
-                    Ok(0) => return Err(Failure::Client(io::ErrorKind::UnexpectedEof.into())),
-                    Ok(_) => {}
-                    Err(e) if is_timeout(&e) => {
-                        return Err(Failure::Answer(ProxyError::HeadTimeout))
-                    }
-                    Err(e) => return Err(Failure::Client(e)),
-                }
-            }
-            let n = body
-                .advance(self.inbound.bytes())
-                .map_err(|_| Failure::Answer(ProxyError::MalformedBody))?;
-            let chunk = self.inbound.bytes().get(..n).unwrap_or(&[]);
-            let upstream = self
-                .upstream
-                .as_mut()
-                .ok_or(Failure::Answer(ProxyError::OriginReset))?;
-            upstream
-                .stream
-                .write_all(chunk)
-                .map_err(|_| Failure::Answer(ProxyError::OriginReset))?;
-            self.inbound.consume(n);
-        }
-        Ok(())
-    }
-
-    /// Reads the origin's next response head and sends it on to the client. `wait` bounds the wait for its
-    /// first byte (`Ok(None)` when it passes); `client_keep_alive` is whether the client connection may be
-    /// kept, as far as the request goes.
-    fn relay_response_head(
+    fn connecting(
         &mut self,
-        request: &Request,
-        wait: Option<Duration>,
-        client_keep_alive: bool,
-    ) -> Result<Option<ResponseSummary>, Failure> {
-        let timeout = self.shared.rules.timeout;
-        let pseudonym = self.shared.rules.policy.pseudonym;
-        let upstream = self
-            .upstream
-            .as_mut()
-            .ok_or(Failure::Answer(ProxyError::OriginReset))?;
-        let origin_ip = upstream.addr.ip();
-        let _ = upstream
-            .stream
-            .set_read_timeout(Some(wait.unwrap_or(timeout)));
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            if let Some(head) =
-                ResponseHead::parse(self.outbound.bytes(), &mut headers, request.method)
-                    .map_err(Failure::Answer)?
-            {
-                log::info!("To {origin_ip} Response {head}");
-                let keep = client_keep_alive && head.framing != BodyFraming::UntilClose;
-                let summary = ResponseSummary {
-                    interim: head.is_interim(),
-                    framing: head.framing,
-                    origin_keep_alive: head.keep_alive,
-                    client_keep_alive: keep,
-                };
-                let head_len = head.head_len;
-                // An HTTP/1.0 client does not know interim responses: they are not sent to it.
-                let send = !(summary.interim && request.minor_version == 0);
-                let mut out = HeadWriter::new(&mut self.head_out);
-                client_response(&head, pseudonym, request.minor_version, keep, &mut out)
-                    .map_err(|_| Failure::Answer(ProxyError::BadOriginResponse))?;
-                let len = out.len();
-                self.outbound.consume(head_len);
-                if send {
-                    self.response_started = true;
-                    let head = self.head_out.get(..len).unwrap_or(&[]);
-                    self.client.write_all(head).map_err(Failure::Client)?;
+        ctx: &mut Context,
+        registry: &mio::Registry,
+    ) -> Result<Option<bool>, Failure> {
+        if let Some(upstream) = self.upstream.as_mut() {
+            match upstream.stream.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => {
+                    log::debug!("connect {}: {e}", upstream.addr);
+                    let _ = registry.deregister(&mut upstream.stream);
+                    self.upstream = None;
+                    return match self.addrs.is_empty() {
+                        true => Err(ProxyError::OriginRefused.into()),
+                        false => Ok(Some(true)),
+                    };
                 }
-                if let Some(upstream) = &self.upstream {
-                    let _ = upstream.stream.set_read_timeout(Some(timeout));
+            }
+            match upstream.stream.peer_addr() {
+                Ok(_) => {
+                    upstream.connected = true;
+                    let _ = upstream.stream.set_nodelay(true);
+                    return self.begin_exchange().map(Some);
                 }
-                return Ok(Some(summary));
-            }
-            if self.outbound.is_full() {
-                return Err(Failure::Answer(ProxyError::BadOriginResponse));
-            }
-            let upstream = self
-                .upstream
-                .as_mut()
-                .ok_or(Failure::Answer(ProxyError::OriginReset))?;
-            match self.outbound.fill(&mut upstream.stream) {
-                Ok(0) => return Err(Failure::Answer(ProxyError::OriginReset)),
-                Ok(_) => {}
-                Err(e) if is_timeout(&e) && wait.is_some() && self.outbound.is_empty() => {
-                    return Ok(None)
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+                Err(_) => {
+                    self.upstream = None;
+                    return Err(ProxyError::OriginRefused.into());
                 }
-                Err(e) if is_timeout(&e) => return Err(Failure::Answer(ProxyError::OriginTimeout)),
-                Err(_) => return Err(Failure::Answer(ProxyError::OriginReset)),
             }
+            if ctx.now >= self.deadline {
+                return Err(ProxyError::OriginTimeout.into());
+            }
+            return Ok(Some(false));
         }
-    }
-
-    /// Streams the response body from the origin to the client.
-    fn relay_response_body(&mut self, framing: BodyFraming) -> Result<(), Failure> {
-        let mut body = BodyTracker::new(framing);
-        while !body.is_done() {
-            if self.outbound.is_empty() {
-                let upstream = self
-                    .upstream
-                    .as_mut()
-                    .ok_or(Failure::Answer(ProxyError::OriginReset))?;
-                match self.outbound.fill(&mut upstream.stream) {
-                    Ok(0) if body.ends_at_close() => return Ok(()),
-                    Ok(0) => {
-                        return Err(Failure::OriginBrokeOff(io::ErrorKind::UnexpectedEof.into()))
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Err(Failure::OriginBrokeOff(e)),
-                }
-            }
-            let n = body.advance(self.outbound.bytes()).map_err(|_| {
-                Failure::OriginBrokeOff(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "malformed chunked body",
-                ))
-            })?;
-            let chunk = self.outbound.bytes().get(..n).unwrap_or(&[]);
-            self.client.write_all(chunk).map_err(Failure::Client)?;
-            self.outbound.consume(n);
-        }
-        Ok(())
-    }
-
-    /// Answers `CONNECT` and copies bytes both ways until both sides have closed.
-    fn tunnel(&mut self) -> Result<Next, Failure> {
-        let pseudonym = self.shared.rules.policy.pseudonym;
-        let mut out = HeadWriter::new(&mut self.head_out);
-        tunnel_established(pseudonym, &mut out)
-            .map_err(|_| Failure::Answer(ProxyError::HeadTooLarge))?;
-        let len = out.len();
-        self.response_started = true;
-        self.client
-            .write_all(self.head_out.get(..len).unwrap_or(&[]))
-            .map_err(Failure::Client)?;
-        let upstream = self
-            .upstream
-            .take()
-            .ok_or(Failure::Answer(ProxyError::OriginReset))?;
-        let mut origin = upstream.stream;
-        // Bytes the client sent right behind its head (a TLS ClientHello) go first.
-        origin
-            .write_all(self.inbound.bytes())
-            .map_err(Failure::OriginBrokeOff)?;
-        self.inbound.consume(usize::MAX);
-        for stream in [&self.client, &origin] {
-            let _ = stream.set_read_timeout(Some(TUNNEL_IDLE));
-            let _ = stream.set_write_timeout(Some(TUNNEL_IDLE));
-        }
-        let (mut origin_in, mut client_out) = match (origin.try_clone(), self.client.try_clone()) {
-            (Ok(o), Ok(c)) => (o, c),
-            _ => return Err(Failure::Answer(ProxyError::OriginReset)),
+        let Some(addr) = self.addrs.pop_front() else {
+            return Err(ProxyError::OriginRefused.into());
         };
-        let mut back = std::mem::replace(&mut self.outbound, Pending::new(0));
-        let mut forth = std::mem::replace(&mut self.inbound, Pending::new(0));
-        let client_in = &mut self.client;
-        std::thread::scope(|scope| {
-            scope.spawn(move || copy_until_closed(&mut origin_in, &mut client_out, &mut back.buf));
-            copy_until_closed(client_in, &mut origin, &mut forth.buf);
+        let request = self.request.as_ref().ok_or(Failure::Close("no request"))?;
+        let mut stream = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                log::debug!("connect {addr}: {e}");
+                return match self.addrs.is_empty() {
+                    true => Err(ProxyError::OriginRefused.into()),
+                    false => Ok(Some(true)),
+                };
+            }
+        };
+        let token = Token(3 + 2 * self.slot);
+        registry
+            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|_| Failure::Answer(ProxyError::OriginRefused))?;
+        self.upstream = Some(Upstream {
+            stream,
+            host: request.host.clone(),
+            port: request.port,
+            addr,
+            connected: false,
+            reused: false,
+            eof: false,
         });
-        Ok(Next::Close)
+        Ok(Some(true))
+    }
+
+    /// The origin is connected: queue the request head (or open the tunnel).
+    fn begin_exchange(&mut self) -> Result<bool, Failure> {
+        let request = self.request.as_ref().ok_or(Failure::Close("no request"))?;
+        if request.method == Method::Connect {
+            self.stage = Stage::Tunnel;
+            return Ok(true);
+        }
+        self.to_upstream = Outgoing::default();
+        self.to_upstream.push(&request.head);
+        self.outbound.clear();
+        self.stage = Stage::Exchanging;
+        Ok(true)
+    }
+
+    fn exchanging(&mut self, ctx: &mut Context) -> Result<Option<bool>, Failure> {
+        let mut moved = false;
+        // 1. What is queued for the origin: the head, then body bytes.
+        let upstream = self.upstream.as_mut().ok_or(ProxyError::OriginReset)?;
+        match self.to_upstream.flush(&mut upstream.stream) {
+            Ok(m) => moved |= m,
+            Err(_) if !self.response_started => {
+                return Err(self.origin_failed(ProxyError::OriginReset))
+            }
+            Err(_) => return Err(Failure::Close("origin reset")),
+        }
+        // 2. The request body, client to origin, never past its end.
+        moved |= self.forward_request_body(ctx)?;
+        // 3. The response, origin to client.
+        moved |= self.relay_response(ctx)?;
+        match self.to_client.flush(&mut self.client) {
+            Ok(m) => moved |= m,
+            Err(_) => return Err(Failure::Close("client reset")),
+        }
+        let request_done = self.request.as_ref().is_none_or(|r| r.body.is_done());
+        if matches!(self.response, ResponseStage::Done) && self.to_client.is_empty() {
+            return self.finish_exchange(request_done, ctx).map(Some);
+        }
+        if moved {
+            self.deadline = ctx.now + ctx.rules.timeout;
+        } else if ctx.now >= self.deadline {
+            return match self.response_started {
+                false => Err(ProxyError::OriginTimeout.into()),
+                true => Err(Failure::Close("origin timed out mid-response")),
+            };
+        }
+        Ok(Some(moved))
+    }
+
+    /// A failure of the origin connection before any response byte: once more on a new connection if the
+    /// connection was a kept one (the origin may have closed it while it idled) and the request had no body;
+    /// else `error`.
+    fn origin_failed(&mut self, error: ProxyError) -> Failure {
+        let retry = match (&self.upstream, &self.request) {
+            (Some(u), Some(r))
+                if u.reused
+                    && !r.has_body
+                    && !self.response_started
+                    && self.outbound.is_empty() =>
+            {
+                Some(u.addr)
+            }
+            _ => None,
+        };
+        self.upstream = None;
+        match retry {
+            None => Failure::Answer(error),
+            Some(addr) => {
+                log::debug!("a kept origin connection to {addr} was closed; connecting again");
+                self.addrs = VecDeque::from([addr]);
+                self.stage = Stage::Connecting;
+                Failure::Retry
+            }
+        }
+    }
+
+    fn forward_request_body(&mut self, ctx: &mut Context) -> Result<bool, Failure> {
+        let mut moved = false;
+        let Some(request) = self.request.as_mut() else {
+            return Ok(false);
+        };
+        let upstream = self.upstream.as_mut().ok_or(ProxyError::OriginReset)?;
+        while !request.body.is_done() && self.to_upstream.is_empty() {
+            if self.inbound.is_empty() {
+                if self.client_eof {
+                    return Err(Failure::Close("client closed mid-body"));
+                }
+                let want = request.body.limit().min(ctx.scratch.len());
+                match self.client.read(&mut ctx.scratch[..want]) {
+                    Ok(0) => {
+                        self.client_eof = true;
+                        return Err(Failure::Close("client closed mid-body"));
+                    }
+                    Ok(n) => self.inbound.extend_from_slice(&ctx.scratch[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Err(Failure::Close("client reset")),
+                }
+            }
+            let n = request
+                .body
+                .advance(&self.inbound)
+                .map_err(|_| ProxyError::MalformedBody)?;
+            self.to_upstream.push(&self.inbound[..n]);
+            self.inbound.drain(..n);
+            moved = true;
+            if self.to_upstream.flush(&mut upstream.stream).is_err() {
+                return Err(Failure::Close("origin reset"));
+            }
+        }
+        Ok(moved)
+    }
+
+    fn relay_response(&mut self, ctx: &mut Context) -> Result<bool, Failure> {
+        let mut moved = false;
+        loop {
+            match self.response {
+                ResponseStage::Done => return Ok(moved),
+                ResponseStage::Head => {
+                    if !self.to_upstream.is_empty() && self.outbound.is_empty() {
+                        // The origin cannot answer a head it has not had whole.
+                        return Ok(moved);
+                    }
+                    if !self.parse_response_head(ctx)?
+                        && !self.read_upstream_head(&mut ctx.scratch)?
+                    {
+                        return Ok(moved);
+                    }
+                    moved = true;
+                }
+                ResponseStage::Body(mut body) => {
+                    if !self.to_client.is_empty() {
+                        return Ok(moved);
+                    }
+                    if self.pipe.is_some()
+                        || (body.is_counted()
+                            && body.limit() > SPLICE_MIN
+                            && self.outbound.is_empty())
+                    {
+                        // Without a pipe to be had, the bytes are copied below instead.
+                        if let Some(m) = self.splice_body(&mut body)? {
+                            moved |= m;
+                            self.response = match (body.is_done(), &self.pipe) {
+                                (true, None) => ResponseStage::Done,
+                                _ => ResponseStage::Body(body),
+                            };
+                            if m {
+                                continue;
+                            }
+                            return Ok(moved);
+                        }
+                    }
+                    // Body bytes that came with the head first, then straight from the socket via `scratch`.
+                    let from_head = !self.outbound.is_empty();
+                    let len = if from_head {
+                        self.outbound.len()
+                    } else {
+                        let upstream = self.upstream.as_mut().ok_or(Failure::Close("no origin"))?;
+                        let want = body.limit().min(ctx.scratch.len());
+                        match upstream.stream.read(&mut ctx.scratch[..want]) {
+                            Ok(0) => {
+                                upstream.eof = true;
+                                if body.ends_at_close() {
+                                    self.keep_alive = false;
+                                    self.response = ResponseStage::Done;
+                                    continue;
+                                }
+                                return Err(Failure::Close("origin closed mid-response"));
+                            }
+                            Ok(n) => n,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(moved),
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            Err(_) => return Err(Failure::Close("origin reset mid-response")),
+                        }
+                    };
+                    let bytes = if from_head {
+                        &self.outbound[..len]
+                    } else {
+                        &ctx.scratch[..len]
+                    };
+                    let n = body
+                        .advance(bytes)
+                        .map_err(|_| Failure::Close("origin sent a malformed chunked body"))?;
+                    match self.client.write(&bytes[..n]) {
+                        Ok(w) => self.to_client.push(&bytes[w..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.to_client.push(&bytes[..n])
+                        }
+                        Err(_) => return Err(Failure::Close("client reset")),
+                    }
+                    if n < len {
+                        // Bytes past the response: the origin connection cannot carry another request.
+                        if let Some(upstream) = self.upstream.as_mut() {
+                            upstream.eof = true;
+                        }
+                    }
+                    if from_head {
+                        self.outbound.clear();
+                    }
+                    self.response = match body.is_done() {
+                        true => ResponseStage::Done,
+                        false => ResponseStage::Body(body),
+                    };
+                    moved = true;
+                }
+            }
+        }
+    }
+
+    /// Moves body bytes origin → pipe → client. `Ok(Some(moved))`, or `Ok(None)` if no pipe can be made (the
+    /// caller copies instead). The pipe is dropped once the body has gone through it.
+    fn splice_body(&mut self, body: &mut BodyTracker) -> Result<Option<bool>, Failure> {
+        use std::os::fd::AsRawFd;
+        if self.pipe.is_none() {
+            match SplicePipe::new() {
+                Ok(pipe) => self.pipe = Some(pipe),
+                Err(e) => {
+                    log::debug!("no pipe for splice ({e}); copying");
+                    return Ok(None);
+                }
+            }
+        }
+        let Some(pipe) = self.pipe.as_mut() else {
+            return Ok(None);
+        };
+        let upstream = self.upstream.as_mut().ok_or(Failure::Close("no origin"))?;
+        let mut moved = false;
+        loop {
+            if pipe.held > 0 {
+                match pipe.drain(self.client.as_raw_fd()) {
+                    Ok(n) => moved |= n > 0,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Some(moved)),
+                    Err(_) => return Err(Failure::Close("client reset")),
+                }
+                if pipe.held > 0 {
+                    continue;
+                }
+            }
+            if body.is_done() {
+                self.pipe = None;
+                return Ok(Some(true));
+            }
+            match pipe.fill(upstream.stream.as_raw_fd(), body.limit()) {
+                Ok(0) => {
+                    upstream.eof = true;
+                    if body.ends_at_close() {
+                        self.keep_alive = false;
+                        *body = BodyTracker::new(BodyFraming::None);
+                        continue;
+                    }
+                    return Err(Failure::Close("origin closed mid-response"));
+                }
+                Ok(n) => {
+                    body.advance_unseen(n);
+                    moved = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Some(moved)),
+                Err(_) => return Err(Failure::Close("origin reset mid-response")),
+            }
+        }
+    }
+
+    /// Reads the origin's head bytes into `outbound` (through `scratch`). `Ok(true)` if bytes came.
+    fn read_upstream_head(&mut self, scratch: &mut [u8]) -> Result<bool, Failure> {
+        let upstream = self.upstream.as_mut().ok_or(Failure::Close("no origin"))?;
+        let want = HEAD_BUFFER
+            .saturating_sub(self.outbound.len())
+            .clamp(1, scratch.len());
+        let n = match upstream.stream.read(&mut scratch[..want]) {
+            Ok(n) => n,
+            Err(ref e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                return Ok(false);
+            }
+            Err(_) => 0,
+        };
+        if n == 0 {
+            // Closed or reset before the head was whole.
+            return Err(self.origin_failed(ProxyError::OriginReset));
+        }
+        self.outbound.extend_from_slice(&scratch[..n]);
+        Ok(true)
+    }
+
+    /// Parses `outbound` as a response head and queues the rewritten head for the client. `Ok(false)` until
+    /// the head is whole.
+    fn parse_response_head(&mut self, ctx: &mut Context) -> Result<bool, Failure> {
+        let Some(request) = self.request.as_ref() else {
+            return Ok(false);
+        };
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let head = match ResponseHead::parse(&self.outbound, &mut headers, request.method)? {
+            Some(head) => head,
+            None if self.outbound.len() >= HEAD_BUFFER => {
+                return Err(ProxyError::BadOriginResponse.into())
+            }
+            None => return Ok(false),
+        };
+        let origin_ip = self
+            .upstream
+            .as_ref()
+            .map_or(self.peer.ip(), |u| u.addr.ip());
+        log::info!("To {origin_ip} Response {head}");
+        let interim = head.is_interim();
+        let keep =
+            request.keep_alive && head.framing != BodyFraming::UntilClose && request.body.is_done();
+        let mut out = HeadWriter::new(&mut ctx.head_out);
+        client_response(
+            &head,
+            ctx.rules.policy.pseudonym,
+            request.minor_version,
+            keep,
+            &mut out,
+        )
+        .map_err(|_| ProxyError::BadOriginResponse)?;
+        // An HTTP/1.0 client does not know interim responses: they are not sent to it.
+        if !(interim && request.minor_version == 0) {
+            self.to_client.push(out.as_bytes());
+            self.response_started = true;
+        }
+        let (head_len, framing, origin_keep_alive) = (head.head_len, head.framing, head.keep_alive);
+        self.outbound.drain(..head_len);
+        if !interim {
+            self.keep_alive = keep;
+            if !origin_keep_alive {
+                if let Some(upstream) = self.upstream.as_mut() {
+                    upstream.eof = true;
+                }
+            }
+            let body = BodyTracker::new(framing);
+            self.response = match body.is_done() {
+                true => ResponseStage::Done,
+                false => ResponseStage::Body(body),
+            };
+        }
+        Ok(true)
+    }
+
+    /// The response is whole and sent: read the next request, or close.
+    fn finish_exchange(&mut self, request_done: bool, ctx: &mut Context) -> Result<bool, Failure> {
+        if !request_done || !self.outbound.is_empty() {
+            self.upstream = None;
+        }
+        if self.upstream.as_ref().is_some_and(|u| u.eof) {
+            self.upstream = None;
+        }
+        if let Some(upstream) = self.upstream.as_mut() {
+            upstream.reused = false;
+        }
+        self.request = None;
+        if self.keep_alive && request_done {
+            self.stage = Stage::ReadingHead;
+            self.deadline = ctx.now + ctx.rules.timeout;
+            return Ok(true);
+        }
+        let _ = self.client.shutdown(Shutdown::Write);
+        self.stage = Stage::Draining;
+        self.deadline = ctx.now + DRAIN;
+        Ok(true)
+    }
+
+    fn tunnel(&mut self, ctx: &mut Context) -> Result<Option<bool>, Failure> {
+        if !self.response_started {
+            let mut out = HeadWriter::new(&mut ctx.head_out);
+            tunnel_established(ctx.rules.policy.pseudonym, &mut out)
+                .map_err(|_| ProxyError::HeadTooLarge)?;
+            self.to_client.push(out.as_bytes());
+            self.response_started = true;
+            // Bytes the client sent right behind its head (a TLS ClientHello) go first.
+            let early = std::mem::take(&mut self.inbound);
+            self.to_upstream.push(&early);
+            self.deadline = ctx.now + TUNNEL_IDLE;
+        }
+        let upstream = self.upstream.as_mut().ok_or(Failure::Close("no origin"))?;
+        let mut moved = false;
+        moved |= self
+            .to_client
+            .flush(&mut self.client)
+            .map_err(|_| Failure::Close("client reset"))?;
+        moved |= self
+            .to_upstream
+            .flush(&mut upstream.stream)
+            .map_err(|_| Failure::Close("origin reset"))?;
+        let scratch = &mut ctx.scratch;
+        moved |= pump(
+            &mut self.client,
+            &mut self.client_eof,
+            &mut upstream.stream,
+            &mut self.to_upstream,
+            scratch,
+        )?;
+        moved |= pump(
+            &mut upstream.stream,
+            &mut upstream.eof,
+            &mut self.client,
+            &mut self.to_client,
+            scratch,
+        )?;
+        if self.client_eof
+            && upstream.eof
+            && self.to_client.is_empty()
+            && self.to_upstream.is_empty()
+        {
+            return Ok(None);
+        }
+        if moved {
+            self.deadline = ctx.now + TUNNEL_IDLE;
+        } else if ctx.now >= self.deadline {
+            return Err(Failure::Close("tunnel idle"));
+        }
+        Ok(Some(moved))
+    }
+
+    fn answering(&mut self, ctx: &mut Context) -> Result<Option<bool>, Failure> {
+        let moved = self
+            .to_client
+            .flush(&mut self.client)
+            .map_err(|_| Failure::Close("client reset"))?;
+        if self.to_client.is_empty() {
+            let _ = self.client.shutdown(Shutdown::Write);
+            self.stage = Stage::Draining;
+            self.deadline = ctx.now + DRAIN;
+            return Ok(Some(true));
+        }
+        if ctx.now >= self.deadline {
+            return Ok(None);
+        }
+        Ok(Some(moved))
+    }
+
+    fn draining(&mut self, ctx: &mut Context) -> Result<Option<bool>, Failure> {
+        loop {
+            match self.client.read(&mut ctx.scratch) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Ok(None),
+            }
+        }
+        match ctx.now >= self.deadline {
+            true => Ok(None),
+            false => Ok(Some(false)),
+        }
     }
 }
 
-/// Checks a parsed head and writes the request to send the origin into `head_out`; returns what the proxy keeps
-/// of the request and the length written.
+/// One direction of a tunnel: reads `from` (when what was read before has gone on) and writes `to`, queueing
+/// what `to` does not take; passes the end of stream on as a half-close.
+fn pump(
+    from: &mut TcpStream,
+    from_eof: &mut bool,
+    to: &mut TcpStream,
+    queue: &mut Outgoing,
+    scratch: &mut [u8],
+) -> Result<bool, Failure> {
+    let mut moved = false;
+    while !*from_eof && queue.is_empty() {
+        match from.read(scratch) {
+            Ok(0) => {
+                *from_eof = true;
+                moved = true;
+            }
+            Ok(n) => {
+                moved = true;
+                match to.write(&scratch[..n]) {
+                    Ok(w) => queue.push(&scratch[w..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => queue.push(&scratch[..n]),
+                    Err(_) => return Err(Failure::Close("tunnel peer reset")),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(Failure::Close("tunnel peer reset")),
+        }
+    }
+    if *from_eof && queue.is_empty() {
+        let _ = to.shutdown(Shutdown::Write);
+    }
+    Ok(moved)
+}
+
+/// Checks a parsed head and writes the request to send the origin; returns what the proxy keeps of it.
 fn take_request(
     policy: &ProxyPolicy<'_>,
     head: &RequestHead<'_, '_>,
     head_out: &mut [u8],
-) -> Result<(Request, usize), ProxyError> {
+) -> Result<Request, ProxyError> {
     let authority = head.target.authority();
-    let request = Request {
-        method: head.method,
-        host: authority.host.to_owned(),
-        port: authority.port,
-        framing: head.framing,
-        keep_alive: head.keep_alive,
-        minor_version: head.minor_version,
-        expects_continue: head.expects_continue(),
-        line: head.to_string(),
-    };
     if head.came_through(policy.pseudonym) {
         return Err(ProxyError::Loop);
     }
+    let mut request = Request {
+        method: head.method,
+        host: authority.host.to_owned(),
+        port: authority.port,
+        keep_alive: head.keep_alive,
+        minor_version: head.minor_version,
+        line: head.to_string(),
+        body: BodyTracker::new(head.framing),
+        head: Vec::new(),
+        has_body: head.framing != BodyFraming::None,
+    };
     if head.method == Method::Connect {
         policy.check_connect_port(authority.port)?;
-        return Ok((request, 0));
+        return Ok(request);
     }
     let mut out = HeadWriter::new(head_out);
     upstream_request(head, policy.pseudonym, true, &mut out)
         .map_err(|_| ProxyError::HeadTooLarge)?;
-    Ok((request, out.len()))
+    request.head = out.as_bytes().to_vec();
+    Ok(request)
 }
 
-/// What the proxy learnt from a response head it relayed.
-struct ResponseSummary {
-    interim: bool,
-    framing: BodyFraming,
-    origin_keep_alive: bool,
-    client_keep_alive: bool,
+/// A pipe that carries a response body from the origin's socket to the client's inside the kernel.
+struct SplicePipe {
+    read: std::os::fd::OwnedFd,
+    write: std::os::fd::OwnedFd,
+    /// Bytes in the pipe, not yet passed on to the client.
+    held: usize,
 }
 
-/// Copies `from` to `to` until `from` closes (then closes `to`'s sending side) or either fails.
-fn copy_until_closed(from: &mut TcpStream, to: &mut TcpStream, buf: &mut [u8]) {
+impl SplicePipe {
+    fn new() -> io::Result<SplicePipe> {
+        use std::os::fd::FromRawFd;
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both descriptors are open and now owned here alone.
+        let (read, write) = unsafe {
+            (
+                std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+            )
+        };
+        // A bigger pipe moves more per call; the default (64 KiB) still works if the kernel refuses.
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            libc::fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(&write),
+                libc::F_SETPIPE_SZ,
+                PIPE_SIZE,
+            )
+        };
+        Ok(SplicePipe {
+            read,
+            write,
+            held: 0,
+        })
+    }
+
+    /// Moves up to `max` bytes from the socket `from` into the pipe. `Ok(0)` is the socket's end of stream.
+    fn fill(&mut self, from: std::os::fd::RawFd, max: usize) -> io::Result<usize> {
+        let write = std::os::fd::AsRawFd::as_raw_fd(&self.write);
+        let n = splice(from, write, max.min(PIPE_SIZE as usize))?;
+        self.held += n;
+        Ok(n)
+    }
+
+    /// Moves what the pipe holds to the socket `to`.
+    fn drain(&mut self, to: std::os::fd::RawFd) -> io::Result<usize> {
+        let read = std::os::fd::AsRawFd::as_raw_fd(&self.read);
+        let n = splice(read, to, self.held)?;
+        self.held -= n.min(self.held);
+        Ok(n)
+    }
+}
+
+fn splice(from: std::os::fd::RawFd, to: std::os::fd::RawFd, len: usize) -> io::Result<usize> {
     loop {
-        match from.read(buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if to.write_all(buf.get(..n).unwrap_or(&[])).is_err() {
-                    let _ = from.shutdown(Shutdown::Read);
-                    break;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+        // SAFETY: both descriptors are open for the call; null offsets mean "the current position", as
+        // sockets and pipes require.
+        let n = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
-    let _ = to.shutdown(Shutdown::Write);
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-fn is_reset(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::ConnectionAborted
-    )
 }

@@ -98,6 +98,33 @@ impl BodyTracker {
         }
     }
 
+    /// Whether the body's end is found by counting bytes alone (a length, or the sender's close), so bytes can
+    /// be moved without being looked at (for example with `splice`) and counted with
+    /// [`BodyTracker::advance_unseen`].
+    pub fn is_counted(&self) -> bool {
+        matches!(
+            self.tracking,
+            Tracking::Length { .. } | Tracking::UntilClose
+        )
+    }
+
+    /// Counts `n` bytes that went by unseen, at most [`BodyTracker::limit`]; returns how many were counted.
+    /// A chunked body cannot be followed this way: nothing is counted.
+    pub fn advance_unseen(&mut self, n: usize) -> usize {
+        match &mut self.tracking {
+            Tracking::Length { remaining } => {
+                let taken = usize::try_from(*remaining).map_or(n, |r| r.min(n));
+                *remaining -= taken as u64;
+                if *remaining == 0 {
+                    self.tracking = Tracking::Done;
+                }
+                taken
+            }
+            Tracking::UntilClose => n,
+            Tracking::Chunked(_) | Tracking::Done => 0,
+        }
+    }
+
     /// Takes the next bytes of the stream and returns how many of them, from the start, belong to the body.
     /// Fewer than `input.len()` means the body ended inside `input`; the rest belongs to what follows.
     pub fn advance(&mut self, input: &[u8]) -> Result<usize, BadChunk> {
@@ -288,6 +315,18 @@ mod tests {
                 core::str::from_utf8(bad)
             );
         }
+    }
+
+    #[test]
+    fn unseen_bytes_are_counted_for_lengths_only() {
+        let mut length = BodyTracker::new(BodyFraming::Length(10));
+        assert!(length.is_counted());
+        assert_eq!(length.advance_unseen(4), 4);
+        assert_eq!(length.advance_unseen(100), 6);
+        assert!(length.is_done());
+        let mut chunked = BodyTracker::new(BodyFraming::Chunked);
+        assert!(!chunked.is_counted());
+        assert_eq!(chunked.advance_unseen(5), 0);
     }
 
     #[test]
