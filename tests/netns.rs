@@ -21,24 +21,6 @@ fn smoltalk_in(ns: &Namespace, args: &[&str]) -> Command {
     ns.command(env!("CARGO_BIN_EXE_smoltalk"), args)
 }
 
-/// Why namespaces cannot be used here, if they cannot.
-fn missing_privilege() -> Option<String> {
-    if !smoltalk::netns::is_root() {
-        return Some("needs root to create network namespaces and TUN/TAP devices".into());
-    }
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        return Some("/dev/net/tun is missing (modprobe tun)".into());
-    }
-    for tool in ["ip", "ping", "python3"] {
-        if Command::new(tool).arg("-V").output().is_err()
-            && Command::new(tool).arg("--version").output().is_err()
-        {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    None
-}
-
 fn smoltcp_on_device(medium: &str) {
     let test = format!("smoltcp_on_{medium}");
     if let Some(reason) = missing_privilege() {

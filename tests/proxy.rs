@@ -6,390 +6,46 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use support::proxy::{self as proxy_support, *};
 use support::*;
 
-/// The HTTP origin. With `CERT KEY` arguments it serves HTTPS. It records every request it gets (peer port,
-/// request line and headers exactly as received) and shows them at `/seen`.
-const PY_ORIGIN: &str = r#"
-import ssl, sys, threading, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-SMALL = b'hello from the origin\n'
-BIG = []
-CHUNKS = [b'5\r\nhello\r\n', b'9;note=x\r\n, chunked\r\n', b'7\r\n world\n\r\n', b'0\r\nX-Trailer: yes\r\n\r\n']
-seen = []
-lock = threading.Lock()
-
-def read_chunked(f):
-    body = b''
-    while True:
-        size = int(f.readline().split(b';')[0].strip(), 16)
-        if size == 0:
-            while f.readline() not in (b'\r\n', b'\n', b''):
-                pass
-            return body
-        body += f.read(size)
-        f.readline()
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = 'HTTP/1.1'
-
-    def log_message(self, *args):
-        pass
-
-    def record(self):
-        head = self.raw_requestline.decode('latin-1')
-        head += ''.join('%s: %s\r\n' % (k, v) for k, v in self.headers.items())
-        with lock:
-            seen.append('peer %d\r\n%s' % (self.client_address[1], head))
-
-    def reply(self, code, body, ctype='text/plain', extra=()):
-        self.send_response(code)
-        self.send_header('Content-Type', ctype)
-        self.send_header('Content-Length', str(len(body)))
-        for k, v in extra:
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != 'HEAD':
-            self.wfile.write(body)
-
-    def do_GET(self):
-        if self.path == '/seen':
-            with lock:
-                return self.reply(200, '\r\n'.join(seen).encode('latin-1'))
-        self.record()
-        if self.path == '/small':
-            return self.reply(200, SMALL)
-        if self.path == '/big':
-            with lock:
-                if not BIG:
-                    BIG.append(bytes((i * 7 + i // 251) % 256 for i in range(1 << 20)))
-            return self.reply(200, BIG[0], 'application/octet-stream')
-        if self.path == '/chunked':
-            self.send_response(200)
-            self.send_header('Content-Type', 'text/plain')
-            self.send_header('Transfer-Encoding', 'chunked')
-            self.end_headers()
-            for part in CHUNKS:
-                self.wfile.write(part)
-                self.wfile.flush()
-                time.sleep(0.01)
-            return
-        if self.path == '/sleep':
-            time.sleep(3)
-            return self.reply(200, b'too late\n')
-        if self.path == '/extra':
-            # A response with more bytes behind it than its Content-Length: a forged second response.
-            forged = b'HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nforged\n'
-            self.wfile.write(b'HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nfirst\n' + forged)
-            return
-        if self.path == '/close':
-            self.close_connection = True
-            return
-        self.reply(404, b'no such path\n')
-
-    do_HEAD = do_GET
-
-    def do_POST(self):
-        self.record()
-        if 'chunked' in self.headers.get('Transfer-Encoding', ''):
-            body = read_chunked(self.rfile)
-        else:
-            body = self.rfile.read(int(self.headers.get('Content-Length', '0')))
-        extra = [('X-Method', self.command), ('X-Body-Length', str(len(body)))]
-        self.reply(200, body, 'application/octet-stream', extra)
-
-    do_PUT = do_POST
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-srv = Server(('127.0.0.1', 0), Handler)
-if len(sys.argv) > 2:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(sys.argv[1], sys.argv[2])
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-print('python origin listening on 127.0.0.1:%d' % srv.server_address[1], flush=True)
-srv.serve_forever()
-"#;
-
-/// A plain TCP echo server, the far end of CONNECT tunnels.
-const PY_ECHO: &str = r#"
-import socket, threading
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(('127.0.0.1', 0)); srv.listen(16)
-print('python echo listening on 127.0.0.1:%d' % srv.getsockname()[1], flush=True)
-def serve(c):
-    while True:
-        d = c.recv(65536)
-        if not d:
-            break
-        c.sendall(d)
-    c.shutdown(socket.SHUT_WR)
-    c.close()
-while True:
-    c, _ = srv.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"#;
-
-const SMALL: &str = "hello from the origin\n";
-
-/// The origin's `/big` body, computed the same way.
-fn big_body() -> Vec<u8> {
-    (0..1usize << 20)
-        .map(|i| ((i * 7 + i / 251) % 256) as u8)
-        .collect()
+/// `smoltalk proxy --port 0 --allow-dest 127.0.0.0/8` plus `extra` (a later `--allow-dest` adds to it, so tests
+/// that narrow it use [`start_proxy_with`]).
+fn start_proxy(extra: &[&str]) -> Proxy {
+    start_proxy_with(&["--allow-dest", "127.0.0.0/8"], extra)
 }
 
-/// Every byte value, `times` times over.
-fn every_byte(times: usize) -> Vec<u8> {
-    (0..256 * times).map(|i| (i % 256) as u8).collect()
+fn start_proxy_with(dest: &[&str], extra: &[&str]) -> Proxy {
+    let mut cmd = smoltalk();
+    cmd.args(["proxy", "--port", "0"]).args(dest).args(extra);
+    Proxy::start(cmd, "127.0.0.1", Net::Loopback)
 }
 
-/// A running proxy, with what it logs on stderr collected as it comes.
-struct Proxy {
-    server: Running,
-    port: u16,
-    log: Arc<Mutex<String>>,
-}
-
-impl Proxy {
-    /// `smoltalk proxy --port 0 --allow-dest 127.0.0.0/8` plus `extra` (a later `--allow-dest` adds to it,
-    /// so tests that narrow it pass `narrow_dest`).
-    fn start(extra: &[&str]) -> Proxy {
-        Proxy::start_with(&["--allow-dest", "127.0.0.0/8"], extra)
-    }
-
-    fn start_with(dest: &[&str], extra: &[&str]) -> Proxy {
-        let mut cmd = smoltalk();
-        cmd.args(["proxy", "--port", "0"]).args(dest).args(extra);
-        cmd.env_remove("RUST_LOG");
-        let (mut server, port) = start_server(cmd, "smoltalk proxy");
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut stderr = server
-            .child
-            .stderr
-            .take()
-            .expect("the proxy's stderr is piped");
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = stderr.read(&mut buf) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Proxy { server, port, log }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// The log so far.
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Waits (up to 5 s) until the log holds every one of `needles`; returns the log.
-    fn wait_log(&self, needles: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let log = self.log();
-            if needles.iter().all(|n| log.contains(n)) {
-                return log;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the proxy never logged {needles:?}; it logged:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the proxy (SIGTERM, by PID) and checks it was still running.
-    fn stop(mut self) {
-        assert!(
-            self.server.child.try_wait().expect("wait").is_none(),
-            "the proxy died during the test; it logged:\n{}",
-            self.log()
-        );
-        let log = self.log();
-        assert!(!log.contains("panicked"), "a proxy thread panicked:\n{log}");
-        terminate(&mut self.server);
-    }
-}
-
-/// Starts the HTTP origin; `tls` is `(cert, key)` for HTTPS.
+/// Starts the HTTP origin on 127.0.0.1; `tls` is `(cert, key)` for HTTPS.
 fn origin(tls: Option<(&Path, &Path)>) -> (Running, u16) {
-    let args: Vec<&str> = match tls {
-        Some((cert, key)) => vec![cert.to_str().unwrap(), key.to_str().unwrap()],
-        None => vec![],
-    };
-    start_server(python(PY_ORIGIN, &args), "python origin")
+    start_origin(&Net::Loopback, tls)
 }
 
-/// What the origin has seen so far, one request head per entry, asked for directly (not through the proxy).
+/// What the origin on 127.0.0.1:`origin_port` has seen so far, one request head per entry.
 fn seen(origin_port: u16) -> Vec<String> {
-    let reply = raw_exchange(
-        origin_port,
-        format!("GET /seen HTTP/1.1\r\nHost: 127.0.0.1:{origin_port}\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
-    );
-    let (_, body) = split_head(&reply);
-    let body = String::from_utf8_lossy(body).into_owned();
-    body.split("peer ")
-        .filter(|e| !e.is_empty())
-        .map(|e| format!("peer {e}"))
-        .collect()
+    proxy_support::seen(&Net::Loopback, origin_port)
 }
 
-/// curl through `proxy`: quiet but showing errors, no config file, no proxy settings from the environment,
-/// 10 s at most.
-fn curl(proxy: &Proxy, args: &[&str]) -> Output {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-q", "-sS", "--max-time", "10", "--noproxy", "", "-x"])
-        .arg(proxy.url())
-        .args(args);
-    for var in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
-    for var in ["no_proxy", "NO_PROXY", "CURL_HOME"] {
-        cmd.env_remove(var);
-    }
-    run(cmd)
-}
-
-/// Runs curl and checks that it succeeded.
-fn curl_ok(proxy: &Proxy, args: &[&str]) -> Output {
-    let out = curl(proxy, args);
-    assert!(
-        out.status.success(),
-        "curl {args:?} failed: {}\nproxy log:\n{}",
-        stderr(&out),
-        proxy.log()
-    );
-    out
-}
-
-/// Connects to `port`, sends `request`, reads until the other side closes (or 10 s pass).
+/// Connects to 127.0.0.1:`port`, sends `request`, reads until the other side closes (or 10 s pass).
 fn raw_exchange(port: u16, request: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream.write_all(request).expect("send");
-    read_all(&mut stream)
-}
-
-/// Everything `stream` gives until it closes (a reset after some bytes keeps those bytes).
-fn read_all(stream: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let _ = stream.read_to_end(&mut out);
-    out
-}
-
-/// A message's head (as text) and body.
-fn split_head(message: &[u8]) -> (String, &[u8]) {
-    let at = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| {
-            panic!("no end of head in {:?}", String::from_utf8_lossy(message));
-        });
-    (
-        String::from_utf8_lossy(&message[..at + 4]).into_owned(),
-        &message[at + 4..],
-    )
-}
-
-/// The final response's head and body, past any interim (1xx) heads.
-fn final_head(message: &[u8]) -> (String, &[u8]) {
-    let (head, body) = split_head(message);
-    match head.starts_with("HTTP/1.1 1") {
-        true => final_head(body),
-        false => (head, body),
-    }
-}
-
-/// The value of the header `name` in `head` (first one; case-insensitive name).
-fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
-    head.lines().skip(1).find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-/// Checks that `response` is the proxy's own answer `status`: that status line, `Connection: close`, an HTML
-/// page of exactly `Content-Length` bytes naming the status.
-fn assert_error_page(response: &[u8], status: &str) {
-    let text = String::from_utf8_lossy(response);
-    assert!(
-        text.starts_with(&format!("HTTP/1.1 {status}\r\n")),
-        "expected {status}, got:\n{text}"
-    );
-    let (head, body) = split_head(response);
-    assert_eq!(header(&head, "connection"), Some("close"), "{head}");
-    assert_eq!(
-        header(&head, "content-type"),
-        Some("text/html; charset=utf-8"),
-        "{head}"
-    );
-    assert_eq!(
-        header(&head, "content-length"),
-        Some(body.len().to_string().as_str()),
-        "{text}"
-    );
-    let body = String::from_utf8_lossy(body);
-    assert!(body.starts_with("<!DOCTYPE html>"), "{body}");
-    assert!(body.contains(&format!("<h1>{status}</h1>")), "{body}");
-    assert!(body.trim_end().ends_with("</html>"), "{body}");
-}
-
-/// Sends a request head over a raw connection to the proxy and checks the answer is the error page `status`.
-fn assert_raw_refusal(proxy: &Proxy, request: &[u8], status: &str) {
-    let response = raw_exchange(proxy.port, request);
-    assert_error_page(&response, status);
-}
-
-/// The proxy's `Via` entry, as a normal response through it carries it (`1.1 smoltalk-…`).
-fn via_of(proxy: &Proxy, origin_port: u16) -> String {
-    let out = curl_ok(
-        proxy,
-        &[
-            "-D",
-            "-",
-            "-o",
-            "/dev/null",
-            &format!("http://127.0.0.1:{origin_port}/small"),
-        ],
-    );
-    let head = stdout(&out);
-    header(&head, "via")
-        .unwrap_or_else(|| panic!("no Via in {head}"))
-        .to_owned()
+    exchange(&Net::Loopback, ([127, 0, 0, 1], port).into(), request)
 }
 
 #[test]
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn get_small_by_address_and_by_resolved_name_with_via_and_logs() {
     let (_origin, origin_port) = origin(None);
-    let proxy = Proxy::start(&["--resolve", "origin.test=127.0.0.1"]);
+    let proxy = start_proxy(&["--resolve", "origin.test=127.0.0.1"]);
 
     let out = curl_ok(
         &proxy,
@@ -444,7 +100,7 @@ fn get_small_by_address_and_by_resolved_name_with_via_and_logs() {
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn hop_by_hop_headers_are_removed_and_end_to_end_ones_kept() {
     let (_origin, origin_port) = origin(None);
-    let proxy = Proxy::start(&[]);
+    let proxy = start_proxy(&[]);
     let out = curl_ok(
         &proxy,
         &[
@@ -494,7 +150,7 @@ fn hop_by_hop_headers_are_removed_and_end_to_end_ones_kept() {
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn head_has_length_but_no_body_and_the_connection_stays_usable() {
     let (_origin, origin_port) = origin(None);
-    let proxy = Proxy::start(&[]);
+    let proxy = start_proxy(&[]);
     let url = format!("http://127.0.0.1:{origin_port}/small");
     // HEAD, then GET on the same connection: a body wrongly expected after HEAD would swallow the next response.
     let out = curl_ok(
@@ -524,7 +180,7 @@ fn head_has_length_but_no_body_and_the_connection_stays_usable() {
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn post_put_and_chunked_bodies_reach_the_origin_byte_exact() {
     let (_origin, origin_port) = origin(None);
-    let proxy = Proxy::start(&[]);
+    let proxy = start_proxy(&[]);
     let url = format!("http://127.0.0.1:{origin_port}/echo");
 
     let small = every_byte(3);
@@ -620,7 +276,7 @@ fn post_put_and_chunked_bodies_reach_the_origin_byte_exact() {
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn chunked_response_arrives_intact_and_with_its_framing() {
     let (_origin, origin_port) = origin(None);
-    let proxy = Proxy::start(&[]);
+    let proxy = start_proxy(&[]);
     let url = format!("http://127.0.0.1:{origin_port}/chunked");
     let out = curl_ok(&proxy, &[&url]);
     assert_eq!(stdout(&out), "hello, chunked world\n");
@@ -643,7 +299,7 @@ fn chunked_response_arrives_intact_and_with_its_framing() {
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn one_mebibyte_body_is_byte_exact() {
     let (_origin, origin_port) = origin(None);
-    let proxy = Proxy::start(&[]);
+    let proxy = start_proxy(&[]);
     let out = curl_ok(&proxy, &[&format!("http://127.0.0.1:{origin_port}/big")]);
     let expected = big_body();
     assert_eq!(out.stdout.len(), expected.len());
@@ -655,7 +311,7 @@ fn one_mebibyte_body_is_byte_exact() {
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn keep_alive_reuses_the_client_and_the_origin_connection() {
     let (_origin, origin_port) = origin(None);
-    let proxy = Proxy::start(&[]);
+    let proxy = start_proxy(&[]);
     let small = format!("http://127.0.0.1:{origin_port}/small");
     let big = format!("http://127.0.0.1:{origin_port}/big");
     let out = curl_ok(&proxy, &["-v", &small, &big]);
@@ -692,8 +348,8 @@ fn keep_alive_reuses_the_client_and_the_origin_connection() {
 #[test]
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn connect_tunnels_every_byte_both_ways() {
-    let (_echo, echo_port) = start_server(python(PY_ECHO, &[]), "python echo");
-    let proxy = Proxy::start(&["--connect-ports", &format!("443,{echo_port}")]);
+    let (_echo, echo_port) = start_echo(&Net::Loopback);
+    let proxy = start_proxy(&["--connect-ports", &format!("443,{echo_port}")]);
     let data = every_byte(1024); // 256 KiB
     let mut stream = TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect");
     stream
@@ -727,35 +383,12 @@ fn connect_tunnels_every_byte_both_ways() {
     proxy.stop();
 }
 
-/// A fresh self-signed certificate for `origin.test` in a directory of this test's own: `(dir, cert, key)`.
-fn self_signed_cert() -> (PathBuf, PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("smoltalk-proxy-test-{}-tls", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let mut cmd = Command::new("openssl");
-    cmd.args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .args([
-            "-subj",
-            "/CN=origin.test",
-            "-days",
-            "1",
-            "-addext",
-            "subjectAltName=DNS:origin.test",
-        ]);
-    let out = run(cmd);
-    assert!(out.status.success(), "openssl: {}", stderr(&out));
-    (dir, cert, key)
-}
-
 #[test]
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn https_through_a_connect_tunnel_to_a_resolved_name() {
     let (dir, cert, key) = self_signed_cert();
     let (_origin, origin_port) = origin(Some((&cert, &key)));
-    let proxy = Proxy::start(&[
+    let proxy = start_proxy(&[
         "--resolve",
         "origin.test=127.0.0.1",
         "--connect-ports",
@@ -796,7 +429,7 @@ fn https_through_a_connect_tunnel_to_a_resolved_name() {
 #[test]
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn malformed_requests_are_400() {
-    let proxy = Proxy::start(&[]);
+    let proxy = start_proxy(&[]);
     assert_raw_refusal(
         &proxy,
         b"\x01\x02 not http at all\r\n\r\n",
@@ -843,7 +476,7 @@ fn malformed_requests_are_400() {
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn client_not_allowed_is_403() {
     let (_origin, origin_port) = origin(None);
-    let proxy = Proxy::start(&["--allow", "10.9.9.9/32"]);
+    let proxy = start_proxy(&["--allow", "10.9.9.9/32"]);
     let out = curl_ok(
         &proxy,
         &["-i", &format!("http://127.0.0.1:{origin_port}/small")],
@@ -859,7 +492,7 @@ fn client_not_allowed_is_403() {
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn destination_not_allowed_is_403() {
     let (_origin, origin_port) = origin(None);
-    let proxy = Proxy::start_with(
+    let proxy = start_proxy_with(
         &["--allow-dest", "127.0.0.2/32"],
         &["--resolve", "origin.test=127.0.0.1"],
     );
@@ -878,8 +511,8 @@ fn destination_not_allowed_is_403() {
 #[test]
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn connect_to_a_port_not_listed_is_403() {
-    let (_echo, echo_port) = start_server(python(PY_ECHO, &[]), "python echo");
-    let proxy = Proxy::start(&[]); // --connect-ports defaults to 443
+    let (_echo, echo_port) = start_echo(&Net::Loopback);
+    let proxy = start_proxy(&[]); // --connect-ports defaults to 443
     let request =
         format!("CONNECT 127.0.0.1:{echo_port} HTTP/1.1\r\nHost: 127.0.0.1:{echo_port}\r\n\r\n");
     let response = raw_exchange(proxy.port, request.as_bytes());
@@ -891,7 +524,7 @@ fn connect_to_a_port_not_listed_is_403() {
 #[test]
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn half_a_head_times_out_with_408() {
-    let proxy = Proxy::start(&["--timeout", "1"]);
+    let proxy = start_proxy(&["--timeout", "1"]);
     let started = Instant::now();
     assert_raw_refusal(
         &proxy,
@@ -909,7 +542,7 @@ fn half_a_head_times_out_with_408() {
 #[test]
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn request_line_over_8_kib_is_414_and_head_over_8_kib_is_431() {
-    let proxy = Proxy::start(&[]);
+    let proxy = start_proxy(&[]);
     let long_path = "a".repeat(9 * 1024);
     // A whole head, with a request line longer than the proxy takes.
     let request =
@@ -943,7 +576,7 @@ fn request_line_over_8_kib_is_414_and_head_over_8_kib_is_431() {
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn unsupported_method_and_transfer_coding_are_501() {
     let (_origin, origin_port) = origin(None);
-    let proxy = Proxy::start(&[]);
+    let proxy = start_proxy(&[]);
     let out = curl_ok(
         &proxy,
         &[
@@ -973,7 +606,7 @@ fn unsupported_method_and_transfer_coding_are_501() {
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn refused_and_silent_origins_are_502() {
     let (_origin, origin_port) = origin(None);
-    let proxy = Proxy::start(&[]);
+    let proxy = start_proxy(&[]);
     let closed = closed_port();
     let out = curl_ok(&proxy, &["-i", &format!("http://127.0.0.1:{closed}/")]);
     assert_error_page(&out.stdout, "502 Bad Gateway");
@@ -995,7 +628,7 @@ fn refused_and_silent_origins_are_502() {
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn over_the_connection_cap_is_503_and_the_slot_comes_back() {
     let (_origin, origin_port) = origin(None);
-    let proxy = Proxy::start(&["--max-connections", "1"]);
+    let proxy = start_proxy(&["--max-connections", "1"]);
     let url = format!("http://127.0.0.1:{origin_port}/small");
     let held = TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect");
     let out = curl_ok(&proxy, &["-i", &url]);
@@ -1024,7 +657,7 @@ fn over_the_connection_cap_is_503_and_the_slot_comes_back() {
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn an_origin_slower_than_the_timeout_is_504() {
     let (_origin, origin_port) = origin(None);
-    let proxy = Proxy::start(&["--timeout", "1"]);
+    let proxy = start_proxy(&["--timeout", "1"]);
     let started = Instant::now();
     let out = curl_ok(
         &proxy,
@@ -1045,7 +678,7 @@ fn an_origin_slower_than_the_timeout_is_504() {
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn requests_that_would_loop_are_508() {
     let (_origin, origin_port) = origin(None);
-    let proxy = Proxy::start(&[]);
+    let proxy = start_proxy(&[]);
     // The proxy's own address and port.
     let out = curl_ok(&proxy, &["-i", &format!("{}/", proxy.url())]);
     assert_error_page(&out.stdout, "508 Loop Detected");
@@ -1083,7 +716,7 @@ fn requests_that_would_loop_are_508() {
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn bytes_an_origin_sends_past_its_response_never_answer_the_next_request() {
     let (_origin, origin_port) = origin(None);
-    let proxy = Proxy::start(&[]);
+    let proxy = start_proxy(&[]);
     let extra = format!("http://127.0.0.1:{origin_port}/extra");
     let small = format!("http://127.0.0.1:{origin_port}/small");
     // Two requests on one client connection: the second must get its own response from a new origin
@@ -1116,7 +749,7 @@ fn bytes_an_origin_sends_past_its_response_never_answer_the_next_request() {
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn pipelined_requests_and_an_http_1_0_client() {
     let (_origin, origin_port) = origin(None);
-    let proxy = Proxy::start(&[]);
+    let proxy = start_proxy(&[]);
     // Three requests in one write, the last asking to close: three responses in order, then the close.
     let get = |path: &str, last: bool| {
         let close = if last { "Connection: close\r\n" } else { "" };

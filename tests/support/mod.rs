@@ -5,6 +5,8 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+pub mod proxy;
+
 /// The binary under test.
 pub fn smoltalk() -> Command {
     Command::new(env!("CARGO_BIN_EXE_smoltalk"))
@@ -74,6 +76,29 @@ pub fn cannot_run(test: &str, reason: &str) {
     }
     // Straight to the descriptor: libtest captures `eprintln!` of passing tests, and a skip must be seen.
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+}
+
+/// Why network namespaces with TUN/TAP devices cannot be used here, if they cannot.
+pub fn missing_privilege() -> Option<String> {
+    if !smoltalk::netns::is_root() {
+        return Some("needs root to create network namespaces and TUN/TAP devices".into());
+    }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        return Some("/dev/net/tun is missing (modprobe tun)".into());
+    }
+    missing_tool(&["ip", "ping", "python3"])
+}
+
+/// The first of `tools` that is not installed, as a reason to skip.
+pub fn missing_tool(tools: &[&str]) -> Option<String> {
+    for tool in tools {
+        if Command::new(tool).arg("-V").output().is_err()
+            && Command::new(tool).arg("--version").output().is_err()
+        {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    None
 }
 
 /// A free loopback port with nothing listening on it (TCP and UDP), for "connection refused" cases.
