@@ -696,7 +696,7 @@ fn clients_destinations_and_connect_ports_not_allowed_are_403() {
     let out = curl_ok(&proxy, &["-i", &small]);
     assert_error_page(&out.stdout, "403 Forbidden");
     assert!(stdout(&out).contains("Your address may not use this proxy"));
-    proxy.wait_log(&["To 10.0.2.2 Response HTTP/1.1 403 Forbidden"]);
+    proxy.wait_log(&["From 10.0.2.2 Refused 403 Forbidden"]);
     stop_cleanly(proxy);
 
     // A destination outside --allow-dest, by address and by a --resolve name; CONNECT to a port not listed.
@@ -812,7 +812,9 @@ fn over_the_connection_cap_is_503_and_the_slot_comes_back() {
     let out = curl_ok(&proxy, &["-i", &url]);
     assert_error_page(&out.stdout, "503 Service Unavailable");
     assert_eq!(header(&split_head(&out.stdout).0, "retry-after"), Some("1"));
-    proxy.wait_log(&["From 10.0.2.2 Refused 503: all 1 proxy connections are busy"]);
+    proxy.wait_log(&[
+        "From 10.0.2.2 Refused 503 Service Unavailable (all 1 proxy connections are busy)",
+    ]);
     drop(held);
     // Once the held connection is gone, its place serves the next client.
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -19,6 +19,9 @@ pub const PROXY_HEAD_BUFFER: usize = 8 * 1024;
 /// Room for what the proxy adds to a head (`Via`, `Host`, `Connection`).
 const HEAD_GROWTH: usize = 1024;
 
+/// Clients answered 503 at once when every connection is busy (one more gets a reset until one is free).
+const REFUSERS: usize = 4;
+
 /// Body bytes move between sockets through a scratch buffer this big (shared by the whole pool).
 const SCRATCH: usize = 32 * 1024;
 
@@ -30,7 +33,7 @@ pub struct SmoltcpProxy {
 }
 
 impl SmoltcpProxy {
-    /// Adds `connections` pairs of TCP sockets (client, origin) with the node's buffer size, a refuser socket
+    /// Adds `connections` pairs of TCP sockets (client, origin) with the node's buffer size, refuser sockets
     /// and, with `dns_server`, a DNS socket, and starts listening on `port`. The pool and its head buffers
     /// live as long as the process.
     pub fn new(
@@ -59,7 +62,8 @@ impl SmoltcpProxy {
         }
         // Added after every client socket: smoltcp gives a SYN to the first listening socket, so the refuser
         // only gets clients the pool cannot take.
-        let refuser = node.add_tcp_socket();
+        let refusers: Vec<_> = (0..REFUSERS).map(|_| node.add_tcp_socket()).collect();
+        let refusers = Box::leak(refusers.into_boxed_slice());
         let dns = dns_server.map(|server| {
             let queries: Vec<Option<dns::DnsQuery>> = (0..connections).map(|_| None).collect();
             node.sockets
@@ -67,16 +71,8 @@ impl SmoltcpProxy {
         });
         let seed = node.ephemeral_port();
         let pool = Box::leak(pool.into_boxed_slice());
-        let server = ProxyServer::new(
-            &mut node.sockets,
-            port,
-            pool,
-            Some(refuser),
-            dns,
-            timeout,
-            seed,
-        )
-        .map_err(|e| e.to_string())?;
+        let server = ProxyServer::new(&mut node.sockets, port, pool, refusers, dns, timeout, seed)
+            .map_err(|e| e.to_string())?;
         Ok(SmoltcpProxy {
             server,
             policy,

@@ -774,12 +774,21 @@ impl<'a> ProxyConnection<'a> {
     fn answer(&mut self, sockets: &mut SocketSet<'_>, error: ProxyError) {
         self.stats.errors += 1;
         let line = self.exchange.as_ref().map_or("-", |e| e.line.as_str());
-        log::info!(
-            "To {} Response HTTP/1.1 {} {} ({line}: {error})",
-            self.client_ip,
-            error.status(),
-            error.reason()
-        );
+        if error == ProxyError::ClientNotAllowed {
+            log::info!(
+                "From {} Refused {} {}",
+                self.client_ip,
+                error.status(),
+                error.reason()
+            );
+        } else {
+            log::info!(
+                "To {} Response HTTP/1.1 {} {} ({line}: {error})",
+                self.client_ip,
+                error.status(),
+                error.reason()
+            );
+        }
         let started = self.exchange.as_ref().is_some_and(|e| e.response_started);
         self.exchange = None;
         self.kept_origin = None;

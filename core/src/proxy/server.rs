@@ -1,7 +1,7 @@
-//! [`ProxyServer`]: the proxy's fixed pool of [`ProxyConnection`]s, its DNS socket and its refuser.
+//! [`ProxyServer`]: the proxy's fixed pool of [`ProxyConnection`]s, its DNS socket and its refusers.
 //!
 //! Every connection's client socket listens on the proxy's port; smoltcp hands a SYN to the first socket in
-//! the set that listens, so the host adds the connections' sockets first and the *refuser* last. The refuser
+//! the set that listens, so the host adds the connections' sockets first and the *refusers* last. A refuser
 //! only ever gets a client when every connection is busy, and answers it `503` at once: at the cap, a client
 //! learns why instead of seeing its SYN reset.
 
@@ -20,7 +20,7 @@ use super::policy::ProxyPolicy;
 pub struct ProxyServer<'a> {
     port: u16,
     connections: &'a mut [ProxyConnection<'a>],
-    refuser: Option<SocketHandle>,
+    refusers: &'a [SocketHandle],
     dns: Option<SocketHandle>,
     timeout: Duration,
     next_port: u16,
@@ -36,7 +36,7 @@ impl<'a> ProxyServer<'a> {
         sockets: &mut SocketSet<'_>,
         port: u16,
         connections: &'a mut [ProxyConnection<'a>],
-        refuser: Option<SocketHandle>,
+        refusers: &'a [SocketHandle],
         dns: Option<SocketHandle>,
         timeout: Duration,
         port_seed: u16,
@@ -49,7 +49,7 @@ impl<'a> ProxyServer<'a> {
                 .listen(sockets, port)
                 .map_err(ServerError::Listen)?;
         }
-        if let Some(refuser) = refuser {
+        for &refuser in refusers {
             sockets
                 .get_mut::<tcp::Socket>(refuser)
                 .listen(port)
@@ -58,7 +58,7 @@ impl<'a> ProxyServer<'a> {
         Ok(ProxyServer {
             port,
             connections,
-            refuser,
+            refusers,
             dns,
             timeout,
             next_port: 49152 + port_seed % 16384,
@@ -91,13 +91,20 @@ impl<'a> ProxyServer<'a> {
         for connection in self.connections.iter_mut() {
             moved |= connection.poll(sockets, &mut shared, scratch);
         }
-        moved |= self.poll_refuser(sockets, scratch);
+        for index in 0..self.refusers.len() {
+            moved |= self.poll_refuser(index, sockets, scratch);
+        }
         moved
     }
 
     /// The refuser: a client that found every connection busy gets 503 and a close.
-    fn poll_refuser(&mut self, sockets: &mut SocketSet<'_>, scratch: &mut [u8]) -> bool {
-        let Some(handle) = self.refuser else {
+    fn poll_refuser(
+        &mut self,
+        index: usize,
+        sockets: &mut SocketSet<'_>,
+        scratch: &mut [u8],
+    ) -> bool {
+        let Some(&handle) = self.refusers.get(index) else {
             return false;
         };
         let socket = sockets.get_mut::<tcp::Socket>(handle);
@@ -105,7 +112,7 @@ impl<'a> ProxyServer<'a> {
             tcp::State::Established => {
                 self.refused += 1;
                 log::info!(
-                    "From {} Refused 503: all {} proxy connections are busy",
+                    "From {} Refused 503 Service Unavailable (all {} proxy connections are busy)",
                     socket
                         .remote_endpoint()
                         .map_or(smoltcp::wire::IpAddress::v4(0, 0, 0, 0), |e| e.addr),
@@ -152,7 +159,7 @@ impl<'a> ProxyServer<'a> {
         self.connections.iter().map(|c| c.state())
     }
 
-    /// The pool's counters, summed, and how many clients the refuser answered.
+    /// The pool's counters, summed, and how many clients the refusers answered.
     pub fn stats(&self) -> (ProxyStats, u64) {
         let mut total = ProxyStats::default();
         for s in self.connections.iter().map(|c| c.stats()) {
