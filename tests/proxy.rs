@@ -802,3 +802,50 @@ fn pipelined_requests_and_an_http_1_0_client() {
     assert!(seen[3].contains("\r\nVia: 1.0 smoltalk-"), "{}", seen[3]);
     proxy.stop();
 }
+
+/// The classic design (`--thread-per-client`), kept for comparison, serves the same: pages and 1 MiB on a kept
+/// connection, a CONNECT tunnel, and 503 at its cap.
+#[test]
+#[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
+fn the_thread_per_client_design_serves_the_same() {
+    let (_origin, origin_port) = origin(None);
+    let (_echo, echo_port) = start_echo(&Net::Loopback);
+    let proxy = start_proxy(&[
+        "--thread-per-client",
+        "--max-connections",
+        "2",
+        "--connect-ports",
+        &echo_port.to_string(),
+    ]);
+    let small = format!("http://127.0.0.1:{origin_port}/small");
+    let big = format!("http://127.0.0.1:{origin_port}/big");
+    let out = curl_ok(&proxy, &["-v", &small, &big]);
+    assert!(stderr(&out).contains("Re-using existing connection"));
+    let mut expected = SMALL.as_bytes().to_vec();
+    expected.extend(big_body());
+    assert!(out.stdout == expected, "{} bytes", out.stdout.len());
+
+    let data = every_byte(64);
+    let mut request =
+        format!("CONNECT 127.0.0.1:{echo_port} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes();
+    request.extend_from_slice(&data);
+    let mut stream = TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(&request).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let received = read_all(&mut stream);
+    let (head, echoed) = split_head(&received);
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(echoed == data, "the tunnel changed bytes");
+
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect"))
+        .collect();
+    // Accepted in the order they connected: the held two first, so curl finds the cap reached.
+    let out = curl_ok(&proxy, &["-i", &small]);
+    assert_error_page(&out.stdout, "503 Service Unavailable");
+    drop(held);
+    proxy.stop();
+}
