@@ -812,8 +812,6 @@ fn the_thread_per_client_design_serves_the_same() {
     let (_echo, echo_port) = start_echo(&Net::Loopback);
     let proxy = start_proxy(&[
         "--thread-per-client",
-        "--max-connections",
-        "2",
         "--connect-ports",
         &echo_port.to_string(),
     ]);
@@ -840,10 +838,11 @@ fn the_thread_per_client_design_serves_the_same() {
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
     assert!(echoed == data, "the tunnel changed bytes");
 
-    let held: Vec<TcpStream> = (0..2)
-        .map(|_| TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect"))
-        .collect();
-    // Accepted in the order they connected: the held two first, so curl finds the cap reached.
+    proxy.stop();
+
+    // A fresh proxy, so no earlier connection still holds a place: one held connection fills the cap.
+    let proxy = start_proxy(&["--thread-per-client", "--max-connections", "1"]);
+    let held = TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect");
     let out = curl_ok(&proxy, &["-i", &small]);
     assert_error_page(&out.stdout, "503 Service Unavailable");
     drop(held);
