@@ -123,6 +123,7 @@ impl KernelProxy {
 
     /// Serves clients until the event loop fails.
     pub fn serve(self) -> Result<(), KernelError> {
+        raise_descriptor_limit(self.rules.max_connections);
         let fail = |what: &str, e: io::Error| KernelError(format!("{what}: {e}"));
         let poll = Poll::new().map_err(|e| fail("cannot create the event loop", e))?;
         let waker = Arc::new(
@@ -673,6 +674,7 @@ impl Connection {
                 && !u.eof
                 && u.host.eq_ignore_ascii_case(&request.host)
                 && u.port == request.port
+                && is_idle(&u.stream)
         });
         let (host, port) = (request.host.clone(), request.port);
         self.request = Some(request);
@@ -1249,6 +1251,40 @@ impl Connection {
         match ctx.now >= self.deadline {
             true => Ok(None),
             false => Ok(Some(false)),
+        }
+    }
+}
+
+/// Whether a kept origin connection is still open and silent (an origin that closed it while it idled, or
+/// sent anything unasked, cannot carry the next request).
+fn is_idle(stream: &TcpStream) -> bool {
+    matches!(stream.peek(&mut [0u8; 1]), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// Raises the soft limit on open descriptors to the hard one: each client costs two (three with a pipe), and
+/// the usual soft limit of 1024 is below what `--max-connections` allows.
+fn raise_descriptor_limit(max_connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            let needed = (max_connections as u64)
+                .saturating_mul(4)
+                .saturating_add(64);
+            if limit.rlim_cur < needed {
+                log::warn!(
+                    "only {} open files allowed: fewer than --max-connections {max_connections} clients may be served",
+                    limit.rlim_cur
+                );
+            }
         }
     }
 }
