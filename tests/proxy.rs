@@ -1,7 +1,7 @@
 //! The kernel-stack HTTP forward proxy (`smoltalk proxy`), end to end: curl as the client, small Python
 //! programs as origins (HTTP, HTTPS and a plain TCP echo), and raw sockets where curl would not send what a
 //! test needs. Everything stays on loopback: every proxy runs with `--allow-dest 127.0.0.0/8`, origins listen on
-//! 127.0.0.1, and no test asks the proxy for a name it would have to look up (names come from `--resolve`).
+//! 127.0.0.1, and every proxy runs with `--no-dns`, so no name is ever looked up (names come from `--resolve`).
 //! Each test starts its own proxy and origins on port 0, so the tests run in parallel.
 
 mod support;
@@ -22,7 +22,10 @@ fn start_proxy(extra: &[&str]) -> Proxy {
 
 fn start_proxy_with(dest: &[&str], extra: &[&str]) -> Proxy {
     let mut cmd = smoltalk();
-    cmd.args(["proxy", "--port", "0"]).args(dest).args(extra);
+    // --no-dns: whatever a test sends, the proxy never asks a DNS server (names come from --resolve).
+    cmd.args(["proxy", "--port", "0", "--no-dns"])
+        .args(dest)
+        .args(extra);
     Proxy::start(cmd, "127.0.0.1", Net::Loopback)
 }
 
