@@ -621,6 +621,11 @@ fn refused_and_silent_origins_are_502() {
     );
     assert_error_page(&out.stdout, "502 Bad Gateway");
     assert!(stdout(&out).contains("closed the connection before its response was complete"));
+
+    // A name outside --resolve, with --no-dns: no query leaves, the answer is 502.
+    let out = curl_ok(&proxy, &["-i", "http://nowhere.test/"]);
+    assert_error_page(&out.stdout, "502 Bad Gateway");
+    assert!(stdout(&out).contains("name does not resolve"));
     proxy.wait_log(&[&format!(
         "Response HTTP/1.1 502 Bad Gateway (GET http://127.0.0.1:{closed}/ HTTP/1.1"
     )]);
