@@ -436,6 +436,7 @@ impl<'a> ProxyConnection<'a> {
             })?;
         upstream.set_timeout(Some(PEER_TIMEOUT));
         upstream.set_keep_alive(Some(KEEP_ALIVE));
+        upstream.set_nagle_enabled(false);
         self.state = ConnectionState::Connecting;
         Ok(true)
     }
@@ -884,6 +885,9 @@ impl<'a> ProxyConnection<'a> {
         let client = sockets.get_mut::<tcp::Socket>(self.client);
         client.set_timeout(Some(PEER_TIMEOUT));
         client.set_keep_alive(Some(KEEP_ALIVE));
+        // The proxy writes whole heads and body pieces; Nagle would hold a response's last short segment
+        // until the client's delayed ACK (about 40 ms on Linux) for every response.
+        client.set_nagle_enabled(false);
         client.listen(port)?;
         self.port = port;
         self.state = ConnectionState::Listening;
