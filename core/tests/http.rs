@@ -1076,15 +1076,16 @@ fn upstream_request_host_first_and_origin_form_host_as_sent() {
 
 #[test]
 fn upstream_request_via_names_the_client_version() {
-    // HTTP/1.0 client: the request line goes on as 1.1, Via records the 1.0 hop.
+    // HTTP/1.0 client: the request goes on as 1.0 (so no chunked answer reaches it), Via records the 1.0 hop,
+    // and a kept connection says so, as 1.0 requires.
     let buf = b"GET http://h/p HTTP/1.0\r\nConnection: keep-alive\r\nAccept: a\r\n\r\n";
     assert_eq!(
         upstream(buf, true),
-        "GET /p HTTP/1.1\r\nHost: h\r\nAccept: a\r\nVia: 1.0 smoltalk\r\n\r\n"
+        "GET /p HTTP/1.0\r\nHost: h\r\nAccept: a\r\nVia: 1.0 smoltalk\r\nConnection: keep-alive\r\n\r\n"
     );
     assert_eq!(
         upstream(b"GET http://h/p HTTP/1.0\r\n\r\n", false),
-        "GET /p HTTP/1.1\r\nHost: h\r\nVia: 1.0 smoltalk\r\nConnection: close\r\n\r\n"
+        "GET /p HTTP/1.0\r\nHost: h\r\nVia: 1.0 smoltalk\r\nConnection: close\r\n\r\n"
     );
 }
 
@@ -1169,12 +1170,13 @@ fn upstream_request_parses_back() {
         b"POST /p HTTP/1.1\r\nHost: h:81\r\nContent-Length: 5\r\n\r\n",
     ] {
         let text = upstream(whole, false);
-        let (authority, path, method, framing) = with_request(whole, |h| {
+        let (authority, path, method, framing, minor_version) = with_request(whole, |h| {
             (
                 h.target.authority().to_string(),
                 h.target.path().to_string(),
                 h.method,
                 h.framing,
+                h.minor_version,
             )
         });
         with_request(text.as_bytes(), |again| {
@@ -1188,7 +1190,7 @@ fn upstream_request_parses_back() {
             assert_eq!(again.target.path(), expected_path);
             assert_eq!(again.method, method);
             assert_eq!(again.framing, framing);
-            assert_eq!(again.minor_version, 1);
+            assert_eq!(again.minor_version, minor_version);
             assert!(!again.keep_alive);
             assert!(again.came_through(PSEUDONYM));
         });
@@ -1411,15 +1413,16 @@ fn interim_responses() {
             assert_eq!(h.framing, BodyFraming::None);
         },
     );
-    // 101 ends HTTP on the connection: not interim, not kept.
-    with_response(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
-        Method::Get,
-        |h| {
-            assert!(!h.is_interim());
-            assert_eq!(h.framing, BodyFraming::None);
-            assert!(!h.keep_alive);
-        },
+    // 101 would end HTTP on the connection, and the proxy never asks for it (it drops `Upgrade`): refused.
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    assert_eq!(
+        ResponseHead::parse(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            &mut headers,
+            Method::Get
+        )
+        .err(),
+        Some(ProxyError::BadOriginResponse)
     );
     with_response(
         b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",

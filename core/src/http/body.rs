@@ -43,6 +43,8 @@ enum ChunkState {
     SizeLine { size: u64 },
     /// After the size, spaces before an extension or the line end.
     SizeSpace { size: u64 },
+    /// The CR of the size line; its LF must follow.
+    SizeCr { size: u64 },
     /// Inside a chunk's data.
     Data { remaining: u64 },
     /// After a chunk's data: its CRLF.
@@ -193,13 +195,21 @@ fn step(state: ChunkState, byte: u8) -> Result<Option<ChunkState>, BadChunk> {
         (ChunkState::Size { size, .. } | ChunkState::SizeSpace { size }, b' ' | b'\t') => {
             ChunkState::SizeSpace { size }
         }
-        (ChunkState::Size { size, .. } | ChunkState::SizeSpace { size }, b';' | b'\r') => {
+        (ChunkState::Size { size, .. } | ChunkState::SizeSpace { size }, b';') => {
             ChunkState::SizeLine { size }
         }
+        // A CR ends the size line only with its LF: a bare CR is where two parsers would disagree.
         (
             ChunkState::Size { size, .. }
             | ChunkState::SizeSpace { size }
             | ChunkState::SizeLine { size },
+            b'\r',
+        ) => ChunkState::SizeCr { size },
+        (
+            ChunkState::Size { size, .. }
+            | ChunkState::SizeSpace { size }
+            | ChunkState::SizeLine { size }
+            | ChunkState::SizeCr { size },
             b'\n',
         ) => match size {
             0 => ChunkState::TrailerStart { seen_cr: false },
@@ -207,11 +217,11 @@ fn step(state: ChunkState, byte: u8) -> Result<Option<ChunkState>, BadChunk> {
         },
         (ChunkState::Size { .. } | ChunkState::SizeSpace { .. }, _) => return Err(BadChunk),
         (ChunkState::SizeLine { .. }, b)
-            if b == b'\t' || (b' '..=b'~').contains(&b) || b == b'\r' || b >= 0x80 =>
+            if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 =>
         {
             state
         }
-        (ChunkState::SizeLine { .. }, _) => return Err(BadChunk),
+        (ChunkState::SizeLine { .. } | ChunkState::SizeCr { .. }, _) => return Err(BadChunk),
         (ChunkState::DataEnd { seen_cr: false }, b'\r') => ChunkState::DataEnd { seen_cr: true },
         (ChunkState::DataEnd { .. }, b'\n') => ChunkState::Size { size: 0, digits: 0 },
         (ChunkState::DataEnd { .. }, _) => return Err(BadChunk),

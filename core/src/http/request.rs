@@ -215,7 +215,7 @@ impl<'h, 'b> RequestHead<'h, 'b> {
         };
         let headers: &'h [Header<'b>] = request.headers;
         let method = Method::from_token(method).ok_or(ProxyError::UnsupportedMethod)?;
-        let target = parse_target(method, raw_target, headers, minor_version)?;
+        let target = parse_target(method, raw_target, headers)?;
         let framing = request_framing(method, headers)?;
         // HTTP/1.0 has no transfer codings: a 1.0 request that names one is framed by something other than
         // what the origin will read (RFC 9112 §6.1).
@@ -332,7 +332,6 @@ fn parse_target<'b>(
     method: Method,
     raw: &'b str,
     headers: &[Header<'b>],
-    minor_version: u8,
 ) -> Result<RequestTarget<'b>, ProxyError> {
     if method == Method::Connect {
         return Authority::parse(raw, None).map(RequestTarget::Authority);
@@ -367,7 +366,6 @@ fn parse_target<'b>(
             .filter(|h| h.name.eq_ignore_ascii_case("host"));
         let (Some(host), None) = (hosts.next(), hosts.next()) else {
             // HTTP/1.0 allowed no Host, but a proxy cannot know where to go without one.
-            let _ = minor_version;
             return Err(ProxyError::BadTarget);
         };
         let host =

@@ -30,7 +30,8 @@ pub struct ResponseHead<'h, 'b> {
 
 impl<'h, 'b> ResponseHead<'h, 'b> {
     /// Parses the start of `buf` as the response to a `method` request. `Ok(None)` means the head is not whole
-    /// yet. A head that is not HTTP, or whose framing is contradictory, is [`ProxyError::BadOriginResponse`].
+    /// yet. A head that is not HTTP, whose framing is contradictory, or that switches protocols (101) is
+    /// [`ProxyError::BadOriginResponse`].
     pub fn parse(
         buf: &'b [u8],
         headers: &'h mut [Header<'b>],
@@ -45,6 +46,11 @@ impl<'h, 'b> ResponseHead<'h, 'b> {
         let (Some(code), Some(minor_version)) = (response.code, response.version) else {
             return Err(ProxyError::BadOriginResponse);
         };
+        // The proxy never forwards `Upgrade`, so an origin that switches protocols answers a question nobody
+        // asked, and what follows on the connection would not be HTTP.
+        if code == 101 {
+            return Err(ProxyError::BadOriginResponse);
+        }
         let reason = response.reason.unwrap_or("");
         let headers: &'h [Header<'b>] = response.headers;
         let framing =

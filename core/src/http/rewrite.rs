@@ -75,8 +75,9 @@ impl fmt::Write for HeadWriter<'_> {
     }
 }
 
-/// Writes the request head to send the origin: origin-form, `Host` first, end-to-end headers in order, then
-/// `Via: 1.x <pseudonym>` and, unless `keep_alive`, `Connection: close`.
+/// Writes the request head to send the origin: origin-form in the client's HTTP version, `Host` first,
+/// end-to-end headers in order, then `Via: 1.x <pseudonym>` and the connection's fate (`Connection: close`
+/// unless `keep_alive`; `Connection: keep-alive` for an HTTP/1.0 request that keeps it).
 pub fn upstream_request(
     head: &RequestHead<'_, '_>,
     pseudonym: &str,
@@ -86,7 +87,14 @@ pub fn upstream_request(
     use fmt::Write;
     let path = head.target.path();
     let slash = if path.starts_with('?') { "/" } else { "" };
-    write!(out, "{} {slash}{path} HTTP/1.1\r\n", head.method.as_str())?;
+    // An HTTP/1.0 client's request goes on as HTTP/1.0, so the origin answers in a framing that client can
+    // read (a chunked body would reach it as garbage).
+    write!(
+        out,
+        "{} {slash}{path} HTTP/1.{}\r\n",
+        head.method.as_str(),
+        head.minor_version.min(1)
+    )?;
     match head.target {
         RequestTarget::Origin { .. } => {
             if let Some(host) = head.header("host") {
@@ -110,8 +118,10 @@ pub fn upstream_request(
     }
     end_to_end_headers(head.headers, &["host"], out)?;
     write!(out, "Via: 1.{} {pseudonym}\r\n", head.minor_version)?;
-    if !keep_alive {
-        out.push(b"Connection: close\r\n")?;
+    match (keep_alive, head.minor_version) {
+        (false, _) => out.push(b"Connection: close\r\n")?,
+        (true, 0) => out.push(b"Connection: keep-alive\r\n")?,
+        (true, _) => {}
     }
     out.push(b"\r\n")
 }

@@ -242,8 +242,12 @@ impl<'a> ProxyConnection<'a> {
         shared: &mut Shared<'_, '_>,
     ) -> Result<bool, ProxyError> {
         let client = sockets.get_mut::<tcp::Socket>(self.client);
-        if client.state() != tcp::State::Established {
-            return Ok(false);
+        match client.state() {
+            tcp::State::Listen | tcp::State::SynReceived => return Ok(false),
+            // A client may have sent its request and its FIN before this poll: serve it all the same.
+            tcp::State::Established | tcp::State::CloseWait => {}
+            // A handshake that timed out, or a connection reset before it was served: listen again.
+            _ => return Ok(self.listen_again(sockets)),
         }
         self.stats.accepted += 1;
         self.client_ip = match client.remote_endpoint() {
@@ -414,7 +418,8 @@ impl<'a> ProxyConnection<'a> {
         let upstream = sockets.get_mut::<tcp::Socket>(self.upstream);
         let reusable = self.kept_origin.take().is_some_and(|(host, port)| {
             host.eq_ignore_ascii_case(&exchange.host) && port == exchange.port
-        }) && upstream.state() == tcp::State::Established
+        }) && exchange.method != Method::Connect
+            && upstream.state() == tcp::State::Established
             && upstream.recv_queue() == 0;
         if reusable {
             self.state = ConnectionState::Connecting;
@@ -860,6 +865,12 @@ impl<'a> ProxyConnection<'a> {
 
     /// Puts the client socket back into `Listen` on the proxy's port.
     fn listen_again(&mut self, sockets: &mut SocketSet<'_>) -> bool {
+        // An origin connection is never handed from one client to the next.
+        self.kept_origin = None;
+        let upstream = sockets.get_mut::<tcp::Socket>(self.upstream);
+        if upstream.is_open() {
+            upstream.abort();
+        }
         let client = sockets.get_mut::<tcp::Socket>(self.client);
         if client.is_open() {
             client.abort();

@@ -4,7 +4,8 @@ use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 
 use crate::http::ProxyError;
 
-/// The proxy's rules, borrowed from the host's configuration. Empty lists allow everything.
+/// The proxy's rules, borrowed from the host's configuration. Empty client and destination lists allow every
+/// address; an empty `connect_ports` allows no tunnel.
 #[derive(Debug, Clone, Copy)]
 pub struct ProxyPolicy<'a> {
     /// Clients that may connect (`--allow`); empty: any client that reaches the proxy's address.

@@ -28,8 +28,8 @@ pub struct ProxyServer<'a> {
 }
 
 impl<'a> ProxyServer<'a> {
-    /// A proxy on `port` over `connections` (their client sockets start listening), with an optional refuser
-    /// socket (answers 503 at the cap) and DNS socket (without one, only `--resolve` names and literals work).
+    /// A proxy on `port` over `connections` (their client sockets start listening), with refuser sockets
+    /// (each answers one client 503 at a time when the pool is full) and an optional DNS socket (without one, only `--resolve` names and literals work).
     /// `timeout` bounds the wait for a client's head and for an origin; `port_seed` picks the first local
     /// port for origin connections (make it random).
     pub fn new(
@@ -50,6 +50,10 @@ impl<'a> ProxyServer<'a> {
                 .map_err(ServerError::Listen)?;
         }
         for &refuser in refusers {
+            // A refused client that never sends its FIN must not hold the refuser for ever.
+            sockets
+                .get_mut::<tcp::Socket>(refuser)
+                .set_timeout(Some(crate::tcp_server::PEER_TIMEOUT));
             sockets
                 .get_mut::<tcp::Socket>(refuser)
                 .listen(port)
@@ -109,7 +113,8 @@ impl<'a> ProxyServer<'a> {
         };
         let socket = sockets.get_mut::<tcp::Socket>(handle);
         match socket.state() {
-            tcp::State::Established => {
+            // Also a client that already sent its FIN: it still reads the answer.
+            tcp::State::Established | tcp::State::CloseWait => {
                 self.refused += 1;
                 log::info!(
                     "From {} Refused 503 Service Unavailable (all {} proxy connections are busy)",
@@ -121,10 +126,6 @@ impl<'a> ProxyServer<'a> {
                 let mut page = HeadWriter::new(scratch);
                 let _ = ProxyError::AtCapacity.write_response(&mut page);
                 let _ = socket.send_slice(page.as_bytes());
-                socket.close();
-                true
-            }
-            tcp::State::CloseWait => {
                 socket.close();
                 true
             }
