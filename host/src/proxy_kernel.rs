@@ -152,6 +152,7 @@ impl KernelProxy {
             free: Vec::new(),
             serving: 0,
             refusing: 0,
+            accept_blocked: false,
             resolved,
             next_generation: 0,
         };
@@ -223,6 +224,8 @@ struct EventLoop {
     free: Vec<usize>,
     serving: usize,
     refusing: usize,
+    /// `accept` failed for want of descriptors: try again without waiting for a new client.
+    accept_blocked: bool,
     resolved: Receiver<Resolved>,
     next_generation: u64,
 }
@@ -247,6 +250,9 @@ impl EventLoop {
             }
             if self.ctx.now.duration_since(last_sweep) >= SWEEP {
                 last_sweep = self.ctx.now;
+                if self.accept_blocked {
+                    self.accept();
+                }
                 for slot in 0..self.connections.len() {
                     let due = self.connections[slot]
                         .as_ref()
@@ -265,12 +271,16 @@ impl EventLoop {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    // Out of descriptors, or a client gone before the accept: not the proxy's end.
+                    // Out of descriptors: the clients still queued are not reported again until a new one
+                    // arrives, so the sweep tries again (every 100 ms) until an accept succeeds.
                     log::warn!("accept failed: {e}");
+                    self.accept_blocked = true;
                     return;
                 }
             };
+            self.accept_blocked = false;
             let _ = stream.set_nodelay(true);
             let refusal = match self
                 .ctx
@@ -500,6 +510,8 @@ struct Connection {
     upstream: Option<Upstream>,
     request: Option<Request>,
     response: ResponseStage,
+    /// Whether the request head has gone to the origin whole (the response can only follow it).
+    head_flushed: bool,
     response_started: bool,
     /// Whether the client connection is kept after this response.
     keep_alive: bool,
@@ -535,6 +547,7 @@ impl Connection {
             upstream: None,
             request: None,
             response: ResponseStage::Done,
+            head_flushed: false,
             response_started: false,
             keep_alive: false,
             addrs: VecDeque::new(),
@@ -645,13 +658,15 @@ impl Connection {
             }
             None => {}
         }
+        if self.client_eof {
+            // The client closed its side: the end of a kept connection, or half a head.
+            return match self.inbound.is_empty() {
+                true => Ok(None),
+                false => Err(ProxyError::MalformedHead.into()),
+            };
+        }
         if self.read_client(HEAD_BUFFER, &mut ctx.scratch)? {
-            if self.client_eof && self.inbound.is_empty() {
-                return Ok(None);
-            }
-            if self.client_eof {
-                return Err(ProxyError::MalformedHead.into());
-            }
+            // Parse what came (a whole request may have come with the client's FIN) before judging the end.
             return Ok(Some(true));
         }
         if ctx.now >= self.deadline {
@@ -670,7 +685,8 @@ impl Connection {
         self.response = ResponseStage::Head;
         self.deadline = ctx.now + ctx.rules.timeout;
         let kept = self.upstream.as_ref().is_some_and(|u| {
-            u.connected
+            request.method != Method::Connect
+                && u.connected
                 && !u.eof
                 && u.host.eq_ignore_ascii_case(&request.host)
                 && u.port == request.port
@@ -715,13 +731,7 @@ impl Connection {
             return Err(ProxyError::OriginUnresolvable.into());
         }
         let own = ctx.own;
-        let is_self = |a: &SocketAddr| {
-            a.port() == own.port()
-                && (a.ip() == own.ip()
-                    || a.ip().is_loopback()
-                    || a.ip().is_unspecified()
-                    || own.ip().is_unspecified())
-        };
+        let is_self = |a: &SocketAddr| is_proxy_itself(*a, own);
         if addrs.iter().any(is_self) {
             return Err(ProxyError::Loop.into());
         }
@@ -814,6 +824,7 @@ impl Connection {
         }
         self.to_upstream = Outgoing::default();
         self.to_upstream.push(&request.head);
+        self.head_flushed = false;
         self.outbound.clear();
         self.stage = Stage::Exchanging;
         Ok(true)
@@ -847,7 +858,7 @@ impl Connection {
         } else if ctx.now >= self.deadline {
             return match self.response_started {
                 false => Err(ProxyError::OriginTimeout.into()),
-                true => Err(Failure::Close("origin timed out mid-response")),
+                true => Err(Failure::Close("no progress mid-response")),
             };
         }
         Ok(Some(moved))
@@ -923,8 +934,10 @@ impl Connection {
             match self.response {
                 ResponseStage::Done => return Ok(moved),
                 ResponseStage::Head => {
-                    if !self.to_upstream.is_empty() && self.outbound.is_empty() {
-                        // The origin cannot answer a head it has not had whole.
+                    // The origin cannot answer a head it has not had whole. After that, its answer is read even
+                    // while the body is still on its way (an early 413 must not wait behind the upload).
+                    self.head_flushed |= self.to_upstream.is_empty();
+                    if !self.head_flushed && self.outbound.is_empty() {
                         return Ok(moved);
                     }
                     if !self.parse_response_head(ctx)?
@@ -1253,6 +1266,21 @@ impl Connection {
             false => Ok(Some(false)),
         }
     }
+}
+
+/// Whether `addr` is the proxy's own listening address: the same port, and the bound address, or (bound to
+/// every address) any address of this machine. A v4-mapped IPv6 address counts as its IPv4 address.
+pub(crate) fn is_proxy_itself(addr: SocketAddr, own: SocketAddr) -> bool {
+    if addr.port() != own.port() {
+        return false;
+    }
+    let ip = v4_of(addr.ip()).map_or(addr.ip(), IpAddr::V4);
+    let own_ip = v4_of(own.ip()).map_or(own.ip(), IpAddr::V4);
+    if ip == own_ip || ip.is_unspecified() {
+        return true;
+    }
+    // Bound to every address: an address is this machine's if a socket can be bound to it.
+    own_ip.is_unspecified() && std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 /// Whether a kept origin connection is still open and silent (an origin that closed it while it idled, or

@@ -34,6 +34,7 @@ use smoltalk_core::http::{
 use smoltalk_core::proxy::ProxyPolicy;
 
 use crate::kernel::KernelError;
+pub use crate::proxy_kernel::ProxyRules;
 
 /// The largest request or response head the proxy takes (longer: 414/431 or 502).
 pub const HEAD_BUFFER: usize = 8 * 1024;
@@ -52,17 +53,6 @@ const LISTEN_BACKLOG: libc::c_int = 4096;
 
 /// The stack of a client thread: its buffers are on the heap, and the thread needs little else.
 const THREAD_STACK: usize = 128 * 1024;
-
-/// The proxy's rules and limits, shared by every client thread.
-#[derive(Debug)]
-pub struct ProxyRules {
-    /// Who may connect, where to, which CONNECT ports, static names, and the `Via` pseudonym.
-    pub policy: ProxyPolicy<'static>,
-    /// The most client connections served at once (more are answered 503).
-    pub max_connections: usize,
-    /// How long a client has to send a head, an origin to accept or answer, before 408 or 504.
-    pub timeout: Duration,
-}
 
 /// The kernel-stack proxy: a listening socket and its rules.
 #[derive(Debug)]
@@ -509,7 +499,11 @@ impl<'s> ClientSession<'s> {
     /// to the first address that accepts. Returns whether the connection is new.
     fn origin(&mut self, request: &Request) -> Result<bool, ProxyError> {
         if let Some(upstream) = &self.upstream {
-            if upstream.host.eq_ignore_ascii_case(&request.host) && upstream.port == request.port {
+            if request.method != Method::Connect
+                && upstream.host.eq_ignore_ascii_case(&request.host)
+                && upstream.port == request.port
+                && is_idle(&upstream.stream)
+            {
                 return Ok(false);
             }
         }
@@ -545,6 +539,9 @@ impl<'s> ClientSession<'s> {
             Some(v4) => vec![SocketAddr::new(IpAddr::V4(v4), port)],
             None => match host.parse::<IpAddr>() {
                 Ok(ip) => vec![SocketAddr::new(ip, port)],
+                Err(_) if !self.shared.rules.system_dns => {
+                    return Err(ProxyError::OriginUnresolvable)
+                }
                 Err(_) => (host, port)
                     .to_socket_addrs()
                     .map_err(|_| ProxyError::OriginUnresolvable)?
@@ -572,12 +569,7 @@ impl<'s> ClientSession<'s> {
 
     /// Whether `addr` is the proxy itself.
     fn is_self(&self, addr: SocketAddr) -> bool {
-        let own = self.shared.own;
-        addr.port() == own.port()
-            && (addr.ip() == own.ip()
-                || addr.ip().is_loopback()
-                || addr.ip().is_unspecified()
-                || own.ip().is_unspecified())
+        crate::proxy_kernel::is_proxy_itself(addr, self.shared.own)
     }
 
     /// Sends the rewritten request head (and, for a fresh request, sets the origin's read timeout).
@@ -820,6 +812,16 @@ fn copy_until_closed(from: &mut TcpStream, to: &mut TcpStream, buf: &mut [u8]) {
         }
     }
     let _ = to.shutdown(Shutdown::Write);
+}
+
+/// Whether a kept origin connection is still open and silent (the origin may have closed it while it idled).
+fn is_idle(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let idle =
+        matches!(stream.peek(&mut [0u8; 1]), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock);
+    stream.set_nonblocking(false).is_ok() && idle
 }
 
 fn is_timeout(e: &io::Error) -> bool {
