@@ -803,7 +803,7 @@ fn pipelined_requests_and_an_http_1_0_client() {
     let seen = seen(origin_port);
     assert_eq!(seen.len(), 4, "{seen:?}");
     assert!(
-        seen[3].contains("\r\nGET /small HTTP/1.1\r\n"),
+        seen[3].contains("\r\nGET /small HTTP/1.0\r\n"),
         "{}",
         seen[3]
     );

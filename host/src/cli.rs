@@ -164,7 +164,8 @@ pub struct ProxyArgs {
     /// Port to listen on (0: any free port, kernel stack only).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Clients allowed to use the proxy (repeatable); others get 403. Default: any client that reaches it.
+    /// Clients allowed to use the proxy (repeatable); others get 403. Default: any client that reaches it on
+    /// the kernel stack (which binds 127.0.0.1 by default), the device's subnet (--ip) on smoltcp.
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr_or_address)]
     pub allow: Vec<Ipv4Cidr>,
     /// Addresses the proxy may connect to after resolving (repeatable); others get 403. Default: any.
@@ -192,8 +193,8 @@ pub struct ProxyArgs {
     /// Default: the --gateway.
     #[arg(long, value_name = "IP")]
     pub dns: Option<Ipv4Addr>,
-    /// Never send a DNS query: names outside --resolve (and address literals) are answered 502. For tests and
-    /// labs that must not reach beyond the machine.
+    /// Never send a DNS query: only --resolve names and address literals are served, any other name is
+    /// answered 502. For tests and labs that must not reach beyond the machine.
     #[arg(long)]
     pub no_dns: bool,
     /// Kernel stack: the classic lab design, one thread per client, instead of the event loop (for
@@ -431,8 +432,14 @@ fn proxy_policy(args: &ProxyArgs) -> ProxyPolicy<'static> {
         .iter()
         .map(|(host, ip)| (&*Box::leak(host.clone().into_boxed_str()), *ip))
         .collect();
+    // On smoltcp there is no --bind: by default only the device's own subnet may use the proxy, so it is no
+    // more open than the kernel stack's 127.0.0.1.
+    let allow = match (args.allow.is_empty(), device_kind(args.stack.stack)) {
+        (true, Some(_)) => vec![args.stack.ip.network()],
+        _ => args.allow.clone(),
+    };
     ProxyPolicy {
-        allow_clients: Box::leak(args.allow.clone().into_boxed_slice()),
+        allow_clients: Box::leak(allow.into_boxed_slice()),
         allow_destinations: Box::leak(args.allow_dest.clone().into_boxed_slice()),
         connect_ports: Box::leak(args.connect_ports.clone().into_boxed_slice()),
         static_names: Box::leak(names.into_boxed_slice()),
@@ -447,10 +454,11 @@ fn proxy(args: ProxyArgs) -> Result<(), String> {
     let timeout = StdDuration::from_secs_f64(args.timeout);
     match device_kind(args.stack.stack) {
         None if args.thread_per_client => {
-            let rules = crate::proxy_threads::ProxyRules {
+            let rules = ProxyRules {
                 policy,
                 max_connections: args.max_connections.unwrap_or(1024) as usize,
                 timeout,
+                system_dns: !args.no_dns,
             };
             let proxy = crate::proxy_threads::KernelProxy::bind(
                 SocketAddr::new(args.bind, args.port),

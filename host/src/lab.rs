@@ -38,6 +38,11 @@ pub struct LinkFaults {
     pub drop_outbound: bool,
     /// The next this many frames from this node are lost.
     pub drop_next_outbound: u32,
+    /// Every this-many-th frame from this node is lost (0: none), a steady loss rate that spares no phase of
+    /// a connection in particular.
+    pub drop_every_outbound: u32,
+    /// Frames sent since these faults were set (counts for `drop_every_outbound`).
+    pub sent: u32,
 }
 
 /// A node's attachment to the lab's segment.
@@ -171,7 +176,10 @@ impl Lab {
                 self.link.bytes += frame.len() as u64;
                 delivered = true;
                 let faults = &mut self.members[from].faults;
-                if faults.drop_outbound || faults.drop_next_outbound > 0 {
+                faults.sent = faults.sent.wrapping_add(1);
+                let periodic = faults.drop_every_outbound > 0
+                    && faults.sent.is_multiple_of(faults.drop_every_outbound);
+                if faults.drop_outbound || faults.drop_next_outbound > 0 || periodic {
                     faults.drop_next_outbound = faults.drop_next_outbound.saturating_sub(1);
                     self.link.dropped += 1;
                     continue;
