@@ -402,3 +402,47 @@ mod proxy {
         let _ = ConnectionState::Listening;
     }
 }
+
+mod proxy_pool {
+    use smoltalk::lab_proxy::{LabFetch, LabRequest, ProxyLab, ORIGIN_NAME};
+    use smoltalk::network::Network;
+
+    /// With a pool of one, a client that resets right after its handshake and one that sends its request
+    /// and its FIN at once must each leave the connection free for the next: a lost slot would answer 503.
+    #[test]
+    fn clients_that_reset_or_half_close_at_once_never_cost_the_connection() {
+        let mut lab = ProxyLab::new(1).unwrap();
+        let page = format!("http://{ORIGIN_NAME}/");
+        let client = lab.client;
+        let now = lab.lab.now();
+        let mut holders = vec![LabFetch::new(lab.lab.node(client), Vec::new(), now)];
+        lab.run_until(
+            |lab, holders: &mut Vec<LabFetch>| {
+                let now = lab.now();
+                let moved = holders[0].step(lab.node(client), now);
+                (moved, holders[0].connected)
+            },
+            &mut holders,
+        )
+        .unwrap();
+        holders[0].reset(lab.lab.node(client));
+        lab.settle().unwrap();
+        assert_eq!(
+            lab.proxy.busy(),
+            0,
+            "the reset client still holds the connection"
+        );
+
+        for round in 0..3 {
+            let now = lab.lab.now();
+            let raw = format!("GET {page} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes();
+            let fetch = LabFetch::raw(lab.lab.node(client), raw, vec![LabRequest::get(&page)], now)
+                .half_closing();
+            let done = lab.run_fetches(vec![fetch]).unwrap();
+            assert_eq!(done[0].failure, None, "round {round}");
+            assert_eq!(done[0].responses[0].status, 200, "round {round}");
+        }
+        let next = lab.fetch(vec![vec![LabRequest::get(&page)]]).unwrap();
+        assert_eq!(next[0].responses[0].status, 200);
+    }
+}

@@ -856,3 +856,24 @@ fn the_thread_per_client_design_serves_the_same() {
     drop(held);
     proxy.stop();
 }
+
+/// A client that sends its request and closes its sending side at once (`nc -N`, `shutdown(SHUT_WR)`) still
+/// gets its response: the request is parsed before the end of the stream is judged.
+#[test]
+#[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
+fn a_request_followed_at_once_by_the_clients_fin_is_answered() {
+    let (_origin, origin_port) = origin(None);
+    let proxy = start_proxy(&[]);
+    let mut stream = TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!("GET http://127.0.0.1:{origin_port}/small HTTP/1.0\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let reply = read_all(&mut stream);
+    let (head, body) = split_head(&reply);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, SMALL.as_bytes());
+    proxy.stop();
+}

@@ -301,6 +301,7 @@ pub struct LabFetch {
     /// Why the fetch ended early, if it did.
     pub failure: Option<String>,
     done: bool,
+    half_close: bool,
 }
 
 impl LabFetch {
@@ -330,6 +331,7 @@ impl LabFetch {
             deadline: now + FETCH_TIMEOUT,
             done: failure.is_some(),
             failure,
+            half_close: false,
         }
     }
 
@@ -340,6 +342,19 @@ impl LabFetch {
         fetch.out = raw;
         fetch.next = fetch.requests.len();
         fetch
+    }
+
+    /// Closes the sending side (FIN) as soon as everything is sent, still reading the responses (what
+    /// `nc -N` or `shutdown(SHUT_WR)` do).
+    pub fn half_closing(mut self) -> LabFetch {
+        self.half_close = true;
+        self
+    }
+
+    /// Resets the connection (RST), as a client that aborts does.
+    pub fn reset(&mut self, node: &mut Node) {
+        node.sockets.get_mut::<tcp::Socket>(self.handle).abort();
+        self.done = true;
     }
 
     /// Bytes received and not yet part of a whole response.
@@ -382,6 +397,9 @@ impl LabFetch {
             if let Ok(n @ 1..) = socket.send_slice(&self.out[self.sent..]) {
                 self.sent += n;
                 moved = true;
+            }
+            if self.half_close && self.sent == self.out.len() {
+                socket.close();
             }
         }
         let mut buf = vec![0; 64 * 1024];
