@@ -631,7 +631,7 @@ impl<'a> ProxyConnection<'a> {
             Err(_) => {
                 log::info!(
                     "{} sent a malformed chunked body for {}",
-                    self.client_ip,
+                    exchange.origin.unwrap_or(Ipv4Address::UNSPECIFIED),
                     exchange.line
                 );
                 return Ok(self.abort_both(sockets, shared));
