@@ -46,7 +46,7 @@ pub enum Command {
     UdpClient(ClientArgs),
     /// Run the in-process lab: smoltcp server and client nodes on a virtual network, no privileges needed.
     /// Prints what was sent, what came back, packets and time; exits 0 only if every check held.
-    Lab,
+    Lab(LabArgs),
     /// Load an uppercase TCP server (kernel stack client): stream text over N connections, verify every reply
     /// byte, and print the verified throughput.
     Throughput(ThroughputArgs),
@@ -56,6 +56,27 @@ pub enum Command {
     /// The benchmark behind BENCHMARKS.md: the transform against memcpy, then (as root) TCP echo throughput of
     /// smoltcp on TUN/TAP against the kernel stack inside a throw-away network namespace.
     Bench(BenchArgs),
+}
+
+impl Command {
+    /// Whether the command asks for a packet trace (`--trace`).
+    pub fn trace(&self) -> bool {
+        match self {
+            Command::TcpServer(a) | Command::UdpServer(a) => a.stack.experiment.trace,
+            Command::TcpClient(a) | Command::UdpClient(a) => a.stack.experiment.trace,
+            Command::Proxy(a) => a.stack.experiment.trace,
+            _ => false,
+        }
+    }
+}
+
+/// Options of `lab`.
+#[derive(Debug, Clone, Args)]
+pub struct LabArgs {
+    /// Record every frame on the lab's segment (Ethernet pcap, virtual time) to FILE; the proxy's lab goes to
+    /// FILE with `-proxy` before its extension.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
 }
 
 /// Options of `bench`.
@@ -131,6 +152,53 @@ pub struct StackArgs {
     /// smoltcp socket buffer size in bytes, each direction (tun/tap only). Throughput follows it.
     #[arg(long, default_value_t = 256 * 1024, value_name = "BYTES")]
     pub socket_buffer: usize,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub experiment: ExperimentArgs,
+}
+
+/// Instruments for experiments on smoltcp (tun/tap, and the lab): a capture, faults, a trace.
+#[derive(Debug, Clone, Args)]
+pub struct ExperimentArgs {
+    /// Write every packet smoltcp sends and receives, both directions, to FILE (pcap: raw IP on TUN,
+    /// Ethernet on TAP and in the lab), for `tshark -r FILE` or Wireshark.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
+    /// Lose this percent of packets, each direction (smoltcp's FaultInjector).
+    #[arg(long, default_value_t = 0, value_name = "PCT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub drop_chance: u8,
+    /// Change one byte in this percent of packets, each direction.
+    #[arg(long, default_value_t = 0, value_name = "PCT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub corrupt_chance: u8,
+    /// Lose packets longer than BYTES (0: no limit).
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    pub size_limit: usize,
+    /// Lose packets beyond PKTS per second, each direction (0: no limit).
+    #[arg(long, default_value_t = 0, value_name = "PKTS/S")]
+    pub rate_limit: u64,
+    /// Seed of the fault generator: the same seed and traffic give the same faults.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub seed: u32,
+    /// Print every packet in both directions (log target smoltalk::trace, at debug level).
+    #[arg(long)]
+    pub trace: bool,
+}
+
+impl ExperimentArgs {
+    /// The instruments these options ask for.
+    pub fn instruments(&self) -> crate::capture::Instruments {
+        crate::capture::Instruments {
+            pcap: self.pcap.clone(),
+            faults: crate::capture::Faults {
+                drop_chance: self.drop_chance,
+                corrupt_chance: self.corrupt_chance,
+                size_limit: self.size_limit,
+                rate_limit: self.rate_limit,
+                seed: self.seed,
+            },
+            trace: self.trace,
+        }
+    }
 }
 
 /// Options of the servers.
@@ -294,7 +362,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::UdpServer(args) => udp_server(args),
         Command::TcpClient(args) => tcp_client(args),
         Command::UdpClient(args) => udp_client(args),
-        Command::Lab => lab(),
+        Command::Lab(args) => lab(args),
         Command::Throughput(args) => throughput(args),
         Command::Proxy(args) => proxy(args),
         Command::Bench(args) => bench(args),
@@ -384,12 +452,23 @@ fn open_device(stack: &StackArgs, kind: DeviceKind) -> Result<DeviceNetwork, Str
     // Before the open, so no signal can leave the device with its offload setting on.
     stop_on_signals();
     let cidr = IpCidr::Ipv4(stack.ip);
+    // With checksum offload smoltcp trusts the kernel's TCP checksums and leaves its own to the kernel: packets
+    // corrupted on the way in (by the FaultInjector, after the kernel) would be taken as good, and a capture
+    // would show partial checksums. So corruption and captures run without offload.
+    let experiment = &stack.experiment;
+    let offload = !stack.no_offload && experiment.corrupt_chance == 0 && experiment.pcap.is_none();
+    if !stack.no_offload && !offload {
+        log::info!(
+            "--pcap/--corrupt-chance: checksum offload off, so every checksum is real and verified"
+        );
+    }
     let mut net = DeviceNetwork::open(
         &stack.dev,
         kind,
-        !stack.no_offload,
+        offload,
         cidr,
         Some(stack.gateway),
+        &stack.experiment.instruments(),
     )
     .map_err(|e| e.to_string())?;
     net.node_mut().buffers.tcp = stack.socket_buffer.max(1024);
@@ -685,11 +764,31 @@ fn run_smoltcp_client(
     .map_err(|e| e.to_string())?
 }
 
-fn lab() -> Result<(), String> {
-    let uppercase = crate::lab_checks::run_uppercase_checks().map_err(|e| e.to_string())?;
+fn lab(args: LabArgs) -> Result<(), String> {
+    let capture = |path: &std::path::Path| {
+        crate::capture::CaptureFile::create(path)
+            .map_err(|e| format!("cannot write the capture {}: {e}", path.display()))
+    };
+    let proxy_pcap = args.pcap.as_ref().map(|p| {
+        let stem = p
+            .file_stem()
+            .map_or("capture".into(), |s| s.to_string_lossy().into_owned());
+        let name = match p.extension() {
+            Some(ext) => format!("{stem}-proxy.{}", ext.to_string_lossy()),
+            None => format!("{stem}-proxy"),
+        };
+        p.with_file_name(name)
+    });
+    let uppercase = crate::lab_checks::run_uppercase_checks_captured(
+        args.pcap.as_deref().map(capture).transpose()?,
+    )
+    .map_err(|e| e.to_string())?;
     print!("{}", uppercase.render());
     println!();
-    let proxy = crate::lab_proxy::run_proxy_checks().map_err(|e| e.to_string())?;
+    let proxy = crate::lab_proxy::run_proxy_checks_captured(
+        proxy_pcap.as_deref().map(capture).transpose()?,
+    )
+    .map_err(|e| e.to_string())?;
     print!("{}", proxy.render());
     if uppercase.passed() && proxy.passed() {
         Ok(())

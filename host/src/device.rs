@@ -7,16 +7,22 @@
 //! a 64 KiB MTU). When idle, [`DeviceNetwork::wait`] sleeps on the file descriptor until a frame arrives or the
 //! next smoltcp timer is due — no busy loop.
 
+use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use smoltcp::iface::{PollIngressSingleResult, PollResult};
-use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::{
+    self, Checksum, Device, DeviceCapabilities, FaultInjector, Medium, PcapLinkType, PcapMode,
+    PcapSink, PcapWriter, Tracer,
+};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 
+use crate::capture::{trace_packet, CaptureFile, Instruments, FAULT_INJECTOR_MAX_FRAME};
 use crate::network::{Network, NetworkError, NodeId};
 use crate::node::{random_seed, Node};
 use crate::offload::{self, Verdict, VnetHeader, VNET_HEADER_LEN};
@@ -104,7 +110,7 @@ impl DeviceHandle {
     fn send(&self, buf: &[u8]) -> io::Result<usize> {
         match self {
             DeviceHandle::Plain(iface) => iface.send(buf),
-            DeviceHandle::Offload { file, .. } => (&*file).write(buf),
+            DeviceHandle::Offload { file, .. } => Write::write(&mut &*file, buf),
         }
     }
 
@@ -132,7 +138,7 @@ pub struct TunTapDevice {
     mtu: usize,
     rx: Vec<u8>,
     tx: Transmitter,
-    received_bytes: u64,
+    received_bytes: Rc<Cell<u64>>,
 }
 
 impl TunTapDevice {
@@ -179,10 +185,10 @@ impl TunTapDevice {
                     DeviceKind::Tun => 0,
                     DeviceKind::Tap => 14,
                 },
-                failure: None,
+                failure: Rc::default(),
                 warned_down: false,
             },
-            received_bytes: 0,
+            received_bytes: Rc::default(),
         })
     }
 
@@ -191,9 +197,37 @@ impl TunTapDevice {
         matches!(self.handle, DeviceHandle::Offload { .. })
     }
 
+    /// What a network on this device needs to know of it, however the device is wrapped.
+    pub fn info(&self) -> DeviceInfo {
+        DeviceInfo {
+            name: self.handle.name().to_string(),
+            kind: self.kind,
+            mtu: self.mtu,
+            offload: self.offload(),
+            fd: self.handle.fd(),
+            failure: Rc::clone(&self.tx.failure),
+            received_bytes: Rc::clone(&self.received_bytes),
+        }
+    }
+}
+
+/// A device's name, kind and MTU, and its descriptor, failure and byte count, shared with the device itself
+/// (which may sit under smoltcp's `PcapWriter`, `FaultInjector` and `Tracer`).
+pub struct DeviceInfo {
+    name: String,
+    kind: DeviceKind,
+    mtu: usize,
+    offload: bool,
+    /// The device's descriptor, valid as long as the device (which the same network owns).
+    fd: RawFd,
+    failure: Rc<RefCell<Option<io::Error>>>,
+    received_bytes: Rc<Cell<u64>>,
+}
+
+impl DeviceInfo {
     /// The device's name as the kernel knows it.
     pub fn name(&self) -> &str {
-        self.handle.name()
+        &self.name
     }
 
     /// The device's IP MTU, read from the kernel when opened.
@@ -206,9 +240,19 @@ impl TunTapDevice {
         self.kind
     }
 
+    /// Whether frames carry the virtio-net header (checksum offload).
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
+
     /// A fatal error seen while reading or writing (the device was deleted, say).
-    pub fn take_failure(&mut self) -> Option<io::Error> {
-        self.tx.failure.take()
+    pub fn take_failure(&self) -> Option<io::Error> {
+        self.failure.borrow_mut().take()
+    }
+
+    /// Bytes read from the device so far.
+    pub fn received_bytes(&self) -> u64 {
+        self.received_bytes.get()
     }
 
     /// Sleeps until a frame can be read or `timeout` passes (`None`: until a frame arrives).
@@ -219,10 +263,7 @@ impl TunTapDevice {
             revents: 0,
         };
         // The device, and the stop signal's pipe (a negative descriptor is ignored by ppoll).
-        let mut fds = [
-            pollfd(self.handle.fd()),
-            pollfd(WAKE_READ.load(Ordering::Relaxed)),
-        ];
+        let mut fds = [pollfd(self.fd), pollfd(WAKE_READ.load(Ordering::Relaxed))];
         let ts = timeout.map(|t| libc::timespec {
             tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
             tv_nsec: t.subsec_nanos() as libc::c_long,
@@ -266,7 +307,7 @@ struct Transmitter {
     header_len: usize,
     /// Bytes of link-layer header before the IP header (TAP: Ethernet).
     l3: usize,
-    failure: Option<io::Error>,
+    failure: Rc<RefCell<Option<io::Error>>>,
     warned_down: bool,
 }
 
@@ -300,7 +341,7 @@ impl phy::TxToken for TunTapTxToken<'_> {
                     tx.warned_down = true;
                 }
             }
-            Err(e) if is_fatal(&e) => tx.failure = Some(e),
+            Err(e) if is_fatal(&e) => *tx.failure.borrow_mut() = Some(e),
             // The kernel's queue is full (or similar): the packet is lost, as on a wire; TCP retransmits.
             Err(e) => log::debug!("{}: dropped an outgoing packet: {e}", self.handle.name()),
         }
@@ -326,7 +367,7 @@ impl Device for TunTapDevice {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if is_fatal(&e) => {
-                    self.tx.failure = Some(e);
+                    *self.tx.failure.borrow_mut() = Some(e);
                     return None;
                 }
                 Err(e) => {
@@ -334,7 +375,8 @@ impl Device for TunTapDevice {
                     return None;
                 }
             };
-            self.received_bytes += n as u64;
+            self.received_bytes
+                .set(self.received_bytes.get() + n as u64);
             if header_len > 0 {
                 let (header, frame) = self.rx[..n].split_at_mut(header_len);
                 let header = VnetHeader::parse(header).unwrap_or_default();
@@ -426,23 +468,174 @@ pub const INGRESS_BUDGET: u64 = 256 * 1024;
 /// The MAC address smoltalk's node uses on a TAP device (locally administered).
 pub const TAP_MAC: EthernetAddress = EthernetAddress([0x02, 0x53, 0x4d, 0x4f, 0x4c, 0x01]);
 
+/// The device as smoltcp sees it: bare, or inside smoltcp's instruments (outermost first): the `Tracer`
+/// prints what smoltcp sends and receives, the `FaultInjector` loses and corrupts packets on the way, and the
+/// `PcapWriter` records what crosses the device itself.
+pub enum DeviceStack {
+    /// No instrument: the fast path.
+    Bare(TunTapDevice),
+    /// With instruments (see [`Instruments`]).
+    Instrumented(Box<Tracer<FaultInjector<PcapWriter<TunTapDevice, Capture>>>>),
+}
+
+/// Where the `PcapWriter` of an instrumented device writes: a file, or nowhere (`--pcap` not given).
+pub enum Capture {
+    /// Into this file.
+    File(CaptureFile),
+    /// Nowhere.
+    Off,
+}
+
+impl PcapSink for Capture {
+    fn write(&mut self, data: &[u8]) {
+        if let Capture::File(file) = self {
+            file.write(data);
+        }
+    }
+
+    fn global_header(&mut self, link_type: PcapLinkType) {
+        if let Capture::File(file) = self {
+            file.global_header(link_type);
+        }
+    }
+
+    fn packet(&mut self, timestamp: Instant, packet: &[u8]) {
+        if let Capture::File(file) = self {
+            file.packet(timestamp, packet);
+        }
+    }
+}
+
+impl DeviceStack {
+    /// `device`, bare if no instrument is asked for, else wrapped as `instruments` says.
+    pub fn new(
+        device: TunTapDevice,
+        instruments: &Instruments,
+    ) -> Result<DeviceStack, DeviceError> {
+        if !instruments.any() {
+            return Ok(DeviceStack::Bare(device));
+        }
+        let frame = device.capabilities().max_transmission_unit;
+        if instruments.faults.any() && frame > FAULT_INJECTOR_MAX_FRAME {
+            return Err(DeviceError {
+                message: format!(
+                    "fault injection handles frames up to {FAULT_INJECTOR_MAX_FRAME} bytes (smoltcp's FaultInjector), \
+                     and {} carries {frame}: lower its MTU to 1500 (`ip link set {} mtu 1500`)",
+                    device.handle.name(),
+                    device.handle.name()
+                ),
+            });
+        }
+        let capture = match &instruments.pcap {
+            Some(path) => Capture::File(CaptureFile::create(path).map_err(|e| DeviceError {
+                message: format!("cannot write the capture {}: {e}", path.display()),
+            })?),
+            None => Capture::Off,
+        };
+        // The link type follows the medium: raw IP for TUN, Ethernet for TAP.
+        let pcap = PcapWriter::new(device, capture, PcapMode::Both);
+        let f = instruments.faults;
+        let mut faults = FaultInjector::new(pcap, f.seed);
+        faults.set_drop_chance(f.drop_chance);
+        faults.set_corrupt_chance(f.corrupt_chance);
+        faults.set_max_packet_size(f.size_limit);
+        faults.set_max_tx_rate(f.rate_limit);
+        faults.set_max_rx_rate(f.rate_limit);
+        Ok(DeviceStack::Instrumented(Box::new(Tracer::new(
+            faults,
+            trace_packet,
+        ))))
+    }
+}
+
+/// A received frame, from either kind of stack.
+pub enum StackRxToken<'a> {
+    /// From the bare device.
+    Bare(TunTapRxToken<'a>),
+    /// Through the instruments.
+    Instrumented(<Tracer<FaultInjector<PcapWriter<TunTapDevice, Capture>>> as Device>::RxToken<'a>),
+}
+
+/// Room for a frame to send, on either kind of stack.
+pub enum StackTxToken<'a> {
+    /// On the bare device.
+    Bare(TunTapTxToken<'a>),
+    /// Through the instruments.
+    Instrumented(<Tracer<FaultInjector<PcapWriter<TunTapDevice, Capture>>> as Device>::TxToken<'a>),
+}
+
+impl phy::RxToken for StackRxToken<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        match self {
+            StackRxToken::Bare(t) => t.consume(f),
+            StackRxToken::Instrumented(t) => t.consume(f),
+        }
+    }
+}
+
+impl phy::TxToken for StackTxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        match self {
+            StackTxToken::Bare(t) => t.consume(len, f),
+            StackTxToken::Instrumented(t) => t.consume(len, f),
+        }
+    }
+}
+
+impl Device for DeviceStack {
+    type RxToken<'a> = StackRxToken<'a>;
+    type TxToken<'a> = StackTxToken<'a>;
+
+    fn receive(&mut self, now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        match self {
+            DeviceStack::Bare(d) => d
+                .receive(now)
+                .map(|(rx, tx)| (StackRxToken::Bare(rx), StackTxToken::Bare(tx))),
+            DeviceStack::Instrumented(d) => d.receive(now).map(|(rx, tx)| {
+                (
+                    StackRxToken::Instrumented(rx),
+                    StackTxToken::Instrumented(tx),
+                )
+            }),
+        }
+    }
+
+    fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
+        match self {
+            DeviceStack::Bare(d) => d.transmit(now).map(StackTxToken::Bare),
+            DeviceStack::Instrumented(d) => d.transmit(now).map(StackTxToken::Instrumented),
+        }
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        match self {
+            DeviceStack::Bare(d) => d.capabilities(),
+            DeviceStack::Instrumented(d) => d.capabilities(),
+        }
+    }
+}
+
 /// One smoltcp node on a TUN/TAP device, in real time.
 pub struct DeviceNetwork {
     node: Node,
-    device: TunTapDevice,
+    device: DeviceStack,
+    info: DeviceInfo,
 }
 
 impl DeviceNetwork {
-    /// Opens the device (see [`TunTapDevice::open`] for `offload`) and puts a node with address `cidr` and
-    /// default gateway `gateway` on it.
+    /// Opens the device (see [`TunTapDevice::open`] for `offload`), wraps it in `instruments`, and puts a node
+    /// with address `cidr` and default gateway `gateway` on it.
     pub fn open(
         name: &str,
         kind: DeviceKind,
         offload: bool,
         cidr: IpCidr,
         gateway: Option<Ipv4Address>,
+        instruments: &Instruments,
     ) -> Result<Self, DeviceError> {
-        let mut device = TunTapDevice::open(name, kind, offload)?;
+        let device = TunTapDevice::open(name, kind, offload)?;
+        let info = device.info();
+        let mut device = DeviceStack::new(device, instruments)?;
         let hardware = match kind {
             DeviceKind::Tun => HardwareAddress::Ip,
             DeviceKind::Tap => TAP_MAC.into(),
@@ -457,12 +650,12 @@ impl DeviceNetwork {
             random_seed(),
             now,
         );
-        Ok(DeviceNetwork { node, device })
+        Ok(DeviceNetwork { node, device, info })
     }
 
-    /// The device.
-    pub fn device(&self) -> &TunTapDevice {
-        &self.device
+    /// The device's name, kind and MTU.
+    pub fn device(&self) -> &DeviceInfo {
+        &self.info
     }
 
     /// The node (also `node(0)` of the [`Network`]).
@@ -471,10 +664,10 @@ impl DeviceNetwork {
     }
 
     fn check_device(&mut self) -> Result<(), NetworkError> {
-        match self.device.take_failure() {
+        match self.info.take_failure() {
             Some(e) => Err(NetworkError(format!(
                 "device {} went away: {e}",
-                self.device.name()
+                self.info.name()
             ))),
             None => Ok(()),
         }
@@ -500,8 +693,8 @@ impl Network for DeviceNetwork {
         let node = &mut self.node;
         node.iface.poll_maintenance(now);
         let mut progressed = false;
-        let budget_end = self.device.received_bytes + INGRESS_BUDGET;
-        while self.device.received_bytes < budget_end {
+        let budget_end = self.info.received_bytes() + INGRESS_BUDGET;
+        while self.info.received_bytes() < budget_end {
             match node
                 .iface
                 .poll_ingress_single(now, &mut self.device, &mut node.sockets)
@@ -534,9 +727,9 @@ impl Network for DeviceNetwork {
             };
             delay = Some(delay.map_or(left, |d| d.min(left)));
         }
-        self.device
+        self.info
             .wait(delay.map(Into::into))
-            .map_err(|e| NetworkError(format!("waiting on {}: {e}", self.device.name())))?;
+            .map_err(|e| NetworkError(format!("waiting on {}: {e}", self.info.name())))?;
         self.check_device()
     }
 }

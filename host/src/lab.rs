@@ -11,10 +11,11 @@
 use std::collections::VecDeque;
 
 use smoltcp::iface::PollResult;
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium, PcapLinkType, PcapSink};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpCidr};
 
+use crate::capture::CaptureFile;
 use crate::network::{earliest, Network, NetworkError, NodeId};
 use crate::node::Node;
 
@@ -117,6 +118,8 @@ pub struct Lab {
     members: Vec<Member>,
     link: LinkStats,
     mtu: usize,
+    /// Every frame that crosses the segment, with the virtual time, if asked for (`--pcap`).
+    capture: Option<CaptureFile>,
 }
 
 impl Default for Lab {
@@ -133,6 +136,7 @@ impl Lab {
             members: Vec::new(),
             link: LinkStats::default(),
             mtu,
+            capture: None,
         }
     }
 
@@ -162,6 +166,19 @@ impl Lab {
         self.link
     }
 
+    /// Records every frame that crosses the segment from now on into `capture` (an Ethernet pcap, timed by the
+    /// lab's virtual clock). A frame a sender loses on purpose never reaches the segment and is not recorded;
+    /// one a receiver loses was on the segment and is.
+    pub fn capture_to(&mut self, mut capture: CaptureFile) {
+        capture.start(PcapLinkType::Ethernet);
+        self.capture = Some(capture);
+    }
+
+    /// Ends the capture (the file is complete once this returns it and it is dropped).
+    pub fn take_capture(&mut self) -> Option<CaptureFile> {
+        self.capture.take()
+    }
+
     /// The IP MTU of the segment.
     pub fn mtu(&self) -> usize {
         self.mtu
@@ -183,6 +200,9 @@ impl Lab {
                     faults.drop_next_outbound = faults.drop_next_outbound.saturating_sub(1);
                     self.link.dropped += 1;
                     continue;
+                }
+                if let Some(capture) = self.capture.as_mut() {
+                    capture.packet(self.clock, &frame);
                 }
                 for (to, member) in self.members.iter_mut().enumerate() {
                     if to == from {

@@ -12,6 +12,7 @@ use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint, Ipv4Address};
 use crate::apps::{
     ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers, DEFAULT_MAX_DATAGRAM,
 };
+use crate::capture::CaptureFile;
 use crate::lab::Lab;
 use crate::network::{drive, earliest, Network, NetworkError, NodeId, Step};
 
@@ -411,8 +412,18 @@ impl CheckRun<'_> {
 
 /// Runs every uppercase check in a fresh lab.
 pub fn run_uppercase_checks() -> Result<LabReport, NetworkError> {
+    run_uppercase_checks_captured(None)
+}
+
+/// [`run_uppercase_checks`], recording the segment into `capture` if given.
+pub fn run_uppercase_checks_captured(
+    capture: Option<CaptureFile>,
+) -> Result<LabReport, NetworkError> {
     let wall = WallInstant::now();
     let mut lab = UppercaseLab::new();
+    if let Some(capture) = capture {
+        lab.lab.capture_to(capture);
+    }
     let start = lab.lab.now();
     let mut run = CheckRun {
         lab: &mut lab,

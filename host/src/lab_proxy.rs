@@ -18,6 +18,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint, Ipv4Address, Ipv4Cidr};
 
+use crate::capture::CaptureFile;
 use crate::lab::{Lab, LinkFaults};
 use crate::lab_checks::{sample_text, CheckResult, LabReport};
 use crate::network::{drive, earliest, Network, NetworkError, NodeId, Step};
@@ -611,9 +612,17 @@ type Judge<'a> = dyn Fn(&ProxyLab, &[LabFetch]) -> Result<String, String> + 'a;
 
 /// Runs every proxy check in fresh labs.
 pub fn run_proxy_checks() -> Result<LabReport, NetworkError> {
+    run_proxy_checks_captured(None)
+}
+
+/// [`run_proxy_checks`], recording the segment into `capture` if given.
+pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabReport, NetworkError> {
     let wall = WallInstant::now();
     let setup = |e: String| NetworkError(format!("cannot set up the proxy lab: {e}"));
     let mut lab = ProxyLab::new(4).map_err(setup)?;
+    if let Some(capture) = capture {
+        lab.lab.capture_to(capture);
+    }
     let start = lab.lab.now();
     let mut checks = Vec::new();
     let page = format!("http://{ORIGIN_NAME}/");

@@ -3,6 +3,7 @@
 
 pub mod apps;
 pub mod bench;
+pub mod capture;
 pub mod cli;
 pub mod device;
 pub mod kernel;

@@ -8,10 +8,17 @@ fn main() {
     // Servers and clients log what happens at info; the lab and the benchmark print reports, so their logs
     // stay quiet unless RUST_LOG asks for them.
     let default_filter = match cli.command {
-        Command::Lab | Command::Bench(_) | Command::Throughput(_) => "error",
+        Command::Lab(_) | Command::Bench(_) | Command::Throughput(_) => "error",
         _ => "info,smoltcp=warn",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
+    // --trace: the packet trace is at debug level on its own target, on top of whatever else is asked.
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| default_filter.to_string());
+    let filter = match cli.command.trace() {
+        true => format!("{filter},smoltalk::trace=debug"),
+        false => filter,
+    };
+    env_logger::Builder::new()
+        .parse_filters(&filter)
         .format_timestamp_millis()
         .init();
     if let Err(message) = smoltalk::cli::run(cli) {
