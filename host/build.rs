@@ -9,6 +9,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(smoltalk_no_python)");
     println!("cargo::rustc-check-cfg=cfg(smoltalk_no_curl)");
     println!("cargo::rustc-check-cfg=cfg(smoltalk_no_chromium)");
+    println!("cargo::rustc-check-cfg=cfg(smoltalk_no_tshark)");
     for var in ["CI", "USER", "HOME", "SUDO_UID", "PATH"] {
         println!("cargo::rerun-if-env-changed={var}");
     }
@@ -28,6 +29,9 @@ fn main() {
     }
     if !(on_path("curl") && on_path("openssl") && on_path("python3")) {
         println!("cargo::rustc-cfg=smoltalk_no_curl");
+    }
+    if !on_path("tshark") {
+        println!("cargo::rustc-cfg=smoltalk_no_tshark");
     }
     if !(on_path("chromium") && on_path("python3")) {
         println!("cargo::rustc-cfg=smoltalk_no_chromium");

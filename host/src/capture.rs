@@ -126,3 +126,160 @@ impl Drop for CaptureFile {
 pub fn trace_packet(timestamp: Instant, packet: smoltcp::phy::TracerPacket) {
     log::debug!(target: "smoltalk::trace", "{timestamp} {packet}");
 }
+
+/// A capture kept in memory and shared, so it can be read back after the lab that wrote it is done.
+#[derive(Clone, Default)]
+pub struct MemoryCapture(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl MemoryCapture {
+    /// The pcap bytes written so far.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.borrow().clone()
+    }
+}
+
+impl PcapSink for MemoryCapture {
+    fn write(&mut self, data: &[u8]) {
+        self.0.borrow_mut().extend_from_slice(data);
+    }
+}
+
+/// A capture of the kernel's loopback interface (`lo`), for the kernel-stack side of `smoltalk compare`:
+/// a packet socket (root only) records the IPv4 packets to or from `ports` (and ICMP errors about them) until
+/// [`LoopbackCapture::finish`].
+pub struct LoopbackCapture {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl LoopbackCapture {
+    /// Starts capturing on `lo`. Fails without the privilege to open a packet socket.
+    pub fn start(ports: Vec<u16>) -> io::Result<LoopbackCapture> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let protocol = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
+        // SAFETY: plain socket(2) call; the descriptor is owned below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, protocol) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: if_nametoindex reads a NUL-terminated name.
+        let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+        // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+        let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        address.sll_family = libc::AF_PACKET as u16;
+        address.sll_protocol = protocol as u16;
+        address.sll_ifindex = index as libc::c_int;
+        // SAFETY: the address struct lives across the call and its size is passed.
+        let bound = unsafe {
+            libc::bind(
+                fd,
+                (&address as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if bound < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let timeout = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 20_000,
+        };
+        // SAFETY: setsockopt with a timeval of the size passed.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || capture_loop(socket, &ports, &stopping));
+        Ok(LoopbackCapture { stop, thread })
+    }
+
+    /// Stops and returns the capture (an Ethernet pcap: loopback frames have an all-zero Ethernet header).
+    pub fn finish(self) -> Vec<u8> {
+        // Let the last packets of the scenario arrive.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+fn capture_loop(
+    socket: std::os::fd::OwnedFd,
+    ports: &[u16],
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<u8> {
+    use std::os::fd::AsRawFd;
+    let mut pcap = MemoryCapture::default();
+    pcap.global_header(PcapLinkType::Ethernet);
+    let start = std::time::Instant::now();
+    let mut frame = vec![0u8; 65600];
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: sockaddr_ll is plain data.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: the buffer and the address outlive the call; their sizes are passed.
+        let n = unsafe {
+            libc::recvfrom(
+                socket.as_raw_fd(),
+                frame.as_mut_ptr().cast(),
+                frame.len(),
+                0,
+                (&mut from as *mut libc::sockaddr_ll).cast(),
+                &mut from_len,
+            )
+        };
+        if n <= 0 {
+            continue;
+        }
+        // On loopback every packet is seen going out and coming in: keep one.
+        if from.sll_pkttype == libc::PACKET_OUTGOING {
+            continue;
+        }
+        let packet = frame.get(..n as usize).unwrap_or(&[]);
+        if concerns(packet, ports) {
+            let at = smoltcp::time::Instant::from_micros(start.elapsed().as_micros() as i64);
+            pcap.packet(at, packet);
+        }
+    }
+    pcap.bytes()
+}
+
+/// Whether an Ethernet frame carries an IPv4 TCP/UDP packet to or from one of `ports`, or an ICMP error
+/// quoting one.
+fn concerns(frame: &[u8], ports: &[u16]) -> bool {
+    use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet};
+    let Ok(ethernet) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    if ethernet.ethertype() != EthernetProtocol::Ipv4 {
+        return false;
+    }
+    let Ok(ip) = Ipv4Packet::new_checked(ethernet.payload()) else {
+        return false;
+    };
+    let payload = ip.payload();
+    let port_pair = |bytes: &[u8]| -> Option<(u16, u16)> {
+        let b = bytes.get(..4)?;
+        Some((
+            u16::from_be_bytes([b[0], b[1]]),
+            u16::from_be_bytes([b[2], b[3]]),
+        ))
+    };
+    let matches = |pair: Option<(u16, u16)>| {
+        pair.is_some_and(|(a, b)| ports.contains(&a) || ports.contains(&b))
+    };
+    match ip.next_header() {
+        IpProtocol::Tcp | IpProtocol::Udp => matches(port_pair(payload)),
+        // An ICMP error quotes the IPv4 header (20 bytes here) and the first 8 bytes of the datagram.
+        IpProtocol::Icmp => matches(payload.get(8 + 20..).and_then(port_pair)),
+        _ => false,
+    }
+}

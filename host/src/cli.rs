@@ -50,6 +50,9 @@ pub enum Command {
     /// Load an uppercase TCP server (kernel stack client): stream text over N connections, verify every reply
     /// byte, and print the verified throughput.
     Throughput(ThroughputArgs),
+    /// Answer the classic lab's questions by running them on the kernel stack and on smoltcp side by side:
+    /// what the program saw, how long it took, and the packets on the wire, from captures.
+    Compare(CompareArgs),
     /// An HTTP forward proxy (for browsers and `curl -x`), with CONNECT tunnels, on the kernel stack or on
     /// smoltcp. Logs `From <ip> Request <line>` and `To <ip> Response <status>` at info (RUST_LOG).
     Proxy(ProxyArgs),
@@ -68,6 +71,17 @@ impl Command {
             _ => false,
         }
     }
+}
+
+/// Options of `compare`.
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// How to print the comparison.
+    #[arg(long, value_enum, default_value_t = crate::compare::Format::Table)]
+    pub format: crate::compare::Format,
+    /// Write a packet ladder diagram (SVG) per scenario and stack into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub diagram: Option<std::path::PathBuf>,
 }
 
 /// Options of `lab`.
@@ -363,6 +377,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::TcpClient(args) => tcp_client(args),
         Command::UdpClient(args) => udp_client(args),
         Command::Lab(args) => lab(args),
+        Command::Compare(args) => compare(args),
         Command::Throughput(args) => throughput(args),
         Command::Proxy(args) => proxy(args),
         Command::Bench(args) => bench(args),
@@ -762,6 +777,20 @@ fn run_smoltcp_client(
         }
     })
     .map_err(|e| e.to_string())?
+}
+
+fn compare(args: CompareArgs) -> Result<(), String> {
+    let comparisons = crate::compare::run_all();
+    print!("{}", crate::compare::render(&comparisons, args.format));
+    if let Some(dir) = &args.diagram {
+        let written = crate::compare::write_diagrams(&comparisons, dir)?;
+        eprintln!(
+            "smoltalk compare: {} diagrams in {}",
+            written.len(),
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 fn lab(args: LabArgs) -> Result<(), String> {

@@ -471,12 +471,17 @@ pub const TAP_MAC: EthernetAddress = EthernetAddress([0x02, 0x53, 0x4d, 0x4f, 0x
 /// The device as smoltcp sees it: bare, or inside smoltcp's instruments (outermost first): the `Tracer`
 /// prints what smoltcp sends and receives, the `FaultInjector` loses and corrupts packets on the way, and the
 /// `PcapWriter` records what crosses the device itself.
+// One per process, made once: the bare device's size (its two frame buffers are on the heap) does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum DeviceStack {
     /// No instrument: the fast path.
     Bare(TunTapDevice),
     /// With instruments (see [`Instruments`]).
-    Instrumented(Box<Tracer<FaultInjector<PcapWriter<TunTapDevice, Capture>>>>),
+    Instrumented(Box<Instrumented>),
 }
+
+/// A device inside smoltcp's instruments (see [`DeviceStack`]).
+pub type Instrumented = Tracer<FaultInjector<PcapWriter<TunTapDevice, Capture>>>;
 
 /// Where the `PcapWriter` of an instrumented device writes: a file, or nowhere (`--pcap` not given).
 pub enum Capture {
@@ -553,15 +558,16 @@ pub enum StackRxToken<'a> {
     /// From the bare device.
     Bare(TunTapRxToken<'a>),
     /// Through the instruments.
-    Instrumented(<Tracer<FaultInjector<PcapWriter<TunTapDevice, Capture>>> as Device>::RxToken<'a>),
+    Instrumented(<Instrumented as Device>::RxToken<'a>),
 }
 
 /// Room for a frame to send, on either kind of stack.
 pub enum StackTxToken<'a> {
     /// On the bare device.
     Bare(TunTapTxToken<'a>),
-    /// Through the instruments.
-    Instrumented(<Tracer<FaultInjector<PcapWriter<TunTapDevice, Capture>>> as Device>::TxToken<'a>),
+    /// Through the instruments (boxed: the FaultInjector's token carries a frame-sized buffer, which would
+    /// make every bare token that big too).
+    Instrumented(Box<<Instrumented as Device>::TxToken<'a>>),
 }
 
 impl phy::RxToken for StackRxToken<'_> {
@@ -577,7 +583,7 @@ impl phy::TxToken for StackTxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         match self {
             StackTxToken::Bare(t) => t.consume(len, f),
-            StackTxToken::Instrumented(t) => t.consume(len, f),
+            StackTxToken::Instrumented(t) => (*t).consume(len, f),
         }
     }
 }
@@ -594,7 +600,7 @@ impl Device for DeviceStack {
             DeviceStack::Instrumented(d) => d.receive(now).map(|(rx, tx)| {
                 (
                     StackRxToken::Instrumented(rx),
-                    StackTxToken::Instrumented(tx),
+                    StackTxToken::Instrumented(Box::new(tx)),
                 )
             }),
         }
@@ -603,7 +609,9 @@ impl Device for DeviceStack {
     fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
         match self {
             DeviceStack::Bare(d) => d.transmit(now).map(StackTxToken::Bare),
-            DeviceStack::Instrumented(d) => d.transmit(now).map(StackTxToken::Instrumented),
+            DeviceStack::Instrumented(d) => d
+                .transmit(now)
+                .map(|t| StackTxToken::Instrumented(Box::new(t))),
         }
     }
 

@@ -15,7 +15,6 @@ use smoltcp::phy::{self, Device, DeviceCapabilities, Medium, PcapLinkType, PcapS
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpCidr};
 
-use crate::capture::CaptureFile;
 use crate::network::{earliest, Network, NetworkError, NodeId};
 use crate::node::Node;
 
@@ -42,8 +41,28 @@ pub struct LinkFaults {
     /// Every this-many-th frame from this node is lost (0: none), a steady loss rate that spares no phase of
     /// a connection in particular.
     pub drop_every_outbound: u32,
+    /// Percent of this node's frames lost at random (seeded by `seed`: the same seed and traffic lose the same
+    /// frames).
+    pub drop_chance: u8,
+    /// Seed of the random losses.
+    pub seed: u32,
     /// Frames sent since these faults were set (counts for `drop_every_outbound`).
     pub sent: u32,
+}
+
+impl LinkFaults {
+    /// The next random loss decision (xorshift32 over the seed, as smoltcp's FaultInjector draws its faults).
+    fn random_loss(&mut self) -> bool {
+        if self.drop_chance == 0 {
+            return false;
+        }
+        let mut x = if self.seed == 0 { 0x5eed } else { self.seed };
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.seed = x;
+        (x % 100) < u32::from(self.drop_chance)
+    }
 }
 
 /// A node's attachment to the lab's segment.
@@ -119,7 +138,7 @@ pub struct Lab {
     link: LinkStats,
     mtu: usize,
     /// Every frame that crosses the segment, with the virtual time, if asked for (`--pcap`).
-    capture: Option<CaptureFile>,
+    capture: Option<Box<dyn PcapSink>>,
 }
 
 impl Default for Lab {
@@ -169,13 +188,13 @@ impl Lab {
     /// Records every frame that crosses the segment from now on into `capture` (an Ethernet pcap, timed by the
     /// lab's virtual clock). A frame a sender loses on purpose never reaches the segment and is not recorded;
     /// one a receiver loses was on the segment and is.
-    pub fn capture_to(&mut self, mut capture: CaptureFile) {
-        capture.start(PcapLinkType::Ethernet);
+    pub fn capture_to(&mut self, mut capture: Box<dyn PcapSink>) {
+        capture.global_header(PcapLinkType::Ethernet);
         self.capture = Some(capture);
     }
 
-    /// Ends the capture (the file is complete once this returns it and it is dropped).
-    pub fn take_capture(&mut self) -> Option<CaptureFile> {
+    /// Ends the capture (a file is complete once the sink is dropped).
+    pub fn take_capture(&mut self) -> Option<Box<dyn PcapSink>> {
         self.capture.take()
     }
 
@@ -196,7 +215,8 @@ impl Lab {
                 faults.sent = faults.sent.wrapping_add(1);
                 let periodic = faults.drop_every_outbound > 0
                     && faults.sent.is_multiple_of(faults.drop_every_outbound);
-                if faults.drop_outbound || faults.drop_next_outbound > 0 || periodic {
+                let random = faults.random_loss();
+                if faults.drop_outbound || faults.drop_next_outbound > 0 || periodic || random {
                     faults.drop_next_outbound = faults.drop_next_outbound.saturating_sub(1);
                     self.link.dropped += 1;
                     continue;

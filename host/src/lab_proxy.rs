@@ -621,7 +621,7 @@ pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabRepo
     let setup = |e: String| NetworkError(format!("cannot set up the proxy lab: {e}"));
     let mut lab = ProxyLab::new(4).map_err(setup)?;
     if let Some(capture) = capture {
-        lab.lab.capture_to(capture);
+        lab.lab.capture_to(Box::new(capture));
     }
     let start = lab.lab.now();
     let mut checks = Vec::new();

@@ -8,7 +8,9 @@ fn main() {
     // Servers and clients log what happens at info; the lab and the benchmark print reports, so their logs
     // stay quiet unless RUST_LOG asks for them.
     let default_filter = match cli.command {
-        Command::Lab(_) | Command::Bench(_) | Command::Throughput(_) => "error",
+        Command::Lab(_) | Command::Compare(_) | Command::Bench(_) | Command::Throughput(_) => {
+            "error"
+        }
         _ => "info,smoltcp=warn",
     };
     // --trace: the packet trace is at debug level on its own target, on top of whatever else is asked.

@@ -1,0 +1,760 @@
+//! `smoltalk compare`: the classic lab's questions answered by running them, on the kernel stack and on
+//! smoltcp side by side.
+//!
+//! Each [`Scenario`] runs live on both stacks: the kernel's over loopback (`std::net`), smoltcp's in the lab
+//! (two nodes on a virtual segment). What a program saw (the error, or the reply) and how long it took come
+//! from the run; the packets come from a capture of the run (the lab's segment; `lo` through a packet socket
+//! when privileged), decoded by [`crate::diagram`]. Where the stacks differ, the explanation is built from the
+//! packets both captures show. Nothing in the table is typed in.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration as StdDuration, Instant as WallInstant};
+
+use serde::Serialize;
+use smoltalk_core::ClientError;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp;
+use smoltcp::time::Duration;
+
+use crate::apps::{ClientTimeouts, TcpExchange, UdpExchange};
+use crate::capture::{LoopbackCapture, MemoryCapture};
+use crate::diagram::{packets_from_pcap, LadderPacket};
+use crate::lab::LinkFaults;
+use crate::lab_checks::{sample_text, LabClient, UppercaseLab, PORT};
+use crate::network::{drive, Network, Step};
+
+/// The scenarios, in the order of the classic lab's questions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// Q1: a TCP client started before its server.
+    TcpClientBeforeServer,
+    /// Q2: a UDP client (unconnected socket) started before its server.
+    UdpClientBeforeServer,
+    /// Q2: the same with a connected UDP socket.
+    ConnectedUdpClientBeforeServer,
+    /// Q3: a TCP client aimed at another port than its server's.
+    TcpWrongPort,
+    /// Q3: a UDP client aimed at another port than its server's.
+    UdpWrongPort,
+    /// The server stops in the middle of a conversation.
+    ServerStoppedMidConversation,
+    /// A 1 MiB uppercase transfer over TCP on a link that loses 10 % of the frames.
+    LossyTcpTransfer,
+    /// 20 UDP requests, up to 5 tries each, on a link that loses 10 % of the frames.
+    LossyUdpRequests,
+}
+
+impl Scenario {
+    /// Every scenario.
+    pub const ALL: [Scenario; 8] = [
+        Scenario::TcpClientBeforeServer,
+        Scenario::UdpClientBeforeServer,
+        Scenario::ConnectedUdpClientBeforeServer,
+        Scenario::TcpWrongPort,
+        Scenario::UdpWrongPort,
+        Scenario::ServerStoppedMidConversation,
+        Scenario::LossyTcpTransfer,
+        Scenario::LossyUdpRequests,
+    ];
+
+    /// A line for people.
+    pub fn title(self) -> &'static str {
+        match self {
+            Scenario::TcpClientBeforeServer => "Q1 TCP client started before the server",
+            Scenario::UdpClientBeforeServer => {
+                "Q2 UDP client (unconnected socket) before the server"
+            }
+            Scenario::ConnectedUdpClientBeforeServer => {
+                "Q2 UDP client (connected socket) before the server"
+            }
+            Scenario::TcpWrongPort => "Q3 TCP client and server on different ports",
+            Scenario::UdpWrongPort => "Q3 UDP client and server on different ports",
+            Scenario::ServerStoppedMidConversation => {
+                "server stopped in the middle of a conversation"
+            }
+            Scenario::LossyTcpTransfer => "10 % loss: 1 MiB uppercase over TCP",
+            Scenario::LossyUdpRequests => "10 % loss: 20 UDP requests, up to 5 tries",
+        }
+    }
+}
+
+/// Packets of one run, counted from its capture.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PacketCounts {
+    /// Every packet captured.
+    pub total: usize,
+    /// TCP segments opening a connection (SYN without ACK).
+    pub syn: usize,
+    /// TCP resets.
+    pub rst: usize,
+    /// ICMP port-unreachable errors.
+    pub icmp_port_unreachable: usize,
+    /// TCP segments sent again.
+    pub retransmissions: usize,
+    /// UDP datagrams.
+    pub udp: usize,
+}
+
+/// What one stack did in one scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct Observation {
+    /// `kernel` or `smoltcp`.
+    pub stack: &'static str,
+    /// Where it ran (`loopback`, `lab`).
+    pub network: &'static str,
+    /// What the program saw, in a line: the error, or what came back.
+    pub outcome: String,
+    /// A short machine-readable form of the outcome (`refused`, `no_reply`, `reset`, `eof`, `ok`, …).
+    pub kind: String,
+    /// How long it took, in milliseconds (wall time on the kernel stack, virtual time in the lab).
+    pub millis: f64,
+    /// Whether `millis` is virtual (lab) time.
+    pub virtual_time: bool,
+    /// The packets, if a capture could be taken.
+    pub packets: Option<PacketCounts>,
+    /// Why there are no packets, if there are none.
+    pub packets_note: Option<String>,
+    /// The capture itself (pcap), for diagrams.
+    #[serde(skip)]
+    pub capture: Option<Vec<u8>>,
+}
+
+/// One scenario on both stacks.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// Which scenario.
+    pub scenario: Scenario,
+    /// Its title.
+    pub title: &'static str,
+    /// The kernel stack's run.
+    pub kernel: Observation,
+    /// smoltcp's run.
+    pub smoltcp: Observation,
+    /// Whether the programs saw different outcomes.
+    pub differs: bool,
+    /// Why, from the packets (empty when they agree).
+    pub explanation: String,
+}
+
+/// Runs every scenario on both stacks.
+pub fn run_all() -> Vec<Comparison> {
+    Scenario::ALL.iter().map(|&s| compare(s)).collect()
+}
+
+/// Runs `scenario` on both stacks and compares them.
+pub fn compare(scenario: Scenario) -> Comparison {
+    let kernel = kernel_run(scenario);
+    let smoltcp = lab_run(scenario);
+    let differs = kernel.kind != smoltcp.kind;
+    let explanation = if differs {
+        explain(scenario, &kernel, &smoltcp)
+    } else {
+        String::new()
+    };
+    Comparison {
+        scenario,
+        title: scenario.title(),
+        kernel,
+        smoltcp,
+        differs,
+        explanation,
+    }
+}
+
+/// One line on why the stacks differ, from what their captures show.
+fn explain(scenario: Scenario, kernel: &Observation, smoltcp: &Observation) -> String {
+    let icmp = |o: &Observation| o.packets.map(|p| p.icmp_port_unreachable);
+    let rst = |o: &Observation| o.packets.map(|p| p.rst);
+    match (scenario, icmp(kernel), icmp(smoltcp)) {
+        (Scenario::ConnectedUdpClientBeforeServer, k, Some(s)) if s > 0 => format!(
+            "both hosts answered with ICMP port unreachable (kernel capture: {}, lab: {s}); the kernel hands it to a \
+             connected socket as ECONNREFUSED, smoltcp never hands ICMP errors to UDP sockets",
+            k.map_or("not taken".into(), |k| k.to_string())
+        ),
+        _ => format!(
+            "kernel: {} (RST {}, ICMP unreachable {}); smoltcp: {} (RST {}, ICMP unreachable {})",
+            kernel.outcome,
+            rst(kernel).map_or("?".into(), |n| n.to_string()),
+            icmp(kernel).map_or("?".into(), |n| n.to_string()),
+            smoltcp.outcome,
+            rst(smoltcp).map_or("?".into(), |n| n.to_string()),
+            icmp(smoltcp).map_or("?".into(), |n| n.to_string()),
+        ),
+    }
+}
+
+/// Counts the packets of a capture.
+pub fn count_packets(pcap: &[u8]) -> Result<PacketCounts, String> {
+    let packets = packets_from_pcap(pcap)?;
+    Ok(count(&packets))
+}
+
+fn count(packets: &[LadderPacket]) -> PacketCounts {
+    let mut c = PacketCounts {
+        total: packets.len(),
+        ..PacketCounts::default()
+    };
+    for p in packets {
+        // TCP labels start with the flags: one bare (`SYN seq=…`), several in brackets (`[SYN, ACK] seq=…`).
+        let tcp = p.label.contains(" seq=");
+        let flags = match p.label.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or(""),
+            None => p.label.split(' ').next().unwrap_or(""),
+        };
+        if tcp && flags.contains("SYN") && !flags.contains("ACK") {
+            c.syn += 1;
+        }
+        if tcp && flags.contains("RST") {
+            c.rst += 1;
+        }
+        if p.label.contains("port unreachable") {
+            c.icmp_port_unreachable += 1;
+        }
+        if p.label.starts_with("UDP") {
+            c.udp += 1;
+        }
+        if p.mark
+            .as_deref()
+            .is_some_and(|m| m.split(", ").any(|m| m == "retransmission"))
+        {
+            c.retransmissions += 1;
+        }
+    }
+    c
+}
+
+// ---------------------------------------------------------------------------------------------- kernel side
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map_or(40000, |a| a.port())
+}
+
+/// A free port for both TCP and UDP on loopback.
+fn free_ports(n: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let p = free_port();
+        if !ports.contains(&p) && UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).is_ok() {
+            ports.push(p);
+        }
+    }
+    ports
+}
+
+fn kernel_run(scenario: Scenario) -> Observation {
+    let ports = free_ports(2);
+    let (port, other) = (ports[0], ports[1]);
+    let capture = LoopbackCapture::start(vec![port, other]);
+    let started = WallInstant::now();
+    let (outcome, kind) = kernel_scenario(scenario, port, other);
+    let millis = started.elapsed().as_secs_f64() * 1e3;
+    let (packets, packets_note, capture) = match capture {
+        Ok(capture) => {
+            let bytes = capture.finish();
+            match count_packets(&bytes) {
+                Ok(counts) => (Some(counts), None, Some(bytes)),
+                Err(e) => (None, Some(format!("capture unreadable: {e}")), None),
+            }
+        }
+        Err(e) => (
+            None,
+            Some(format!(
+                "not captured: a packet socket on lo needs root ({e})"
+            )),
+            None,
+        ),
+    };
+    Observation {
+        stack: "kernel",
+        network: "loopback",
+        outcome,
+        kind,
+        millis,
+        virtual_time: false,
+        packets,
+        packets_note,
+        capture,
+    }
+}
+
+/// Runs one scenario on the kernel stack; returns what the program saw and its short kind.
+fn kernel_scenario(scenario: Scenario, port: u16, other: u16) -> (String, String) {
+    let at = |p: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, p));
+    let wait = StdDuration::from_secs(1);
+    match scenario {
+        Scenario::TcpClientBeforeServer => {
+            tcp_outcome(TcpStream::connect_timeout(&at(port), wait).map(|_| ()))
+        }
+        Scenario::TcpWrongPort => {
+            let _server = TcpListener::bind(at(port));
+            tcp_outcome(TcpStream::connect_timeout(&at(other), wait).map(|_| ()))
+        }
+        Scenario::UdpClientBeforeServer => udp_unconnected(at(port), wait),
+        Scenario::UdpWrongPort => {
+            let _server = UdpSocket::bind(at(port));
+            udp_unconnected(at(other), wait)
+        }
+        Scenario::ConnectedUdpClientBeforeServer => {
+            let result = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|s| {
+                s.set_read_timeout(Some(wait))?;
+                s.connect(at(port))?;
+                s.send(b"hello")?;
+                let mut buf = [0u8; 64];
+                s.recv(&mut buf)
+            });
+            match result {
+                Ok(_) => ("a reply came".into(), "ok".into()),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => (
+                    "recv: connection refused (ECONNREFUSED)".into(),
+                    "refused".into(),
+                ),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    ("no reply in 1 s".into(), "no_reply".into())
+                }
+                Err(e) => (format!("error: {e}"), "error".into()),
+            }
+        }
+        Scenario::ServerStoppedMidConversation => kernel_server_stops(at(port)),
+        Scenario::LossyTcpTransfer | Scenario::LossyUdpRequests => (
+            "not run: loss on the kernel's loopback needs `tc qdisc netem` in a namespace (root)"
+                .into(),
+            "not_run".into(),
+        ),
+    }
+}
+
+fn tcp_outcome(result: std::io::Result<()>) -> (String, String) {
+    match result {
+        Ok(()) => ("connected".into(), "ok".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => (
+            "connect: connection refused (ECONNREFUSED)".into(),
+            "refused".into(),
+        ),
+        Err(e) => (format!("connect: {e}"), "error".into()),
+    }
+}
+
+fn udp_unconnected(to: SocketAddr, wait: StdDuration) -> (String, String) {
+    let result = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|s| {
+        s.set_read_timeout(Some(wait))?;
+        s.send_to(b"hello", to)?;
+        let mut buf = [0u8; 64];
+        s.recv_from(&mut buf)
+    });
+    match result {
+        Ok(_) => ("a reply came".into(), "ok".into()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            (
+                "no reply in 1 s, no error (an unconnected socket is not told of ICMP errors)"
+                    .into(),
+                "no_reply".into(),
+            )
+        }
+        Err(e) => (format!("error: {e}"), "error".into()),
+    }
+}
+
+/// A server that answers one message, then closes its connection and its listening socket; the client then
+/// sends a second message.
+fn kernel_server_stops(at: SocketAddr) -> (String, String) {
+    let Ok(listener) = TcpListener::bind(at) else {
+        return ("cannot listen".into(), "error".into());
+    };
+    let server = std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut buf = [0u8; 64];
+            if let Ok(n @ 1..) = stream.read(&mut buf) {
+                let _ = stream.write_all(&buf[..n].to_ascii_uppercase());
+            }
+        }
+        // The stream and the listener close here: the server has stopped.
+    });
+    let result = (|| {
+        let mut client = TcpStream::connect(at)?;
+        client.set_read_timeout(Some(StdDuration::from_secs(2)))?;
+        client.write_all(b"first")?;
+        let mut buf = [0u8; 64];
+        let n = client.read(&mut buf)?;
+        let _ = server.join();
+        client.write_all(b"second")?;
+        let m = client.read(&mut buf)?;
+        Ok::<_, std::io::Error>((n, m))
+    })();
+    match result {
+        Ok((_, 0)) => (
+            "first reply came; second: end of stream (the server's FIN)".into(),
+            "eof".into(),
+        ),
+        Ok(_) => ("both replies came".into(), "ok".into()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            (format!("first reply came; second: {e}"), "reset".into())
+        }
+        Err(e) => (format!("error: {e}"), "error".into()),
+    }
+}
+
+// ----------------------------------------------------------------------------------------------- lab side
+
+fn lab_run(scenario: Scenario) -> Observation {
+    let mut lab = UppercaseLab::new();
+    let capture = MemoryCapture::default();
+    lab.lab.capture_to(Box::new(capture.clone()));
+    let start = lab.lab.now();
+    let (outcome, kind) = lab_scenario(scenario, &mut lab);
+    let millis = (lab.lab.now() - start).total_micros() as f64 / 1e3;
+    drop(lab.lab.take_capture());
+    let bytes = capture.bytes();
+    let (packets, packets_note) = match count_packets(&bytes) {
+        Ok(c) => (Some(c), None),
+        Err(e) => (None, Some(format!("capture unreadable: {e}"))),
+    };
+    Observation {
+        stack: "smoltcp",
+        network: "lab",
+        outcome,
+        kind,
+        millis,
+        virtual_time: true,
+        packets,
+        packets_note,
+        capture: Some(bytes),
+    }
+}
+
+fn client_error(e: &ClientError) -> (String, String) {
+    let kind = match e {
+        ClientError::ConnectionRefused => "refused",
+        ClientError::NoReply { .. } => "no_reply",
+        ClientError::ConnectionReset => "reset",
+        ClientError::ClosedEarly { .. } => "eof",
+        ClientError::ConnectTimedOut | ClientError::ReplyTimedOut => "timeout",
+        _ => "error",
+    };
+    (e.to_string(), kind.into())
+}
+
+fn lab_scenario(scenario: Scenario, lab: &mut UppercaseLab) -> (String, String) {
+    let timeouts = ClientTimeouts {
+        reply: Duration::from_secs(1),
+        tries: 1,
+        ..ClientTimeouts::default()
+    };
+    let client = lab.client;
+    let one = |lab: &mut UppercaseLab, c: LabClient| -> (String, String) {
+        match lab.run(&mut [c]) {
+            Ok(outcomes) => match outcomes.into_iter().next() {
+                Some(Ok(())) => ("the reply came".into(), "ok".into()),
+                Some(Err(e)) => client_error(&e),
+                None => ("no outcome".into(), "error".into()),
+            },
+            Err(e) => (format!("lab failed: {e}"), "error".into()),
+        }
+    };
+    // The lab's server listens on PORT; "before the server" aims at a port nothing listens on.
+    let closed = PORT + 1;
+    match scenario {
+        Scenario::TcpClientBeforeServer | Scenario::TcpWrongPort => {
+            let c = TcpExchange::with_messages(
+                lab.lab.node(client),
+                UppercaseLab::endpoint(closed),
+                timeouts,
+                [b"hello".to_vec()],
+            );
+            one(lab, LabClient::Tcp(c))
+        }
+        Scenario::UdpClientBeforeServer
+        | Scenario::UdpWrongPort
+        | Scenario::ConnectedUdpClientBeforeServer => {
+            match UdpExchange::with_messages(
+                lab.lab.node(client),
+                UppercaseLab::endpoint(closed),
+                timeouts,
+                [b"hello".to_vec()],
+            ) {
+                Ok(c) => one(lab, LabClient::Udp(c)),
+                Err(e) => client_error(&e),
+            }
+        }
+        Scenario::ServerStoppedMidConversation => lab_server_stops(lab),
+        Scenario::LossyTcpTransfer => {
+            lose_ten_percent(lab);
+            let text = sample_text(1 << 20, 41);
+            let timeouts = ClientTimeouts {
+                reply: Duration::from_secs(120),
+                ..ClientTimeouts::default()
+            };
+            let mut c = LabClient::Tcp(TcpExchange::with_messages(
+                lab.lab.node(client),
+                UppercaseLab::endpoint(PORT),
+                timeouts,
+                [text.clone()],
+            ));
+            match lab.run(std::slice::from_mut(&mut c)) {
+                Ok(o) if o.first().is_some_and(|r| r.is_ok()) => {
+                    let replies = c.take_replies();
+                    let exact = replies
+                        .first()
+                        .is_some_and(|(r, _)| *r == text.to_ascii_uppercase());
+                    match exact {
+                        true => (
+                            "1 MiB came back uppercased, byte for byte".into(),
+                            "ok".into(),
+                        ),
+                        false => ("the reply differs".into(), "error".into()),
+                    }
+                }
+                Ok(o) => o
+                    .first()
+                    .and_then(|r| r.as_ref().err())
+                    .map_or(("no outcome".into(), "error".into()), client_error),
+                Err(e) => (format!("lab failed: {e}"), "error".into()),
+            }
+        }
+        Scenario::LossyUdpRequests => {
+            lose_ten_percent(lab);
+            let timeouts = ClientTimeouts {
+                reply: Duration::from_millis(500),
+                tries: 5,
+                ..ClientTimeouts::default()
+            };
+            let messages: Vec<Vec<u8>> = (0..20)
+                .map(|i| format!("request {i}").into_bytes())
+                .collect();
+            match UdpExchange::with_messages(
+                lab.lab.node(client),
+                UppercaseLab::endpoint(PORT),
+                timeouts,
+                messages,
+            ) {
+                Ok(c) => {
+                    let mut clients = [LabClient::Udp(c)];
+                    match lab.run(&mut clients) {
+                        Ok(o) => {
+                            let replies = clients[0].take_replies();
+                            let retried = replies.iter().filter(|(_, tries)| *tries > 1).count();
+                            let failed = o
+                                .first()
+                                .and_then(|r| r.as_ref().err())
+                                .map(|e| e.to_string());
+                            let line = format!(
+                                "{} of 20 answered; {retried} needed more than one try",
+                                replies.len()
+                            );
+                            match failed {
+                                None => (line, "ok".into()),
+                                Some(e) => (format!("{line}; then: {e}"), "no_reply".into()),
+                            }
+                        }
+                        Err(e) => (format!("lab failed: {e}"), "error".into()),
+                    }
+                }
+                Err(e) => client_error(&e),
+            }
+        }
+    }
+}
+
+fn lose_ten_percent(lab: &mut UppercaseLab) {
+    for (node, seed) in [(lab.client, 11), (lab.server, 29)] {
+        lab.lab.set_faults(
+            node,
+            LinkFaults {
+                drop_chance: 10,
+                seed,
+                ..LinkFaults::default()
+            },
+        );
+    }
+}
+
+/// The lab's server answers the first message, then its sockets are closed (as when the program stops):
+/// every TCP socket of the server node is aborted, which sends RST to a connected peer.
+fn lab_server_stops(lab: &mut UppercaseLab) -> (String, String) {
+    let client = lab.client;
+    let server = lab.server;
+    let timeouts = ClientTimeouts {
+        reply: Duration::from_secs(2),
+        ..ClientTimeouts::default()
+    };
+    let mut exchange =
+        TcpExchange::new(lab.lab.node(client), UppercaseLab::endpoint(PORT), timeouts);
+    exchange.push(b"first".to_vec());
+    let mut stopped = false;
+    let mut first_reply = false;
+    let servers = &mut lab.servers;
+    let result = drive(&mut lab.lab, |net| {
+        let now = net.now();
+        let mut moved = false;
+        if !stopped {
+            moved |= servers.poll(net.node(server));
+        }
+        match exchange.step(net.node(client), now) {
+            Ok(Step::Done(())) => Step::Done(Ok(())),
+            Ok(Step::Pending { moved: m, poll_at }) => {
+                moved |= m;
+                if !first_reply && exchange.next_reply().is_some() {
+                    first_reply = true;
+                    // The server stops: all its sockets close at once.
+                    let node = net.node(server);
+                    let handles: Vec<SocketHandle> = node
+                        .sockets
+                        .iter()
+                        .filter(|(_, s)| matches!(s, smoltcp::socket::Socket::Tcp(_)))
+                        .map(|(h, _)| h)
+                        .collect();
+                    for h in handles {
+                        node.sockets.get_mut::<tcp::Socket>(h).abort();
+                    }
+                    stopped = true;
+                    exchange.push(b"second".to_vec());
+                    exchange.finish();
+                    moved = true;
+                }
+                Step::Pending { moved, poll_at }
+            }
+            Err(e) => Step::Done(Err(e)),
+        }
+    });
+    match result {
+        Ok(Ok(())) => ("both replies came".into(), "ok".into()),
+        Ok(Err(e)) => {
+            let (line, kind) = client_error(&e);
+            (format!("first reply came; second: {line}"), kind)
+        }
+        Err(e) => (format!("lab failed: {e}"), "error".into()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------- rendering
+
+/// How to print the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned text.
+    Table,
+    /// A Markdown table.
+    Markdown,
+    /// JSON, one object per scenario.
+    Json,
+}
+
+fn packets_cell(o: &Observation) -> String {
+    match (o.packets, &o.packets_note) {
+        (Some(p), _) => format!(
+            "{} pkts: SYN {} RST {} ICMP-unreach {} UDP {} retrans {}",
+            p.total, p.syn, p.rst, p.icmp_port_unreachable, p.udp, p.retransmissions
+        ),
+        (None, Some(note)) => note.clone(),
+        (None, None) => "-".into(),
+    }
+}
+
+fn time_cell(o: &Observation) -> String {
+    format!(
+        "{:.1} ms{}",
+        o.millis,
+        if o.virtual_time { " (virtual)" } else { "" }
+    )
+}
+
+/// The comparison as `format` says.
+pub fn render(comparisons: &[Comparison], format: Format) -> String {
+    match format {
+        Format::Json => serde_json::to_string_pretty(comparisons)
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")),
+        Format::Markdown => {
+            let mut out = String::from(
+                "| scenario | stack | outcome | time | packets |\n|---|---|---|---|---|\n",
+            );
+            for c in comparisons {
+                for o in [&c.kernel, &c.smoltcp] {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} ({}) | {} | {} | {} |",
+                        c.title,
+                        o.stack,
+                        o.network,
+                        o.outcome.replace('|', "\\|"),
+                        time_cell(o),
+                        packets_cell(o)
+                    );
+                }
+                if c.differs {
+                    let _ = writeln!(
+                        out,
+                        "| | **differ** | {} | | |",
+                        c.explanation.replace('|', "\\|")
+                    );
+                }
+            }
+            out
+        }
+        Format::Table => {
+            let mut out = String::new();
+            for c in comparisons {
+                let _ = writeln!(out, "{}", c.title);
+                for o in [&c.kernel, &c.smoltcp] {
+                    let _ = writeln!(
+                        out,
+                        "  {:<8} {:<9} {:<22} {}\n           {}",
+                        o.stack,
+                        o.network,
+                        time_cell(o),
+                        o.outcome,
+                        packets_cell(o)
+                    );
+                }
+                if c.differs {
+                    let _ = writeln!(out, "  differ:  {}", c.explanation);
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Writes one ladder diagram per scenario and stack into `dir` (`<scenario>-<stack>.svg`), from the runs'
+/// captures. Returns the files written.
+pub fn write_diagrams(
+    comparisons: &[Comparison],
+    dir: &std::path::Path,
+) -> Result<Vec<std::path::PathBuf>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut written = Vec::new();
+    for c in comparisons {
+        for o in [&c.kernel, &c.smoltcp] {
+            let Some(capture) = &o.capture else { continue };
+            let packets = packets_from_pcap(capture)?;
+            let name = serde_json::to_value(c.scenario)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "scenario".into());
+            let path = dir.join(format!("{name}-{}.svg", o.stack));
+            let title = format!("{} — {} ({})", c.title, o.stack, o.network);
+            std::fs::write(&path, crate::diagram::ladder_svg(&title, &packets))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            written.push(path);
+        }
+    }
+    Ok(written)
+}
