@@ -161,3 +161,124 @@ fn compare_reports_what_each_stack_saw() {
         .unwrap()
         .contains("of 20 answered"));
 }
+
+/// The lab's side of `compare` runs on a virtual clock with seeded losses: two runs observe the same.
+#[test]
+fn compares_lab_runs_are_the_same_every_time() {
+    let run_json = || {
+        let out = run({
+            let mut cmd = smoltalk();
+            cmd.args(["compare", "--format", "json"]);
+            cmd
+        });
+        assert!(out.status.success(), "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["smoltcp"].clone())
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (run_json(), run_json());
+    assert_eq!(a, b);
+}
+
+/// `compare --diagram DIR`: one well-formed SVG per scenario and stack, each with one arrow per packet of the
+/// capture beside it (as tshark counts them), and one of them drawn by a real browser.
+#[test]
+#[cfg_attr(smoltalk_no_tshark, ignore = "needs tshark")]
+fn diagrams_have_one_arrow_per_captured_packet() {
+    let dir = std::env::temp_dir().join(format!("smoltalk-exp-diagrams-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = run({
+        let mut cmd = smoltalk();
+        cmd.args(["compare", "--diagram", dir.to_str().unwrap()]);
+        cmd
+    });
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut svgs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "svg"))
+        .collect();
+    svgs.sort();
+    assert!(svgs.len() >= 8, "{svgs:?}");
+    for svg in &svgs {
+        let text = std::fs::read_to_string(svg).unwrap();
+        assert!(
+            text.starts_with("<svg") || text.starts_with("<?xml"),
+            "{}",
+            svg.display()
+        );
+        assert!(text.trim_end().ends_with("</svg>"), "{}", svg.display());
+        let arrows = text.matches("class=\"packet\"").count();
+        // tshark's count of the IPv4 and ARP packets in the capture the picture was drawn from.
+        let pcap = svg.with_extension("pcap");
+        let packets = tshark_fields(&pcap, "ip || arp", &["frame.number"]).len();
+        assert_eq!(arrows, packets.min(400), "{}", svg.display());
+        if python_ok() {
+            let parsed = Command::new("python3")
+                .args([
+                    "-c",
+                    "import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])",
+                    svg.to_str().unwrap(),
+                ])
+                .status()
+                .unwrap();
+            assert!(parsed.success(), "{} is not well-formed XML", svg.display());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn python_ok() -> bool {
+    Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// One diagram drawn by headless Chromium into a PNG (loading a local file; no network).
+#[test]
+#[cfg_attr(smoltalk_no_chromium, ignore = "needs chromium and python3")]
+fn a_diagram_renders_in_a_browser() {
+    let dir = std::env::temp_dir().join(format!("smoltalk-exp-render-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = run({
+        let mut cmd = smoltalk();
+        cmd.args(["compare", "--diagram", dir.to_str().unwrap()]);
+        cmd
+    });
+    assert!(out.status.success(), "{}", stderr(&out));
+    let svg = dir.join("tcp_client_before_server-smoltcp.svg");
+    assert!(svg.exists());
+    let png = dir.join("q1.png");
+    let profile = dir.join("profile");
+    let status = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            &format!("--user-data-dir={}", profile.display()),
+            &format!("--screenshot={}", png.display()),
+            "--window-size=900,500",
+            &format!("file://{}", svg.display()),
+        ])
+        .env("HOME", &dir)
+        .output()
+        .expect("run chromium");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let bytes = std::fs::read(&png).expect("the screenshot");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert!(bytes.len() > 2000, "a blank page: {} bytes", bytes.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -79,7 +79,8 @@ pub struct CompareArgs {
     /// How to print the comparison.
     #[arg(long, value_enum, default_value_t = crate::compare::Format::Table)]
     pub format: crate::compare::Format,
-    /// Write a packet ladder diagram (SVG) per scenario and stack into DIR.
+    /// Write a packet ladder diagram (SVG) per scenario and stack into DIR, each beside the capture it was
+    /// drawn from (.pcap).
     #[arg(long, value_name = "DIR")]
     pub diagram: Option<std::path::PathBuf>,
 }
@@ -819,6 +820,10 @@ fn lab(args: LabArgs) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     print!("{}", proxy.render());
+    // The classic questions, measured: the kernel over loopback and smoltcp in the lab (what needs no root).
+    println!("\nsmoltalk lab: the classic questions on both stacks (`smoltalk compare` for JSON and diagrams)");
+    let comparisons = crate::compare::run_all();
+    print!("{}", crate::compare::render(&comparisons, crate::compare::Format::Table));
     if uppercase.passed() && proxy.passed() {
         Ok(())
     } else {

@@ -90,6 +90,8 @@ pub struct PacketCounts {
     pub syn: usize,
     /// TCP resets.
     pub rst: usize,
+    /// TCP segments closing a direction (FIN).
+    pub fin: usize,
     /// ICMP port-unreachable errors.
     pub icmp_port_unreachable: usize,
     /// TCP segments sent again.
@@ -148,7 +150,9 @@ pub fn run_all() -> Vec<Comparison> {
 pub fn compare(scenario: Scenario) -> Comparison {
     let kernel = kernel_run(scenario);
     let smoltcp = lab_run(scenario);
-    let differs = kernel.kind != smoltcp.kind;
+    // A stack that could not run the scenario here is not a difference between the stacks.
+    let ran = kernel.kind != "not_run" && smoltcp.kind != "not_run";
+    let differs = ran && kernel.kind != smoltcp.kind;
     let explanation = if differs {
         explain(scenario, &kernel, &smoltcp)
     } else {
@@ -173,6 +177,14 @@ fn explain(scenario: Scenario, kernel: &Observation, smoltcp: &Observation) -> S
             "both hosts answered with ICMP port unreachable (kernel capture: {}, lab: {s}); the kernel hands it to a \
              connected socket as ECONNREFUSED, smoltcp never hands ICMP errors to UDP sockets",
             k.map_or("not taken".into(), |k| k.to_string())
+        ),
+        (Scenario::ServerStoppedMidConversation, _, _) => format!(
+            "the kernel's server closed its socket: FIN {} then RST {} (to the second message); smoltcp's sockets \
+             were aborted: FIN {}, RST {}",
+            kernel.packets.map_or("?".into(), |p| p.fin.to_string()),
+            rst(kernel).map_or("?".into(), |n| n.to_string()),
+            smoltcp.packets.map_or("?".into(), |p| p.fin.to_string()),
+            rst(smoltcp).map_or("?".into(), |n| n.to_string()),
         ),
         _ => format!(
             "kernel: {} (RST {}, ICMP unreachable {}); smoltcp: {} (RST {}, ICMP unreachable {})",
@@ -209,6 +221,9 @@ fn count(packets: &[LadderPacket]) -> PacketCounts {
         }
         if tcp && flags.contains("RST") {
             c.rst += 1;
+        }
+        if tcp && flags.contains("FIN") {
+            c.fin += 1;
         }
         if p.label.contains("port unreachable") {
             c.icmp_port_unreachable += 1;
@@ -254,6 +269,7 @@ fn kernel_run(scenario: Scenario) -> Observation {
     let (outcome, kind) = kernel_scenario(scenario, port, other);
     let millis = started.elapsed().as_secs_f64() * 1e3;
     let (packets, packets_note, capture) = match capture {
+        _ if kind == "not_run" => (None, Some("not run".to_string()), None),
         Ok(capture) => {
             let bytes = capture.finish();
             match count_packets(&bytes) {
@@ -661,8 +677,8 @@ pub enum Format {
 fn packets_cell(o: &Observation) -> String {
     match (o.packets, &o.packets_note) {
         (Some(p), _) => format!(
-            "{} pkts: SYN {} RST {} ICMP-unreach {} UDP {} retrans {}",
-            p.total, p.syn, p.rst, p.icmp_port_unreachable, p.udp, p.retransmissions
+            "{} pkts: SYN {} FIN {} RST {} ICMP-unreach {} UDP {} retrans {}",
+            p.total, p.syn, p.fin, p.rst, p.icmp_port_unreachable, p.udp, p.retransmissions
         ),
         (None, Some(note)) => note.clone(),
         (None, None) => "-".into(),
@@ -733,8 +749,8 @@ pub fn render(comparisons: &[Comparison], format: Format) -> String {
     }
 }
 
-/// Writes one ladder diagram per scenario and stack into `dir` (`<scenario>-<stack>.svg`), from the runs'
-/// captures. Returns the files written.
+/// Writes one ladder diagram per scenario and stack into `dir` (`<scenario>-<stack>.svg`), drawn from the
+/// runs' captures, each capture beside its picture (`.pcap`). Returns the diagrams written.
 pub fn write_diagrams(
     comparisons: &[Comparison],
     dir: &std::path::Path,
@@ -753,6 +769,10 @@ pub fn write_diagrams(
             let title = format!("{} — {} ({})", c.title, o.stack, o.network);
             std::fs::write(&path, crate::diagram::ladder_svg(&title, &packets))
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            // The capture the picture was drawn from, beside it, for tshark or Wireshark.
+            let pcap = path.with_extension("pcap");
+            std::fs::write(&pcap, capture)
+                .map_err(|e| format!("cannot write {}: {e}", pcap.display()))?;
             written.push(path);
         }
     }
