@@ -823,7 +823,10 @@ fn lab(args: LabArgs) -> Result<(), String> {
     // The classic questions, measured: the kernel over loopback and smoltcp in the lab (what needs no root).
     println!("\nsmoltalk lab: the classic questions on both stacks (`smoltalk compare` for JSON and diagrams)");
     let comparisons = crate::compare::run_all();
-    print!("{}", crate::compare::render(&comparisons, crate::compare::Format::Table));
+    print!(
+        "{}",
+        crate::compare::render(&comparisons, crate::compare::Format::Table)
+    );
     if uppercase.passed() && proxy.passed() {
         Ok(())
     } else {

@@ -178,6 +178,17 @@ fn explain(scenario: Scenario, kernel: &Observation, smoltcp: &Observation) -> S
              connected socket as ECONNREFUSED, smoltcp never hands ICMP errors to UDP sockets",
             k.map_or("not taken".into(), |k| k.to_string())
         ),
+        (Scenario::LossyTcpTransfer, _, _) => format!(
+            "the kernel: {:.0} ms, {} packets captured (loopback carries 64 KiB segments; a packet dropped before \
+             the wire is not in the capture); smoltcp: {:.0} ms, {} packets of at most 1514 bytes, {} \
+             retransmissions, {} RST",
+            kernel.millis,
+            kernel.packets.map_or("?".into(), |p| p.total.to_string()),
+            smoltcp.millis,
+            smoltcp.packets.map_or("?".into(), |p| p.total.to_string()),
+            smoltcp.packets.map_or("?".into(), |p| p.retransmissions.to_string()),
+            rst(smoltcp).map_or("?".into(), |n| n.to_string()),
+        ),
         (Scenario::ServerStoppedMidConversation, _, _) => format!(
             "the kernel's server closed its socket: FIN {} then RST {} (to the second message); smoltcp's sockets \
              were aborted: FIN {}, RST {}",
@@ -262,6 +273,22 @@ fn free_ports(n: usize) -> Vec<u16> {
 }
 
 fn kernel_run(scenario: Scenario) -> Observation {
+    if matches!(
+        scenario,
+        Scenario::LossyTcpTransfer | Scenario::LossyUdpRequests
+    ) {
+        let network = "namespace lo, 10 % loss";
+        return match LossyLoopback::create() {
+            Ok(lossy) => lossy
+                .run(move || kernel_run_here(scenario, network))
+                .unwrap_or_else(|why| not_run("kernel", network, why)),
+            Err(why) => not_run("kernel", network, why),
+        };
+    }
+    kernel_run_here(scenario, "loopback")
+}
+
+fn kernel_run_here(scenario: Scenario, network: &'static str) -> Observation {
     let ports = free_ports(2);
     let (port, other) = (ports[0], ports[1]);
     let capture = LoopbackCapture::start(vec![port, other]);
@@ -287,7 +314,7 @@ fn kernel_run(scenario: Scenario) -> Observation {
     };
     Observation {
         stack: "kernel",
-        network: "loopback",
+        network,
         outcome,
         kind,
         millis,
@@ -341,11 +368,183 @@ fn kernel_scenario(scenario: Scenario, port: u16, other: u16) -> (String, String
             }
         }
         Scenario::ServerStoppedMidConversation => kernel_server_stops(at(port)),
-        Scenario::LossyTcpTransfer | Scenario::LossyUdpRequests => (
-            "not run: loss on the kernel's loopback needs `tc qdisc netem` in a namespace (root)"
-                .into(),
-            "not_run".into(),
+        Scenario::LossyTcpTransfer => kernel_lossy_tcp(at(port)),
+        Scenario::LossyUdpRequests => kernel_lossy_udp(at(port)),
+    }
+}
+
+/// 1 MiB through a kernel uppercase server and back, over a loopback that loses packets (see
+/// [`LossyLoopback`]); byte for byte.
+fn kernel_lossy_tcp(at: SocketAddr) -> (String, String) {
+    let Ok(listener) = TcpListener::bind(at) else {
+        return ("cannot listen".into(), "error".into());
+    };
+    std::thread::spawn(move || {
+        if let Ok((stream, _)) = listener.accept() {
+            let _ = stream.set_read_timeout(Some(StdDuration::from_secs(120)));
+            let _ = crate::kernel::serve_connection(stream);
+        }
+    });
+    let text = sample_text(1 << 20, 41);
+    let result = (|| {
+        let mut client = TcpStream::connect(at)?;
+        client.set_read_timeout(Some(StdDuration::from_secs(120)))?;
+        let mut writer = client.try_clone()?;
+        let sent = text.clone();
+        let sender = std::thread::spawn(move || writer.write_all(&sent));
+        let mut reply = vec![0u8; text.len()];
+        client.read_exact(&mut reply)?;
+        let _ = sender.join();
+        Ok::<_, std::io::Error>(reply)
+    })();
+    match result {
+        Ok(reply) if reply == text.to_ascii_uppercase() => (
+            "1 MiB came back uppercased, byte for byte".into(),
+            "ok".into(),
         ),
+        Ok(_) => ("the reply differs".into(), "error".into()),
+        Err(e) => (format!("error: {e}"), "error".into()),
+    }
+}
+
+/// 20 requests to a kernel uppercase UDP server over a lossy loopback, up to 5 tries of 500 ms each.
+fn kernel_lossy_udp(at: SocketAddr) -> (String, String) {
+    let Ok(server) = UdpSocket::bind(at) else {
+        return ("cannot bind".into(), "error".into());
+    };
+    let _ = server.set_read_timeout(Some(StdDuration::from_secs(15)));
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = server.recv_from(&mut buf) {
+            let reply = buf.get(..n).unwrap_or(&[]).to_ascii_uppercase();
+            let _ = server.send_to(&reply, from);
+        }
+    });
+    let Ok(client) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
+        return ("cannot bind".into(), "error".into());
+    };
+    let _ = client.set_read_timeout(Some(StdDuration::from_millis(500)));
+    let (mut answered, mut retried) = (0, 0);
+    for i in 0..20 {
+        let request = format!("request {i}");
+        let expected = request.to_ascii_uppercase();
+        for tries in 1..=5 {
+            let _ = client.send_to(request.as_bytes(), at);
+            let mut buf = [0u8; 64];
+            if let Ok((n, _)) = client.recv_from(&mut buf) {
+                if buf.get(..n) == Some(expected.as_bytes()) {
+                    answered += 1;
+                    retried += usize::from(tries > 1);
+                    break;
+                }
+            }
+        }
+    }
+    let line = format!("{answered} of 20 answered; {retried} needed more than one try");
+    match answered {
+        20 => (line, "ok".into()),
+        _ => (line, "no_reply".into()),
+    }
+}
+
+/// A network namespace whose loopback loses 10 % of the packets (`tc qdisc … netem loss 10%`, or an nftables
+/// rule where the kernel has no netem): the kernel side of the lossy scenarios runs in it, on a thread of its
+/// own. Needs root; deleted on drop.
+struct LossyLoopback {
+    ns: crate::netns::Namespace,
+}
+
+impl LossyLoopback {
+    fn create() -> Result<LossyLoopback, String> {
+        if !crate::netns::is_root() {
+            return Err(
+                "loss on the kernel's loopback needs `tc qdisc netem` in a namespace (root)".into(),
+            );
+        }
+        let ns =
+            crate::netns::Namespace::create(&format!("smoltalk-compare-{}", std::process::id()))?;
+        // netem where the kernel has it; else nftables, dropping a random tenth of what leaves (on loopback,
+        // every packet leaves once).
+        let netem = ns
+            .command(
+                "tc",
+                &["qdisc", "add", "dev", "lo", "root", "netem", "loss", "10%"],
+            )
+            .output();
+        if !netem.is_ok_and(|o| o.status.success()) {
+            let rules: [&[&str]; 3] = [
+                &["add", "table", "inet", "smoltalk_loss"],
+                &[
+                    "add",
+                    "chain",
+                    "inet",
+                    "smoltalk_loss",
+                    "out",
+                    "{ type filter hook output priority 0; }",
+                ],
+                &[
+                    "add",
+                    "rule",
+                    "inet",
+                    "smoltalk_loss",
+                    "out",
+                    "numgen",
+                    "random",
+                    "mod",
+                    "10",
+                    "==",
+                    "0",
+                    "drop",
+                ],
+            ];
+            for rule in rules {
+                let out = ns
+                    .command("nft", rule)
+                    .output()
+                    .map_err(|e| format!("the kernel has no netem and nft cannot run: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "the kernel has no netem, and nft failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+            }
+        }
+        Ok(LossyLoopback { ns })
+    }
+
+    /// Runs `f` on a thread that has entered the namespace (threads it starts are in it too).
+    fn run(&self, f: impl FnOnce() -> Observation + Send + 'static) -> Result<Observation, String> {
+        let path = format!("/var/run/netns/{}", self.ns.name());
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let file =
+                std::fs::File::open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
+            // SAFETY: setns on a namespace descriptor we hold; it changes only this thread's namespace.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(format!(
+                    "cannot enter the namespace: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| "the scenario's thread failed".to_string())?
+    }
+}
+
+fn not_run(stack: &'static str, network: &'static str, why: String) -> Observation {
+    Observation {
+        stack,
+        network,
+        outcome: format!("not run: {why}"),
+        kind: "not_run".into(),
+        millis: 0.0,
+        virtual_time: false,
+        packets: None,
+        packets_note: Some("not run".into()),
+        capture: None,
     }
 }
 
