@@ -92,6 +92,10 @@ pub struct LabArgs {
     /// FILE with `-proxy` before its extension.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<std::path::PathBuf>,
+    /// Write a packet ladder diagram (SVG) per comparison scenario and stack into DIR, each beside the capture
+    /// it was drawn from (.pcap), as `smoltalk compare --diagram` does.
+    #[arg(long, value_name = "DIR")]
+    pub diagram: Option<std::path::PathBuf>,
 }
 
 /// Options of `bench`.
@@ -827,6 +831,10 @@ fn lab(args: LabArgs) -> Result<(), String> {
         "{}",
         crate::compare::render(&comparisons, crate::compare::Format::Table)
     );
+    if let Some(dir) = &args.diagram {
+        let written = crate::compare::write_diagrams(&comparisons, dir)?;
+        println!("{} diagrams in {}", written.len(), dir.display());
+    }
     if uppercase.passed() && proxy.passed() {
         Ok(())
     } else {
