@@ -35,13 +35,15 @@ impl Instruments {
 pub struct Faults {
     /// Percent of packets lost, each direction.
     pub drop_chance: u8,
-    /// Percent of packets with one byte changed, each direction.
+    /// Percent of received packets with one byte changed (smoltcp 0.14's FaultInjector changes a sent packet's
+    /// buffer before the stack writes it, so sent packets leave intact).
     pub corrupt_chance: u8,
     /// Packets longer than this are lost (0: no limit).
     pub size_limit: usize,
     /// At most this many packets per second each direction; the rest are lost (0: no limit).
     pub rate_limit: u64,
-    /// Seed of the fault generator: the same seed gives the same faults for the same packets.
+    /// Seed of the fault generator (not 0, which smoltcp's generator never leaves): the same seed gives the
+    /// same faults for the same packets.
     pub seed: u32,
 }
 
