@@ -10,13 +10,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::Shutdown;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use smoltalk::netns::Namespace;
 use support::proxy::*;
@@ -128,11 +126,6 @@ impl Lab {
     }
 }
 
-/// `http://10.0.2.2:PORT/PATH`.
-fn at_origin(port: u16, path: &str) -> String {
-    format!("http://{KERNEL_HOST}:{port}{path}")
-}
-
 /// Stops the proxy with SIGTERM and checks it exited 0, saying so in its log.
 fn stop_cleanly(proxy: Proxy) {
     let (clean, log) = proxy.stop();
@@ -155,50 +148,7 @@ fn get_by_address_and_by_resolved_name_with_via_logs_and_a_clean_stop() {
     };
     let (_origin, origin_port) = lab.origin(None);
     let proxy = lab.proxy(&["--resolve", "origin.test=10.0.2.2"]);
-
-    let out = curl_ok(&proxy, &["-i", &at_origin(origin_port, "/small")]);
-    let (head, body) = split_head(&out.stdout);
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    assert_eq!(body, SMALL.as_bytes());
-    let via = header(&head, "via").unwrap_or_else(|| panic!("no Via in {head}"));
-    assert!(via.starts_with("1.1 smoltalk-"), "{via}");
-    assert_eq!(header(&head, "content-length"), Some("22"));
-
-    // A name the proxy knows from --resolve (no DNS server runs here: it must not be asked).
-    let out = curl_ok(
-        &proxy,
-        &[&format!("http://origin.test:{origin_port}/small")],
-    );
-    assert_eq!(stdout(&out), SMALL);
-
-    let log = proxy.wait_log(&[
-        &format!("From 10.0.2.2 Request GET http://10.0.2.2:{origin_port}/small HTTP/1.1"),
-        &format!("From 10.0.2.2 Request GET http://origin.test:{origin_port}/small HTTP/1.1"),
-        "To 10.0.2.2 Response HTTP/1.1 200 OK",
-    ]);
-    assert!(log.contains("INFO"), "{log}");
-
-    // The origin got origin-form requests with the right Host and the proxy's Via, from smoltcp's address.
-    let seen = lab.seen(origin_port);
-    assert_eq!(seen.len(), 2, "{seen:?}");
-    assert!(
-        seen[0].contains("\r\nGET /small HTTP/1.1\r\n"),
-        "{}",
-        seen[0]
-    );
-    assert!(
-        seen[0].contains(&format!("\r\nHost: 10.0.2.2:{origin_port}\r\n")),
-        "{}",
-        seen[0]
-    );
-    assert!(
-        seen[1].contains(&format!("\r\nHost: origin.test:{origin_port}\r\n")),
-        "{}",
-        seen[1]
-    );
-    for entry in &seen {
-        assert!(entry.contains(&format!("\r\nVia: {via}\r\n")), "{entry}");
-    }
+    scenario::get_by_address_and_by_resolved_name(&proxy, origin_port);
     // SIGTERM stops it cleanly: exit status 0, and the device is closed.
     stop_cleanly(proxy);
 }
@@ -214,54 +164,10 @@ fn head_then_get_and_keep_alive_reuse_both_connections() {
     };
     let (_origin, origin_port) = lab.origin(None);
     let proxy = lab.proxy(&[]);
-    let small = at_origin(origin_port, "/small");
-    let big = at_origin(origin_port, "/big");
-
-    // HEAD, then GET on the same connection: a body wrongly expected after HEAD would swallow the next response.
-    let out = curl_ok(
-        &proxy,
-        &["-v", "-I", &small, "--next", "-x", &proxy.url(), &small],
-    );
-    let (head, rest) = split_head(&out.stdout);
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{}", stdout(&out));
-    assert_eq!(header(&head, "content-length"), Some("22"));
-    assert_eq!(rest, SMALL.as_bytes(), "{}", stdout(&out));
-    assert!(
-        stderr(&out).contains("Re-using existing connection"),
-        "{}",
-        stderr(&out)
-    );
-
-    // Keep-alive: a small and a 1 MiB response on one client connection and one origin connection.
-    let out = curl_ok(&proxy, &["-v", &small, &big]);
-    let verbose = stderr(&out);
-    assert!(
-        verbose.contains("Re-using existing connection"),
-        "{verbose}"
-    );
-    assert_eq!(
-        verbose.matches("Connected to 10.0.2.15").count(),
-        1,
-        "{verbose}"
-    );
-    let mut expected = SMALL.as_bytes().to_vec();
-    expected.extend(big_body());
-    assert!(
-        out.stdout == expected,
-        "{} bytes of {}",
-        out.stdout.len(),
-        expected.len()
-    );
-    proxy.wait_log(&[
-        &format!("From 10.0.2.2 Request HEAD {small} HTTP/1.1"),
-        &format!("From 10.0.2.2 Request GET {big} HTTP/1.1"),
-    ]);
-    let seen = lab.seen(origin_port);
-    assert_eq!(seen.len(), 4, "{seen:?}");
-    assert!(seen[0].contains("\r\nHEAD /small HTTP/1.1\r\n"), "{seen:?}");
-    assert!(seen[1].contains("\r\nGET /small HTTP/1.1\r\n"), "{seen:?}");
-    // Both keep-alive requests reached the origin on one connection of the proxy's (the same peer port).
-    assert_eq!(peer(&seen[2]), peer(&seen[3]), "{seen:?}");
+    scenario::head_has_length_but_no_body_and_the_connection_stays_usable(&proxy, origin_port);
+    // Keep-alive: a small and a 1 MiB response on one client connection and one origin connection, after the
+    // HEAD and GET above.
+    scenario::keep_alive_reuses_the_client_and_the_origin_connection(&proxy, origin_port, 2);
     stop_cleanly(proxy);
 }
 
@@ -277,89 +183,11 @@ fn post_put_chunked_and_2_mib_bodies_reach_the_origin_byte_exact() {
     };
     let (_origin, origin_port) = lab.origin(None);
     let proxy = lab.proxy(&[]);
-    let url = at_origin(origin_port, "/echo");
-
-    let small = every_byte(3);
-    let small_file = temp_file("nsproxy-post-small", &small);
-    let body_arg = format!("@{}", small_file.display());
-    let out = curl_ok(&proxy, &["--data-binary", &body_arg, &url]);
-    assert!(
-        out.stdout == small,
-        "POST: {} bytes back of {}",
-        out.stdout.len(),
-        small.len()
-    );
-    let out = curl_ok(
+    scenario::post_put_chunked_and_2_mib_bodies_reach_the_origin_byte_exact(
         &proxy,
-        &["-D", "-", "-T", small_file.to_str().unwrap(), &url],
+        origin_port,
+        "nsproxy",
     );
-    let (head, body) = final_head(&out.stdout);
-    assert_eq!(header(&head, "x-method"), Some("PUT"), "{head}");
-    assert!(body == small, "PUT: {} bytes back", body.len());
-    let out = curl_ok(
-        &proxy,
-        &[
-            "-H",
-            "Transfer-Encoding: chunked",
-            "--data-binary",
-            &body_arg,
-            &url,
-        ],
-    );
-    assert!(
-        out.stdout == small,
-        "chunked POST: {} bytes back",
-        out.stdout.len()
-    );
-    let _ = std::fs::remove_file(&small_file);
-
-    // 2 MiB: curl asks `Expect: 100-continue`; the origin's 100 goes back through the proxy.
-    let large: Vec<u8> = every_byte(8 * 1024).iter().rev().copied().collect();
-    let large_file = temp_file("nsproxy-post-large", &large);
-    let out = curl_ok(
-        &proxy,
-        &[
-            "-v",
-            "--data-binary",
-            &format!("@{}", large_file.display()),
-            &url,
-        ],
-    );
-    let _ = std::fs::remove_file(&large_file);
-    let verbose = stderr(&out);
-    assert!(verbose.contains("> Expect: 100-continue"), "{verbose}");
-    assert!(verbose.contains("< HTTP/1.1 100 Continue"), "{verbose}");
-    assert!(
-        out.stdout == large,
-        "2 MiB POST: {} bytes back of {}",
-        out.stdout.len(),
-        large.len()
-    );
-
-    let seen = lab.seen(origin_port);
-    assert_eq!(seen.len(), 4, "{seen:?}");
-    assert!(
-        seen[2]
-            .to_ascii_lowercase()
-            .contains("\r\ntransfer-encoding: chunked\r\n"),
-        "{}",
-        seen[2]
-    );
-    assert!(
-        seen[3].contains("\r\nContent-Length: 2097152\r\n"),
-        "{}",
-        seen[3]
-    );
-    assert!(
-        seen[3].contains("\r\nExpect: 100-continue\r\n"),
-        "{}",
-        seen[3]
-    );
-    proxy.wait_log(&[
-        &format!("From 10.0.2.2 Request POST {url} HTTP/1.1"),
-        &format!("From 10.0.2.2 Request PUT {url} HTTP/1.1"),
-        "To 10.0.2.2 Response HTTP/1.1 100 Continue",
-    ]);
     stop_cleanly(proxy);
 }
 
@@ -375,26 +203,8 @@ fn chunked_response_with_its_framing_and_one_mebibyte_byte_exact() {
     };
     let (_origin, origin_port) = lab.origin(None);
     let proxy = lab.proxy(&[]);
-    let url = at_origin(origin_port, "/chunked");
-    let out = curl_ok(&proxy, &[&url]);
-    assert_eq!(stdout(&out), "hello, chunked world\n");
-    // --raw: curl leaves the chunks as they came, so this is what the proxy forwarded, extension and all.
-    let out = curl_ok(&proxy, &["--raw", "-i", &url]);
-    let (head, body) = split_head(&out.stdout);
-    assert_eq!(
-        header(&head, "transfer-encoding"),
-        Some("chunked"),
-        "{head}"
-    );
-    assert_eq!(
-        String::from_utf8_lossy(body),
-        "5\r\nhello\r\n9;note=x\r\n, chunked\r\n7\r\n world\n\r\n0\r\nX-Trailer: yes\r\n\r\n"
-    );
-
-    let out = curl_ok(&proxy, &[&at_origin(origin_port, "/big")]);
-    let expected = big_body();
-    assert_eq!(out.stdout.len(), expected.len());
-    assert!(out.stdout == expected, "the 1 MiB body differs");
+    scenario::chunked_response_arrives_intact_and_with_its_framing(&proxy, origin_port);
+    scenario::one_mebibyte_body_is_byte_exact(&proxy, origin_port);
     stop_cleanly(proxy);
 }
 
@@ -409,48 +219,7 @@ fn hop_by_hop_headers_are_removed_and_via_added_at_the_origin() {
     };
     let (_origin, origin_port) = lab.origin(None);
     let proxy = lab.proxy(&[]);
-    let out = curl_ok(
-        &proxy,
-        &[
-            "-H",
-            "Connection: close, X-Drop",
-            "-H",
-            "X-Drop: 1",
-            "-H",
-            "Keep-Alive: 5",
-            "-H",
-            "Proxy-Authorization: Basic eDp4",
-            "-H",
-            "TE: trailers",
-            "-H",
-            "Upgrade: websocket",
-            "-H",
-            "X-Keep: 1",
-            &at_origin(origin_port, "/small"),
-        ],
-    );
-    assert_eq!(stdout(&out), SMALL);
-    let seen = lab.seen(origin_port);
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    let entry = seen[0].to_ascii_lowercase();
-    for gone in [
-        "\r\nx-drop:",
-        "\r\nkeep-alive:",
-        "\r\nproxy-authorization:",
-        "\r\nte:",
-        "\r\nupgrade:",
-        "\r\nproxy-connection:",
-        "\r\nconnection:",
-    ] {
-        assert!(
-            !entry.contains(gone),
-            "{gone:?} reached the origin:\n{}",
-            seen[0]
-        );
-    }
-    assert!(entry.contains("\r\nx-keep: 1\r\n"), "{}", seen[0]);
-    assert!(entry.contains("\r\nuser-agent: curl/"), "{}", seen[0]);
-    assert!(entry.contains("\r\nvia: 1.1 smoltalk-"), "{}", seen[0]);
+    scenario::hop_by_hop_headers_are_removed_and_end_to_end_ones_kept(&proxy, origin_port);
     stop_cleanly(proxy);
 }
 
@@ -476,64 +245,10 @@ fn connect_tunnels_every_byte_both_ways_and_https_through_a_tunnel() {
 
     // 256 KiB of every byte value through a tunnel to the echo server; the first bytes ride right behind the
     // head, as a TLS ClientHello would.
-    let data = every_byte(1024);
-    let mut stream = proxy.connect();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut first =
-        format!("CONNECT 10.0.2.2:{echo_port} HTTP/1.1\r\nHost: 10.0.2.2:{echo_port}\r\n\r\n")
-            .into_bytes();
-    first.extend_from_slice(&data[..1000]);
-    stream.write_all(&first).unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let rest = data[1000..].to_vec();
-    let sender = std::thread::spawn(move || {
-        writer.write_all(&rest).unwrap();
-        writer.shutdown(Shutdown::Write).unwrap();
-    });
-    let received = read_all(&mut stream);
-    sender.join().unwrap();
-    let (head, echoed) = split_head(&received);
-    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
-    assert!(
-        header(&head, "via").is_some_and(|v| v.starts_with("1.1 smoltalk-")),
-        "{head}"
-    );
-    assert_eq!(echoed.len(), data.len());
-    assert!(echoed == data, "the tunnel changed bytes");
+    scenario::connect_tunnels_every_byte_both_ways(&proxy, echo_port);
 
     // HTTPS to a name from --resolve, through a CONNECT tunnel.
-    let base = format!("https://origin.test:{https_port}");
-    let out = curl_ok(
-        &proxy,
-        &[
-            "-v",
-            "--cacert",
-            cert.to_str().unwrap(),
-            &format!("{base}/small"),
-        ],
-    );
-    assert_eq!(stdout(&out), SMALL);
-    assert!(
-        stderr(&out).contains("CONNECT origin.test:"),
-        "{}",
-        stderr(&out)
-    );
-    let out = curl_ok(
-        &proxy,
-        &["--cacert", cert.to_str().unwrap(), &format!("{base}/big")],
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        out.stdout == big_body(),
-        "1 MiB over TLS: {} bytes",
-        out.stdout.len()
-    );
-    proxy.wait_log(&[
-        &format!("From 10.0.2.2 Request CONNECT 10.0.2.2:{echo_port} HTTP/1.1"),
-        &format!("From 10.0.2.2 Request CONNECT origin.test:{https_port} HTTP/1.1"),
-    ]);
+    scenario::https_through_a_connect_tunnel_to_a_resolved_name(&proxy, https_port, &dir, &cert);
     stop_cleanly(proxy);
 }
 
@@ -619,63 +334,10 @@ fn malformed_oversized_and_unsupported_requests_are_400_414_431_501_505() {
     };
     let (_origin, origin_port) = lab.origin(None);
     let proxy = lab.proxy(&[]);
-    for request in [
-        &b"\x01\x02 not http at all\r\n\r\n"[..],
-        b"GET http://exa!mple/ HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"GET http://exa mple/ HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"GET http://user@10.0.2.2/ HTTP/1.1\r\n\r\n",
-        b"GET http://10.0.2.2:99999/ HTTP/1.1\r\n\r\n",
-        b"GET /no-host HTTP/1.1\r\n\r\n",
-        // Content-Length and Transfer-Encoding together is how requests are smuggled.
-        b"POST http://10.0.2.2:1/ HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
-    ] {
-        assert_raw_refusal(&proxy, request, "400 Bad Request");
-    }
-    assert_raw_refusal(
-        &proxy,
-        b"GET http://10.0.2.2:1/ HTTP/2.0\r\n\r\n",
-        "505 HTTP Version Not Supported",
-    );
-
-    // 414: a whole head with a request line longer than the proxy takes, and a request line that never ends.
-    let long_path = "a".repeat(9 * 1024);
-    let request = format!("GET http://10.0.2.2:1/{long_path} HTTP/1.1\r\nHost: 10.0.2.2:1\r\n\r\n");
-    assert_raw_refusal(&proxy, request.as_bytes(), "414 URI Too Long");
-    let request = format!("GET http://10.0.2.2:1/{}", "b".repeat(20 * 1024));
-    assert_raw_refusal(&proxy, request.as_bytes(), "414 URI Too Long");
-    // 431: one 9 KiB header, and more header lines than the proxy takes.
-    let request = format!(
-        "GET http://10.0.2.2:1/ HTTP/1.1\r\nX-Big: {}\r\n\r\n",
-        "c".repeat(9 * 1024)
-    );
-    let too_large = "431 Request Header Fields Too Large";
-    assert_raw_refusal(&proxy, request.as_bytes(), too_large);
-    let many: String = (0..100).map(|i| format!("X-H{i}: {i}\r\n")).collect();
-    let request = format!("GET http://10.0.2.2:1/ HTTP/1.1\r\n{many}\r\n");
-    assert_raw_refusal(&proxy, request.as_bytes(), too_large);
-
+    scenario::malformed_requests_are_400_and_an_unknown_version_505(&proxy);
+    scenario::request_line_over_8_kib_is_414_and_head_over_8_kib_is_431(&proxy);
     // 501: a method, a transfer coding and a scheme the proxy does not handle.
-    let out = curl_ok(
-        &proxy,
-        &["-i", "-X", "TRACE", &at_origin(origin_port, "/small")],
-    );
-    assert_error_page(&out.stdout, "501 Not Implemented");
-    assert!(stdout(&out).contains("The proxy does not forward that method"));
-    let request = format!(
-        "POST http://10.0.2.2:{origin_port}/echo HTTP/1.1\r\nHost: 10.0.2.2:{origin_port}\r\n\
-         Transfer-Encoding: gzip\r\n\r\nnot really gzip"
-    );
-    let response = proxy.exchange(request.as_bytes());
-    assert_error_page(&response, "501 Not Implemented");
-    assert!(String::from_utf8_lossy(&response).contains("transfer coding"));
-    let request = format!("GET https://10.0.2.2:{origin_port}/small HTTP/1.1\r\n\r\n");
-    assert_raw_refusal(&proxy, request.as_bytes(), "501 Not Implemented");
-    assert!(lab.seen(origin_port).is_empty());
-    proxy.wait_log(&[
-        "To 10.0.2.2 Response HTTP/1.1 400 Bad Request",
-        "To 10.0.2.2 Response HTTP/1.1 414 URI Too Long",
-        "To 10.0.2.2 Response HTTP/1.1 501 Not Implemented",
-    ]);
+    scenario::unsupported_method_transfer_coding_and_scheme_are_501(&proxy, origin_port);
     stop_cleanly(proxy);
 }
 
@@ -689,14 +351,10 @@ fn clients_destinations_and_connect_ports_not_allowed_are_403() {
         return;
     };
     let (_origin, origin_port) = lab.origin(None);
-    let small = at_origin(origin_port, "/small");
 
     // A client outside --allow.
     let proxy = lab.proxy(&["--allow", "10.9.9.9/32"]);
-    let out = curl_ok(&proxy, &["-i", &small]);
-    assert_error_page(&out.stdout, "403 Forbidden");
-    assert!(stdout(&out).contains("Your address may not use this proxy"));
-    proxy.wait_log(&["From 10.0.2.2 Refused 403 Forbidden"]);
+    scenario::client_not_allowed_is_403(&proxy, origin_port);
     stop_cleanly(proxy);
 
     // A destination outside --allow-dest, by address and by a --resolve name; CONNECT to a port not listed.
@@ -706,20 +364,9 @@ fn clients_destinations_and_connect_ports_not_allowed_are_403() {
         "--resolve",
         "origin.test=10.0.2.2",
     ]);
-    for url in [
-        small.clone(),
-        format!("http://origin.test:{origin_port}/small"),
-    ] {
-        let out = curl_ok(&proxy, &["-i", &url]);
-        assert_error_page(&out.stdout, "403 Forbidden");
-        assert!(stdout(&out).contains("The proxy may not connect to that address"));
-    }
+    scenario::destination_not_allowed_is_403(&proxy, origin_port);
     let (_echo, echo_port) = start_echo(&lab.net);
-    let request =
-        format!("CONNECT 10.0.2.3:{echo_port} HTTP/1.1\r\nHost: 10.0.2.3:{echo_port}\r\n\r\n");
-    let response = proxy.exchange(request.as_bytes());
-    assert_error_page(&response, "403 Forbidden");
-    assert!(String::from_utf8_lossy(&response).contains("The proxy does not tunnel to that port"));
+    scenario::connect_to_a_port_not_listed_is_403(&proxy, "10.0.2.3", echo_port);
     assert!(lab.seen(origin_port).is_empty());
     stop_cleanly(proxy);
 }
@@ -735,36 +382,11 @@ fn half_a_head_is_408_and_a_slow_origin_504_after_the_timeout() {
     };
     let (_origin, origin_port) = lab.origin(None);
     let proxy = lab.proxy(&["--timeout", "1"]);
+    // Both at once: each waits out the same 1 s timeout.
     std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let started = Instant::now();
-            assert_raw_refusal(
-                &proxy,
-                b"GET http://10.0.2.2:1/ HTTP/1.1\r\nHost: 10.0",
-                "408 Request Timeout",
-            );
-            let took = started.elapsed();
-            assert!(
-                took >= Duration::from_millis(900) && took < Duration::from_secs(5),
-                "408 after {took:?}"
-            );
-        });
-        scope.spawn(|| {
-            let started = Instant::now();
-            let out = curl_ok(&proxy, &["-i", &at_origin(origin_port, "/sleep")]);
-            // The proxy gave up after its 1 s rather than wait the origin's 3 s.
-            assert_error_page(&out.stdout, "504 Gateway Timeout");
-            let took = started.elapsed();
-            assert!(
-                took >= Duration::from_millis(900) && took < Duration::from_millis(2900),
-                "504 after {took:?}"
-            );
-        });
+        scope.spawn(|| scenario::half_a_head_times_out_with_408(&proxy));
+        scope.spawn(|| scenario::an_origin_slower_than_the_timeout_is_504(&proxy, origin_port));
     });
-    proxy.wait_log(&[
-        "To 10.0.2.2 Response HTTP/1.1 408 Request Timeout",
-        "To 10.0.2.2 Response HTTP/1.1 504 Gateway Timeout",
-    ]);
     stop_cleanly(proxy);
 }
 
@@ -780,19 +402,7 @@ fn refused_and_silent_origins_are_502() {
     let (_origin, origin_port) = lab.origin(None);
     let proxy = lab.proxy(&[]);
     // Nothing listens on port 1 in the namespace: the kernel answers smoltcp's SYN with RST.
-    let out = curl_ok(&proxy, &["-i", &at_origin(1, "/")]);
-    assert_error_page(&out.stdout, "502 Bad Gateway");
-    assert!(stdout(&out).contains("refused the connection"));
-
-    let out = curl_ok(&proxy, &["-i", &at_origin(origin_port, "/close")]);
-    assert_error_page(&out.stdout, "502 Bad Gateway");
-    assert!(stdout(&out).contains("closed the connection before its response was complete"));
-    proxy.wait_log(&[
-        "To 10.0.2.2 Response HTTP/1.1 502 Bad Gateway (GET http://10.0.2.2:1/ HTTP/1.1",
-        &format!(
-            "To 10.0.2.2 Response HTTP/1.1 502 Bad Gateway (GET http://10.0.2.2:{origin_port}/close HTTP/1.1"
-        ),
-    ]);
+    scenario::refused_and_silent_origins_are_502(&proxy, origin_port, 1);
     stop_cleanly(proxy);
 }
 
@@ -807,29 +417,11 @@ fn over_the_connection_cap_is_503_and_the_slot_comes_back() {
     };
     let (_origin, origin_port) = lab.origin(None);
     let proxy = lab.proxy(&["--max-connections", "1"]);
-    let url = at_origin(origin_port, "/small");
-    let held = proxy.connect();
-    let out = curl_ok(&proxy, &["-i", &url]);
-    assert_error_page(&out.stdout, "503 Service Unavailable");
-    assert_eq!(header(&split_head(&out.stdout).0, "retry-after"), Some("1"));
-    proxy.wait_log(&[
-        "From 10.0.2.2 Refused 503 Service Unavailable (all 1 proxy connections are busy)",
-    ]);
-    drop(held);
-    // Once the held connection is gone, its place serves the next client.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let out = curl_ok(&proxy, &[&url]);
-        if stdout(&out) == SMALL {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the slot never came back: {}",
-            stdout(&out)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    scenario::over_the_connection_cap_is_503_and_the_slot_comes_back(
+        &proxy,
+        origin_port,
+        "Refused 503 Service Unavailable (all 1 proxy connections are busy)",
+    );
     stop_cleanly(proxy);
 }
 
@@ -844,28 +436,7 @@ fn requests_to_the_proxy_itself_or_through_it_again_are_508() {
     };
     let (_origin, origin_port) = lab.origin(None);
     let proxy = lab.proxy(&[]);
-    // The proxy's own address and port.
-    let out = curl_ok(&proxy, &["-i", "http://10.0.2.15:8080/"]);
-    assert_error_page(&out.stdout, "508 Loop Detected");
-    // A request that already came through this proxy (its Via pseudonym, learnt from a normal response).
-    let via = via_of(&proxy, origin_port);
-    let small = at_origin(origin_port, "/small");
-    let out = curl_ok(
-        &proxy,
-        &["-i", "-H", &format!("Via: 1.0 other, {via}"), &small],
-    );
-    assert_error_page(&out.stdout, "508 Loop Detected");
-    assert_eq!(
-        lab.seen(origin_port).len(),
-        1,
-        "only the normal request reached the origin"
-    );
-    // Another proxy's Via is no loop.
-    let out = curl_ok(&proxy, &["-H", "Via: 1.1 smoltalk-00000000", &small]);
-    assert_eq!(stdout(&out), SMALL);
-    proxy.wait_log(&[
-        "To 10.0.2.2 Response HTTP/1.1 508 Loop Detected (GET http://10.0.2.15:8080/ HTTP/1.1",
-    ]);
+    scenario::requests_that_would_loop_are_508(&proxy, origin_port);
     stop_cleanly(proxy);
 }
 
@@ -882,78 +453,12 @@ fn pipelining_http_1_0_and_bytes_past_a_response_never_answering_the_next_reques
     };
     let (_origin, origin_port) = lab.origin(None);
     let proxy = lab.proxy(&[]);
-    // Three requests in one write, the last asking to close: three responses in order, then the close.
-    let get = |path: &str, last: bool| {
-        let close = if last { "Connection: close\r\n" } else { "" };
-        format!("GET http://10.0.2.2:{origin_port}{path} HTTP/1.1\r\nHost: 10.0.2.2:{origin_port}\r\n{close}\r\n")
-    };
-    let pipeline = [
-        get("/small", false),
-        get("/chunked", false),
-        get("/small", true),
-    ]
-    .concat();
-    let reply = proxy.exchange(pipeline.as_bytes());
-    let (head1, rest) = split_head(&reply);
-    assert!(head1.starts_with("HTTP/1.1 200 OK\r\n"), "{head1}");
-    let (body1, rest) = rest.split_at(SMALL.len());
-    assert_eq!(body1, SMALL.as_bytes());
-    let (head2, rest) = split_head(rest);
-    assert_eq!(
-        header(&head2, "transfer-encoding"),
-        Some("chunked"),
-        "{head2}"
-    );
-    let chunks =
-        b"5\r\nhello\r\n9;note=x\r\n, chunked\r\n7\r\n world\n\r\n0\r\nX-Trailer: yes\r\n\r\n";
-    assert!(
-        rest.starts_with(chunks),
-        "{}",
-        String::from_utf8_lossy(rest)
-    );
-    let (head3, body3) = split_head(&rest[chunks.len()..]);
-    assert_eq!(header(&head3, "connection"), Some("close"), "{head3}");
-    assert_eq!(body3, SMALL.as_bytes());
-
-    // HTTP/1.0 without keep-alive: the proxy says it closes, and does; the origin gets HTTP/1.0 too (so it never
-    // answers with a chunked body the client could not read).
-    let request = format!("GET http://10.0.2.2:{origin_port}/small HTTP/1.0\r\n\r\n");
-    let reply = proxy.exchange(request.as_bytes());
-    let (head, body) = split_head(&reply);
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    assert_eq!(header(&head, "connection"), Some("close"), "{head}");
-    assert_eq!(body, SMALL.as_bytes());
-    let seen = lab.seen(origin_port);
-    assert_eq!(seen.len(), 4, "{seen:?}");
-    assert!(
-        seen[3].contains("\r\nGET /small HTTP/1.0\r\n"),
-        "{}",
-        seen[3]
-    );
-    assert!(seen[3].contains("\r\nVia: 1.0 smoltalk-"), "{}", seen[3]);
-
-    // Two requests on one client connection, the first answered with a forged second response behind it: the
-    // second request must get its own response from a new origin connection.
-    let extra = at_origin(origin_port, "/extra");
-    let small = at_origin(origin_port, "/small");
-    let out = curl_ok(&proxy, &["-v", &extra, &small]);
-    let verbose = stderr(&out);
-    assert!(
-        verbose.contains("Re-using existing connection"),
-        "{verbose}"
-    );
-    assert_eq!(
-        verbose.matches("Connected to 10.0.2.15").count(),
-        1,
-        "curl had to retry: {verbose}"
-    );
-    assert_eq!(stdout(&out), format!("first\n{SMALL}"));
-    let seen = lab.seen(origin_port);
-    assert_eq!(seen.len(), 6, "{seen:?}");
-    assert_ne!(
-        peer(&seen[4]),
-        peer(&seen[5]),
-        "the origin connection was kept: {seen:?}"
+    scenario::pipelined_requests_and_an_http_1_0_client(&proxy, origin_port);
+    // After the pipeline's three requests and the HTTP/1.0 one.
+    scenario::bytes_an_origin_sends_past_its_response_never_answer_the_next_request(
+        &proxy,
+        origin_port,
+        4,
     );
     stop_cleanly(proxy);
 }

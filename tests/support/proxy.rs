@@ -1,7 +1,8 @@
 //! Helpers for the proxy tests, on either side: the kernel-stack proxy on loopback (`tests/proxy.rs`) and the
 //! smoltcp proxy on TUN inside a network namespace (`tests/netns_proxy.rs`). The Python origins, curl, raw
 //! exchanges and the checks of the proxy's answers are the same; [`Net`] says where programs run and where
-//! the test's own sockets connect from.
+//! the test's own sockets connect from. The scenarios both proxies are put through live in [`scenario`], each
+//! called by a test in either file.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -165,6 +166,15 @@ pub enum Net {
 impl Net {
     /// The address origins listen on.
     pub fn origin_host(&self) -> &'static str {
+        match self {
+            Net::Loopback => "127.0.0.1",
+            Net::Namespace(_) => "10.0.2.2",
+        }
+    }
+
+    /// The address the proxy sees its clients (curl, the test's own sockets) come from, as its log names them
+    /// (`From …`, `To …`).
+    pub fn client_host(&self) -> &'static str {
         match self {
             Net::Loopback => "127.0.0.1",
             Net::Namespace(_) => "10.0.2.2",
@@ -506,4 +516,724 @@ pub fn self_signed_cert() -> (PathBuf, PathBuf, PathBuf) {
     let out = run(cmd);
     assert!(out.status.success(), "openssl: {}", stderr(&out));
     (dir, cert, key)
+}
+
+/// The scenarios both proxies are put through: each is run by a test of `tests/proxy.rs` (the kernel stack on
+/// loopback) and by one of `tests/netns_proxy.rs` (smoltcp on TUN in a namespace). A scenario takes the running
+/// proxy, which knows where its clients run ([`Net`]: the origins' address, the clients' address its log names)
+/// and the ports of the origins the test started; the test starts the proxy with the flags the scenario names
+/// and stops it afterwards. The origins' address stands in every request and log line, so each stack gets the
+/// same bytes it got when the scenarios were written out in both files.
+pub mod scenario {
+    use std::io::Write;
+    use std::net::Shutdown;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// `http://ORIGIN_HOST:PORT/PATH`.
+    fn at(proxy: &Proxy, port: u16, path: &str) -> String {
+        format!("http://{}:{port}{path}", proxy.net.origin_host())
+    }
+
+    /// What the origin on `port` has seen so far.
+    fn seen_at(proxy: &Proxy, port: u16) -> Vec<String> {
+        seen(&proxy.net, port)
+    }
+
+    /// Checks that curl's verbose output shows every request went on one connection to the proxy: it reused
+    /// the connection and never connected again. curl retries a request on a fresh connection when a reused one
+    /// dies: that would hide a proxy failure.
+    fn assert_one_client_connection(proxy: &Proxy, verbose: &str) {
+        assert!(
+            verbose.contains("Re-using existing connection"),
+            "{verbose}"
+        );
+        assert_eq!(
+            verbose
+                .matches(&format!("Connected to {}", proxy.host))
+                .count(),
+            1,
+            "curl had to retry: {verbose}"
+        );
+    }
+
+    /// GET `/small` by address and by a name the proxy knows from `--resolve origin.test=ORIGIN_HOST`: the
+    /// response has the proxy's Via, both requests are logged at info, and the origin gets origin-form requests.
+    pub fn get_by_address_and_by_resolved_name(proxy: &Proxy, origin_port: u16) {
+        let (host, client) = (proxy.net.origin_host(), proxy.net.client_host());
+        let out = curl_ok(proxy, &["-i", &at(proxy, origin_port, "/small")]);
+        let (head, body) = split_head(&out.stdout);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert_eq!(body, SMALL.as_bytes());
+        let via = header(&head, "via").unwrap_or_else(|| panic!("no Via in {head}"));
+        assert!(via.starts_with("1.1 smoltalk-"), "{via}");
+        assert_eq!(header(&head, "content-length"), Some("22"));
+
+        // A name the proxy knows from --resolve: it never asks DNS for it (the kernel proxy runs with --no-dns;
+        // in the namespace no DNS server runs, so it must not be asked).
+        let out = curl_ok(proxy, &[&format!("http://origin.test:{origin_port}/small")]);
+        assert_eq!(stdout(&out), SMALL);
+
+        let log = proxy.wait_log(&[
+            &format!("From {client} Request GET http://{host}:{origin_port}/small HTTP/1.1"),
+            &format!("From {client} Request GET http://origin.test:{origin_port}/small HTTP/1.1"),
+            &format!("To {client} Response HTTP/1.1 200 OK"),
+        ]);
+        assert!(log.contains("INFO"), "{log}");
+
+        // The origin got origin-form requests with the right Host and the proxy's Via (on TUN, from smoltcp's
+        // address).
+        let seen = seen_at(proxy, origin_port);
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(
+            seen[0].contains("\r\nGET /small HTTP/1.1\r\n"),
+            "{}",
+            seen[0]
+        );
+        assert!(
+            seen[0].contains(&format!("\r\nHost: {host}:{origin_port}\r\n")),
+            "{}",
+            seen[0]
+        );
+        assert!(
+            seen[1].contains(&format!("\r\nHost: origin.test:{origin_port}\r\n")),
+            "{}",
+            seen[1]
+        );
+        for entry in &seen {
+            assert!(entry.contains(&format!("\r\nVia: {via}\r\n")), "{entry}");
+        }
+    }
+
+    /// Hop-by-hop headers (and those `Connection` names) never reach the origin; end-to-end ones do, and the
+    /// proxy's Via is added. The origin must not have seen a request before.
+    pub fn hop_by_hop_headers_are_removed_and_end_to_end_ones_kept(
+        proxy: &Proxy,
+        origin_port: u16,
+    ) {
+        let out = curl_ok(
+            proxy,
+            &[
+                "-H",
+                "Connection: close, X-Drop",
+                "-H",
+                "X-Drop: 1",
+                "-H",
+                "Keep-Alive: 5",
+                "-H",
+                "Proxy-Authorization: Basic eDp4",
+                "-H",
+                "TE: trailers",
+                "-H",
+                "Upgrade: websocket",
+                "-H",
+                "X-Keep: 1",
+                &at(proxy, origin_port, "/small"),
+            ],
+        );
+        assert_eq!(stdout(&out), SMALL);
+        let seen = seen_at(proxy, origin_port);
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        let entry = seen[0].to_ascii_lowercase();
+        for gone in [
+            "\r\nx-drop:",
+            "\r\nkeep-alive:",
+            "\r\nproxy-authorization:",
+            "\r\nte:",
+            "\r\nupgrade:",
+            "\r\nproxy-connection:",
+            "\r\nconnection:",
+        ] {
+            assert!(
+                !entry.contains(gone),
+                "{gone:?} reached the origin:\n{}",
+                seen[0]
+            );
+        }
+        assert!(entry.contains("\r\nx-keep: 1\r\n"), "{}", seen[0]);
+        assert!(entry.contains("\r\nuser-agent: curl/"), "{}", seen[0]);
+        assert!(entry.contains("\r\nvia: 1.1 smoltalk-"), "{}", seen[0]);
+    }
+
+    /// HEAD `/small`, then GET it on the same client connection: the HEAD response has the length but no body,
+    /// and the connection stays usable. The origin must not have seen a request before.
+    pub fn head_has_length_but_no_body_and_the_connection_stays_usable(
+        proxy: &Proxy,
+        origin_port: u16,
+    ) {
+        let url = at(proxy, origin_port, "/small");
+        // HEAD, then GET on the same connection: a body wrongly expected after HEAD would swallow the next response.
+        let out = curl_ok(
+            proxy,
+            &["-v", "-I", &url, "--next", "-x", &proxy.url(), &url],
+        );
+        let text = stdout(&out);
+        let (head, rest) = split_head(&out.stdout);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert_eq!(header(&head, "content-length"), Some("22"));
+        assert_eq!(rest, SMALL.as_bytes(), "{text}");
+        assert!(
+            stderr(&out).contains("Re-using existing connection"),
+            "{}",
+            stderr(&out)
+        );
+        let seen = seen_at(proxy, origin_port);
+        assert!(seen[0].contains("\r\nHEAD /small HTTP/1.1\r\n"), "{seen:?}");
+        assert!(seen[1].contains("\r\nGET /small HTTP/1.1\r\n"), "{seen:?}");
+        proxy.wait_log(&[&format!(
+            "From {} Request HEAD {url} HTTP/1.1",
+            proxy.net.client_host()
+        )]);
+    }
+
+    /// POST, PUT and a chunked POST of every byte value, then a 2 MiB POST with `Expect: 100-continue`, to the
+    /// origin's echo: every body comes back byte-exact. Temporary files are named after `files`. The origin must
+    /// not have seen a request before.
+    pub fn post_put_chunked_and_2_mib_bodies_reach_the_origin_byte_exact(
+        proxy: &Proxy,
+        origin_port: u16,
+        files: &str,
+    ) {
+        let client = proxy.net.client_host();
+        let url = at(proxy, origin_port, "/echo");
+
+        let small = every_byte(3);
+        let small_file = temp_file(&format!("{files}-post-small"), &small);
+        let body_arg = format!("@{}", small_file.display());
+        let out = curl_ok(proxy, &["--data-binary", &body_arg, &url]);
+        assert!(
+            out.stdout == small,
+            "POST: {} bytes back of {}",
+            out.stdout.len(),
+            small.len()
+        );
+
+        // PUT of the same body (curl -T sends Content-Length).
+        let out = curl_ok(
+            proxy,
+            &["-D", "-", "-T", small_file.to_str().unwrap(), &url],
+        );
+        let (head, body) = final_head(&out.stdout);
+        assert_eq!(header(&head, "x-method"), Some("PUT"), "{head}");
+        assert!(body == small, "PUT: {} bytes back", body.len());
+
+        // A chunked request body is forwarded as chunks.
+        let out = curl_ok(
+            proxy,
+            &[
+                "-H",
+                "Transfer-Encoding: chunked",
+                "--data-binary",
+                &body_arg,
+                &url,
+            ],
+        );
+        assert!(
+            out.stdout == small,
+            "chunked POST: {} bytes back",
+            out.stdout.len()
+        );
+        let _ = std::fs::remove_file(&small_file);
+
+        // 2 MiB: curl asks `Expect: 100-continue`; the origin's 100 goes back through the proxy.
+        let large: Vec<u8> = every_byte(8 * 1024).iter().rev().copied().collect();
+        let large_file = temp_file(&format!("{files}-post-large"), &large);
+        let out = curl_ok(
+            proxy,
+            &[
+                "-v",
+                "--data-binary",
+                &format!("@{}", large_file.display()),
+                &url,
+            ],
+        );
+        let _ = std::fs::remove_file(&large_file);
+        let verbose = stderr(&out);
+        assert!(verbose.contains("> Expect: 100-continue"), "{verbose}");
+        assert!(verbose.contains("< HTTP/1.1 100 Continue"), "{verbose}");
+        assert!(
+            out.stdout == large,
+            "2 MiB POST: {} bytes back of {}",
+            out.stdout.len(),
+            large.len()
+        );
+
+        let seen = seen_at(proxy, origin_port);
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert!(
+            seen[2]
+                .to_ascii_lowercase()
+                .contains("\r\ntransfer-encoding: chunked\r\n"),
+            "{}",
+            seen[2]
+        );
+        assert!(
+            seen[3].contains("\r\nContent-Length: 2097152\r\n"),
+            "{}",
+            seen[3]
+        );
+        assert!(
+            seen[3].contains("\r\nExpect: 100-continue\r\n"),
+            "{}",
+            seen[3]
+        );
+        proxy.wait_log(&[
+            &format!("From {client} Request POST {url} HTTP/1.1"),
+            &format!("From {client} Request PUT {url} HTTP/1.1"),
+            &format!("To {client} Response HTTP/1.1 100 Continue"),
+        ]);
+    }
+
+    /// A chunked response arrives decoded by curl, and as the origin framed it (extension and trailer too).
+    pub fn chunked_response_arrives_intact_and_with_its_framing(proxy: &Proxy, origin_port: u16) {
+        let url = at(proxy, origin_port, "/chunked");
+        let out = curl_ok(proxy, &[&url]);
+        assert_eq!(stdout(&out), "hello, chunked world\n");
+        // --raw: curl leaves the chunks as they came, so this is what the proxy forwarded, extension and all.
+        let out = curl_ok(proxy, &["--raw", "-i", &url]);
+        let (head, body) = split_head(&out.stdout);
+        assert_eq!(
+            header(&head, "transfer-encoding"),
+            Some("chunked"),
+            "{head}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(body),
+            "5\r\nhello\r\n9;note=x\r\n, chunked\r\n7\r\n world\n\r\n0\r\nX-Trailer: yes\r\n\r\n"
+        );
+    }
+
+    /// The origin's 1 MiB `/big` body arrives byte-exact.
+    pub fn one_mebibyte_body_is_byte_exact(proxy: &Proxy, origin_port: u16) {
+        let out = curl_ok(proxy, &[&at(proxy, origin_port, "/big")]);
+        let expected = big_body();
+        assert_eq!(out.stdout.len(), expected.len());
+        assert!(out.stdout == expected, "the 1 MiB body differs");
+    }
+
+    /// Keep-alive: a small and a 1 MiB response on one client connection and one origin connection. `earlier`
+    /// is how many requests the origin has seen before.
+    pub fn keep_alive_reuses_the_client_and_the_origin_connection(
+        proxy: &Proxy,
+        origin_port: u16,
+        earlier: usize,
+    ) {
+        let client = proxy.net.client_host();
+        let small = at(proxy, origin_port, "/small");
+        let big = at(proxy, origin_port, "/big");
+        let out = curl_ok(proxy, &["-v", &small, &big]);
+        assert_one_client_connection(proxy, &stderr(&out));
+        let mut expected = SMALL.as_bytes().to_vec();
+        expected.extend(big_body());
+        assert!(
+            out.stdout == expected,
+            "{} bytes of {}",
+            out.stdout.len(),
+            expected.len()
+        );
+        proxy.wait_log(&[
+            &format!("From {client} Request GET {small} HTTP/1.1"),
+            &format!("From {client} Request GET {big} HTTP/1.1"),
+        ]);
+        // Both requests reached the origin on one connection of the proxy's (the same peer port).
+        let seen = seen_at(proxy, origin_port);
+        assert_eq!(seen.len(), earlier + 2, "{seen:?}");
+        assert_eq!(peer(&seen[earlier]), peer(&seen[earlier + 1]), "{seen:?}");
+    }
+
+    /// 256 KiB of every byte value through a CONNECT tunnel to the echo server on `echo_port` (which the
+    /// proxy's `--connect-ports` lists) come back unchanged; the first bytes ride right behind the head.
+    pub fn connect_tunnels_every_byte_both_ways(proxy: &Proxy, echo_port: u16) {
+        let (host, client) = (proxy.net.origin_host(), proxy.net.client_host());
+        let data = every_byte(1024); // 256 KiB
+        let mut stream = proxy.connect();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // The first tunnel bytes ride right behind the head, as a TLS ClientHello would.
+        let mut first =
+            format!("CONNECT {host}:{echo_port} HTTP/1.1\r\nHost: {host}:{echo_port}\r\n\r\n")
+                .into_bytes();
+        first.extend_from_slice(&data[..1000]);
+        stream.write_all(&first).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let rest = data[1000..].to_vec();
+        let sender = std::thread::spawn(move || {
+            writer.write_all(&rest).unwrap();
+            writer.shutdown(Shutdown::Write).unwrap();
+        });
+        let received = read_all(&mut stream);
+        sender.join().unwrap();
+        let (head, echoed) = split_head(&received);
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        assert!(
+            header(&head, "via").is_some_and(|v| v.starts_with("1.1 smoltalk-")),
+            "{head}"
+        );
+        assert_eq!(echoed.len(), data.len());
+        assert!(echoed == data, "the tunnel changed bytes");
+        proxy.wait_log(&[&format!(
+            "From {client} Request CONNECT {host}:{echo_port} HTTP/1.1"
+        )]);
+    }
+
+    /// HTTPS to `origin.test` (which the proxy's `--resolve` maps to the HTTPS origin on `https_port`, listed in
+    /// its `--connect-ports`), through a CONNECT tunnel: `/small` and 1 MiB, checked against `cert`. Removes
+    /// `tls_dir` (the certificate's) once curl is done with it.
+    pub fn https_through_a_connect_tunnel_to_a_resolved_name(
+        proxy: &Proxy,
+        https_port: u16,
+        tls_dir: &Path,
+        cert: &Path,
+    ) {
+        let base = format!("https://origin.test:{https_port}");
+        let out = curl_ok(
+            proxy,
+            &[
+                "-v",
+                "--cacert",
+                cert.to_str().unwrap(),
+                &format!("{base}/small"),
+            ],
+        );
+        assert_eq!(stdout(&out), SMALL);
+        assert!(
+            stderr(&out).contains("CONNECT origin.test:"),
+            "{}",
+            stderr(&out)
+        );
+        let out = curl_ok(
+            proxy,
+            &["--cacert", cert.to_str().unwrap(), &format!("{base}/big")],
+        );
+        let _ = std::fs::remove_dir_all(tls_dir);
+        assert!(
+            out.stdout == big_body(),
+            "1 MiB over TLS: {} bytes",
+            out.stdout.len()
+        );
+        proxy.wait_log(&[&format!(
+            "From {} Request CONNECT origin.test:{https_port} HTTP/1.1",
+            proxy.net.client_host()
+        )]);
+    }
+
+    /// Malformed requests are 400; a real version the proxy does not speak is 505.
+    pub fn malformed_requests_are_400_and_an_unknown_version_505(proxy: &Proxy) {
+        let host = proxy.net.origin_host();
+        for request in [
+            "\x01\x02 not http at all\r\n\r\n".to_owned(),
+            "GET http://exa!mple/ HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+            "GET http://exa mple/ HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+            format!("GET http://user@{host}/ HTTP/1.1\r\n\r\n"),
+            format!("GET http://{host}:99999/ HTTP/1.1\r\n\r\n"),
+            "GET /no-host HTTP/1.1\r\n\r\n".to_owned(),
+            // Content-Length and Transfer-Encoding together is how requests are smuggled.
+            format!(
+                "POST http://{host}:1/ HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc"
+            ),
+        ] {
+            assert_raw_refusal(proxy, request.as_bytes(), "400 Bad Request");
+        }
+        // A real version the proxy does not speak is 505.
+        let request = format!("GET http://{host}:1/ HTTP/2.0\r\n\r\n");
+        assert_raw_refusal(proxy, request.as_bytes(), "505 HTTP Version Not Supported");
+        proxy.wait_log(&[&format!(
+            "To {} Response HTTP/1.1 400 Bad Request",
+            proxy.net.client_host()
+        )]);
+    }
+
+    /// A request line over 8 KiB is 414, whether its head ends or not; a head over 8 KiB, in one header or in
+    /// many, is 431.
+    pub fn request_line_over_8_kib_is_414_and_head_over_8_kib_is_431(proxy: &Proxy) {
+        let host = proxy.net.origin_host();
+        let long_path = "a".repeat(9 * 1024);
+        // A whole head, with a request line longer than the proxy takes.
+        let request = format!("GET http://{host}:1/{long_path} HTTP/1.1\r\nHost: {host}:1\r\n\r\n");
+        assert_raw_refusal(proxy, request.as_bytes(), "414 URI Too Long");
+        // A request line that never ends.
+        let request = format!("GET http://{host}:1/{}", "b".repeat(20 * 1024));
+        assert_raw_refusal(proxy, request.as_bytes(), "414 URI Too Long");
+        // One 9 KiB header.
+        let request = format!(
+            "GET http://{host}:1/ HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+            "c".repeat(9 * 1024)
+        );
+        let too_large = "431 Request Header Fields Too Large";
+        assert_raw_refusal(proxy, request.as_bytes(), too_large);
+        // More header lines than the proxy takes, each small.
+        let many: String = (0..100).map(|i| format!("X-H{i}: {i}\r\n")).collect();
+        let request = format!("GET http://{host}:1/ HTTP/1.1\r\n{many}\r\n");
+        assert_raw_refusal(proxy, request.as_bytes(), too_large);
+        proxy.wait_log(&[&format!(
+            "To {} Response HTTP/1.1 414 URI Too Long",
+            proxy.net.client_host()
+        )]);
+    }
+
+    /// 501: a method, a transfer coding and a scheme (https:// without CONNECT) the proxy does not handle; none
+    /// reaches the origin, which must not have seen a request before.
+    pub fn unsupported_method_transfer_coding_and_scheme_are_501(proxy: &Proxy, origin_port: u16) {
+        let host = proxy.net.origin_host();
+        let out = curl_ok(
+            proxy,
+            &["-i", "-X", "TRACE", &at(proxy, origin_port, "/small")],
+        );
+        assert_error_page(&out.stdout, "501 Not Implemented");
+        assert!(stdout(&out).contains("The proxy does not forward that method"));
+        let request = format!(
+            "POST http://{host}:{origin_port}/echo HTTP/1.1\r\nHost: {host}:{origin_port}\r\n\
+             Transfer-Encoding: gzip\r\n\r\nnot really gzip"
+        );
+        let response = proxy.exchange(request.as_bytes());
+        assert_error_page(&response, "501 Not Implemented");
+        assert!(String::from_utf8_lossy(&response).contains("transfer coding"));
+        // https:// without CONNECT.
+        let request = format!("GET https://{host}:{origin_port}/small HTTP/1.1\r\n\r\n");
+        assert_raw_refusal(proxy, request.as_bytes(), "501 Not Implemented");
+        assert!(seen_at(proxy, origin_port).is_empty());
+        proxy.wait_log(&[&format!(
+            "To {} Response HTTP/1.1 501 Not Implemented",
+            proxy.net.client_host()
+        )]);
+    }
+
+    /// A client outside the proxy's `--allow` (started with `--allow 10.9.9.9/32`) is 403 and reaches nothing;
+    /// the origin must not have seen a request before.
+    pub fn client_not_allowed_is_403(proxy: &Proxy, origin_port: u16) {
+        let out = curl_ok(proxy, &["-i", &at(proxy, origin_port, "/small")]);
+        assert_error_page(&out.stdout, "403 Forbidden");
+        assert!(stdout(&out).contains("Your address may not use this proxy"));
+        assert!(seen_at(proxy, origin_port).is_empty());
+        proxy.wait_log(&[&format!(
+            "From {} Refused 403 Forbidden",
+            proxy.net.client_host()
+        )]);
+    }
+
+    /// A destination outside `--allow-dest`, by address and by a `--resolve` name (`origin.test=ORIGIN_HOST`),
+    /// is 403 and never reached; the origin must not have seen a request before.
+    pub fn destination_not_allowed_is_403(proxy: &Proxy, origin_port: u16) {
+        for host in [proxy.net.origin_host(), "origin.test"] {
+            let out = curl_ok(
+                proxy,
+                &["-i", &format!("http://{host}:{origin_port}/small")],
+            );
+            assert_error_page(&out.stdout, "403 Forbidden");
+            assert!(stdout(&out).contains("The proxy may not connect to that address"));
+        }
+        assert!(seen_at(proxy, origin_port).is_empty());
+    }
+
+    /// CONNECT to `host`:`echo_port`, an address the proxy may reach on a port its `--connect-ports` does not
+    /// list, is 403.
+    pub fn connect_to_a_port_not_listed_is_403(proxy: &Proxy, host: &str, echo_port: u16) {
+        let request =
+            format!("CONNECT {host}:{echo_port} HTTP/1.1\r\nHost: {host}:{echo_port}\r\n\r\n");
+        let response = proxy.exchange(request.as_bytes());
+        assert_error_page(&response, "403 Forbidden");
+        assert!(
+            String::from_utf8_lossy(&response).contains("The proxy does not tunnel to that port")
+        );
+    }
+
+    /// Half a head, then nothing: 408 after the proxy's `--timeout 1`.
+    pub fn half_a_head_times_out_with_408(proxy: &Proxy) {
+        let host = proxy.net.origin_host();
+        // The Host header is cut short at the address's second dot.
+        let cut = host.match_indices('.').nth(1).expect("a dotted address").0;
+        let request = format!("GET http://{host}:1/ HTTP/1.1\r\nHost: {}", &host[..cut]);
+        let started = Instant::now();
+        assert_raw_refusal(proxy, request.as_bytes(), "408 Request Timeout");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+            "408 after {took:?}"
+        );
+        proxy.wait_log(&[&format!(
+            "To {} Response HTTP/1.1 408 Request Timeout",
+            proxy.net.client_host()
+        )]);
+    }
+
+    /// An origin slower (3 s) than the proxy's `--timeout 1` is 504, after that 1 s.
+    pub fn an_origin_slower_than_the_timeout_is_504(proxy: &Proxy, origin_port: u16) {
+        let started = Instant::now();
+        let out = curl_ok(proxy, &["-i", &at(proxy, origin_port, "/sleep")]);
+        // The status says the proxy gave up rather than wait the origin's 3 s; it waited its 1 s first.
+        assert_error_page(&out.stdout, "504 Gateway Timeout");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_millis(2900),
+            "504 after {took:?}"
+        );
+        proxy.wait_log(&[&format!(
+            "To {} Response HTTP/1.1 504 Gateway Timeout",
+            proxy.net.client_host()
+        )]);
+    }
+
+    /// An origin that refuses the connection (nothing listens on `closed_port` of the origins' address) and one
+    /// that closes without answering are 502.
+    pub fn refused_and_silent_origins_are_502(proxy: &Proxy, origin_port: u16, closed_port: u16) {
+        let (host, client) = (proxy.net.origin_host(), proxy.net.client_host());
+        let out = curl_ok(proxy, &["-i", &at(proxy, closed_port, "/")]);
+        assert_error_page(&out.stdout, "502 Bad Gateway");
+        assert!(stdout(&out).contains("refused the connection"));
+
+        let out = curl_ok(proxy, &["-i", &at(proxy, origin_port, "/close")]);
+        assert_error_page(&out.stdout, "502 Bad Gateway");
+        assert!(stdout(&out).contains("closed the connection before its response was complete"));
+        proxy.wait_log(&[
+            &format!(
+                "To {client} Response HTTP/1.1 502 Bad Gateway (GET http://{host}:{closed_port}/ HTTP/1.1"
+            ),
+            &format!(
+                "To {client} Response HTTP/1.1 502 Bad Gateway (GET http://{host}:{origin_port}/close HTTP/1.1"
+            ),
+        ]);
+    }
+
+    /// With `--max-connections 1`, a second client while one connection is held is 503 with `Retry-After`,
+    /// logged as `From CLIENT {refusal}` (the stacks word the reason differently); once the held connection is
+    /// gone, its place serves the next client.
+    pub fn over_the_connection_cap_is_503_and_the_slot_comes_back(
+        proxy: &Proxy,
+        origin_port: u16,
+        refusal: &str,
+    ) {
+        let url = at(proxy, origin_port, "/small");
+        let held = proxy.connect();
+        let out = curl_ok(proxy, &["-i", &url]);
+        assert_error_page(&out.stdout, "503 Service Unavailable");
+        assert_eq!(header(&split_head(&out.stdout).0, "retry-after"), Some("1"));
+        proxy.wait_log(&[&format!("From {} {refusal}", proxy.net.client_host())]);
+        drop(held);
+        // Once the held connection is gone, its place serves the next client.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = curl_ok(proxy, &[&url]);
+            if stdout(&out) == SMALL {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the slot never came back: {}",
+                stdout(&out)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Requests to the proxy's own address and port, or that already came through it (its Via), are 508;
+    /// another proxy's Via is no loop. The origin must not have seen a request before.
+    pub fn requests_that_would_loop_are_508(proxy: &Proxy, origin_port: u16) {
+        // The proxy's own address and port.
+        let itself = format!("{}/", proxy.url());
+        let out = curl_ok(proxy, &["-i", &itself]);
+        assert_error_page(&out.stdout, "508 Loop Detected");
+        // A request that already came through this proxy (its Via pseudonym, learnt from a normal response).
+        let via = via_of(proxy, origin_port);
+        let small = at(proxy, origin_port, "/small");
+        let out = curl_ok(
+            proxy,
+            &["-i", "-H", &format!("Via: 1.0 other, {via}"), &small],
+        );
+        assert_error_page(&out.stdout, "508 Loop Detected");
+        assert_eq!(
+            seen_at(proxy, origin_port).len(),
+            1,
+            "only the normal request reached the origin"
+        );
+        // Another proxy's Via is no loop.
+        let out = curl_ok(proxy, &["-H", "Via: 1.1 smoltalk-00000000", &small]);
+        assert_eq!(stdout(&out), SMALL);
+        proxy.wait_log(&[&format!(
+            "To {} Response HTTP/1.1 508 Loop Detected (GET {itself} HTTP/1.1",
+            proxy.net.client_host()
+        )]);
+    }
+
+    /// Three pipelined requests are answered in order, then the connection closes as the last asked; an HTTP/1.0
+    /// client without keep-alive is told the connection closes, and it does. The origin must not have seen a
+    /// request before.
+    pub fn pipelined_requests_and_an_http_1_0_client(proxy: &Proxy, origin_port: u16) {
+        let host = proxy.net.origin_host();
+        // Three requests in one write, the last asking to close: three responses in order, then the close.
+        let get = |path: &str, last: bool| {
+            let close = if last { "Connection: close\r\n" } else { "" };
+            format!("GET http://{host}:{origin_port}{path} HTTP/1.1\r\nHost: {host}:{origin_port}\r\n{close}\r\n")
+        };
+        let pipeline = [
+            get("/small", false),
+            get("/chunked", false),
+            get("/small", true),
+        ]
+        .concat();
+        let reply = proxy.exchange(pipeline.as_bytes());
+        let (head1, rest) = split_head(&reply);
+        assert!(head1.starts_with("HTTP/1.1 200 OK\r\n"), "{head1}");
+        assert!(header(&head1, "connection").is_none(), "{head1}");
+        let (body1, rest) = rest.split_at(SMALL.len());
+        assert_eq!(body1, SMALL.as_bytes());
+        let (head2, rest) = split_head(rest);
+        assert_eq!(
+            header(&head2, "transfer-encoding"),
+            Some("chunked"),
+            "{head2}"
+        );
+        let chunks =
+            b"5\r\nhello\r\n9;note=x\r\n, chunked\r\n7\r\n world\n\r\n0\r\nX-Trailer: yes\r\n\r\n";
+        assert!(
+            rest.starts_with(chunks),
+            "{}",
+            String::from_utf8_lossy(rest)
+        );
+        let (head3, body3) = split_head(&rest[chunks.len()..]);
+        assert_eq!(header(&head3, "connection"), Some("close"), "{head3}");
+        assert_eq!(body3, SMALL.as_bytes());
+
+        // HTTP/1.0 without keep-alive: the proxy says it closes, and does; the origin gets HTTP/1.0 too (so it
+        // never answers with a chunked body the client could not read), in origin-form, with the client's
+        // version in Via.
+        let request = format!("GET http://{host}:{origin_port}/small HTTP/1.0\r\n\r\n");
+        let reply = proxy.exchange(request.as_bytes());
+        let (head, body) = split_head(&reply);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert_eq!(header(&head, "connection"), Some("close"), "{head}");
+        assert_eq!(body, SMALL.as_bytes());
+        let seen = seen_at(proxy, origin_port);
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert!(
+            seen[3].contains("\r\nGET /small HTTP/1.0\r\n"),
+            "{}",
+            seen[3]
+        );
+        assert!(seen[3].contains("\r\nVia: 1.0 smoltalk-"), "{}", seen[3]);
+    }
+
+    /// Two requests on one client connection, the first answered with a forged second response behind it: the
+    /// second request must get its own response from a new origin connection, not the forged one the origin
+    /// left behind the first. `earlier` is how many requests the origin has seen before.
+    pub fn bytes_an_origin_sends_past_its_response_never_answer_the_next_request(
+        proxy: &Proxy,
+        origin_port: u16,
+        earlier: usize,
+    ) {
+        let extra = at(proxy, origin_port, "/extra");
+        let small = at(proxy, origin_port, "/small");
+        let out = curl_ok(proxy, &["-v", &extra, &small]);
+        assert_one_client_connection(proxy, &stderr(&out));
+        assert_eq!(stdout(&out), format!("first\n{SMALL}"));
+        let seen = seen_at(proxy, origin_port);
+        assert_eq!(seen.len(), earlier + 2, "{seen:?}");
+        assert_ne!(
+            peer(&seen[earlier]),
+            peer(&seen[earlier + 1]),
+            "the origin connection was kept: {seen:?}"
+        );
+    }
 }
