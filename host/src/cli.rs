@@ -83,9 +83,12 @@ pub struct CompareArgs {
     /// drawn from (.pcap).
     #[arg(long, value_name = "DIR")]
     pub diagram: Option<std::path::PathBuf>,
-    /// Skip smoltcp on TUN in a namespace (run as root, it adds about a minute, most of it the lossy transfer).
+    /// Skip smoltcp on TUN in a namespace (as root it adds a minute or more, most of it the lossy transfer).
     #[arg(long)]
     pub no_tun: bool,
+    /// Run only these scenarios (repeatable) [default: all].
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub scenario: Vec<crate::compare::Scenario>,
 }
 
 /// Options of `lab`.
@@ -790,7 +793,7 @@ fn run_smoltcp_client(
 }
 
 fn compare(args: CompareArgs) -> Result<(), String> {
-    let comparisons = crate::compare::run_all(!args.no_tun);
+    let comparisons = crate::compare::run_all(&args.scenario, !args.no_tun);
     print!("{}", crate::compare::render(&comparisons, args.format));
     if let Some(dir) = &args.diagram {
         let written = crate::compare::write_diagrams(&comparisons, dir)?;
@@ -832,7 +835,7 @@ fn lab(args: LabArgs) -> Result<(), String> {
     // The classic questions, measured: the kernel over loopback and smoltcp in the lab (what needs no root).
     println!("\nsmoltalk lab: the classic questions on both stacks (`smoltalk compare` for JSON and diagrams)");
     // What needs no root: the kernel's loopback and the lab (the TUN runs are `smoltalk compare`'s).
-    let comparisons = crate::compare::run_all(false);
+    let comparisons = crate::compare::run_all(&[], false);
     print!(
         "{}",
         crate::compare::render(&comparisons, crate::compare::Format::Table)

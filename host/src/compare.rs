@@ -26,8 +26,9 @@ use crate::lab_checks::{sample_text, LabClient, UppercaseLab, PORT};
 use crate::network::{drive, Network, Step};
 
 /// The scenarios, in the order of the classic lab's questions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Scenario {
     /// Q1: a TCP client started before its server.
     TcpClientBeforeServer,
@@ -156,9 +157,15 @@ impl Comparison {
     }
 }
 
-/// Runs every scenario on both stacks; with `tun`, also smoltcp on TUN in a namespace where privileged.
-pub fn run_all(tun: bool) -> Vec<Comparison> {
-    Scenario::ALL.iter().map(|&s| compare(s, tun)).collect()
+/// Runs `scenarios` (every one if empty) on both stacks; with `tun`, also smoltcp on TUN in a namespace where
+/// privileged.
+pub fn run_all(scenarios: &[Scenario], tun: bool) -> Vec<Comparison> {
+    let all = if scenarios.is_empty() {
+        &Scenario::ALL[..]
+    } else {
+        scenarios
+    };
+    all.iter().map(|&s| compare(s, tun)).collect()
 }
 
 /// Runs `scenario` on both stacks (and on TUN, with `tun`, where privileged) and compares them.
@@ -1078,7 +1085,7 @@ fn tun_run(scenario: Scenario) -> Option<Observation> {
                 client(
                     "tcp-client",
                     12000,
-                    &["--timeout", "120", "--drop-chance", "10", "--seed", "7"],
+                    &["--timeout", "30", "--drop-chance", "10", "--seed", "7"],
                 ),
                 &[&line],
                 None,
