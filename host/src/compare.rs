@@ -176,11 +176,32 @@ pub fn compare(scenario: Scenario, tun: bool) -> Comparison {
     // A stack that could not run the scenario here is not a difference between the stacks.
     let ran = kernel.kind != "not_run" && smoltcp.kind != "not_run";
     let differs = ran && kernel.kind != smoltcp.kind;
-    let explanation = if differs {
+    let mut explanation = if differs {
         explain(scenario, &kernel, &smoltcp)
     } else {
         String::new()
     };
+    // smoltcp on a real device against the kernel, where it ran and saw something else than in the lab.
+    if let Some(tun) = smoltcp_tun
+        .as_ref()
+        .filter(|t| t.kind != "not_run" && t.kind != smoltcp.kind)
+    {
+        let packets = tun.packets.map_or("no capture".to_string(), |p| {
+            format!(
+                "{} packets, {} retransmissions, RST {}",
+                p.total, p.retransmissions, p.rst
+            )
+        });
+        let line = format!(
+            "on TUN against the kernel, smoltcp's client saw: {} ({packets})",
+            tun.outcome
+        );
+        explanation = match explanation.is_empty() {
+            true => line,
+            false => format!("{explanation}; {line}"),
+        };
+    }
+    let differs = differs || !explanation.is_empty();
     Comparison {
         scenario,
         title: scenario.title(),
