@@ -10,6 +10,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(smoltalk_no_curl)");
     println!("cargo::rustc-check-cfg=cfg(smoltalk_no_chromium)");
     println!("cargo::rustc-check-cfg=cfg(smoltalk_no_tshark)");
+    println!("cargo::rustc-check-cfg=cfg(smoltalk_no_qemu)");
     for var in ["CI", "USER", "HOME", "SUDO_UID", "PATH"] {
         println!("cargo::rerun-if-env-changed={var}");
     }
@@ -29,6 +30,13 @@ fn main() {
     }
     if !(on_path("curl") && on_path("openssl") && on_path("python3")) {
         println!("cargo::rustc-cfg=smoltalk_no_curl");
+    }
+    let riscv_target = std::process::Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("riscv64gc-unknown-none-elf"));
+    if !(on_path("qemu-system-riscv64") && riscv_target) {
+        println!("cargo::rustc-cfg=smoltalk_no_qemu");
     }
     if !on_path("tshark") {
         println!("cargo::rustc-cfg=smoltalk_no_tshark");

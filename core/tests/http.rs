@@ -2116,3 +2116,25 @@ fn options_in_absolute_form_without_path_asks_about_the_server() {
         .expect("whole");
     assert_eq!(head.target.path(), "*");
 }
+
+#[test]
+fn obsolete_folding_nul_and_bare_cr_in_a_head_are_400() {
+    for head in [
+        // obs-fold: a header continued on the next line (RFC 9112 §5.2: a request with it is rejected).
+        &b"GET http://h/ HTTP/1.1\r\nX-Long: a\r\n  continued\r\n\r\n"[..],
+        b"GET http://h/ HTTP/1.1\r\nX-Long: a\r\n\tcontinued\r\n\r\n",
+        // NUL in a header value and in the request line.
+        b"GET http://h/ HTTP/1.1\r\nX-Nul: a\0b\r\n\r\n",
+        b"GET http://h/\0 HTTP/1.1\r\n\r\n",
+        // A bare CR inside a header value, and as a line end.
+        b"GET http://h/ HTTP/1.1\r\nX-Cr: a\rb\r\n\r\n",
+        b"GET http://h/ HTTP/1.1\rHost: h\r\n\r\n",
+    ] {
+        assert_eq!(
+            request_error(head),
+            ProxyError::MalformedHead,
+            "{:?}",
+            String::from_utf8_lossy(head)
+        );
+    }
+}
