@@ -1,1 +1,190 @@
-fn main(){}
+//! smoltalk firmware: the uppercase TCP/UDP service on bare-metal RISC-V (QEMU `virt`, M-mode, no heap).
+//!
+//! ```text
+//! virtio-net (MMIO) → VirtioNic (smoltcp phy::Device) → Interface → sockets → UppercaseTcpServer<2> / UppercaseUdpServer
+//! ```
+//!
+//! Everything lives in static storage: socket buffers, the socket set, the DMA pages of the virtqueues and the
+//! receive buffers. Idle time is spent in `wfi`, woken by the CLINT timer (set from `Interface::poll_delay`) or
+//! by the virtio-net interrupt through the PLIC. Interrupts are never *taken* (mstatus.MIE stays 0): `wfi`
+//! resumes as soon as an interrupt enabled in `mie` is pending, and the main loop clears the sources itself.
+#![no_std]
+#![no_main]
+
+mod hw;
+mod nic;
+
+use core::fmt::Write;
+use core::ptr::addr_of_mut;
+
+use smoltalk_core::{UppercaseTcpServer, UppercaseUdpServer, DEFAULT_PORT, MIN_UDP_DATAGRAM};
+use smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
+use smoltcp::socket::{tcp, udp};
+use smoltcp::time::Duration;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
+
+use hw::{now, Uart};
+
+/// TCP connections served at once.
+const TCP_CONNECTIONS: usize = 2;
+/// TCP receive and send buffer, each, per connection.
+const TCP_BUFFER: usize = 4096;
+/// UDP payload buffer, each direction.
+const UDP_BUFFER: usize = 2 * MIN_UDP_DATAGRAM;
+/// UDP datagrams queued, each direction.
+const UDP_PACKETS: usize = 4;
+/// The longest sleep when nothing is due (the timer also backs up a missed device interrupt).
+const MAX_SLEEP: Duration = Duration::from_millis(1000);
+
+static mut SOCKET_STORAGE: [SocketStorage<'static>; TCP_CONNECTIONS + 1] =
+    [SocketStorage::EMPTY; TCP_CONNECTIONS + 1];
+static mut TCP_RX: [[u8; TCP_BUFFER]; TCP_CONNECTIONS] = [[0; TCP_BUFFER]; TCP_CONNECTIONS];
+static mut TCP_TX: [[u8; TCP_BUFFER]; TCP_CONNECTIONS] = [[0; TCP_BUFFER]; TCP_CONNECTIONS];
+static mut UDP_RX_META: [udp::PacketMetadata; UDP_PACKETS] =
+    [udp::PacketMetadata::EMPTY; UDP_PACKETS];
+static mut UDP_TX_META: [udp::PacketMetadata; UDP_PACKETS] =
+    [udp::PacketMetadata::EMPTY; UDP_PACKETS];
+static mut UDP_RX: [u8; UDP_BUFFER] = [0; UDP_BUFFER];
+static mut UDP_TX: [u8; UDP_BUFFER] = [0; UDP_BUFFER];
+static mut TCP_SCRATCH: [u8; 2048] = [0; 2048];
+static mut UDP_SCRATCH: [u8; MIN_UDP_DATAGRAM] = [0; MIN_UDP_DATAGRAM];
+
+/// Called once by the entry code in `hw`, on hart 0, with a stack and a zeroed `.bss`.
+#[no_mangle]
+extern "C" fn rust_main() -> ! {
+    hw::init_logger();
+    let mut uart = Uart;
+    let _ = writeln!(uart, "smoltalk firmware: booting");
+
+    let Some((mut nic, irq)) = nic::VirtioNic::probe() else {
+        panic!("no virtio-net device on the virtio-mmio bus");
+    };
+    let mac = nic.mac();
+    let _ = writeln!(
+        uart,
+        "smoltalk firmware: virtio-net at IRQ {irq}, MAC {}",
+        EthernetAddress(mac)
+    );
+    let _ = writeln!(
+        uart,
+        "smoltalk firmware: DMA {} of {} pages for the virtqueues, {} receive buffers of {} bytes",
+        nic::VirtioNic::dma_pages_used(),
+        nic::DMA_PAGES,
+        nic::RX_BUFFERS,
+        nic::RX_BUFFER_LEN
+    );
+    hw::enable_device_irq(irq);
+
+    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+    config.random_seed = hw::mtime()
+        ^ u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0x5a, 0xa5]);
+    let mut iface = Interface::new(config, &mut nic, now());
+    iface.update_ip_addrs(|addrs| {
+        let _ = addrs.push(IpCidr::new(Ipv4Address::new(10, 0, 2, 15).into(), 24));
+    });
+    let _ = iface
+        .routes_mut()
+        .add_default_ipv4_route(Ipv4Address::new(10, 0, 2, 2));
+
+    // SAFETY: `rust_main` runs once and never returns, so these are the only references to the statics.
+    let (
+        storage,
+        tcp_rx,
+        tcp_tx,
+        udp_rx_meta,
+        udp_tx_meta,
+        udp_rx,
+        udp_tx,
+        tcp_scratch,
+        udp_scratch,
+    ) = unsafe {
+        (
+            &mut *addr_of_mut!(SOCKET_STORAGE),
+            &mut *addr_of_mut!(TCP_RX),
+            &mut *addr_of_mut!(TCP_TX),
+            &mut *addr_of_mut!(UDP_RX_META),
+            &mut *addr_of_mut!(UDP_TX_META),
+            &mut *addr_of_mut!(UDP_RX),
+            &mut *addr_of_mut!(UDP_TX),
+            &mut *addr_of_mut!(TCP_SCRATCH),
+            &mut *addr_of_mut!(UDP_SCRATCH),
+        )
+    };
+    let mut sockets = SocketSet::new(&mut storage[..]);
+    let mut tcp_handles = [None; TCP_CONNECTIONS];
+    for ((handle, rx), tx) in tcp_handles
+        .iter_mut()
+        .zip(tcp_rx.iter_mut())
+        .zip(tcp_tx.iter_mut())
+    {
+        let socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(&mut rx[..]),
+            tcp::SocketBuffer::new(&mut tx[..]),
+        );
+        *handle = Some(sockets.add(socket));
+    }
+    let udp_handle = sockets.add(udp::Socket::new(
+        udp::PacketBuffer::new(&mut udp_rx_meta[..], &mut udp_rx[..]),
+        udp::PacketBuffer::new(&mut udp_tx_meta[..], &mut udp_tx[..]),
+    ));
+
+    let mut tcp_server: UppercaseTcpServer<TCP_CONNECTIONS> = match UppercaseTcpServer::new(
+        DEFAULT_PORT,
+        tcp_handles.iter().flatten().copied(),
+        &mut sockets,
+    ) {
+        Ok(server) => server,
+        Err(e) => panic!("tcp server: {e}"),
+    };
+    let mut udp_server = match UppercaseUdpServer::new(DEFAULT_PORT, udp_handle, &mut sockets) {
+        Ok(server) => server,
+        Err(e) => panic!("udp server: {e}"),
+    };
+    let _ = writeln!(
+        uart,
+        "smoltalk firmware: uppercase on 10.0.2.15:{DEFAULT_PORT} (tcp, udp)"
+    );
+
+    let mut served = 0;
+    loop {
+        let closed = tcp_server.stats().closed + tcp_server.stats().reset;
+        if closed != served {
+            served = closed;
+            let _ = writeln!(
+                uart,
+                "smoltalk firmware: {served} tcp connections served, {} udp requests answered, stack high-water {} of {} bytes",
+                udp_server.stats().answered,
+                hw::stack_high_water(),
+                hw::stack_size()
+            );
+        }
+        let mut busy = true;
+        while busy {
+            let timestamp = now();
+            let changed = iface.poll(timestamp, &mut nic, &mut sockets);
+            let moved = tcp_server.poll(&mut sockets, &mut tcp_scratch[..])
+                | udp_server.poll(&mut sockets, &mut udp_scratch[..]);
+            busy = moved || changed != smoltcp::iface::PollResult::None;
+        }
+        let delay = iface
+            .poll_delay(now(), &sockets)
+            .map_or(MAX_SLEEP, |delay| delay.min(MAX_SLEEP));
+        if delay != Duration::ZERO && !nic.rx_ready() {
+            hw::sleep(delay);
+        }
+        nic.ack_interrupt();
+        hw::complete_device_irq(irq);
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    let _ = writeln!(Uart, "smoltalk firmware: PANIC: {info}");
+    let _ = writeln!(
+        Uart,
+        "smoltalk firmware: stack high-water {} of {} bytes",
+        hw::stack_high_water(),
+        hw::stack_size()
+    );
+    hw::halt()
+}
