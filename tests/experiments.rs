@@ -272,7 +272,13 @@ fn a_diagram_renders_in_a_browser() {
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
+            // Nothing leaves the machine: no name resolves, any connection goes to a proxy port nothing
+            // listens on, and the background services the flags above leave on are pointed at it too.
             "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--proxy-server=http://127.0.0.1:9",
+            "--disable-features=NetworkTimeServiceQuerying",
+            "--gaia-url=http://127.0.0.1:9/",
+            "--component-updater=url-source=http://127.0.0.1:9/service/update2/json",
             &format!("--user-data-dir={}", profile.display()),
             &format!("--screenshot={}", png.display()),
             "--window-size=900,500",
