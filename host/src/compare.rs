@@ -234,14 +234,17 @@ fn explain(scenario: Scenario, kernel: &Observation, smoltcp: &Observation) -> S
             smoltcp.packets.map_or("?".into(), |p| p.retransmissions.to_string()),
             rst(smoltcp).map_or("?".into(), |n| n.to_string()),
         ),
-        (Scenario::ServerStoppedMidConversation, _, _) => format!(
-            "the kernel's server closed its socket: FIN {} then RST {} (to the second message); smoltcp's sockets \
-             were aborted: FIN {}, RST {}",
-            kernel.packets.map_or("?".into(), |p| p.fin.to_string()),
-            rst(kernel).map_or("?".into(), |n| n.to_string()),
-            smoltcp.packets.map_or("?".into(), |p| p.fin.to_string()),
-            rst(smoltcp).map_or("?".into(), |n| n.to_string()),
-        ),
+        (Scenario::ServerStoppedMidConversation, _, _) => {
+            let kernel_packets = match kernel.packets {
+                Some(p) => format!("FIN {} then RST {} (to the second message)", p.fin, p.rst),
+                None => "its packets were not captured (that needs root)".into(),
+            };
+            format!(
+                "the kernel's server closed its socket: {kernel_packets}; smoltcp's sockets were aborted: FIN {}, RST {}",
+                smoltcp.packets.map_or("?".into(), |p| p.fin.to_string()),
+                rst(smoltcp).map_or("?".into(), |n| n.to_string()),
+            )
+        }
         _ => format!(
             "kernel: {} (RST {}, ICMP unreachable {}); smoltcp: {} (RST {}, ICMP unreachable {})",
             kernel.outcome,
