@@ -19,15 +19,24 @@ use support::*;
 
 const FIRMWARE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/firmware-riscv");
 
-/// The firmware's ELF, built in release mode for riscv64gc.
-fn build_firmware() -> PathBuf {
+/// The firmware's ELF, built in release mode for riscv64gc: the full build, or with `lean` the one the size
+/// budget is for.
+fn build_firmware(lean: bool) -> PathBuf {
+    // Each build in its own target folder (as size.sh does), so the two tests never overwrite each other's ELF.
+    let target = if lean { "target/lean" } else { "target" };
+    let mut args = vec![
+        "build",
+        "--release",
+        "--target",
+        "riscv64gc-unknown-none-elf",
+        "--target-dir",
+        target,
+    ];
+    if lean {
+        args.extend(["--no-default-features", "--features", "lean"]);
+    }
     let out = Command::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "riscv64gc-unknown-none-elf",
-        ])
+        .args(&args)
         .current_dir(FIRMWARE)
         .env_remove("RUSTFLAGS")
         .output()
@@ -47,7 +56,8 @@ fn build_firmware() -> PathBuf {
         })
         .expect("the firmware's package name");
     Path::new(FIRMWARE)
-        .join("target/riscv64gc-unknown-none-elf/release")
+        .join(target)
+        .join("riscv64gc-unknown-none-elf/release")
         .join(name)
 }
 
@@ -77,8 +87,10 @@ impl Drop for Board {
 
 impl Board {
     fn boot(elf: &Path, tcp: u16, udp: u16) -> Board {
-        let uart =
-            std::env::temp_dir().join(format!("smoltalk-firmware-{}.log", std::process::id()));
+        let uart = std::env::temp_dir().join(format!(
+            "smoltalk-firmware-{}-{tcp}.log",
+            std::process::id()
+        ));
         let pcap = uart.with_extension("pcap");
         let _ = std::fs::remove_file(&uart);
         // restrict=on: the guest reaches nothing but what is forwarded to it.
@@ -157,9 +169,78 @@ fn upper(bytes: &[u8]) -> Vec<u8> {
     ignore = "needs qemu-system-riscv64, the riscv64gc-unknown-none-elf target and tshark"
 )]
 fn the_firmware_serves_uppercase_over_tcp_and_udp_in_qemu() {
-    let elf = build_firmware();
+    serves_uppercase(&build_firmware(false));
+}
+
+/// The lean build (no `log`, no `core::fmt`, UDP of one frame, 1 KiB TCP buffers) serves the same, and fits
+/// the budget: flash (.text + .rodata) ≤ 40 KiB, static RAM apart from the driver's DMA pages and receive
+/// buffers ≤ 16 KiB (`examples/firmware-riscv/size.sh --lean`).
+#[test]
+#[cfg_attr(
+    any(smoltalk_no_qemu, smoltalk_no_tshark),
+    ignore = "needs qemu-system-riscv64, the riscv64gc-unknown-none-elf target and tshark"
+)]
+fn the_lean_firmware_fits_the_size_budget_and_serves_the_same() {
+    let elf = build_firmware(true);
+    let report = Command::new("sh")
+        .arg(Path::new(FIRMWARE).join("size.sh"))
+        .arg("--lean")
+        .output()
+        .expect("run size.sh");
+    let report = String::from_utf8_lossy(&report.stdout).into_owned();
+    let bold = |label: &str| -> u64 {
+        let line = report
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("{label}: {report}"));
+        line.rsplit('|')
+            .nth(1)
+            .unwrap()
+            .trim()
+            .trim_matches('*')
+            .replace(',', "")
+            .parse()
+            .unwrap()
+    };
+    let flash = bold("flash (.text + .rodata)");
+    let ram = bold("static RAM apart from the driver's DMA");
+    assert!(
+        flash <= 40 * 1024,
+        "flash {flash} bytes > 40 KiB:\n{report}"
+    );
+    assert!(
+        ram <= 16 * 1024,
+        "static RAM {ram} bytes > 16 KiB:\n{report}"
+    );
+    serves_uppercase(&elf);
+}
+
+/// Sends `payload` over a new connection to the forwarded port and reads its whole reply. smoltcp has no
+/// listen backlog: while an earlier connection of the firmware's two is still closing, a new client is reset
+/// (QEMU's forwarding turns the refusal into a reset), so a reset before any reply byte is tried again.
+fn exchange(tcp: u16, payload: &[u8]) -> Vec<u8> {
+    let mut last = None;
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(("127.0.0.1", tcp)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut writer = s.try_clone().unwrap();
+        let sent = payload.to_vec();
+        let sender = std::thread::spawn(move || writer.write_all(&sent));
+        let mut reply = vec![0u8; payload.len()];
+        let read = s.read_exact(&mut reply);
+        let _ = sender.join();
+        match read {
+            Ok(()) => return reply,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no whole reply after 20 tries: {last:?}");
+}
+
+fn serves_uppercase(elf: &Path) {
     let (tcp, udp) = (free_port(), free_port());
-    let board = Board::boot(&elf, tcp, udp);
+    let board = Board::boot(elf, tcp, udp);
 
     // The ordinary client, through the forwarded port.
     let out = run({
@@ -177,14 +258,7 @@ fn the_firmware_serves_uppercase_over_tcp_and_udp_in_qemu() {
         .into_iter()
         .map(|payload| {
             std::thread::spawn(move || {
-                let mut s = TcpStream::connect(("127.0.0.1", tcp)).expect("connect");
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                let mut writer = s.try_clone().unwrap();
-                let sent = payload.clone();
-                let sender = std::thread::spawn(move || writer.write_all(&sent));
-                let mut reply = vec![0u8; payload.len()];
-                s.read_exact(&mut reply).expect("the whole reply");
-                sender.join().unwrap().unwrap();
+                let reply = exchange(tcp, &payload);
                 (payload, reply)
             })
         })

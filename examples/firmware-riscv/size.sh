@@ -2,10 +2,36 @@
 # The firmware's size report: builds it (release: opt-level "s", LTO) and prints flash (.text + .rodata) and
 # static RAM (.data + .bss, with the driver's DMA pages and receive buffers apart), the stack, and the
 # largest static objects, as a Markdown table (for docs/embedded.md). Needs readelf and nm (binutils).
+#
+#   ./size.sh           the full build (logging, fragmentation)
+#   ./size.sh --lean    the lean build, the one the size budget is for
 set -eu
 cd "$(dirname "$0")"
-cargo build --release --target riscv64gc-unknown-none-elf >&2
-exec python3 - target/riscv64gc-unknown-none-elf/release/smoltalk-firmware-riscv <<'PY'
+features=""
+target=target
+if [ "${1:-}" = "--lean" ]; then
+    # Its own target folder, so the two builds never overwrite each other.
+    features="--no-default-features --features lean"
+    target=target/lean
+fi
+# shellcheck disable=SC2086 # empty or three words on purpose
+cargo build --release --target riscv64gc-unknown-none-elf --target-dir "$target" $features >&2
+elf="$target/riscv64gc-unknown-none-elf/release/smoltalk-firmware-riscv"
+# The core objects' sizes, as the full build prints them on its UART at boot (QEMU, no network reachable).
+sizes=""
+if [ -z "$features" ] && command -v qemu-system-riscv64 >/dev/null; then
+    uart=$(mktemp)
+    qemu-system-riscv64 -machine virt -bios none -m 64M -display none -monitor none \
+        -global virtio-mmio.force-legacy=false -device virtio-net-device,netdev=n0 -netdev user,id=n0,restrict=on \
+        -serial "file:$uart" -kernel "$elf" &
+    qemu=$!
+    for _ in 1 2 3 4 5 6 7 8 9 10; do grep -q "sizes:" "$uart" && break; sleep 0.2; done
+    kill "$qemu" 2>/dev/null || true
+    wait "$qemu" 2>/dev/null || true
+    sizes=$(grep -o "sizes: .*" "$uart" | tr -d '\r' || true)
+    rm -f "$uart"
+fi
+SIZES="$sizes" exec python3 - "$elf" <<'PY'
 import subprocess, sys
 elf = sys.argv[1]
 sections = {}
@@ -31,6 +57,13 @@ for label, value in [
     ("stack (reserved)", stack),
 ]:
     print(f"| {label} | {value:,} |")
+import os
+sizes = os.environ.get("SIZES", "")
+if sizes:
+    print("\nCore objects (bytes, `core::mem::size_of` on this target, from the firmware's boot line):\n")
+    for part in sizes.removeprefix("sizes: ").removesuffix(" bytes").split(", "):
+        name, _, value = part.rpartition(" ")
+        print(f"- `{name}`: {value}")
 print("\nLargest static objects (RAM):\n")
 for s, n in sorted((s, n) for s, n in symbols if s >= 256 and not n.startswith(".L"))[-10:]:
     print(f"- `{n}`: {s:,} bytes")

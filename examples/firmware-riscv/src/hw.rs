@@ -67,9 +67,11 @@ extern "C" {
     static _stack_top: u8;
 }
 
+#[cfg_attr(not(feature = "full"), allow(dead_code))] // status lines and logging: the full build
 const STACK_PAINT: u64 = 0x5a5a_5a5a_5a5a_5a5a;
 
 /// The most stack used so far, in bytes: the entry code painted it, and the deepest overwritten word tells.
+#[cfg_attr(not(feature = "full"), allow(dead_code))] // status lines and logging: the full build
 pub fn stack_high_water() -> usize {
     // Linker symbols: only their addresses are used.
     let (bottom, top) = (
@@ -85,6 +87,7 @@ pub fn stack_high_water() -> usize {
 }
 
 /// The stack's size in bytes.
+#[cfg_attr(not(feature = "full"), allow(dead_code))] // status lines and logging: the full build
 pub fn stack_size() -> usize {
     &raw const _stack_top as usize - &raw const _stack_bottom as usize
 }
@@ -104,14 +107,26 @@ const LSR_THR_EMPTY: u8 = 1 << 5;
 /// The 16550 UART at 0x1000_0000 (QEMU's needs no setup: output only).
 pub struct Uart;
 
-impl fmt::Write for Uart {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for &byte in s.as_bytes() {
+impl Uart {
+    /// Writes `s` and a line end, without `core::fmt` (the lean build has none).
+    pub fn line(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+        self.bytes(b"\n");
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
             if byte == b'\n' {
                 put(b'\r');
             }
             put(byte);
         }
+    }
+}
+
+impl fmt::Write for Uart {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.bytes(s.as_bytes());
         Ok(())
     }
 }
@@ -124,6 +139,7 @@ fn put(byte: u8) {
     }
 }
 
+#[cfg_attr(not(feature = "full"), allow(dead_code))] // status lines and logging: the full build
 struct UartLogger;
 
 impl log::Log for UartLogger {
@@ -141,9 +157,11 @@ impl log::Log for UartLogger {
     fn flush(&self) {}
 }
 
+#[cfg_attr(not(feature = "full"), allow(dead_code))] // status lines and logging: the full build
 static LOGGER: UartLogger = UartLogger;
 
 /// Sends `log` records at info level and above (the core's connection lines, the driver's notes) to the UART.
+#[cfg_attr(not(feature = "full"), allow(dead_code))] // status lines and logging: the full build
 pub fn init_logger() {
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(log::LevelFilter::Info);

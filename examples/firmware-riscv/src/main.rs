@@ -14,10 +14,13 @@
 mod hw;
 mod nic;
 
+#[cfg(feature = "full")]
 use core::fmt::Write;
 use core::ptr::addr_of_mut;
 
-use smoltalk_core::{UppercaseTcpServer, UppercaseUdpServer, DEFAULT_PORT, MIN_UDP_DATAGRAM};
+#[cfg(feature = "full")]
+use smoltalk_core::MIN_UDP_DATAGRAM;
+use smoltalk_core::{UppercaseTcpServer, UppercaseUdpServer, DEFAULT_PORT};
 use smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Duration;
@@ -28,9 +31,20 @@ use hw::{now, Uart};
 /// TCP connections served at once.
 const TCP_CONNECTIONS: usize = 2;
 /// TCP receive and send buffer, each, per connection.
+#[cfg(feature = "full")]
 const TCP_BUFFER: usize = 4096;
-/// UDP payload buffer, each direction.
+#[cfg(not(feature = "full"))]
+const TCP_BUFFER: usize = 1024;
+/// UDP payload buffer, each direction: two of the largest requests answered whole (one frame, lean).
+#[cfg(feature = "full")]
 const UDP_BUFFER: usize = 2 * MIN_UDP_DATAGRAM;
+#[cfg(not(feature = "full"))]
+const UDP_BUFFER: usize = 1536;
+/// Scratch buffers the servers move bytes through.
+#[cfg(feature = "full")]
+const SCRATCH: (usize, usize) = (2048, MIN_UDP_DATAGRAM);
+#[cfg(not(feature = "full"))]
+const SCRATCH: (usize, usize) = (1024, 1536);
 /// UDP datagrams queued, each direction.
 const UDP_PACKETS: usize = 4;
 /// The longest sleep when nothing is due (the timer also backs up a missed device interrupt).
@@ -46,33 +60,37 @@ static mut UDP_TX_META: [udp::PacketMetadata; UDP_PACKETS] =
     [udp::PacketMetadata::EMPTY; UDP_PACKETS];
 static mut UDP_RX: [u8; UDP_BUFFER] = [0; UDP_BUFFER];
 static mut UDP_TX: [u8; UDP_BUFFER] = [0; UDP_BUFFER];
-static mut TCP_SCRATCH: [u8; 2048] = [0; 2048];
-static mut UDP_SCRATCH: [u8; MIN_UDP_DATAGRAM] = [0; MIN_UDP_DATAGRAM];
+static mut TCP_SCRATCH: [u8; SCRATCH.0] = [0; SCRATCH.0];
+static mut UDP_SCRATCH: [u8; SCRATCH.1] = [0; SCRATCH.1];
 
 /// Called once by the entry code in `hw`, on hart 0, with a stack and a zeroed `.bss`.
 #[no_mangle]
 extern "C" fn rust_main() -> ! {
+    #[cfg(feature = "full")]
     hw::init_logger();
     let mut uart = Uart;
-    let _ = writeln!(uart, "smoltalk firmware: booting");
+    uart.line("smoltalk firmware: booting");
 
     let Some((mut nic, irq)) = nic::VirtioNic::probe() else {
         panic!("no virtio-net device on the virtio-mmio bus");
     };
     let mac = nic.mac();
-    let _ = writeln!(
-        uart,
-        "smoltalk firmware: virtio-net at IRQ {irq}, MAC {}",
-        EthernetAddress(mac)
-    );
-    let _ = writeln!(
-        uart,
-        "smoltalk firmware: DMA {} of {} pages for the virtqueues, {} receive buffers of {} bytes",
-        nic::VirtioNic::dma_pages_used(),
-        nic::DMA_PAGES,
-        nic::RX_BUFFERS,
-        nic::RX_BUFFER_LEN
-    );
+    #[cfg(feature = "full")]
+    {
+        let _ = writeln!(
+            uart,
+            "smoltalk firmware: virtio-net at IRQ {irq}, MAC {}",
+            EthernetAddress(mac)
+        );
+        let _ = writeln!(
+            uart,
+            "smoltalk firmware: DMA {} of {} pages for the virtqueues, {} receive buffers of {} bytes",
+            nic::VirtioNic::dma_pages_used(),
+            nic::DMA_PAGES,
+            nic::RX_BUFFERS,
+            nic::RX_BUFFER_LEN
+        );
+    }
     hw::enable_device_irq(irq);
 
     let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
@@ -140,16 +158,28 @@ extern "C" fn rust_main() -> ! {
         Ok(server) => server,
         Err(e) => panic!("udp server: {e}"),
     };
+    // What each core object costs here (size.sh reads this line for the size report).
+    #[cfg(feature = "full")]
     let _ = writeln!(
         uart,
-        "smoltalk firmware: uppercase on 10.0.2.15:{DEFAULT_PORT} (tcp, udp)"
+        "smoltalk firmware: sizes: Interface {}, tcp::Socket {}, udp::Socket {}, SocketSet {}, \
+         UppercaseTcpServer<{TCP_CONNECTIONS}> {}, UppercaseUdpServer {}, VirtioNic {} bytes",
+        core::mem::size_of::<Interface>(),
+        core::mem::size_of::<tcp::Socket>(),
+        core::mem::size_of::<udp::Socket>(),
+        core::mem::size_of::<SocketSet>(),
+        core::mem::size_of::<UppercaseTcpServer<TCP_CONNECTIONS>>(),
+        core::mem::size_of::<UppercaseUdpServer>(),
+        core::mem::size_of::<nic::VirtioNic>(),
     );
+    uart.line("smoltalk firmware: uppercase on 10.0.2.15:12000 (tcp, udp)");
 
     let mut served = 0;
     loop {
         let closed = tcp_server.stats().closed + tcp_server.stats().reset;
         if closed != served {
             served = closed;
+            #[cfg(feature = "full")]
             let _ = writeln!(
                 uart,
                 "smoltalk firmware: {served} tcp connections served, {} udp requests answered, stack high-water {} of {} bytes",
@@ -179,12 +209,21 @@ extern "C" fn rust_main() -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    let _ = writeln!(Uart, "smoltalk firmware: PANIC: {info}");
-    let _ = writeln!(
-        Uart,
-        "smoltalk firmware: stack high-water {} of {} bytes",
-        hw::stack_high_water(),
-        hw::stack_size()
-    );
+    #[cfg(feature = "full")]
+    {
+        let _ = writeln!(Uart, "smoltalk firmware: PANIC: {info}");
+        let _ = writeln!(
+            Uart,
+            "smoltalk firmware: stack high-water {} of {} bytes",
+            hw::stack_high_water(),
+            hw::stack_size()
+        );
+    }
+    // Lean: no formatting, so the panic's message (and `core::fmt`) stays out of the image.
+    #[cfg(not(feature = "full"))]
+    {
+        let _ = info;
+        Uart.line("smoltalk firmware: PANIC");
+    }
     hw::halt()
 }
