@@ -352,10 +352,11 @@ fn compare_on_tun_sees_what_the_lab_saw() {
     ] {
         let (kind, packets) = tun(s);
         assert_eq!(kind, "no_reply", "{s}");
-        assert_eq!(
-            packets["icmp_port_unreachable"], 1,
-            "{s}: the kernel's ICMP error reached smoltcp, unheeded"
-        );
+        // The kernel usually answers with ICMP port unreachable, which smoltcp does not heed; but the kernel
+        // limits ICMP errors with a token bucket shared by every namespace, so under a loaded test run one may
+        // be missing: at most one, and the datagram itself always went out.
+        assert!(packets["icmp_port_unreachable"].as_u64() <= Some(1), "{s}");
+        assert!(packets["udp"].as_u64() >= Some(1), "{s}");
     }
     let (kind, _) = tun("server_stopped_mid_conversation");
     assert!(["eof", "reset"].contains(&kind.as_str()), "{kind}");
