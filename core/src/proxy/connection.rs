@@ -125,6 +125,14 @@ pub struct ProxyStats {
     pub body_bytes: u64,
 }
 
+impl ProxyStats {
+    /// Counts `n` relayed body bytes; returns whether any moved.
+    fn count_body(&mut self, n: usize) -> bool {
+        self.body_bytes += n as u64;
+        n > 0
+    }
+}
+
 /// One client of the proxy: a client socket, an origin socket and their buffers.
 pub struct ProxyConnection<'a> {
     client: SocketHandle,
@@ -506,16 +514,11 @@ impl<'a> ProxyConnection<'a> {
                 Some(&mut exchange.request_body),
                 scratch,
             ) {
-                Ok(n) => {
-                    moved |= n > 0;
-                    self.stats.body_bytes += n as u64;
-                }
+                Ok(n) => moved |= self.stats.count_body(n),
                 Err(_) => return Err(ProxyError::MalformedBody),
             }
-            let client_socket = sockets.get_mut::<tcp::Socket>(self.client);
             if !exchange.request_body.is_done()
-                && !client_socket.may_recv()
-                && client_socket.recv_queue() == 0
+                && finished_sending(sockets.get_mut::<tcp::Socket>(self.client))
             {
                 log::info!("{} Peer reset {}", self.client_ip, exchange.line);
                 return Ok(self.abort_both(sockets, shared));
@@ -624,10 +627,7 @@ impl<'a> ProxyConnection<'a> {
             Some(&mut exchange.response_body),
             scratch,
         ) {
-            Ok(n) => {
-                moved |= n > 0;
-                self.stats.body_bytes += n as u64;
-            }
+            Ok(n) => moved |= self.stats.count_body(n),
             Err(_) => {
                 log::info!(
                     "{} sent a malformed chunked body for {}",
@@ -637,8 +637,7 @@ impl<'a> ProxyConnection<'a> {
                 return Ok(self.abort_both(sockets, shared));
             }
         }
-        let upstream_socket = sockets.get_mut::<tcp::Socket>(upstream);
-        let origin_done = !upstream_socket.may_recv() && upstream_socket.recv_queue() == 0;
+        let origin_done = finished_sending(sockets.get_mut::<tcp::Socket>(upstream));
         if !exchange.response_body.is_done() {
             if origin_done && exchange.response_body.ends_at_close() {
                 exchange.keep_alive = false;
@@ -700,15 +699,11 @@ impl<'a> ProxyConnection<'a> {
         let (client, upstream) = (self.client, self.upstream);
         let forth = relay(sockets, client, upstream, None, scratch).unwrap_or(0);
         let back = relay(sockets, upstream, client, None, scratch).unwrap_or(0);
-        self.stats.body_bytes += (forth + back) as u64;
-        moved |= forth + back > 0;
+        moved |= self.stats.count_body(forth + back);
         // A side that has sent its FIN (and whose bytes are all across) gets its FIN passed on.
         let mut open = 0;
         for (from, to) in [(client, upstream), (upstream, client)] {
-            let from_done = {
-                let s = sockets.get_mut::<tcp::Socket>(from);
-                !s.may_recv() && s.recv_queue() == 0
-            };
+            let from_done = finished_sending(sockets.get_mut::<tcp::Socket>(from));
             let to_socket = sockets.get_mut::<tcp::Socket>(to);
             if from_done && to_socket.may_send() {
                 to_socket.close();
@@ -904,6 +899,11 @@ impl<'a> ProxyConnection<'a> {
         self.state = ConnectionState::Listening;
         Ok(())
     }
+}
+
+/// Whether the peer of `socket` has sent its FIN and every byte before it has been taken off the socket.
+fn finished_sending(socket: &tcp::Socket<'_>) -> bool {
+    !socket.may_recv() && socket.recv_queue() == 0
 }
 
 /// Copies bytes from `from` to `to` through `scratch`, never more than `to` has room for and, with a tracker,
