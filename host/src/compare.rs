@@ -125,6 +125,38 @@ pub struct Observation {
     pub capture: Option<Vec<u8>>,
 }
 
+impl Observation {
+    /// What `stack` saw, with its packets counted from `capture` (or the reason there are none).
+    fn new(
+        stack: &'static str,
+        network: &'static str,
+        (outcome, kind): (String, String),
+        millis: f64,
+        virtual_time: bool,
+        capture: Result<Vec<u8>, String>,
+    ) -> Observation {
+        let counted = capture.and_then(|bytes| match count_packets(&bytes) {
+            Ok(counts) => Ok((counts, bytes)),
+            Err(e) => Err(format!("capture unreadable: {e}")),
+        });
+        let (packets, packets_note, capture) = match counted {
+            Ok((counts, bytes)) => (Some(counts), None, Some(bytes)),
+            Err(note) => (None, Some(note), None),
+        };
+        Observation {
+            stack,
+            network,
+            outcome,
+            kind,
+            millis,
+            virtual_time,
+            packets,
+            packets_note,
+            capture,
+        }
+    }
+}
+
 /// One scenario on both stacks.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
@@ -343,34 +375,13 @@ fn kernel_run_here(scenario: Scenario, network: &'static str) -> Observation {
     let started = WallInstant::now();
     let (outcome, kind) = kernel_scenario(scenario, port, other);
     let millis = started.elapsed().as_secs_f64() * 1e3;
-    let (packets, packets_note, capture) = match capture {
-        _ if kind == "not_run" => (None, Some("not run".to_string()), None),
-        Ok(capture) => {
-            let bytes = capture.finish();
-            match count_packets(&bytes) {
-                Ok(counts) => (Some(counts), None, Some(bytes)),
-                Err(e) => (None, Some(format!("capture unreadable: {e}")), None),
-            }
-        }
-        Err(e) => (
-            None,
-            Some(format!(
-                "not captured: a packet socket on lo needs root ({e})"
-            )),
-            None,
-        ),
+    let capture = match capture {
+        Ok(capture) => Ok(capture.finish()),
+        Err(e) => Err(format!(
+            "not captured: a packet socket on lo needs root ({e})"
+        )),
     };
-    Observation {
-        stack: "kernel",
-        network,
-        outcome,
-        kind,
-        millis,
-        virtual_time: false,
-        packets,
-        packets_note,
-        capture,
-    }
+    Observation::new("kernel", network, (outcome, kind), millis, false, capture)
 }
 
 /// Runs one scenario on the kernel stack; returns what the program saw and its short kind.
@@ -583,17 +594,8 @@ impl LossyLoopback {
 }
 
 fn not_run(stack: &'static str, network: &'static str, why: String) -> Observation {
-    Observation {
-        stack,
-        network,
-        outcome: format!("not run: {why}"),
-        kind: "not_run".into(),
-        millis: 0.0,
-        virtual_time: false,
-        packets: None,
-        packets_note: Some("not run".into()),
-        capture: None,
-    }
+    let outcome = (format!("not run: {why}"), "not_run".to_string());
+    Observation::new(stack, network, outcome, 0.0, false, Err("not run".into()))
 }
 
 fn tcp_outcome(result: std::io::Result<()>) -> (String, String) {
@@ -686,22 +688,14 @@ fn lab_run(scenario: Scenario) -> Observation {
     let (outcome, kind) = lab_scenario(scenario, &mut lab);
     let millis = (lab.lab.now() - start).total_micros() as f64 / 1e3;
     drop(lab.lab.take_capture());
-    let bytes = capture.bytes();
-    let (packets, packets_note) = match count_packets(&bytes) {
-        Ok(c) => (Some(c), None),
-        Err(e) => (None, Some(format!("capture unreadable: {e}"))),
-    };
-    Observation {
-        stack: "smoltcp",
-        network: "lab",
-        outcome,
-        kind,
+    Observation::new(
+        "smoltcp",
+        "lab",
+        (outcome, kind),
         millis,
-        virtual_time: true,
-        packets,
-        packets_note,
-        capture: Some(bytes),
-    }
+        true,
+        Ok(capture.bytes()),
+    )
 }
 
 fn client_error(e: &ClientError) -> (String, String) {
@@ -1147,22 +1141,14 @@ fn tun_run(scenario: Scenario) -> Option<Observation> {
         Ok((replies, error)) => tun_outcome(scenario, replies, error),
         Err(e) => return Some(not_run("smoltcp-tun", network, e)),
     };
-    let (packets, packets_note) = match capture.as_deref().map(count_packets) {
-        Some(Ok(c)) => (Some(c), None),
-        Some(Err(e)) => (None, Some(format!("capture unreadable: {e}"))),
-        None => (None, Some("no capture".into())),
-    };
-    Some(Observation {
-        stack: "smoltcp-tun",
+    Some(Observation::new(
+        "smoltcp-tun",
         network,
-        outcome,
-        kind,
+        (outcome, kind),
         millis,
-        virtual_time: false,
-        packets,
-        packets_note,
-        capture,
-    })
+        false,
+        capture.ok_or_else(|| "no capture".to_string()),
+    ))
 }
 
 /// Runs a client, feeding it `lines` one after another (each after the previous reply, so a `stop` server can
