@@ -1705,7 +1705,7 @@ fn error_statuses_and_reasons() {
             501,
             "Not Implemented",
         ),
-        (ProxyError::UnsupportedScheme, 501, "Not Implemented"),
+        (ProxyError::UnsupportedScheme, 400, "Bad Request"),
         (
             ProxyError::UnsupportedVersion,
             505,

@@ -29,7 +29,8 @@ pub enum ProxyError {
     UnsupportedMethod,
     /// A request body in a transfer coding other than chunked (501).
     UnsupportedTransferCoding,
-    /// An absolute URI with a scheme other than `http` (501).
+    /// An absolute URI with a scheme other than `http` (400: RFC 9112 §3.2.2 lets a proxy forward only what it
+    /// can reach, and a `https://` target without CONNECT is a client error, not a missing feature).
     UnsupportedScheme,
     /// An HTTP version other than 1.0 and 1.1 (505).
     UnsupportedVersion,
@@ -53,16 +54,17 @@ impl ProxyError {
     /// The HTTP status code of the answer.
     pub fn status(self) -> u16 {
         match self {
-            ProxyError::MalformedHead | ProxyError::BadTarget | ProxyError::MalformedBody => 400,
+            ProxyError::MalformedHead
+            | ProxyError::BadTarget
+            | ProxyError::MalformedBody
+            | ProxyError::UnsupportedScheme => 400,
             ProxyError::ClientNotAllowed
             | ProxyError::DestinationNotAllowed
             | ProxyError::ConnectPortNotAllowed => 403,
             ProxyError::HeadTimeout => 408,
             ProxyError::UriTooLong => 414,
             ProxyError::HeadTooLarge => 431,
-            ProxyError::UnsupportedMethod
-            | ProxyError::UnsupportedTransferCoding
-            | ProxyError::UnsupportedScheme => 501,
+            ProxyError::UnsupportedMethod | ProxyError::UnsupportedTransferCoding => 501,
             ProxyError::UnsupportedVersion => 505,
             ProxyError::OriginRefused
             | ProxyError::OriginUnresolvable
