@@ -62,8 +62,10 @@ const DRAIN: Duration = Duration::from_millis(500);
 /// Connections the kernel may hold ready for `accept` (capped by `net.core.somaxconn`).
 const LISTEN_BACKLOG: libc::c_int = 4096;
 
-/// Refused clients answered at once, beyond `--max-connections` (more are closed without a word).
-const REFUSALS: usize = 64;
+/// Refused clients answered at once, beyond `--max-connections` (more are closed without a word). A refusal
+/// costs a descriptor and a few hundred bytes for at most [`DRAIN`], so a burst of a thousand clients over the
+/// cap all get their 503.
+const REFUSALS: usize = 2048;
 
 /// The loop wakes at least this often to enforce deadlines.
 const SWEEP: Duration = Duration::from_millis(100);
@@ -520,6 +522,9 @@ struct Connection {
     resolved: Option<Result<Vec<SocketAddr>, ProxyError>>,
     /// Answered at the accept (403, 503): not counted against the cap.
     refused: bool,
+    /// Whether a request was read on this connection: silence past the timeout before the first one is 408,
+    /// between requests it is the normal end of a kept connection.
+    served: bool,
     /// The pipe a long response body is spliced through, while it is.
     pipe: Option<SplicePipe>,
 }
@@ -553,6 +558,7 @@ impl Connection {
             addrs: VecDeque::new(),
             resolved: None,
             refused: false,
+            served: false,
             pipe: None,
         }
     }
@@ -670,9 +676,10 @@ impl Connection {
             return Ok(Some(true));
         }
         if ctx.now >= self.deadline {
-            return match self.inbound.is_empty() {
-                // A kept connection left idle: the normal end.
+            return match self.inbound.is_empty() && self.served {
+                // A kept connection left idle between requests: the normal end.
                 true => Ok(None),
+                // Half a head, or no request at all yet (an idle or slowloris connection): 408, then closed.
                 false => Err(ProxyError::HeadTimeout.into()),
             };
         }
@@ -680,6 +687,7 @@ impl Connection {
     }
 
     fn start_request(&mut self, request: Request, ctx: &mut Context) -> Result<bool, Failure> {
+        self.served = true;
         log::info!("From {} Request {}", self.peer.ip(), request.line);
         self.response_started = false;
         self.response = ResponseStage::Head;

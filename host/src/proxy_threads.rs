@@ -341,9 +341,9 @@ impl<'s> ClientSession<'s> {
     }
 
     fn run(mut self) {
-        loop {
+        for served in 0u64.. {
             self.response_started = false;
-            let request = match self.read_request() {
+            let request = match self.read_request(served == 0) {
                 Ok(Some(request)) => request,
                 Ok(None) => break,
                 Err(error) => {
@@ -402,9 +402,11 @@ impl<'s> ClientSession<'s> {
         }
     }
 
-    /// Reads the next request head. `Ok(None)`: the client closed, or stayed idle past the timeout, between
-    /// requests (the normal end of a kept connection).
-    fn read_request(&mut self) -> Result<Option<Request>, ProxyError> {
+    /// Reads the next request head (`first`: the connection's first). `Ok(None)`: the client closed, or stayed
+    /// idle past the timeout between requests (the normal end of a kept connection); silence before the first
+    /// request is 408. This design's timeout is per read, so a client sending a byte at a time keeps it: the
+    /// event loop's is a deadline.
+    fn read_request(&mut self, first: bool) -> Result<Option<Request>, ProxyError> {
         let _ = self
             .client
             .set_read_timeout(Some(self.shared.rules.timeout));
@@ -433,7 +435,9 @@ impl<'s> ClientSession<'s> {
                 Ok(0) if had_bytes => return Err(ProxyError::MalformedHead),
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
-                Err(e) if is_timeout(&e) && had_bytes => return Err(ProxyError::HeadTimeout),
+                Err(e) if is_timeout(&e) && (had_bytes || first) => {
+                    return Err(ProxyError::HeadTimeout)
+                }
                 Err(_) => return Ok(None),
             }
         }

@@ -151,6 +151,9 @@ pub struct ProxyConnection<'a> {
     port: u16,
     /// The DNS query under way in [`ConnectionState::Resolving`].
     query: Option<dns::QueryHandle>,
+    /// Whether a request was read on this client connection: a client silent past the timeout before its first
+    /// request is answered 408; between requests, silence is the normal end of a kept connection.
+    served: bool,
     stats: ProxyStats,
 }
 
@@ -186,6 +189,7 @@ impl<'a> ProxyConnection<'a> {
             kept_origin: None,
             port: 0,
             query: None,
+            served: false,
             stats: ProxyStats::default(),
         }
     }
@@ -266,6 +270,7 @@ impl<'a> ProxyConnection<'a> {
             _ => Ipv4Address::UNSPECIFIED,
         };
         self.exchange = None;
+        self.served = false;
         self.start_reading(shared.now, shared.timeout);
         shared.policy.check_client(self.client_ip).map(|()| true)
     }
@@ -294,6 +299,9 @@ impl<'a> ProxyConnection<'a> {
             }
             None if !client.may_recv() || shared.now >= self.deadline => {
                 return match available {
+                    // A client that never sent a request and let the timeout pass (an idle or slowloris
+                    // connection): 408, then closed.
+                    0 if client.may_recv() && !self.served => Err(ProxyError::HeadTimeout),
                     // A kept connection the client closed or left idle: the normal end.
                     0 => {
                         client.close();
@@ -308,6 +316,7 @@ impl<'a> ProxyConnection<'a> {
             None => return Ok(false),
         };
         self.stats.requests += 1;
+        self.served = true;
         let mut line = String::new();
         let _ = write!(line, "{head}");
         log::info!("From {} Request {}", self.client_ip, line);
