@@ -10,11 +10,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use smoltalk::netns::Namespace;
 use support::proxy::*;
@@ -326,9 +328,9 @@ fn names_resolve_through_the_proxys_dns_socket_and_resolve_comes_first() {
     any(smoltalk_no_netns, smoltalk_no_curl),
     ignore = "needs root, /dev/net/tun, ip, ping, python3, curl and openssl (a TUN device in a network namespace)"
 )]
-fn malformed_oversized_and_unsupported_requests_are_400_414_431_501_505() {
+fn malformed_hostile_and_unsupported_requests_are_400_414_431_501_505_508() {
     let Some(lab) =
-        Lab::new("malformed_oversized_and_unsupported_requests_are_400_414_431_501_505")
+        Lab::new("malformed_hostile_and_unsupported_requests_are_400_414_431_501_505_508")
     else {
         return;
     };
@@ -336,8 +338,11 @@ fn malformed_oversized_and_unsupported_requests_are_400_414_431_501_505() {
     let proxy = lab.proxy(&[]);
     scenario::malformed_requests_are_400_and_an_unknown_version_505(&proxy);
     scenario::request_line_over_8_kib_is_414_and_head_over_8_kib_is_431(&proxy);
-    // 501: a method, a transfer coding and a scheme the proxy does not handle.
-    scenario::unsupported_method_transfer_coding_and_scheme_are_501(&proxy, origin_port);
+    scenario::unsupported_method_and_transfer_coding_are_501(&proxy, origin_port);
+    // Every RFC 9112 rule of the hardening issue (each is a test of its own on the kernel proxy, tests/hostile.rs).
+    for rule in scenario::STRICT_RULES {
+        scenario::strict_rule_holds(&proxy, origin_port, rule.name);
+    }
     stop_cleanly(proxy);
 }
 
@@ -459,6 +464,133 @@ fn pipelining_http_1_0_and_bytes_past_a_response_never_answering_the_next_reques
         &proxy,
         origin_port,
         4,
+    );
+    stop_cleanly(proxy);
+}
+
+#[test]
+#[cfg_attr(
+    any(smoltalk_no_netns, smoltalk_no_curl),
+    ignore = "needs root, /dev/net/tun, ip, ping, python3, curl and openssl (a TUN device in a network namespace)"
+)]
+fn a_full_pool_refuses_a_thousand_clients_without_stalling_and_idle_ones_get_408() {
+    const POOL: usize = 4;
+    const EXTRA: usize = 1000;
+    let Some(lab) =
+        Lab::new("a_full_pool_refuses_a_thousand_clients_without_stalling_and_idle_ones_get_408")
+    else {
+        return;
+    };
+    raise_fd_limit();
+    let (_origin, origin_port) = lab.origin(None);
+    let proxy = lab.proxy(&["--max-connections", "4", "--timeout", "10"]);
+    let pid = proxy.server.child.id();
+
+    // One transfer in progress (1 MiB, read only partly for now) and POOL - 1 idle clients fill the pool.
+    let mut transfer = proxy.connect();
+    transfer
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let request = format!(
+        "GET http://{KERNEL_HOST}:{origin_port}/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    transfer.write_all(request.as_bytes()).expect("send");
+    let mut first = vec![0u8; 64 * 1024];
+    transfer
+        .read_exact(&mut first)
+        .expect("the start of the transfer");
+    let opened = Instant::now();
+    let mut idle: Vec<_> = (1..POOL).map(|_| proxy.connect()).collect();
+    for stream in &idle {
+        stream.set_nonblocking(true).unwrap();
+    }
+    let rss_before = rss_kib(pid);
+
+    // 1,000 more clients, one after another: each is refused at once (a reset to its SYN once the four refuser
+    // sockets are busy) or answered 503 and closed. None waits for the pool.
+    let addr = proxy.addr();
+    let (mut answered, refused) = lab.net.inside(move || {
+        let (mut answered, mut refused) = (Vec::new(), 0);
+        for i in 0..EXTRA {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
+                Ok(stream) => {
+                    stream.set_nonblocking(true).unwrap();
+                    answered.push(stream);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused += 1,
+                Err(e) => panic!("client {i} over the pool: {e}"),
+            }
+        }
+        (answered, refused)
+    });
+    let mut received: Vec<Received> = answered.iter().map(|_| Received::default()).collect();
+    let started = Instant::now();
+    while received.iter().any(|r| !r.ended) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{} clients over the pool were neither refused nor answered",
+            received.iter().filter(|r| !r.ended).count()
+        );
+        for (stream, got) in answered.iter_mut().zip(&mut received) {
+            read_available(stream, got);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pages = received
+        .iter()
+        .filter(|r| {
+            String::from_utf8_lossy(&r.bytes).starts_with("HTTP/1.1 503 Service Unavailable\r\n")
+        })
+        .count();
+    for got in &received {
+        if !got.bytes.is_empty() {
+            assert_error_page(&got.bytes, "503 Service Unavailable");
+        }
+    }
+    assert!(pages > 0, "no client over the pool was answered 503");
+    assert_eq!(
+        refused + answered.len(),
+        EXTRA,
+        "every client was refused or answered"
+    );
+    let rss_after = rss_kib(pid);
+
+    // The transfer in progress goes on, byte-exact.
+    let mut rest = Vec::new();
+    transfer
+        .read_to_end(&mut rest)
+        .expect("the rest of the transfer");
+    first.extend_from_slice(&rest);
+    let (head, body) = split_head(&first);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(body == big_body(), "the transfer in progress was damaged");
+
+    // The idle clients, which never sent a request, get 408 at the timeout and are closed.
+    let mut idle_received: Vec<Received> = idle.iter().map(|_| Received::default()).collect();
+    while idle_received.iter().any(|r| !r.ended) {
+        assert!(
+            opened.elapsed() < Duration::from_secs(30),
+            "idle clients still open 20 s after the 10 s timeout"
+        );
+        for (stream, got) in idle.iter_mut().zip(&mut idle_received) {
+            read_available(stream, got);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for got in &idle_received {
+        assert_error_page(&got.bytes, "408 Request Timeout");
+        assert!(got.ended_at.expect("ended") - opened >= Duration::from_secs(10));
+    }
+    // The pool is fixed at start: a thousand clients more do not make the proxy grow (beyond pages of its
+    // fixed buffers touched for the first time).
+    assert!(
+        rss_after <= rss_before + 2048,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "smoltcp pool of {POOL}: {EXTRA} more clients: {refused} refused at the SYN, {pages} answered 503; proxy \
+         RSS {rss_before} KiB before, {rss_after} KiB after"
     );
     stop_cleanly(proxy);
 }

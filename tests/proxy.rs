@@ -127,14 +127,6 @@ fn https_through_a_connect_tunnel_to_a_resolved_name() {
 
 #[test]
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
-fn malformed_requests_are_400() {
-    let proxy = start_proxy(&[]);
-    scenario::malformed_requests_are_400_and_an_unknown_version_505(&proxy);
-    proxy.stop();
-}
-
-#[test]
-#[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn client_not_allowed_is_403() {
     let (_origin, origin_port) = origin(None);
     let proxy = start_proxy(&["--allow", "10.9.9.9/32"]);
@@ -160,31 +152,6 @@ fn connect_to_a_port_not_listed_is_403() {
     let (_echo, echo_port) = start_echo(&Net::Loopback);
     let proxy = start_proxy(&[]); // --connect-ports defaults to 443
     scenario::connect_to_a_port_not_listed_is_403(&proxy, "127.0.0.1", echo_port);
-    proxy.stop();
-}
-
-#[test]
-#[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
-fn half_a_head_times_out_with_408() {
-    let proxy = start_proxy(&["--timeout", "1"]);
-    scenario::half_a_head_times_out_with_408(&proxy);
-    proxy.stop();
-}
-
-#[test]
-#[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
-fn request_line_over_8_kib_is_414_and_head_over_8_kib_is_431() {
-    let proxy = start_proxy(&[]);
-    scenario::request_line_over_8_kib_is_414_and_head_over_8_kib_is_431(&proxy);
-    proxy.stop();
-}
-
-#[test]
-#[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
-fn unsupported_method_and_transfer_coding_are_501() {
-    let (_origin, origin_port) = origin(None);
-    let proxy = start_proxy(&[]);
-    scenario::unsupported_method_transfer_coding_and_scheme_are_501(&proxy, origin_port);
     proxy.stop();
 }
 

@@ -2,7 +2,7 @@
 //! PID (see `smoltalk::netns::Server`), and decide what a test that needs root does when it cannot run.
 #![allow(dead_code)]
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 
 pub mod proxy;
@@ -153,4 +153,64 @@ pub fn temp_file(name: &str, data: &[u8]) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("smoltalk-test-{}-{name}", std::process::id()));
     std::fs::write(&path, data).expect("write temp file");
     path
+}
+
+/// Raises this process's soft limit on open files to its hard limit, for tests that hold a thousand sockets.
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// The resident memory of process `pid`, in KiB (`VmRSS` in `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// How many sockets process `pid` has open.
+pub fn open_sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|target| target.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// What one held connection has received so far, and whether it ended (EOF or reset).
+#[derive(Default)]
+pub struct Received {
+    pub bytes: Vec<u8>,
+    pub ended: bool,
+    pub ended_at: Option<std::time::Instant>,
+}
+
+/// Reads whatever `stream` has now into `into`, without blocking.
+pub fn read_available(stream: &mut std::net::TcpStream, into: &mut Received) {
+    let mut buf = [0u8; 4096];
+    while !into.ended {
+        match stream.read(&mut buf) {
+            Ok(0) => into.ended = true,
+            Ok(n) => into.bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => into.ended = true,
+        }
+    }
+    into.ended_at.get_or_insert_with(std::time::Instant::now);
 }

@@ -161,13 +161,16 @@ pub enum Net {
     Loopback,
     /// Inside the network namespace of this name: origins listen on 10.0.2.2, the kernel's side of its device.
     Namespace(String),
+    /// Inside the network namespace of this name, which has only loopback: origins listen on 127.0.0.1, and
+    /// nothing a hostile request names can be looked up or reached beyond it.
+    Isolated(String),
 }
 
 impl Net {
     /// The address origins listen on.
     pub fn origin_host(&self) -> &'static str {
         match self {
-            Net::Loopback => "127.0.0.1",
+            Net::Loopback | Net::Isolated(_) => "127.0.0.1",
             Net::Namespace(_) => "10.0.2.2",
         }
     }
@@ -176,7 +179,7 @@ impl Net {
     /// (`From …`, `To …`).
     pub fn client_host(&self) -> &'static str {
         match self {
-            Net::Loopback => "127.0.0.1",
+            Net::Loopback | Net::Isolated(_) => "127.0.0.1",
             Net::Namespace(_) => "10.0.2.2",
         }
     }
@@ -185,7 +188,7 @@ impl Net {
     pub fn command(&self, program: &str, args: &[&str]) -> Command {
         let mut cmd = match self {
             Net::Loopback => Command::new(program),
-            Net::Namespace(name) => {
+            Net::Namespace(name) | Net::Isolated(name) => {
                 let mut cmd = Command::new("ip");
                 cmd.args(["netns", "exec", name, program]);
                 cmd
@@ -195,30 +198,30 @@ impl Net {
         cmd
     }
 
-    /// A TCP connection to `addr` from here (10 s to connect). In a namespace the socket is made by a thread
-    /// that joins the namespace first (`setns`), then ends: the socket stays in the namespace, and no other
-    /// thread of the test process ever changes namespace.
+    /// A TCP connection to `addr` from here (10 s to connect).
     pub fn connect(&self, addr: SocketAddr) -> TcpStream {
+        self.inside(move || TcpStream::connect_timeout(&addr, Duration::from_secs(10)))
+            .unwrap_or_else(|e| panic!("connect to {addr} in {self:?}: {e}"))
+    }
+
+    /// Runs `work` here: in a namespace, on a thread that joins the namespace first (`setns`) and then ends.
+    /// Sockets `work` makes stay in the namespace, and no other thread of the test process changes namespace.
+    pub fn inside<R: Send + 'static>(&self, work: impl FnOnce() -> R + Send + 'static) -> R {
         let name = match self {
-            Net::Loopback => {
-                return TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-                    .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
-            }
-            Net::Namespace(name) => name.clone(),
+            Net::Loopback => return work(),
+            Net::Namespace(name) | Net::Isolated(name) => name.clone(),
         };
         std::thread::spawn(move || {
             let path = format!("/var/run/netns/{name}");
-            let ns = std::fs::File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+            let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
             // SAFETY: setns has no memory preconditions; it moves only this (short-lived) thread.
             if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+                panic!("setns {path}: {}", std::io::Error::last_os_error());
             }
-            TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-                .map_err(|e| format!("connect to {addr} in {name}: {e}"))
+            work()
         })
         .join()
-        .expect("the connecting thread panicked")
-        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|_| panic!("the thread working inside {self:?} panicked"))
     }
 }
 
@@ -974,9 +977,9 @@ pub mod scenario {
         )]);
     }
 
-    /// 501: a method, a transfer coding and a scheme (https:// without CONNECT) the proxy does not handle; none
-    /// reaches the origin, which must not have seen a request before.
-    pub fn unsupported_method_transfer_coding_and_scheme_are_501(proxy: &Proxy, origin_port: u16) {
+    /// 501: a method and a transfer coding the proxy does not handle; neither reaches the origin, which must not
+    /// have seen a request before.
+    pub fn unsupported_method_and_transfer_coding_are_501(proxy: &Proxy, origin_port: u16) {
         let host = proxy.net.origin_host();
         let out = curl_ok(
             proxy,
@@ -991,13 +994,176 @@ pub mod scenario {
         let response = proxy.exchange(request.as_bytes());
         assert_error_page(&response, "501 Not Implemented");
         assert!(String::from_utf8_lossy(&response).contains("transfer coding"));
-        // https:// without CONNECT.
-        let request = format!("GET https://{host}:{origin_port}/small HTTP/1.1\r\n\r\n");
-        assert_raw_refusal(proxy, request.as_bytes(), "501 Not Implemented");
         assert!(seen_at(proxy, origin_port).is_empty());
         proxy.wait_log(&[&format!(
             "To {} Response HTTP/1.1 501 Not Implemented",
             proxy.net.client_host()
+        )]);
+    }
+
+    /// One rule of RFC 9112 a proxy must hold a request to: the hostile request that breaks it, and the answer.
+    pub struct StrictRule {
+        pub name: &'static str,
+        /// The raw request, given the proxy and the origin's port.
+        pub request: fn(&Proxy, u16) -> Vec<u8>,
+        pub status: &'static str,
+    }
+
+    /// A head to the origin's `/echo` with `headers` (each ending in CRLF) and `body`.
+    fn post_with(proxy: &Proxy, origin_port: u16, headers: &str, body: &str) -> Vec<u8> {
+        let host = proxy.net.origin_host();
+        format!(
+            "POST http://{host}:{origin_port}/echo HTTP/1.1\r\nHost: {host}:{origin_port}\r\n{headers}\r\n{body}"
+        )
+        .into_bytes()
+    }
+
+    /// A GET of the origin's `/small` with `headers` (each ending in CRLF).
+    fn get_with(proxy: &Proxy, origin_port: u16, headers: &str) -> Vec<u8> {
+        let host = proxy.net.origin_host();
+        format!(
+            "GET http://{host}:{origin_port}/small HTTP/1.1\r\nHost: {host}:{origin_port}\r\n{headers}\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// The rules of the hardening issue, each sent as a hostile request that must never reach the origin.
+    pub const STRICT_RULES: &[StrictRule] = &[
+        StrictRule {
+            // The two framings together are how requests are smuggled (RFC 9112 §6.1).
+            name: "content_length_with_transfer_encoding",
+            request: |p, o| {
+                post_with(
+                    p,
+                    o,
+                    "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+                    "3\r\nabc\r\n0\r\n\r\n",
+                )
+            },
+            status: "400 Bad Request",
+        },
+        StrictRule {
+            name: "differing_content_lengths",
+            request: |p, o| post_with(p, o, "Content-Length: 3\r\nContent-Length: 4\r\n", "abcd"),
+            status: "400 Bad Request",
+        },
+        StrictRule {
+            name: "differing_content_lengths_in_one_list",
+            request: |p, o| post_with(p, o, "Content-Length: 3, 4\r\n", "abcd"),
+            status: "400 Bad Request",
+        },
+        StrictRule {
+            name: "obsolete_line_folding",
+            request: |p, o| get_with(p, o, "X-Folded: first\r\n second\r\n"),
+            status: "400 Bad Request",
+        },
+        StrictRule {
+            name: "nul_in_a_header_value",
+            request: |p, o| get_with(p, o, "X-Nul: a\0b\r\n"),
+            status: "400 Bad Request",
+        },
+        StrictRule {
+            name: "bare_cr_in_a_header_value",
+            request: |p, o| get_with(p, o, "X-Cr: a\rb\r\n"),
+            status: "400 Bad Request",
+        },
+        StrictRule {
+            name: "bare_cr_ending_the_request_line",
+            request: |p, o| {
+                let host = p.net.origin_host();
+                format!("GET http://{host}:{o}/small HTTP/1.1\rHost: {host}\r\n\r\n").into_bytes()
+            },
+            status: "400 Bad Request",
+        },
+        StrictRule {
+            name: "request_line_over_the_head_buffer",
+            request: |p, o| {
+                let host = p.net.origin_host();
+                let long = "a".repeat(9000);
+                format!("GET http://{host}:{o}/{long} HTTP/1.1\r\nHost: {host}\r\n\r\n")
+                    .into_bytes()
+            },
+            status: "414 URI Too Long",
+        },
+        StrictRule {
+            name: "head_over_the_head_buffer",
+            request: |p, o| {
+                let headers: String = (0..90)
+                    .map(|i| format!("X-Filler-{i}: {}\r\n", "f".repeat(90)))
+                    .collect();
+                get_with(p, o, &headers)
+            },
+            status: "431 Request Header Fields Too Large",
+        },
+        StrictRule {
+            name: "unknown_transfer_coding",
+            request: |p, o| post_with(p, o, "Transfer-Encoding: gzip\r\n", "not really gzip"),
+            status: "501 Not Implemented",
+        },
+        StrictRule {
+            name: "absolute_form_with_userinfo",
+            request: |p, o| {
+                let host = p.net.origin_host();
+                format!("GET http://user:secret@{host}:{o}/small HTTP/1.1\r\nHost: {host}\r\n\r\n")
+                    .into_bytes()
+            },
+            status: "400 Bad Request",
+        },
+        StrictRule {
+            name: "absolute_form_with_an_https_scheme",
+            request: |p, o| {
+                let host = p.net.origin_host();
+                format!("GET https://{host}:{o}/small HTTP/1.1\r\nHost: {host}\r\n\r\n")
+                    .into_bytes()
+            },
+            status: "400 Bad Request",
+        },
+        StrictRule {
+            name: "absolute_form_with_an_ftp_scheme",
+            request: |p, o| {
+                let host = p.net.origin_host();
+                format!("GET ftp://{host}:{o}/small HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
+            },
+            status: "400 Bad Request",
+        },
+        StrictRule {
+            name: "request_to_the_proxys_own_address",
+            request: |p, _| {
+                format!(
+                    "GET {}/ HTTP/1.1\r\nHost: {}:{}\r\n\r\n",
+                    p.url(),
+                    p.host,
+                    p.port
+                )
+                .into_bytes()
+            },
+            status: "508 Loop Detected",
+        },
+    ];
+
+    /// Sends the hostile request of rule `name` and checks the answer is its error page, the proxy logged it, and
+    /// the origin (which must not have seen a request before) saw nothing.
+    pub fn strict_rule_holds(proxy: &Proxy, origin_port: u16, name: &str) {
+        let rule = STRICT_RULES
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no rule {name}"));
+        let response = proxy.exchange(&(rule.request)(proxy, origin_port));
+        let text = String::from_utf8_lossy(&response);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {}\r\n", rule.status)),
+            "{name}: expected {}, got:\n{text}",
+            rule.status
+        );
+        assert_error_page(&response, rule.status);
+        assert!(
+            seen_at(proxy, origin_port).is_empty(),
+            "{name} reached the origin"
+        );
+        proxy.wait_log(&[&format!(
+            "To {} Response HTTP/1.1 {}",
+            proxy.net.client_host(),
+            rule.status
         )]);
     }
 

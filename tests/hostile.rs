@@ -1,0 +1,425 @@
+//! Hostile clients against the kernel-stack proxy (`smoltalk proxy`): requests that break RFC 9112, heads too
+//! long, clients that send nothing or a byte a second (slowloris), and more clients than the proxy takes.
+//!
+//! Each test runs the proxy and its Python origin inside a fresh network namespace that has only loopback, and
+//! its own sockets join that namespace: no name or address a hostile request carries can be looked up or reached
+//! beyond it (the proxy runs without `--no-dns` here, on purpose: there is nothing to ask). The namespace is
+//! deleted when the test ends. The same rules are put to the smoltcp proxy in `tests/netns_proxy.rs`.
+//!
+//! Needs root (namespaces), `ip`, `python3`, `curl` and `openssl`: skips with a reason elsewhere, fails under
+//! `CI=true`. Each test has its own namespace, so they run in parallel.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use smoltalk::netns::Namespace;
+use support::proxy::*;
+use support::*;
+
+/// One test's namespace: loopback only.
+struct Isolated {
+    net: Net,
+    // Last, so it is dropped (the namespace deleted) after everything the test started in it.
+    ns: Namespace,
+}
+
+impl Isolated {
+    /// A fresh namespace, or `None` (after saying why, or failing under CI) when this machine cannot make one.
+    fn new(test: &str) -> Option<Isolated> {
+        if let Some(reason) = missing_privilege().or_else(|| missing_tool(&["curl", "openssl"])) {
+            cannot_run(test, &reason);
+            return None;
+        }
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "smoltalk-hostile-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let ns = Namespace::create(&name).unwrap_or_else(|e| panic!("{test}: {e}"));
+        Some(Isolated {
+            net: Net::Isolated(name),
+            ns,
+        })
+    }
+
+    /// `smoltalk proxy --port 0 --allow-dest 127.0.0.0/8` plus `extra`, inside the namespace.
+    fn proxy(&self, extra: &[&str]) -> Proxy {
+        let mut args = vec!["proxy", "--port", "0", "--allow-dest", "127.0.0.0/8"];
+        args.extend_from_slice(extra);
+        let cmd = self.ns.command(env!("CARGO_BIN_EXE_smoltalk"), &args);
+        Proxy::start(cmd, "127.0.0.1", self.net.clone())
+    }
+
+    /// The HTTP origin on 127.0.0.1 inside the namespace.
+    fn origin(&self) -> (Running, u16) {
+        start_origin(&self.net, None)
+    }
+}
+
+/// Runs the strictness rule `name` (see `scenario::STRICT_RULES`) against a fresh proxy.
+fn strict(name: &str) {
+    let Some(isolated) = Isolated::new(name) else {
+        return;
+    };
+    let (_origin, origin_port) = isolated.origin();
+    let proxy = isolated.proxy(&[]);
+    scenario::strict_rule_holds(&proxy, origin_port, name);
+    proxy.stop();
+}
+
+macro_rules! strict_rule_tests {
+    ($($rule:ident),* $(,)?) => {
+        $(
+            #[test]
+            #[cfg_attr(
+                any(smoltalk_no_netns, smoltalk_no_curl),
+                ignore = "needs root, ip, python3, curl and openssl (a network namespace with only loopback)"
+            )]
+            fn $rule() {
+                strict(stringify!($rule));
+            }
+        )*
+
+        /// Every rule in the table has its test here (a rule added to the table without one fails).
+        #[test]
+        fn every_strictness_rule_has_a_test() {
+            let tested = [$(stringify!($rule)),*];
+            for rule in scenario::STRICT_RULES {
+                assert!(tested.contains(&rule.name), "no test for rule {}", rule.name);
+            }
+            assert_eq!(tested.len(), scenario::STRICT_RULES.len());
+        }
+    };
+}
+
+strict_rule_tests!(
+    content_length_with_transfer_encoding,
+    differing_content_lengths,
+    differing_content_lengths_in_one_list,
+    obsolete_line_folding,
+    nul_in_a_header_value,
+    bare_cr_in_a_header_value,
+    bare_cr_ending_the_request_line,
+    request_line_over_the_head_buffer,
+    head_over_the_head_buffer,
+    unknown_transfer_coding,
+    absolute_form_with_userinfo,
+    absolute_form_with_an_https_scheme,
+    absolute_form_with_an_ftp_scheme,
+    request_to_the_proxys_own_address,
+);
+
+#[test]
+#[cfg_attr(
+    any(smoltalk_no_netns, smoltalk_no_curl),
+    ignore = "needs root, ip, python3, curl and openssl (a network namespace with only loopback)"
+)]
+fn malformed_requests_are_400_and_an_unknown_version_505() {
+    let Some(isolated) = Isolated::new("malformed_requests_are_400_and_an_unknown_version_505")
+    else {
+        return;
+    };
+    let proxy = isolated.proxy(&[]);
+    scenario::malformed_requests_are_400_and_an_unknown_version_505(&proxy);
+    proxy.stop();
+}
+
+#[test]
+#[cfg_attr(
+    any(smoltalk_no_netns, smoltalk_no_curl),
+    ignore = "needs root, ip, python3, curl and openssl (a network namespace with only loopback)"
+)]
+fn request_line_over_8_kib_is_414_and_head_over_8_kib_is_431() {
+    let Some(isolated) = Isolated::new("request_line_over_8_kib_is_414_and_head_over_8_kib_is_431")
+    else {
+        return;
+    };
+    let proxy = isolated.proxy(&[]);
+    scenario::request_line_over_8_kib_is_414_and_head_over_8_kib_is_431(&proxy);
+    proxy.stop();
+}
+
+#[test]
+#[cfg_attr(
+    any(smoltalk_no_netns, smoltalk_no_curl),
+    ignore = "needs root, ip, python3, curl and openssl (a network namespace with only loopback)"
+)]
+fn unsupported_method_and_transfer_coding_are_501() {
+    let Some(isolated) = Isolated::new("unsupported_method_and_transfer_coding_are_501") else {
+        return;
+    };
+    let (_origin, origin_port) = isolated.origin();
+    let proxy = isolated.proxy(&[]);
+    scenario::unsupported_method_and_transfer_coding_are_501(&proxy, origin_port);
+    proxy.stop();
+}
+
+#[test]
+#[cfg_attr(
+    any(smoltalk_no_netns, smoltalk_no_curl),
+    ignore = "needs root, ip, python3, curl and openssl (a network namespace with only loopback)"
+)]
+fn half_a_head_times_out_with_408() {
+    let Some(isolated) = Isolated::new("half_a_head_times_out_with_408") else {
+        return;
+    };
+    let proxy = isolated.proxy(&["--timeout", "1"]);
+    scenario::half_a_head_times_out_with_408(&proxy);
+    proxy.stop();
+}
+
+/// `count` connections to `addr`, made inside `net`, non-blocking.
+fn open_connections(net: &Net, addr: SocketAddr, count: usize) -> Vec<TcpStream> {
+    net.inside(move || {
+        (0..count)
+            .map(|i| {
+                let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("connection {i} to {addr}: {e}"));
+                stream.set_nonblocking(true).expect("nonblocking");
+                stream
+            })
+            .collect()
+    })
+}
+
+/// A GET of the origin's `/small` on its own connection, answered whole: what a normal client does.
+fn normal_request(proxy: &Proxy, origin_port: u16) -> Vec<u8> {
+    proxy.exchange(
+        format!(
+            "GET http://127.0.0.1:{origin_port}/small HTTP/1.1\r\nHost: 127.0.0.1:{origin_port}\r\n\
+             Connection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+}
+
+/// Checks `response` is a whole 200 carrying the origin's small page.
+fn assert_small_page(response: &[u8]) {
+    let (head, body) = split_head(response);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, SMALL.as_bytes());
+}
+
+#[test]
+#[cfg_attr(
+    any(smoltalk_no_netns, smoltalk_no_curl),
+    ignore = "needs root, ip, python3, curl and openssl (a network namespace with only loopback)"
+)]
+fn slowloris_and_idle_clients_get_408_at_the_timeout_while_a_normal_client_is_served() {
+    const IDLE: usize = 500;
+    const SLOW: usize = 500;
+    const TIMEOUT: Duration = Duration::from_secs(6);
+    let Some(isolated) = Isolated::new(
+        "slowloris_and_idle_clients_get_408_at_the_timeout_while_a_normal_client_is_served",
+    ) else {
+        return;
+    };
+    raise_fd_limit();
+    let (_origin, origin_port) = isolated.origin();
+    let proxy = isolated.proxy(&["--timeout", "6", "--max-connections", "2000"]);
+    let pid = proxy.server.child.id();
+    let baseline_sockets = open_sockets(pid);
+
+    // 1,000 connections: the first 500 send nothing, the other 500 a request head one byte a second.
+    let opened = Instant::now();
+    let mut held = open_connections(&isolated.net, proxy.addr(), IDLE + SLOW);
+    let slow_head = format!(
+        "GET http://127.0.0.1:{origin_port}/small HTTP/1.1\r\nHost: 127.0.0.1:{origin_port}\r\n\r\n"
+    )
+    .into_bytes();
+    // The next byte of the head each slow client sends (one a second), until it is answered: a proxy that
+    // restarted its clock at every byte would never answer them, and the test would fail at its deadline.
+    let mut sent = 0;
+    let mut send_slow_byte = |held: &mut [TcpStream], received: &[Received]| {
+        for (stream, got) in held.iter_mut().zip(received).skip(IDLE) {
+            if got.bytes.is_empty() && !got.ended {
+                let _ = stream.write(&slow_head[sent..sent + 1]);
+            }
+        }
+        sent += 1;
+    };
+    let mut received: Vec<Received> = held.iter().map(|_| Received::default()).collect();
+    send_slow_byte(&mut held, &received);
+    // Wait until the proxy holds every one of them (a socket each).
+    while open_sockets(pid) < baseline_sockets + IDLE + SLOW {
+        assert!(
+            opened.elapsed() < TIMEOUT,
+            "the proxy never accepted all 1,000 connections ({} sockets open)",
+            open_sockets(pid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rss = rss_kib(pid);
+
+    // A normal client is served while all 1,000 are held.
+    let asked = Instant::now();
+    let response = normal_request(&proxy, origin_port);
+    let served_in = asked.elapsed();
+    assert_small_page(&response);
+    for (stream, got) in held.iter_mut().zip(&mut received) {
+        read_available(stream, got);
+    }
+    let early = received
+        .iter()
+        .filter(|r| !r.bytes.is_empty() || r.ended)
+        .count();
+    assert_eq!(
+        early, 0,
+        "{early} held connections were answered or closed before the timeout"
+    );
+
+    // Everything held must be answered 408 and closed after the timeout, the slow ones while still sending.
+    let deadline = opened + TIMEOUT + Duration::from_secs(20);
+    let mut next_byte = opened + Duration::from_secs(1);
+    while received.iter().any(|r| !r.ended) {
+        assert!(
+            Instant::now() < deadline,
+            "{} held connections still open 20 s after the timeout (a clock restarted by every byte?)",
+            received.iter().filter(|r| !r.ended).count()
+        );
+        if Instant::now() >= next_byte {
+            send_slow_byte(&mut held, &received);
+            next_byte += Duration::from_secs(1);
+        }
+        for (stream, got) in held.iter_mut().zip(&mut received) {
+            read_available(stream, got);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (i, got) in received.iter().enumerate() {
+        let kind = if i < IDLE { "idle" } else { "slowloris" };
+        let text = String::from_utf8_lossy(&got.bytes);
+        assert!(
+            text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{kind} connection {i} got:\n{text}"
+        );
+        assert_error_page(&got.bytes, "408 Request Timeout");
+        let ended_after = got.ended_at.expect("ended") - opened;
+        assert!(
+            ended_after >= TIMEOUT,
+            "{kind} connection {i} was closed {ended_after:?} after it opened, before the {TIMEOUT:?} timeout"
+        );
+    }
+    let log = proxy.log();
+    assert_eq!(
+        log.matches("Response HTTP/1.1 408 Request Timeout").count(),
+        IDLE + SLOW,
+        "one 408 logged per held connection"
+    );
+    // Once the clients close too, their sockets are gone, and the proxy still serves.
+    drop(held);
+    let closed_by = Instant::now() + Duration::from_secs(5);
+    while open_sockets(pid) > baseline_sockets {
+        assert!(
+            Instant::now() < closed_by,
+            "the proxy kept {} sockets open; {baseline_sockets} before",
+            open_sockets(pid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_small_page(&normal_request(&proxy, origin_port));
+    let _ = writeln!(
+        std::io::stderr(),
+        "slowloris: {} connections held ({IDLE} idle, {SLOW} at a byte a second); proxy RSS {rss} KiB; a normal \
+         client was served in {served_in:?} meanwhile; all held got 408 and were closed after the {TIMEOUT:?} \
+         timeout",
+        IDLE + SLOW
+    );
+    proxy.stop();
+}
+
+#[test]
+#[cfg_attr(
+    any(smoltalk_no_netns, smoltalk_no_curl),
+    ignore = "needs root, ip, python3, curl and openssl (a network namespace with only loopback)"
+)]
+fn over_the_connection_cap_is_503_at_once_and_transfers_in_progress_go_on() {
+    const CAP: usize = 100;
+    const EXTRA: usize = 1000;
+    let Some(isolated) =
+        Isolated::new("over_the_connection_cap_is_503_at_once_and_transfers_in_progress_go_on")
+    else {
+        return;
+    };
+    raise_fd_limit();
+    let (_origin, origin_port) = isolated.origin();
+    let proxy = isolated.proxy(&["--max-connections", "100", "--timeout", "30"]);
+    let pid = proxy.server.child.id();
+
+    // One transfer in progress (1 MiB, read only partly for now) and CAP - 1 idle clients fill the cap.
+    let mut transfer = proxy.connect();
+    transfer
+        .write_all(
+            format!("GET http://127.0.0.1:{origin_port}/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("send");
+    let mut first = vec![0u8; 64 * 1024];
+    transfer
+        .read_exact(&mut first)
+        .expect("the start of the transfer");
+    let held = open_connections(&isolated.net, proxy.addr(), CAP - 1);
+
+    // 1,000 more clients at once: each is answered 503 and closed, long before any timeout.
+    let started = Instant::now();
+    let mut extra = open_connections(&isolated.net, proxy.addr(), EXTRA);
+    let mut received: Vec<Received> = extra.iter().map(|_| Received::default()).collect();
+    let rss = rss_kib(pid);
+    while received.iter().any(|r| !r.ended) {
+        assert!(
+            started.elapsed() < Duration::from_secs(25),
+            "{} clients over the cap were not answered before the proxy's 30 s timeout",
+            received.iter().filter(|r| !r.ended).count()
+        );
+        for (stream, got) in extra.iter_mut().zip(&mut received) {
+            read_available(stream, got);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut waits: Vec<Duration> = received
+        .iter()
+        .map(|r| r.ended_at.expect("ended") - started)
+        .collect();
+    waits.sort();
+    for (i, got) in received.iter().enumerate() {
+        let text = String::from_utf8_lossy(&got.bytes);
+        assert!(
+            text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "client {i} over the cap got:\n{text}"
+        );
+        assert_error_page(&got.bytes, "503 Service Unavailable");
+    }
+
+    // The transfer in progress goes on, byte-exact; the held connections are untouched.
+    let mut rest = Vec::new();
+    transfer
+        .read_to_end(&mut rest)
+        .expect("the rest of the transfer");
+    first.extend_from_slice(&rest);
+    let (head, body) = split_head(&first);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(body == big_body(), "the transfer in progress was damaged");
+    let mut probe = [0u8; 1];
+    for stream in &held {
+        let mut stream = stream;
+        assert!(
+            matches!(stream.read(&mut probe), Err(e) if e.kind() == ErrorKind::WouldBlock),
+            "a held connection was answered or closed"
+        );
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "cap: {CAP} held, {EXTRA} more refused with 503 (median {:?}, slowest {:?} after they connected); proxy RSS \
+         with {} connections {rss} KiB",
+        waits[waits.len() / 2],
+        waits[waits.len() - 1],
+        CAP + EXTRA
+    );
+    drop(held);
+    proxy.stop();
+}
