@@ -5,7 +5,7 @@
 //! - a head that parses parses the same from exactly its own bytes, and every shorter prefix of it is
 //!   incomplete (never an error: the proxy parses whatever has arrived so far);
 //! - the origin's request (every method but `CONNECT`, which the proxy answers itself) is written whole into a
-//!   buffer of the head's size plus a fixed margin, and a buffer too small fails cleanly;
+//!   buffer of the head's size plus two bytes a header and a fixed margin, and a buffer too small fails cleanly;
 //! - that request parses again, whole, with the same method, origin, path, version and body framing, one
 //!   `Host`, this proxy's `Via` (so a loop is found), the connection's fate as asked, and no hop-by-hop header:
 //!   exactly `Host`, the client's end-to-end headers in their order, `Via`, and at most our own `Connection`.
@@ -23,8 +23,9 @@ use smoltcp::wire::Ipv4Address;
 /// The name the fuzzed proxy puts in `Via`.
 pub const PSEUDONYM: &str = "smoltalk-fuzz";
 
-/// What a rewritten head may add to the original: the `Host` line (a bracketed literal and a port at most),
-/// the `Via` and `Connection` lines, and the one `/` that an empty or query-only path gains.
+/// What a rewritten head may add to the original besides two bytes a header line (`name:value\n` is written
+/// `name: value\r\n`): the `Host` line (a bracketed literal and a port at most), the `Via` and `Connection`
+/// lines, the request line's CR, and the one `/` that an empty or query-only path gains.
 const REWRITE_MARGIN: usize = 128 + PSEUDONYM.len();
 
 /// The policy the proxy checks a parsed request against (the checks must not panic on any authority).
@@ -107,7 +108,7 @@ fn check_head(data: &[u8], head: &RequestHead<'_, '_>) {
         if upstream_request(head, policy.pseudonym, keep_alive, &mut writer).is_err() {
             assert!(writer.len() <= 64);
         }
-        let mut out = vec![0u8; head.head_len + REWRITE_MARGIN];
+        let mut out = vec![0u8; head.head_len + 2 * head.headers.len() + REWRITE_MARGIN];
         let mut writer = HeadWriter::new(&mut out);
         upstream_request(head, policy.pseudonym, keep_alive, &mut writer)
             .expect("the origin's request fits the head's size plus the margin");
