@@ -211,17 +211,38 @@ fn assert_small_page(response: &[u8]) {
     ignore = "needs root, ip, python3, curl and openssl (a network namespace with only loopback)"
 )]
 fn slowloris_and_idle_clients_get_408_at_the_timeout_while_a_normal_client_is_served() {
+    slowloris(
+        "slowloris_and_idle_clients_get_408_at_the_timeout_while_a_normal_client_is_served",
+        &[],
+    );
+}
+
+#[test]
+#[cfg_attr(
+    any(smoltalk_no_netns, smoltalk_no_curl),
+    ignore = "needs root, ip, python3, curl and openssl (a network namespace with only loopback)"
+)]
+fn the_thread_per_client_design_also_times_out_slowloris_clients() {
+    slowloris(
+        "the_thread_per_client_design_also_times_out_slowloris_clients",
+        &["--thread-per-client"],
+    );
+}
+
+/// 500 idle and 500 slowloris clients against the proxy started with `design` (its options): a normal client
+/// is served while they are held, and each of them gets 408 and is closed once `--timeout` has passed.
+fn slowloris(test: &str, design: &[&str]) {
     const IDLE: usize = 500;
     const SLOW: usize = 500;
     const TIMEOUT: Duration = Duration::from_secs(6);
-    let Some(isolated) = Isolated::new(
-        "slowloris_and_idle_clients_get_408_at_the_timeout_while_a_normal_client_is_served",
-    ) else {
+    let Some(isolated) = Isolated::new(test) else {
         return;
     };
     raise_fd_limit();
     let (_origin, origin_port) = isolated.origin();
-    let proxy = isolated.proxy(&["--timeout", "6", "--max-connections", "2000"]);
+    let mut args = vec!["--timeout", "6", "--max-connections", "2000"];
+    args.extend_from_slice(design);
+    let proxy = isolated.proxy(&args);
     let pid = proxy.server.child.id();
     let baseline_sockets = open_sockets(pid);
 
@@ -325,9 +346,9 @@ fn slowloris_and_idle_clients_get_408_at_the_timeout_while_a_normal_client_is_se
     assert_small_page(&normal_request(&proxy, origin_port));
     let _ = writeln!(
         std::io::stderr(),
-        "slowloris: {} connections held ({IDLE} idle, {SLOW} at a byte a second); proxy RSS {rss} KiB; a normal \
-         client was served in {served_in:?} meanwhile; all held got 408 and were closed after the {TIMEOUT:?} \
-         timeout",
+        "slowloris {design:?}: {} connections held ({IDLE} idle, {SLOW} at a byte a second); proxy RSS {rss} KiB; \
+         a normal client was served in {served_in:?} meanwhile; all held got 408 and were closed after the \
+         {TIMEOUT:?} timeout",
         IDLE + SLOW
     );
     proxy.stop();

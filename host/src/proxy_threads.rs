@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, T
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use smoltalk_core::http::body::BodyTracker;
 use smoltalk_core::http::request::Method;
@@ -404,13 +404,16 @@ impl<'s> ClientSession<'s> {
 
     /// Reads the next request head (`first`: the connection's first). `Ok(None)`: the client closed, or stayed
     /// idle past the timeout between requests (the normal end of a kept connection); silence before the first
-    /// request is 408. This design's timeout is per read, so a client sending a byte at a time keeps it: the
-    /// event loop's is a deadline.
+    /// request is 408. The timeout is a deadline for the whole head, so a client sending a byte at a time
+    /// (slowloris) does not hold the thread longer.
     fn read_request(&mut self, first: bool) -> Result<Option<Request>, ProxyError> {
-        let _ = self
-            .client
-            .set_read_timeout(Some(self.shared.rules.timeout));
+        let deadline = Instant::now() + self.shared.rules.timeout;
         loop {
+            // Zero would mean "no timeout" to the socket: a deadline passed is a millisecond's wait.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = self
+                .client
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))));
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             // The head must fit in HEAD_BUFFER bytes (the inbound buffer is larger, for bodies): what does not
             // is 414 or 431, as on smoltcp, whose head buffer is that size.
@@ -431,6 +434,9 @@ impl<'s> ClientSession<'s> {
                 None => {}
             }
             let had_bytes = !self.inbound.is_empty();
+            if Instant::now() >= deadline && (had_bytes || first) {
+                return Err(ProxyError::HeadTimeout);
+            }
             match self.inbound.fill(&mut self.client) {
                 Ok(0) if had_bytes => return Err(ProxyError::MalformedHead),
                 Ok(0) => return Ok(None),
