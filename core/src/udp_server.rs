@@ -1,11 +1,16 @@
 //! [`UppercaseUdpServer`]: the uppercase service over UDP, one reply datagram per request datagram.
 //!
-//! The reply has the request's length and leaves from the address the request came to. A request is taken out
-//! of the receive buffer only once its reply is queued, so a full send buffer delays answers rather than losing
-//! them. A request larger than the scratch buffer is dropped, counted and logged — never answered truncated.
+//! The reply has the request's length and leaves from the address the request came to, unless that was a
+//! broadcast or multicast address, which is never a source (RFC 1122 §3.2.1.3): then it leaves from the host's
+//! address on that subnet (see [`UppercaseUdpServer::set_own_addresses`]) or the interface's choice. A request
+//! is taken out of the receive buffer only once its reply is queued, so a full send buffer delays answers rather
+//! than losing them. A request larger than the scratch buffer is dropped, counted and logged — never answered
+//! truncated.
 
+use heapless::Vec;
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::udp;
+use smoltcp::wire::{IpAddress, IpCidr};
 
 use crate::error::ServerError;
 use crate::uppercase::uppercase_into;
@@ -23,12 +28,16 @@ pub struct UdpServerStats {
     pub bytes: u64,
 }
 
+/// The most host addresses [`UppercaseUdpServer::set_own_addresses`] keeps.
+pub const MAX_OWN_ADDRESSES: usize = 4;
+
 /// The uppercase service on one bound UDP socket.
 #[derive(Debug)]
 pub struct UppercaseUdpServer {
     handle: SocketHandle,
     port: u16,
     stats: UdpServerStats,
+    own: Vec<IpCidr, MAX_OWN_ADDRESSES>,
 }
 
 impl UppercaseUdpServer {
@@ -47,7 +56,33 @@ impl UppercaseUdpServer {
             handle,
             port,
             stats: UdpServerStats::default(),
+            own: Vec::new(),
         })
+    }
+
+    /// The host's addresses with their prefixes (the interface's `ip_addrs()`; the first
+    /// [`MAX_OWN_ADDRESSES`] are kept), so that a request sent to a subnet's broadcast address is answered from
+    /// the host's address on that subnet. Without them, such a request is answered from the interface's choice
+    /// of source, as one sent to 255.255.255.255 or a multicast group always is.
+    pub fn set_own_addresses(&mut self, cidrs: &[IpCidr]) {
+        self.own.clear();
+        for cidr in cidrs.iter().take(MAX_OWN_ADDRESSES) {
+            let _ = self.own.push(*cidr);
+        }
+    }
+
+    /// The reply's metadata: back to the request's sender, from the address the request came to unless that
+    /// cannot be a source.
+    fn reply_meta(&self, mut meta: udp::UdpMetadata) -> udp::UdpMetadata {
+        let Some(to) = meta.local_address else {
+            return meta;
+        };
+        if let Some(cidr) = self.own.iter().find(|cidr| broadcast(cidr) == Some(to)) {
+            meta.local_address = Some(cidr.address());
+        } else if !to.is_unicast() {
+            meta.local_address = None;
+        }
+        meta
     }
 
     /// The port the server is bound to.
@@ -84,7 +119,7 @@ impl UppercaseUdpServer {
             let Some(reply) = scratch.get(..len) else {
                 break;
             };
-            match socket.send_slice(reply, meta) {
+            match socket.send_slice(reply, self.reply_meta(meta)) {
                 Ok(()) => {
                     self.stats.answered += 1;
                     self.stats.bytes += len as u64;
@@ -106,5 +141,14 @@ impl UppercaseUdpServer {
             progressed = true;
         }
         progressed
+    }
+}
+
+/// The broadcast address of an IPv4 subnet (none for /31 and /32).
+fn broadcast(cidr: &IpCidr) -> Option<IpAddress> {
+    match cidr {
+        IpCidr::Ipv4(cidr) => cidr.broadcast().map(IpAddress::Ipv4),
+        #[allow(unreachable_patterns)]
+        _ => None,
     }
 }

@@ -100,3 +100,40 @@ fn full_send_buffer_delays_but_loses_nothing() {
     let expected: Vec<_> = (0..5u8).map(|i| vec![b'A' + i; 10]).collect();
     assert_eq!(replies, expected);
 }
+
+/// A request sent to a broadcast address is answered from the server's own address: a broadcast address is
+/// never a source (RFC 1122 §3.2.1.3), and smoltcp drops a packet from one, so the client never got its reply.
+/// Found with the `uppercase_udp` fuzz target's check that every packet leaves from the server's address.
+#[test]
+fn broadcast_request_is_answered_from_our_own_address() {
+    use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
+    // The subnet's broadcast address needs the host's prefixes; 255.255.255.255 does not.
+    for (to, own) in [
+        (Ipv4Address::BROADCAST, false),
+        (Ipv4Address::BROADCAST, true),
+        (Ipv4Address::new(127, 255, 255, 255), true),
+    ] {
+        let (mut bench, mut server, client) = setup(8192);
+        if own {
+            server.set_own_addresses(bench.iface.ip_addrs());
+        }
+        bench
+            .sockets
+            .get_mut::<udp::Socket>(client)
+            .send_slice(b"hello", IpEndpoint::new(IpAddress::Ipv4(to), PORT))
+            .unwrap();
+        let mut scratch = [0u8; 64];
+        for _ in 0..5 {
+            bench.poll();
+            server.poll(&mut bench.sockets, &mut scratch);
+        }
+        assert_eq!(server.stats().answered, 1, "request to {to}");
+        let (reply, meta) = bench
+            .sockets
+            .get_mut::<udp::Socket>(client)
+            .recv()
+            .unwrap_or_else(|e| panic!("no reply to a request sent to {to}: {e}"));
+        assert_eq!(reply, b"HELLO");
+        assert_eq!(meta.endpoint, Bench::endpoint(PORT), "request to {to}");
+    }
+}

@@ -2,12 +2,14 @@
 //!
 //! The input picks the set-up (checksums verified or ignored, the socket's buffer sizes, the scratch size, the
 //! random seed), then runs up to [`MAX_OPS`] operations: a raw IP packet, a UDP datagram from one of four
-//! clients (one off the subnet, one with source port 0) to the server's port, up to 1,200 bytes so that some
+//! clients (one off the subnet, one with source port 0) to the server's port (at its address or a broadcast
+//! address), up to 1,200 bytes so that some
 //! are larger than the scratch or the buffers, a poll of the server, or the clock moved on. The interface is
 //! polled after each one; the server only when the input says so, so requests pile up and buffers fill.
 //!
 //! What must hold:
-//! - every packet the interface sends is well-formed IPv4 from the server's address;
+//! - every packet the interface sends is well-formed IPv4 from the server's address (a reply to a broadcast
+//!   request too: a broadcast address is never a source);
 //! - every UDP datagram from the server's port goes to an endpoint that sent a request, and is the uppercase
 //!   of one of that endpoint's unanswered requests, with its length, in order (requests dropped for want of
 //!   room are skipped, never answered late or out of order), and is never longer than the scratch;
@@ -112,7 +114,8 @@ impl Harness {
             udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; payload])
         };
         let handle = sockets.add(udp::Socket::new(buffer(rx_payload), buffer(tx_payload)));
-        let server = UppercaseUdpServer::new(PORT, handle, &mut sockets).expect("server");
+        let mut server = UppercaseUdpServer::new(PORT, handle, &mut sockets).expect("server");
+        server.set_own_addresses(iface.ip_addrs());
         Harness {
             iface,
             device,
@@ -161,7 +164,14 @@ impl Harness {
 
     /// A datagram from one of the clients, with a valid checksum.
     fn datagram(&mut self, input: &mut Input<'_>) {
-        let (addr, port) = CLIENTS[usize::from(input.byte()) % CLIENTS.len()];
+        let choice = input.byte();
+        let (addr, port) = CLIENTS[usize::from(choice) % CLIENTS.len()];
+        // Mostly to the server's address; sometimes to a broadcast address, which is answered from the server's.
+        let to = match choice >> 5 {
+            6 => Ipv4Address::BROADCAST,
+            7 => Ipv4Address::new(10, 0, 2, 255),
+            _ => SERVER,
+        };
         let len = usize::from(input.u16()) % (MAX_DATAGRAM + 1);
         let mut payload = input.take(len).to_vec();
         // A short input still sends the length it asked for: some of it lower case.
@@ -172,7 +182,7 @@ impl Harness {
         };
         let ip = Ipv4Repr {
             src_addr: addr,
-            dst_addr: SERVER,
+            dst_addr: to,
             next_header: IpProtocol::Udp,
             payload_len: repr.header_len() + payload.len(),
             hop_limit: 64,
@@ -183,7 +193,7 @@ impl Harness {
         repr.emit(
             &mut UdpPacket::new_unchecked(&mut packet[ip.buffer_len()..]),
             &IpAddress::Ipv4(addr),
-            &IpAddress::Ipv4(SERVER),
+            &IpAddress::Ipv4(to),
             payload.len(),
             |buf| buf.copy_from_slice(&payload),
             &caps,

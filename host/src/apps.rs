@@ -63,7 +63,10 @@ impl UppercaseServers {
         };
         let udp = if udp {
             let handle = node.add_udp_socket();
-            Some(UppercaseUdpServer::new(port, handle, &mut node.sockets)?)
+            let mut server = UppercaseUdpServer::new(port, handle, &mut node.sockets)?;
+            // So that a request to the subnet's broadcast address is answered from the node's own address.
+            server.set_own_addresses(node.iface.ip_addrs());
+            Some(server)
         } else {
             None
         };
