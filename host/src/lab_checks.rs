@@ -40,9 +40,17 @@ pub struct UppercaseLab {
 impl UppercaseLab {
     /// Builds the two nodes and starts the servers.
     pub fn new() -> Self {
+        UppercaseLab::with_buffers(crate::node::SocketBuffers::default().tcp)
+    }
+
+    /// Builds the two nodes with TCP socket buffers of `tcp` bytes each way (on both nodes), and starts the
+    /// servers.
+    pub fn with_buffers(tcp: usize) -> Self {
         let mut lab = Lab::default();
         let server = lab.add_node("server", IpCidr::new(SERVER_IP.into(), 24));
         let client = lab.add_node("client", IpCidr::new(CLIENT_IP.into(), 24));
+        lab.node(server).buffers.tcp = tcp;
+        lab.node(client).buffers.tcp = tcp;
         let servers = UppercaseServers::new(
             lab.node(server),
             PORT,
