@@ -9,7 +9,7 @@ use smoltalk::lab_checks::{
     run_uppercase_checks, sample_text, LabClient, UppercaseLab, PORT, SERVER_CONNECTIONS,
 };
 use smoltalk::network::Network;
-use smoltalk_core::tcp_server::{KEEP_ALIVE, PEER_TIMEOUT};
+use smoltalk_core::tcp_server::{KEEP_ALIVE, SOCKET_TIMEOUT};
 use smoltalk_core::ClientError;
 use smoltcp::time::Duration;
 use smoltcp::wire::{IpAddress, IpEndpoint};
@@ -148,7 +148,7 @@ fn a_silent_peer_is_given_up_and_its_slot_reused() {
         ..LinkFaults::default()
     };
     lab.lab.set_faults(lab.client, faults);
-    lab.run_for(KEEP_ALIVE + PEER_TIMEOUT + Duration::from_secs(30))
+    lab.run_for(KEEP_ALIVE + SOCKET_TIMEOUT + Duration::from_secs(30))
         .expect("lab runs");
     assert_eq!(lab.servers.tcp_free_slots(), Some(SERVER_CONNECTIONS));
     assert_eq!(lab.servers.tcp_stats().map(|s| s.reset), Some(1));
@@ -172,7 +172,7 @@ fn a_handshake_never_completed_is_given_up() {
     raw_connect(&mut lab);
     lab.run_for(Duration::from_secs(5)).expect("lab runs");
     assert_eq!(lab.servers.tcp_free_slots(), Some(SERVER_CONNECTIONS - 1));
-    lab.run_for(PEER_TIMEOUT + Duration::from_secs(30))
+    lab.run_for(SOCKET_TIMEOUT + Duration::from_secs(30))
         .expect("lab runs");
     assert_eq!(lab.servers.tcp_free_slots(), Some(SERVER_CONNECTIONS));
 }
