@@ -12,7 +12,8 @@ use std::collections::{HashMap, VecDeque};
 
 use smoltcp::iface::PollResult;
 use smoltcp::phy::{
-    self, ChecksumCapabilities, Device, DeviceCapabilities, Medium, PcapLinkType, PcapSink,
+    self, Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium, PcapLinkType,
+    PcapSink,
 };
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
@@ -179,6 +180,7 @@ pub struct LabPort {
     inbox: VecDeque<Vec<u8>>,
     outbox: Vec<Vec<u8>>,
     mtu: usize,
+    verify_checksums: bool,
 }
 
 impl LabPort {
@@ -187,6 +189,7 @@ impl LabPort {
             inbox: VecDeque::new(),
             outbox: Vec::new(),
             mtu,
+            verify_checksums: true,
         }
     }
 }
@@ -232,6 +235,13 @@ impl Device for LabPort {
         // Every checksum is computed on the way out and verified on the way in (smoltcp's default, said here
         // because the lab's corruption relies on it: a packet with a flipped bit must be dropped, not taken).
         caps.checksum = ChecksumCapabilities::default();
+        if !self.verify_checksums {
+            // Computed on the way out, taken on trust on the way in (see Lab::set_checksum_verification).
+            caps.checksum.ipv4 = Checksum::Tx;
+            caps.checksum.tcp = Checksum::Tx;
+            caps.checksum.udp = Checksum::Tx;
+            caps.checksum.icmpv4 = Checksum::Tx;
+        }
         caps
     }
 }
@@ -252,6 +262,7 @@ pub struct Lab {
     capture: Option<Box<dyn PcapSink>>,
     retransmissions: RetransmissionCounter,
     longest_silence: Duration,
+    verify_checksums: bool,
 }
 
 impl Default for Lab {
@@ -271,6 +282,7 @@ impl Lab {
             capture: None,
             retransmissions: RetransmissionCounter::default(),
             longest_silence: Duration::ZERO,
+            verify_checksums: true,
         }
     }
 
@@ -279,6 +291,7 @@ impl Lab {
     pub fn add_node(&mut self, name: &str, cidr: IpCidr) -> NodeId {
         let id = self.members.len();
         let mut port = LabPort::new(self.mtu);
+        port.verify_checksums = self.verify_checksums;
         let mac = EthernetAddress([0x02, 0x00, 0x00, 0x00, 0x00, id as u8 + 1]);
         let seed = 0x5eed_0000 + id as u64 * 7919;
         let node = Node::new(name, &mut port, mac.into(), cidr, None, seed, self.clock);
@@ -293,6 +306,13 @@ impl Lab {
     /// Makes node `id` lose frames as `faults` says, from now on.
     pub fn set_faults(&mut self, id: NodeId, faults: LinkFaults) {
         self.members[id].faults = faults;
+    }
+
+    /// Whether the nodes added from now on verify the IPv4, TCP, UDP and ICMP checksums of what they receive
+    /// (they do unless told otherwise; smoltcp reads it once, when the node's interface is made). Without
+    /// verification a corrupted packet is taken as it came: only for showing what the checksums catch.
+    pub fn set_checksum_verification(&mut self, verify: bool) {
+        self.verify_checksums = verify;
     }
 
     /// What has crossed the segment so far.

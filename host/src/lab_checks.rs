@@ -59,7 +59,11 @@ impl UppercaseLab {
     /// Builds the two nodes with TCP receive buffers of `tcp` bytes and send buffers of `tcp_send` bytes
     /// (default: `tcp`) on both nodes, and starts the servers.
     pub fn with_buffers(tcp: usize, tcp_send: Option<usize>) -> Self {
-        let mut lab = Lab::default();
+        UppercaseLab::in_lab(Lab::default(), tcp, tcp_send)
+    }
+
+    /// [`UppercaseLab::with_buffers`] on `lab`, an empty lab set up as the caller likes.
+    pub fn in_lab(mut lab: Lab, tcp: usize, tcp_send: Option<usize>) -> Self {
         let server = lab.add_node("server", IpCidr::new(SERVER_IP.into(), 24));
         let client = lab.add_node("client", IpCidr::new(CLIENT_IP.into(), 24));
         for node in [server, client] {
