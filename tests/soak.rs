@@ -17,6 +17,7 @@ fn options() -> SoakOptions {
         corrupt_chance: 1,
         seed: 7,
         receive_buffer: smoltalk::lab_checks::LAB_TCP_RECEIVE,
+        send_buffer: smoltalk::lab_checks::LAB_TCP_SEND,
         udp_requests: 30,
         reference: false,
         skip_checksums: false,

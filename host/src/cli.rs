@@ -122,6 +122,10 @@ pub struct LabArgs {
     /// never fill the receiver's window (see BENCHMARKS.md, "Loss soak").
     #[arg(long, default_value_t = crate::lab_checks::LAB_TCP_RECEIVE, value_name = "BYTES", requires = "soak", value_parser = parse_soak_buffer)]
     pub socket_buffer: usize,
+    /// Soak: TCP send buffer of both nodes in bytes [default: half the --socket-buffer]. As large as the
+    /// receive buffer, it brings back the stalls the soak was made to find.
+    #[arg(long, value_name = "BYTES", requires = "soak", value_parser = parse_soak_buffer)]
+    pub send_buffer: Option<usize>,
     /// Soak: UDP requests sent at the same faults after the stream, each tried up to 10 times; the report says
     /// how many tries each took.
     #[arg(long, default_value_t = 100, value_name = "N", requires = "soak")]
@@ -893,6 +897,7 @@ fn lab(args: LabArgs) -> Result<(), String> {
             corrupt_chance: args.corrupt_chance,
             seed: args.seed,
             receive_buffer: args.socket_buffer,
+            send_buffer: args.send_buffer.unwrap_or(args.socket_buffer / 2),
             udp_requests: args.udp_requests,
             reference: !args.no_reference,
             skip_checksums: args.skip_checksums,

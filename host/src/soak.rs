@@ -22,15 +22,16 @@
 //!    lost), any segment into a zero window that does not start exactly at the next expected byte (the
 //!    echoing server stops reading when its own replies are unacknowledged, and its window closes), and a
 //!    retransmission of bytes the receiver already has. Each costs a whole RTO until the sender's own
-//!    retransmission happens to be acceptable; in one run both sides ended up retransmitting, at 1, 2, 4 …
-//!    60 s, only bytes the other already had (Nagle held back each side's last partial segment, so neither's
-//!    ACK ever carried the sequence number the other would take) until the timeout. All three need a sender
-//!    whose unacknowledged bytes can fill the receiver's window, so the lab's nodes now have receive buffers
-//!    twice their send buffers ([`crate::lab_checks::LAB_TCP_SEND`]): the window can neither fill nor close.
+//!    retransmission happens to be acceptable, and a zero window can deadlock: in one 100 MB run with equal
+//!    buffers the client's zero-window probe had put its sequence number one byte past the server's next
+//!    expected byte, so the server, its window closed, discarded every ACK of its replies and retransmitted
+//!    them every 60 s until the timeout. All three need a sender whose unacknowledged bytes can fill the
+//!    receiver's window, so the lab's nodes now have receive buffers twice their send buffers
+//!    ([`crate::lab_checks::LAB_TCP_SEND`]): the window can neither fill nor close.
 //!
 //! With both, 16 MiB at 10 % loss and 1 % corruption took 325–433 s of virtual time over three seeds, the
-//! longest silence 4–14 s, where equal 64 KiB buffers (and no timeout at all) took 2,400–3,100 s with silences
-//! of 60 s.
+//! longest silence 4–14 s, where equal 64 KiB buffers (with the same timeout) took 2,400–3,100 s with silences
+//! of 60 s, and 100 MB with equal buffers was reset in two seeds of three (BENCHMARKS.md, "Loss soak").
 
 use std::fmt::{self, Write as _};
 use std::time::Instant as WallInstant;
@@ -59,8 +60,10 @@ pub struct SoakOptions {
     pub corrupt_chance: u8,
     /// Seed of the stream and of the faults.
     pub seed: u32,
-    /// TCP receive buffer of both nodes; their send buffers are half of it.
+    /// TCP receive buffer of both nodes.
     pub receive_buffer: usize,
+    /// TCP send buffer of both nodes (half the receive buffer keeps every ACK acceptable; see above).
+    pub send_buffer: usize,
     /// UDP requests to send at the same faults after the TCP stream (0: none).
     pub udp_requests: u32,
     /// Also stream the same bytes with no faults, for comparison.
@@ -247,7 +250,7 @@ impl SoakReport {
              {SERVER_IP}:{PORT}, {} KiB receive / {} KiB send buffers, seed {}",
             o.bytes,
             o.receive_buffer / 1024,
-            o.receive_buffer / 2 / 1024,
+            o.send_buffer / 1024,
             o.seed
         );
         let _ = writeln!(
@@ -368,10 +371,13 @@ fn label(drop_chance: u8, corrupt_chance: u8) -> String {
 
 /// The lab with the soak's buffers and faults on both nodes.
 fn lab_with_faults(options: &SoakOptions, drop_chance: u8, corrupt_chance: u8) -> UppercaseLab {
-    let receive = options.receive_buffer.max(2048);
     let mut segment = Lab::default();
     segment.set_checksum_verification(!options.skip_checksums);
-    let mut lab = UppercaseLab::in_lab(segment, receive, Some(receive / 2));
+    let mut lab = UppercaseLab::in_lab(
+        segment,
+        options.receive_buffer.max(2048),
+        Some(options.send_buffer.max(1024)),
+    );
     for (node, salt) in [(lab.client, 1u32), (lab.server, 2)] {
         let seed = options
             .seed
