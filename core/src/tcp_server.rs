@@ -14,6 +14,14 @@
 //! While `Serving`, bytes are answered as they arrive: a client that sends once and reads once gets its reply
 //! without closing its side. The server never takes more from a receive buffer than the send buffer has room
 //! for, so no byte is ever dropped: a slow reader slows its writer down through TCP's own flow control.
+//!
+//! On a lossy link, two things decide whether a connection survives, both measured between two smoltcp peers
+//! in the host's lab (`smoltalk lab --soak`): the socket timeout must outlast smoltcp's retransmission
+//! back-off ([`SOCKET_TIMEOUT`]), and each peer's receive buffer should be larger than the other's send
+//! buffer (twice, in the lab). smoltcp discards a segment whose sequence number falls outside the receive
+//! window without reading its ACK, so a sender that can fill the receiver's window, or a window that closes
+//! because this server stops reading while its replies are unacknowledged, loses ACKs to it until a whole
+//! retransmission timeout passes, and can deadlock. The host chooses the buffers.
 
 use heapless::Vec;
 use smoltcp::iface::{SocketHandle, SocketSet};
