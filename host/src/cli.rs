@@ -118,12 +118,12 @@ pub struct LabArgs {
     /// Soak: seed of the stream and of the faults (the same seed gives the same run).
     #[arg(long, default_value_t = 1, value_name = "N", requires = "soak")]
     pub seed: u32,
-    /// Soak: TCP receive buffer of both nodes in bytes; their send buffers are half of it, so a sender can
-    /// never fill the receiver's window (see BENCHMARKS.md, "Loss soak").
+    /// Soak: TCP receive buffer of both nodes in bytes.
     #[arg(long, default_value_t = crate::lab_checks::LAB_TCP_RECEIVE, value_name = "BYTES", requires = "soak", value_parser = parse_soak_buffer)]
     pub socket_buffer: usize,
-    /// Soak: TCP send buffer of both nodes in bytes [default: half the --socket-buffer]. As large as the
-    /// receive buffer, it brings back the stalls the soak was made to find.
+    /// Soak: TCP send buffer of both nodes in bytes [default: half the --socket-buffer, so that a sender can
+    /// never fill the receiver's window]. As large as the receive buffer, it brings back the stalls described
+    /// in BENCHMARKS.md, "Loss soak".
     #[arg(long, value_name = "BYTES", requires = "soak", value_parser = parse_soak_buffer)]
     pub send_buffer: Option<usize>,
     /// Soak: UDP requests sent at the same faults after the stream, each tried up to 10 times; the report says
