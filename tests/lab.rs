@@ -9,7 +9,7 @@ use smoltalk::lab_checks::{
     run_uppercase_checks, sample_text, LabClient, UppercaseLab, PORT, SERVER_CONNECTIONS,
 };
 use smoltalk::network::Network;
-use smoltalk_core::tcp_server::{KEEP_ALIVE, PEER_TIMEOUT};
+use smoltalk_core::tcp_server::{KEEP_ALIVE, SOCKET_TIMEOUT};
 use smoltalk_core::ClientError;
 use smoltcp::time::Duration;
 use smoltcp::wire::{IpAddress, IpEndpoint};
@@ -148,7 +148,7 @@ fn a_silent_peer_is_given_up_and_its_slot_reused() {
         ..LinkFaults::default()
     };
     lab.lab.set_faults(lab.client, faults);
-    lab.run_for(KEEP_ALIVE + PEER_TIMEOUT + Duration::from_secs(30))
+    lab.run_for(KEEP_ALIVE + SOCKET_TIMEOUT + Duration::from_secs(30))
         .expect("lab runs");
     assert_eq!(lab.servers.tcp_free_slots(), Some(SERVER_CONNECTIONS));
     assert_eq!(lab.servers.tcp_stats().map(|s| s.reset), Some(1));
@@ -172,7 +172,7 @@ fn a_handshake_never_completed_is_given_up() {
     raw_connect(&mut lab);
     lab.run_for(Duration::from_secs(5)).expect("lab runs");
     assert_eq!(lab.servers.tcp_free_slots(), Some(SERVER_CONNECTIONS - 1));
-    lab.run_for(PEER_TIMEOUT + Duration::from_secs(30))
+    lab.run_for(SOCKET_TIMEOUT + Duration::from_secs(30))
         .expect("lab runs");
     assert_eq!(lab.servers.tcp_free_slots(), Some(SERVER_CONNECTIONS));
 }
@@ -239,6 +239,87 @@ fn a_lost_udp_request_is_retried() {
     assert_eq!(lab.run(&mut clients).expect("lab runs"), vec![Ok(())]);
     assert_eq!(clients[0].take_replies(), vec![(b"LOST ONCE".to_vec(), 2)]);
     assert_eq!(lab.lab.link_stats().dropped, 1);
+}
+
+/// 40 % of the frames lost and 5 % corrupted, each way (about two tries in three fail): every request is
+/// answered right in the end, many only after several tries, and the client says how many each took.
+#[test]
+fn udp_under_heavy_loss_retries_and_counts_the_tries() {
+    let mut lab = UppercaseLab::new();
+    for (node, seed) in [(lab.client, 5), (lab.server, 6)] {
+        lab.lab.set_faults(
+            node,
+            LinkFaults {
+                drop_chance: 40,
+                corrupt_chance: 5,
+                seed,
+                ..LinkFaults::default()
+            },
+        );
+    }
+    let timeouts = ClientTimeouts {
+        reply: Duration::from_secs(1),
+        tries: 30,
+        ..ClientTimeouts::default()
+    };
+    // Each fits one frame: a fragmented datagram needs every fragment through, each with the same chance.
+    let messages: Vec<Vec<u8>> = (0..40)
+        .map(|i| sample_text(8 + i * 30, i as u64 + 1))
+        .collect();
+    let exchange = UdpExchange::with_messages(
+        lab.lab.node(lab.client),
+        UppercaseLab::endpoint(PORT),
+        timeouts,
+        messages.clone(),
+    )
+    .expect("udp client");
+    let mut clients = [LabClient::Udp(exchange)];
+    assert_eq!(lab.run(&mut clients).expect("lab runs"), vec![Ok(())]);
+    let replies = clients[0].take_replies();
+    assert_eq!(replies.len(), messages.len());
+    for (message, (reply, tries)) in messages.iter().zip(&replies) {
+        assert_eq!(*reply, message.to_ascii_uppercase());
+        assert!((1..=30).contains(tries));
+    }
+    let retried = replies.iter().filter(|(_, tries)| *tries > 1).count();
+    let most = replies.iter().map(|(_, tries)| *tries).max();
+    assert!(retried >= 10, "{retried} of 40 retried");
+    assert!(most >= Some(4), "at most {most:?} tries");
+    let link = lab.lab.link_stats();
+    assert!(link.dropped > 40 && link.corrupted > 0, "{link:?}");
+}
+
+/// Everything lost: the client gives up after its tries with an error that says so.
+#[test]
+fn udp_with_everything_lost_says_no_reply_after_n_tries() {
+    let mut lab = UppercaseLab::new();
+    lab.lab.set_faults(
+        lab.client,
+        LinkFaults {
+            drop_chance: 100,
+            ..LinkFaults::default()
+        },
+    );
+    let timeouts = ClientTimeouts {
+        reply: Duration::from_secs(1),
+        tries: 4,
+        ..ClientTimeouts::default()
+    };
+    let exchange = UdpExchange::with_messages(
+        lab.lab.node(lab.client),
+        UppercaseLab::endpoint(PORT),
+        timeouts,
+        [b"anyone?".to_vec()],
+    )
+    .expect("udp client");
+    let start = lab.lab.now();
+    let outcomes = lab.run(&mut [LabClient::Udp(exchange)]).expect("lab runs");
+    assert_eq!(outcomes, vec![Err(ClientError::NoReply { tries: 4 })]);
+    assert_eq!(lab.lab.now() - start, Duration::from_secs(4));
+    let message = ClientError::NoReply { tries: 4 }.to_string();
+    assert!(message.starts_with("no reply after 4 tries"), "{message}");
+    // Four requests, and the ARP requests before them, all lost.
+    assert!(lab.lab.link_stats().dropped >= 4);
 }
 
 mod proxy {

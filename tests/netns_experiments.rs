@@ -593,6 +593,21 @@ fn lossy_udp_client(ns: &Namespace, scratch: &Scratch, port: u16, seed: u32, run
             stack.push((dir, len.trim().parse().expect("a UDP length")));
         }
     }
+    // The client says on stderr which replies took more than one try, and how many: those tries, and one for
+    // each reply it does not mention, are every request it sent.
+    let reported: Vec<u32> = stderr(&out)
+        .lines()
+        .filter_map(|line| line.split(" answered after ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .collect();
+    let tries = reported.iter().sum::<u32>() as usize + MESSAGES.len() - reported.len();
+    let sent = stack.iter().filter(|p| p.0 == "out").count();
+    assert_eq!(
+        tries,
+        sent,
+        "seed {seed}, run {run}: tries reported {reported:?}, requests sent {sent}: {}",
+        stderr(&out)
+    );
     Losses { wire, stack }
 }
 

@@ -14,6 +14,14 @@
 //! While `Serving`, bytes are answered as they arrive: a client that sends once and reads once gets its reply
 //! without closing its side. The server never takes more from a receive buffer than the send buffer has room
 //! for, so no byte is ever dropped: a slow reader slows its writer down through TCP's own flow control.
+//!
+//! On a lossy link, two things decide whether a connection survives, both measured between two smoltcp peers
+//! in the host's lab (`smoltalk lab --soak`): the socket timeout must outlast smoltcp's retransmission
+//! back-off ([`SOCKET_TIMEOUT`]), and each peer's receive buffer should be larger than the other's send
+//! buffer (twice, in the lab). smoltcp discards a segment whose sequence number falls outside the receive
+//! window without reading its ACK, so a sender that can fill the receiver's window, or a window that closes
+//! because this server stops reading while its replies are unacknowledged, loses ACKs to it until a whole
+//! retransmission timeout passes, and can deadlock. The host chooses the buffers.
 
 use heapless::Vec;
 use smoltcp::iface::{SocketHandle, SocketSet};
@@ -23,12 +31,31 @@ use smoltcp::time::Duration;
 use crate::error::ServerError;
 use crate::uppercase::uppercase_into;
 
-/// A connection whose peer stops acknowledging (a SYN that is never completed, a client that vanished, a FIN
-/// never acknowledged) is given up after this long, so it cannot hold a slot forever.
+/// The cap on smoltcp 0.14's retransmission timeout (its `RTTE_MAX_RTO`, which it does not export). smoltcp
+/// doubles the timeout after every expiry and lowers it again only with a fresh round-trip sample, which it
+/// discards whenever anything is retransmitted before the sample's ACK (Karn's rule). On a lossy link the
+/// timeout therefore climbs to this cap, and a live peer may send nothing for this long between two tries.
+pub const MAX_RTO: Duration = Duration::from_secs(60);
+
+/// smoltcp's socket timeout on every connection the server accepts: the connection is aborted once nothing
+/// *acceptable* has come from the peer for this long (a SYN that is never completed, a client that vanished, a
+/// FIN never acknowledged), so it cannot hold a slot forever.
+///
+/// It must be several [`MAX_RTO`]s, not one. A live peer in retransmission back-off is silent for up to a
+/// whole `MAX_RTO`, its retransmission can be lost too, and what it does send in between may not count: a pure
+/// ACK whose sequence number lies past the end of our receive window (the peer's data beyond a segment we
+/// lost) is answered but not accepted, so it does not restart the timer. With the timeout at one `MAX_RTO`
+/// (60 s, as it was) a 1 MiB transfer at 10 % loss was reset after 190 s of back-off; at four, giving up
+/// needs three maximal retransmissions in a row to go unanswered. (RFC 1122 4.2.3.5 asks for at least 100 s
+/// before a connection is given up; Linux waits about 15 minutes.)
+pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(4 * 60);
+
+/// An application-level wait for a peer (the proxy's closing handshake, a client that never reads its
+/// answer) ends after this long.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An idle connection is probed this often, so a peer that vanished without a word is noticed
-/// (after [`PEER_TIMEOUT`] of unanswered probes).
+/// (after [`SOCKET_TIMEOUT`] of unanswered probes).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// Where one pooled socket is in its connection's life.
@@ -76,7 +103,7 @@ pub struct UppercaseTcpServer<const N: usize> {
 }
 
 impl<const N: usize> UppercaseTcpServer<N> {
-    /// Puts every socket in `handles` into `Listen` on `port`, with [`PEER_TIMEOUT`] and [`KEEP_ALIVE`].
+    /// Puts every socket in `handles` into `Listen` on `port`, with [`SOCKET_TIMEOUT`] and [`KEEP_ALIVE`].
     pub fn new(
         port: u16,
         handles: impl IntoIterator<Item = SocketHandle>,
@@ -99,7 +126,7 @@ impl<const N: usize> UppercaseTcpServer<N> {
             if socket.is_open() {
                 socket.abort();
             }
-            socket.set_timeout(Some(PEER_TIMEOUT));
+            socket.set_timeout(Some(SOCKET_TIMEOUT));
             socket.set_keep_alive(Some(KEEP_ALIVE));
             socket.listen(port).map_err(ServerError::Listen)?;
         }

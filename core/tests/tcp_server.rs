@@ -2,7 +2,7 @@
 
 mod support;
 
-use smoltalk_core::tcp_server::{KEEP_ALIVE, PEER_TIMEOUT};
+use smoltalk_core::tcp_server::{KEEP_ALIVE, SOCKET_TIMEOUT};
 use smoltalk_core::{ServerError, SlotState, UppercaseTcpServer};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
@@ -138,7 +138,7 @@ fn server_sockets_give_up_on_silent_peers() {
     let (_server, handles) = server(&mut bench, 2, 512);
     for handle in &handles {
         let socket = bench.sockets.get_mut::<tcp::Socket>(*handle);
-        assert_eq!(socket.timeout(), Some(PEER_TIMEOUT));
+        assert_eq!(socket.timeout(), Some(SOCKET_TIMEOUT));
         assert_eq!(socket.keep_alive(), Some(KEEP_ALIVE));
     }
 }

@@ -449,8 +449,8 @@ pub trait ClientExchange {
     fn finish_messages(&mut self);
     /// One step (see [`TcpExchange::step`] and [`UdpExchange::step`]).
     fn step_on(&mut self, node: &mut Node, now: Instant) -> Result<Step<()>, ClientError>;
-    /// The next complete reply.
-    fn take_reply(&mut self) -> Option<Vec<u8>>;
+    /// The next complete reply, with the datagrams its request took (UDP; always 1 for TCP).
+    fn take_reply(&mut self) -> Option<(Vec<u8>, u32)>;
 }
 
 impl ClientExchange for TcpExchange {
@@ -463,8 +463,8 @@ impl ClientExchange for TcpExchange {
     fn step_on(&mut self, node: &mut Node, now: Instant) -> Result<Step<()>, ClientError> {
         self.step(node, now)
     }
-    fn take_reply(&mut self) -> Option<Vec<u8>> {
-        self.next_reply()
+    fn take_reply(&mut self) -> Option<(Vec<u8>, u32)> {
+        self.next_reply().map(|reply| (reply, 1))
     }
 }
 
@@ -478,7 +478,7 @@ impl ClientExchange for UdpExchange {
     fn step_on(&mut self, node: &mut Node, now: Instant) -> Result<Step<()>, ClientError> {
         self.step(node, now)
     }
-    fn take_reply(&mut self) -> Option<Vec<u8>> {
-        self.next_reply().map(|(reply, _tries)| reply)
+    fn take_reply(&mut self) -> Option<(Vec<u8>, u32)> {
+        self.next_reply()
     }
 }

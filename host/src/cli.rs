@@ -100,8 +100,43 @@ pub struct LabArgs {
     pub pcap: Option<std::path::PathBuf>,
     /// Write a packet ladder diagram (SVG) per comparison scenario and stack into DIR, each beside the capture
     /// it was drawn from (.pcap), as `smoltalk compare --diagram` does.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "soak")]
     pub diagram: Option<std::path::PathBuf>,
+    /// Instead of the checks, the loss soak: stream SIZE bytes (100M = 100,000,000; 4MiB = 4,194,304; or plain
+    /// bytes) through the lab's smoltcp uppercase client and server, checking every reply byte as it arrives,
+    /// and print a table. Exits non-zero at the first wrong byte, with its offset. With faults, a loss-free run
+    /// of the same bytes comes first, for comparison; --pcap records the run with the faults.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub soak: Option<u64>,
+    /// Soak: percent of each node's frames lost.
+    #[arg(long, default_value_t = 0, value_name = "PCT", requires = "soak", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub drop_chance: u8,
+    /// Soak: percent of each node's IPv4 frames delivered with one bit flipped (every checksum is verified, so
+    /// the stack must drop each one).
+    #[arg(long, default_value_t = 0, value_name = "PCT", requires = "soak", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub corrupt_chance: u8,
+    /// Soak: seed of the stream and of the faults (the same seed gives the same run).
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "soak")]
+    pub seed: u32,
+    /// Soak: TCP receive buffer of both nodes in bytes.
+    #[arg(long, default_value_t = crate::lab_checks::LAB_TCP_RECEIVE, value_name = "BYTES", requires = "soak", value_parser = parse_soak_buffer)]
+    pub socket_buffer: usize,
+    /// Soak: TCP send buffer of both nodes in bytes [default: half the --socket-buffer, so that a sender can
+    /// never fill the receiver's window]. As large as the receive buffer, it brings back the stalls described
+    /// in BENCHMARKS.md, "Loss soak".
+    #[arg(long, value_name = "BYTES", requires = "soak", value_parser = parse_soak_buffer)]
+    pub send_buffer: Option<usize>,
+    /// Soak: UDP requests sent at the same faults after the stream, each tried up to 10 times; the report says
+    /// how many tries each took.
+    #[arg(long, default_value_t = 100, value_name = "N", requires = "soak")]
+    pub udp_requests: u32,
+    /// Soak: leave out the loss-free reference run.
+    #[arg(long, requires = "soak")]
+    pub no_reference: bool,
+    /// Soak: both nodes take packets without verifying their checksums, to see corruption get through (the
+    /// soak then fails at the first corrupted byte it receives).
+    #[arg(long, requires = "soak")]
+    pub skip_checksums: bool,
 }
 
 /// Options of `bench`.
@@ -373,6 +408,40 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A size in bytes: digits, then nothing or B, K/KB (1000), KiB (1024), M/MB, MiB, G/GB or GiB.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let unit_size: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return Err(format!("{text} is not a size: use bytes, or a number with K, M, G (powers of 1000) or KiB, MiB, GiB")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_size))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text} is not a size of at least one byte"))
+}
+
+fn parse_soak_buffer(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (4096..=1 << 20).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text} is not a buffer size from 4096 to 1048576 bytes"
+        )),
+    }
+}
+
 fn parse_max_datagram(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if (1..=MAX_SMOLTCP_DATAGRAM).contains(&n) => Ok(n),
@@ -401,6 +470,14 @@ fn announce(what: &str, addr: impl std::fmt::Display, stack: &str) {
     let mut out = io::stdout().lock();
     let _ = writeln!(out, "smoltalk {what} listening on {addr} ({stack})");
     let _ = out.flush();
+}
+
+/// A UDP reply that took more than one datagram is said so on standard error (no line: the first try was
+/// answered), so a lossy path shows without disturbing the replies on standard output.
+fn report_tries(server: impl std::fmt::Display, tries: u32) {
+    if tries > 1 {
+        eprintln!("smoltalk: {server} answered after {tries} tries (the earlier datagrams or their replies were lost)");
+    }
 }
 
 fn print_reply(host: &str, reply: &[u8]) -> Result<(), String> {
@@ -735,8 +812,9 @@ fn udp_client(args: ClientArgs) -> Result<(), String> {
                 KernelUdpClient::new(server, StdDuration::from(timeouts.reply), timeouts.tries)
                     .map_err(|e| e.to_string())?;
             while let Some(message) = messages.next_blocking() {
-                let (reply, _tries) = client.exchange(&message).map_err(|e| e.to_string())?;
+                let (reply, tries) = client.exchange(&message).map_err(|e| e.to_string())?;
                 print_reply(&args.host, &reply)?;
+                report_tries(server, tries);
             }
             Ok(())
         }
@@ -772,10 +850,11 @@ fn run_smoltcp_client(
             exchange.finish_messages();
         }
         let step = exchange.step_on(net.node(0), now);
-        while let Some(reply) = exchange.take_reply() {
+        while let Some((reply, tries)) = exchange.take_reply() {
             if let Err(e) = print_reply(host, &reply) {
                 return Step::Done(Err(e));
             }
+            report_tries(server, tries);
         }
         match step {
             Ok(Step::Done(())) => Step::Done(Ok(())),
@@ -811,6 +890,25 @@ fn lab(args: LabArgs) -> Result<(), String> {
         crate::capture::CaptureFile::create(path)
             .map_err(|e| format!("cannot write the capture {}: {e}", path.display()))
     };
+    if let Some(bytes) = args.soak {
+        let options = crate::soak::SoakOptions {
+            bytes,
+            drop_chance: args.drop_chance,
+            corrupt_chance: args.corrupt_chance,
+            seed: args.seed,
+            receive_buffer: args.socket_buffer,
+            send_buffer: args.send_buffer.unwrap_or(args.socket_buffer / 2),
+            udp_requests: args.udp_requests,
+            reference: !args.no_reference,
+            skip_checksums: args.skip_checksums,
+        };
+        let report = crate::soak::run(&options, args.pcap.as_deref().map(capture).transpose()?);
+        print!("{}", report.render());
+        return match report.failure() {
+            None => Ok(()),
+            Some(failure) => Err(format!("the soak failed: {failure}")),
+        };
+    }
     let proxy_pcap = args.pcap.as_ref().map(|p| {
         let stem = p
             .file_stem()

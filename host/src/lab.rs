@@ -8,12 +8,18 @@
 //! [`Lab`] implements [`Network`], so the same client and server drivers run here and on a TUN/TAP device.
 //! `crate::lab_checks` builds the uppercase checks of `smoltalk lab` on top of it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use smoltcp::iface::PollResult;
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium, PcapLinkType, PcapSink};
+use smoltcp::phy::{
+    self, Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium, PcapLinkType,
+    PcapSink,
+};
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{EthernetAddress, IpCidr};
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, IpCidr, IpProtocol, Ipv4Address, Ipv4Packet,
+    TcpPacket, TcpSeqNumber,
+};
 
 use crate::network::{earliest, Network, NetworkError, NodeId};
 use crate::node::Node;
@@ -27,6 +33,11 @@ pub struct LinkStats {
     pub bytes: u64,
     /// Frames lost on purpose (see [`Lab::set_faults`]).
     pub dropped: u64,
+    /// Frames delivered with one bit of their IPv4 packet flipped (see [`LinkFaults::corrupt_chance`]).
+    pub corrupted: u64,
+    /// TCP segments that carried sequence space their sender had sent before (retransmissions, counted as
+    /// they are sent, lost or not; keep-alive probes are not counted).
+    pub tcp_retransmissions: u64,
 }
 
 /// Frames a node loses on purpose, to play a peer that vanished or a lossy link.
@@ -48,6 +59,14 @@ pub struct LinkFaults {
     pub seed: u32,
     /// Frames sent since these faults were set (counts for `drop_every_outbound`).
     pub sent: u32,
+    /// Percent of this node's IPv4 frames that arrive with one bit flipped somewhere in the IPv4 packet (header
+    /// or payload), drawn from a stream of its own so that adding corruption does not move the losses. The
+    /// receivers verify every checksum (the lab's ports offload none), so a corrupted packet is dropped by the
+    /// stack, never taken as data. The Ethernet header and ARP are left alone: a real link's frame check
+    /// sequence catches those, and ARP has no checksum of its own to catch them with.
+    pub corrupt_chance: u8,
+    /// State of the corruption draws (0: start from `seed`).
+    pub corrupt_state: u32,
 }
 
 impl LinkFaults {
@@ -63,6 +82,96 @@ impl LinkFaults {
         self.seed = x;
         (x % 100) < u32::from(self.drop_chance)
     }
+
+    /// Flips one bit of the IPv4 packet in `frame`, `corrupt_chance` percent of the time; returns whether it
+    /// did.
+    fn maybe_corrupt(&mut self, frame: &mut [u8]) -> bool {
+        const ETHERNET_HEADER: usize = 14;
+        if self.corrupt_chance == 0 || frame.len() <= ETHERNET_HEADER {
+            return false;
+        }
+        if EthernetFrame::new_checked(&*frame).map(|f| f.ethertype()) != Ok(EthernetProtocol::Ipv4)
+        {
+            return false;
+        }
+        let mut draw = || {
+            let mut x = match self.corrupt_state {
+                0 => self.seed.rotate_left(16) ^ 0xc0de_5eed,
+                x => x,
+            };
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            self.corrupt_state = x;
+            x
+        };
+        if draw() % 100 >= u32::from(self.corrupt_chance) {
+            return false;
+        }
+        let packet = &mut frame[ETHERNET_HEADER..];
+        let index = draw() as usize % packet.len();
+        let bit = 1u8 << (draw() % 8);
+        if let Some(byte) = packet.get_mut(index) {
+            *byte ^= bit;
+        }
+        true
+    }
+}
+
+/// Counts TCP retransmissions on the segment: for each direction of each connection, the highest sequence
+/// number sent so far; a segment that starts below it repeats what was sent before.
+#[derive(Debug, Default)]
+struct RetransmissionCounter {
+    highest: HashMap<(Ipv4Address, u16, Ipv4Address, u16), TcpSeqNumber>,
+}
+
+impl RetransmissionCounter {
+    /// Whether `frame` is a TCP segment that repeats sequence space its sender sent before.
+    fn is_retransmission(&mut self, frame: &[u8]) -> bool {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return false;
+        };
+        if eth.ethertype() != EthernetProtocol::Ipv4 {
+            return false;
+        }
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            return false;
+        };
+        if ip.next_header() != IpProtocol::Tcp {
+            return false;
+        }
+        let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+            return false;
+        };
+        let len = tcp.segment_len();
+        if len == 0 || tcp.rst() {
+            return false;
+        }
+        let key = (ip.src_addr(), tcp.src_port(), ip.dst_addr(), tcp.dst_port());
+        let start = tcp.seq_number();
+        let end = start + len;
+        if tcp.syn() {
+            // A new connection (or its SYN again): the sequence space starts here.
+            let again = self.highest.get(&key) == Some(&end);
+            self.highest.insert(key, end);
+            return again;
+        }
+        match self.highest.get_mut(&key) {
+            Some(highest) => {
+                // A keep-alive probe repeats the last byte sent, on purpose: not a retransmission.
+                let keep_alive = len == 1 && end == *highest && tcp.payload().len() == 1;
+                let repeated = start < *highest && !keep_alive;
+                if end > *highest {
+                    *highest = end;
+                }
+                repeated
+            }
+            None => {
+                self.highest.insert(key, end);
+                false
+            }
+        }
+    }
 }
 
 /// A node's attachment to the lab's segment.
@@ -71,6 +180,7 @@ pub struct LabPort {
     inbox: VecDeque<Vec<u8>>,
     outbox: Vec<Vec<u8>>,
     mtu: usize,
+    verify_checksums: bool,
 }
 
 impl LabPort {
@@ -79,6 +189,7 @@ impl LabPort {
             inbox: VecDeque::new(),
             outbox: Vec::new(),
             mtu,
+            verify_checksums: true,
         }
     }
 }
@@ -121,6 +232,16 @@ impl Device for LabPort {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = self.mtu + 14;
+        // Every checksum is computed on the way out and verified on the way in (smoltcp's default, said here
+        // because the lab's corruption relies on it: a packet with a flipped bit must be dropped, not taken).
+        caps.checksum = ChecksumCapabilities::default();
+        if !self.verify_checksums {
+            // Computed on the way out, taken on trust on the way in (see Lab::set_checksum_verification).
+            caps.checksum.ipv4 = Checksum::Tx;
+            caps.checksum.tcp = Checksum::Tx;
+            caps.checksum.udp = Checksum::Tx;
+            caps.checksum.icmpv4 = Checksum::Tx;
+        }
         caps
     }
 }
@@ -139,6 +260,9 @@ pub struct Lab {
     mtu: usize,
     /// Every frame that crosses the segment, with the virtual time, if asked for (`--pcap`).
     capture: Option<Box<dyn PcapSink>>,
+    retransmissions: RetransmissionCounter,
+    longest_silence: Duration,
+    verify_checksums: bool,
 }
 
 impl Default for Lab {
@@ -156,6 +280,9 @@ impl Lab {
             link: LinkStats::default(),
             mtu,
             capture: None,
+            retransmissions: RetransmissionCounter::default(),
+            longest_silence: Duration::ZERO,
+            verify_checksums: true,
         }
     }
 
@@ -164,6 +291,7 @@ impl Lab {
     pub fn add_node(&mut self, name: &str, cidr: IpCidr) -> NodeId {
         let id = self.members.len();
         let mut port = LabPort::new(self.mtu);
+        port.verify_checksums = self.verify_checksums;
         let mac = EthernetAddress([0x02, 0x00, 0x00, 0x00, 0x00, id as u8 + 1]);
         let seed = 0x5eed_0000 + id as u64 * 7919;
         let node = Node::new(name, &mut port, mac.into(), cidr, None, seed, self.clock);
@@ -180,9 +308,22 @@ impl Lab {
         self.members[id].faults = faults;
     }
 
+    /// Whether the nodes added from now on verify the IPv4, TCP, UDP and ICMP checksums of what they receive
+    /// (they do unless told otherwise; smoltcp reads it once, when the node's interface is made). Without
+    /// verification a corrupted packet is taken as it came: only for showing what the checksums catch.
+    pub fn set_checksum_verification(&mut self, verify: bool) {
+        self.verify_checksums = verify;
+    }
+
     /// What has crossed the segment so far.
     pub fn link_stats(&self) -> LinkStats {
         self.link
+    }
+
+    /// The longest the virtual clock has jumped at once so far: the longest time nothing moved on the segment
+    /// (a retransmission timeout, say).
+    pub fn longest_silence(&self) -> Duration {
+        self.longest_silence
     }
 
     /// Records every frame that crosses the segment from now on into `capture` (an Ethernet pcap, timed by the
@@ -207,9 +348,12 @@ impl Lab {
         let mut delivered = false;
         for from in 0..self.members.len() {
             let frames = std::mem::take(&mut self.members[from].port.outbox);
-            for frame in frames {
+            for mut frame in frames {
                 self.link.frames += 1;
                 self.link.bytes += frame.len() as u64;
+                if self.retransmissions.is_retransmission(&frame) {
+                    self.link.tcp_retransmissions += 1;
+                }
                 delivered = true;
                 let faults = &mut self.members[from].faults;
                 faults.sent = faults.sent.wrapping_add(1);
@@ -220,6 +364,9 @@ impl Lab {
                     faults.drop_next_outbound = faults.drop_next_outbound.saturating_sub(1);
                     self.link.dropped += 1;
                     continue;
+                }
+                if faults.maybe_corrupt(&mut frame) {
+                    self.link.corrupted += 1;
                 }
                 if let Some(capture) = self.capture.as_mut() {
                     capture.packet(self.clock, &frame);
@@ -284,6 +431,7 @@ impl Network for Lab {
         let next = earliest(next_timer, until).unwrap_or(clock + Duration::from_secs(1));
         // A timer already due that a poll did not clear must not stall the clock.
         self.clock = next.max(clock + Duration::from_micros(100));
+        self.longest_silence = self.longest_silence.max(self.clock - clock);
         Ok(())
     }
 }

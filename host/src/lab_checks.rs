@@ -25,6 +25,19 @@ pub const PORT: u16 = smoltalk_core::DEFAULT_PORT;
 /// TCP sockets in the server's pool.
 pub const SERVER_CONNECTIONS: usize = 4;
 
+/// The TCP receive buffer of the lab's nodes.
+pub const LAB_TCP_RECEIVE: usize = 64 * 1024;
+
+/// The TCP send buffer of the lab's nodes: half the peer's receive buffer, so that a sender's unacknowledged
+/// bytes can never fill the receiver's window. smoltcp 0.14 throws a segment away, ACK field and all, when its
+/// sequence number is outside the receive window; a pure ACK whose sequence number sits exactly at the right
+/// edge (the sender filled the window and its first segment was lost), any segment into a zero window unless it
+/// starts exactly at the next expected byte, and a retransmission of bytes already received are all thrown away
+/// so. With equal buffers, a lossy link between two smoltcp nodes loses ACKs that way until a whole
+/// retransmission timeout passes, again and again, and can deadlock (see `crate::soak`). With the receive
+/// buffer twice the send buffer the window never fills and never closes: every ACK is taken.
+pub const LAB_TCP_SEND: usize = 32 * 1024;
+
 /// The standard lab: a server node serving TCP and UDP uppercase on port 12000, and a client node.
 pub struct UppercaseLab {
     /// The network.
@@ -38,11 +51,25 @@ pub struct UppercaseLab {
 }
 
 impl UppercaseLab {
-    /// Builds the two nodes and starts the servers.
+    /// Builds the two nodes, with [`LAB_TCP_RECEIVE`] and [`LAB_TCP_SEND`] buffers, and starts the servers.
     pub fn new() -> Self {
-        let mut lab = Lab::default();
+        UppercaseLab::with_buffers(LAB_TCP_RECEIVE, Some(LAB_TCP_SEND))
+    }
+
+    /// Builds the two nodes with TCP receive buffers of `tcp` bytes and send buffers of `tcp_send` bytes
+    /// (default: `tcp`) on both nodes, and starts the servers.
+    pub fn with_buffers(tcp: usize, tcp_send: Option<usize>) -> Self {
+        UppercaseLab::in_lab(Lab::default(), tcp, tcp_send)
+    }
+
+    /// [`UppercaseLab::with_buffers`] on `lab`, an empty lab set up as the caller likes.
+    pub fn in_lab(mut lab: Lab, tcp: usize, tcp_send: Option<usize>) -> Self {
         let server = lab.add_node("server", IpCidr::new(SERVER_IP.into(), 24));
         let client = lab.add_node("client", IpCidr::new(CLIENT_IP.into(), 24));
+        for node in [server, client] {
+            lab.node(node).buffers.tcp = tcp;
+            lab.node(node).buffers.tcp_send = tcp_send;
+        }
         let servers = UppercaseServers::new(
             lab.node(server),
             PORT,

@@ -20,3 +20,4 @@ pub mod offload;
 pub mod proxy_kernel;
 pub mod proxy_smoltcp;
 pub mod proxy_threads;
+pub mod soak;

@@ -9,8 +9,11 @@ use smoltcp::wire::{HardwareAddress, IpCidr, Ipv4Address};
 /// Buffer sizes for the sockets a node creates.
 #[derive(Debug, Clone, Copy)]
 pub struct SocketBuffers {
-    /// TCP receive and send buffer, each.
+    /// TCP receive and send buffer, each (the send buffer: unless `tcp_send` says otherwise).
     pub tcp: usize,
+    /// TCP send buffer, if it differs from the receive buffer (see `crate::soak` for why a lossy link wants
+    /// it smaller than the peer's receive buffer).
+    pub tcp_send: Option<usize>,
     /// UDP payload buffer, each direction.
     pub udp_payload: usize,
     /// UDP datagrams queued, each direction.
@@ -21,6 +24,7 @@ impl Default for SocketBuffers {
     fn default() -> Self {
         SocketBuffers {
             tcp: 64 * 1024,
+            tcp_send: None,
             udp_payload: 64 * 1024,
             udp_packets: 64,
         }
@@ -74,9 +78,10 @@ impl Node {
     /// Adds a TCP socket with this node's buffer sizes.
     pub fn add_tcp_socket(&mut self) -> SocketHandle {
         let size = self.buffers.tcp;
+        let send = self.buffers.tcp_send.unwrap_or(size);
         let socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; size]),
-            tcp::SocketBuffer::new(vec![0; size]),
+            tcp::SocketBuffer::new(vec![0; send]),
         );
         self.sockets.add(socket)
     }

@@ -27,7 +27,7 @@ use crate::http::body::BodyTracker;
 use crate::http::request::Method;
 use crate::http::rewrite::{client_response, tunnel_established, upstream_request};
 use crate::http::{BodyFraming, HeadWriter, ProxyError, RequestHead, ResponseHead, MAX_HEADERS};
-use crate::tcp_server::{KEEP_ALIVE, PEER_TIMEOUT};
+use crate::tcp_server::{KEEP_ALIVE, PEER_TIMEOUT, SOCKET_TIMEOUT};
 
 use super::policy::ProxyPolicy;
 
@@ -456,7 +456,7 @@ impl<'a> ProxyConnection<'a> {
                 log::info!("cannot connect to {address}:{}: {e}", exchange.port);
                 ProxyError::OriginRefused
             })?;
-        upstream.set_timeout(Some(PEER_TIMEOUT));
+        upstream.set_timeout(Some(SOCKET_TIMEOUT));
         upstream.set_keep_alive(Some(KEEP_ALIVE));
         upstream.set_nagle_enabled(false);
         self.state = ConnectionState::Connecting;
@@ -898,7 +898,7 @@ impl<'a> ProxyConnection<'a> {
         port: u16,
     ) -> Result<(), tcp::ListenError> {
         let client = sockets.get_mut::<tcp::Socket>(self.client);
-        client.set_timeout(Some(PEER_TIMEOUT));
+        client.set_timeout(Some(SOCKET_TIMEOUT));
         client.set_keep_alive(Some(KEEP_ALIVE));
         // The proxy writes whole heads and body pieces; Nagle would hold a response's last short segment
         // until the client's delayed ACK (about 40 ms on Linux) for every response.

@@ -53,7 +53,7 @@ impl<'a> ProxyServer<'a> {
             // A refused client that never sends its FIN must not hold the refuser for ever.
             sockets
                 .get_mut::<tcp::Socket>(refuser)
-                .set_timeout(Some(crate::tcp_server::PEER_TIMEOUT));
+                .set_timeout(Some(crate::tcp_server::SOCKET_TIMEOUT));
             sockets
                 .get_mut::<tcp::Socket>(refuser)
                 .listen(port)
