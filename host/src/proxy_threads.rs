@@ -21,7 +21,7 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -165,32 +165,55 @@ fn v4_of(ip: IpAddr) -> Option<Ipv4Addr> {
 /// A refused client, answered by the refuser thread.
 type Refusal = (TcpStream, SocketAddr, ProxyError);
 
+/// How long a refused client may go on sending before its connection is closed (so that closing with unread
+/// bytes does not reset the connection and destroy the page before the client reads it).
+const REFUSAL_DRAIN: Duration = Duration::from_millis(500);
+
 fn spawn_refuser() -> Result<SyncSender<Refusal>, KernelError> {
-    let (tx, rx) = sync_channel::<Refusal>(256);
+    let (tx, rx) = sync_channel::<Refusal>(4096);
     std::thread::Builder::new()
         .name("refuser".into())
         .spawn(move || {
-            for (mut stream, peer, refusal) in rx {
-                log::info!(
-                    "From {} Refused {} {}",
-                    peer.ip(),
-                    refusal.status(),
-                    refusal.reason()
-                );
-                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-                let _ = send_error(&mut stream, refusal);
-                let _ = stream.shutdown(Shutdown::Write);
-                // Read what the client sent before closing: closing with unread bytes would reset the
-                // connection and could destroy the page before the client reads it.
-                let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-                let mut sink = [0u8; 4096];
-                let mut left = 64 * 1024;
-                while let Ok(n @ 1..) = stream.read(&mut sink) {
-                    left -= n.min(left);
-                    if left == 0 {
-                        break;
+            // Answered clients whose bytes are still read and thrown away, each until its end or its deadline:
+            // none of them holds up the next refusal.
+            let mut draining: Vec<(TcpStream, Instant)> = Vec::new();
+            let mut sink = [0u8; 4096];
+            loop {
+                let wait = match draining.is_empty() {
+                    true => Duration::from_secs(3600),
+                    false => Duration::from_millis(10),
+                };
+                match rx.recv_timeout(wait) {
+                    Ok((mut stream, peer, refusal)) => {
+                        log::info!(
+                            "From {} Refused {} {}",
+                            peer.ip(),
+                            refusal.status(),
+                            refusal.reason()
+                        );
+                        let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+                        let _ = send_error(&mut stream, refusal);
+                        let _ = stream.shutdown(Shutdown::Write);
+                        if stream.set_nonblocking(true).is_ok() {
+                            draining.push((stream, Instant::now() + REFUSAL_DRAIN));
+                        }
                     }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
+                let now = Instant::now();
+                draining.retain_mut(|(stream, deadline)| {
+                    loop {
+                        match stream.read(&mut sink) {
+                            Ok(0) => return false,
+                            Ok(_) => {}
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(_) => return false,
+                        }
+                    }
+                    now < *deadline
+                });
             }
         })
         .map_err(|e| KernelError(format!("cannot start the refuser thread: {e}")))?;
