@@ -360,30 +360,55 @@ fn slowloris(test: &str, design: &[&str]) {
     ignore = "needs root, ip, python3, curl and openssl (a network namespace with only loopback)"
 )]
 fn over_the_connection_cap_is_503_at_once_and_transfers_in_progress_go_on() {
+    over_the_cap(
+        "over_the_connection_cap_is_503_at_once_and_transfers_in_progress_go_on",
+        &[],
+    );
+}
+
+#[test]
+#[cfg_attr(
+    any(smoltalk_no_netns, smoltalk_no_curl),
+    ignore = "needs root, ip, python3, curl and openssl (a network namespace with only loopback)"
+)]
+fn the_thread_per_client_design_also_answers_503_over_the_cap() {
+    over_the_cap(
+        "the_thread_per_client_design_also_answers_503_over_the_cap",
+        &["--thread-per-client"],
+    );
+}
+
+/// 100 clients fill the cap of the proxy started with `design` (its options), one of them in the middle of a
+/// 1 MiB upload; 1,000 more at once each get 503 and are closed, and the upload goes on byte-exact.
+fn over_the_cap(test: &str, design: &[&str]) {
     const CAP: usize = 100;
     const EXTRA: usize = 1000;
-    let Some(isolated) =
-        Isolated::new("over_the_connection_cap_is_503_at_once_and_transfers_in_progress_go_on")
-    else {
+    let Some(isolated) = Isolated::new(test) else {
         return;
     };
     raise_fd_limit();
     let (_origin, origin_port) = isolated.origin();
-    let proxy = isolated.proxy(&["--max-connections", "100", "--timeout", "30"]);
+    let mut args = vec!["--max-connections", "100", "--timeout", "30"];
+    args.extend_from_slice(design);
+    let proxy = isolated.proxy(&args);
     let pid = proxy.server.child.id();
 
-    // One transfer in progress (1 MiB, read only partly for now) and CAP - 1 idle clients fill the cap.
+    // One upload in progress (half of a 1 MiB body sent, so it cannot finish while the rest waits) and CAP - 1
+    // idle clients fill the cap.
+    let body = big_body();
     let mut transfer = proxy.connect();
     transfer
-        .write_all(
-            format!("GET http://127.0.0.1:{origin_port}/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .expect("send");
-    let mut first = vec![0u8; 64 * 1024];
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let head = format!(
+        "POST http://127.0.0.1:{origin_port}/echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    transfer.write_all(head.as_bytes()).expect("send");
     transfer
-        .read_exact(&mut first)
-        .expect("the start of the transfer");
+        .write_all(&body[..body.len() / 2])
+        .expect("the first half of the upload");
     let held = open_connections(&isolated.net, proxy.addr(), CAP - 1);
 
     // 1,000 more clients at once: each is answered 503 and closed, long before any timeout.
@@ -394,8 +419,10 @@ fn over_the_connection_cap_is_503_at_once_and_transfers_in_progress_go_on() {
     while received.iter().any(|r| !r.ended) {
         assert!(
             started.elapsed() < Duration::from_secs(25),
-            "{} clients over the cap were not answered before the proxy's 30 s timeout",
-            received.iter().filter(|r| !r.ended).count()
+            "{} clients over the cap were not answered before the proxy's 30 s timeout: {:?}; log: {}",
+            received.iter().filter(|r| !r.ended).count(),
+            received.iter().enumerate().filter(|(_, r)| !r.ended).map(|(i, r)| (i, r.bytes.len())).collect::<Vec<_>>(),
+            proxy.log().lines().filter(|l| !l.contains("Refused")).collect::<Vec<_>>().join("\n")
         );
         for (stream, got) in extra.iter_mut().zip(&mut received) {
             read_available(stream, got);
@@ -416,15 +443,17 @@ fn over_the_connection_cap_is_503_at_once_and_transfers_in_progress_go_on() {
         assert_error_page(&got.bytes, "503 Service Unavailable");
     }
 
-    // The transfer in progress goes on, byte-exact; the held connections are untouched.
-    let mut rest = Vec::new();
+    // The upload in progress goes on, and its echo comes back byte-exact; the held connections are untouched.
     transfer
-        .read_to_end(&mut rest)
-        .expect("the rest of the transfer");
-    first.extend_from_slice(&rest);
-    let (head, body) = split_head(&first);
+        .write_all(&body[body.len() / 2..])
+        .expect("the second half of the upload");
+    let mut echoed = Vec::new();
+    transfer
+        .read_to_end(&mut echoed)
+        .expect("the echo of the upload");
+    let (head, echo) = split_head(&echoed);
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    assert!(body == big_body(), "the transfer in progress was damaged");
+    assert!(echo == body, "the upload in progress was damaged");
     let mut probe = [0u8; 1];
     for stream in &held {
         let mut stream = stream;
@@ -435,7 +464,7 @@ fn over_the_connection_cap_is_503_at_once_and_transfers_in_progress_go_on() {
     }
     let _ = writeln!(
         std::io::stderr(),
-        "cap: {CAP} held, {EXTRA} more refused with 503 (median {:?}, slowest {:?} after they connected); proxy RSS \
+        "cap {design:?}: {CAP} held, {EXTRA} more refused with 503 (median {:?}, slowest {:?} after they connected); proxy RSS \
          with {} connections {rss} KiB",
         waits[waits.len() / 2],
         waits[waits.len() - 1],

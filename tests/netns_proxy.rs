@@ -486,19 +486,22 @@ fn a_full_pool_refuses_a_thousand_clients_without_stalling_and_idle_ones_get_408
     let proxy = lab.proxy(&["--max-connections", "4", "--timeout", "10"]);
     let pid = proxy.server.child.id();
 
-    // One transfer in progress (1 MiB, read only partly for now) and POOL - 1 idle clients fill the pool.
+    // One upload in progress (half of a 1 MiB body sent, so it cannot finish while the rest waits) and POOL - 1
+    // idle clients fill the pool.
+    let body = big_body();
     let mut transfer = proxy.connect();
     transfer
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let request = format!(
-        "GET http://{KERNEL_HOST}:{origin_port}/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    let head = format!(
+        "POST http://{KERNEL_HOST}:{origin_port}/echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
     );
-    transfer.write_all(request.as_bytes()).expect("send");
-    let mut first = vec![0u8; 64 * 1024];
+    transfer.write_all(head.as_bytes()).expect("send");
     transfer
-        .read_exact(&mut first)
-        .expect("the start of the transfer");
+        .write_all(&body[..body.len() / 2])
+        .expect("the first half of the upload");
     let opened = Instant::now();
     let mut idle: Vec<_> = (1..POOL).map(|_| proxy.connect()).collect();
     for stream in &idle {
@@ -555,15 +558,17 @@ fn a_full_pool_refuses_a_thousand_clients_without_stalling_and_idle_ones_get_408
     );
     let rss_after = rss_kib(pid);
 
-    // The transfer in progress goes on, byte-exact.
-    let mut rest = Vec::new();
+    // The upload in progress goes on, and its echo comes back byte-exact.
     transfer
-        .read_to_end(&mut rest)
-        .expect("the rest of the transfer");
-    first.extend_from_slice(&rest);
-    let (head, body) = split_head(&first);
+        .write_all(&body[body.len() / 2..])
+        .expect("the second half of the upload");
+    let mut echoed = Vec::new();
+    transfer
+        .read_to_end(&mut echoed)
+        .expect("the echo of the upload");
+    let (head, echo) = split_head(&echoed);
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    assert!(body == big_body(), "the transfer in progress was damaged");
+    assert!(echo == body, "the upload in progress was damaged");
 
     // The idle clients, which never sent a request, get 408 at the timeout and are closed.
     let mut idle_received: Vec<Received> = idle.iter().map(|_| Received::default()).collect();
