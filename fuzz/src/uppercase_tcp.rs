@@ -425,15 +425,15 @@ impl Harness {
                 _ => {}
             }
             // A keep-alive probe is one garbage octet (smoltcp sends a zero) just before the next sequence number
-            // (RFC 9293 §3.8.4): at one already sent, the SYN's included, or just before one the client
-            // acknowledged (smoltcp takes an acknowledgement of bytes it has queued but not sent yet, and skips
-            // them: only a peer that lies about what it received loses anything).
+            // (RFC 9293 §3.8.4): at one already sent (the SYN's and the FIN's included), or just before one the
+            // client acknowledged (smoltcp takes an acknowledgement of bytes it has queued but not sent yet, and
+            // skips them: only a peer that lies about what it received loses anything).
             let probe = repr.payload == [0]
                 && (self.acks.contains(&(c, seq.wrapping_add(1)))
                     || self.connections.iter().any(|k| {
                         k.client == c
                             && seq.wrapping_sub(k.server_isn) as i32 >= 0
-                            && k.sent_end.wrapping_sub(seq.wrapping_add(1)) as i32 >= 0
+                            && k.sent_end.wrapping_sub(seq) as i32 >= 0
                     }));
             if !repr.payload.is_empty() && !self.tainted && !probe {
                 self.check_echo(c, seq.wrapping_add(u32::from(syn)), repr.payload);
