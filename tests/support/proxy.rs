@@ -161,13 +161,16 @@ pub enum Net {
     Loopback,
     /// Inside the network namespace of this name: origins listen on 10.0.2.2, the kernel's side of its device.
     Namespace(String),
+    /// Inside the network namespace of this name, on its loopback only: origins listen on 127.0.0.1 (the
+    /// kernel-stack proxy, kept away from the machine's own network).
+    NamespaceLoopback(String),
 }
 
 impl Net {
     /// The address origins listen on.
     pub fn origin_host(&self) -> &'static str {
         match self {
-            Net::Loopback => "127.0.0.1",
+            Net::Loopback | Net::NamespaceLoopback(_) => "127.0.0.1",
             Net::Namespace(_) => "10.0.2.2",
         }
     }
@@ -176,7 +179,7 @@ impl Net {
     /// (`From …`, `To …`).
     pub fn client_host(&self) -> &'static str {
         match self {
-            Net::Loopback => "127.0.0.1",
+            Net::Loopback | Net::NamespaceLoopback(_) => "127.0.0.1",
             Net::Namespace(_) => "10.0.2.2",
         }
     }
@@ -185,7 +188,7 @@ impl Net {
     pub fn command(&self, program: &str, args: &[&str]) -> Command {
         let mut cmd = match self {
             Net::Loopback => Command::new(program),
-            Net::Namespace(name) => {
+            Net::Namespace(name) | Net::NamespaceLoopback(name) => {
                 let mut cmd = Command::new("ip");
                 cmd.args(["netns", "exec", name, program]);
                 cmd
@@ -204,7 +207,7 @@ impl Net {
                 return TcpStream::connect_timeout(&addr, Duration::from_secs(10))
                     .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
             }
-            Net::Namespace(name) => name.clone(),
+            Net::Namespace(name) | Net::NamespaceLoopback(name) => name.clone(),
         };
         std::thread::spawn(move || {
             let path = format!("/var/run/netns/{name}");
