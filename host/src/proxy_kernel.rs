@@ -583,12 +583,10 @@ impl Connection {
                     let line = self.request.as_ref().map_or("-", |r| r.line.as_str());
                     log::info!("{} Peer reset {line} ({why})", self.peer.ip());
                     if self.stage == Stage::Exchanging {
-                        // A broken exchange ends with a reset both ways, as on smoltcp: a FIN would tell the
-                        // client a body delimited by the close is whole, and the origin that an upload ended.
+                        // A broken exchange ends with a reset to the client, as on smoltcp: a FIN would tell it
+                        // that a response delimited by the close is whole. The origin gets a FIN (a request
+                        // body never ends at the close, so it knows an upload was cut short).
                         reset_on_close(&self.client);
-                        if let Some(upstream) = &self.upstream {
-                            reset_on_close(&upstream.stream);
-                        }
                     }
                     return false;
                 }

@@ -504,10 +504,14 @@ impl<'a> ProxyConnection<'a> {
         let mut moved = false;
         if sockets.get_mut::<tcp::Socket>(self.client).state() == tcp::State::Closed {
             // The client reset the connection (or stopped answering): neither its request nor the response can
-            // be completed. The origin connection is reset too, so the origin knows.
+            // be completed.
             let line = self.exchange.as_ref().map_or("-", |e| e.line.as_str());
             log::info!("{} Peer reset {line} (client reset)", self.client_ip);
-            return Ok(self.abort_both(sockets, shared));
+            let started = self.exchange.as_ref().is_some_and(|e| e.response_started);
+            return Ok(match started {
+                true => self.abort_both(sockets, shared),
+                false => self.abort_client_close_origin(sockets, shared),
+            });
         }
         let head_sent = self.out_sent == self.out_len;
         // The request head first, then its body; the response may start before the body is done.
@@ -536,7 +540,7 @@ impl<'a> ProxyConnection<'a> {
                     self.client_ip,
                     exchange.line
                 );
-                return Ok(self.abort_both(sockets, shared));
+                return Ok(self.abort_client_close_origin(sockets, shared));
             }
         }
         match phase {
@@ -866,6 +870,24 @@ impl<'a> ProxyConnection<'a> {
         true
     }
 
+    /// The client broke off its request before any response byte: the client connection is reset, and the
+    /// origin's is closed with a FIN behind the body bytes already queued. A request body never ends at the
+    /// close, so the short body tells the origin the upload failed; and a FIN is sent again until it is
+    /// acknowledged, where a lone reset lost on the way would leave the origin waiting for the rest.
+    fn abort_client_close_origin(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        shared: &mut Shared<'_, '_>,
+    ) -> bool {
+        self.exchange = None;
+        self.kept_origin = None;
+        sockets.get_mut::<tcp::Socket>(self.upstream).close();
+        sockets.get_mut::<tcp::Socket>(self.client).abort();
+        self.state = ConnectionState::Closing;
+        self.deadline = shared.now + RESET_GRACE;
+        true
+    }
+
     /// The end of a tunnel: sockets still closing gracefully are left to finish; the rest are aborted.
     fn abort_both_unless_closing(
         &mut self,
@@ -888,10 +910,19 @@ impl<'a> ProxyConnection<'a> {
 
     /// Puts the client socket back into `Listen` on the proxy's port.
     fn listen_again(&mut self, sockets: &mut SocketSet<'_>) -> bool {
-        // An origin connection is never handed from one client to the next.
+        // An origin connection is never handed from one client to the next. One this proxy closed is left to
+        // finish its close (the next connect on this slot aborts it if it has not by then).
         self.kept_origin = None;
         let upstream = sockets.get_mut::<tcp::Socket>(self.upstream);
-        if upstream.is_open() {
+        let closing = matches!(
+            upstream.state(),
+            tcp::State::FinWait1
+                | tcp::State::FinWait2
+                | tcp::State::Closing
+                | tcp::State::LastAck
+                | tcp::State::TimeWait
+        );
+        if upstream.is_open() && !closing {
             upstream.abort();
         }
         let client = sockets.get_mut::<tcp::Socket>(self.client);
