@@ -18,6 +18,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use smoltalk::netns::Namespace;
@@ -30,7 +31,7 @@ use support::*;
 ///   EV is set, a reset (`SO_LINGER` 0).
 /// - `/reset-now`: reads the request head, then resets without a byte of response.
 /// - `/hold/EV`: 1 MiB ([`big_body`]) with `Content-Length`, its first [`HALF`] bytes at once and the rest once
-///   event EV is set.
+///   event EV is set; the connection stays open until the proxy closes it.
 /// - `/upload/EV` (POST with `Content-Length`): reads the body, waiting for event EV before it starts (`-`:
 ///   no wait), until the whole length, its end of stream or a reset; records
 ///   `upload /upload/EV got N of LEN: complete|eof|reset` and its progress so far.
@@ -97,6 +98,13 @@ def serve(c):
         event(path[len('/hold/'):]).wait(60)
         c.sendall(BIG[HALF:])
         record('hold sent')
+        # The proxy closes first (smoltcp 0.14 may drop the last bytes of a segment that carries a FIN when they
+        # reach past its receive window, and take the FIN: that is not the fault under test here).
+        try:
+            while c.recv(65536):
+                pass
+        except OSError:
+            pass
         return c.close()
     if path.startswith('/upload/'):
         length = int(headers.get('content-length', '0'))
@@ -201,6 +209,10 @@ impl Setup {
                     "--max-connections",
                     max_connections,
                 ];
+                let extra = std::env::var("FAULTS_EXTRA").unwrap_or_default();
+                let extra = extra.replace("NS", ns.name());
+                let mut args: Vec<&str> = args.to_vec();
+                args.extend(extra.split_whitespace());
                 Proxy::start(ns.command(smoltalk, &args), "10.0.2.15", net)
             }
         };
@@ -559,11 +571,11 @@ fn client_vanishes_mid_upload(stack: Stack, test: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
     reset(uploader);
-    // The proxy closes the origin connection: the origin sees its end (or a reset), not a whole body.
+    // The proxy closes the origin connection with a FIN: the origin sees its end, not a whole body.
     let record = setup.wait_record("upload /upload/- ");
     let (got, length, how) = upload_record(&record);
     assert_eq!((got, length), (part.len(), 1_000_000), "{record}");
-    assert!(how == "eof" || how == "reset", "{record}");
+    assert_eq!(how, "eof", "{record}");
     setup.proxy.wait_log(&[&format!(
         "{client} Peer reset POST {} HTTP/1.1 (client reset)",
         setup.url("/upload/-")
@@ -603,7 +615,7 @@ fn client_vanishes_mid_upload(stack: Stack, test: &str) {
     let record = setup.wait_record("upload /upload/drain ");
     let (got, _, how) = upload_record(&record);
     assert!(got <= sent, "{record}: more than the {sent} bytes sent");
-    assert!(how == "eof" || how == "reset", "{record}");
+    assert_eq!(how, "eof", "{record}");
 
     // 3. A client that closes (FIN) in the middle of its body: the body can never be whole.
     let mut uploader = setup.proxy.connect();
@@ -616,7 +628,7 @@ fn client_vanishes_mid_upload(stack: Stack, test: &str) {
     let (got, _, how) = upload_record(&record);
     // (The proxy may drop what it had not passed on yet: the body is broken either way.)
     assert!(got <= part.len(), "{record}");
-    assert!(how == "eof" || how == "reset", "{record}");
+    assert_eq!(how, "eof", "{record}");
     setup.proxy.wait_log(&[&format!(
         "{client} Peer reset POST {} HTTP/1.1 (client closed mid-body)",
         setup.url("/upload/-/fin")
@@ -671,24 +683,45 @@ fn smoltcp_proxy_client_vanishes_mid_upload() {
 struct OnDevice {
     child: Child,
     what: String,
+    /// What it has printed on stderr so far.
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl OnDevice {
-    /// Starts `smoltalk ARGS --stack MODE --dev st0` in `ns` and waits until it has the device open (the
-    /// device's carrier comes up when a program attaches to it).
+    /// Starts `smoltalk ARGS --stack MODE --dev st0` in `ns` and waits until it has opened the device (it logs
+    /// `smoltcp on MODE device st0, …` once it has).
     fn start(ns: &Namespace, mode: &str, args: &[&str]) -> OnDevice {
         let mut all = args.to_vec();
         all.extend(["--stack", mode, "--dev", "st0"]);
         let what = format!("smoltalk {}", all.join(" "));
         let mut cmd = ns.command(env!("CARGO_BIN_EXE_smoltalk"), &all);
         // A client reads its messages from standard input: kept open (and empty), it waits for more.
-        cmd.stdin(Stdio::piped())
+        cmd.env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
-        let mut program = OnDevice { child, what };
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
+        let mut stderr = child.stderr.take().expect("piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut program = OnDevice {
+            child,
+            what,
+            log,
+            reader: Some(reader),
+        };
+        let opened = format!("smoltcp on {mode} device st0, ");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !carrier(ns) {
+        while !program.log.lock().unwrap().contains(&opened) {
             if let Ok(Some(status)) = program.child.try_wait() {
                 let stderr = program.stderr();
                 panic!(
@@ -701,18 +734,19 @@ impl OnDevice {
                 "{} never opened st0",
                 program.what
             );
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(10));
         }
         program
     }
 
-    /// What it printed on stderr (once it has exited).
+    /// What it printed on stderr (all of it, once it has exited).
     fn stderr(&mut self) -> String {
-        let mut text = String::new();
-        if let Some(mut err) = self.child.stderr.take() {
-            let _ = err.read_to_string(&mut text);
+        if self.child.try_wait().is_ok_and(|s| s.is_some()) {
+            if let Some(reader) = self.reader.take() {
+                let _ = reader.join();
+            }
         }
-        text
+        self.log.lock().unwrap().clone()
     }
 
     /// CPU time (user + system) used so far, from /proc.
@@ -781,14 +815,6 @@ impl Drop for OnDevice {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Whether device `st0` in `ns` has its carrier up (a program has it open).
-fn carrier(ns: &Namespace) -> bool {
-    ns.command("cat", &["/sys/class/net/st0/carrier"])
-        .stderr(Stdio::null())
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "1")
 }
 
 /// Runs each smoltcp command on a `mode` device, deletes the device under it, and checks it reports that and
