@@ -209,10 +209,6 @@ impl Setup {
                     "--max-connections",
                     max_connections,
                 ];
-                let extra = std::env::var("FAULTS_EXTRA").unwrap_or_default();
-                let extra = extra.replace("NS", ns.name());
-                let mut args: Vec<&str> = args.to_vec();
-                args.extend(extra.split_whitespace());
                 Proxy::start(ns.command(smoltalk, &args), "10.0.2.15", net)
             }
         };
