@@ -549,7 +549,7 @@ fn client_vanishes_mid_upload(stack: Stack, test: &str) {
     let client = setup.proxy.net.client_host();
     let other = Holding::start(&setup, "release2");
 
-    // 1. The origin reads as the body comes; the client sends 100,000 of 1,000,000 bytes and resets.
+    // 1. The origin reads as the body comes; the client sends 102,400 of 1,000,000 bytes and resets.
     let mut uploader = setup.proxy.connect();
     uploader
         .write_all(&post_head(&setup, "/upload/-", 1_000_000))
