@@ -588,6 +588,12 @@ impl Connection {
                 Err(Failure::Close(why)) => {
                     let line = self.request.as_ref().map_or("-", |r| r.line.as_str());
                     log::info!("{} Peer reset {line} ({why})", self.peer.ip());
+                    if self.stage == Stage::Exchanging {
+                        // A broken exchange ends with a reset to the client, as on smoltcp: a FIN would tell it
+                        // that a response delimited by the close is whole. The origin gets a FIN (a request
+                        // body never ends at the close, so it knows an upload was cut short).
+                        reset_on_close(&self.client);
+                    }
                     return false;
                 }
             }
@@ -863,6 +869,10 @@ impl Connection {
         }
         if moved {
             self.deadline = ctx.now + ctx.rules.timeout;
+        } else if let Ok(Some(_)) = self.client.take_error() {
+            // The client reset while the proxy was not reading it (the origin takes the body slower than it
+            // comes): nothing else would notice until the timeout.
+            return Err(Failure::Close("client reset"));
         } else if ctx.now >= self.deadline {
             return match self.response_started {
                 false => Err(ProxyError::OriginTimeout.into()),
@@ -1289,6 +1299,25 @@ pub(crate) fn is_proxy_itself(addr: SocketAddr, own: SocketAddr) -> bool {
     }
     // Bound to every address: an address is this machine's if a socket can be bound to it.
     own_ip.is_unspecified() && std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+/// Makes closing `stream` send a reset (`SO_LINGER` 0) rather than a FIN.
+fn reset_on_close(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads `linger`, which lives across the call, on a socket we own.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
 }
 
 /// Whether a kept origin connection is still open and silent (an origin that closed it while it idled, or

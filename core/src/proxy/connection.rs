@@ -37,6 +37,10 @@ pub const TUNNEL_IDLE: Duration = Duration::from_secs(300);
 /// The longest request line kept for logs (longer ones are cut).
 const LOG_LINE: usize = 160;
 
+/// How long an aborted client socket may wait for its reset to go out before it listens again anyway
+/// (listening forgets the connection, and a reset not yet sent with it: the client would wait in vain).
+const RESET_GRACE: Duration = Duration::from_secs(1);
+
 /// Where a proxy connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionState {
@@ -236,7 +240,7 @@ impl<'a> ProxyConnection<'a> {
             let step = match step {
                 Ok(moved) => moved,
                 Err(error) => {
-                    self.answer(sockets, error);
+                    self.answer(sockets, error, shared.now);
                     true
                 }
             };
@@ -507,6 +511,17 @@ impl<'a> ProxyConnection<'a> {
             return Ok(false);
         };
         let mut moved = false;
+        if sockets.get_mut::<tcp::Socket>(self.client).state() == tcp::State::Closed {
+            // The client reset the connection (or stopped answering): neither its request nor the response can
+            // be completed.
+            let line = self.exchange.as_ref().map_or("-", |e| e.line.as_str());
+            log::info!("{} Peer reset {line} (client reset)", self.client_ip);
+            let started = self.exchange.as_ref().is_some_and(|e| e.response_started);
+            return Ok(match started {
+                true => self.abort_both(sockets, shared),
+                false => self.abort_client_close_origin(sockets, shared),
+            });
+        }
         let head_sent = self.out_sent == self.out_len;
         // The request head first, then its body; the response may start before the body is done.
         if phase == ResponsePhase::Head && !head_sent {
@@ -529,8 +544,12 @@ impl<'a> ProxyConnection<'a> {
             if !exchange.request_body.is_done()
                 && finished_sending(sockets.get_mut::<tcp::Socket>(self.client))
             {
-                log::info!("{} Peer reset {}", self.client_ip, exchange.line);
-                return Ok(self.abort_both(sockets, shared));
+                log::info!(
+                    "{} Peer reset {} (client closed mid-body)",
+                    self.client_ip,
+                    exchange.line
+                );
+                return Ok(self.abort_client_close_origin(sockets, shared));
             }
         }
         match phase {
@@ -652,7 +671,11 @@ impl<'a> ProxyConnection<'a> {
                 exchange.keep_alive = false;
             } else if origin_done {
                 let origin = exchange.origin.unwrap_or(Ipv4Address::UNSPECIFIED);
-                log::info!("{} Peer reset {}", origin, exchange.line);
+                let why = match sockets.get_mut::<tcp::Socket>(upstream).state() {
+                    tcp::State::Closed => "origin reset mid-response",
+                    _ => "origin closed mid-response",
+                };
+                log::info!("{} Peer reset {} ({why})", origin, exchange.line);
                 return Ok(self.abort_both(sockets, shared));
             } else {
                 return Ok(moved);
@@ -755,6 +778,7 @@ impl<'a> ProxyConnection<'a> {
         if shared.now >= self.deadline {
             client.abort();
             self.state = ConnectionState::Closing;
+            self.deadline = shared.now + RESET_GRACE;
             return Ok(true);
         }
         Ok(moved)
@@ -769,6 +793,13 @@ impl<'a> ProxyConnection<'a> {
         // Unread bytes are dropped, so the client's FIN (and anything it still sends) is acknowledged.
         while let Ok(1..) = client.recv(|b| (b.len(), b.len())) {}
         match client.state() {
+            // Aborted, and the reset not sent yet (smoltcp sends it on the next egress; listening now would
+            // forget it, and the client would never learn that its connection is gone).
+            tcp::State::Closed
+                if client.remote_endpoint().is_some() && shared.now < self.deadline =>
+            {
+                Ok(false)
+            }
             // Our FIN is acknowledged: TIME-WAIT protects nothing a listening socket needs, so skip its 10 s.
             tcp::State::Closed | tcp::State::TimeWait => Ok(self.listen_again(sockets)),
             _ if shared.now >= self.deadline && self.deadline != Instant::ZERO => {
@@ -781,7 +812,7 @@ impl<'a> ProxyConnection<'a> {
 
     /// Answers `error` with its page if no response byte went out yet, else aborts; either way the connection
     /// closes afterwards.
-    fn answer(&mut self, sockets: &mut SocketSet<'_>, error: ProxyError) {
+    fn answer(&mut self, sockets: &mut SocketSet<'_>, error: ProxyError, now: Instant) {
         self.stats.errors += 1;
         let line = self.exchange.as_ref().map_or("-", |e| e.line.as_str());
         if error == ProxyError::ClientNotAllowed {
@@ -810,6 +841,7 @@ impl<'a> ProxyConnection<'a> {
         if started || !client.may_send() {
             client.abort();
             self.state = ConnectionState::Closing;
+            self.deadline = now + RESET_GRACE;
             return;
         }
         let mut out = HeadWriter::new(self.buffers.out);
@@ -843,7 +875,25 @@ impl<'a> ProxyConnection<'a> {
         sockets.get_mut::<tcp::Socket>(self.upstream).abort();
         sockets.get_mut::<tcp::Socket>(self.client).abort();
         self.state = ConnectionState::Closing;
-        self.deadline = shared.now;
+        self.deadline = shared.now + RESET_GRACE;
+        true
+    }
+
+    /// The client broke off its request before any response byte: the client connection is reset, and the
+    /// origin's is closed with a FIN behind the body bytes already queued. A request body never ends at the
+    /// close, so the short body tells the origin the upload failed; and a FIN is sent again until it is
+    /// acknowledged, where a lone reset lost on the way would leave the origin waiting for the rest.
+    fn abort_client_close_origin(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        shared: &mut Shared<'_, '_>,
+    ) -> bool {
+        self.exchange = None;
+        self.kept_origin = None;
+        sockets.get_mut::<tcp::Socket>(self.upstream).close();
+        sockets.get_mut::<tcp::Socket>(self.client).abort();
+        self.state = ConnectionState::Closing;
+        self.deadline = shared.now + RESET_GRACE;
         true
     }
 
@@ -869,10 +919,19 @@ impl<'a> ProxyConnection<'a> {
 
     /// Puts the client socket back into `Listen` on the proxy's port.
     fn listen_again(&mut self, sockets: &mut SocketSet<'_>) -> bool {
-        // An origin connection is never handed from one client to the next.
+        // An origin connection is never handed from one client to the next. One this proxy closed is left to
+        // finish its close (the next connect on this slot aborts it if it has not by then).
         self.kept_origin = None;
         let upstream = sockets.get_mut::<tcp::Socket>(self.upstream);
-        if upstream.is_open() {
+        let closing = matches!(
+            upstream.state(),
+            tcp::State::FinWait1
+                | tcp::State::FinWait2
+                | tcp::State::Closing
+                | tcp::State::LastAck
+                | tcp::State::TimeWait
+        );
+        if upstream.is_open() && !closing {
             upstream.abort();
         }
         let client = sockets.get_mut::<tcp::Socket>(self.client);
