@@ -14,11 +14,13 @@
 //!   server's segments leave from its address, and no TCP payload it sends holds a lower-case letter;
 //! - every byte of payload the server sends back on a connection is the uppercase of the byte the client sent
 //!   at the same position of its stream (each client's bytes are fixed per sequence number, so retransmissions
-//!   agree, and the server's connections are found from its SYN-ACKs); skipped only once a raw packet might
-//!   have been a TCP segment to the server's port;
+//!   agree, and the server's connections are found from its SYN-ACKs); keep-alive probes (one zero octet at a
+//!   position already sent) are not echoes; the checks on the server's segments are skipped once a raw packet
+//!   might have been a TCP segment to the server's port;
 //! - after the input, with the clients silent, every slot is listening again within ten minutes of virtual time
-//!   (a peer that stops answering cannot hold a slot forever), and the interface never asks to be polled
-//!   again without time passing more than a bounded number of times (no busy loop).
+//!   (a peer that stops answering cannot hold a slot forever: the server's socket timeout is four minutes), and
+//!   the interface never asks to be polled again without time passing more than a bounded number of times (no
+//!   busy loop).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -411,6 +413,15 @@ impl Harness {
                 .wrapping_add(u32::from(syn))
                 .wrapping_add(repr.payload.len() as u32)
                 .wrapping_add(u32::from(repr.control == TcpControl::Fin));
+            // Where the server took the client's FIN: smoltcp 0.14 takes a FIN even when the segment's data runs
+            // past its receive window, just after the data it kept (RFC 9293 would drop the FIN with the data
+            // it did not keep), so it can lie before the FIN the client sent.
+            if let Some(ack) = repr.ack_number {
+                let fin = (c, (ack.0 as u32).wrapping_sub(1));
+                if !self.fins.contains(&fin) && self.took_fin(c) {
+                    self.fins.push(fin);
+                }
+            }
             let client = &mut self.clients[c];
             match client.rcv_nxt {
                 _ if syn => client.rcv_nxt = Some(end),
@@ -523,6 +534,26 @@ impl Harness {
             DRAIN.secs(),
             self.states()
         );
+    }
+
+    /// Whether a server socket connected to client `c` has taken its FIN.
+    fn took_fin(&self, c: usize) -> bool {
+        let (addr, port) = CLIENTS[c];
+        self.sockets.iter().any(|(_, socket)| match socket {
+            smoltcp::socket::Socket::Tcp(s) => {
+                s.remote_endpoint()
+                    .is_some_and(|e| e.addr == IpAddress::Ipv4(addr) && e.port == port)
+                    && matches!(
+                        s.state(),
+                        tcp::State::CloseWait
+                            | tcp::State::LastAck
+                            | tcp::State::Closing
+                            | tcp::State::TimeWait
+                    )
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
+        })
     }
 
     fn states(&self) -> Vec<(SlotState, tcp::State)> {
