@@ -698,17 +698,7 @@ impl OnDevice {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
-        let mut stderr = child.stderr.take().expect("piped");
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&log);
-        let reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = stderr.read(&mut buf) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let (log, reader) = collect(child.stderr.take().expect("piped"));
         let mut program = OnDevice {
             child,
             what,

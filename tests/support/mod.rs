@@ -155,22 +155,6 @@ pub fn temp_file(name: &str, data: &[u8]) -> std::path::PathBuf {
     path
 }
 
-/// Raises this process's soft limit on open files to its hard limit, for tests that hold a thousand sockets.
-pub fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct given.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
 /// The resident memory of process `pid`, in KiB (`VmRSS` in `/proc/PID/status`).
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -213,4 +197,25 @@ pub fn read_available(stream: &mut std::net::TcpStream, into: &mut Received) {
         }
     }
     into.ended_at.get_or_insert_with(std::time::Instant::now);
+}
+
+/// Collects what `from` (a child's piped output) writes into a string, on a thread of its own, as it comes; the
+/// thread ends when the child closes it.
+pub fn collect(
+    mut from: impl Read + Send + 'static,
+) -> (
+    std::sync::Arc<std::sync::Mutex<String>>,
+    std::thread::JoinHandle<()>,
+) {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = std::sync::Arc::clone(&text);
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    (text, reader)
 }

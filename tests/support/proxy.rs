@@ -243,21 +243,12 @@ impl Proxy {
     pub fn start(mut cmd: Command, host: &str, net: Net) -> Proxy {
         cmd.env_remove("RUST_LOG");
         let (mut server, port) = start_server(cmd, "smoltalk proxy");
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut stderr = server
+        let stderr = server
             .child
             .stderr
             .take()
             .expect("the proxy's stderr is piped");
-        let sink = Arc::clone(&log);
-        let reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = stderr.read(&mut buf) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
+        let (log, reader) = collect(stderr);
         Proxy {
             server,
             host: host.to_owned(),
