@@ -238,7 +238,8 @@ fn slowloris(test: &str, design: &[&str]) {
     let Some(isolated) = Isolated::new(test) else {
         return;
     };
-    raise_fd_limit();
+    // Over a thousand sockets are held below.
+    smoltalk::proxy_kernel::raise_open_files_limit();
     let (_origin, origin_port) = isolated.origin();
     let mut args = vec!["--timeout", "6", "--max-connections", "2000"];
     args.extend_from_slice(design);
@@ -386,7 +387,8 @@ fn over_the_cap(test: &str, design: &[&str]) {
     let Some(isolated) = Isolated::new(test) else {
         return;
     };
-    raise_fd_limit();
+    // Over a thousand sockets are held below.
+    smoltalk::proxy_kernel::raise_open_files_limit();
     let (_origin, origin_port) = isolated.origin();
     let mut args = vec!["--max-connections", "100", "--timeout", "30"];
     args.extend_from_slice(design);

@@ -481,7 +481,8 @@ fn a_full_pool_refuses_a_thousand_clients_without_stalling_and_idle_ones_get_408
     else {
         return;
     };
-    raise_fd_limit();
+    // Over a thousand sockets are held below.
+    smoltalk::proxy_kernel::raise_open_files_limit();
     let (_origin, origin_port) = lab.origin(None);
     let proxy = lab.proxy(&["--max-connections", "4", "--timeout", "10"]);
     let pid = proxy.server.child.id();

@@ -1329,6 +1329,20 @@ fn is_idle(stream: &TcpStream) -> bool {
 /// Raises the soft limit on open descriptors to the hard one: each client costs two (three with a pipe), and
 /// the usual soft limit of 1024 is below what `--max-connections` allows.
 fn raise_descriptor_limit(max_connections: usize) {
+    let needed = (max_connections as u64)
+        .saturating_mul(4)
+        .saturating_add(64);
+    match raise_open_files_limit() {
+        Some(allowed) if allowed < needed => log::warn!(
+            "only {allowed} open files allowed: fewer than --max-connections {max_connections} clients may be served"
+        ),
+        _ => {}
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit; returns the soft limit now in force (`None`
+/// if it cannot be read).
+pub fn raise_open_files_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -1340,17 +1354,7 @@ fn raise_descriptor_limit(max_connections: usize) {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            let needed = (max_connections as u64)
-                .saturating_mul(4)
-                .saturating_add(64);
-            if limit.rlim_cur < needed {
-                log::warn!(
-                    "only {} open files allowed: fewer than --max-connections {max_connections} clients may be served",
-                    limit.rlim_cur
-                );
-            }
-        }
+        (libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0).then_some(limit.rlim_cur)
     }
 }
 
