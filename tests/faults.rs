@@ -17,7 +17,6 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -152,13 +151,7 @@ fn namespace(test: &str) -> Option<Namespace> {
         cannot_run(test, &reason);
         return None;
     }
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let name = format!(
-        "smoltalk-faults-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    Some(Namespace::create(&name).unwrap_or_else(|e| panic!("{test}: {e}")))
+    Some(fresh_namespace("faults", test))
 }
 
 /// Which proxy a fault scenario runs against.

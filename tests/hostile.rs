@@ -13,7 +13,6 @@ mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use smoltalk::netns::Namespace;
@@ -34,15 +33,9 @@ impl Isolated {
             cannot_run(test, &reason);
             return None;
         }
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "smoltalk-hostile-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let ns = Namespace::create(&name).unwrap_or_else(|e| panic!("{test}: {e}"));
+        let ns = fresh_namespace("hostile", test);
         Some(Isolated {
-            net: Net::Isolated(name),
+            net: Net::Isolated(ns.name().to_owned()),
             ns,
         })
     }

@@ -14,7 +14,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,17 +63,11 @@ impl Lab {
             cannot_run(test, &reason);
             return None;
         }
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "smoltalk-nsproxy-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let ns = Namespace::create(&name).unwrap_or_else(|e| panic!("{test}: {e}"));
+        let ns = fresh_namespace("nsproxy", test);
         ns.add_device("st0", "tun", "10.0.2.2/24", 1500)
             .unwrap_or_else(|e| panic!("{test}: {e}"));
         Some(Lab {
-            net: Net::Namespace(name),
+            net: Net::Namespace(ns.name().to_owned()),
             ns,
         })
     }

@@ -219,3 +219,15 @@ pub fn collect(
     });
     (text, reader)
 }
+
+/// A new network namespace `smoltalk-KIND-PID-N` for `test` (with loopback up), deleted when dropped; each call in
+/// a test process gets a name of its own, so tests run in parallel. Panics, naming `test`, if it cannot be made.
+pub fn fresh_namespace(kind: &str, test: &str) -> smoltalk::netns::Namespace {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name = format!(
+        "smoltalk-{kind}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    smoltalk::netns::Namespace::create(&name).unwrap_or_else(|e| panic!("{test}: {e}"))
+}
