@@ -5,9 +5,9 @@
 //! cargo run --example lab_custom_check
 //! ```
 
-use smoltalk::apps::{ClientTimeouts, TcpExchange, UdpExchange};
-use smoltalk::lab_checks::{preview, LabClient, UppercaseLab, PORT};
-use smoltalk::network::Network;
+use smoltalk::lab::checks::{preview, LabClient, UppercaseLab, PORT};
+use smoltalk::stack::network::Network;
+use smoltalk::uppercase::node::{ClientTimeouts, TcpExchange, UdpExchange};
 
 fn main() {
     let mut lab = UppercaseLab::new();

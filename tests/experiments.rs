@@ -155,7 +155,7 @@ fn compare_reports_what_each_stack_saw() {
     for s in ["lossy_tcp_transfer", "lossy_udp_requests"] {
         let k = kind(s, "kernel");
         assert!(k == "ok" || k == "not_run", "{s}: {k}");
-        if !smoltalk::netns::is_root() {
+        if !smoltalk::tools::netns::is_root() {
             assert_eq!(k, "not_run", "{s}");
         }
     }
@@ -311,7 +311,7 @@ fn a_diagram_renders_in_a_browser() {
 #[test]
 #[cfg_attr(smoltalk_no_netns, ignore = "needs root, /dev/net/tun, ip and python3")]
 fn compare_on_tun_sees_what_the_lab_saw() {
-    if !smoltalk::netns::is_root() {
+    if !smoltalk::tools::netns::is_root() {
         cannot_run(
             "compare_on_tun_sees_what_the_lab_saw",
             "needs root to create namespaces and TUN devices",

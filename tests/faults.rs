@@ -20,7 +20,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use smoltalk::netns::Namespace;
+use smoltalk::tools::netns::Namespace;
 use support::proxy::*;
 use support::*;
 

@@ -15,7 +15,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use smoltalk::netns::Namespace;
+use smoltalk::tools::netns::Namespace;
 use support::proxy::*;
 use support::*;
 
@@ -232,7 +232,7 @@ fn slowloris(test: &str, design: &[&str]) {
         return;
     };
     // Over a thousand sockets are held below.
-    smoltalk::proxy_kernel::raise_open_files_limit();
+    smoltalk::proxy::event_loop::raise_open_files_limit();
     let (_origin, origin_port) = isolated.origin();
     let mut args = vec!["--timeout", "6", "--max-connections", "2000"];
     args.extend_from_slice(design);
@@ -381,7 +381,7 @@ fn over_the_cap(test: &str, design: &[&str]) {
         return;
     };
     // Over a thousand sockets are held below.
-    smoltalk::proxy_kernel::raise_open_files_limit();
+    smoltalk::proxy::event_loop::raise_open_files_limit();
     let (_origin, origin_port) = isolated.origin();
     let mut args = vec!["--max-connections", "100", "--timeout", "30"];
     args.extend_from_slice(design);

@@ -3,12 +3,12 @@
 
 mod support;
 
-use smoltalk::apps::{ClientTimeouts, TcpExchange, UdpExchange};
-use smoltalk::lab::LinkFaults;
-use smoltalk::lab_checks::{
+use smoltalk::lab::checks::{
     run_uppercase_checks, sample_text, LabClient, UppercaseLab, PORT, SERVER_CONNECTIONS,
 };
-use smoltalk::network::Network;
+use smoltalk::lab::LinkFaults;
+use smoltalk::stack::network::Network;
+use smoltalk::uppercase::node::{ClientTimeouts, TcpExchange, UdpExchange};
 use smoltalk_core::tcp_server::{KEEP_ALIVE, SOCKET_TIMEOUT};
 use smoltalk_core::ClientError;
 use smoltcp::time::Duration;
@@ -29,7 +29,7 @@ fn every_uppercase_check_holds() {
 fn the_lab_is_deterministic() {
     let a = run_uppercase_checks().expect("lab runs");
     let b = run_uppercase_checks().expect("lab runs");
-    let shape = |r: &smoltalk::lab_checks::LabReport| {
+    let shape = |r: &smoltalk::lab::checks::LabReport| {
         (
             r.packets,
             r.bytes,
@@ -323,11 +323,11 @@ fn udp_with_everything_lost_says_no_reply_after_n_tries() {
 }
 
 mod proxy {
-    use smoltalk::lab::LinkFaults;
-    use smoltalk::lab_proxy::{
+    use smoltalk::lab::proxy::{
         big_body, run_proxy_checks, LabFetch, LabRequest, ProxyLab, ORIGIN_NAME,
     };
-    use smoltalk::network::Network;
+    use smoltalk::lab::LinkFaults;
+    use smoltalk::stack::network::Network;
     use smoltalk_core::proxy::ConnectionState;
     use smoltcp::time::Duration;
 
@@ -485,8 +485,8 @@ mod proxy {
 }
 
 mod proxy_pool {
-    use smoltalk::lab_proxy::{LabFetch, LabRequest, ProxyLab, ORIGIN_NAME};
-    use smoltalk::network::Network;
+    use smoltalk::lab::proxy::{LabFetch, LabRequest, ProxyLab, ORIGIN_NAME};
+    use smoltalk::stack::network::Network;
 
     /// With a pool of one, a client that resets right after its handshake and one that sends its request
     /// and its FIN at once must each leave the connection free for the next: a lost slot would answer 503.

@@ -7,7 +7,7 @@ mod support;
 
 use std::process::Command;
 
-use smoltalk::netns::Namespace;
+use smoltalk::tools::netns::Namespace;
 use support::*;
 
 /// A namespace with only loopback and one TUN/TAP device `st0` whose kernel side is 10.0.2.2/24.

@@ -14,7 +14,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use smoltalk::netns::Namespace;
+use smoltalk::tools::netns::Namespace;
 use support::*;
 
 /// Why these tests cannot run here, if they cannot.
@@ -259,7 +259,7 @@ fn capture_shows_a_tcp_exchange(test: &str, medium: &str) {
         };
         let request = find("1", "10.0.2.2", "10.0.2.15");
         let reply = find("2", "10.0.2.15", "10.0.2.2");
-        let mac: Vec<String> = smoltalk::device::TAP_MAC
+        let mac: Vec<String> = smoltalk::stack::device::TAP_MAC
             .as_bytes()
             .iter()
             .map(|b| format!("{b:02x}"))

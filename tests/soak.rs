@@ -5,7 +5,7 @@
 
 mod support;
 
-use smoltalk::soak::{run, SoakError, SoakOptions};
+use smoltalk::lab::soak::{run, SoakError, SoakOptions};
 
 /// 4 MiB: about 2,900 segments each way, so 10 % loss and 1 % corruption hit every phase many times over.
 const BYTES: u64 = 4 << 20;
@@ -16,8 +16,8 @@ fn options() -> SoakOptions {
         drop_chance: 10,
         corrupt_chance: 1,
         seed: 7,
-        receive_buffer: smoltalk::lab_checks::LAB_TCP_RECEIVE,
-        send_buffer: smoltalk::lab_checks::LAB_TCP_SEND,
+        receive_buffer: smoltalk::lab::checks::LAB_TCP_RECEIVE,
+        send_buffer: smoltalk::lab::checks::LAB_TCP_SEND,
         udp_requests: 30,
         reference: false,
         skip_checksums: false,

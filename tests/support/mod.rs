@@ -1,5 +1,5 @@
 //! Helpers for the end-to-end tests: run the real `smoltalk` binary, wait for its "listening" line, stop it by
-//! PID (see `smoltalk::netns::Server`), and decide what a test that needs root does when it cannot run.
+//! PID (see `smoltalk::tools::netns::Server`), and decide what a test that needs root does when it cannot run.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -12,7 +12,7 @@ pub fn smoltalk() -> Command {
     Command::new(env!("CARGO_BIN_EXE_smoltalk"))
 }
 
-pub use smoltalk::netns::Server as Running;
+pub use smoltalk::tools::netns::Server as Running;
 
 /// Starts `cmd` and waits until it prints its "listening on ADDR:PORT" line; returns the process and the port.
 pub fn start_server(cmd: Command, what: &str) -> (Running, u16) {
@@ -80,7 +80,7 @@ pub fn cannot_run(test: &str, reason: &str) {
 
 /// Why network namespaces with TUN/TAP devices cannot be used here, if they cannot.
 pub fn missing_privilege() -> Option<String> {
-    if !smoltalk::netns::is_root() {
+    if !smoltalk::tools::netns::is_root() {
         return Some("needs root to create network namespaces and TUN/TAP devices".into());
     }
     if !std::path::Path::new("/dev/net/tun").exists() {
@@ -222,12 +222,12 @@ pub fn collect(
 
 /// A new network namespace `smoltalk-KIND-PID-N` for `test` (with loopback up), deleted when dropped; each call in
 /// a test process gets a name of its own, so tests run in parallel. Panics, naming `test`, if it cannot be made.
-pub fn fresh_namespace(kind: &str, test: &str) -> smoltalk::netns::Namespace {
+pub fn fresh_namespace(kind: &str, test: &str) -> smoltalk::tools::netns::Namespace {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let name = format!(
         "smoltalk-{kind}-{}-{}",
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    smoltalk::netns::Namespace::create(&name).unwrap_or_else(|e| panic!("{test}: {e}"))
+    smoltalk::tools::netns::Namespace::create(&name).unwrap_or_else(|e| panic!("{test}: {e}"))
 }

@@ -8,7 +8,7 @@ use smoltcp::socket::dns;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, Ipv4Address};
 
-use crate::node::Node;
+use crate::stack::node::Node;
 
 /// The most connections a smoltcp proxy pool may have.
 pub const MAX_PROXY_CONNECTIONS: usize = 4096;

@@ -9,7 +9,7 @@
 //!     └──────────────────────────────────────── keep-alive ◀──────────────────────────────────────────────┘
 //! ```
 //!
-//! The classic lab design, one thread per client ([`crate::proxy_threads`], `--thread-per-client`), is kept
+//! The classic lab design, one thread per client ([`crate::proxy::threads`], `--thread-per-client`), is kept
 //! for comparison: with a few hundred clients its threads cost more memory and their scheduling a long latency
 //! tail (BENCHMARKS.md). Here a client costs its socket and the bytes it has in flight: heads are accumulated
 //! per connection (at most [`HEAD_BUFFER`]), bodies move through one scratch buffer, and only what a socket
@@ -37,7 +37,7 @@ use smoltalk_core::http::{
 };
 use smoltalk_core::proxy::ProxyPolicy;
 
-use crate::kernel::KernelError;
+use crate::uppercase::kernel::KernelError;
 
 /// The largest request or response head the proxy takes (longer: 414/431 or 502).
 pub const HEAD_BUFFER: usize = 8 * 1024;
@@ -98,7 +98,7 @@ impl KernelProxy {
     /// Binds `addr`.
     pub fn bind(addr: SocketAddr, rules: ProxyRules) -> Result<KernelProxy, KernelError> {
         let listener = std::net::TcpListener::bind(addr)
-            .map_err(|e| crate::kernel::bind_error("TCP", addr, e))?;
+            .map_err(|e| crate::uppercase::kernel::bind_error("TCP", addr, e))?;
         // std listens with a backlog of 128: a burst of connections overflows it and each dropped SYN costs
         // its client a one-second retransmission. Listening again raises it.
         // SAFETY: `listen` on a descriptor we own; it has no memory preconditions.

@@ -3,7 +3,7 @@
 
 use smoltcp::time::Instant;
 
-use crate::node::Node;
+use crate::stack::node::Node;
 
 /// Index of a node in a [`Network`].
 pub type NodeId = usize;

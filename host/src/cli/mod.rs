@@ -10,17 +10,17 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use smoltcp::time::Duration;
 use smoltcp::wire::{IpCidr, IpEndpoint, Ipv4Cidr};
 
-use crate::apps::{
+use crate::proxy::event_loop::{KernelProxy, ProxyRules};
+use crate::proxy::node::SmoltcpProxy;
+use crate::stack::device::{stop_on_signals, stop_requested, DeviceKind, DeviceNetwork};
+use crate::stack::network::{drive, earliest, Network, Step};
+use crate::uppercase::kernel::{
+    resolve, udp_target, KernelTcpClient, KernelTcpServer, KernelUdpClient, KernelUdpServer,
+};
+use crate::uppercase::node::{
     ClientExchange, ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers,
     DEFAULT_MAX_DATAGRAM, MAX_SMOLTCP_DATAGRAM,
 };
-use crate::device::{stop_on_signals, stop_requested, DeviceKind, DeviceNetwork};
-use crate::kernel::{
-    resolve, udp_target, KernelTcpClient, KernelTcpServer, KernelUdpClient, KernelUdpServer,
-};
-use crate::network::{drive, earliest, Network, Step};
-use crate::proxy_kernel::{KernelProxy, ProxyRules};
-use crate::proxy_smoltcp::SmoltcpProxy;
 use smoltalk_core::proxy::ProxyPolicy;
 
 /// smoltalk: the uppercase service and its clients, on the kernel's TCP/IP stack or on smoltcp (a userspace
@@ -77,8 +77,8 @@ impl Command {
 #[derive(Debug, Clone, Args)]
 pub struct CompareArgs {
     /// How to print the comparison.
-    #[arg(long, value_enum, default_value_t = crate::compare::Format::Table)]
-    pub format: crate::compare::Format,
+    #[arg(long, value_enum, default_value_t = crate::experiments::compare::Format::Table)]
+    pub format: crate::experiments::compare::Format,
     /// Write a packet ladder diagram (SVG) per scenario and stack into DIR, each beside the capture it was
     /// drawn from (.pcap).
     #[arg(long, value_name = "DIR")]
@@ -88,7 +88,7 @@ pub struct CompareArgs {
     pub no_tun: bool,
     /// Run only these scenarios (repeatable) [default: all].
     #[arg(long, value_enum, value_name = "NAME")]
-    pub scenario: Vec<crate::compare::Scenario>,
+    pub scenario: Vec<crate::experiments::compare::Scenario>,
 }
 
 /// Options of `lab`.
@@ -119,7 +119,7 @@ pub struct LabArgs {
     #[arg(long, default_value_t = 1, value_name = "N", requires = "soak")]
     pub seed: u32,
     /// Soak: TCP receive buffer of both nodes in bytes.
-    #[arg(long, default_value_t = crate::lab_checks::LAB_TCP_RECEIVE, value_name = "BYTES", requires = "soak", value_parser = parse_soak_buffer)]
+    #[arg(long, default_value_t = crate::lab::checks::LAB_TCP_RECEIVE, value_name = "BYTES", requires = "soak", value_parser = parse_soak_buffer)]
     pub socket_buffer: usize,
     /// Soak: TCP send buffer of both nodes in bytes [default: half the --socket-buffer, so that a sender can
     /// never fill the receiver's window]. As large as the receive buffer, it brings back the stalls described
@@ -248,10 +248,10 @@ pub struct ExperimentArgs {
 
 impl ExperimentArgs {
     /// The instruments these options ask for.
-    pub fn instruments(&self) -> crate::capture::Instruments {
-        crate::capture::Instruments {
+    pub fn instruments(&self) -> crate::stack::instruments::Instruments {
+        crate::stack::instruments::Instruments {
             pcap: self.pcap.clone(),
-            faults: crate::capture::Faults {
+            faults: crate::stack::instruments::Faults {
                 drop_chance: self.drop_chance,
                 corrupt_chance: self.corrupt_chance,
                 size_limit: self.size_limit,
@@ -628,7 +628,7 @@ fn proxy_policy(args: &ProxyArgs) -> ProxyPolicy<'static> {
         connect_ports: Box::leak(args.connect_ports.clone().into_boxed_slice()),
         static_names: Box::leak(names.into_boxed_slice()),
         pseudonym: Box::leak(
-            format!("smoltalk-{:08x}", crate::node::random_seed() as u32).into_boxed_str(),
+            format!("smoltalk-{:08x}", crate::stack::node::random_seed() as u32).into_boxed_str(),
         ),
     }
 }
@@ -644,7 +644,7 @@ fn proxy(args: ProxyArgs) -> Result<(), String> {
                 timeout,
                 system_dns: !args.no_dns,
             };
-            let proxy = crate::proxy_threads::KernelProxy::bind(
+            let proxy = crate::proxy::threads::KernelProxy::bind(
                 SocketAddr::new(args.bind, args.port),
                 rules,
             )
@@ -872,10 +872,13 @@ fn run_smoltcp_client(
 }
 
 fn compare(args: CompareArgs) -> Result<(), String> {
-    let comparisons = crate::compare::run_all(&args.scenario, !args.no_tun);
-    print!("{}", crate::compare::render(&comparisons, args.format));
+    let comparisons = crate::experiments::compare::run_all(&args.scenario, !args.no_tun);
+    print!(
+        "{}",
+        crate::experiments::compare::render(&comparisons, args.format)
+    );
     if let Some(dir) = &args.diagram {
-        let written = crate::compare::write_diagrams(&comparisons, dir)?;
+        let written = crate::experiments::compare::write_diagrams(&comparisons, dir)?;
         eprintln!(
             "smoltalk compare: {} diagrams in {}",
             written.len(),
@@ -887,11 +890,11 @@ fn compare(args: CompareArgs) -> Result<(), String> {
 
 fn lab(args: LabArgs) -> Result<(), String> {
     let capture = |path: &std::path::Path| {
-        crate::capture::CaptureFile::create(path)
+        crate::stack::instruments::CaptureFile::create(path)
             .map_err(|e| format!("cannot write the capture {}: {e}", path.display()))
     };
     if let Some(bytes) = args.soak {
-        let options = crate::soak::SoakOptions {
+        let options = crate::lab::soak::SoakOptions {
             bytes,
             drop_chance: args.drop_chance,
             corrupt_chance: args.corrupt_chance,
@@ -902,7 +905,8 @@ fn lab(args: LabArgs) -> Result<(), String> {
             reference: !args.no_reference,
             skip_checksums: args.skip_checksums,
         };
-        let report = crate::soak::run(&options, args.pcap.as_deref().map(capture).transpose()?);
+        let report =
+            crate::lab::soak::run(&options, args.pcap.as_deref().map(capture).transpose()?);
         print!("{}", report.render());
         return match report.failure() {
             None => Ok(()),
@@ -919,13 +923,13 @@ fn lab(args: LabArgs) -> Result<(), String> {
         };
         p.with_file_name(name)
     });
-    let uppercase = crate::lab_checks::run_uppercase_checks_captured(
+    let uppercase = crate::lab::checks::run_uppercase_checks_captured(
         args.pcap.as_deref().map(capture).transpose()?,
     )
     .map_err(|e| e.to_string())?;
     print!("{}", uppercase.render());
     println!();
-    let proxy = crate::lab_proxy::run_proxy_checks_captured(
+    let proxy = crate::lab::proxy::run_proxy_checks_captured(
         proxy_pcap.as_deref().map(capture).transpose()?,
     )
     .map_err(|e| e.to_string())?;
@@ -933,13 +937,16 @@ fn lab(args: LabArgs) -> Result<(), String> {
     // The classic questions, measured: the kernel over loopback and smoltcp in the lab (what needs no root).
     println!("\nsmoltalk lab: the classic questions on both stacks (`smoltalk compare` for JSON and diagrams)");
     // What needs no root: the kernel's loopback and the lab (the TUN runs are `smoltalk compare`'s).
-    let comparisons = crate::compare::run_all(&[], false);
+    let comparisons = crate::experiments::compare::run_all(&[], false);
     print!(
         "{}",
-        crate::compare::render(&comparisons, crate::compare::Format::Table)
+        crate::experiments::compare::render(
+            &comparisons,
+            crate::experiments::compare::Format::Table
+        )
     );
     if let Some(dir) = &args.diagram {
-        let written = crate::compare::write_diagrams(&comparisons, dir)?;
+        let written = crate::experiments::compare::write_diagrams(&comparisons, dir)?;
         println!("{} diagrams in {}", written.len(), dir.display());
     }
     if uppercase.passed() && proxy.passed() {
@@ -951,7 +958,7 @@ fn lab(args: LabArgs) -> Result<(), String> {
 
 fn throughput(args: ThroughputArgs) -> Result<(), String> {
     let servers = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
-    let measured = crate::load::run(
+    let measured = crate::tools::load::run(
         servers[0],
         args.connections as usize,
         StdDuration::from_secs_f64(args.seconds / 4.0),
@@ -972,13 +979,13 @@ fn throughput(args: ThroughputArgs) -> Result<(), String> {
 }
 
 fn bench(args: BenchArgs) -> Result<(), String> {
-    let opts = crate::bench::BenchOptions {
+    let opts = crate::tools::bench::BenchOptions {
         seconds: args.seconds,
         runs: args.runs as usize,
         smoltcp_benchmark: args.smoltcp_benchmark,
         transform_only: args.transform_only,
     };
-    let report = crate::bench::run(&opts)?;
-    println!("{}\n{report}", crate::bench::describe());
+    let report = crate::tools::bench::run(&opts)?;
+    println!("{}\n{report}", crate::tools::bench::describe());
     Ok(())
 }

@@ -11,7 +11,7 @@ use smoltcp::wire::{HardwareAddress, IpCidr, Ipv4Address};
 pub struct SocketBuffers {
     /// TCP receive and send buffer, each (the send buffer: unless `tcp_send` says otherwise).
     pub tcp: usize,
-    /// TCP send buffer, if it differs from the receive buffer (see `crate::soak` for why a lossy link wants
+    /// TCP send buffer, if it differs from the receive buffer (see `crate::lab::soak` for why a lossy link wants
     /// it smaller than the peer's receive buffer).
     pub tcp_send: Option<usize>,
     /// UDP payload buffer, each direction.

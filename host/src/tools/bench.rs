@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use smoltalk_core::{uppercase_in_place, uppercase_into};
 
-use crate::netns::{is_root, Namespace, Server};
+use crate::tools::netns::{is_root, Namespace, Server};
 
 /// Options of a benchmark run.
 #[derive(Debug, Clone)]

@@ -22,10 +22,10 @@ use smoltcp::phy::{
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 
-use crate::capture::{trace_packet, CaptureFile, Instruments, FAULT_INJECTOR_MAX_FRAME};
-use crate::network::{Network, NetworkError, NodeId};
-use crate::node::{random_seed, Node};
-use crate::offload::{self, Verdict, VnetHeader, VNET_HEADER_LEN};
+use crate::stack::instruments::{trace_packet, CaptureFile, Instruments, FAULT_INJECTOR_MAX_FRAME};
+use crate::stack::network::{Network, NetworkError, NodeId};
+use crate::stack::node::{random_seed, Node};
+use crate::stack::offload::{self, Verdict, VnetHeader, VNET_HEADER_LEN};
 
 /// Which kind of device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,7 @@ const MAX_FRAME: usize = 65535 + 18;
 enum DeviceHandle {
     /// By the `tun-tap` crate: frames as they are, every checksum computed by both sides.
     Plain(tun_tap::Iface),
-    /// With the virtio-net header and checksum offload (see [`crate::offload`]).
+    /// With the virtio-net header and checksum offload (see [`crate::stack::offload`]).
     Offload { file: File, name: String },
 }
 
@@ -415,7 +415,7 @@ impl Device for TunTapDevice {
             }
         }
         if self.offload() {
-            // The device and the kernel vouch for TCP checksums (see crate::offload); smoltcp keeps the others.
+            // The device and the kernel vouch for TCP checksums (see crate::stack::offload); smoltcp keeps the others.
             caps.checksum.tcp = Checksum::None;
         }
         caps

@@ -3,7 +3,7 @@
 //!
 //! [`UppercaseServers`] serves TCP and/or UDP on one node. [`TcpExchange`] and [`UdpExchange`] are one client
 //! each: messages go in, replies come out, and every wait has a deadline. All three are stepped by the caller
-//! after each poll of the network (see [`crate::network::drive`]), so many of them can run side by side.
+//! after each poll of the network (see [`crate::stack::network::drive`]), so many of them can run side by side.
 
 use std::collections::VecDeque;
 
@@ -14,8 +14,8 @@ use smoltalk_core::{
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::IpEndpoint;
 
-use crate::network::{earliest, Step};
-use crate::node::Node;
+use crate::stack::network::{earliest, Step};
+use crate::stack::node::Node;
 
 /// The most TCP connections one smoltcp server serves at once.
 pub const MAX_TCP_CONNECTIONS: usize = 64;

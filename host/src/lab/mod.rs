@@ -6,7 +6,11 @@
 //! privileges, and a one-second retransmission timeout costs no real second.
 //!
 //! [`Lab`] implements [`Network`], so the same client and server drivers run here and on a TUN/TAP device.
-//! `crate::lab_checks` builds the uppercase checks of `smoltalk lab` on top of it.
+//! `crate::lab::checks` builds the uppercase checks of `smoltalk lab` on top of it.
+
+pub mod checks;
+pub mod proxy;
+pub mod soak;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -21,8 +25,8 @@ use smoltcp::wire::{
     TcpPacket, TcpSeqNumber,
 };
 
-use crate::network::{earliest, Network, NetworkError, NodeId};
-use crate::node::Node;
+use crate::stack::network::{earliest, Network, NetworkError, NodeId};
+use crate::stack::node::Node;
 
 /// What crossed the lab's segment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -18,12 +18,12 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint, Ipv4Address, Ipv4Cidr};
 
-use crate::capture::CaptureFile;
+use crate::lab::checks::{sample_text, CheckResult, LabReport};
 use crate::lab::{Lab, LinkFaults};
-use crate::lab_checks::{sample_text, CheckResult, LabReport};
-use crate::network::{drive, earliest, Network, NetworkError, NodeId, Step};
-use crate::node::Node;
-use crate::proxy_smoltcp::SmoltcpProxy;
+use crate::proxy::node::SmoltcpProxy;
+use crate::stack::instruments::CaptureFile;
+use crate::stack::network::{drive, earliest, Network, NetworkError, NodeId, Step};
+use crate::stack::node::Node;
 
 /// The client node's address.
 pub const CLIENT_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);

@@ -27,7 +27,7 @@
 //!    expected byte, so the server, its window closed, discarded every ACK of its replies and retransmitted
 //!    them every 60 s until the timeout. All three need a sender whose unacknowledged bytes can fill the
 //!    receiver's window, so the lab's nodes now have receive buffers twice their send buffers
-//!    ([`crate::lab_checks::LAB_TCP_SEND`]): the window can neither fill nor close.
+//!    ([`crate::lab::checks::LAB_TCP_SEND`]): the window can neither fill nor close.
 //!
 //! With both, 16 MiB at 10 % loss and 1 % corruption took 325–433 s of virtual time over three seeds, the
 //! longest silence 4–14 s, where equal 64 KiB buffers (with the same timeout) took 2,400–3,100 s with silences
@@ -40,11 +40,11 @@ use smoltalk_core::tcp_server::SOCKET_TIMEOUT;
 use smoltalk_core::{uppercase_in_place, ClientError, TcpClientState, UppercaseTcpClient};
 use smoltcp::time::{Duration, Instant};
 
-use crate::apps::{ClientTimeouts, UdpExchange};
-use crate::capture::CaptureFile;
+use crate::lab::checks::{LabClient, UppercaseLab, CLIENT_IP, PORT, SERVER_IP};
 use crate::lab::{Lab, LinkFaults, LinkStats};
-use crate::lab_checks::{LabClient, UppercaseLab, CLIENT_IP, PORT, SERVER_IP};
-use crate::network::{drive, earliest, Network, Step};
+use crate::stack::instruments::CaptureFile;
+use crate::stack::network::{drive, earliest, Network, Step};
+use crate::uppercase::node::{ClientTimeouts, UdpExchange};
 
 /// Bytes generated, sent, received and checked at a time.
 const CHUNK: usize = 64 * 1024;

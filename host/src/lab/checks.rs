@@ -9,12 +9,12 @@ use smoltalk_core::{uppercase_in_place, ClientError};
 use smoltcp::time::Duration;
 use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint, Ipv4Address};
 
-use crate::apps::{
+use crate::lab::Lab;
+use crate::stack::instruments::CaptureFile;
+use crate::stack::network::{drive, earliest, Network, NetworkError, NodeId, Step};
+use crate::uppercase::node::{
     ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers, DEFAULT_MAX_DATAGRAM,
 };
-use crate::capture::CaptureFile;
-use crate::lab::Lab;
-use crate::network::{drive, earliest, Network, NetworkError, NodeId, Step};
 
 /// The server node's address.
 pub const SERVER_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
@@ -34,7 +34,7 @@ pub const LAB_TCP_RECEIVE: usize = 64 * 1024;
 /// edge (the sender filled the window and its first segment was lost), any segment into a zero window unless it
 /// starts exactly at the next expected byte, and a retransmission of bytes already received are all thrown away
 /// so. With equal buffers, a lossy link between two smoltcp nodes loses ACKs that way until a whole
-/// retransmission timeout passes, again and again, and can deadlock (see `crate::soak`). With the receive
+/// retransmission timeout passes, again and again, and can deadlock (see `crate::lab::soak`). With the receive
 /// buffer twice the send buffer the window never fills and never closes: every ACK is taken.
 pub const LAB_TCP_SEND: usize = 32 * 1024;
 

@@ -33,8 +33,8 @@ use smoltalk_core::http::{
 };
 use smoltalk_core::proxy::ProxyPolicy;
 
-use crate::kernel::KernelError;
-pub use crate::proxy_kernel::ProxyRules;
+pub use crate::proxy::event_loop::ProxyRules;
+use crate::uppercase::kernel::KernelError;
 
 /// The largest request or response head the proxy takes (longer: 414/431 or 502).
 pub const HEAD_BUFFER: usize = 8 * 1024;
@@ -72,8 +72,8 @@ struct Shared {
 impl KernelProxy {
     /// Binds `addr`.
     pub fn bind(addr: SocketAddr, rules: ProxyRules) -> Result<KernelProxy, KernelError> {
-        let listener =
-            TcpListener::bind(addr).map_err(|e| crate::kernel::bind_error("TCP", addr, e))?;
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| crate::uppercase::kernel::bind_error("TCP", addr, e))?;
         // std listens with a backlog of 128: a burst of connections (a browser, a load generator) overflows it
         // and each dropped SYN costs its client a one-second retransmission. Listening again raises it.
         // SAFETY: `listen` on a descriptor we own; it has no memory preconditions.
@@ -602,7 +602,7 @@ impl<'s> ClientSession<'s> {
 
     /// Whether `addr` is the proxy itself.
     fn is_self(&self, addr: SocketAddr) -> bool {
-        crate::proxy_kernel::is_proxy_itself(addr, self.shared.own)
+        crate::proxy::event_loop::is_proxy_itself(addr, self.shared.own)
     }
 
     /// Sends the rewritten request head (and, for a fresh request, sets the origin's read timeout).

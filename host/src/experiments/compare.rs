@@ -4,7 +4,7 @@
 //! Each [`Scenario`] runs live on both stacks: the kernel's over loopback (`std::net`), smoltcp's in the lab
 //! (two nodes on a virtual segment). What a program saw (the error, or the reply) and how long it took come
 //! from the run; the packets come from a capture of the run (the lab's segment; `lo` through a packet socket
-//! when privileged), decoded by [`crate::diagram`]. Where the stacks differ, the explanation is built from the
+//! when privileged), decoded by [`crate::experiments::diagram`]. Where the stacks differ, the explanation is built from the
 //! packets both captures show. Nothing in the table is typed in.
 
 use std::fmt::Write as _;
@@ -18,12 +18,12 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::time::Duration;
 
-use crate::apps::{ClientTimeouts, TcpExchange, UdpExchange};
-use crate::capture::{LoopbackCapture, MemoryCapture};
-use crate::diagram::{packets_from_pcap, LadderPacket};
+use crate::experiments::diagram::{packets_from_pcap, LadderPacket};
+use crate::lab::checks::{sample_text, LabClient, UppercaseLab, PORT};
 use crate::lab::LinkFaults;
-use crate::lab_checks::{sample_text, LabClient, UppercaseLab, PORT};
-use crate::network::{drive, Network, Step};
+use crate::stack::instruments::{LoopbackCapture, MemoryCapture};
+use crate::stack::network::{drive, Network, Step};
+use crate::uppercase::node::{ClientTimeouts, TcpExchange, UdpExchange};
 
 /// The scenarios, in the order of the classic lab's questions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -441,7 +441,7 @@ fn kernel_lossy_tcp(at: SocketAddr) -> (String, String) {
     std::thread::spawn(move || {
         if let Ok((stream, _)) = listener.accept() {
             let _ = stream.set_read_timeout(Some(StdDuration::from_secs(120)));
-            let _ = crate::kernel::serve_connection(stream);
+            let _ = crate::uppercase::kernel::serve_connection(stream);
         }
     });
     let text = sample_text(1 << 20, 41);
@@ -510,18 +510,20 @@ fn kernel_lossy_udp(at: SocketAddr) -> (String, String) {
 /// rule where the kernel has no netem): the kernel side of the lossy scenarios runs in it, on a thread of its
 /// own. Needs root; deleted on drop.
 struct LossyLoopback {
-    ns: crate::netns::Namespace,
+    ns: crate::tools::netns::Namespace,
 }
 
 impl LossyLoopback {
     fn create() -> Result<LossyLoopback, String> {
-        if !crate::netns::is_root() {
+        if !crate::tools::netns::is_root() {
             return Err(
                 "loss on the kernel's loopback needs `tc qdisc netem` in a namespace (root)".into(),
             );
         }
-        let ns =
-            crate::netns::Namespace::create(&format!("smoltalk-compare-{}", std::process::id()))?;
+        let ns = crate::tools::netns::Namespace::create(&format!(
+            "smoltalk-compare-{}",
+            std::process::id()
+        ))?;
         // netem where the kernel has it; else nftables, dropping a random tenth of what leaves (on loopback,
         // every packet leaves once).
         let netem = ns
@@ -1008,8 +1010,11 @@ pub fn write_diagrams(
                 .unwrap_or_else(|| "scenario".into());
             let path = dir.join(format!("{name}-{}.svg", o.stack));
             let title = format!("{} — {} ({})", c.title, o.stack, o.network);
-            std::fs::write(&path, crate::diagram::ladder_svg(&title, &packets))
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            std::fs::write(
+                &path,
+                crate::experiments::diagram::ladder_svg(&title, &packets),
+            )
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             // The capture the picture was drawn from, beside it, for tshark or Wireshark.
             let pcap = path.with_extension("pcap");
             std::fs::write(&pcap, capture)
@@ -1027,7 +1032,7 @@ pub fn write_diagrams(
 fn tun_run(scenario: Scenario) -> Option<Observation> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    if !crate::netns::is_root() || !std::path::Path::new("/dev/net/tun").exists() {
+    if !crate::tools::netns::is_root() || !std::path::Path::new("/dev/net/tun").exists() {
         return None;
     }
     let network = "TUN in a namespace";
@@ -1036,7 +1041,7 @@ fn tun_run(scenario: Scenario) -> Option<Observation> {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    let ns = match crate::netns::Namespace::create(&name) {
+    let ns = match crate::tools::netns::Namespace::create(&name) {
         Ok(ns) => ns,
         Err(e) => return Some(not_run("smoltcp-tun", network, e)),
     };
@@ -1058,7 +1063,7 @@ fn tun_run(scenario: Scenario) -> Option<Observation> {
         cmd
     };
     let server = |kind: &str| {
-        crate::netns::Server::start(
+        crate::tools::netns::Server::start(
             ns.command(&exe, &[kind, "--bind", "10.0.2.2", "--port", "12000"]),
         )
     };
@@ -1156,7 +1161,7 @@ fn tun_run(scenario: Scenario) -> Option<Observation> {
 fn run_client(
     mut cmd: std::process::Command,
     lines: &[&[u8]],
-    mut stop: Option<crate::netns::Server>,
+    mut stop: Option<crate::tools::netns::Server>,
 ) -> Result<(usize, Option<String>), String> {
     use std::io::BufRead;
     use std::process::Stdio;

@@ -1,0 +1,7 @@
+//! smoltcp hosts and their devices.
+
+pub mod device;
+pub mod instruments;
+pub mod network;
+pub mod node;
+pub mod offload;

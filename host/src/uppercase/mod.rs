@@ -1,0 +1,4 @@
+//! The uppercase service on both stacks.
+
+pub mod kernel;
+pub mod node;
