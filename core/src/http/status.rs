@@ -2,7 +2,7 @@
 
 use core::fmt::{self, Write};
 
-use super::rewrite::{HeadTooLarge, HeadWriter};
+use super::writer::{HeadTooLarge, HeadWriter};
 
 /// Why the proxy answers a request itself instead of forwarding the origin's response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
