@@ -7,10 +7,15 @@
 //! - [`response`]: the same for a response head from an origin ([`ResponseHead`]).
 //! - [`body`]: [`BodyFraming`] and [`BodyTracker`], which finds where a streamed body ends
 //!   (Content-Length or chunked) without holding any of it.
-//! - [`rewrite`]: [`HeadWriter`], and the heads the proxy sends on: origin-form requests without hop-by-hop
-//!   headers and with `Via`, and responses the same way.
+//! - [`headers`]: header fields as tokens, the hop-by-hop list, and the framing headers (a leaf module).
+//! - [`writer`]: [`HeadWriter`], bytes appended to a fixed buffer the caller owns (a leaf module).
+//! - [`rewrite`]: the heads the proxy sends on: origin-form requests without hop-by-hop headers and with `Via`,
+//!   and responses the same way.
 //! - [`status`]: [`ProxyError`], every way the proxy refuses or fails a request, with its status code and the
 //!   small HTML page it answers with.
+//!
+//! The modules depend one way: `headers`, `writer` and `body` use none of the others; `status` uses `writer`;
+//! `request` and `response` use `headers`, `body` and `status`; `rewrite` uses all of those.
 
 pub mod body;
 pub mod headers;
