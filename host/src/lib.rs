@@ -6,5 +6,6 @@ pub mod experiments;
 pub mod lab;
 pub mod proxy;
 pub mod stack;
+pub mod sys;
 pub mod tools;
 pub mod uppercase;

@@ -12,8 +12,9 @@ use smoltcp::wire::{IpCidr, IpEndpoint, Ipv4Cidr};
 
 use crate::proxy::event_loop::{KernelProxy, ProxyRules};
 use crate::proxy::node::SmoltcpProxy;
-use crate::stack::device::{stop_on_signals, stop_requested, DeviceKind, DeviceNetwork};
+use crate::stack::device::{DeviceKind, DeviceNetwork};
 use crate::stack::network::{drive, earliest, Network, Step};
+use crate::sys::{stop_on_signals, stop_requested};
 use crate::uppercase::kernel::{
     resolve, udp_target, KernelTcpClient, KernelTcpServer, KernelUdpClient, KernelUdpServer,
 };
@@ -555,7 +556,9 @@ fn device_kind(stack: Stack) -> Option<DeviceKind> {
 
 fn open_device(stack: &StackArgs, kind: DeviceKind) -> Result<DeviceNetwork, String> {
     // Before the open, so no signal can leave the device with its offload setting on.
-    stop_on_signals();
+    if let Err(e) = stop_on_signals() {
+        log::warn!("a signal may not stop smoltalk cleanly: {e}");
+    }
     let cidr = IpCidr::Ipv4(stack.ip);
     // With checksum offload smoltcp trusts the kernel's TCP checksums and leaves its own to the kernel: packets
     // corrupted on the way in (by the FaultInjector, after the kernel) would be taken as good, and a capture

@@ -578,15 +578,10 @@ impl LossyLoopback {
     fn run(&self, f: impl FnOnce() -> Observation + Send + 'static) -> Result<Observation, String> {
         let path = format!("/var/run/netns/{}", self.ns.name());
         std::thread::spawn(move || {
-            use std::os::fd::AsRawFd;
             let file =
                 std::fs::File::open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
-            // SAFETY: setns on a namespace descriptor we hold; it changes only this thread's namespace.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(format!(
-                    "cannot enter the namespace: {}",
-                    std::io::Error::last_os_error()
-                ));
+            if let Err(e) = crate::sys::enter_network_namespace(&file) {
+                return Err(format!("cannot enter the namespace: {e}"));
             }
             Ok(f())
         })
@@ -1189,8 +1184,7 @@ fn run_client(
         if i == 0 {
             if let Some(server) = stop.take() {
                 // The server stops: SIGTERM, and the kernel closes its sockets as the process ends.
-                // SAFETY: kill(2) on the PID of a child this run started.
-                unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
+                let _ = crate::sys::kill(server.child.id(), crate::sys::Signal::Terminate);
                 drop(server);
             }
         }

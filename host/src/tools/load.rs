@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use smoltalk_core::uppercase_in_place;
 
+use crate::sys::{self, PollSet, SocketBuffer};
+
 /// What a throughput run measured.
 #[derive(Debug, Clone, Copy)]
 pub struct Throughput {
@@ -76,14 +78,7 @@ pub fn run(
     let (measure_from, end) = (started + warmup, started + warmup + duration);
     let mut at_start: Option<(Instant, u64)> = None;
     let mut total: u64 = 0;
-    let mut fds: Vec<libc::pollfd> = conns
-        .iter()
-        .map(|c| libc::pollfd {
-            fd: c.stream.as_raw_fd(),
-            events: libc::POLLIN | libc::POLLOUT,
-            revents: 0,
-        })
-        .collect();
+    let mut poll_set = PollSet::read_write(conns.iter().map(|c| c.stream.as_raw_fd()));
     loop {
         let now = Instant::now();
         if at_start.is_none() && now >= measure_from {
@@ -92,24 +87,19 @@ pub fn run(
         if now >= end {
             break;
         }
-        // SAFETY: `fds` is a live, correctly sized array of pollfd.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
-        if ready < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(format!("poll: {e}"));
+        match poll_set.poll(Duration::from_millis(100)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("poll: {e}")),
         }
-        for (conn, pfd) in conns.iter_mut().zip(fds.iter()) {
-            if pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0 && pfd.revents & libc::POLLIN == 0
-            {
+        for (conn, ready) in conns.iter_mut().zip(poll_set.readiness()) {
+            if ready.failed && !ready.readable {
                 return Err("the server closed or reset a connection".into());
             }
-            if pfd.revents & libc::POLLOUT != 0 {
+            if ready.writable {
                 conn.send(&pattern, chunk)?;
             }
-            if pfd.revents & libc::POLLIN != 0 {
+            if ready.readable {
                 total += conn.receive(&expected, &mut buf)?;
             }
         }
@@ -124,25 +114,11 @@ pub fn run(
 
 /// Fixes the kernel's send and receive buffers of `stream` (which turns the kernel's autotuning off).
 fn set_socket_buffers(stream: &TcpStream, size: usize) -> Result<(), String> {
-    let size = libc::c_int::try_from(size)
-        .map_err(|_| format!("{size} bytes is too large a socket buffer"))?;
-    for option in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-        // SAFETY: a valid descriptor, and a c_int option value of the size given.
-        let r = unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(format!(
-                "cannot set the socket buffer: {}",
-                io::Error::last_os_error()
-            ));
-        }
+    let size =
+        i32::try_from(size).map_err(|_| format!("{size} bytes is too large a socket buffer"))?;
+    for which in [SocketBuffer::Send, SocketBuffer::Receive] {
+        sys::set_socket_buffer(stream, which, size)
+            .map_err(|e| format!("cannot set the socket buffer: {e}"))?;
     }
     Ok(())
 }

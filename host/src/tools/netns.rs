@@ -146,8 +146,7 @@ impl Server {
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let ticks: u64 =
             fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let hz = crate::sys::clock_ticks_per_second();
         Some(std::time::Duration::from_millis(ticks * 1000 / hz))
     }
 }
@@ -161,6 +160,5 @@ impl Drop for Server {
 
 /// Whether this process runs as root (namespaces and TUN/TAP need it).
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    crate::sys::is_root()
 }

@@ -287,7 +287,7 @@ impl KernelUdpClient {
                 );
             }
             self.socket.send_to(message, self.server).map_err(|e| {
-                KernelError(if e.raw_os_error() == Some(libc::EMSGSIZE) {
+                KernelError(if e.raw_os_error() == Some(crate::sys::errno::EMSGSIZE) {
                     format!("a {}-byte datagram is too large to send", message.len())
                 } else {
                     format!("cannot send to {}: {e}", self.server)
