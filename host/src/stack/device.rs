@@ -21,6 +21,7 @@ use smoltcp::phy::{
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 
+use crate::stack::device_error::{open_error, DeviceError};
 use crate::stack::instruments::{trace_packet, CaptureFile, Instruments, FAULT_INJECTOR_MAX_FRAME};
 use crate::stack::network::{Network, NetworkError, NodeId};
 use crate::stack::node::{random_seed, Node};
@@ -43,41 +44,6 @@ impl DeviceKind {
             DeviceKind::Tun => "tun",
             DeviceKind::Tap => "tap",
         }
-    }
-}
-
-/// Why a device could not be opened.
-#[derive(Debug)]
-pub struct DeviceError {
-    message: String,
-}
-
-impl std::fmt::Display for DeviceError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for DeviceError {}
-
-fn open_error(name: &str, kind: DeviceKind, e: &io::Error) -> DeviceError {
-    let mode = kind.name();
-    let hint = match e.raw_os_error() {
-        Some(errno::ENOENT) | Some(errno::ENODEV) => {
-            "/dev/net/tun is missing: load the tun module (modprobe tun)".to_string()
-        }
-        Some(errno::EPERM) | Some(errno::EACCES) => format!(
-            "permission denied: run as root (CAP_NET_ADMIN), or create the device for your user first with \
-             `sudo ip tuntap add dev {name} mode {mode} user $USER`"
-        ),
-        Some(errno::EBUSY) => format!("{name} is already in use by another program"),
-        Some(errno::EINVAL) => format!(
-            "{name} exists but is not a {mode} device (delete it with `ip link del {name}` or pick another --dev)"
-        ),
-        _ => e.to_string(),
-    };
-    DeviceError {
-        message: format!("cannot open {mode} device {name}: {hint}"),
     }
 }
 
@@ -147,7 +113,7 @@ impl TunTapDevice {
     pub fn open(name: &str, kind: DeviceKind, offload: bool) -> Result<Self, DeviceError> {
         let handle = if offload {
             let (file, name) = offload::open(name, kind == DeviceKind::Tap)
-                .map_err(|e| open_error(name, kind, &e))?;
+                .map_err(|e| open_error(name, kind, e))?;
             DeviceHandle::Offload { file, name }
         } else {
             let mode = match kind {
@@ -155,13 +121,19 @@ impl TunTapDevice {
                 DeviceKind::Tap => tun_tap::Mode::Tap,
             };
             let iface = tun_tap::Iface::without_packet_info(name, mode)
-                .map_err(|e| open_error(name, kind, &e))?;
-            iface.set_non_blocking().map_err(|e| DeviceError {
-                message: format!("cannot make {name} non-blocking: {e}"),
-            })?;
+                .map_err(|e| open_error(name, kind, e))?;
+            iface
+                .set_non_blocking()
+                .map_err(|error| DeviceError::NonBlocking {
+                    name: name.to_string(),
+                    error,
+                })?;
             // An earlier offloading user may have left the device's checksum offload on.
-            offload::set_offload(iface.as_raw_fd(), false).map_err(|e| DeviceError {
-                message: format!("cannot turn checksum offload off on {name}: {e}"),
+            offload::set_offload(iface.as_raw_fd(), false).map_err(|error| {
+                DeviceError::OffloadOff {
+                    name: name.to_string(),
+                    error,
+                }
             })?;
             DeviceHandle::Plain(iface)
         };
@@ -459,21 +431,21 @@ impl DeviceStack {
         }
         let frame = device.capabilities().max_transmission_unit;
         if instruments.faults.any() && frame > FAULT_INJECTOR_MAX_FRAME {
-            return Err(DeviceError {
-                message: format!(
-                    "fault injection handles frames up to {FAULT_INJECTOR_MAX_FRAME} bytes (smoltcp's FaultInjector), \
-                     and {} carries {frame}: lower its MTU to 1500 (`ip link set {} mtu 1500`)",
-                    device.handle.name(),
-                    device.handle.name()
-                ),
+            return Err(DeviceError::FrameTooLarge {
+                name: device.handle.name().to_string(),
+                frame,
             });
         }
-        let capture = match &instruments.pcap {
-            Some(path) => Capture::File(CaptureFile::create(path).map_err(|e| DeviceError {
-                message: format!("cannot write the capture {}: {e}", path.display()),
-            })?),
-            None => Capture::Off,
-        };
+        let capture =
+            match &instruments.pcap {
+                Some(path) => Capture::File(CaptureFile::create(path).map_err(|error| {
+                    DeviceError::Capture {
+                        path: path.clone(),
+                        error,
+                    }
+                })?),
+                None => Capture::Off,
+            };
         // The link type follows the medium: raw IP for TUN, Ethernet for TAP.
         let pcap = PcapWriter::new(device, capture, PcapMode::Both);
         let f = instruments.faults;
@@ -610,10 +582,10 @@ impl DeviceNetwork {
 
     fn check_device(&mut self) -> Result<(), NetworkError> {
         match self.info.take_failure() {
-            Some(e) => Err(NetworkError(format!(
-                "device {} went away: {e}",
-                self.info.name()
-            ))),
+            Some(error) => Err(NetworkError::DeviceGone {
+                device: self.info.name().to_string(),
+                error,
+            }),
             None => Ok(()),
         }
     }
@@ -674,7 +646,10 @@ impl Network for DeviceNetwork {
         }
         self.info
             .wait(delay.map(Into::into))
-            .map_err(|e| NetworkError(format!("waiting on {}: {e}", self.info.name())))?;
+            .map_err(|error| NetworkError::Wait {
+                device: self.info.name().to_string(),
+                error,
+            })?;
         self.check_device()
     }
 }
