@@ -12,8 +12,10 @@ use support::*;
 
 /// A namespace with only loopback and one TUN/TAP device `st0` whose kernel side is 10.0.2.2/24.
 fn namespace(medium: &str) -> Result<Namespace, String> {
-    let ns = Namespace::create(&format!("smoltalk-test-{medium}-{}", std::process::id()))?;
-    ns.add_device("st0", medium, "10.0.2.2/24", 1500)?;
+    let ns = Namespace::create(&format!("smoltalk-test-{medium}-{}", std::process::id()))
+        .map_err(|e| e.to_string())?;
+    ns.add_device("st0", medium, "10.0.2.2/24", 1500)
+        .map_err(|e| e.to_string())?;
     Ok(ns)
 }
 

@@ -32,7 +32,8 @@ fn cannot_run_here() -> Option<String> {
 /// A namespace with only loopback (IPv6 off, see the module's comment) and one TUN/TAP device `st0` whose
 /// kernel side is 10.0.2.2/24, MTU 1500 (the largest frame smoltcp's `FaultInjector` takes).
 fn namespace(test: &str, medium: &str) -> Result<Namespace, String> {
-    let ns = Namespace::create(&format!("smoltalk-x-{test}-{}", std::process::id()))?;
+    let ns = Namespace::create(&format!("smoltalk-x-{test}-{}", std::process::id()))
+        .map_err(|e| e.to_string())?;
     let off = "for f in /proc/sys/net/ipv6/conf/all/disable_ipv6 /proc/sys/net/ipv6/conf/default/disable_ipv6; \
                do if [ -e $f ]; then echo 1 > $f || exit 1; fi; done";
     let out = ns
@@ -46,7 +47,8 @@ fn namespace(test: &str, medium: &str) -> Result<Namespace, String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    ns.add_device("st0", medium, "10.0.2.2/24", 1500)?;
+    ns.add_device("st0", medium, "10.0.2.2/24", 1500)
+        .map_err(|e| e.to_string())?;
     Ok(ns)
 }
 

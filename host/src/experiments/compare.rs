@@ -523,7 +523,8 @@ impl LossyLoopback {
         let ns = crate::tools::netns::Namespace::create(&format!(
             "smoltalk-compare-{}",
             std::process::id()
-        ))?;
+        ))
+        .map_err(|e| e.to_string())?;
         // netem where the kernel has it; else nftables, dropping a random tenth of what leaves (on loopback,
         // every packet leaves once).
         let netem = ns
@@ -1038,10 +1039,10 @@ fn tun_run(scenario: Scenario) -> Option<Observation> {
     );
     let ns = match crate::tools::netns::Namespace::create(&name) {
         Ok(ns) => ns,
-        Err(e) => return Some(not_run("smoltcp-tun", network, e)),
+        Err(e) => return Some(not_run("smoltcp-tun", network, e.to_string())),
     };
     if let Err(e) = ns.add_device("st0", "tun", "10.0.2.2/24", 1500) {
-        return Some(not_run("smoltcp-tun", network, e));
+        return Some(not_run("smoltcp-tun", network, e.to_string()));
     }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe.to_string_lossy().into_owned(),
@@ -1061,6 +1062,7 @@ fn tun_run(scenario: Scenario) -> Option<Observation> {
         crate::tools::netns::Server::start(
             ns.command(&exe, &[kind, "--bind", "10.0.2.2", "--port", "12000"]),
         )
+        .map_err(|e| e.to_string())
     };
     let started = WallInstant::now();
     let result = match scenario {
