@@ -358,21 +358,7 @@ fn read_head_and(stream: &mut TcpStream, body: usize) -> (String, Vec<u8>) {
 
 /// Closes `stream` with a reset (`SO_LINGER` 0), as a client that vanishes does.
 fn reset(stream: TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt reads `linger`, which lives across the call, on a socket this test owns.
-    let r = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    smoltalk::sys::reset_on_close(&stream).unwrap_or_else(|e| panic!("SO_LINGER: {e}"));
     drop(stream);
 }
 
@@ -718,14 +704,7 @@ impl OnDevice {
 
     /// CPU time (user + system) used so far, from /proc.
     fn cpu_time(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Some(Duration::from_millis(ticks * 1000 / hz))
+        smoltalk::tools::netns::cpu_time(self.child.id())
     }
 
     /// After the device is deleted: the program must exit within 5 s with status 1 and one error line naming

@@ -85,31 +85,19 @@ impl Drop for Scratch {
 /// Fields of every packet in `pcap` that `filter` keeps, one `Vec` per packet, as tshark prints them, with
 /// tshark's checksum verification on for IPv4, TCP and UDP.
 fn tshark(pcap: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    cmd.args(["-n", "-r", pcap.to_str().unwrap()])
-        .args(["-o", "ip.check_checksum:TRUE"])
-        .args(["-o", "tcp.check_checksum:TRUE"])
-        .args(["-o", "udp.check_checksum:TRUE"])
-        .args(["-Y", filter, "-T", "fields"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark -r {}: {}",
-        pcap.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    let checksums = [
+        "-n",
+        "-o",
+        "ip.check_checksum:TRUE",
+        "-o",
+        "tcp.check_checksum:TRUE",
+        "-o",
+        "udp.check_checksum:TRUE",
+    ];
+    tshark_lines(pcap, &checksums, filter, fields)
+        .iter()
         .map(|l| l.split('\t').map(str::to_string).collect())
         .collect()
-}
-
-/// The hex of `bytes`, as tshark prints payloads (`tcp.payload`, `udp.payload`).
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The bytes of tshark's hex.

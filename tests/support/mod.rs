@@ -26,8 +26,7 @@ pub fn start_server(cmd: Command, what: &str) -> (Running, u16) {
 /// Sends SIGTERM to a server this test started and waits (up to 5 s) for it to exit; returns whether it exited
 /// cleanly (status 0).
 pub fn terminate(server: &mut Running) -> bool {
-    // SAFETY: kill has no memory preconditions; the PID is our own child's.
-    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = smoltalk::sys::kill(server.child.id(), smoltalk::sys::Signal::Terminate);
     for _ in 0..500 {
         if let Ok(Some(status)) = server.child.try_wait() {
             return status.success();
@@ -155,6 +154,39 @@ pub fn temp_file(name: &str, data: &[u8]) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("smoltalk-test-{}-{name}", std::process::id()));
     std::fs::write(&path, data).expect("write temp file");
     path
+}
+
+/// Fields of every packet in `pcap` that `filter` keeps, one line per packet (tab-separated), as
+/// `tshark -T fields` prints them; `options` go first (`-n`, `-o ip.check_checksum:TRUE`). Panics if tshark fails.
+pub fn tshark_lines(
+    pcap: &std::path::Path,
+    options: &[&str],
+    filter: &str,
+    fields: &[&str],
+) -> Vec<String> {
+    let mut cmd = Command::new("tshark");
+    cmd.args(options)
+        .args(["-r", pcap.to_str().unwrap()])
+        .args(["-Y", filter, "-T", "fields"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("run tshark");
+    assert!(
+        out.status.success(),
+        "tshark -r {}: {}",
+        pcap.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The hex of `bytes`, as tshark prints payloads (`tcp.payload`, `udp.payload`).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The resident memory of process `pid`, in KiB (`VmRSS` in `/proc/PID/status`).

@@ -250,15 +250,19 @@ impl Server {
 
     /// CPU time (user + system) the server has used so far, from /proc.
     pub fn cpu_time(&self) -> Option<std::time::Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        let hz = crate::sys::clock_ticks_per_second();
-        Some(std::time::Duration::from_millis(ticks * 1000 / hz))
+        cpu_time(self.child.id())
     }
+}
+
+/// CPU time (user + system) process `pid` has used so far, from `/proc/PID/stat`; `None` once it is gone.
+pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let hz = crate::sys::clock_ticks_per_second();
+    Some(std::time::Duration::from_millis(ticks * 1000 / hz))
 }
 
 impl Drop for Server {
