@@ -10,26 +10,7 @@ use support::*;
 
 /// Fields of every packet in `pcap`, one line each, as tshark prints them.
 fn tshark_fields(pcap: &std::path::Path, filter: &str, fields: &[&str]) -> Vec<String> {
-    let mut cmd = Command::new("tshark");
-    cmd.args(["-r", pcap.to_str().unwrap(), "-Y", filter, "-T", "fields"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// The hex of `text`, as tshark prints payloads (`tcp.payload`).
-fn hex(text: &str) -> String {
-    text.bytes().map(|b| format!("{b:02x}")).collect()
+    tshark_lines(pcap, &[], filter, fields)
 }
 
 #[test]
@@ -78,8 +59,8 @@ fn the_labs_capture_shows_handshake_uppercase_payload_and_teardown() {
     assert_eq!(
         payloads,
         [
-            ("10.0.2.2", hex("hello from the smoltalk lab").as_str()),
-            ("10.0.2.15", hex("HELLO FROM THE SMOLTALK LAB").as_str())
+            ("10.0.2.2", hex(b"hello from the smoltalk lab").as_str()),
+            ("10.0.2.15", hex(b"HELLO FROM THE SMOLTALK LAB").as_str())
         ]
     );
     // Teardown: a FIN each way.

@@ -20,7 +20,6 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use smoltalk::tools::netns::Namespace;
 use support::proxy::*;
 use support::*;
 
@@ -145,15 +144,6 @@ const PART: usize = 100_000;
 /// Body bytes `/hold/EV` sends before it waits.
 const HALF: usize = 1 << 19;
 
-/// A fresh namespace (loopback up), or `None` after saying why (or failing under CI) when none can be made.
-fn namespace(test: &str) -> Option<Namespace> {
-    if let Some(reason) = missing_privilege() {
-        cannot_run(test, &reason);
-        return None;
-    }
-    Some(fresh_namespace("faults", test))
-}
-
 /// Which proxy a fault scenario runs against.
 #[derive(Clone, Copy)]
 enum Stack {
@@ -172,7 +162,6 @@ struct Setup {
 
 impl Setup {
     fn start(ns: &Namespace, stack: Stack, max_connections: &str) -> Setup {
-        let smoltalk = env!("CARGO_BIN_EXE_smoltalk");
         let proxy = match stack {
             Stack::Kernel => {
                 let net = Net::Isolated(ns.name().to_string());
@@ -186,11 +175,10 @@ impl Setup {
                     "--max-connections",
                     max_connections,
                 ];
-                Proxy::start(ns.command(smoltalk, &args), "127.0.0.1", net)
+                Proxy::start(smoltalk_in(ns, &args), "127.0.0.1", net)
             }
             Stack::Smoltcp => {
-                ns.add_device("st0", "tun", "10.0.2.2/24", 1500)
-                    .unwrap_or_else(|e| panic!("{e}"));
+                add_st0(ns, "tun");
                 let net = Net::Namespace(ns.name().to_string());
                 let args = [
                     "proxy",
@@ -202,7 +190,7 @@ impl Setup {
                     "--max-connections",
                     max_connections,
                 ];
-                Proxy::start(ns.command(smoltalk, &args), "10.0.2.15", net)
+                Proxy::start(smoltalk_in(ns, &args), "10.0.2.15", net)
             }
         };
         let cmd = proxy
@@ -370,21 +358,7 @@ fn read_head_and(stream: &mut TcpStream, body: usize) -> (String, Vec<u8>) {
 
 /// Closes `stream` with a reset (`SO_LINGER` 0), as a client that vanishes does.
 fn reset(stream: TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt reads `linger`, which lives across the call, on a socket this test owns.
-    let r = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    smoltalk::sys::reset_on_close(&stream).unwrap_or_else(|e| panic!("SO_LINGER: {e}"));
     drop(stream);
 }
 
@@ -435,7 +409,7 @@ impl Holding {
 /// The origin resets after its head and [`PART`] of 1,000,000 body bytes, while another client's transfer is
 /// in progress through the same proxy; then an origin resets before its first byte.
 fn origin_resets_mid_response(stack: Stack, test: &str) {
-    let Some(ns) = namespace(test) else {
+    let Some(ns) = namespace_or_skip(test, "faults", &[]) else {
         return;
     };
     let setup = Setup::start(&ns, stack, "4");
@@ -535,7 +509,7 @@ fn upload_record(line: &str) -> (usize, usize, String) {
 /// afterwards. Then the same with an origin that is not reading, so the proxy holds body bytes it cannot pass
 /// on when the client resets, and with a client that closes (FIN) mid-body.
 fn client_vanishes_mid_upload(stack: Stack, test: &str) {
-    let Some(ns) = namespace(test) else {
+    let Some(ns) = namespace_or_skip(test, "faults", &[]) else {
         return;
     };
     let setup = Setup::start(&ns, stack, "2");
@@ -684,7 +658,7 @@ impl OnDevice {
         let mut all = args.to_vec();
         all.extend(["--stack", mode, "--dev", "st0"]);
         let what = format!("smoltalk {}", all.join(" "));
-        let mut cmd = ns.command(env!("CARGO_BIN_EXE_smoltalk"), &all);
+        let mut cmd = smoltalk_in(ns, &all);
         // A client reads its messages from standard input: kept open (and empty), it waits for more.
         cmd.env_remove("RUST_LOG")
             .stdin(Stdio::piped())
@@ -730,14 +704,7 @@ impl OnDevice {
 
     /// CPU time (user + system) used so far, from /proc.
     fn cpu_time(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Some(Duration::from_millis(ticks * 1000 / hz))
+        smoltalk::tools::netns::cpu_time(self.child.id())
     }
 
     /// After the device is deleted: the program must exit within 5 s with status 1 and one error line naming
@@ -800,7 +767,7 @@ impl Drop for OnDevice {
 /// exits. The servers and the proxy first serve one request, so they are in their loop, with traffic behind
 /// them; the clients are waiting for a reply (UDP) or for their next message (TCP) when the device goes.
 fn device_deleted_while_running(mode: &str, test: &str) {
-    let Some(ns) = namespace(test) else {
+    let Some(ns) = namespace_or_skip(test, "faults", &[]) else {
         return;
     };
     let net = Net::Namespace(ns.name().to_string());
@@ -822,8 +789,7 @@ fn device_deleted_while_running(mode: &str, test: &str) {
         ),
     ];
     for (args, check) in programs {
-        ns.add_device("st0", mode, "10.0.2.2/24", 1500)
-            .unwrap_or_else(|e| panic!("{e}"));
+        add_st0(&ns, mode);
         let program = OnDevice::start(&ns, mode, args);
         match check {
             "tcp" => {

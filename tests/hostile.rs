@@ -15,7 +15,6 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use smoltalk::tools::netns::Namespace;
 use support::proxy::*;
 use support::*;
 
@@ -29,11 +28,7 @@ struct Isolated {
 impl Isolated {
     /// A fresh namespace, or `None` (after saying why, or failing under CI) when this machine cannot make one.
     fn new(test: &str) -> Option<Isolated> {
-        if let Some(reason) = missing_privilege().or_else(|| missing_tool(&["curl", "openssl"])) {
-            cannot_run(test, &reason);
-            return None;
-        }
-        let ns = fresh_namespace("hostile", test);
+        let ns = namespace_or_skip(test, "hostile", &["curl", "openssl"])?;
         Some(Isolated {
             net: Net::Isolated(ns.name().to_owned()),
             ns,
@@ -44,8 +39,7 @@ impl Isolated {
     fn proxy(&self, extra: &[&str]) -> Proxy {
         let mut args = vec!["proxy", "--port", "0", "--allow-dest", "127.0.0.0/8"];
         args.extend_from_slice(extra);
-        let cmd = self.ns.command(env!("CARGO_BIN_EXE_smoltalk"), &args);
-        Proxy::start(cmd, "127.0.0.1", self.net.clone())
+        Proxy::start(smoltalk_in(&self.ns, &args), "127.0.0.1", self.net.clone())
     }
 
     /// The HTTP origin on 127.0.0.1 inside the namespace.

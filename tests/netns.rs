@@ -5,29 +5,15 @@
 
 mod support;
 
-use std::process::Command;
-
-use smoltalk::tools::netns::Namespace;
 use support::*;
-
-/// A namespace with only loopback and one TUN/TAP device `st0` whose kernel side is 10.0.2.2/24.
-fn namespace(medium: &str) -> Result<Namespace, String> {
-    let ns = Namespace::create(&format!("smoltalk-test-{medium}-{}", std::process::id()))?;
-    ns.add_device("st0", medium, "10.0.2.2/24", 1500)?;
-    Ok(ns)
-}
-
-fn smoltalk_in(ns: &Namespace, args: &[&str]) -> Command {
-    ns.command(env!("CARGO_BIN_EXE_smoltalk"), args)
-}
 
 fn smoltcp_on_device(medium: &str) {
     let test = format!("smoltcp_on_{medium}");
-    if let Some(reason) = missing_privilege() {
-        cannot_run(&test, &reason);
+    let Some(ns) = namespace_or_skip(&test, "netns", &[]) else {
         return;
-    }
-    let ns = namespace(medium).unwrap_or_else(|e| panic!("{test}: {e}"));
+    };
+    // A namespace with only loopback and one TUN/TAP device `st0` whose kernel side is 10.0.2.2/24.
+    add_st0(&ns, medium);
     let stack = ["--stack", medium, "--dev", "st0"];
 
     // The smoltcp TCP server answers kernel clients, and ping.

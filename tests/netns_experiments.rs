@@ -14,7 +14,6 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use smoltalk::tools::netns::Namespace;
 use support::*;
 
 /// Why these tests cannot run here, if they cannot.
@@ -31,23 +30,22 @@ fn cannot_run_here() -> Option<String> {
 
 /// A namespace with only loopback (IPv6 off, see the module's comment) and one TUN/TAP device `st0` whose
 /// kernel side is 10.0.2.2/24, MTU 1500 (the largest frame smoltcp's `FaultInjector` takes).
-fn namespace(test: &str, medium: &str) -> Result<Namespace, String> {
-    let ns = Namespace::create(&format!("smoltalk-x-{test}-{}", std::process::id()))?;
+fn namespace(test: &str, medium: &str) -> Namespace {
+    let ns = fresh_namespace("x", test);
     let off = "for f in /proc/sys/net/ipv6/conf/all/disable_ipv6 /proc/sys/net/ipv6/conf/default/disable_ipv6; \
                do if [ -e $f ]; then echo 1 > $f || exit 1; fi; done";
     let out = ns
         .command("sh", &["-c", off])
         .output()
-        .map_err(|e| format!("cannot run sh in {}: {e}", ns.name()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "cannot switch IPv6 off in {}: {}",
-            ns.name(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    ns.add_device("st0", medium, "10.0.2.2/24", 1500)?;
-    Ok(ns)
+        .unwrap_or_else(|e| panic!("{test}: cannot run sh in {}: {e}", ns.name()));
+    assert!(
+        out.status.success(),
+        "{test}: cannot switch IPv6 off in {}: {}",
+        ns.name(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    add_st0(&ns, medium);
+    ns
 }
 
 /// The namespace of `test`, or `None` (after saying why) when it cannot run here.
@@ -56,12 +54,7 @@ fn setup(test: &str, medium: &str) -> Option<(Namespace, Scratch)> {
         cannot_run(test, &reason);
         return None;
     }
-    let ns = namespace(test, medium).unwrap_or_else(|e| panic!("{test}: {e}"));
-    Some((ns, Scratch::new(test)))
-}
-
-fn smoltalk_in(ns: &Namespace, args: &[&str]) -> Command {
-    ns.command(env!("CARGO_BIN_EXE_smoltalk"), args)
+    Some((namespace(test, medium), Scratch::new(test)))
 }
 
 /// A directory for a test's captures and data: removed when the test passes, kept (and named) when it fails.
@@ -92,31 +85,19 @@ impl Drop for Scratch {
 /// Fields of every packet in `pcap` that `filter` keeps, one `Vec` per packet, as tshark prints them, with
 /// tshark's checksum verification on for IPv4, TCP and UDP.
 fn tshark(pcap: &Path, filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
-    let mut cmd = Command::new("tshark");
-    cmd.args(["-n", "-r", pcap.to_str().unwrap()])
-        .args(["-o", "ip.check_checksum:TRUE"])
-        .args(["-o", "tcp.check_checksum:TRUE"])
-        .args(["-o", "udp.check_checksum:TRUE"])
-        .args(["-Y", filter, "-T", "fields"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark -r {}: {}",
-        pcap.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    let checksums = [
+        "-n",
+        "-o",
+        "ip.check_checksum:TRUE",
+        "-o",
+        "tcp.check_checksum:TRUE",
+        "-o",
+        "udp.check_checksum:TRUE",
+    ];
+    tshark_lines(pcap, &checksums, filter, fields)
+        .iter()
         .map(|l| l.split('\t').map(str::to_string).collect())
         .collect()
-}
-
-/// The hex of `bytes`, as tshark prints payloads (`tcp.payload`, `udp.payload`).
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The bytes of tshark's hex.

@@ -17,7 +17,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use smoltalk::tools::netns::Namespace;
 use support::proxy::*;
 use support::*;
 
@@ -59,13 +58,8 @@ struct Lab {
 impl Lab {
     /// A fresh namespace, or `None` (after saying why, or failing under CI) when this machine cannot make one.
     fn new(test: &str) -> Option<Lab> {
-        if let Some(reason) = missing_privilege().or_else(|| missing_tool(&["curl", "openssl"])) {
-            cannot_run(test, &reason);
-            return None;
-        }
-        let ns = fresh_namespace("nsproxy", test);
-        ns.add_device("st0", "tun", "10.0.2.2/24", 1500)
-            .unwrap_or_else(|e| panic!("{test}: {e}"));
+        let ns = namespace_or_skip(test, "nsproxy", &["curl", "openssl"])?;
+        add_st0(&ns, "tun");
         Some(Lab {
             net: Net::Namespace(ns.name().to_owned()),
             ns,
@@ -76,8 +70,7 @@ impl Lab {
     fn proxy(&self, extra: &[&str]) -> Proxy {
         let mut args = vec!["proxy", "--stack", "tun", "--dev", "st0"];
         args.extend_from_slice(extra);
-        let cmd = self.ns.command(env!("CARGO_BIN_EXE_smoltalk"), &args);
-        let proxy = Proxy::start(cmd, PROXY_HOST, self.net.clone());
+        let proxy = Proxy::start(smoltalk_in(&self.ns, &args), PROXY_HOST, self.net.clone());
         assert_eq!(proxy.port, 8080);
         proxy
     }

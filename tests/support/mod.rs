@@ -1,5 +1,6 @@
 //! Helpers for the end-to-end tests: run the real `smoltalk` binary, wait for its "listening" line, stop it by
-//! PID (see `smoltalk::tools::netns::Server`), and decide what a test that needs root does when it cannot run.
+//! PID (see `smoltalk::tools::netns::Server`), decide what a test that needs root does when it cannot run, and
+//! make a test's network namespace with its TUN/TAP device `st0` and run `smoltalk` inside it.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -12,6 +13,7 @@ pub fn smoltalk() -> Command {
     Command::new(env!("CARGO_BIN_EXE_smoltalk"))
 }
 
+pub use smoltalk::tools::netns::Namespace;
 pub use smoltalk::tools::netns::Server as Running;
 
 /// Starts `cmd` and waits until it prints its "listening on ADDR:PORT" line; returns the process and the port.
@@ -24,8 +26,7 @@ pub fn start_server(cmd: Command, what: &str) -> (Running, u16) {
 /// Sends SIGTERM to a server this test started and waits (up to 5 s) for it to exit; returns whether it exited
 /// cleanly (status 0).
 pub fn terminate(server: &mut Running) -> bool {
-    // SAFETY: kill has no memory preconditions; the PID is our own child's.
-    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = smoltalk::sys::kill(server.child.id(), smoltalk::sys::Signal::Terminate);
     for _ in 0..500 {
         if let Ok(Some(status)) = server.child.try_wait() {
             return status.success();
@@ -155,6 +156,39 @@ pub fn temp_file(name: &str, data: &[u8]) -> std::path::PathBuf {
     path
 }
 
+/// Fields of every packet in `pcap` that `filter` keeps, one line per packet (tab-separated), as
+/// `tshark -T fields` prints them; `options` go first (`-n`, `-o ip.check_checksum:TRUE`). Panics if tshark fails.
+pub fn tshark_lines(
+    pcap: &std::path::Path,
+    options: &[&str],
+    filter: &str,
+    fields: &[&str],
+) -> Vec<String> {
+    let mut cmd = Command::new("tshark");
+    cmd.args(options)
+        .args(["-r", pcap.to_str().unwrap()])
+        .args(["-Y", filter, "-T", "fields"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("run tshark");
+    assert!(
+        out.status.success(),
+        "tshark -r {}: {}",
+        pcap.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The hex of `bytes`, as tshark prints payloads (`tcp.payload`, `udp.payload`).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The resident memory of process `pid`, in KiB (`VmRSS` in `/proc/PID/status`).
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -222,12 +256,34 @@ pub fn collect(
 
 /// A new network namespace `smoltalk-KIND-PID-N` for `test` (with loopback up), deleted when dropped; each call in
 /// a test process gets a name of its own, so tests run in parallel. Panics, naming `test`, if it cannot be made.
-pub fn fresh_namespace(kind: &str, test: &str) -> smoltalk::tools::netns::Namespace {
+pub fn fresh_namespace(kind: &str, test: &str) -> Namespace {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let name = format!(
         "smoltalk-{kind}-{}-{}",
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    smoltalk::tools::netns::Namespace::create(&name).unwrap_or_else(|e| panic!("{test}: {e}"))
+    Namespace::create(&name).unwrap_or_else(|e| panic!("{test}: {e}"))
+}
+
+/// [`fresh_namespace`], or `None` after saying why (failing under CI, see [`cannot_run`]) when this machine
+/// cannot make namespaces with TUN/TAP devices ([`missing_privilege`]) or lacks one of `tools`.
+pub fn namespace_or_skip(test: &str, kind: &str, tools: &[&str]) -> Option<Namespace> {
+    if let Some(reason) = missing_privilege().or_else(|| missing_tool(tools)) {
+        cannot_run(test, &reason);
+        return None;
+    }
+    Some(fresh_namespace(kind, test))
+}
+
+/// Adds the device the namespace tests put smoltcp on to `ns`: `st0`, TUN or TAP (`medium`), its kernel side
+/// 10.0.2.2/24 (smoltalk's default address on it is 10.0.2.15), MTU 1500, up. Panics if it cannot.
+pub fn add_st0(ns: &Namespace, medium: &str) {
+    ns.add_device("st0", medium, "10.0.2.2/24", 1500)
+        .unwrap_or_else(|e| panic!("cannot add {medium} device st0 in {}: {e}", ns.name()));
+}
+
+/// `smoltalk ARGS`, to be run inside `ns`.
+pub fn smoltalk_in(ns: &Namespace, args: &[&str]) -> Command {
+    ns.command(env!("CARGO_BIN_EXE_smoltalk"), args)
 }

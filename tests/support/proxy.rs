@@ -6,7 +6,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
@@ -214,10 +213,9 @@ impl Net {
         std::thread::spawn(move || {
             let path = format!("/var/run/netns/{name}");
             let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            // SAFETY: setns has no memory preconditions; it moves only this (short-lived) thread.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                panic!("setns {path}: {}", std::io::Error::last_os_error());
-            }
+            // Moves only this (short-lived) thread.
+            smoltalk::sys::enter_network_namespace(&ns)
+                .unwrap_or_else(|e| panic!("setns {path}: {e}"));
             work()
         })
         .join()

@@ -4,7 +4,8 @@
 use smoltcp::wire::IpCidr;
 
 use super::args::{Stack, StackArgs};
-use crate::stack::device::{stop_on_signals, DeviceKind, DeviceNetwork};
+use crate::stack::device::{DeviceKind, DeviceNetwork};
+use crate::sys::stop_on_signals;
 
 pub(super) fn device_kind(stack: Stack) -> Option<DeviceKind> {
     match stack {
@@ -16,7 +17,9 @@ pub(super) fn device_kind(stack: Stack) -> Option<DeviceKind> {
 
 pub(super) fn open_device(stack: &StackArgs, kind: DeviceKind) -> Result<DeviceNetwork, String> {
     // Before the open, so no signal can leave the device with its offload setting on.
-    stop_on_signals();
+    if let Err(e) = stop_on_signals() {
+        log::warn!("a signal may not stop smoltalk cleanly: {e}");
+    }
     let cidr = IpCidr::Ipv4(stack.ip);
     // With checksum offload smoltcp trusts the kernel's TCP checksums and leaves its own to the kernel: packets
     // corrupted on the way in (by the FaultInjector, after the kernel) would be taken as good, and a capture

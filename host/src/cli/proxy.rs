@@ -11,8 +11,8 @@ use super::args::ProxyArgs;
 use super::device::{device_kind, open_device, smoltcp_label};
 use crate::proxy::event_loop::{KernelProxy, ProxyRules};
 use crate::proxy::node::SmoltcpProxy;
-use crate::stack::device::stop_requested;
 use crate::stack::network::{drive, Network, Step};
+use crate::sys::stop_requested;
 use smoltalk_core::proxy::ProxyPolicy;
 
 /// The proxy's rules from its options. They live as long as the process (the policy borrows them).

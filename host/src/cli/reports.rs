@@ -101,7 +101,8 @@ pub(super) fn throughput(args: ThroughputArgs) -> Result<(), String> {
         StdDuration::from_secs_f64(args.seconds),
         args.chunk as usize,
         args.socket_buffer,
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     let mut out = io::stdout().lock();
     let _ = writeln!(
         out,
@@ -121,7 +122,7 @@ pub(super) fn bench(args: BenchArgs) -> Result<(), String> {
         smoltcp_benchmark: args.smoltcp_benchmark,
         transform_only: args.transform_only,
     };
-    let report = crate::tools::bench::run(&opts)?;
+    let report = crate::tools::bench::run(&opts).map_err(|e| e.to_string())?;
     println!("{}\n{report}", crate::tools::bench::describe());
     Ok(())
 }

@@ -13,8 +13,9 @@ use smoltcp::wire::IpEndpoint;
 use super::announce;
 use super::args::{ClientArgs, ServerArgs};
 use super::device::{device_kind, open_device, smoltcp_label};
-use crate::stack::device::{stop_requested, DeviceKind, DeviceNetwork};
+use crate::stack::device::{DeviceKind, DeviceNetwork};
 use crate::stack::network::{drive, earliest, Network, Step};
+use crate::sys::stop_requested;
 use crate::uppercase::kernel::{
     resolve, udp_target, KernelTcpClient, KernelTcpServer, KernelUdpClient, KernelUdpServer,
 };

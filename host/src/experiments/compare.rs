@@ -523,7 +523,8 @@ impl LossyLoopback {
         let ns = crate::tools::netns::Namespace::create(&format!(
             "smoltalk-compare-{}",
             std::process::id()
-        ))?;
+        ))
+        .map_err(|e| e.to_string())?;
         // netem where the kernel has it; else nftables, dropping a random tenth of what leaves (on loopback,
         // every packet leaves once).
         let netem = ns
@@ -578,15 +579,10 @@ impl LossyLoopback {
     fn run(&self, f: impl FnOnce() -> Observation + Send + 'static) -> Result<Observation, String> {
         let path = format!("/var/run/netns/{}", self.ns.name());
         std::thread::spawn(move || {
-            use std::os::fd::AsRawFd;
             let file =
                 std::fs::File::open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
-            // SAFETY: setns on a namespace descriptor we hold; it changes only this thread's namespace.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(format!(
-                    "cannot enter the namespace: {}",
-                    std::io::Error::last_os_error()
-                ));
+            if let Err(e) = crate::sys::enter_network_namespace(&file) {
+                return Err(format!("cannot enter the namespace: {e}"));
             }
             Ok(f())
         })
@@ -1043,10 +1039,10 @@ fn tun_run(scenario: Scenario) -> Option<Observation> {
     );
     let ns = match crate::tools::netns::Namespace::create(&name) {
         Ok(ns) => ns,
-        Err(e) => return Some(not_run("smoltcp-tun", network, e)),
+        Err(e) => return Some(not_run("smoltcp-tun", network, e.to_string())),
     };
     if let Err(e) = ns.add_device("st0", "tun", "10.0.2.2/24", 1500) {
-        return Some(not_run("smoltcp-tun", network, e));
+        return Some(not_run("smoltcp-tun", network, e.to_string()));
     }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe.to_string_lossy().into_owned(),
@@ -1066,6 +1062,7 @@ fn tun_run(scenario: Scenario) -> Option<Observation> {
         crate::tools::netns::Server::start(
             ns.command(&exe, &[kind, "--bind", "10.0.2.2", "--port", "12000"]),
         )
+        .map_err(|e| e.to_string())
     };
     let started = WallInstant::now();
     let result = match scenario {
@@ -1189,8 +1186,7 @@ fn run_client(
         if i == 0 {
             if let Some(server) = stop.take() {
                 // The server stops: SIGTERM, and the kernel closes its sockets as the process ends.
-                // SAFETY: kill(2) on the PID of a child this run started.
-                unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
+                let _ = crate::sys::kill(server.child.id(), crate::sys::Signal::Terminate);
                 drop(server);
             }
         }

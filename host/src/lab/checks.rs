@@ -456,7 +456,7 @@ pub fn run_uppercase_checks_captured(
         lab: &mut lab,
         checks: Vec::new(),
     };
-    let udp_setup = |e: ClientError| NetworkError(format!("cannot set up a UDP client: {e}"));
+    let udp_setup = NetworkError::UdpClientSetup;
 
     let once = run.tcp(PORT, vec![b"hello from the smoltalk lab".to_vec()]);
     run.check("tcp: send once, read once", vec![once], None)?;

@@ -12,7 +12,6 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use smoltcp::iface::{PollIngressSingleResult, PollResult};
 use smoltcp::phy::{
@@ -22,10 +21,12 @@ use smoltcp::phy::{
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 
+use crate::stack::device_error::{open_error, DeviceError};
 use crate::stack::instruments::{trace_packet, CaptureFile, Instruments, FAULT_INJECTOR_MAX_FRAME};
 use crate::stack::network::{Network, NetworkError, NodeId};
 use crate::stack::node::{random_seed, Node};
 use crate::stack::offload::{self, Verdict, VnetHeader, VNET_HEADER_LEN};
+use crate::sys::{self, errno};
 
 /// Which kind of device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,41 +44,6 @@ impl DeviceKind {
             DeviceKind::Tun => "tun",
             DeviceKind::Tap => "tap",
         }
-    }
-}
-
-/// Why a device could not be opened.
-#[derive(Debug)]
-pub struct DeviceError {
-    message: String,
-}
-
-impl std::fmt::Display for DeviceError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for DeviceError {}
-
-fn open_error(name: &str, kind: DeviceKind, e: &io::Error) -> DeviceError {
-    let mode = kind.name();
-    let hint = match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENODEV) => {
-            "/dev/net/tun is missing: load the tun module (modprobe tun)".to_string()
-        }
-        Some(libc::EPERM) | Some(libc::EACCES) => format!(
-            "permission denied: run as root (CAP_NET_ADMIN), or create the device for your user first with \
-             `sudo ip tuntap add dev {name} mode {mode} user $USER`"
-        ),
-        Some(libc::EBUSY) => format!("{name} is already in use by another program"),
-        Some(libc::EINVAL) => format!(
-            "{name} exists but is not a {mode} device (delete it with `ip link del {name}` or pick another --dev)"
-        ),
-        _ => e.to_string(),
-    };
-    DeviceError {
-        message: format!("cannot open {mode} device {name}: {hint}"),
     }
 }
 
@@ -147,7 +113,7 @@ impl TunTapDevice {
     pub fn open(name: &str, kind: DeviceKind, offload: bool) -> Result<Self, DeviceError> {
         let handle = if offload {
             let (file, name) = offload::open(name, kind == DeviceKind::Tap)
-                .map_err(|e| open_error(name, kind, &e))?;
+                .map_err(|e| open_error(name, kind, e))?;
             DeviceHandle::Offload { file, name }
         } else {
             let mode = match kind {
@@ -155,13 +121,19 @@ impl TunTapDevice {
                 DeviceKind::Tap => tun_tap::Mode::Tap,
             };
             let iface = tun_tap::Iface::without_packet_info(name, mode)
-                .map_err(|e| open_error(name, kind, &e))?;
-            iface.set_non_blocking().map_err(|e| DeviceError {
-                message: format!("cannot make {name} non-blocking: {e}"),
-            })?;
+                .map_err(|e| open_error(name, kind, e))?;
+            iface
+                .set_non_blocking()
+                .map_err(|error| DeviceError::NonBlocking {
+                    name: name.to_string(),
+                    error,
+                })?;
             // An earlier offloading user may have left the device's checksum offload on.
-            offload::set_offload(iface.as_raw_fd(), false).map_err(|e| DeviceError {
-                message: format!("cannot turn checksum offload off on {name}: {e}"),
+            offload::set_offload(iface.as_raw_fd(), false).map_err(|error| {
+                DeviceError::OffloadOff {
+                    name: name.to_string(),
+                    error,
+                }
             })?;
             DeviceHandle::Plain(iface)
         };
@@ -257,43 +229,19 @@ impl DeviceInfo {
 
     /// Sleeps until a frame can be read or `timeout` passes (`None`: until a frame arrives).
     pub fn wait(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
-        let pollfd = |fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // The device, and the stop signal's pipe (a negative descriptor is ignored by ppoll).
-        let mut fds = [pollfd(self.fd), pollfd(WAKE_READ.load(Ordering::Relaxed))];
-        let ts = timeout.map(|t| libc::timespec {
-            tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
-            tv_nsec: t.subsec_nanos() as libc::c_long,
-        });
-        let ts_ptr = ts
-            .as_ref()
-            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: `fds` and `ts` live across the call; the count matches the array.
-        let r = unsafe {
-            libc::ppoll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                ts_ptr,
-                std::ptr::null(),
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
+        // The device, and the stop signal's pipe (see `sys::stop_on_signals`; -1, none, is left out).
+        let wake = sys::stop_wake_fd().unwrap_or(-1);
+        match sys::wait_readable([self.fd, wake], timeout) {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
 fn is_fatal(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc::EBADFD) | Some(libc::ENODEV) | Some(libc::EBADF) | Some(libc::ENXIO)
+        Some(errno::EBADFD) | Some(errno::ENODEV) | Some(errno::EBADF) | Some(errno::ENXIO)
     )
 }
 
@@ -334,7 +282,7 @@ impl phy::TxToken for TunTapTxToken<'_> {
         }
         match self.handle.send(&tx.buf[..end]) {
             Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+            Err(e) if e.raw_os_error() == Some(errno::EIO) => {
                 if !tx.warned_down {
                     let name = self.handle.name();
                     log::warn!("{name} is down, packets are dropped: bring it up with `ip link set {name} up`");
@@ -422,45 +370,6 @@ impl Device for TunTapDevice {
     }
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-/// The write end of a pipe the signal handler writes to, so a `ppoll` that starts just after the signal still
-/// wakes (a flag alone could be missed between the check and the sleep).
-static WAKE_WRITE: AtomicI32 = AtomicI32::new(-1);
-static WAKE_READ: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn request_stop(_signal: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-    let fd = WAKE_WRITE.load(Ordering::Relaxed);
-    if fd >= 0 {
-        let byte = 1u8;
-        // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking, so a full pipe just drops the byte.
-        unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
-    }
-}
-
-/// Makes SIGINT, SIGTERM and SIGHUP ask the program to stop (see [`stop_requested`]) instead of killing it,
-/// so the device is closed properly: a persistent device gets its checksum offload setting back (see
-/// `offload::set_offload`). A sleeping [`DeviceNetwork::wait`] wakes at once. Call it before opening the device.
-pub fn stop_on_signals() {
-    if WAKE_WRITE.load(Ordering::Relaxed) < 0 {
-        let mut fds = [-1; 2];
-        // SAFETY: pipe2 fills the two-element array it is given.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } == 0 {
-            WAKE_READ.store(fds[0], Ordering::Relaxed);
-            WAKE_WRITE.store(fds[1], Ordering::Relaxed);
-        }
-    }
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to atomics and calls write(2), both async-signal-safe.
-        unsafe { libc::signal(signal, request_stop as *const () as libc::sighandler_t) };
-    }
-}
-
-/// Whether SIGINT, SIGTERM or SIGHUP arrived since [`stop_on_signals`].
-pub fn stop_requested() -> bool {
-    STOP.load(Ordering::Relaxed)
-}
-
 /// Bytes of packets taken in per poll before the sockets' replies are sent (see [`DeviceNetwork`]'s `poll`):
 /// about four packets at MTU 65000, a few hundred at MTU 1500.
 pub const INGRESS_BUDGET: u64 = 256 * 1024;
@@ -522,21 +431,21 @@ impl DeviceStack {
         }
         let frame = device.capabilities().max_transmission_unit;
         if instruments.faults.any() && frame > FAULT_INJECTOR_MAX_FRAME {
-            return Err(DeviceError {
-                message: format!(
-                    "fault injection handles frames up to {FAULT_INJECTOR_MAX_FRAME} bytes (smoltcp's FaultInjector), \
-                     and {} carries {frame}: lower its MTU to 1500 (`ip link set {} mtu 1500`)",
-                    device.handle.name(),
-                    device.handle.name()
-                ),
+            return Err(DeviceError::FrameTooLarge {
+                name: device.handle.name().to_string(),
+                frame,
             });
         }
-        let capture = match &instruments.pcap {
-            Some(path) => Capture::File(CaptureFile::create(path).map_err(|e| DeviceError {
-                message: format!("cannot write the capture {}: {e}", path.display()),
-            })?),
-            None => Capture::Off,
-        };
+        let capture =
+            match &instruments.pcap {
+                Some(path) => Capture::File(CaptureFile::create(path).map_err(|error| {
+                    DeviceError::Capture {
+                        path: path.clone(),
+                        error,
+                    }
+                })?),
+                None => Capture::Off,
+            };
         // The link type follows the medium: raw IP for TUN, Ethernet for TAP.
         let pcap = PcapWriter::new(device, capture, PcapMode::Both);
         let f = instruments.faults;
@@ -673,10 +582,10 @@ impl DeviceNetwork {
 
     fn check_device(&mut self) -> Result<(), NetworkError> {
         match self.info.take_failure() {
-            Some(e) => Err(NetworkError(format!(
-                "device {} went away: {e}",
-                self.info.name()
-            ))),
+            Some(error) => Err(NetworkError::DeviceGone {
+                device: self.info.name().to_string(),
+                error,
+            }),
             None => Ok(()),
         }
     }
@@ -737,7 +646,10 @@ impl Network for DeviceNetwork {
         }
         self.info
             .wait(delay.map(Into::into))
-            .map_err(|e| NetworkError(format!("waiting on {}: {e}", self.info.name())))?;
+            .map_err(|error| NetworkError::Wait {
+                device: self.info.name().to_string(),
+                error,
+            })?;
         self.check_device()
     }
 }

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use smoltcp::phy::{PcapLinkType, PcapSink};
 use smoltcp::time::Instant;
 
+use crate::sys::PacketSocket;
+
 /// What to wrap a smoltcp device in.
 #[derive(Debug, Clone, Default)]
 pub struct Instruments {
@@ -157,50 +159,10 @@ pub struct LoopbackCapture {
 impl LoopbackCapture {
     /// Starts capturing on `lo`. Fails without the privilege to open a packet socket.
     pub fn start(ports: Vec<u16>) -> io::Result<LoopbackCapture> {
-        use std::os::fd::{FromRawFd, OwnedFd};
-        let protocol = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
-        // SAFETY: plain socket(2) call; the descriptor is owned below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, protocol) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: if_nametoindex reads a NUL-terminated name.
-        let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
-        // SAFETY: sockaddr_ll is plain data; zero is a valid start.
-        let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        address.sll_family = libc::AF_PACKET as u16;
-        address.sll_protocol = protocol as u16;
-        address.sll_ifindex = index as libc::c_int;
-        // SAFETY: the address struct lives across the call and its size is passed.
-        let bound = unsafe {
-            libc::bind(
-                fd,
-                (&address as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if bound < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let timeout = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 20_000,
-        };
-        // SAFETY: setsockopt with a timeval of the size passed.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
+        let socket = PacketSocket::open(c"lo", std::time::Duration::from_millis(20))?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopping = std::sync::Arc::clone(&stop);
-        let thread = std::thread::spawn(move || capture_loop(socket, &ports, &stopping));
+        let thread = std::thread::spawn(move || capture_loop(&socket, &ports, &stopping));
         Ok(LoopbackCapture { stop, thread })
     }
 
@@ -214,38 +176,25 @@ impl LoopbackCapture {
 }
 
 fn capture_loop(
-    socket: std::os::fd::OwnedFd,
+    socket: &PacketSocket,
     ports: &[u16],
     stop: &std::sync::atomic::AtomicBool,
 ) -> Vec<u8> {
-    use std::os::fd::AsRawFd;
     let mut pcap = MemoryCapture::default();
     pcap.global_header(PcapLinkType::Ethernet);
     let start = std::time::Instant::now();
     let mut frame = vec![0u8; 65600];
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        // SAFETY: sockaddr_ll is plain data.
-        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-        // SAFETY: the buffer and the address outlive the call; their sizes are passed.
-        let n = unsafe {
-            libc::recvfrom(
-                socket.as_raw_fd(),
-                frame.as_mut_ptr().cast(),
-                frame.len(),
-                0,
-                (&mut from as *mut libc::sockaddr_ll).cast(),
-                &mut from_len,
-            )
+        let received = match socket.receive(&mut frame) {
+            Ok(received) if received.len > 0 => received,
+            // The read timeout (so `stop` is looked at again), or a failed read.
+            _ => continue,
         };
-        if n <= 0 {
-            continue;
-        }
         // On loopback every packet is seen going out and coming in: keep one.
-        if from.sll_pkttype == libc::PACKET_OUTGOING {
+        if received.outgoing {
             continue;
         }
-        let packet = frame.get(..n as usize).unwrap_or(&[]);
+        let packet = frame.get(..received.len).unwrap_or(&[]);
         if concerns(packet, ports) {
             let at = smoltcp::time::Instant::from_micros(start.elapsed().as_micros() as i64);
             pcap.packet(at, packet);

@@ -1,6 +1,7 @@
 //! smoltcp hosts and their devices.
 
 pub mod device;
+pub mod device_error;
 pub mod instruments;
 pub mod network;
 pub mod node;

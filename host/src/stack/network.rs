@@ -1,6 +1,9 @@
 //! [`Network`]: what the client and server drivers need from a set of smoltcp nodes — the time, the nodes, a
 //! poll, and a way to wait — so the same driver runs in the lab (virtual time) and on a TUN/TAP device (real time).
 
+use std::io;
+
+use smoltalk_core::ClientError;
 use smoltcp::time::Instant;
 
 use crate::stack::node::Node;
@@ -20,17 +23,53 @@ pub trait Network {
     fn wait(&mut self, until: Option<Instant>) -> Result<(), NetworkError>;
 }
 
-/// The device under a network failed.
+/// Why a network stopped: its device failed, or (in the lab) it could not be set up.
 #[derive(Debug)]
-pub struct NetworkError(pub String);
+pub enum NetworkError {
+    /// A fatal error reading or writing the device (it was deleted, say).
+    DeviceGone {
+        /// The device's name.
+        device: String,
+        /// What reading or writing it said.
+        error: io::Error,
+    },
+    /// Sleeping on the device's descriptor failed.
+    Wait {
+        /// The device's name.
+        device: String,
+        /// What `ppoll` said.
+        error: io::Error,
+    },
+    /// A lab's UDP client could not be made.
+    UdpClientSetup(ClientError),
+    /// The proxy's lab could not be made (why, as its setup says it).
+    ProxyLabSetup(String),
+}
 
 impl std::fmt::Display for NetworkError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            NetworkError::DeviceGone { device, error } => {
+                write!(f, "device {device} went away: {error}")
+            }
+            NetworkError::Wait { device, error } => write!(f, "waiting on {device}: {error}"),
+            NetworkError::UdpClientSetup(e) => write!(f, "cannot set up a UDP client: {e}"),
+            NetworkError::ProxyLabSetup(why) => write!(f, "cannot set up the proxy lab: {why}"),
+        }
     }
 }
 
-impl std::error::Error for NetworkError {}
+impl std::error::Error for NetworkError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NetworkError::DeviceGone { error, .. } | NetworkError::Wait { error, .. } => {
+                Some(error)
+            }
+            NetworkError::UdpClientSetup(e) => Some(e),
+            NetworkError::ProxyLabSetup(_) => None,
+        }
+    }
+}
 
 /// What one step of a driver found.
 pub enum Step<T> {
@@ -71,5 +110,28 @@ pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, None) => a,
         (None, b) => b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_device_is_named() {
+        let error = || io::Error::from_raw_os_error(crate::sys::errno::ENODEV);
+        let gone = NetworkError::DeviceGone {
+            device: "st0".into(),
+            error: error(),
+        };
+        assert_eq!(
+            gone.to_string(),
+            format!("device st0 went away: {}", error())
+        );
+        let wait = NetworkError::Wait {
+            device: "st0".into(),
+            error: error(),
+        };
+        assert_eq!(wait.to_string(), format!("waiting on st0: {}", error()));
     }
 }

@@ -10,13 +10,14 @@
 //! - TCP segments smoltcp sends go out with the pseudo-header sum in the checksum field and `NEEDS_CSUM`: the
 //!   kernel delivers them locally without a checksum pass, and completes the checksum itself if it forwards them.
 //!
-//! The `tun-tap` crate cannot ask for the header, so the device is opened here with the same ioctl plus
-//! `IFF_VNET_HDR`. Only IPv4 is handled (smoltalk's core is IPv4-only).
+//! The `tun-tap` crate cannot ask for the header, so the device is opened here (through
+//! [`crate::sys::open_tun`]) with the same ioctl plus `IFF_VNET_HDR`. Only IPv4 is handled (smoltalk's core is IPv4-only).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+
+use crate::sys::{self, TunMode};
 
 /// Length of the virtio-net header in front of every frame.
 pub const VNET_HEADER_LEN: usize = 10;
@@ -67,59 +68,17 @@ impl VnetHeader {
 
 /// Opens TUN (`tap == false`) or TAP device `name` with the virtio-net header and checksum offload, non-blocking.
 pub fn open(name: &str, tap: bool) -> io::Result<(File, String)> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("/dev/net/tun")?;
-    // SAFETY: ifreq is plain data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes.len() >= req.ifr_name.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "device names are 1 to 15 bytes",
-        ));
-    }
-    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    let mode = if tap { libc::IFF_TAP } else { libc::IFF_TUN };
-    req.ifr_ifru.ifru_flags = (mode | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
-    // SAFETY: a valid descriptor and a pointer to a live ifreq, as TUNSETIFF expects.
-    if unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: TUNSETOFFLOAD takes its flags by value.
-    if unsafe {
-        libc::ioctl(
-            file.as_raw_fd(),
-            libc::TUNSETOFFLOAD,
-            libc::TUN_F_CSUM as libc::c_ulong,
-        )
-    } < 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    let actual: Vec<u8> = req
-        .ifr_name
-        .iter()
-        .take_while(|c| **c != 0)
-        .map(|c| *c as u8)
-        .collect();
-    Ok((file, String::from_utf8_lossy(&actual).into_owned()))
+    let mode = if tap { TunMode::Tap } else { TunMode::Tun };
+    let (file, name) = sys::open_tun(name, mode, true)?;
+    set_offload(file.as_raw_fd(), true)?;
+    Ok((file, name))
 }
 
 /// Sets the device's checksum offload (`TUN_F_CSUM` or none). The setting belongs to the device, not to the
 /// open descriptor: it outlives the program that set it, so a plain (header-less) user must clear it, or the
 /// kernel keeps handing over frames with unfinished checksums.
 pub fn set_offload(fd: std::os::fd::RawFd, checksum: bool) -> io::Result<()> {
-    let flags = if checksum { libc::TUN_F_CSUM } else { 0 };
-    // SAFETY: TUNSETOFFLOAD takes its flags by value.
-    if unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD, flags as libc::c_ulong) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sys::set_tun_offload(fd, checksum)
 }
 
 /// One's-complement sum of `data` as big-endian 16-bit words, not folded.

@@ -17,7 +17,95 @@ use std::time::{Duration, Instant};
 
 use smoltalk_core::{uppercase_in_place, uppercase_into};
 
-use crate::tools::netns::{is_root, Namespace, Server};
+use crate::tools::netns::{is_root, Namespace, NamespaceError, Server, ServerError};
+
+/// Why the benchmark stopped.
+#[derive(Debug)]
+pub enum BenchError {
+    /// The path of this very binary, which runs the servers and the load, is unknown.
+    CurrentExe(std::io::Error),
+    /// The throughput part needs root; `report` is the report so far (the transform table).
+    NeedsRoot {
+        /// The report up to here.
+        report: String,
+    },
+    /// The namespace, a device in it, or a device counter failed.
+    Namespace(NamespaceError),
+    /// A server did not start.
+    Server(ServerError),
+    /// The load generator could not be run.
+    RunLoad(std::io::Error),
+    /// The load generator ran and printed no figure.
+    LoadFailed {
+        /// What it printed on standard error (trimmed).
+        stderr: String,
+    },
+    /// smoltcp's benchmark could not be run.
+    RunReference {
+        /// Its path.
+        path: String,
+        /// Why not.
+        error: std::io::Error,
+    },
+    /// smoltcp's benchmark failed every attempt.
+    ReferenceFailed {
+        /// Its path.
+        path: String,
+        /// "reader" or "writer".
+        mode: String,
+        /// Why each attempt failed.
+        failures: Vec<String>,
+    },
+}
+
+impl std::fmt::Display for BenchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BenchError::CurrentExe(e) => write!(f, "cannot find the smoltalk binary: {e}"),
+            BenchError::NeedsRoot { report } => write!(
+                f,
+                "{report}\nthe throughput part needs root (it creates a network namespace with TUN/TAP devices); \
+                 run it as root, or pass --transform-only"
+            ),
+            BenchError::Namespace(e) => write!(f, "{e}"),
+            BenchError::Server(e) => write!(f, "{e}"),
+            BenchError::RunLoad(e) => write!(f, "{e}"),
+            BenchError::LoadFailed { stderr } => write!(f, "throughput run failed: {stderr}"),
+            BenchError::RunReference { path, error } => write!(f, "cannot run {path}: {error}"),
+            BenchError::ReferenceFailed {
+                path,
+                mode,
+                failures,
+            } => write!(f, "{path} {mode} failed every time: {}", failures.join("; ")),
+        }
+    }
+}
+
+impl std::error::Error for BenchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BenchError::CurrentExe(e) | BenchError::RunLoad(e) => Some(e),
+            BenchError::RunReference { error, .. } => Some(error),
+            BenchError::Namespace(e) => Some(e),
+            BenchError::Server(e) => Some(e),
+            BenchError::NeedsRoot { .. }
+            | BenchError::LoadFailed { .. }
+            | BenchError::ReferenceFailed { .. } => None,
+        }
+    }
+}
+
+impl From<NamespaceError> for BenchError {
+    fn from(e: NamespaceError) -> Self {
+        BenchError::Namespace(e)
+    }
+}
+
+impl From<ServerError> for BenchError {
+    fn from(e: ServerError) -> Self {
+        BenchError::Server(e)
+    }
+}
 
 /// Options of a benchmark run.
 #[derive(Debug, Clone)]
@@ -167,9 +255,9 @@ const fn scenario(
     }
 }
 
-fn me() -> Result<String, String> {
+fn me() -> Result<String, BenchError> {
     std::env::current_exe()
-        .map_err(|e| format!("cannot find the smoltalk binary: {e}"))
+        .map_err(BenchError::CurrentExe)
         .map(|p| p.to_string_lossy().into_owned())
 }
 
@@ -184,7 +272,7 @@ fn run_scenario(
     ns: &Namespace,
     scenario: &Scenario,
     opts: &BenchOptions,
-) -> Result<Measured, String> {
+) -> Result<Measured, BenchError> {
     let exe = me()?;
     let dev = "stbench0";
     let (server_cmd, host) = match scenario.device {
@@ -213,7 +301,7 @@ fn run_scenario(
             (ns.command(&exe, &args), "10.0.2.15")
         }
     };
-    let result = (|| {
+    let result = (|| -> Result<Measured, BenchError> {
         let server = Server::start(server_cmd)?;
         let mut echo = Vec::new();
         let mut device = Vec::new();
@@ -238,15 +326,13 @@ fn run_scenario(
             let out = ns
                 .command(&exe, &args)
                 .output()
-                .map_err(|e| e.to_string())?;
+                .map_err(BenchError::RunLoad)?;
             let wall = start.elapsed().as_secs_f64();
             let text = String::from_utf8_lossy(&out.stdout);
-            let gbits = parse_gbits(&text, "throughput:").ok_or_else(|| {
-                format!(
-                    "throughput run failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )
-            })?;
+            let gbits =
+                parse_gbits(&text, "throughput:").ok_or_else(|| BenchError::LoadFailed {
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                })?;
             echo.push(gbits);
             if let Some(before) = before {
                 let after = ns.device_bytes(dev)?;
@@ -275,7 +361,7 @@ fn run_reference(
     path: &str,
     mode: &str,
     runs: usize,
-) -> Result<(f64, f64), String> {
+) -> Result<(f64, f64), BenchError> {
     let dev = "tap0";
     let mut device = Vec::new();
     let mut own = Vec::new();
@@ -287,7 +373,10 @@ fn run_reference(
         let out = ns
             .command("timeout", &["60", path, "--tap", dev, mode])
             .output()
-            .map_err(|e| format!("cannot run {path}: {e}"))?;
+            .map_err(|error| BenchError::RunReference {
+                path: path.to_string(),
+                error,
+            })?;
         let wall = start.elapsed().as_secs_f64();
         let after = ns.device_bytes(dev)?;
         let _ = ns.delete_device(dev);
@@ -309,15 +398,16 @@ fn run_reference(
         }
     }
     if own.is_empty() {
-        return Err(format!(
-            "{path} {mode} failed every time: {}",
-            failures.join("; ")
-        ));
+        return Err(BenchError::ReferenceFailed {
+            path: path.to_string(),
+            mode: mode.to_string(),
+            failures,
+        });
     }
     Ok((median(device), median(own)))
 }
 
-fn idle_cpu(ns: &Namespace) -> Result<Duration, String> {
+fn idle_cpu(ns: &Namespace) -> Result<Duration, BenchError> {
     let exe = me()?;
     ns.add_device("stidle0", "tun", "10.0.2.2/24", 1500)?;
     let server =
@@ -331,7 +421,7 @@ fn idle_cpu(ns: &Namespace) -> Result<Duration, String> {
 }
 
 /// Runs the benchmark and returns its report (markdown).
-pub fn run(opts: &BenchOptions) -> Result<String, String> {
+pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
     let mut report = String::new();
     let (table, transform_ratio) = transform_table();
     report += "### Uppercase transform vs memcpy\n\n";
@@ -345,10 +435,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, String> {
         return Ok(report + &goal_table(&goals));
     }
     if !is_root() {
-        return Err(format!(
-            "{report}\nthe throughput part needs root (it creates a network namespace with TUN/TAP devices); \
-             run it as root, or pass --transform-only"
-        ));
+        return Err(BenchError::NeedsRoot { report });
     }
     let ns = Namespace::create(&format!("smoltalk-bench-{}", std::process::id()))?;
     report += &format!(
@@ -464,4 +551,35 @@ pub fn describe() -> String {
         args.join(" "),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_as_they_did_as_strings() {
+        let root = BenchError::NeedsRoot {
+            report: "table".into(),
+        };
+        assert_eq!(
+            root.to_string(),
+            "table\nthe throughput part needs root (it creates a network namespace with TUN/TAP devices); run it \
+             as root, or pass --transform-only"
+        );
+        let reference = BenchError::ReferenceFailed {
+            path: "benchmark".into(),
+            mode: "reader".into(),
+            failures: vec!["panicked".into(), "no figure".into()],
+        };
+        assert_eq!(
+            reference.to_string(),
+            "benchmark reader failed every time: panicked; no figure"
+        );
+        let ip = BenchError::from(NamespaceError::Ip {
+            args: "netns add x".into(),
+            stderr: "File exists".into(),
+        });
+        assert_eq!(ip.to_string(), "ip netns add x: File exists");
+    }
 }

@@ -9,6 +9,82 @@ use std::time::{Duration, Instant};
 
 use smoltalk_core::uppercase_in_place;
 
+use crate::sys::{self, PollSet, SocketBuffer};
+
+/// Why a throughput run stopped.
+#[derive(Debug)]
+pub enum LoadError {
+    /// A connection to the server could not be made.
+    Connect {
+        /// The server.
+        server: SocketAddr,
+        /// Why not.
+        error: io::Error,
+    },
+    /// A socket could not be made non-blocking.
+    NonBlocking(io::Error),
+    /// The socket buffer size asked for does not fit the kernel's `int`.
+    BufferTooLarge(usize),
+    /// The kernel refused the socket buffer size.
+    SocketBuffer(io::Error),
+    /// Waiting on the connections failed.
+    Poll(io::Error),
+    /// A connection failed or was hung up on.
+    ClosedOrReset,
+    /// Writing to a connection failed.
+    Send(io::Error),
+    /// The server closed a connection.
+    Closed,
+    /// Reading from a connection failed.
+    Receive(io::Error),
+    /// A reply byte was not the uppercase of the byte sent.
+    WrongReply {
+        /// Where, counted from the connection's first reply byte.
+        at: u64,
+    },
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Connect { server, error } => {
+                write!(f, "cannot connect to {server}: {error}")
+            }
+            LoadError::NonBlocking(e) => write!(f, "cannot make the socket non-blocking: {e}"),
+            LoadError::BufferTooLarge(size) => {
+                write!(f, "{size} bytes is too large a socket buffer")
+            }
+            LoadError::SocketBuffer(e) => write!(f, "cannot set the socket buffer: {e}"),
+            LoadError::Poll(e) => write!(f, "poll: {e}"),
+            LoadError::ClosedOrReset => f.write_str("the server closed or reset a connection"),
+            LoadError::Send(e) => write!(f, "sending: {e}"),
+            LoadError::Closed => f.write_str("the server closed a connection"),
+            LoadError::Receive(e) => write!(f, "receiving: {e}"),
+            LoadError::WrongReply { at } => write!(
+                f,
+                "the reply differs from the uppercase of what was sent (at byte {at})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Connect { error, .. }
+            | LoadError::NonBlocking(error)
+            | LoadError::SocketBuffer(error)
+            | LoadError::Poll(error)
+            | LoadError::Send(error)
+            | LoadError::Receive(error) => Some(error),
+            LoadError::BufferTooLarge(_)
+            | LoadError::ClosedOrReset
+            | LoadError::Closed
+            | LoadError::WrongReply { .. } => None,
+        }
+    }
+}
+
 /// What a throughput run measured.
 #[derive(Debug, Clone, Copy)]
 pub struct Throughput {
@@ -48,18 +124,18 @@ pub fn run(
     duration: Duration,
     chunk: usize,
     socket_buffer: Option<usize>,
-) -> Result<Throughput, String> {
+) -> Result<Throughput, LoadError> {
     let mut conns = Vec::new();
     for _ in 0..connections.max(1) {
         let stream = TcpStream::connect_timeout(&server, Duration::from_secs(5))
-            .map_err(|e| format!("cannot connect to {server}: {e}"))?;
+            .map_err(|error| LoadError::Connect { server, error })?;
         let _ = stream.set_nodelay(true);
         if let Some(size) = socket_buffer {
             set_socket_buffers(&stream, size)?;
         }
         stream
             .set_nonblocking(true)
-            .map_err(|e| format!("cannot make the socket non-blocking: {e}"))?;
+            .map_err(LoadError::NonBlocking)?;
         conns.push(LoadConnection {
             stream,
             sent: 0,
@@ -76,14 +152,7 @@ pub fn run(
     let (measure_from, end) = (started + warmup, started + warmup + duration);
     let mut at_start: Option<(Instant, u64)> = None;
     let mut total: u64 = 0;
-    let mut fds: Vec<libc::pollfd> = conns
-        .iter()
-        .map(|c| libc::pollfd {
-            fd: c.stream.as_raw_fd(),
-            events: libc::POLLIN | libc::POLLOUT,
-            revents: 0,
-        })
-        .collect();
+    let mut poll_set = PollSet::read_write(conns.iter().map(|c| c.stream.as_raw_fd()));
     loop {
         let now = Instant::now();
         if at_start.is_none() && now >= measure_from {
@@ -92,24 +161,19 @@ pub fn run(
         if now >= end {
             break;
         }
-        // SAFETY: `fds` is a live, correctly sized array of pollfd.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
-        if ready < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(format!("poll: {e}"));
+        match poll_set.poll(Duration::from_millis(100)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(LoadError::Poll(e)),
         }
-        for (conn, pfd) in conns.iter_mut().zip(fds.iter()) {
-            if pfd.revents & (libc::POLLERR | libc::POLLHUP) != 0 && pfd.revents & libc::POLLIN == 0
-            {
-                return Err("the server closed or reset a connection".into());
+        for (conn, ready) in conns.iter_mut().zip(poll_set.readiness()) {
+            if ready.failed && !ready.readable {
+                return Err(LoadError::ClosedOrReset);
             }
-            if pfd.revents & libc::POLLOUT != 0 {
+            if ready.writable {
                 conn.send(&pattern, chunk)?;
             }
-            if pfd.revents & libc::POLLIN != 0 {
+            if ready.readable {
                 total += conn.receive(&expected, &mut buf)?;
             }
         }
@@ -123,26 +187,10 @@ pub fn run(
 }
 
 /// Fixes the kernel's send and receive buffers of `stream` (which turns the kernel's autotuning off).
-fn set_socket_buffers(stream: &TcpStream, size: usize) -> Result<(), String> {
-    let size = libc::c_int::try_from(size)
-        .map_err(|_| format!("{size} bytes is too large a socket buffer"))?;
-    for option in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-        // SAFETY: a valid descriptor, and a c_int option value of the size given.
-        let r = unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(format!(
-                "cannot set the socket buffer: {}",
-                io::Error::last_os_error()
-            ));
-        }
+fn set_socket_buffers(stream: &TcpStream, size: usize) -> Result<(), LoadError> {
+    let size = i32::try_from(size).map_err(|_| LoadError::BufferTooLarge(size))?;
+    for which in [SocketBuffer::Send, SocketBuffer::Receive] {
+        sys::set_socket_buffer(stream, which, size).map_err(LoadError::SocketBuffer)?;
     }
     Ok(())
 }
@@ -154,7 +202,7 @@ struct LoadConnection {
 }
 
 impl LoadConnection {
-    fn send(&mut self, pattern: &[u8], chunk: usize) -> Result<(), String> {
+    fn send(&mut self, pattern: &[u8], chunk: usize) -> Result<(), LoadError> {
         let offset = (self.sent % PATTERN_LEN as u64) as usize;
         match self.stream.write(&pattern[offset..offset + chunk]) {
             Ok(n) => self.sent += n as u64,
@@ -163,15 +211,15 @@ impl LoadConnection {
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) => {}
-            Err(e) => return Err(format!("sending: {e}")),
+            Err(e) => return Err(LoadError::Send(e)),
         }
         Ok(())
     }
 
     /// Reads what is there and checks it against the uppercase of what was sent; returns the bytes taken.
-    fn receive(&mut self, expected: &[u8], buf: &mut [u8]) -> Result<u64, String> {
+    fn receive(&mut self, expected: &[u8], buf: &mut [u8]) -> Result<u64, LoadError> {
         let n = match self.stream.read(buf) {
-            Ok(0) => return Err("the server closed a connection".into()),
+            Ok(0) => return Err(LoadError::Closed),
             Ok(n) => n,
             Err(e)
                 if matches!(
@@ -181,21 +229,45 @@ impl LoadConnection {
             {
                 return Ok(0)
             }
-            Err(e) => return Err(format!("receiving: {e}")),
+            Err(e) => return Err(LoadError::Receive(e)),
         };
         let mut checked = 0;
         while checked < n {
             let offset = (self.received % PATTERN_LEN as u64) as usize;
             let len = (n - checked).min(PATTERN_LEN - offset);
             if buf[checked..checked + len] != expected[offset..offset + len] {
-                return Err(format!(
-                    "the reply differs from the uppercase of what was sent (at byte {})",
-                    self.received
-                ));
+                return Err(LoadError::WrongReply { at: self.received });
             }
             checked += len;
             self.received += len as u64;
         }
         Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_server_and_a_wrong_reply_are_reported() {
+        let server: SocketAddr = ([127, 0, 0, 1], 9).into();
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            LoadError::Connect {
+                server,
+                error: io::Error::from(io::ErrorKind::ConnectionRefused),
+            }
+            .to_string(),
+            format!("cannot connect to 127.0.0.1:9: {refused}")
+        );
+        assert_eq!(
+            LoadError::WrongReply { at: 7 }.to_string(),
+            "the reply differs from the uppercase of what was sent (at byte 7)"
+        );
+        assert_eq!(
+            LoadError::BufferTooLarge(1 << 40).to_string(),
+            "1099511627776 bytes is too large a socket buffer"
+        );
     }
 }

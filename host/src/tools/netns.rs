@@ -2,8 +2,107 @@
 //! kernel side lives there, and programs run inside it. Everything is deleted when the [`Namespace`] is
 //! dropped, and nothing inside can reach beyond it. Needs root (`ip netns`).
 
-use std::io::{BufRead, BufReader};
+use std::io::{self, BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+
+/// Why a namespace, or something in it, could not be made or read.
+#[derive(Debug)]
+pub enum NamespaceError {
+    /// `ip` could not be run at all.
+    NoIp(io::Error),
+    /// `ip ARGS` failed.
+    Ip {
+        /// Its arguments, joined by spaces.
+        args: String,
+        /// What it printed on standard error.
+        stderr: String,
+    },
+    /// A device counter could not be read.
+    ReadCounter {
+        /// The counter's file.
+        path: String,
+        /// Why not.
+        error: io::Error,
+    },
+    /// A device counter was not a number.
+    BadCounter {
+        /// The counter's file.
+        path: String,
+        /// The namespace it was read in.
+        namespace: String,
+    },
+}
+
+impl std::fmt::Display for NamespaceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NamespaceError::NoIp(e) => write!(f, "cannot run ip (install iproute2): {e}"),
+            NamespaceError::Ip { args, stderr } => write!(f, "ip {args}: {stderr}"),
+            NamespaceError::ReadCounter { path, error } => write!(f, "cannot read {path}: {error}"),
+            NamespaceError::BadCounter { path, namespace } => {
+                write!(f, "cannot read {path} in {namespace}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for NamespaceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NamespaceError::NoIp(error) | NamespaceError::ReadCounter { error, .. } => Some(error),
+            NamespaceError::Ip { .. } | NamespaceError::BadCounter { .. } => None,
+        }
+    }
+}
+
+/// Why a [`Server`] did not start.
+#[derive(Debug)]
+pub enum ServerError {
+    /// The program could not be started.
+    Spawn {
+        /// The command, as `Command`'s `Debug` shows it.
+        command: String,
+        /// Why not.
+        error: io::Error,
+    },
+    /// Its standard output was not piped.
+    NoStdout,
+    /// Waiting for it to end failed.
+    Wait(io::Error),
+    /// It ended, or printed something else, before its "listening on" line.
+    DidNotStart {
+        /// The command, as `Command`'s `Debug` shows it.
+        command: String,
+        /// The first line it printed (trimmed).
+        line: String,
+        /// What it printed on standard error (trimmed).
+        stderr: String,
+    },
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerError::Spawn { command, error } => write!(f, "cannot start {command}: {error}"),
+            ServerError::NoStdout => f.write_str("no stdout"),
+            ServerError::Wait(e) => write!(f, "{e}"),
+            ServerError::DidNotStart {
+                command,
+                line,
+                stderr,
+            } => write!(f, "{command} did not start: {line}{stderr}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServerError::Spawn { error, .. } | ServerError::Wait(error) => Some(error),
+            ServerError::NoStdout | ServerError::DidNotStart { .. } => None,
+        }
+    }
+}
 
 /// A network namespace this process created; deleted on drop.
 pub struct Namespace {
@@ -12,7 +111,7 @@ pub struct Namespace {
 
 impl Namespace {
     /// Creates namespace `name` and brings its loopback up.
-    pub fn create(name: &str) -> Result<Namespace, String> {
+    pub fn create(name: &str) -> Result<Namespace, NamespaceError> {
         ip(&["netns", "add", name])?;
         let ns = Namespace {
             name: name.to_string(),
@@ -27,14 +126,20 @@ impl Namespace {
     }
 
     /// Runs `ip ARGS` inside the namespace.
-    pub fn ip(&self, args: &[&str]) -> Result<(), String> {
+    pub fn ip(&self, args: &[&str]) -> Result<(), NamespaceError> {
         let mut all = vec!["netns", "exec", &self.name, "ip"];
         all.extend_from_slice(args);
         ip(&all)
     }
 
     /// Adds a TUN or TAP device `dev` (mode "tun" or "tap") with the kernel's side at `cidr`, MTU `mtu`, up.
-    pub fn add_device(&self, dev: &str, mode: &str, cidr: &str, mtu: usize) -> Result<(), String> {
+    pub fn add_device(
+        &self,
+        dev: &str,
+        mode: &str,
+        cidr: &str,
+        mtu: usize,
+    ) -> Result<(), NamespaceError> {
         self.ip(&["tuntap", "add", "dev", dev, "mode", mode])?;
         self.ip(&["link", "set", dev, "mtu", &mtu.to_string()])?;
         self.ip(&["addr", "add", cidr, "dev", dev])?;
@@ -42,7 +147,7 @@ impl Namespace {
     }
 
     /// Deletes device `dev`.
-    pub fn delete_device(&self, dev: &str) -> Result<(), String> {
+    pub fn delete_device(&self, dev: &str) -> Result<(), NamespaceError> {
         self.ip(&["link", "del", dev])
     }
 
@@ -54,18 +159,23 @@ impl Namespace {
     }
 
     /// Bytes the kernel counted through `dev` (received + sent, as seen from the kernel's side).
-    pub fn device_bytes(&self, dev: &str) -> Result<u64, String> {
+    pub fn device_bytes(&self, dev: &str) -> Result<u64, NamespaceError> {
         let mut total = 0;
         for counter in ["rx_bytes", "tx_bytes"] {
             let path = format!("/sys/class/net/{dev}/statistics/{counter}");
-            let out = self
-                .command("cat", &[&path])
-                .output()
-                .map_err(|e| format!("cannot read {path}: {e}"))?;
+            let out = self.command("cat", &[&path]).output().map_err(|error| {
+                NamespaceError::ReadCounter {
+                    path: path.clone(),
+                    error,
+                }
+            })?;
             total += String::from_utf8_lossy(&out.stdout)
                 .trim()
                 .parse::<u64>()
-                .map_err(|_| format!("cannot read {path} in {}", self.name))?;
+                .map_err(|_| NamespaceError::BadCounter {
+                    path: path.clone(),
+                    namespace: self.name.clone(),
+                })?;
         }
         Ok(total)
     }
@@ -77,19 +187,18 @@ impl Drop for Namespace {
     }
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
+fn ip(args: &[&str]) -> Result<(), NamespaceError> {
     let out = Command::new("ip")
         .args(args)
         .output()
-        .map_err(|e| format!("cannot run ip (install iproute2): {e}"))?;
+        .map_err(NamespaceError::NoIp)?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(NamespaceError::Ip {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }
 
@@ -103,14 +212,15 @@ pub struct Server {
 
 impl Server {
     /// Starts `cmd` and waits for the "listening on ADDR:PORT" line a smoltalk server prints first.
-    pub fn start(mut cmd: Command) -> Result<Server, String> {
+    pub fn start(mut cmd: Command) -> Result<Server, ServerError> {
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut child = cmd.spawn().map_err(|error| ServerError::Spawn {
+            command: format!("{cmd:?}"),
+            error,
+        })?;
+        let stdout = child.stdout.take().ok_or(ServerError::NoStdout)?;
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
         let read = reader.read_line(&mut line);
@@ -128,28 +238,31 @@ impl Server {
             }
             _ => {
                 let _ = child.kill();
-                let out = child.wait_with_output().map_err(|e| e.to_string())?;
-                Err(format!(
-                    "{cmd:?} did not start: {}{}",
-                    line.trim(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
+                let out = child.wait_with_output().map_err(ServerError::Wait)?;
+                Err(ServerError::DidNotStart {
+                    command: format!("{cmd:?}"),
+                    line: line.trim().to_string(),
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                })
             }
         }
     }
 
     /// CPU time (user + system) the server has used so far, from /proc.
     pub fn cpu_time(&self) -> Option<std::time::Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Some(std::time::Duration::from_millis(ticks * 1000 / hz))
+        cpu_time(self.child.id())
     }
+}
+
+/// CPU time (user + system) process `pid` has used so far, from `/proc/PID/stat`; `None` once it is gone.
+pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let hz = crate::sys::clock_ticks_per_second();
+    Some(std::time::Duration::from_millis(ticks * 1000 / hz))
 }
 
 impl Drop for Server {
@@ -161,6 +274,5 @@ impl Drop for Server {
 
 /// Whether this process runs as root (namespaces and TUN/TAP need it).
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    crate::sys::is_root()
 }

@@ -11,41 +11,193 @@ use std::time::Duration;
 use smoltalk_core::udp_client::is_reply_to;
 use smoltalk_core::uppercase_in_place;
 
-/// A failure of a kernel-stack server or client, as one line for a person.
+/// A failure of a kernel-stack server or client (or of a kernel-stack proxy), as one line for a person.
 #[derive(Debug)]
-pub struct KernelError(pub String);
+pub enum KernelError {
+    /// A server or client socket could not be bound.
+    Bind {
+        /// "TCP" or "UDP".
+        proto: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the kernel said.
+        error: io::Error,
+    },
+    /// A host name could not be looked up.
+    Resolve {
+        /// The name.
+        host: String,
+        /// Why not.
+        error: io::Error,
+    },
+    /// A host name has no address.
+    NoAddress {
+        /// The name.
+        host: String,
+    },
+    /// A client was given no address to try.
+    NoAddressToConnect,
+    /// A TCP client could not connect.
+    Connect {
+        /// The server.
+        server: SocketAddr,
+        /// How long the handshake was given.
+        timeout: Duration,
+        /// What the kernel said.
+        error: io::Error,
+    },
+    /// A TCP client's exchange with its server failed.
+    Exchange {
+        /// The server.
+        server: SocketAddr,
+        /// What the kernel said.
+        error: io::Error,
+    },
+    /// A UDP client's receive timeout was refused.
+    ReadTimeout(io::Error),
+    /// A UDP message is larger than a datagram can be.
+    DatagramTooLarge {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A UDP datagram could not be sent.
+    Send {
+        /// The server.
+        server: SocketAddr,
+        /// What the kernel said.
+        error: io::Error,
+    },
+    /// A UDP client got no reply after every try.
+    NoReply {
+        /// The server.
+        server: SocketAddr,
+        /// How many datagrams were sent.
+        tries: u32,
+    },
+    /// A step of a server's set-up or loop failed: `context` says which ("cannot create the event loop").
+    Io {
+        /// What failed, as the message starts.
+        context: &'static str,
+        /// What the kernel said.
+        error: io::Error,
+    },
+    /// A server's listening socket failed: it can accept no one any more.
+    ListenerFailed,
+    /// Any other failure, as its message. Only for the proxies until they use the variants above (see the
+    /// function [`KernelError()`]).
+    Message(String),
+}
 
 impl std::fmt::Display for KernelError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            KernelError::Bind { proto, addr, error } => match error.kind() {
+                io::ErrorKind::AddrInUse => write!(
+                    f,
+                    "{proto} address {addr} is already in use: another server runs there (stop it or pick another \
+                     --port)"
+                ),
+                io::ErrorKind::AddrNotAvailable => {
+                    write!(f, "cannot bind {proto} {addr}: that address is not on this machine")
+                }
+                io::ErrorKind::PermissionDenied => {
+                    write!(f, "cannot bind {proto} {addr}: ports below 1024 need root")
+                }
+                _ => write!(f, "cannot bind {proto} {addr}: {error}"),
+            },
+            KernelError::Resolve { host, error } => write!(f, "cannot resolve {host}: {error}"),
+            KernelError::NoAddress { host } => write!(f, "{host} has no address"),
+            KernelError::NoAddressToConnect => f.write_str("no address to connect to"),
+            KernelError::Connect {
+                server,
+                timeout,
+                error,
+            } => match error.kind() {
+                io::ErrorKind::ConnectionRefused => write!(
+                    f,
+                    "connection to {server} refused: the server is probably not running on that address and port"
+                ),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => write!(
+                    f,
+                    "connection to {server} timed out after {:.1} s: no answer to the TCP handshake",
+                    timeout.as_secs_f64()
+                ),
+                _ => write!(f, "cannot connect to {server}: {error}"),
+            },
+            KernelError::Exchange { server, error } => match error.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                    write!(f, "timed out waiting for the reply from {server}")
+                }
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
+                    write!(f, "connection reset by {server}")
+                }
+                io::ErrorKind::UnexpectedEof => {
+                    write!(f, "{server} closed the connection before the whole reply arrived")
+                }
+                _ => write!(f, "talking to {server}: {error}"),
+            },
+            KernelError::ReadTimeout(e) => write!(f, "invalid timeout: {e}"),
+            KernelError::DatagramTooLarge { len } => {
+                write!(f, "a {len}-byte datagram is too large to send")
+            }
+            KernelError::Send { server, error } => write!(f, "cannot send to {server}: {error}"),
+            KernelError::NoReply { server, tries } => write!(
+                f,
+                "no reply from {server} after {tries} tries: UDP has no connection, so the datagrams may have been \
+                 lost or no server is listening on that address and port"
+            ),
+            KernelError::Io { context, error } => write!(f, "{context}: {error}"),
+            KernelError::ListenerFailed => f.write_str("the listening socket failed"),
+            KernelError::Message(message) => f.write_str(message),
+        }
     }
 }
 
-impl std::error::Error for KernelError {}
+impl std::error::Error for KernelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            KernelError::Bind { error, .. }
+            | KernelError::Resolve { error, .. }
+            | KernelError::Connect { error, .. }
+            | KernelError::Exchange { error, .. }
+            | KernelError::ReadTimeout(error)
+            | KernelError::Send { error, .. }
+            | KernelError::Io { error, .. } => Some(error),
+            KernelError::NoAddress { .. }
+            | KernelError::NoAddressToConnect
+            | KernelError::DatagramTooLarge { .. }
+            | KernelError::NoReply { .. }
+            | KernelError::ListenerFailed
+            | KernelError::Message(_) => None,
+        }
+    }
+}
 
-pub(crate) fn bind_error(proto: &str, addr: SocketAddr, e: io::Error) -> KernelError {
-    KernelError(match e.kind() {
-        io::ErrorKind::AddrInUse => format!(
-            "{proto} address {addr} is already in use: another server runs there (stop it or pick another --port)"
-        ),
-        io::ErrorKind::AddrNotAvailable => {
-            format!("cannot bind {proto} {addr}: that address is not on this machine")
-        }
-        io::ErrorKind::PermissionDenied => {
-            format!("cannot bind {proto} {addr}: ports below 1024 need root")
-        }
-        _ => format!("cannot bind {proto} {addr}: {e}"),
-    })
+/// [`KernelError::Message`]: keeps the proxies' `KernelError(format!(…))` calls (from when `KernelError` was a
+/// struct around a string) building until they use the typed variants, [`KernelError::Io`] and
+/// [`KernelError::ListenerFailed`]; then it goes.
+#[allow(non_snake_case)]
+pub fn KernelError(message: String) -> KernelError {
+    KernelError::Message(message)
+}
+
+pub(crate) fn bind_error(proto: &'static str, addr: SocketAddr, error: io::Error) -> KernelError {
+    KernelError::Bind { proto, addr, error }
 }
 
 /// Resolves `host:port` to all its addresses (a name is looked up only if `host` is not an address).
 pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, KernelError> {
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
-        .map_err(|e| KernelError(format!("cannot resolve {host}: {e}")))?
+        .map_err(|error| KernelError::Resolve {
+            host: host.to_string(),
+            error,
+        })?
         .collect();
     if addrs.is_empty() {
-        return Err(KernelError(format!("{host} has no address")));
+        return Err(KernelError::NoAddress {
+            host: host.to_string(),
+        });
     }
     Ok(addrs)
 }
@@ -172,7 +324,7 @@ impl KernelTcpClient {
     /// Connects to the first of `servers` that accepts, waiting at most `timeout` for each handshake and for
     /// each reply. The error is the last address's.
     pub fn connect_any(servers: &[SocketAddr], timeout: Duration) -> Result<Self, KernelError> {
-        let mut last = KernelError("no address to connect to".into());
+        let mut last = KernelError::NoAddressToConnect;
         for server in servers {
             match KernelTcpClient::connect(*server, timeout) {
                 Ok(client) => return Ok(client),
@@ -184,18 +336,12 @@ impl KernelTcpClient {
 
     /// Connects to `server`, waiting at most `timeout` for the handshake and for each reply.
     pub fn connect(server: SocketAddr, timeout: Duration) -> Result<Self, KernelError> {
-        let stream = TcpStream::connect_timeout(&server, timeout).map_err(|e| {
-            KernelError(match e.kind() {
-                io::ErrorKind::ConnectionRefused => format!(
-                    "connection to {server} refused: the server is probably not running on that address and port"
-                ),
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => format!(
-                    "connection to {server} timed out after {:.1} s: no answer to the TCP handshake",
-                    timeout.as_secs_f64()
-                ),
-                _ => format!("cannot connect to {server}: {e}"),
-            })
-        })?;
+        let stream =
+            TcpStream::connect_timeout(&server, timeout).map_err(|error| KernelError::Connect {
+                server,
+                timeout,
+                error,
+            })?;
         let _ = stream.set_read_timeout(Some(timeout));
         let _ = stream.set_write_timeout(Some(timeout));
         let _ = stream.set_nodelay(true);
@@ -206,20 +352,7 @@ impl KernelTcpClient {
     /// second thread while this one reads, so neither side's buffers can fill up and stall.
     pub fn exchange(&mut self, message: &[u8]) -> Result<Vec<u8>, KernelError> {
         let server = self.server;
-        let io_error = |e: io::Error| {
-            KernelError(match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                    format!("timed out waiting for the reply from {server}")
-                }
-                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
-                    format!("connection reset by {server}")
-                }
-                io::ErrorKind::UnexpectedEof => {
-                    format!("{server} closed the connection before the whole reply arrived")
-                }
-                _ => format!("talking to {server}: {e}"),
-            })
-        };
+        let io_error = |error: io::Error| KernelError::Exchange { server, error };
         let mut reply = vec![0u8; message.len()];
         if message.len() <= 64 * 1024 {
             self.stream.write_all(message).map_err(io_error)?;
@@ -266,7 +399,7 @@ impl KernelUdpClient {
         let socket = UdpSocket::bind(local).map_err(|e| bind_error("UDP", local, e))?;
         socket
             .set_read_timeout(Some(timeout))
-            .map_err(|e| KernelError(format!("invalid timeout: {e}")))?;
+            .map_err(KernelError::ReadTimeout)?;
         Ok(KernelUdpClient {
             socket,
             server,
@@ -286,12 +419,15 @@ impl KernelUdpClient {
                     self.server
                 );
             }
-            self.socket.send_to(message, self.server).map_err(|e| {
-                KernelError(if e.raw_os_error() == Some(libc::EMSGSIZE) {
-                    format!("a {}-byte datagram is too large to send", message.len())
+            self.socket.send_to(message, self.server).map_err(|error| {
+                if error.raw_os_error() == Some(crate::sys::errno::EMSGSIZE) {
+                    KernelError::DatagramTooLarge { len: message.len() }
                 } else {
-                    format!("cannot send to {}: {e}", self.server)
-                })
+                    KernelError::Send {
+                        server: self.server,
+                        error,
+                    }
+                }
             })?;
             let deadline = std::time::Instant::now() + self.timeout;
             loop {
@@ -321,10 +457,71 @@ impl KernelUdpClient {
                 }
             }
         }
-        Err(KernelError(format!(
-            "no reply from {} after {} tries: UDP has no connection, so the datagrams may have been lost or no \
-             server is listening on that address and port",
-            self.server, self.tries
-        )))
+        Err(KernelError::NoReply {
+            server: self.server,
+            tries: self.tries,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(kind: io::ErrorKind) -> io::Error {
+        io::Error::from(kind)
+    }
+
+    #[test]
+    fn each_failure_reads_as_one_line_for_a_person() {
+        let addr: SocketAddr = ([127, 0, 0, 1], 12000).into();
+        assert_eq!(
+            bind_error("TCP", addr, kind(io::ErrorKind::AddrInUse)).to_string(),
+            "TCP address 127.0.0.1:12000 is already in use: another server runs there (stop it or pick another \
+             --port)"
+        );
+        assert_eq!(
+            bind_error("UDP", addr, kind(io::ErrorKind::PermissionDenied)).to_string(),
+            "cannot bind UDP 127.0.0.1:12000: ports below 1024 need root"
+        );
+        let connect = |k| KernelError::Connect {
+            server: addr,
+            timeout: Duration::from_millis(2500),
+            error: kind(k),
+        };
+        assert_eq!(
+            connect(io::ErrorKind::ConnectionRefused).to_string(),
+            "connection to 127.0.0.1:12000 refused: the server is probably not running on that address and port"
+        );
+        assert_eq!(
+            connect(io::ErrorKind::TimedOut).to_string(),
+            "connection to 127.0.0.1:12000 timed out after 2.5 s: no answer to the TCP handshake"
+        );
+        let exchange = KernelError::Exchange {
+            server: addr,
+            error: kind(io::ErrorKind::UnexpectedEof),
+        };
+        assert_eq!(
+            exchange.to_string(),
+            "127.0.0.1:12000 closed the connection before the whole reply arrived"
+        );
+        let silence = KernelError::NoReply {
+            server: addr,
+            tries: 3,
+        };
+        assert_eq!(
+            silence.to_string(),
+            "no reply from 127.0.0.1:12000 after 3 tries: UDP has no connection, so the datagrams may have been \
+             lost or no server is listening on that address and port"
+        );
+        let io = KernelError::Io {
+            context: "cannot create the event loop",
+            error: io::Error::other("no epoll"),
+        };
+        assert_eq!(io.to_string(), "cannot create the event loop: no epoll");
+        assert_eq!(
+            KernelError(format!("as {}", "before")).to_string(),
+            "as before"
+        );
     }
 }

@@ -24,7 +24,7 @@ pub fn run_proxy_checks() -> Result<LabReport, NetworkError> {
 /// [`run_proxy_checks`], recording the segment into `capture` if given.
 pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabReport, NetworkError> {
     let wall = WallInstant::now();
-    let setup = |e: String| NetworkError(format!("cannot set up the proxy lab: {e}"));
+    let setup = NetworkError::ProxyLabSetup;
     let mut lab = ProxyLab::new(4).map_err(setup)?;
     if let Some(capture) = capture {
         lab.lab.capture_to(Box::new(capture));
