@@ -226,7 +226,7 @@ fn slowloris(test: &str, design: &[&str]) {
         return;
     };
     // Over a thousand sockets are held below.
-    smoltalk::proxy::event_loop::raise_open_files_limit();
+    let _ = smoltalk::sys::raise_open_files_limit();
     let (_origin, origin_port) = isolated.origin();
     let mut args = vec!["--timeout", "6", "--max-connections", "2000"];
     args.extend_from_slice(design);
@@ -375,7 +375,7 @@ fn over_the_cap(test: &str, design: &[&str]) {
         return;
     };
     // Over a thousand sockets are held below.
-    smoltalk::proxy::event_loop::raise_open_files_limit();
+    let _ = smoltalk::sys::raise_open_files_limit();
     let (_origin, origin_port) = isolated.origin();
     let mut args = vec!["--max-connections", "100", "--timeout", "30"];
     args.extend_from_slice(design);

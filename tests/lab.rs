@@ -328,7 +328,6 @@ mod proxy {
     };
     use smoltalk::lab::LinkFaults;
     use smoltalk::stack::network::Network;
-    use smoltalk_core::proxy::ConnectionState;
     use smoltcp::time::Duration;
 
     fn page() -> String {
@@ -480,7 +479,6 @@ mod proxy {
         lab.lab.set_faults(client, LinkFaults::default());
         let next = lab.fetch(vec![vec![LabRequest::get(&page())]]).unwrap();
         assert_eq!(next[0].responses[0].status, 200);
-        let _ = ConnectionState::Listening;
     }
 }
 

@@ -468,7 +468,7 @@ fn a_full_pool_refuses_a_thousand_clients_without_stalling_and_idle_ones_get_408
         return;
     };
     // Over a thousand sockets are held below.
-    smoltalk::proxy::event_loop::raise_open_files_limit();
+    let _ = smoltalk::sys::raise_open_files_limit();
     let (_origin, origin_port) = lab.origin(None);
     let proxy = lab.proxy(&["--max-connections", "4", "--timeout", "10"]);
     let pid = proxy.server.child.id();

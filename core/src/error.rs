@@ -20,6 +20,13 @@ pub enum ServerError {
     Bind(udp::BindError),
     /// The scratch buffer handed to the server is empty.
     NoScratch,
+    /// A buffer the caller gave is smaller than the server's limits need.
+    BufferTooSmall {
+        /// Bytes the limits need.
+        needed: usize,
+        /// Bytes given.
+        given: usize,
+    },
 }
 
 impl fmt::Display for ServerError {
@@ -32,6 +39,10 @@ impl fmt::Display for ServerError {
             ServerError::Listen(e) => write!(f, "TCP socket cannot listen: {e}"),
             ServerError::Bind(e) => write!(f, "UDP socket cannot bind: {e}"),
             ServerError::NoScratch => write!(f, "the server needs a non-empty scratch buffer"),
+            ServerError::BufferTooSmall { needed, given } => write!(
+                f,
+                "a buffer of {given} bytes is too small: the limits need {needed}"
+            ),
         }
     }
 }

@@ -1,6 +1,12 @@
-//! [`ProxyPolicy`]: who may use the proxy and where it may go. Both stacks ask the same questions here.
+//! [`ProxyPolicy`]: who may use the proxy and where it may go. Every design asks the same questions here.
+//!
+//! Addresses are `core::net` addresses, as both stacks give them. The lists hold IPv4 CIDRs: an IPv6 client or
+//! destination counts as the IPv4 address it stands for where it has one (`::1` as 127.0.0.1, a v4-mapped
+//! address as its IPv4 address) and is otherwise allowed only by an empty list.
 
-use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use core::net::{IpAddr, Ipv4Addr};
+
+use smoltcp::wire::Ipv4Cidr;
 
 use crate::http::ProxyError;
 
@@ -15,14 +21,14 @@ pub struct ProxyPolicy<'a> {
     /// Ports `CONNECT` may tunnel to (`--connect-ports`).
     pub connect_ports: &'a [u16],
     /// Names answered without DNS (`--resolve HOST=IP`), checked first.
-    pub static_names: &'a [(&'a str, Ipv4Address)],
+    pub static_names: &'a [(&'a str, Ipv4Addr)],
     /// The name this proxy puts in `Via`, and recognises there to find loops.
     pub pseudonym: &'a str,
 }
 
 impl ProxyPolicy<'_> {
     /// 403 unless `client` is allowed.
-    pub fn check_client(&self, client: Ipv4Address) -> Result<(), ProxyError> {
+    pub fn check_client(&self, client: IpAddr) -> Result<(), ProxyError> {
         match allows(self.allow_clients, client) {
             true => Ok(()),
             false => Err(ProxyError::ClientNotAllowed),
@@ -38,7 +44,7 @@ impl ProxyPolicy<'_> {
     }
 
     /// 403 unless the proxy may connect to `destination`.
-    pub fn check_destination(&self, destination: Ipv4Address) -> Result<(), ProxyError> {
+    pub fn check_destination(&self, destination: IpAddr) -> Result<(), ProxyError> {
         match allows(self.allow_destinations, destination) {
             true => Ok(()),
             false => Err(ProxyError::DestinationNotAllowed),
@@ -46,29 +52,43 @@ impl ProxyPolicy<'_> {
     }
 
     /// The address `--resolve` gives `host` (case-insensitive, trailing dot ignored), or the address `host`
-    /// spells as a literal.
-    pub fn static_address(&self, host: &str) -> Option<Ipv4Address> {
+    /// spells as a literal (IPv4, or IPv6 without brackets). `None`: the name must be looked up.
+    pub fn static_address(&self, host: &str) -> Option<IpAddr> {
         let host = host.strip_suffix('.').unwrap_or(host);
         self.static_names
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(host))
-            .map(|&(_, address)| address)
+            .map(|&(_, address)| IpAddr::V4(address))
             .or_else(|| host.parse().ok())
     }
 }
 
-fn allows(list: &[Ipv4Cidr], address: Ipv4Address) -> bool {
-    list.is_empty() || list.iter().any(|cidr| cidr.contains_addr(&address))
+/// The IPv4 address `ip` stands for: itself, 127.0.0.1 for `::1`, the embedded address of a v4-mapped one.
+pub fn ipv4_of(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(v6) if v6.is_loopback() => Some(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+    }
+}
+
+fn allows(list: &[Ipv4Cidr], address: IpAddr) -> bool {
+    list.is_empty()
+        || ipv4_of(address).is_some_and(|v4| list.iter().any(|cidr| cidr.contains_addr(&v4)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
     #[test]
     fn empty_lists_allow_everything_and_lists_limit() {
-        let loopback = [Ipv4Cidr::new(Ipv4Address::new(127, 0, 0, 0), 8)];
-        let names = [("origin.test", Ipv4Address::new(127, 0, 0, 2))];
+        let loopback = [Ipv4Cidr::new(Ipv4Addr::new(127, 0, 0, 0), 8)];
+        let names = [("origin.test", Ipv4Addr::new(127, 0, 0, 2))];
         let open = ProxyPolicy {
             allow_clients: &[],
             allow_destinations: &[],
@@ -76,7 +96,8 @@ mod tests {
             static_names: &names,
             pseudonym: "smoltalk",
         };
-        assert_eq!(open.check_client(Ipv4Address::new(10, 0, 2, 2)), Ok(()));
+        assert_eq!(open.check_client(v4(10, 0, 2, 2)), Ok(()));
+        assert_eq!(open.check_client("2001:db8::1".parse().unwrap()), Ok(()));
         assert_eq!(open.check_connect_port(443), Ok(()));
         assert_eq!(
             open.check_connect_port(22),
@@ -87,23 +108,30 @@ mod tests {
             allow_destinations: &loopback,
             ..open
         };
-        assert_eq!(strict.check_client(Ipv4Address::new(127, 9, 9, 9)), Ok(()));
+        assert_eq!(strict.check_client(v4(127, 9, 9, 9)), Ok(()));
+        assert_eq!(strict.check_client("::1".parse().unwrap()), Ok(()));
         assert_eq!(
-            strict.check_client(Ipv4Address::new(10, 0, 2, 2)),
+            strict.check_client("::ffff:127.0.0.3".parse().unwrap()),
+            Ok(())
+        );
+        assert_eq!(
+            strict.check_client(v4(10, 0, 2, 2)),
             Err(ProxyError::ClientNotAllowed)
         );
         assert_eq!(
-            strict.check_destination(Ipv4Address::new(8, 8, 8, 8)),
+            strict.check_destination("2001:db8::1".parse().unwrap()),
+            Err(ProxyError::DestinationNotAllowed)
+        );
+        assert_eq!(
+            strict.check_destination(v4(8, 8, 8, 8)),
             Err(ProxyError::DestinationNotAllowed)
         );
         assert_eq!(
             strict.static_address("ORIGIN.test."),
-            Some(Ipv4Address::new(127, 0, 0, 2))
+            Some(v4(127, 0, 0, 2))
         );
-        assert_eq!(
-            strict.static_address("10.0.2.2"),
-            Some(Ipv4Address::new(10, 0, 2, 2))
-        );
+        assert_eq!(strict.static_address("10.0.2.2"), Some(v4(10, 0, 2, 2)));
+        assert_eq!(strict.static_address("::1"), Some("::1".parse().unwrap()));
         assert_eq!(strict.static_address("elsewhere.test"), None);
     }
 }

@@ -1,5 +1,130 @@
-//! The HTTP forward proxy on both stacks.
+//! The HTTP forward proxy on both stacks: three designs that only move bytes, around the one engine in the core
+//! ([`smoltalk_core::proxy::engine::ProxyConnection`]), which makes every decision.
+//!
+//! - [`node`]: the core's smoltcp design ([`smoltalk_core::proxy::ProxyServer`]) on a [`crate::stack::node::Node`]
+//!   (a TUN/TAP device or a lab node), its slots in a `Box` this module owns.
+//! - [`event_loop`]: the kernel stack, one event loop over non-blocking sockets (epoll through `mio`),
+//!   `splice` for long bodies.
+//! - [`threads`]: the kernel stack, the classic lab design, one blocking thread per client
+//!   (`--thread-per-client`), kept for comparison.
+//!
+//! [`ProxyConfig`] is what all three are given: the policy's lists, owned, and the core's [`Limits`]. They log
+//! the same lines for the same exchange (the core's [`smoltalk_core::proxy::ProxyEvent`]).
 
 pub mod event_loop;
 pub mod node;
 pub mod threads;
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use smoltalk_core::proxy::{Limits, ProxyPolicy};
+use smoltcp::wire::Ipv4Cidr;
+
+use crate::uppercase::kernel::KernelError;
+
+/// Everything a proxy design is configured with, owned. [`ProxyConfig::policy`] lends it to the core.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Clients that may connect (`--allow`); empty: any.
+    pub allow_clients: Vec<Ipv4Cidr>,
+    /// Addresses the proxy may connect to (`--allow-dest`); empty: any.
+    pub allow_destinations: Vec<Ipv4Cidr>,
+    /// Ports `CONNECT` may tunnel to.
+    pub connect_ports: Vec<u16>,
+    /// Names answered without DNS (`--resolve HOST=IP`).
+    pub static_names: Vec<(String, Ipv4Addr)>,
+    /// The name in `Via`.
+    pub pseudonym: String,
+    /// Sizes and times.
+    pub limits: Limits,
+    /// Kernel stack: names outside `--resolve` are looked up with the system's resolver (`--no-dns` turns it
+    /// off). On smoltcp, a DNS server address does the same.
+    pub system_dns: bool,
+}
+
+impl ProxyConfig {
+    /// The `--resolve` names as the core's policy takes them (borrowed from `self`).
+    pub fn names(&self) -> Vec<(&str, Ipv4Addr)> {
+        self.static_names
+            .iter()
+            .map(|(name, ip)| (name.as_str(), *ip))
+            .collect()
+    }
+
+    /// The core's view of the policy, borrowing `self` and `names` (from [`ProxyConfig::names`]).
+    pub fn policy<'a>(&'a self, names: &'a [(&'a str, Ipv4Addr)]) -> ProxyPolicy<'a> {
+        ProxyPolicy {
+            allow_clients: &self.allow_clients,
+            allow_destinations: &self.allow_destinations,
+            connect_ports: &self.connect_ports,
+            static_names: names,
+            pseudonym: &self.pseudonym,
+        }
+    }
+}
+
+/// Why a kernel-stack proxy could not start or stopped serving.
+#[derive(Debug)]
+pub enum ProxyServeError {
+    /// The listening address could not be bound.
+    Bind(KernelError),
+    /// A part of the server could not be set up.
+    Setup {
+        /// What was being set up.
+        what: &'static str,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// The listening socket stopped accepting.
+    ListenerFailed,
+}
+
+impl fmt::Display for ProxyServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyServeError::Bind(e) => write!(f, "{e}"),
+            ProxyServeError::Setup { what, source } => write!(f, "{what}: {source}"),
+            ProxyServeError::ListenerFailed => f.write_str("the listening socket failed"),
+        }
+    }
+}
+
+impl std::error::Error for ProxyServeError {}
+
+/// The core's clock for a kernel-stack design: time since the proxy started, as smoltcp's `Instant`.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: std::time::Instant,
+}
+
+impl Clock {
+    /// A clock starting now.
+    pub fn start() -> Clock {
+        Clock {
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// Now.
+    pub fn now(&self) -> smoltcp::time::Instant {
+        smoltcp::time::Instant::from_micros(self.start.elapsed().as_micros() as i64)
+    }
+
+    /// How long from now until `at` (zero if it has passed).
+    pub fn until(&self, at: smoltcp::time::Instant) -> std::time::Duration {
+        let now = self.now();
+        match at > now {
+            // smoltcp's difference of two instants is the absolute one.
+            true => std::time::Duration::from_micros((at - now).total_micros()),
+            false => std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// Whether a kernel-stack proxy listening on `listen` is reached at `ip`: when it listens on every address,
+/// any address of this machine (one a socket can be bound to).
+pub fn is_local_address(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}

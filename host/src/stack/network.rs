@@ -42,8 +42,8 @@ pub enum NetworkError {
     },
     /// A lab's UDP client could not be made.
     UdpClientSetup(ClientError),
-    /// The proxy's lab could not be made (why, as its setup says it).
-    ProxyLabSetup(String),
+    /// The proxy's lab could not be made.
+    ProxyLabSetup(crate::proxy::node::SmoltcpProxyError),
 }
 
 impl std::fmt::Display for NetworkError {
@@ -66,7 +66,7 @@ impl std::error::Error for NetworkError {
                 Some(error)
             }
             NetworkError::UdpClientSetup(e) => Some(e),
-            NetworkError::ProxyLabSetup(_) => None,
+            NetworkError::ProxyLabSetup(e) => Some(e),
         }
     }
 }

@@ -7,12 +7,12 @@
 //!   and collects each whole response.
 //! - [`ProxyLab`] puts them together; [`run_proxy_checks`] is the proxy half of `smoltalk lab`.
 
-use smoltalk_core::proxy::ProxyPolicy;
+use smoltalk_core::proxy::{Limits, ProxyPolicy};
 use smoltcp::time::Duration;
 use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
 
 use crate::lab::Lab;
-use crate::proxy::node::SmoltcpProxy;
+use crate::proxy::node::{SmoltcpProxy, SmoltcpProxyError};
 use crate::stack::network::{drive, earliest, Network, NetworkError, NodeId, Step};
 
 mod checks;
@@ -51,6 +51,8 @@ pub struct ProxyLab {
     pub origin_node: NodeId,
     /// The proxy.
     pub proxy: SmoltcpProxy,
+    /// Its policy: clients from anywhere, origins only in the lab's segment, [`ORIGIN_NAME`] known.
+    pub policy: ProxyPolicy<'static>,
     /// The origin.
     pub origin: LabOrigin,
     origin_active: Vec<bool>,
@@ -59,26 +61,17 @@ pub struct ProxyLab {
 impl ProxyLab {
     /// A lab whose proxy has `connections` connections, knows [`ORIGIN_NAME`], and may connect only inside
     /// the lab's 10.0.2.0/24.
-    pub fn new(connections: usize) -> Result<ProxyLab, String> {
+    pub fn new(connections: usize) -> Result<ProxyLab, SmoltcpProxyError> {
         let mut lab = Lab::default();
         let client = lab.add_node("client", IpCidr::new(CLIENT_IP.into(), 24));
         let proxy_node = lab.add_node("proxy", IpCidr::new(PROXY_IP.into(), 24));
         let origin_node = lab.add_node("origin", IpCidr::new(ORIGIN_IP.into(), 24));
-        let policy = ProxyPolicy {
-            allow_clients: &[],
-            allow_destinations: &[LAB_SEGMENT],
-            connect_ports: &[443],
-            static_names: &[(ORIGIN_NAME, ORIGIN_IP)],
-            pseudonym: "smoltalk-lab",
+        let limits = Limits {
+            max_connections: connections,
+            timeout: Duration::from_secs(10),
+            ..Limits::DEFAULT
         };
-        let proxy = SmoltcpProxy::new(
-            lab.node(proxy_node),
-            PROXY_PORT,
-            connections,
-            None,
-            Duration::from_secs(10),
-            policy,
-        )?;
+        let proxy = SmoltcpProxy::new(lab.node(proxy_node), PROXY_PORT, limits, None)?;
         // The origin reads each request whole (the POST check sends 200 KiB).
         lab.node(origin_node).buffers.tcp = 512 * 1024;
         let origin = LabOrigin::new(lab.node(origin_node), ORIGIN_PORT, 8);
@@ -88,6 +81,13 @@ impl ProxyLab {
             proxy_node,
             origin_node,
             proxy,
+            policy: ProxyPolicy {
+                allow_clients: &[],
+                allow_destinations: &[LAB_SEGMENT],
+                connect_ports: &[443],
+                static_names: &[(ORIGIN_NAME, ORIGIN_IP)],
+                pseudonym: "smoltalk-lab",
+            },
             origin,
             origin_active: Vec::new(),
         })
@@ -129,11 +129,15 @@ impl ProxyLab {
     pub fn settle(&mut self) -> Result<(), NetworkError> {
         let until = self.lab.now() + Duration::from_secs(5);
         let (proxy_node, origin_node) = (self.proxy_node, self.origin_node);
-        let (proxy, origin, origin_active) =
-            (&mut self.proxy, &mut self.origin, &mut self.origin_active);
+        let (proxy, policy, origin, origin_active) = (
+            &mut self.proxy,
+            &self.policy,
+            &mut self.origin,
+            &mut self.origin_active,
+        );
         drive(&mut self.lab, |lab| {
             let now = lab.now();
-            let mut moved = proxy.poll(lab.node(proxy_node), now);
+            let mut moved = proxy.poll(lab.node(proxy_node), now, policy);
             moved |= origin.poll(lab.node(origin_node), ORIGIN_PORT);
             origin.count_connections(lab.node(origin_node), origin_active);
             if proxy.busy() == 0 || now >= until {
@@ -153,11 +157,15 @@ impl ProxyLab {
         state: &mut T,
     ) -> Result<(), NetworkError> {
         let (proxy_node, origin_node) = (self.proxy_node, self.origin_node);
-        let (proxy, origin, origin_active) =
-            (&mut self.proxy, &mut self.origin, &mut self.origin_active);
+        let (proxy, policy, origin, origin_active) = (
+            &mut self.proxy,
+            &self.policy,
+            &mut self.origin,
+            &mut self.origin_active,
+        );
         drive(&mut self.lab, |lab| {
             let now = lab.now();
-            let mut moved = proxy.poll(lab.node(proxy_node), now);
+            let mut moved = proxy.poll(lab.node(proxy_node), now, policy);
             moved |= origin.poll(lab.node(origin_node), ORIGIN_PORT);
             origin.count_connections(lab.node(origin_node), origin_active);
             let (stepped, done) = step(lab, state);

@@ -1,0 +1,191 @@
+//! The exchange with the origin: its response heads (what the client gets, whether either connection is kept),
+//! the end of its body, and the retry of a request whose kept origin connection turned out closed.
+
+use smoltcp::time::Instant;
+
+use crate::http::body::BodyTracker;
+use crate::http::rewrite::client_response;
+use crate::http::{BodyFraming, HeadWriter, ProxyError, ResponseHead, MAX_HEADERS};
+
+use super::super::event::{ProxyEvent, ResetCause};
+use super::origin::KeptOrigin;
+use super::{
+    AfterResponse, Ending, ProxyConnection, ProxyContext, Recovery, Response, ResponseStep, State,
+};
+
+impl ProxyConnection {
+    /// The origin's bytes not yet taken, from the start of its next response head (only the first
+    /// [`Limits::head`](super::super::Limits::head) are looked at), and whether the origin has finished
+    /// sending (closed or reset).
+    ///
+    /// A head is logged and rewritten into `out` for the client: the origin's status and end-to-end headers,
+    /// `Via`, and the client connection's fate, kept only if the client wants it, the body's framing allows it
+    /// and the request body has gone whole. An interim head goes to an HTTP/1.1 client only. A head that does not
+    /// end within the limit, or is not HTTP, is 502; so is an origin that closes before its head is whole, unless
+    /// it was a kept connection that never carried the request (then the request goes again, once).
+    pub fn on_response_head(
+        &mut self,
+        cx: &ProxyContext<'_>,
+        bytes: &[u8],
+        origin_done: bool,
+        out: &mut [u8],
+    ) -> ResponseStep {
+        let State::Exchanging {
+            request,
+            origin,
+            response: Response::Head { interim_sent },
+        } = &self.state
+        else {
+            return ResponseStep::End(self.bug("on_response_head"));
+        };
+        let limit = cx.limits.head;
+        let window = bytes.get(..limit).unwrap_or(bytes);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let head = match ResponseHead::parse(window, &mut headers, request.method) {
+            Ok(Some(head)) => head,
+            Ok(None) if window.len() >= limit => {
+                return ResponseStep::End(self.answer(ProxyError::BadOriginResponse, out))
+            }
+            Ok(None) if origin_done => {
+                return match self.origin_lost(!window.is_empty(), out) {
+                    Recovery::Retry(addr) => ResponseStep::Retry(addr),
+                    Recovery::End(ending) => ResponseStep::End(ending),
+                };
+            }
+            Ok(None) => return ResponseStep::NeedMore,
+            Err(error) => return ResponseStep::End(self.answer(error, out)),
+        };
+        ProxyEvent::Response {
+            client: self.client,
+            head: &head,
+            origin: origin.addr,
+        }
+        .log();
+        let interim = head.is_interim();
+        let keep_client =
+            request.keep_alive && head.framing != BodyFraming::UntilClose && request.body.is_done();
+        let mut writer = HeadWriter::new(out);
+        let written = client_response(
+            &head,
+            cx.policy.pseudonym,
+            request.minor_version,
+            keep_client,
+            &mut writer,
+        );
+        // An HTTP/1.0 client does not know interim responses: they are not sent to it.
+        let len = match interim && request.minor_version == 0 {
+            true => 0,
+            false => writer.len(),
+        };
+        let (consumed, framing, origin_keep_alive) = (head.head_len, head.framing, head.keep_alive);
+        let interim_sent = *interim_sent || len > 0;
+        if written.is_err() {
+            return ResponseStep::End(self.answer(ProxyError::BadOriginResponse, out));
+        }
+        let next = match interim {
+            true => Response::Head { interim_sent },
+            false => {
+                self.stats.responses += 1;
+                Response::Body {
+                    body: BodyTracker::new(framing),
+                    keep_client,
+                    origin_keep_alive,
+                }
+            }
+        };
+        if let State::Exchanging { response, .. } = &mut self.state {
+            *response = next;
+        }
+        ResponseStep::Head {
+            consumed,
+            len,
+            interim,
+        }
+    }
+
+    /// The origin finished sending (`reset`: it reset the connection) while its response body streams. A body
+    /// delimited by the close ends here; any other is cut short: both connections are reset. `None`: go on
+    /// (send what is left, then [`ProxyConnection::on_response_sent`]).
+    pub fn on_origin_finished(&mut self, reset: bool) -> Option<Ending> {
+        let State::Exchanging {
+            response: Response::Body { body, .. },
+            ..
+        } = &mut self.state
+        else {
+            return Some(self.bug("on_origin_finished"));
+        };
+        if body.is_done() {
+            return None;
+        }
+        if body.ends_at_close() && !reset {
+            *body = BodyTracker::new(BodyFraming::None);
+            return None;
+        }
+        let cause = match reset {
+            true => ResetCause::OriginResetMidResponse,
+            false => ResetCause::OriginClosedMidResponse,
+        };
+        Some(self.peer_reset(cause, Ending::ResetBoth))
+    }
+
+    /// The whole response has gone to the client. `origin_clean`: the origin connection is open and nothing
+    /// follows the response on it (bytes past a response mean the connection cannot carry another). The client
+    /// connection is kept as the response head said; the origin connection too if the origin keeps it and the
+    /// request body went whole.
+    pub fn on_response_sent(
+        &mut self,
+        cx: &ProxyContext<'_>,
+        origin_clean: bool,
+        now: Instant,
+    ) -> AfterResponse {
+        let State::Exchanging {
+            request,
+            origin,
+            response:
+                Response::Body {
+                    body,
+                    keep_client,
+                    origin_keep_alive,
+                },
+        } = &self.state
+        else {
+            return AfterResponse::End(self.bug("on_response_sent"));
+        };
+        if !body.is_done() {
+            return AfterResponse::End(self.bug("on_response_sent (body not whole)"));
+        }
+        let keep_origin = *origin_keep_alive && origin_clean && request.body.is_done();
+        if !*keep_client {
+            return AfterResponse::End(self.close(Ending::Close));
+        }
+        self.kept = keep_origin.then(|| KeptOrigin {
+            host: request.host.clone(),
+            port: request.port,
+            addr: origin.addr,
+        });
+        self.deadline = now + cx.limits.timeout;
+        self.enter(|_| State::ReadingHead { first: false });
+        AfterResponse::NextRequest { keep_origin }
+    }
+
+    /// The origin connection failed before the response head was whole (`partial`: some of it had come): once
+    /// more on a new connection if it was a kept one, nothing of the response had come and the request has no
+    /// body (the origin may have closed it while it idled); else 502.
+    pub(super) fn origin_lost(&mut self, partial: bool, out: &mut [u8]) -> Recovery {
+        let retry = match &self.state {
+            State::Exchanging {
+                request,
+                origin,
+                response,
+            } => origin.reused && !request.has_body && !response.started() && !partial,
+            _ => false,
+        };
+        match (retry, self.origin()) {
+            (true, Some(addr)) => {
+                self.retry(addr);
+                Recovery::Retry(addr)
+            }
+            _ => Recovery::End(self.answer(ProxyError::OriginReset, out)),
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! From a request head to a connected origin: taking the head (the 414/431/400/408 rules, the checks, the
+//! rewritten head), finding the origin (the kept connection, `--resolve`, a literal, a lookup), and connecting to
+//! its addresses in turn.
+
+use core::fmt::Display;
+use core::net::{IpAddr, SocketAddr};
+
+use smoltcp::time::Instant;
+
+use crate::http::rewrite::tunnel_established;
+use crate::http::{HeadWriter, ProxyError, RequestHead, MAX_HEADERS};
+
+use super::super::event::{OriginName, ProxyEvent};
+use super::origin::{lookup, Candidates, Lookup};
+use super::request::{Request, RequestLine};
+use super::{
+    Connected, Ending, HeadStep, Origin, OriginStep, ProxyConnection, ProxyContext, Response, State,
+};
+
+impl ProxyConnection {
+    /// The client's bytes not yet taken (`bytes`: from the start of the next request head; only the first
+    /// [`Limits::head`](super::super::Limits::head) are looked at), whether the client has closed its sending
+    /// side (`client_done`), and whether the origin connection kept from the last exchange is still open and
+    /// silent (`origin_idle`; `false` if there is none).
+    ///
+    /// A head that does not end within the limit is 414 or 431; an unfinished head at the client's close is
+    /// 400; the deadline passing is 408, except on a kept connection with nothing sent, which ends quietly, as
+    /// does a client that closes between requests. A whole head is logged, checked (508, 403, 431) and
+    /// rewritten into `out`; then the origin is looked for.
+    pub fn on_client_head<'c>(
+        &'c mut self,
+        cx: &ProxyContext<'_>,
+        bytes: &[u8],
+        client_done: bool,
+        origin_idle: bool,
+        now: Instant,
+        out: &mut [u8],
+    ) -> HeadStep<'c> {
+        let State::ReadingHead { first } = self.state else {
+            return HeadStep::End(self.bug("on_client_head"));
+        };
+        let limit = cx.limits.head;
+        let window = bytes.get(..limit).unwrap_or(bytes);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let head = match RequestHead::parse(window, &mut headers) {
+            Ok(Some(head)) => head,
+            Err(error) => return HeadStep::End(self.answer(error, out)),
+            Ok(None) if window.len() >= limit => {
+                let error = RequestHead::incomplete_error(window);
+                return HeadStep::End(self.answer(error, out));
+            }
+            Ok(None) if client_done => {
+                return HeadStep::End(match window.is_empty() {
+                    // The client closed its side between requests (or before its first): the normal end.
+                    true => self.close(Ending::Close),
+                    false => self.answer(ProxyError::MalformedHead, out),
+                });
+            }
+            Ok(None) if now >= self.deadline => {
+                return HeadStep::End(match window.is_empty() && !first {
+                    // A kept connection left idle between requests: the normal end.
+                    true => self.close(Ending::Close),
+                    // Half a head, or no request at all (an idle or slowloris connection).
+                    false => self.answer(ProxyError::HeadTimeout, out),
+                });
+            }
+            Ok(None) => return HeadStep::NeedMore,
+        };
+        self.stats.requests += 1;
+        let consumed = head.head_len;
+        let Some(request) = Request::keep(&head) else {
+            let line = RequestLine::of(&head);
+            self.log_request(line.as_str());
+            return HeadStep::End(self.refuse(&line, ProxyError::BadTarget, out));
+        };
+        self.log_request(request.line.as_str());
+        let head_len = match Request::check_and_rewrite(&head, cx.policy, out) {
+            Ok(len) => len,
+            Err(error) => return HeadStep::End(self.refuse(&request.line, error, out)),
+        };
+        // Resolving, connecting and the exchange share one timeout from here; progress moves it on.
+        self.deadline = now + cx.limits.timeout;
+        let next = self.find_origin(cx, request, origin_idle, out);
+        HeadStep::Forward {
+            consumed,
+            head_len,
+            next,
+        }
+    }
+
+    fn log_request(&self, line: &str) {
+        ProxyEvent::Request {
+            client: self.client,
+            line,
+        }
+        .log();
+    }
+
+    /// The kept origin connection if it may carry the request; else `--resolve`, a literal, or a lookup.
+    fn find_origin(
+        &mut self,
+        cx: &ProxyContext<'_>,
+        request: Request,
+        origin_idle: bool,
+        out: &mut [u8],
+    ) -> OriginStep<'_> {
+        let reusable = self.kept.take().filter(|kept| {
+            kept.may_carry(
+                &request.host,
+                request.port,
+                request.is_tunnel(),
+                origin_idle,
+            )
+        });
+        if let Some(kept) = reusable {
+            self.enter(|_| State::Exchanging {
+                request,
+                origin: Origin {
+                    addr: kept.addr,
+                    reused: true,
+                },
+                response: Response::Head {
+                    interim_sent: false,
+                },
+            });
+            return OriginStep::Reuse;
+        }
+        match lookup(cx.policy, &request.host, cx.can_look_up) {
+            Ok(Lookup::Known(ip)) => self.connect_to(cx, request, &[ip], out),
+            Ok(Lookup::Ask) => {
+                self.enter(|_| State::Resolving { request });
+                match &self.state {
+                    State::Resolving { request } => OriginStep::LookUp(request.host.as_str()),
+                    _ => OriginStep::End(Ending::ResetBoth),
+                }
+            }
+            Err(error) => OriginStep::End(self.refuse(&request.line, error, out)),
+        }
+    }
+
+    /// The driver's lookup of the name [`OriginStep::LookUp`] gave: its addresses, or why it failed.
+    pub fn on_resolved(
+        &mut self,
+        cx: &ProxyContext<'_>,
+        addresses: Result<&[IpAddr], &dyn Display>,
+        out: &mut [u8],
+    ) -> OriginStep<'static> {
+        let State::Resolving { request } = &self.state else {
+            return OriginStep::End(self.bug("on_resolved"));
+        };
+        let addresses = match addresses {
+            Ok(addresses) => addresses,
+            Err(why) => {
+                self.unreachable(OriginName::Name(request.host.as_str()), why);
+                return OriginStep::End(self.answer(ProxyError::OriginUnresolvable, out));
+            }
+        };
+        let request = request.clone();
+        self.connect_to(cx, request, addresses, out)
+    }
+
+    /// Picks the addresses of `request`'s origin to try (508, 502, 403) and starts with the first.
+    fn connect_to(
+        &mut self,
+        cx: &ProxyContext<'_>,
+        request: Request,
+        addresses: &[IpAddr],
+        out: &mut [u8],
+    ) -> OriginStep<'static> {
+        let mut rest = match Candidates::choose(cx.policy, &cx.own, addresses, request.port) {
+            Ok(candidates) => candidates,
+            Err(error) => return OriginStep::End(self.refuse(&request.line, error, out)),
+        };
+        let Some(current) = rest.take_first() else {
+            return OriginStep::End(self.bug("connect_to (no address chosen)"));
+        };
+        self.enter(|_| State::Connecting {
+            request,
+            current,
+            rest,
+        });
+        OriginStep::Connect(current)
+    }
+
+    /// The connection to [`OriginStep::Connect`]'s address failed (`timed_out`: no answer in time rather than
+    /// a refusal): the next address, or 502/504 once none is left.
+    pub fn on_connect_failed(&mut self, timed_out: bool, out: &mut [u8]) -> OriginStep<'static> {
+        let State::Connecting { current, rest, .. } = &mut self.state else {
+            return OriginStep::End(self.bug("on_connect_failed"));
+        };
+        let failed = *current;
+        let next = rest.take_first();
+        if let Some(next) = next {
+            *current = next;
+        }
+        let why: &dyn Display = match timed_out {
+            true => &"no answer in time",
+            false => &"connection refused",
+        };
+        self.unreachable(OriginName::Address(failed), why);
+        match next {
+            Some(next) => OriginStep::Connect(next),
+            None if timed_out => OriginStep::End(self.answer(ProxyError::OriginTimeout, out)),
+            None => OriginStep::End(self.answer(ProxyError::OriginRefused, out)),
+        }
+    }
+
+    /// The origin accepted the connection: the exchange starts, or for `CONNECT` the tunnel (its `200` is
+    /// written into `out`).
+    pub fn on_connected(
+        &mut self,
+        cx: &ProxyContext<'_>,
+        now: Instant,
+        out: &mut [u8],
+    ) -> Connected {
+        let State::Connecting { request, .. } = &self.state else {
+            return Connected::End(self.bug("on_connected"));
+        };
+        if !request.is_tunnel() {
+            self.deadline = now + cx.limits.timeout;
+            self.enter(|state| match state {
+                State::Connecting {
+                    request, current, ..
+                } => State::Exchanging {
+                    request,
+                    origin: Origin {
+                        addr: current,
+                        reused: false,
+                    },
+                    response: Response::Head {
+                        interim_sent: false,
+                    },
+                },
+                other => other,
+            });
+            return Connected::Exchange;
+        }
+        let mut reply = HeadWriter::new(out);
+        if tunnel_established(cx.policy.pseudonym, &mut reply).is_err() {
+            // A buffer too small for sixty bytes is the driver's bug.
+            return Connected::End(self.bug("on_connected (no room for the tunnel's reply)"));
+        }
+        let len = reply.len();
+        self.stats.tunnels += 1;
+        self.deadline = now + cx.limits.tunnel_idle;
+        self.enter(|state| match state {
+            State::Connecting {
+                request, current, ..
+            } => State::Tunnel {
+                request,
+                origin: current,
+            },
+            other => other,
+        });
+        Connected::Tunnel { len }
+    }
+
+    /// The kept origin connection failed before it carried the request: the same request goes again, once, on a
+    /// new connection to `addr`.
+    pub(super) fn retry(&mut self, addr: SocketAddr) {
+        ProxyEvent::Retry {
+            client: self.client,
+            origin: addr,
+        }
+        .log();
+        self.enter(|state| match state {
+            State::Exchanging { request, .. } => State::Connecting {
+                request,
+                current: addr,
+                rest: Candidates::default(),
+            },
+            other => other,
+        });
+    }
+}

@@ -1,0 +1,655 @@
+//! [`ProxyConnection`]: one client of the proxy as a protocol, without I/O. Every decision the proxy makes is
+//! made here, once, for every design; a driver (smoltcp sockets, an epoll loop, a blocking thread) feeds it what
+//! happened and does what it answers.
+//!
+//! ```text
+//!  admit ──▶ ReadingHead ──head──▶ Resolving ──addresses──▶ Connecting ──connected──▶ Exchanging ──sent──┐
+//!  (403/503)    ▲  │ (--resolve or a literal skips Resolving; the kept origin connection skips both)      │
+//!               │  │                                            CONNECT: Tunnel ◀──────┘                  │
+//!               │  └── every error, timeout and broken peer ──▶ Closed (with an Ending) ◀──────────────────┤
+//!               └────────────────────────────── the client keeps its connection ◀─────────────────────────┘
+//! ```
+//!
+//! Each state carries its data: the [`Request`] exists from the parsed head to the end of its response, the
+//! origin's address from the lookup on, the response's [`BodyTracker`] once its head is read. Every transition
+//! goes through one method, which traces it (`RUST_LOG=smoltalk::proxy=trace`). A call the state does not allow
+//! is a driver's bug: it is logged as one and the connection is reset, never answered as the client's error.
+//!
+//! What a driver does:
+//! 1. [`ProxyConnection::admit`] a client as it connects (a refused one gets its page at once).
+//! 2. Hand the bytes the client sent so far to [`ProxyConnection::on_client_head`] until it answers
+//!    [`HeadStep::Forward`] (take `consumed` bytes off the client; the request head for the origin is in
+//!    `out[..head_len]`) and follow the [`OriginStep`]: look the name up and report with
+//!    [`on_resolved`](ProxyConnection::on_resolved), connect and report with
+//!    [`on_connected`](ProxyConnection::on_connected) / [`on_connect_failed`](ProxyConnection::on_connect_failed),
+//!    or reuse the origin connection it kept.
+//! 3. Send the request head, then move the request body through [`ProxyConnection::request_body`]; hand the
+//!    origin's bytes to [`ProxyConnection::on_response_head`] and send each head it writes, then move the body
+//!    through [`ProxyConnection::response_body`]; tell [`ProxyConnection::on_response_sent`] when the response is
+//!    out, and [`ProxyConnection::on_progress`] whenever bytes move.
+//! 4. Report what goes wrong with [`ProxyConnection::on_failure`] / [`ProxyConnection::on_origin_finished`], and
+//!    call [`ProxyConnection::on_timeout`] once [`ProxyConnection::deadline`] has passed.
+//! 5. Carry out every [`Ending`]: the page, the FIN or the resets it names, then close.
+//!
+//! Relaying stays in the driver: how bytes move (smoltcp buffers, `splice`, blocking copies) really differs.
+
+mod exchange;
+mod head;
+mod origin;
+mod request;
+
+use core::net::{IpAddr, SocketAddr};
+
+use smoltcp::time::Instant;
+
+use crate::http::body::BodyTracker;
+use crate::http::{HeadWriter, ProxyError};
+
+pub use origin::{lookup, Candidates, KeptOrigin, Lookup, OwnAddress, MAX_CANDIDATES};
+pub use request::{Request, RequestLine, LOG_LINE, MAX_HOST};
+
+use super::event::{OriginName, ProxyEvent, ResetCause};
+use super::{Limits, ProxyPolicy};
+
+/// What every call needs from the driver's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyContext<'a> {
+    /// Who may use the proxy and where it may go.
+    pub policy: &'a ProxyPolicy<'a>,
+    /// Sizes and times.
+    pub limits: &'a Limits,
+    /// Where the proxy listens, to recognise a request for itself.
+    pub own: OwnAddress<'a>,
+    /// Whether the driver can look names up (a DNS socket, the system's resolver); without, only `--resolve`
+    /// names and address literals are served.
+    pub can_look_up: bool,
+}
+
+/// Counters of one connection's work (a design sums them over its connections).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyStats {
+    /// Client connections accepted.
+    pub accepted: u64,
+    /// Request heads read.
+    pub requests: u64,
+    /// Final responses relayed from origins.
+    pub responses: u64,
+    /// Requests answered with an error page (or a reset, after the response started).
+    pub errors: u64,
+    /// CONNECT tunnels opened.
+    pub tunnels: u64,
+    /// Body bytes relayed, both ways.
+    pub body_bytes: u64,
+}
+
+impl ProxyStats {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &ProxyStats) {
+        self.accepted += other.accepted;
+        self.requests += other.requests;
+        self.responses += other.responses;
+        self.errors += other.errors;
+        self.tunnels += other.tunnels;
+        self.body_bytes += other.body_bytes;
+    }
+}
+
+/// Where a connection is, for a driver to dispatch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// A request head is arriving (or the client idles between requests).
+    ReadingHead,
+    /// The driver looks the origin's name up.
+    Resolving,
+    /// The driver connects to the origin.
+    Connecting,
+    /// The request goes to the origin and its response comes back.
+    Exchanging(ResponsePhase),
+    /// `CONNECT`: bytes both ways until both ends close.
+    Tunnel,
+    /// Over: the driver carries out the [`Ending`] it was given.
+    Closed,
+}
+
+/// How far the origin's response has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponsePhase {
+    /// Its head (or the next one, after an interim response) is awaited.
+    Head,
+    /// Its body streams.
+    Body,
+    /// It is whole; once the driver has sent it all, [`ProxyConnection::on_response_sent`].
+    Complete,
+}
+
+/// How a connection ends. Whatever else it says, an origin connection the driver holds is closed (with a FIN)
+/// unless it says to reset it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The proxy's own answer is in `out[..len]`: send it, close the client connection (FIN), then read and drop
+    /// what the client still sends for [`Limits::drain`].
+    Answer {
+        /// The page's length.
+        len: usize,
+    },
+    /// Close the client connection (FIN) after what is queued, then drain it as after an answer.
+    Close,
+    /// Reset the client connection; the origin connection gets a FIN behind the bytes already queued for it
+    /// (a request body never ends at the close, so the origin sees that the upload broke off).
+    ResetClient,
+    /// Reset both connections.
+    ResetBoth,
+}
+
+/// A client as it connects: served, or refused with its page in `out`.
+// No heap in the core to box the connection in: it is moved once, into the place its driver keeps it.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Admission {
+    /// Serve it.
+    Serve(ProxyConnection),
+    /// Refused (403 or 503): send `out[..len]`, then close and drain as after an [`Ending::Answer`].
+    Refuse {
+        /// The page's length.
+        len: usize,
+    },
+}
+
+/// What to do with a request head that arrived (or not yet).
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeadStep<'c> {
+    /// Not whole yet: read more (the deadline still applies).
+    NeedMore,
+    /// The head is taken: drop `consumed` bytes from the client's stream (what follows is the body or the next
+    /// request); the head to send the origin is in `out[..head_len]` (empty for a tunnel). Then `next`.
+    Forward {
+        /// Bytes of the client's stream the head took.
+        consumed: usize,
+        /// The rewritten head's length in `out`.
+        head_len: usize,
+        /// How to reach the origin.
+        next: OriginStep<'c>,
+    },
+    /// The connection ends.
+    End(Ending),
+}
+
+/// How to reach the origin. On every step but [`OriginStep::Reuse`], an origin connection the driver kept from
+/// the last exchange is closed first: the connection has forgotten it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OriginStep<'c> {
+    /// Look this name up, then [`ProxyConnection::on_resolved`].
+    LookUp(&'c str),
+    /// Connect to this address, then [`ProxyConnection::on_connected`] or
+    /// [`ProxyConnection::on_connect_failed`].
+    Connect(SocketAddr),
+    /// Send the request on the origin connection kept from the last exchange (the connection is exchanging).
+    Reuse,
+    /// The connection ends.
+    End(Ending),
+}
+
+/// What an accepted origin connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connected {
+    /// Send the request head (the one [`HeadStep::Forward`] wrote; on a retry, the same head again).
+    Exchange,
+    /// A tunnel: send the client `out[..len]` (the `200`), and any bytes it sent behind its head to the origin.
+    Tunnel {
+        /// The reply's length.
+        len: usize,
+    },
+    /// The connection ends.
+    End(Ending),
+}
+
+/// What to do with the origin's bytes while its response head is awaited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseStep {
+    /// Not whole yet: read more.
+    NeedMore,
+    /// A head was read: drop `consumed` bytes of the origin's stream and send the client `out[..len]` (`len` is 0
+    /// for an interim response the client must not see). After an interim head, another head follows; after the
+    /// final one, the body ([`ProxyConnection::response_body`]).
+    Head {
+        /// Bytes of the origin's stream the head took.
+        consumed: usize,
+        /// The rewritten head's length in `out`.
+        len: usize,
+        /// Whether it was an interim (1xx) head.
+        interim: bool,
+    },
+    /// The kept origin connection was closed before it carried the request: connect to this address again and
+    /// send the same request head ([`ProxyConnection::on_connected`] follows).
+    Retry(SocketAddr),
+    /// The connection ends.
+    End(Ending),
+}
+
+/// What follows a response sent whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterResponse {
+    /// Read the client's next request; keep the origin connection for it if `keep_origin`, else close it.
+    NextRequest {
+        /// Whether the origin connection may carry another request.
+        keep_origin: bool,
+    },
+    /// The connection ends.
+    End(Ending),
+}
+
+/// Something that went wrong that only the driver can see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The client's connection was reset (or its stack gave up on it).
+    ClientReset,
+    /// The client closed its sending side before its request body was whole.
+    ClientClosedMidBody,
+    /// The origin connection failed before the response head was whole: reset or closed (`reset`), or a write
+    /// to it failed.
+    OriginLost {
+        /// Whether any byte of the response had come.
+        partial: bool,
+    },
+    /// The client's chunked request body broke the chunk grammar.
+    MalformedRequestBody,
+    /// The origin's chunked response body broke the chunk grammar.
+    MalformedResponseBody,
+    /// One end of a tunnel reset its connection.
+    TunnelPeerReset,
+}
+
+/// What a driver does after a [`Failure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Connect to this address again and resend the request head, as for [`ResponseStep::Retry`].
+    Retry(SocketAddr),
+    /// The connection ends.
+    End(Ending),
+}
+
+/// The origin a request is exchanged with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Origin {
+    addr: SocketAddr,
+    /// Kept from an earlier exchange: a failure before any response byte may be a connection the origin closed
+    /// while it idled, and is retried once on a new connection.
+    reused: bool,
+}
+
+/// The response, as far as it has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Response {
+    /// Its head is awaited; `interim_sent`: an interim head already went to the client.
+    Head { interim_sent: bool },
+    /// Its body streams (or has ended, once `body` is done).
+    Body {
+        body: BodyTracker,
+        /// The client connection is kept after it.
+        keep_client: bool,
+        /// The origin said it keeps its connection.
+        origin_keep_alive: bool,
+    },
+}
+
+impl Response {
+    fn started(&self) -> bool {
+        match self {
+            Response::Head { interim_sent } => *interim_sent,
+            Response::Body { .. } => true,
+        }
+    }
+}
+
+/// A connection's state, with the data that exists in it.
+#[derive(Debug)]
+enum State {
+    /// `first`: no request was read on this connection yet (silence past the timeout is 408, not the end).
+    ReadingHead {
+        first: bool,
+    },
+    Resolving {
+        request: Request,
+    },
+    /// Connecting to `current`; `rest` are tried after it.
+    Connecting {
+        request: Request,
+        current: SocketAddr,
+        rest: Candidates,
+    },
+    Exchanging {
+        request: Request,
+        origin: Origin,
+        response: Response,
+    },
+    Tunnel {
+        request: Request,
+        origin: SocketAddr,
+    },
+    Closed,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::ReadingHead { .. } => "ReadingHead",
+            State::Resolving { .. } => "Resolving",
+            State::Connecting { .. } => "Connecting",
+            State::Exchanging { .. } => "Exchanging",
+            State::Tunnel { .. } => "Tunnel",
+            State::Closed => "Closed",
+        }
+    }
+
+    fn request(&self) -> Option<&Request> {
+        match self {
+            State::Resolving { request }
+            | State::Connecting { request, .. }
+            | State::Exchanging { request, .. }
+            | State::Tunnel { request, .. } => Some(request),
+            State::ReadingHead { .. } | State::Closed => None,
+        }
+    }
+}
+
+/// One client connection of the proxy, as a protocol.
+#[derive(Debug)]
+pub struct ProxyConnection {
+    client: IpAddr,
+    state: State,
+    deadline: Instant,
+    /// The origin connection the driver kept open after the last exchange, for the next request to it.
+    kept: Option<KeptOrigin>,
+    stats: ProxyStats,
+}
+
+impl ProxyConnection {
+    /// A client that just connected: checked against `--allow` (403) and against the load, `busy` connections
+    /// being served already (503 at [`Limits::max_connections`]). A refused client's page is written into `out`.
+    pub fn admit(
+        cx: &ProxyContext<'_>,
+        client: IpAddr,
+        busy: usize,
+        now: Instant,
+        out: &mut [u8],
+    ) -> Admission {
+        let refusal = match cx.policy.check_client(client) {
+            Err(error) => Some((error, None)),
+            Ok(()) if busy >= cx.limits.max_connections => {
+                Some((ProxyError::AtCapacity, Some(cx.limits.max_connections)))
+            }
+            Ok(()) => None,
+        };
+        match refusal {
+            Some((error, capacity)) => {
+                ProxyEvent::Refused {
+                    client,
+                    error,
+                    capacity,
+                }
+                .log();
+                Admission::Refuse {
+                    len: write_page(error, out),
+                }
+            }
+            None => Admission::Serve(ProxyConnection {
+                client,
+                state: State::ReadingHead { first: true },
+                deadline: now + cx.limits.timeout,
+                kept: None,
+                stats: ProxyStats {
+                    accepted: 1,
+                    ..ProxyStats::default()
+                },
+            }),
+        }
+    }
+
+    /// The client's address.
+    pub fn client(&self) -> IpAddr {
+        self.client
+    }
+
+    /// Where the connection is.
+    pub fn phase(&self) -> Phase {
+        match &self.state {
+            State::ReadingHead { .. } => Phase::ReadingHead,
+            State::Resolving { .. } => Phase::Resolving,
+            State::Connecting { .. } => Phase::Connecting,
+            State::Exchanging { response, .. } => Phase::Exchanging(match response {
+                Response::Head { .. } => ResponsePhase::Head,
+                Response::Body { body, .. } if body.is_done() => ResponsePhase::Complete,
+                Response::Body { .. } => ResponsePhase::Body,
+            }),
+            State::Tunnel { .. } => Phase::Tunnel,
+            State::Closed => Phase::Closed,
+        }
+    }
+
+    /// When the connection's current wait ends ([`ProxyConnection::on_timeout`], or for a head,
+    /// [`ProxyConnection::on_client_head`], decides what then); `None` once closed.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Closed => None,
+            _ => Some(self.deadline),
+        }
+    }
+
+    /// What this connection has done.
+    pub fn stats(&self) -> ProxyStats {
+        self.stats
+    }
+
+    /// The request line being served, for a driver's own messages.
+    pub fn request_line(&self) -> Option<&str> {
+        self.state.request().map(|r| r.line.as_str())
+    }
+
+    /// The origin address being connected to or exchanged with.
+    pub fn origin(&self) -> Option<SocketAddr> {
+        match &self.state {
+            State::Connecting { current, .. } => Some(*current),
+            State::Exchanging { origin, .. } => Some(origin.addr),
+            State::Tunnel { origin, .. } => Some(*origin),
+            _ => None,
+        }
+    }
+
+    /// Whether any byte of the response (or the tunnel's `200`) has been handed to the driver for the client:
+    /// from then on, a failure can only reset the client's connection.
+    pub fn response_started(&self) -> bool {
+        match &self.state {
+            State::Exchanging { response, .. } => response.started(),
+            State::Tunnel { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the client waits for `100 Continue` before it sends its body.
+    pub fn expects_continue(&self) -> bool {
+        self.state.request().is_some_and(|r| r.expects_continue)
+    }
+
+    /// The request body's tracker while exchanging: it says how many of the client's bytes still belong to the
+    /// body (pass them through [`BodyTracker::advance`] on their way to the origin).
+    pub fn request_body(&mut self) -> Option<&mut BodyTracker> {
+        match &mut self.state {
+            State::Exchanging { request, .. } => Some(&mut request.body),
+            _ => None,
+        }
+    }
+
+    /// The response body's tracker once the final head is read: it says how many of the origin's bytes still
+    /// belong to the body.
+    pub fn response_body(&mut self) -> Option<&mut BodyTracker> {
+        match &mut self.state {
+            State::Exchanging {
+                response: Response::Body { body, .. },
+                ..
+            } => Some(body),
+            _ => None,
+        }
+    }
+
+    /// Bytes moved (`body_bytes` of them body or tunnel bytes): an exchange or a tunnel that moves is not
+    /// stalled, so its deadline moves on.
+    pub fn on_progress(&mut self, limits: &Limits, now: Instant, body_bytes: usize) {
+        self.stats.body_bytes += body_bytes as u64;
+        match self.state {
+            State::Exchanging { .. } => self.deadline = now + limits.timeout,
+            State::Tunnel { .. } => self.deadline = now + limits.tunnel_idle,
+            // A head's deadline is for the whole head: a byte at a time does not move it.
+            _ => {}
+        }
+    }
+
+    /// The deadline has passed (call once `now` reaches [`ProxyConnection::deadline`]): what ends. `None` while
+    /// reading a head (hand the bytes to [`ProxyConnection::on_client_head`], which decides) or before the
+    /// deadline.
+    pub fn on_timeout(&mut self, now: Instant, out: &mut [u8]) -> Option<Ending> {
+        if now < self.deadline {
+            return None;
+        }
+        Some(match &self.state {
+            State::ReadingHead { .. } | State::Closed => return None,
+            State::Resolving { .. } => self.answer(ProxyError::OriginUnresolvable, out),
+            State::Connecting { .. } => self.answer(ProxyError::OriginTimeout, out),
+            State::Exchanging { response, .. } if !response.started() => {
+                self.answer(ProxyError::OriginTimeout, out)
+            }
+            State::Exchanging { .. } => self.peer_reset(ResetCause::Stalled, Ending::ResetBoth),
+            State::Tunnel { .. } => self.close(Ending::Close),
+        })
+    }
+
+    /// Something went wrong that only the driver sees.
+    pub fn on_failure(&mut self, failure: Failure, out: &mut [u8]) -> Recovery {
+        Recovery::End(match failure {
+            // Between requests the client may go as it likes.
+            Failure::ClientReset if matches!(self.state, State::ReadingHead { .. }) => {
+                self.close(Ending::ResetBoth)
+            }
+            // Before any response byte, the origin gets a FIN behind what it was sent (an upload that broke
+            // off is seen as short); after, both are reset.
+            Failure::ClientReset if !self.response_started() => {
+                self.peer_reset(ResetCause::ClientReset, Ending::ResetClient)
+            }
+            Failure::ClientReset => self.peer_reset(ResetCause::ClientReset, Ending::ResetBoth),
+            Failure::ClientClosedMidBody => {
+                self.peer_reset(ResetCause::ClientClosedMidBody, Ending::ResetClient)
+            }
+            Failure::OriginLost { partial } => return self.origin_lost(partial, out),
+            Failure::MalformedRequestBody => self.answer(ProxyError::MalformedBody, out),
+            Failure::MalformedResponseBody => {
+                self.peer_reset(ResetCause::MalformedResponseBody, Ending::ResetBoth)
+            }
+            Failure::TunnelPeerReset => {
+                self.peer_reset(ResetCause::TunnelPeerReset, Ending::ResetBoth)
+            }
+        })
+    }
+
+    /// Both ends of the tunnel have closed and every byte is across.
+    pub fn on_tunnel_closed(&mut self) -> Ending {
+        match self.state {
+            State::Tunnel { .. } => self.close(Ending::Close),
+            _ => self.bug("on_tunnel_closed"),
+        }
+    }
+
+    /// Moves to the state `next` makes of the current one: the one place a connection changes state, traced.
+    /// `next` is only ever given the state its caller has just matched; anything else it returns unchanged.
+    fn enter(&mut self, next: impl FnOnce(State) -> State) {
+        let old = core::mem::replace(&mut self.state, State::Closed);
+        let from = old.name();
+        self.state = next(old);
+        ProxyEvent::Transition {
+            client: self.client,
+            from,
+            to: self.state.name(),
+        }
+        .log();
+    }
+
+    /// Ends the connection with `ending`.
+    fn close(&mut self, ending: Ending) -> Ending {
+        self.kept = None;
+        self.enter(|_| State::Closed);
+        ending
+    }
+
+    /// The proxy answers `error` itself: with its page in `out` if no response byte went out yet, else with
+    /// resets.
+    fn answer(&mut self, error: ProxyError, out: &mut [u8]) -> Ending {
+        self.stats.errors += 1;
+        ProxyEvent::Answer {
+            client: self.client,
+            error,
+            line: self.request_line(),
+        }
+        .log();
+        let ending = match self.response_started() {
+            true => Ending::ResetBoth,
+            false => Ending::Answer {
+                len: write_page(error, out),
+            },
+        };
+        self.close(ending)
+    }
+
+    /// The proxy answers `error` to the request whose head it just read (`line`), before it is the state's.
+    fn refuse(&mut self, line: &RequestLine, error: ProxyError, out: &mut [u8]) -> Ending {
+        self.stats.errors += 1;
+        ProxyEvent::Answer {
+            client: self.client,
+            error,
+            line: Some(line.as_str()),
+        }
+        .log();
+        let len = write_page(error, out);
+        self.close(Ending::Answer { len })
+    }
+
+    /// An exchange broke off: logged with its cause, and ended with `ending`.
+    fn peer_reset(&mut self, cause: ResetCause, ending: Ending) -> Ending {
+        let line = self.request_line().unwrap_or("-");
+        ProxyEvent::PeerReset {
+            client: self.client,
+            line,
+            cause,
+        }
+        .log();
+        self.close(ending)
+    }
+
+    /// A driver asked for something the state does not allow: logged as the bug it is, and the connection reset.
+    fn bug(&mut self, call: &'static str) -> Ending {
+        ProxyEvent::Bug {
+            client: self.client,
+            call,
+            state: self.state.name(),
+        }
+        .log();
+        self.close(Ending::ResetBoth)
+    }
+
+    /// A debug line for an origin that could not be reached.
+    fn unreachable(&self, origin: OriginName<'_>, why: &dyn core::fmt::Display) {
+        ProxyEvent::OriginUnreachable {
+            client: self.client,
+            origin,
+            why,
+        }
+        .log();
+    }
+}
+
+/// Writes `error`'s whole answer into `out`; returns its length (what fitted, if `out` is too small).
+fn write_page(error: ProxyError, out: &mut [u8]) -> usize {
+    let mut page = HeadWriter::new(out);
+    let _ = error.write_response(&mut page);
+    page.len()
+}
+
+#[cfg(test)]
+mod tests;

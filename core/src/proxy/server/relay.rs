@@ -1,0 +1,92 @@
+//! Moving bytes between smoltcp sockets: what only this design does (the engine decides where a body ends; the
+//! bytes themselves go socket to socket through the host's scratch buffer).
+
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+
+use crate::http::body::{BadChunk, BodyTracker};
+
+/// Whether the peer of `socket` has sent its FIN (or reset) and every byte before it has been taken off the
+/// socket.
+pub fn finished_sending(socket: &tcp::Socket<'_>) -> bool {
+    !socket.may_recv() && socket.recv_queue() == 0
+}
+
+/// Whether `socket`'s connection was reset (or given up on) rather than closed: a socket that never went
+/// through a graceful close and is closed now.
+pub fn was_reset(socket: &tcp::Socket<'_>) -> bool {
+    socket.state() == tcp::State::Closed
+}
+
+/// Copies bytes from `from` to `to` through `scratch`, never more than `to` has room for and, with a tracker,
+/// never past the body's end. Returns how many bytes moved.
+pub fn relay(
+    sockets: &mut SocketSet<'_>,
+    from: SocketHandle,
+    to: SocketHandle,
+    mut body: Option<&mut BodyTracker>,
+    scratch: &mut [u8],
+) -> Result<usize, BadChunk> {
+    let mut total = 0;
+    loop {
+        if body.as_ref().is_some_and(|b| b.is_done()) {
+            return Ok(total);
+        }
+        let room = {
+            let to = sockets.get_mut::<tcp::Socket>(to);
+            if !to.may_send() {
+                return Ok(total);
+            }
+            to.send_capacity() - to.send_queue()
+        };
+        let limit = body.as_ref().map_or(usize::MAX, |b| b.limit());
+        let want = room.min(scratch.len()).min(limit);
+        if want == 0 {
+            return Ok(total);
+        }
+        let window = scratch.get_mut(..want).unwrap_or(&mut []);
+        let from_socket = sockets.get_mut::<tcp::Socket>(from);
+        let peeked = from_socket.peek_slice(window).unwrap_or(0);
+        if peeked == 0 {
+            return Ok(total);
+        }
+        let n = match body.as_mut() {
+            Some(tracker) => tracker.advance(window.get(..peeked).unwrap_or(&[]))?,
+            None => peeked,
+        };
+        discard(from_socket, n);
+        // Fits: `want` was at most the room in `to`.
+        let _ = sockets
+            .get_mut::<tcp::Socket>(to)
+            .send_slice(window.get(..n).unwrap_or(&[]));
+        total += n;
+        if n < peeked {
+            return Ok(total);
+        }
+    }
+}
+
+/// Takes `n` bytes off a socket's receive buffer (they were already copied with `peek_slice`).
+pub fn discard(socket: &mut tcp::Socket<'_>, mut n: usize) {
+    while n > 0 {
+        match socket.recv(|b| {
+            let k = b.len().min(n);
+            (k, k)
+        }) {
+            Ok(0) | Err(_) => return,
+            Ok(k) => n -= k,
+        }
+    }
+}
+
+/// Drops whatever the peer sent, so its FIN (and anything it still sends) is acknowledged.
+pub fn drop_received(socket: &mut tcp::Socket<'_>) {
+    while let Ok(1..) = socket.recv(|b| (b.len(), b.len())) {}
+}
+
+/// The next local port for a connection to an origin, cycling through the dynamic range.
+pub fn next_ephemeral(next: &mut u16) -> u16 {
+    let port = if *next < 49152 { 49152 } else { *next };
+    *next = if port == u16::MAX { 49152 } else { port + 1 };
+    port
+}
