@@ -878,7 +878,8 @@ fn compare(args: CompareArgs) -> Result<(), String> {
         crate::experiments::compare::render(&comparisons, args.format)
     );
     if let Some(dir) = &args.diagram {
-        let written = crate::experiments::compare::write_diagrams(&comparisons, dir)?;
+        let written = crate::experiments::compare::write_diagrams(&comparisons, dir)
+            .map_err(|e| e.to_string())?;
         eprintln!(
             "smoltalk compare: {} diagrams in {}",
             written.len(),
@@ -946,7 +947,8 @@ fn lab(args: LabArgs) -> Result<(), String> {
         )
     );
     if let Some(dir) = &args.diagram {
-        let written = crate::experiments::compare::write_diagrams(&comparisons, dir)?;
+        let written = crate::experiments::compare::write_diagrams(&comparisons, dir)
+            .map_err(|e| e.to_string())?;
         println!("{} diagrams in {}", written.len(), dir.display());
     }
     if uppercase.passed() && proxy.passed() {

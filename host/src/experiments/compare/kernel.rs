@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration as StdDuration, Instant as WallInstant};
 
 use super::observation::not_run;
-use super::{Observation, Scenario};
+use super::{CompareError, Observation, Scenario};
 use crate::lab::checks::sample_text;
 use crate::stack::instruments::LoopbackCapture;
 
@@ -37,8 +37,8 @@ pub(super) fn kernel_run(scenario: Scenario) -> Observation {
         return match LossyLoopback::create() {
             Ok(lossy) => lossy
                 .run(move || kernel_run_here(scenario, network))
-                .unwrap_or_else(|why| not_run("kernel", network, why)),
-            Err(why) => not_run("kernel", network, why),
+                .unwrap_or_else(|why| not_run("kernel", network, &why)),
+            Err(why) => not_run("kernel", network, &why),
         };
     }
     kernel_run_here(scenario, "loopback")
@@ -190,16 +190,15 @@ struct LossyLoopback {
 }
 
 impl LossyLoopback {
-    fn create() -> Result<LossyLoopback, String> {
+    fn create() -> Result<LossyLoopback, CompareError> {
         if !crate::tools::netns::is_root() {
-            return Err(
-                "loss on the kernel's loopback needs `tc qdisc netem` in a namespace (root)".into(),
-            );
+            return Err(CompareError::LossNeedsRoot);
         }
         let ns = crate::tools::netns::Namespace::create(&format!(
             "smoltalk-compare-{}",
             std::process::id()
-        ))?;
+        ))
+        .map_err(CompareError::Namespace)?;
         // netem where the kernel has it; else nftables, dropping a random tenth of what leaves (on loopback,
         // every packet leaves once).
         let netem = ns
@@ -238,11 +237,10 @@ impl LossyLoopback {
                 let out = ns
                     .command("nft", rule)
                     .output()
-                    .map_err(|e| format!("the kernel has no netem and nft cannot run: {e}"))?;
+                    .map_err(CompareError::NftCannotRun)?;
                 if !out.status.success() {
-                    return Err(format!(
-                        "the kernel has no netem, and nft failed: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
+                    return Err(CompareError::NftFailed(
+                        String::from_utf8_lossy(&out.stderr).trim().to_string(),
                     ));
                 }
             }
@@ -251,23 +249,23 @@ impl LossyLoopback {
     }
 
     /// Runs `f` on a thread that has entered the namespace (threads it starts are in it too).
-    fn run(&self, f: impl FnOnce() -> Observation + Send + 'static) -> Result<Observation, String> {
+    fn run(
+        &self,
+        f: impl FnOnce() -> Observation + Send + 'static,
+    ) -> Result<Observation, CompareError> {
         let path = format!("/var/run/netns/{}", self.ns.name());
         std::thread::spawn(move || {
             use std::os::fd::AsRawFd;
-            let file =
-                std::fs::File::open(&path).map_err(|e| format!("cannot open {path}: {e}"))?;
+            let file = std::fs::File::open(&path)
+                .map_err(|source| CompareError::OpenNamespace { path, source })?;
             // SAFETY: setns on a namespace descriptor we hold; it changes only this thread's namespace.
             if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(format!(
-                    "cannot enter the namespace: {}",
-                    std::io::Error::last_os_error()
-                ));
+                return Err(CompareError::EnterNamespace(std::io::Error::last_os_error()));
             }
             Ok(f())
         })
         .join()
-        .map_err(|_| "the scenario's thread failed".to_string())?
+        .map_err(|_| CompareError::ThreadFailed)?
     }
 }
 

@@ -8,6 +8,7 @@
 //! packets both captures show. Nothing in the table is typed in.
 
 mod differ;
+mod error;
 mod kernel;
 mod lab;
 mod observation;
@@ -15,6 +16,7 @@ mod render;
 mod scenario;
 mod tun;
 
+pub use error::{CompareError, WriteDiagramsError};
 pub use observation::{count_packets, Comparison, Observation, PacketCounts};
 pub use render::{render, write_diagrams, Format};
 pub use scenario::Scenario;

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use super::Scenario;
-use crate::experiments::diagram::{packets_from_pcap, LadderPacket};
+use super::{CompareError, Scenario};
+use crate::experiments::diagram::{packets_from_pcap, LadderPacket, PcapError};
 
 /// Packets of one run, counted from its capture.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -114,7 +114,7 @@ impl Comparison {
 }
 
 /// Counts the packets of a capture.
-pub fn count_packets(pcap: &[u8]) -> Result<PacketCounts, String> {
+pub fn count_packets(pcap: &[u8]) -> Result<PacketCounts, PcapError> {
     let packets = packets_from_pcap(pcap)?;
     Ok(count(&packets))
 }
@@ -156,7 +156,11 @@ fn count(packets: &[LadderPacket]) -> PacketCounts {
     c
 }
 
-pub(super) fn not_run(stack: &'static str, network: &'static str, why: String) -> Observation {
+pub(super) fn not_run(
+    stack: &'static str,
+    network: &'static str,
+    why: &CompareError,
+) -> Observation {
     let outcome = (format!("not run: {why}"), "not_run".to_string());
     Observation::new(stack, network, outcome, 0.0, false, Err("not run".into()))
 }

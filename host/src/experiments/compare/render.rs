@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Comparison, Observation};
+use super::{Comparison, Observation, WriteDiagramsError};
 use crate::experiments::diagram::packets_from_pcap;
 
 /// How to print the comparison.
@@ -96,8 +96,11 @@ pub fn render(comparisons: &[Comparison], format: Format) -> String {
 pub fn write_diagrams(
     comparisons: &[Comparison],
     dir: &std::path::Path,
-) -> Result<Vec<std::path::PathBuf>, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+) -> Result<Vec<std::path::PathBuf>, WriteDiagramsError> {
+    std::fs::create_dir_all(dir).map_err(|source| WriteDiagramsError::CreateDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let mut written = Vec::new();
     for c in comparisons {
         for o in c.observations() {
@@ -113,11 +116,16 @@ pub fn write_diagrams(
                 &path,
                 crate::experiments::diagram::ladder_svg(&title, &packets),
             )
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            .map_err(|source| WriteDiagramsError::Write {
+                path: path.clone(),
+                source,
+            })?;
             // The capture the picture was drawn from, beside it, for tshark or Wireshark.
             let pcap = path.with_extension("pcap");
-            std::fs::write(&pcap, capture)
-                .map_err(|e| format!("cannot write {}: {e}", pcap.display()))?;
+            std::fs::write(&pcap, capture).map_err(|source| WriteDiagramsError::Write {
+                path: pcap.clone(),
+                source,
+            })?;
             written.push(path);
         }
     }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::Instant as WallInstant;
 
 use super::observation::not_run;
-use super::{Observation, Scenario};
+use super::{CompareError, Observation, Scenario};
 use crate::lab::checks::sample_text;
 
 /// The smoltcp client on a real TUN device inside a namespace this run creates (kernel servers on its other
@@ -24,14 +24,20 @@ pub(super) fn tun_run(scenario: Scenario) -> Option<Observation> {
     );
     let ns = match crate::tools::netns::Namespace::create(&name) {
         Ok(ns) => ns,
-        Err(e) => return Some(not_run("smoltcp-tun", network, e)),
+        Err(e) => return Some(not_run("smoltcp-tun", network, &CompareError::Namespace(e))),
     };
     if let Err(e) = ns.add_device("st0", "tun", "10.0.2.2/24", 1500) {
-        return Some(not_run("smoltcp-tun", network, e));
+        return Some(not_run("smoltcp-tun", network, &CompareError::Namespace(e)));
     }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe.to_string_lossy().into_owned(),
-        Err(e) => return Some(not_run("smoltcp-tun", network, e.to_string())),
+        Err(e) => {
+            return Some(not_run(
+                "smoltcp-tun",
+                network,
+                &CompareError::CurrentExe(e),
+            ))
+        }
     };
     let pcap = std::env::temp_dir().join(format!("{name}.pcap"));
     let pcap_arg = pcap.to_string_lossy().into_owned();
@@ -47,6 +53,7 @@ pub(super) fn tun_run(scenario: Scenario) -> Option<Observation> {
         crate::tools::netns::Server::start(
             ns.command(&exe, &[kind, "--bind", "10.0.2.2", "--port", "12000"]),
         )
+        .map_err(CompareError::Server)
     };
     let started = WallInstant::now();
     let result = match scenario {
@@ -125,7 +132,7 @@ pub(super) fn tun_run(scenario: Scenario) -> Option<Observation> {
     let _ = std::fs::remove_file(&pcap);
     let (outcome, kind) = match result {
         Ok((replies, error)) => tun_outcome(scenario, replies, error),
-        Err(e) => return Some(not_run("smoltcp-tun", network, e)),
+        Err(e) => return Some(not_run("smoltcp-tun", network, &e)),
     };
     Some(Observation::new(
         "smoltcp-tun",
@@ -143,17 +150,16 @@ fn run_client(
     mut cmd: std::process::Command,
     lines: &[&[u8]],
     mut stop: Option<crate::tools::netns::Server>,
-) -> Result<(usize, Option<String>), String> {
+) -> Result<(usize, Option<String>), CompareError> {
     use std::io::BufRead;
     use std::process::Stdio;
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start the client: {e}"))?;
-    let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    let mut stdout = std::io::BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut child = cmd.spawn().map_err(CompareError::StartClient)?;
+    let mut stdin = child.stdin.take().ok_or(CompareError::NoPipe("stdin"))?;
+    let mut stdout =
+        std::io::BufReader::new(child.stdout.take().ok_or(CompareError::NoPipe("stdout"))?);
     let mut replies = 0;
     for (i, line) in lines.iter().enumerate() {
         if stdin.write_all(line).is_err() {
@@ -182,7 +188,7 @@ fn run_client(
         replies += 1;
         rest.clear();
     }
-    let output = child.wait_with_output().map_err(|e| e.to_string())?;
+    let output = child.wait_with_output().map_err(CompareError::WaitClient)?;
     let error = (!output.status.success()).then(|| {
         String::from_utf8_lossy(&output.stderr)
             .lines()

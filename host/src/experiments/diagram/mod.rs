@@ -25,7 +25,7 @@
 //!   A TCP, UDP or ICMP header inside a good IPv4 packet that is too short to parse is not skipped but drawn,
 //!   as `TCP malformed header (N bytes)`, so that a damaged packet still shows where it went.
 //! - A file that is not a classic pcap (wrong magic, pcapng, an unknown link type, a header cut short, a record
-//!   length no capture could have) is an `Err` with the reason. Nothing here panics on any input.
+//!   length no capture could have) is an `Err`, a [`PcapError`] that says why. Nothing here panics on any input.
 //!
 //! # Marks
 //!
@@ -54,7 +54,7 @@ mod svg;
 #[cfg(test)]
 mod tests;
 
-pub use pcap::read_pcap;
+pub use pcap::{read_pcap, PcapError};
 pub use svg::ladder_svg;
 
 use std::collections::BTreeMap;
@@ -111,7 +111,7 @@ pub const MAX_DRAWN: usize = 400;
 
 /// Reads a classic pcap file into ladder packets; what was skipped is logged at info level
 /// (use [`read_pcap`] to have it returned).
-pub fn packets_from_pcap(bytes: &[u8]) -> Result<Vec<LadderPacket>, String> {
+pub fn packets_from_pcap(bytes: &[u8]) -> Result<Vec<LadderPacket>, PcapError> {
     let ladder = read_pcap(bytes)?;
     if !ladder.skipped.is_empty() {
         log::info!(

@@ -805,21 +805,42 @@ fn rng(state: &mut u32) -> u32 {
 #[test]
 fn garbage_is_an_error_or_skipped_never_a_panic() {
     assert!(read_pcap(b"").is_err());
+    assert_eq!(
+        read_pcap(b"").unwrap_err(),
+        PcapError::ShorterThanMagic { len: 0 }
+    );
     assert!(read_pcap(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
         .unwrap_err()
+        .to_string()
         .contains("not a pcap"));
     let mut pcapng = vec![0x0a, 0x0d, 0x0d, 0x0a];
     pcapng.extend_from_slice(&[0; 40]);
-    assert!(read_pcap(&pcapng).unwrap_err().contains("pcapng"));
+    assert!(read_pcap(&pcapng)
+        .unwrap_err()
+        .to_string()
+        .contains("pcapng"));
+    assert_eq!(read_pcap(&pcapng).unwrap_err(), PcapError::Pcapng);
     assert!(read_pcap(&pcap(113, false, &[]))
         .unwrap_err()
+        .to_string()
         .contains("link type 113"));
     let mut huge = pcap(1, false, &[]);
     huge.extend_from_slice(&[
         0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
     ]);
     huge.extend_from_slice(&[0; 64]);
-    assert!(read_pcap(&huge).unwrap_err().contains("captured length"));
+    assert!(read_pcap(&huge)
+        .unwrap_err()
+        .to_string()
+        .contains("captured length"));
+    assert!(matches!(
+        read_pcap(&huge),
+        Err(PcapError::RecordTooLong {
+            index: 1,
+            at: 24,
+            ..
+        })
+    ));
 
     // Random bytes as a file, random frames in a good file, and good files with bytes changed.
     let mut state = 0x1234_5678;
@@ -1165,4 +1186,36 @@ fn well_formedness_check_catches_mistakes() {
     }
     check_well_formed("<?xml version=\"1.0\"?>\n<svg a=\"&amp;\"><!-- c --><g/>x &#38; y</svg>\n")
         .unwrap();
+}
+
+#[test]
+fn pcap_errors_say_why() {
+    let says = |bytes: &[u8]| read_pcap(bytes).unwrap_err().to_string();
+    assert_eq!(
+        says(b"ab"),
+        "not a pcap file: 2 bytes, shorter than a magic number"
+    );
+    assert_eq!(
+        says(b"GET / HTTP/1.1"),
+        "not a pcap file: magic number [47, 45, 54, 20]"
+    );
+    assert_eq!(
+        says(&[0x0a, 0x0d, 0x0d, 0x0a, 0, 0]),
+        "a pcapng file, not a classic pcap; convert it with `editcap -F pcap IN OUT`"
+    );
+    assert_eq!(
+        says(&pcap(101, false, &[])[..20]),
+        "pcap file cut short: 20 bytes, shorter than the 24-byte file header"
+    );
+    assert_eq!(
+        says(&pcap(113, false, &[])),
+        "pcap link type 113 not supported (only 1 Ethernet, 101 and 228 raw IPv4)"
+    );
+    let mut huge = pcap(1, false, &[]);
+    huge.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0x10, 0]);
+    assert_eq!(
+        says(&huge),
+        "pcap record 1 at byte 24: captured length 1048576 is more than any capture keeps; \
+         the file is damaged or not a pcap file"
+    );
 }
