@@ -9,8 +9,8 @@ use core::fmt;
 use httparse::{Header, Status};
 
 use super::body::BodyFraming;
+use super::headers::{content_length, has_token, tokens, transfer_coding, TransferCoding};
 use super::status::ProxyError;
-use super::{content_length, has_token, tokens, transfer_coding, TransferCoding};
 
 /// The methods the proxy forwards. Anything else is answered with 501.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +111,7 @@ impl<'b> Authority<'b> {
             return Err(ProxyError::BadTarget);
         }
         let port = match port {
-            Some(p) => match super::parse_decimal(p.as_bytes()) {
+            Some(p) => match super::headers::parse_decimal(p.as_bytes()) {
                 Some(n @ 1..=65535) => n as u16,
                 _ => return Err(ProxyError::BadTarget),
             },
@@ -368,8 +368,8 @@ fn parse_target<'b>(
             // HTTP/1.0 allowed no Host, but a proxy cannot know where to go without one.
             return Err(ProxyError::BadTarget);
         };
-        let host =
-            core::str::from_utf8(super::trim(host.value)).map_err(|_| ProxyError::BadTarget)?;
+        let host = core::str::from_utf8(super::headers::trim(host.value))
+            .map_err(|_| ProxyError::BadTarget)?;
         let authority = Authority::parse(host, Some(80))?;
         return Ok(RequestTarget::Origin {
             authority,

@@ -5,9 +5,9 @@ use core::fmt;
 use httparse::{Header, Status};
 
 use super::body::BodyFraming;
+use super::headers::{content_length, has_token, transfer_coding, TransferCoding};
 use super::request::Method;
 use super::status::ProxyError;
-use super::{content_length, has_token, transfer_coding, TransferCoding};
 
 /// A whole response head from an origin. Borrows the header array and the bytes it was parsed from.
 #[derive(Debug)]

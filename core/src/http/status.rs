@@ -2,7 +2,7 @@
 
 use core::fmt::{self, Write};
 
-use super::rewrite::{HeadTooLarge, HeadWriter};
+use super::writer::{HeadTooLarge, HeadWriter};
 
 /// Why the proxy answers a request itself instead of forwarding the origin's response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,43 +53,41 @@ pub enum ProxyError {
 impl ProxyError {
     /// The HTTP status code of the answer.
     pub fn status(self) -> u16 {
-        match self {
-            ProxyError::MalformedHead
-            | ProxyError::BadTarget
-            | ProxyError::MalformedBody
-            | ProxyError::UnsupportedScheme => 400,
-            ProxyError::ClientNotAllowed
-            | ProxyError::DestinationNotAllowed
-            | ProxyError::ConnectPortNotAllowed => 403,
-            ProxyError::HeadTimeout => 408,
-            ProxyError::UriTooLong => 414,
-            ProxyError::HeadTooLarge => 431,
-            ProxyError::UnsupportedMethod | ProxyError::UnsupportedTransferCoding => 501,
-            ProxyError::UnsupportedVersion => 505,
-            ProxyError::OriginRefused
-            | ProxyError::OriginUnresolvable
-            | ProxyError::OriginReset
-            | ProxyError::BadOriginResponse => 502,
-            ProxyError::AtCapacity => 503,
-            ProxyError::OriginTimeout => 504,
-            ProxyError::Loop => 508,
-        }
+        self.status_line().0
     }
 
     /// The standard reason phrase of [`ProxyError::status`].
     pub fn reason(self) -> &'static str {
-        match self.status() {
-            400 => "Bad Request",
-            403 => "Forbidden",
-            408 => "Request Timeout",
-            414 => "URI Too Long",
-            431 => "Request Header Fields Too Large",
-            501 => "Not Implemented",
-            502 => "Bad Gateway",
-            503 => "Service Unavailable",
-            504 => "Gateway Timeout",
-            505 => "HTTP Version Not Supported",
-            _ => "Loop Detected",
+        self.status_line().1
+    }
+
+    /// The status code and its reason phrase, decided per variant in this one place.
+    fn status_line(self) -> (u16, &'static str) {
+        const BAD_REQUEST: (u16, &str) = (400, "Bad Request");
+        const FORBIDDEN: (u16, &str) = (403, "Forbidden");
+        const NOT_IMPLEMENTED: (u16, &str) = (501, "Not Implemented");
+        const BAD_GATEWAY: (u16, &str) = (502, "Bad Gateway");
+        match self {
+            ProxyError::MalformedHead => BAD_REQUEST,
+            ProxyError::BadTarget => BAD_REQUEST,
+            ProxyError::MalformedBody => BAD_REQUEST,
+            ProxyError::UnsupportedScheme => BAD_REQUEST,
+            ProxyError::ClientNotAllowed => FORBIDDEN,
+            ProxyError::DestinationNotAllowed => FORBIDDEN,
+            ProxyError::ConnectPortNotAllowed => FORBIDDEN,
+            ProxyError::HeadTimeout => (408, "Request Timeout"),
+            ProxyError::UriTooLong => (414, "URI Too Long"),
+            ProxyError::HeadTooLarge => (431, "Request Header Fields Too Large"),
+            ProxyError::UnsupportedMethod => NOT_IMPLEMENTED,
+            ProxyError::UnsupportedTransferCoding => NOT_IMPLEMENTED,
+            ProxyError::UnsupportedVersion => (505, "HTTP Version Not Supported"),
+            ProxyError::OriginRefused => BAD_GATEWAY,
+            ProxyError::OriginUnresolvable => BAD_GATEWAY,
+            ProxyError::OriginReset => BAD_GATEWAY,
+            ProxyError::BadOriginResponse => BAD_GATEWAY,
+            ProxyError::AtCapacity => (503, "Service Unavailable"),
+            ProxyError::OriginTimeout => (504, "Gateway Timeout"),
+            ProxyError::Loop => (508, "Loop Detected"),
         }
     }
 

@@ -1,0 +1,387 @@
+//! The options of every command (clap's argument types) and the value parsers behind them: addresses and
+//! prefixes, seconds, sizes, buffer and datagram bounds. Each parser's error is the line a person sees.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use clap::{Args, ValueEnum};
+use smoltcp::wire::Ipv4Cidr;
+
+use crate::uppercase::node::{DEFAULT_MAX_DATAGRAM, MAX_SMOLTCP_DATAGRAM};
+
+/// Options of `compare`.
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// How to print the comparison.
+    #[arg(long, value_enum, default_value_t = crate::experiments::compare::Format::Table)]
+    pub format: crate::experiments::compare::Format,
+    /// Write a packet ladder diagram (SVG) per scenario and stack into DIR, each beside the capture it was
+    /// drawn from (.pcap).
+    #[arg(long, value_name = "DIR")]
+    pub diagram: Option<std::path::PathBuf>,
+    /// Skip smoltcp on TUN in a namespace (as root it adds a minute or more, most of it the lossy transfer).
+    #[arg(long)]
+    pub no_tun: bool,
+    /// Run only these scenarios (repeatable) [default: all].
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub scenario: Vec<crate::experiments::compare::Scenario>,
+}
+
+/// Options of `lab`.
+#[derive(Debug, Clone, Args)]
+pub struct LabArgs {
+    /// Record every frame on the lab's segment (Ethernet pcap, virtual time) to FILE; the proxy's lab goes to
+    /// FILE with `-proxy` before its extension.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
+    /// Write a packet ladder diagram (SVG) per comparison scenario and stack into DIR, each beside the capture
+    /// it was drawn from (.pcap), as `smoltalk compare --diagram` does.
+    #[arg(long, value_name = "DIR", conflicts_with = "soak")]
+    pub diagram: Option<std::path::PathBuf>,
+    /// Instead of the checks, the loss soak: stream SIZE bytes (100M = 100,000,000; 4MiB = 4,194,304; or plain
+    /// bytes) through the lab's smoltcp uppercase client and server, checking every reply byte as it arrives,
+    /// and print a table. Exits non-zero at the first wrong byte, with its offset. With faults, a loss-free run
+    /// of the same bytes comes first, for comparison; --pcap records the run with the faults.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub soak: Option<u64>,
+    /// Soak: percent of each node's frames lost.
+    #[arg(long, default_value_t = 0, value_name = "PCT", requires = "soak", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub drop_chance: u8,
+    /// Soak: percent of each node's IPv4 frames delivered with one bit flipped (every checksum is verified, so
+    /// the stack must drop each one).
+    #[arg(long, default_value_t = 0, value_name = "PCT", requires = "soak", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub corrupt_chance: u8,
+    /// Soak: seed of the stream and of the faults (the same seed gives the same run).
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "soak")]
+    pub seed: u32,
+    /// Soak: TCP receive buffer of both nodes in bytes.
+    #[arg(long, default_value_t = crate::lab::checks::LAB_TCP_RECEIVE, value_name = "BYTES", requires = "soak", value_parser = parse_soak_buffer)]
+    pub socket_buffer: usize,
+    /// Soak: TCP send buffer of both nodes in bytes [default: half the --socket-buffer, so that a sender can
+    /// never fill the receiver's window]. As large as the receive buffer, it brings back the stalls described
+    /// in BENCHMARKS.md, "Loss soak".
+    #[arg(long, value_name = "BYTES", requires = "soak", value_parser = parse_soak_buffer)]
+    pub send_buffer: Option<usize>,
+    /// Soak: UDP requests sent at the same faults after the stream, each tried up to 10 times; the report says
+    /// how many tries each took.
+    #[arg(long, default_value_t = 100, value_name = "N", requires = "soak")]
+    pub udp_requests: u32,
+    /// Soak: leave out the loss-free reference run.
+    #[arg(long, requires = "soak")]
+    pub no_reference: bool,
+    /// Soak: both nodes take packets without verifying their checksums, to see corruption get through (the
+    /// soak then fails at the first corrupted byte it receives).
+    #[arg(long, requires = "soak")]
+    pub skip_checksums: bool,
+}
+
+/// Options of `bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Seconds each throughput run measures.
+    #[arg(long, default_value_t = 3.0, value_parser = parse_seconds)]
+    pub seconds: f64,
+    /// Runs per scenario; the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=20))]
+    pub runs: u16,
+    /// smoltcp's examples/benchmark.rs, built (bench/run builds it from the crate source), to compare with.
+    #[arg(long, value_name = "PATH")]
+    pub smoltcp_benchmark: Option<std::path::PathBuf>,
+    /// Only the transform benchmark (no root needed).
+    #[arg(long)]
+    pub transform_only: bool,
+}
+
+/// Options of `throughput`.
+#[derive(Debug, Clone, Args)]
+pub struct ThroughputArgs {
+    /// Server address.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Seconds to measure (after a warm-up of a quarter of that).
+    #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
+    pub seconds: f64,
+    /// Connections at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub connections: u16,
+    /// Bytes per write.
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub chunk: u32,
+    /// Fix the client sockets' kernel send and receive buffers to this size (default: the kernel's
+    /// autotuning, which grows them to several MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub socket_buffer: Option<usize>,
+}
+
+/// Which TCP/IP stack a command runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Stack {
+    /// The operating system's own stack (std::net).
+    Kernel,
+    /// smoltcp on a TUN device (raw IP).
+    Tun,
+    /// smoltcp on a TAP device (Ethernet, with ARP).
+    Tap,
+}
+
+/// Options every command has.
+#[derive(Debug, Clone, Args)]
+pub struct StackArgs {
+    /// The TCP/IP stack: the kernel's, or smoltcp on a TUN or TAP device.
+    #[arg(long, value_enum, default_value_t = Stack::Kernel)]
+    pub stack: Stack,
+    /// TUN/TAP device name (tun/tap only). Create it beforehand with `ip tuntap add dev NAME mode tun|tap`,
+    /// or run as root and smoltalk creates it (removed again when smoltalk exits).
+    #[arg(long, default_value = "smoltalk0", value_name = "NAME")]
+    pub dev: String,
+    /// smoltcp's own address and prefix on the device (tun/tap only).
+    #[arg(long, default_value = "10.0.2.15/24", value_name = "CIDR", value_parser = parse_cidr)]
+    pub ip: Ipv4Cidr,
+    /// Default gateway for smoltcp: the kernel's address on the device (tun/tap only).
+    #[arg(long, default_value = "10.0.2.2", value_name = "IP")]
+    pub gateway: Ipv4Addr,
+    /// Open the device without the virtio-net header (tun/tap only): every TCP checksum is then computed and
+    /// verified by both smoltcp and the kernel, as with a plain `tun-tap` device.
+    #[arg(long)]
+    pub no_offload: bool,
+    /// smoltcp socket buffer size in bytes, each direction (tun/tap only). Throughput follows it.
+    #[arg(long, default_value_t = 256 * 1024, value_name = "BYTES")]
+    pub socket_buffer: usize,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub experiment: ExperimentArgs,
+}
+
+/// Instruments for experiments on smoltcp (tun/tap, and the lab): a capture, faults, a trace.
+#[derive(Debug, Clone, Args)]
+pub struct ExperimentArgs {
+    /// Write every packet smoltcp sends and receives, both directions, to FILE (pcap: raw IP on TUN,
+    /// Ethernet on TAP and in the lab), for `tshark -r FILE` or Wireshark.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
+    /// Lose this percent of packets, each direction (smoltcp's FaultInjector).
+    #[arg(long, default_value_t = 0, value_name = "PCT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub drop_chance: u8,
+    /// Change one byte in this percent of received packets (smoltcp 0.14's FaultInjector also draws for sent
+    /// ones, but changes their buffer before the stack writes the packet into it, so they leave intact).
+    #[arg(long, default_value_t = 0, value_name = "PCT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub corrupt_chance: u8,
+    /// Lose packets longer than BYTES (0: no limit).
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    pub size_limit: usize,
+    /// Lose packets beyond PKTS per second, each direction (0: no limit).
+    #[arg(long, default_value_t = 0, value_name = "PKTS/S")]
+    pub rate_limit: u64,
+    /// Seed of the fault generator (1 or more: smoltcp's generator never leaves 0): the same seed and traffic
+    /// give the same faults.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub seed: u32,
+    /// Print every packet in both directions (log target smoltalk::trace, at debug level).
+    #[arg(long)]
+    pub trace: bool,
+}
+
+impl ExperimentArgs {
+    /// The instruments these options ask for.
+    pub fn instruments(&self) -> crate::stack::instruments::Instruments {
+        crate::stack::instruments::Instruments {
+            pcap: self.pcap.clone(),
+            faults: crate::stack::instruments::Faults {
+                drop_chance: self.drop_chance,
+                corrupt_chance: self.corrupt_chance,
+                size_limit: self.size_limit,
+                rate_limit: self.rate_limit,
+                seed: self.seed,
+            },
+            trace: self.trace,
+        }
+    }
+}
+
+/// Options of the servers.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Address to listen on (kernel stack; smoltcp listens on its --ip).
+    #[arg(long, default_value = "0.0.0.0", value_name = "ADDR")]
+    pub bind: IpAddr,
+    /// Port to listen on (0: any free port, kernel stack only).
+    #[arg(long, default_value_t = smoltalk_core::DEFAULT_PORT)]
+    pub port: u16,
+    /// TCP clients served at once on smoltcp (one socket each; smoltcp has no listen backlog).
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub connections: u16,
+    /// Largest UDP request smoltcp answers (at most 16356); larger ones are dropped and logged, never
+    /// truncated.
+    #[arg(long, default_value_t = DEFAULT_MAX_DATAGRAM, value_name = "BYTES", value_parser = parse_max_datagram)]
+    pub max_datagram: usize,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub stack: StackArgs,
+}
+
+/// Options of `proxy`.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// Address to listen on (kernel stack; smoltcp listens on its --ip). The default takes clients from this
+    /// machine only: a proxy open to the network by accident is a gift to strangers.
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub bind: IpAddr,
+    /// Port to listen on (0: any free port, kernel stack only).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Clients allowed to use the proxy (repeatable); others get 403. Default: any client that reaches it on
+    /// the kernel stack (which binds 127.0.0.1 by default), the device's subnet (--ip) on smoltcp.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr_or_address)]
+    pub allow: Vec<Ipv4Cidr>,
+    /// Addresses the proxy may connect to after resolving (repeatable); others get 403. Default: any.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr_or_address)]
+    pub allow_dest: Vec<Ipv4Cidr>,
+    /// Ports CONNECT may tunnel to, comma-separated.
+    #[arg(
+        long,
+        value_name = "PORTS",
+        value_delimiter = ',',
+        default_value = "443"
+    )]
+    pub connect_ports: Vec<u16>,
+    /// Client connections served at once; more are answered 503 (smoltcp: the size of the connection pool,
+    /// each a client socket, an origin socket and their buffers) [default: kernel 1024, smoltcp 16].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_connections: Option<u32>,
+    /// Seconds a client has to send its request head (else 408) and an origin to accept and answer (else 504).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = parse_seconds)]
+    pub timeout: f64,
+    /// Answer HOST with IP without asking DNS (repeatable); checked before DNS.
+    #[arg(long, value_name = "HOST=IP", value_parser = parse_resolve)]
+    pub resolve: Vec<(String, Ipv4Addr)>,
+    /// DNS server for names not in --resolve (smoltcp only; the kernel stack uses the system's resolver).
+    /// Default: the --gateway.
+    #[arg(long, value_name = "IP")]
+    pub dns: Option<Ipv4Addr>,
+    /// Never send a DNS query: only --resolve names and address literals are served, any other name is
+    /// answered 502. For tests and labs that must not reach beyond the machine.
+    #[arg(long)]
+    pub no_dns: bool,
+    /// Kernel stack: the classic lab design, one thread per client, instead of the event loop (for
+    /// comparison; see BENCHMARKS.md).
+    #[arg(long)]
+    pub thread_per_client: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub stack: StackArgs,
+}
+
+/// Options of the clients.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Server address (a name is resolved on the kernel stack only).
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// The message to send; without it, each line of standard input is one message.
+    pub message: Option<String>,
+    /// Seconds to wait for the handshake and for each reply (UDP: for each try) [default: tcp 5, udp 1].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub timeout: Option<f64>,
+    /// UDP: datagrams sent per message before giving up.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub tries: u32,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub stack: StackArgs,
+}
+
+fn parse_cidr(text: &str) -> Result<Ipv4Cidr, String> {
+    let (addr, prefix) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text} is not ADDRESS/PREFIX, for example 10.0.2.15/24"))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("{addr} is not an IPv4 address"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| (1..=32).contains(p))
+        .ok_or_else(|| format!("{prefix} is not a prefix length from 1 to 32"))?;
+    Ok(Ipv4Cidr::new(addr, prefix))
+}
+
+fn parse_cidr_or_address(text: &str) -> Result<Ipv4Cidr, String> {
+    match text.contains('/') {
+        true => parse_cidr(text).or_else(|e| match text.strip_suffix("/0") {
+            Some(addr) if addr.parse::<Ipv4Addr>().is_ok() => {
+                Ok(Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 0))
+            }
+            _ => Err(e),
+        }),
+        false => text
+            .parse::<Ipv4Addr>()
+            .map(|a| Ipv4Cidr::new(a, 32))
+            .map_err(|_| format!("{text} is not an IPv4 address or ADDRESS/PREFIX")),
+    }
+}
+
+fn parse_resolve(text: &str) -> Result<(String, Ipv4Addr), String> {
+    let (host, ip) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text} is not HOST=IP"))?;
+    let ip = ip
+        .parse()
+        .map_err(|_| format!("{ip} is not an IPv4 address"))?;
+    if host.is_empty() {
+        return Err(format!("{text} names no host"));
+    }
+    Ok((host.to_owned(), ip))
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 3600.0 => Ok(s),
+        _ => Err(format!(
+            "{text} is not a number of seconds between 0 and 3600"
+        )),
+    }
+}
+
+/// A size in bytes: digits, then nothing or B, K/KB (1000), KiB (1024), M/MB, MiB, G/GB or GiB.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let unit_size: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return Err(format!("{text} is not a size: use bytes, or a number with K, M, G (powers of 1000) or KiB, MiB, GiB")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_size))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text} is not a size of at least one byte"))
+}
+
+fn parse_soak_buffer(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (4096..=1 << 20).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text} is not a buffer size from 4096 to 1048576 bytes"
+        )),
+    }
+}
+
+fn parse_max_datagram(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=MAX_SMOLTCP_DATAGRAM).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text} is not a size from 1 to {MAX_SMOLTCP_DATAGRAM} bytes (smoltcp reassembles IP packets up to 16 KiB)"
+        )),
+    }
+}

@@ -1,0 +1,129 @@
+//! The commands that run something and print a report: `lab` (the checks, or the loss soak), `compare`,
+//! `throughput` and `bench`.
+
+use std::io::{self, Write};
+use std::time::Duration as StdDuration;
+
+use super::args::{BenchArgs, CompareArgs, LabArgs, ThroughputArgs};
+use crate::uppercase::kernel::resolve;
+
+pub(super) fn compare(args: CompareArgs) -> Result<(), String> {
+    let comparisons = crate::experiments::compare::run_all(&args.scenario, !args.no_tun);
+    print!(
+        "{}",
+        crate::experiments::compare::render(&comparisons, args.format)
+    );
+    if let Some(dir) = &args.diagram {
+        let written = crate::experiments::compare::write_diagrams(&comparisons, dir)
+            .map_err(|e| e.to_string())?;
+        eprintln!(
+            "smoltalk compare: {} diagrams in {}",
+            written.len(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+pub(super) fn lab(args: LabArgs) -> Result<(), String> {
+    let capture = |path: &std::path::Path| {
+        crate::stack::instruments::CaptureFile::create(path)
+            .map_err(|e| format!("cannot write the capture {}: {e}", path.display()))
+    };
+    if let Some(bytes) = args.soak {
+        let options = crate::lab::soak::SoakOptions {
+            bytes,
+            drop_chance: args.drop_chance,
+            corrupt_chance: args.corrupt_chance,
+            seed: args.seed,
+            receive_buffer: args.socket_buffer,
+            send_buffer: args.send_buffer.unwrap_or(args.socket_buffer / 2),
+            udp_requests: args.udp_requests,
+            reference: !args.no_reference,
+            skip_checksums: args.skip_checksums,
+        };
+        let report =
+            crate::lab::soak::run(&options, args.pcap.as_deref().map(capture).transpose()?);
+        print!("{}", report.render());
+        return match report.failure() {
+            None => Ok(()),
+            Some(failure) => Err(format!("the soak failed: {failure}")),
+        };
+    }
+    let proxy_pcap = args.pcap.as_ref().map(|p| {
+        let stem = p
+            .file_stem()
+            .map_or("capture".into(), |s| s.to_string_lossy().into_owned());
+        let name = match p.extension() {
+            Some(ext) => format!("{stem}-proxy.{}", ext.to_string_lossy()),
+            None => format!("{stem}-proxy"),
+        };
+        p.with_file_name(name)
+    });
+    let uppercase = crate::lab::checks::run_uppercase_checks_captured(
+        args.pcap.as_deref().map(capture).transpose()?,
+    )
+    .map_err(|e| e.to_string())?;
+    print!("{}", uppercase.render());
+    println!();
+    let proxy = crate::lab::proxy::run_proxy_checks_captured(
+        proxy_pcap.as_deref().map(capture).transpose()?,
+    )
+    .map_err(|e| e.to_string())?;
+    print!("{}", proxy.render());
+    // The classic questions, measured: the kernel over loopback and smoltcp in the lab (what needs no root).
+    println!("\nsmoltalk lab: the classic questions on both stacks (`smoltalk compare` for JSON and diagrams)");
+    // What needs no root: the kernel's loopback and the lab (the TUN runs are `smoltalk compare`'s).
+    let comparisons = crate::experiments::compare::run_all(&[], false);
+    print!(
+        "{}",
+        crate::experiments::compare::render(
+            &comparisons,
+            crate::experiments::compare::Format::Table
+        )
+    );
+    if let Some(dir) = &args.diagram {
+        let written = crate::experiments::compare::write_diagrams(&comparisons, dir)
+            .map_err(|e| e.to_string())?;
+        println!("{} diagrams in {}", written.len(), dir.display());
+    }
+    if uppercase.passed() && proxy.passed() {
+        Ok(())
+    } else {
+        Err("some lab checks failed (see above)".into())
+    }
+}
+
+pub(super) fn throughput(args: ThroughputArgs) -> Result<(), String> {
+    let servers = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
+    let measured = crate::tools::load::run(
+        servers[0],
+        args.connections as usize,
+        StdDuration::from_secs_f64(args.seconds / 4.0),
+        StdDuration::from_secs_f64(args.seconds),
+        args.chunk as usize,
+        args.socket_buffer,
+    )?;
+    let mut out = io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "throughput: {:.3} Gbit/s each way ({} verified reply bytes in {:.2} s over {} connection(s))",
+        measured.gbit_per_s(),
+        measured.bytes,
+        measured.elapsed.as_secs_f64(),
+        measured.connections
+    );
+    Ok(())
+}
+
+pub(super) fn bench(args: BenchArgs) -> Result<(), String> {
+    let opts = crate::tools::bench::BenchOptions {
+        seconds: args.seconds,
+        runs: args.runs as usize,
+        smoltcp_benchmark: args.smoltcp_benchmark,
+        transform_only: args.transform_only,
+    };
+    let report = crate::tools::bench::run(&opts)?;
+    println!("{}\n{report}", crate::tools::bench::describe());
+    Ok(())
+}

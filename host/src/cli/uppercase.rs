@@ -1,0 +1,275 @@
+//! The uppercase commands: `tcp-server`, `udp-server`, `tcp-client` and `udp-client`, each on the kernel stack
+//! or on smoltcp over a TUN/TAP device, and what the clients share: their messages (MESSAGE or standard input),
+//! their timeouts, and how a reply is printed.
+
+use std::io::{self, BufRead, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::mpsc;
+use std::time::Duration as StdDuration;
+
+use smoltcp::time::Duration;
+use smoltcp::wire::IpEndpoint;
+
+use super::announce;
+use super::args::{ClientArgs, ServerArgs};
+use super::device::{device_kind, open_device, smoltcp_label};
+use crate::stack::device::{stop_requested, DeviceKind, DeviceNetwork};
+use crate::stack::network::{drive, earliest, Network, Step};
+use crate::uppercase::kernel::{
+    resolve, udp_target, KernelTcpClient, KernelTcpServer, KernelUdpClient, KernelUdpServer,
+};
+use crate::uppercase::node::{
+    ClientExchange, ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers,
+};
+
+pub(super) fn tcp_server(args: ServerArgs) -> Result<(), String> {
+    match device_kind(args.stack.stack) {
+        None => {
+            let server = KernelTcpServer::bind(SocketAddr::new(args.bind, args.port))
+                .map_err(|e| e.to_string())?;
+            let addr = server.local_addr().map_err(|e| e.to_string())?;
+            announce("tcp-server", addr, "kernel stack");
+            server.serve().map_err(|e| e.to_string())
+        }
+        Some(kind) => serve_smoltcp(&args, kind, args.connections as usize, false),
+    }
+}
+
+pub(super) fn udp_server(args: ServerArgs) -> Result<(), String> {
+    match device_kind(args.stack.stack) {
+        None => {
+            let server = KernelUdpServer::bind(SocketAddr::new(args.bind, args.port))
+                .map_err(|e| e.to_string())?;
+            let addr = server.local_addr().map_err(|e| e.to_string())?;
+            announce("udp-server", addr, "kernel stack");
+            server.serve().map_err(|e| e.to_string())
+        }
+        Some(kind) => serve_smoltcp(&args, kind, 0, true),
+    }
+}
+
+fn serve_smoltcp(
+    args: &ServerArgs,
+    kind: DeviceKind,
+    connections: usize,
+    udp: bool,
+) -> Result<(), String> {
+    if args.port == 0 {
+        return Err("port 0 is not valid with smoltcp: pass --port".into());
+    }
+    let mut net = open_device(&args.stack, kind)?;
+    let mut servers = UppercaseServers::new(
+        net.node_mut(),
+        args.port,
+        connections,
+        udp,
+        args.max_datagram,
+    )
+    .map_err(|e| e.to_string())?;
+    let what = if udp { "udp-server" } else { "tcp-server" };
+    announce(
+        what,
+        format!("{}:{}", args.stack.ip.address(), args.port),
+        &smoltcp_label(&net),
+    );
+    drive(&mut net, |net| {
+        if stop_requested() {
+            log::info!("stopped by a signal; closing {}", net.device().name());
+            return Step::Done(());
+        }
+        Step::Pending {
+            moved: servers.poll(net.node(0)),
+            poll_at: None,
+        }
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn timeouts(args: &ClientArgs, default_secs: f64) -> ClientTimeouts {
+    let secs = args.timeout.unwrap_or(default_secs);
+    let timeout = Duration::from_micros((secs * 1e6) as u64);
+    ClientTimeouts {
+        connect: timeout,
+        reply: timeout,
+        tries: args.tries,
+    }
+}
+
+fn server_endpoint(args: &ClientArgs) -> Result<IpEndpoint, String> {
+    let addr: Ipv4Addr = args.host.parse().map_err(|_| {
+        format!(
+            "{} is not an IPv4 address: with --stack tun|tap the server must be given as an address (smoltcp does \
+             not look names up here)",
+            args.host
+        )
+    })?;
+    Ok(IpEndpoint::new(addr.into(), args.port))
+}
+
+pub(super) fn tcp_client(args: ClientArgs) -> Result<(), String> {
+    let timeouts = timeouts(&args, 5.0);
+    let mut messages = Messages::new(args.message.clone());
+    match device_kind(args.stack.stack) {
+        None => {
+            let servers = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
+            let mut client =
+                KernelTcpClient::connect_any(&servers, StdDuration::from(timeouts.connect))
+                    .map_err(|e| e.to_string())?;
+            while let Some(message) = messages.next_blocking() {
+                let reply = client.exchange(&message).map_err(|e| e.to_string())?;
+                print_reply(&args.host, &reply)?;
+            }
+            client.close();
+            Ok(())
+        }
+        Some(kind) => {
+            let server = server_endpoint(&args)?;
+            let mut net = open_device(&args.stack, kind)?;
+            let mut exchange = TcpExchange::new(net.node_mut(), server, timeouts);
+            run_smoltcp_client(&mut net, &mut messages, &mut exchange, &args.host, server)
+        }
+    }
+}
+
+pub(super) fn udp_client(args: ClientArgs) -> Result<(), String> {
+    let timeouts = timeouts(&args, 1.0);
+    let mut messages = Messages::new(args.message.clone());
+    match device_kind(args.stack.stack) {
+        None => {
+            let servers = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
+            let server = udp_target(&servers).ok_or("no address to send to")?;
+            let mut client =
+                KernelUdpClient::new(server, StdDuration::from(timeouts.reply), timeouts.tries)
+                    .map_err(|e| e.to_string())?;
+            while let Some(message) = messages.next_blocking() {
+                let (reply, tries) = client.exchange(&message).map_err(|e| e.to_string())?;
+                print_reply(&args.host, &reply)?;
+                report_tries(server, tries);
+            }
+            Ok(())
+        }
+        Some(kind) => {
+            let server = server_endpoint(&args)?;
+            let mut net = open_device(&args.stack, kind)?;
+            let mut exchange =
+                UdpExchange::new(net.node_mut(), server, timeouts).map_err(|e| e.to_string())?;
+            run_smoltcp_client(&mut net, &mut messages, &mut exchange, &args.host, server)
+        }
+    }
+}
+
+/// Drives a smoltcp client until it is done, feeding it messages as they come and printing each reply. While
+/// standard input may still bring more, the loop wakes every 20 ms to look.
+fn run_smoltcp_client(
+    net: &mut DeviceNetwork,
+    messages: &mut Messages,
+    exchange: &mut impl ClientExchange,
+    host: &str,
+    server: IpEndpoint,
+) -> Result<(), String> {
+    drive(net, |net| {
+        if stop_requested() {
+            return Step::Done(Err("interrupted".to_string()));
+        }
+        let now = net.now();
+        let (incoming, more) = messages.ready();
+        for message in incoming {
+            exchange.push_message(message);
+        }
+        if !more {
+            exchange.finish_messages();
+        }
+        let step = exchange.step_on(net.node(0), now);
+        while let Some((reply, tries)) = exchange.take_reply() {
+            if let Err(e) = print_reply(host, &reply) {
+                return Step::Done(Err(e));
+            }
+            report_tries(server, tries);
+        }
+        match step {
+            Ok(Step::Done(())) => Step::Done(Ok(())),
+            Err(e) => Step::Done(Err(format!("{server}: {e}"))),
+            Ok(Step::Pending { moved, poll_at }) => {
+                let stdin_check = more.then(|| now + Duration::from_millis(20));
+                Step::Pending {
+                    moved,
+                    poll_at: earliest(poll_at, stdin_check),
+                }
+            }
+        }
+    })
+    .map_err(|e| e.to_string())?
+}
+
+/// A UDP reply that took more than one datagram is said so on standard error (no line: the first try was
+/// answered), so a lossy path shows without disturbing the replies on standard output.
+fn report_tries(server: impl std::fmt::Display, tries: u32) {
+    if tries > 1 {
+        eprintln!("smoltalk: {server} answered after {tries} tries (the earlier datagrams or their replies were lost)");
+    }
+}
+
+fn print_reply(host: &str, reply: &[u8]) -> Result<(), String> {
+    let mut out = io::stdout().lock();
+    out.write_all(host.as_bytes())
+        .and_then(|_| out.write_all(b" > "))
+        .and_then(|_| out.write_all(reply))
+        .and_then(|_| out.write_all(b"\n"))
+        .and_then(|_| out.flush())
+        .map_err(|e| format!("cannot write to standard output: {e}"))
+}
+
+/// The messages of a client: MESSAGE, or the lines of standard input (read on a thread, so the smoltcp stack
+/// keeps running while a person types).
+enum Messages {
+    One(Option<Vec<u8>>),
+    Lines(mpsc::Receiver<Vec<u8>>),
+}
+
+impl Messages {
+    fn new(message: Option<String>) -> Messages {
+        match message {
+            Some(m) => Messages::One(Some(m.into_bytes())),
+            None => {
+                let (tx, rx) = mpsc::channel();
+                std::thread::spawn(move || {
+                    for line in io::stdin().lock().split(b'\n') {
+                        let Ok(mut line) = line else { break };
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                });
+                Messages::Lines(rx)
+            }
+        }
+    }
+
+    /// The next message, waiting for it (kernel clients).
+    fn next_blocking(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Messages::One(m) => m.take(),
+            Messages::Lines(rx) => rx.recv().ok(),
+        }
+    }
+
+    /// Messages ready now, and whether more may come (smoltcp clients).
+    fn ready(&mut self) -> (Vec<Vec<u8>>, bool) {
+        match self {
+            Messages::One(m) => (m.take().into_iter().collect(), false),
+            Messages::Lines(rx) => {
+                let mut ready = Vec::new();
+                loop {
+                    match rx.try_recv() {
+                        Ok(line) => ready.push(line),
+                        Err(mpsc::TryRecvError::Empty) => return (ready, true),
+                        Err(mpsc::TryRecvError::Disconnected) => return (ready, false),
+                    }
+                }
+            }
+        }
+    }
+}

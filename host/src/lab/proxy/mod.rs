@@ -1,0 +1,173 @@
+//! The proxy in the lab: a client node (10.0.2.2) fetches through the smoltcp proxy on a proxy node
+//! (10.0.2.15:8080) from a small HTTP origin on an origin node (10.0.2.80:80), all on the lab's virtual segment.
+//!
+//! - [`LabOrigin`]: the origin, a few smoltcp sockets answering fixed paths (a page, 1 MiB, a chunked body, an
+//!   echo of POST bodies), remembering each request line and `Via` it saw.
+//! - [`LabFetch`]: a client connection that sends its requests one after another on one connection (keep-alive)
+//!   and collects each whole response.
+//! - [`ProxyLab`] puts them together; [`run_proxy_checks`] is the proxy half of `smoltalk lab`.
+
+use smoltalk_core::proxy::ProxyPolicy;
+use smoltcp::time::Duration;
+use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
+
+use crate::lab::Lab;
+use crate::proxy::node::SmoltcpProxy;
+use crate::stack::network::{drive, earliest, Network, NetworkError, NodeId, Step};
+
+mod checks;
+mod fetch;
+mod origin;
+
+pub use checks::{run_proxy_checks, run_proxy_checks_captured};
+pub use fetch::{LabFetch, LabRequest, LabResponse};
+pub use origin::{big_body, LabOrigin, SeenRequest, CHUNKED_BODY};
+
+/// The client node's address.
+pub const CLIENT_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
+/// The proxy node's address.
+pub const PROXY_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
+/// The origin node's address.
+pub const ORIGIN_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 80);
+/// The proxy's port.
+pub const PROXY_PORT: u16 = 8080;
+/// The origin's port.
+pub const ORIGIN_PORT: u16 = 80;
+/// The origin's name, known to the proxy through its static names (the lab has no DNS server).
+pub const ORIGIN_NAME: &str = "origin.lab";
+
+/// The lab segment, the only place the lab proxy may connect to.
+const LAB_SEGMENT: Ipv4Cidr = Ipv4Cidr::new(Ipv4Address::new(10, 0, 2, 0), 24);
+
+/// Three nodes: a client, the proxy, an origin.
+pub struct ProxyLab {
+    /// The network.
+    pub lab: Lab,
+    /// The client node.
+    pub client: NodeId,
+    /// The proxy node.
+    pub proxy_node: NodeId,
+    /// The origin node.
+    pub origin_node: NodeId,
+    /// The proxy.
+    pub proxy: SmoltcpProxy,
+    /// The origin.
+    pub origin: LabOrigin,
+    origin_active: Vec<bool>,
+}
+
+impl ProxyLab {
+    /// A lab whose proxy has `connections` connections, knows [`ORIGIN_NAME`], and may connect only inside
+    /// the lab's 10.0.2.0/24.
+    pub fn new(connections: usize) -> Result<ProxyLab, String> {
+        let mut lab = Lab::default();
+        let client = lab.add_node("client", IpCidr::new(CLIENT_IP.into(), 24));
+        let proxy_node = lab.add_node("proxy", IpCidr::new(PROXY_IP.into(), 24));
+        let origin_node = lab.add_node("origin", IpCidr::new(ORIGIN_IP.into(), 24));
+        let policy = ProxyPolicy {
+            allow_clients: &[],
+            allow_destinations: &[LAB_SEGMENT],
+            connect_ports: &[443],
+            static_names: &[(ORIGIN_NAME, ORIGIN_IP)],
+            pseudonym: "smoltalk-lab",
+        };
+        let proxy = SmoltcpProxy::new(
+            lab.node(proxy_node),
+            PROXY_PORT,
+            connections,
+            None,
+            Duration::from_secs(10),
+            policy,
+        )?;
+        // The origin reads each request whole (the POST check sends 200 KiB).
+        lab.node(origin_node).buffers.tcp = 512 * 1024;
+        let origin = LabOrigin::new(lab.node(origin_node), ORIGIN_PORT, 8);
+        Ok(ProxyLab {
+            lab,
+            client,
+            proxy_node,
+            origin_node,
+            proxy,
+            origin,
+            origin_active: Vec::new(),
+        })
+    }
+
+    /// Runs one fetch per entry of `clients`, side by side, until all are done.
+    pub fn fetch(&mut self, clients: Vec<Vec<LabRequest>>) -> Result<Vec<LabFetch>, NetworkError> {
+        let now = self.lab.now();
+        let client = self.client;
+        let fetches: Vec<LabFetch> = clients
+            .into_iter()
+            .map(|requests| LabFetch::new(self.lab.node(client), requests, now))
+            .collect();
+        self.run_fetches(fetches)
+    }
+
+    /// Runs `fetches` (made on the client node) side by side until all are done, then lets the proxy settle.
+    pub fn run_fetches(
+        &mut self,
+        mut fetches: Vec<LabFetch>,
+    ) -> Result<Vec<LabFetch>, NetworkError> {
+        let client = self.client;
+        self.run_until(
+            |lab, fetches: &mut Vec<LabFetch>| {
+                let now = lab.now();
+                let mut moved = false;
+                for fetch in fetches.iter_mut() {
+                    moved |= fetch.step(lab.node(client), now);
+                }
+                (moved, fetches.iter().all(LabFetch::is_done))
+            },
+            &mut fetches,
+        )?;
+        self.settle()?;
+        Ok(fetches)
+    }
+
+    /// Lets closing connections finish (at most 5 s of virtual time), so the next fetch finds the pool free.
+    pub fn settle(&mut self) -> Result<(), NetworkError> {
+        let until = self.lab.now() + Duration::from_secs(5);
+        let (proxy_node, origin_node) = (self.proxy_node, self.origin_node);
+        let (proxy, origin, origin_active) =
+            (&mut self.proxy, &mut self.origin, &mut self.origin_active);
+        drive(&mut self.lab, |lab| {
+            let now = lab.now();
+            let mut moved = proxy.poll(lab.node(proxy_node), now);
+            moved |= origin.poll(lab.node(origin_node), ORIGIN_PORT);
+            origin.count_connections(lab.node(origin_node), origin_active);
+            if proxy.busy() == 0 || now >= until {
+                return Step::Done(());
+            }
+            Step::Pending {
+                moved,
+                poll_at: earliest(proxy.poll_at(), Some(now + Duration::from_millis(200))),
+            }
+        })
+    }
+
+    /// Polls the proxy and origin and `step` until `step` says it is done.
+    pub fn run_until<T>(
+        &mut self,
+        mut step: impl FnMut(&mut Lab, &mut T) -> (bool, bool),
+        state: &mut T,
+    ) -> Result<(), NetworkError> {
+        let (proxy_node, origin_node) = (self.proxy_node, self.origin_node);
+        let (proxy, origin, origin_active) =
+            (&mut self.proxy, &mut self.origin, &mut self.origin_active);
+        drive(&mut self.lab, |lab| {
+            let now = lab.now();
+            let mut moved = proxy.poll(lab.node(proxy_node), now);
+            moved |= origin.poll(lab.node(origin_node), ORIGIN_PORT);
+            origin.count_connections(lab.node(origin_node), origin_active);
+            let (stepped, done) = step(lab, state);
+            if done {
+                return Step::Done(());
+            }
+            Step::Pending {
+                moved: moved || stepped,
+                poll_at: earliest(proxy.poll_at(), Some(now + Duration::from_millis(200))),
+            }
+        })
+    }
+}
