@@ -11,6 +11,8 @@ use std::time::Duration;
 use smoltalk_core::udp_client::is_reply_to;
 use smoltalk_core::uppercase_in_place;
 
+use super::ClientFailure;
+
 /// A failure of a kernel-stack server or client, as one line for a person.
 #[derive(Debug)]
 pub struct KernelError(pub String);
@@ -22,6 +24,30 @@ impl std::fmt::Display for KernelError {
 }
 
 impl std::error::Error for KernelError {}
+
+/// A failure of a kernel-stack client: the line for a person, and which failure it was where a caller can tell
+/// (refused, no reply, …; the `smoltalk` clients exit with its code).
+#[derive(Debug)]
+pub struct KernelClientError {
+    /// Which failure it was, if it is one a caller can act on.
+    pub failure: Option<ClientFailure>,
+    /// What happened, as one line.
+    pub message: String,
+}
+
+impl KernelClientError {
+    fn new(failure: Option<ClientFailure>, message: String) -> KernelClientError {
+        KernelClientError { failure, message }
+    }
+}
+
+impl std::fmt::Display for KernelClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for KernelClientError {}
 
 pub(crate) fn bind_error(proto: &str, addr: SocketAddr, e: io::Error) -> KernelError {
     KernelError(match e.kind() {
@@ -171,8 +197,11 @@ pub struct KernelTcpClient {
 impl KernelTcpClient {
     /// Connects to the first of `servers` that accepts, waiting at most `timeout` for each handshake and for
     /// each reply. The error is the last address's.
-    pub fn connect_any(servers: &[SocketAddr], timeout: Duration) -> Result<Self, KernelError> {
-        let mut last = KernelError("no address to connect to".into());
+    pub fn connect_any(
+        servers: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<Self, KernelClientError> {
+        let mut last = KernelClientError::new(None, "no address to connect to".into());
         for server in servers {
             match KernelTcpClient::connect(*server, timeout) {
                 Ok(client) => return Ok(client),
@@ -183,18 +212,22 @@ impl KernelTcpClient {
     }
 
     /// Connects to `server`, waiting at most `timeout` for the handshake and for each reply.
-    pub fn connect(server: SocketAddr, timeout: Duration) -> Result<Self, KernelError> {
-        let stream = TcpStream::connect_timeout(&server, timeout).map_err(|e| {
-            KernelError(match e.kind() {
-                io::ErrorKind::ConnectionRefused => format!(
+    pub fn connect(server: SocketAddr, timeout: Duration) -> Result<Self, KernelClientError> {
+        let stream = TcpStream::connect_timeout(&server, timeout).map_err(|e| match e.kind() {
+            io::ErrorKind::ConnectionRefused => KernelClientError::new(
+                Some(ClientFailure::Refused),
+                format!(
                     "connection to {server} refused: the server is probably not running on that address and port"
                 ),
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => format!(
+            ),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => KernelClientError::new(
+                Some(ClientFailure::ConnectTimedOut),
+                format!(
                     "connection to {server} timed out after {:.1} s: no answer to the TCP handshake",
                     timeout.as_secs_f64()
                 ),
-                _ => format!("cannot connect to {server}: {e}"),
-            })
+            ),
+            _ => KernelClientError::new(None, format!("cannot connect to {server}: {e}")),
         })?;
         let _ = stream.set_read_timeout(Some(timeout));
         let _ = stream.set_write_timeout(Some(timeout));
@@ -204,21 +237,22 @@ impl KernelTcpClient {
 
     /// Sends `message` and reads its reply (as many bytes as were sent). Large messages are written by a
     /// second thread while this one reads, so neither side's buffers can fill up and stall.
-    pub fn exchange(&mut self, message: &[u8]) -> Result<Vec<u8>, KernelError> {
+    pub fn exchange(&mut self, message: &[u8]) -> Result<Vec<u8>, KernelClientError> {
         let server = self.server;
-        let io_error = |e: io::Error| {
-            KernelError(match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                    format!("timed out waiting for the reply from {server}")
-                }
-                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
-                    format!("connection reset by {server}")
-                }
-                io::ErrorKind::UnexpectedEof => {
-                    format!("{server} closed the connection before the whole reply arrived")
-                }
-                _ => format!("talking to {server}: {e}"),
-            })
+        let io_error = |e: io::Error| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => KernelClientError::new(
+                Some(ClientFailure::ReplyTimedOut),
+                format!("timed out waiting for the reply from {server}"),
+            ),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => KernelClientError::new(
+                Some(ClientFailure::Reset),
+                format!("connection reset by {server}"),
+            ),
+            io::ErrorKind::UnexpectedEof => KernelClientError::new(
+                Some(ClientFailure::ClosedEarly),
+                format!("{server} closed the connection before the whole reply arrived"),
+            ),
+            _ => KernelClientError::new(None, format!("talking to {server}: {e}")),
         };
         let mut reply = vec![0u8; message.len()];
         if message.len() <= 64 * 1024 {
@@ -277,7 +311,7 @@ impl KernelUdpClient {
 
     /// Sends `message` and waits for its reply, sending again after each timeout; returns the reply and the
     /// number of datagrams it took.
-    pub fn exchange(&mut self, message: &[u8]) -> Result<(Vec<u8>, u32), KernelError> {
+    pub fn exchange(&mut self, message: &[u8]) -> Result<(Vec<u8>, u32), KernelClientError> {
         let mut buf = vec![0u8; 65536];
         for attempt in 1..=self.tries {
             if attempt > 1 {
@@ -287,11 +321,14 @@ impl KernelUdpClient {
                 );
             }
             self.socket.send_to(message, self.server).map_err(|e| {
-                KernelError(if e.raw_os_error() == Some(libc::EMSGSIZE) {
-                    format!("a {}-byte datagram is too large to send", message.len())
-                } else {
-                    format!("cannot send to {}: {e}", self.server)
-                })
+                KernelClientError::new(
+                    None,
+                    if e.raw_os_error() == Some(libc::EMSGSIZE) {
+                        format!("a {}-byte datagram is too large to send", message.len())
+                    } else {
+                        format!("cannot send to {}: {e}", self.server)
+                    },
+                )
             })?;
             let deadline = std::time::Instant::now() + self.timeout;
             loop {
@@ -321,10 +358,13 @@ impl KernelUdpClient {
                 }
             }
         }
-        Err(KernelError(format!(
-            "no reply from {} after {} tries: UDP has no connection, so the datagrams may have been lost or no \
-             server is listening on that address and port",
-            self.server, self.tries
-        )))
+        Err(KernelClientError::new(
+            Some(ClientFailure::NoReply),
+            format!(
+                "no reply from {} after {} tries: UDP has no connection, so the datagrams may have been lost or \
+                 no server is listening on that address and port",
+                self.server, self.tries
+            ),
+        ))
     }
 }
