@@ -6,12 +6,14 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::time::Duration;
 
+use super::observation::failure_kind;
 use super::{Observation, Scenario};
 use crate::lab::checks::{sample_text, LabClient, UppercaseLab, PORT};
 use crate::lab::LinkFaults;
 use crate::stack::instruments::MemoryCapture;
 use crate::stack::network::{drive, Network, Step};
 use crate::uppercase::node::{ClientTimeouts, TcpExchange, UdpExchange};
+use crate::uppercase::ClientFailure;
 
 pub(super) fn lab_run(scenario: Scenario) -> Observation {
     let mut lab = UppercaseLab::new();
@@ -32,15 +34,7 @@ pub(super) fn lab_run(scenario: Scenario) -> Observation {
 }
 
 fn client_error(e: &ClientError) -> (String, String) {
-    let kind = match e {
-        ClientError::ConnectionRefused => "refused",
-        ClientError::NoReply { .. } => "no_reply",
-        ClientError::ConnectionReset => "reset",
-        ClientError::ClosedEarly { .. } => "eof",
-        ClientError::ConnectTimedOut | ClientError::ReplyTimedOut => "timeout",
-        _ => "error",
-    };
-    (e.to_string(), kind.into())
+    (e.to_string(), failure_kind(ClientFailure::of(e)).into())
 }
 
 fn lab_scenario(scenario: Scenario, lab: &mut UppercaseLab) -> (String, String) {

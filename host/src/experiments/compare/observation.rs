@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::{CompareError, Scenario};
 use crate::experiments::diagram::{packets_from_pcap, LadderPacket, PcapError};
+use crate::uppercase::ClientFailure;
 
 /// Packets of one run, counted from its capture.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -154,6 +155,19 @@ fn count(packets: &[LadderPacket]) -> PacketCounts {
         }
     }
     c
+}
+
+/// The short kind of a client's failure in the table and the JSON: `refused`, `no_reply`, `reset`, `eof`,
+/// `timeout`, or `error` for any other.
+pub(super) fn failure_kind(failure: Option<ClientFailure>) -> &'static str {
+    match failure {
+        Some(ClientFailure::Refused) => "refused",
+        Some(ClientFailure::NoReply) => "no_reply",
+        Some(ClientFailure::Reset) => "reset",
+        Some(ClientFailure::ClosedEarly) => "eof",
+        Some(ClientFailure::ConnectTimedOut | ClientFailure::ReplyTimedOut) => "timeout",
+        None => "error",
+    }
 }
 
 pub(super) fn not_run(

@@ -1,12 +1,14 @@
 //! smoltcp's client on a real TUN device, against kernel servers: this very binary run as a child in a network
-//! namespace the run creates (root only), its outcome read from how it ended.
+//! namespace the run creates (root only). Which failure it saw comes from its exit code
+//! ([`ClientFailure::from_exit_code`]); its error line is only the text shown.
 
 use std::io::Write;
 use std::time::Instant as WallInstant;
 
-use super::observation::not_run;
+use super::observation::{failure_kind, not_run};
 use super::{CompareError, Observation, Scenario};
 use crate::lab::checks::sample_text;
+use crate::uppercase::ClientFailure;
 
 /// The smoltcp client on a real TUN device inside a namespace this run creates (kernel servers on its other
 /// side, 10.0.2.2), run as this very binary with `--pcap`: `None` where namespaces cannot be made.
@@ -144,13 +146,21 @@ pub(super) fn tun_run(scenario: Scenario) -> Option<Observation> {
     ))
 }
 
+/// A client child that failed.
+struct ClientFailed {
+    /// The failure its exit code reports (`None`: any other error, or killed by a signal).
+    failure: Option<ClientFailure>,
+    /// Its error line (without `smoltalk: error: `), shown as it is.
+    line: String,
+}
+
 /// Runs a client, feeding it `lines` one after another (each after the previous reply, so a `stop` server can
-/// be stopped after the first); returns the reply lines and the error line, if it failed.
+/// be stopped after the first); returns the reply lines and, if it failed, how.
 fn run_client(
     mut cmd: std::process::Command,
     lines: &[&[u8]],
     mut stop: Option<crate::tools::netns::Server>,
-) -> Result<(usize, Option<String>), CompareError> {
+) -> Result<(usize, Option<ClientFailed>), CompareError> {
     use std::io::BufRead;
     use std::process::Stdio;
     cmd.stdin(Stdio::piped())
@@ -189,47 +199,41 @@ fn run_client(
         rest.clear();
     }
     let output = child.wait_with_output().map_err(CompareError::WaitClient)?;
-    let error = (!output.status.success()).then(|| {
-        String::from_utf8_lossy(&output.stderr)
+    let error = (!output.status.success()).then(|| ClientFailed {
+        failure: output.status.code().and_then(ClientFailure::from_exit_code),
+        line: String::from_utf8_lossy(&output.stderr)
             .lines()
             .find(|l| l.starts_with("smoltalk: error:"))
             .unwrap_or("failed without a message")
             .trim_start_matches("smoltalk: error: ")
-            .to_string()
+            .to_string(),
     });
     Ok((replies, error))
 }
 
-fn tun_outcome(scenario: Scenario, replies: usize, error: Option<String>) -> (String, String) {
-    let kind = |e: &str| {
-        let e = e.to_ascii_lowercase();
-        if e.contains("refused") {
-            "refused"
-        } else if e.contains("no reply") {
-            "no_reply"
-        } else if e.contains("reset") {
-            "reset"
-        } else if e.contains("closed") {
-            "eof"
-        } else {
-            "error"
-        }
-    };
+/// What the client saw, in a line (its error line, when it failed), and the kind of the outcome: from its
+/// exit code, which says which failure it was.
+fn tun_outcome(
+    scenario: Scenario,
+    replies: usize,
+    error: Option<ClientFailed>,
+) -> (String, String) {
     match (scenario, error) {
         (Scenario::LossyUdpRequests, e) => {
             let line = format!("{replies} of 20 answered");
             match e {
                 None => (line, "ok".into()),
-                Some(e) => (format!("{line}; then: {e}"), "no_reply".into()),
+                Some(e) => (format!("{line}; then: {}", e.line), "no_reply".into()),
             }
         }
-        (Scenario::ServerStoppedMidConversation, Some(e)) if replies >= 1 => {
-            (format!("first reply came; second: {e}"), kind(&e).into())
-        }
+        (Scenario::ServerStoppedMidConversation, Some(e)) if replies >= 1 => (
+            format!("first reply came; second: {}", e.line),
+            failure_kind(e.failure).into(),
+        ),
         (Scenario::LossyTcpTransfer, None) => {
             ("1 MiB came back (line for line)".into(), "ok".into())
         }
-        (_, Some(e)) => (e.clone(), kind(&e).into()),
+        (_, Some(e)) => (e.line, failure_kind(e.failure).into()),
         (_, None) => (format!("{replies} replies came"), "ok".into()),
     }
 }
