@@ -211,7 +211,7 @@ fn errors_are_one_clear_line_and_a_failure_exit() {
     let closed = closed.as_str();
     assert_fails(
         &["tcp-client", "127.0.0.1", closed, "anyone?"],
-        1,
+        3,
         &["refused: the server is probably not running"],
     );
     assert_fails(
@@ -225,7 +225,7 @@ fn errors_are_one_clear_line_and_a_failure_exit() {
             "--tries",
             "2",
         ],
-        1,
+        8,
         &["no reply", "after 2 tries", "UDP has no connection"],
     );
 
@@ -272,4 +272,59 @@ fn errors_are_one_clear_line_and_a_failure_exit() {
         2,
         &["not a size from 1 to 16356 bytes"],
     );
+}
+
+/// The clients' failures a caller can act on have exit codes of their own (README, `smoltalk --help`): 3 for a
+/// refused connection, 8 for a UDP request that got no reply; the error line stays what it was.
+#[test]
+fn client_failures_exit_with_their_documented_codes() {
+    let port = closed_port();
+    let closed = port.to_string();
+
+    let out = run(smoltalk_args(&[
+        "tcp-client",
+        "127.0.0.1",
+        &closed,
+        "anyone?",
+    ]));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).lines().last(),
+        Some(
+            format!(
+                "smoltalk: error: connection to 127.0.0.1:{port} refused: the server is probably not running \
+                 on that address and port"
+            )
+            .as_str()
+        )
+    );
+
+    let out = run(smoltalk_args(&[
+        "udp-client",
+        "127.0.0.1",
+        &closed,
+        "anyone?",
+        "--timeout",
+        "0.2",
+        "--tries",
+        "1",
+    ]));
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).lines().last(),
+        Some(
+            format!(
+                "smoltalk: error: no reply from 127.0.0.1:{port} after 1 tries: UDP has no connection, so the \
+                 datagrams may have been lost or no server is listening on that address and port"
+            )
+            .as_str()
+        )
+    );
+
+    // The codes are in the help, as in the README.
+    let out = run(smoltalk_args(&["udp-client", "--help"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let help = stdout(&out);
+    assert!(help.contains("  3  connection refused"), "{help}");
+    assert!(help.contains("  8  no UDP reply after every try"), "{help}");
 }

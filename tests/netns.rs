@@ -136,11 +136,11 @@ fn smoltcp_on_device(medium: &str) {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "10.0.2.2 > FROM SMOLTCP OVER UDP\n");
 
-    // Nothing listens on port 1: the kernel answers the SYN with RST.
+    // Nothing listens on port 1: the kernel answers the SYN with RST (exit code 3: refused).
     let mut args = vec!["tcp-client", "10.0.2.2", "1", "anyone?"];
     args.extend_from_slice(&stack);
     let out = run(smoltalk_in(&ns, &args));
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     assert!(
         stderr(&out).contains("connection refused"),
         "{}",

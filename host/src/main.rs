@@ -1,4 +1,5 @@
-//! `smoltalk`: parse the command line, run the command, turn any failure into one line and a non-zero exit.
+//! `smoltalk`: parse the command line, run the command, turn any failure into one line and a non-zero exit
+//! (whose code tells the client failures apart).
 
 use clap::Parser;
 use smoltalk::cli::{Cli, Command};
@@ -23,8 +24,9 @@ fn main() {
         .parse_filters(&filter)
         .format_timestamp_millis()
         .init();
-    if let Err(message) = smoltalk::cli::run(cli) {
-        eprintln!("smoltalk: error: {message}");
-        std::process::exit(1);
+    if let Err(error) = smoltalk::cli::run(cli) {
+        eprintln!("smoltalk: error: {error}");
+        // 1 for most errors; a code of its own for each client failure (README, `smoltalk --help`).
+        std::process::exit(error.exit_code());
     }
 }

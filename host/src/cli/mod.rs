@@ -1,5 +1,6 @@
 //! The `smoltalk` command line: the commands (clap) and the dispatch to what each does, on the stack it names.
-//! Every failure comes back as one line for a person; `main` prints it and exits non-zero.
+//! Every failure comes back as one line for a person; `main` prints it and exits non-zero, with a code of its
+//! own for each client failure a caller can act on ([`CliError`], [`ClientFailure::exit_code`]).
 //!
 //! The commands' options and their value parsers are in `args` (re-exported here); what the commands do is in
 //! `uppercase` (servers and clients), `proxy`, and `reports` (lab, compare, throughput, bench); `device` opens
@@ -9,8 +10,11 @@ use std::io::{self, Write};
 
 use clap::{Parser, Subcommand};
 
+use crate::uppercase::ClientFailure;
+
 mod args;
 mod device;
+mod error;
 mod proxy;
 mod reports;
 mod uppercase;
@@ -19,11 +23,13 @@ pub use args::{
     parse_size, BenchArgs, ClientArgs, CompareArgs, ExperimentArgs, LabArgs, ProxyArgs, ServerArgs,
     Stack, StackArgs, ThroughputArgs,
 };
+pub use error::CliError;
 
 /// smoltalk: the uppercase service and its clients, on the kernel's TCP/IP stack or on smoltcp (a userspace
 /// stack) over a TUN/TAP device with its own IP address.
 #[derive(Debug, Parser)]
 #[command(name = "smoltalk", version, propagate_version = true)]
+#[command(after_help = ClientFailure::exit_codes_help())]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
@@ -38,8 +44,10 @@ pub enum Command {
     /// Serve uppercase over UDP: one reply datagram, of the same length, per request datagram.
     UdpServer(ServerArgs),
     /// Send MESSAGE (or each line of standard input) over TCP and print each reply as `HOST > REPLY`.
+    #[command(after_help = ClientFailure::exit_codes_help())]
     TcpClient(ClientArgs),
     /// Send MESSAGE (or each line of standard input) as UDP datagrams and print each reply as `HOST > REPLY`.
+    #[command(after_help = ClientFailure::exit_codes_help())]
     UdpClient(ClientArgs),
     /// Run the in-process lab: smoltcp server and client nodes on a virtual network, no privileges needed.
     /// Prints what was sent, what came back, packets and time; exits 0 only if every check held.
@@ -71,17 +79,17 @@ impl Command {
 }
 
 /// Runs a command.
-pub fn run(cli: Cli) -> Result<(), String> {
+pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::TcpServer(args) => uppercase::tcp_server(args),
-        Command::UdpServer(args) => uppercase::udp_server(args),
+        Command::TcpServer(args) => uppercase::tcp_server(args).map_err(CliError::from),
+        Command::UdpServer(args) => uppercase::udp_server(args).map_err(CliError::from),
         Command::TcpClient(args) => uppercase::tcp_client(args),
         Command::UdpClient(args) => uppercase::udp_client(args),
-        Command::Lab(args) => reports::lab(args),
-        Command::Compare(args) => reports::compare(args),
-        Command::Throughput(args) => reports::throughput(args),
-        Command::Proxy(args) => proxy::proxy(args),
-        Command::Bench(args) => reports::bench(args),
+        Command::Lab(args) => reports::lab(args).map_err(CliError::from),
+        Command::Compare(args) => reports::compare(args).map_err(CliError::from),
+        Command::Throughput(args) => reports::throughput(args).map_err(CliError::from),
+        Command::Proxy(args) => proxy::proxy(args).map_err(CliError::from),
+        Command::Bench(args) => reports::bench(args).map_err(CliError::from),
     }
 }
 

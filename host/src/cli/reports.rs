@@ -14,7 +14,8 @@ pub(super) fn compare(args: CompareArgs) -> Result<(), String> {
         crate::experiments::compare::render(&comparisons, args.format)
     );
     if let Some(dir) = &args.diagram {
-        let written = crate::experiments::compare::write_diagrams(&comparisons, dir)?;
+        let written = crate::experiments::compare::write_diagrams(&comparisons, dir)
+            .map_err(|e| e.to_string())?;
         eprintln!(
             "smoltalk compare: {} diagrams in {}",
             written.len(),
@@ -82,7 +83,8 @@ pub(super) fn lab(args: LabArgs) -> Result<(), String> {
         )
     );
     if let Some(dir) = &args.diagram {
-        let written = crate::experiments::compare::write_diagrams(&comparisons, dir)?;
+        let written = crate::experiments::compare::write_diagrams(&comparisons, dir)
+            .map_err(|e| e.to_string())?;
         println!("{} diagrams in {}", written.len(), dir.display());
     }
     if uppercase.passed() && proxy.passed() {

@@ -13,6 +13,7 @@ use smoltcp::wire::IpEndpoint;
 use super::announce;
 use super::args::{ClientArgs, ServerArgs};
 use super::device::{device_kind, open_device, smoltcp_label};
+use super::CliError;
 use crate::stack::device::{DeviceKind, DeviceNetwork};
 use crate::stack::network::{drive, earliest, Network, Step};
 use crate::sys::stop_requested;
@@ -22,6 +23,7 @@ use crate::uppercase::kernel::{
 use crate::uppercase::node::{
     ClientExchange, ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers,
 };
+use crate::uppercase::ClientFailure;
 
 pub(super) fn tcp_server(args: ServerArgs) -> Result<(), String> {
     match device_kind(args.stack.stack) {
@@ -107,17 +109,16 @@ fn server_endpoint(args: &ClientArgs) -> Result<IpEndpoint, String> {
     Ok(IpEndpoint::new(addr.into(), args.port))
 }
 
-pub(super) fn tcp_client(args: ClientArgs) -> Result<(), String> {
+pub(super) fn tcp_client(args: ClientArgs) -> Result<(), CliError> {
     let timeouts = timeouts(&args, 5.0);
     let mut messages = Messages::new(args.message.clone());
     match device_kind(args.stack.stack) {
         None => {
             let servers = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
             let mut client =
-                KernelTcpClient::connect_any(&servers, StdDuration::from(timeouts.connect))
-                    .map_err(|e| e.to_string())?;
+                KernelTcpClient::connect_any(&servers, StdDuration::from(timeouts.connect))?;
             while let Some(message) = messages.next_blocking() {
-                let reply = client.exchange(&message).map_err(|e| e.to_string())?;
+                let reply = client.exchange(&message)?;
                 print_reply(&args.host, &reply)?;
             }
             client.close();
@@ -132,7 +133,7 @@ pub(super) fn tcp_client(args: ClientArgs) -> Result<(), String> {
     }
 }
 
-pub(super) fn udp_client(args: ClientArgs) -> Result<(), String> {
+pub(super) fn udp_client(args: ClientArgs) -> Result<(), CliError> {
     let timeouts = timeouts(&args, 1.0);
     let mut messages = Messages::new(args.message.clone());
     match device_kind(args.stack.stack) {
@@ -143,7 +144,7 @@ pub(super) fn udp_client(args: ClientArgs) -> Result<(), String> {
                 KernelUdpClient::new(server, StdDuration::from(timeouts.reply), timeouts.tries)
                     .map_err(|e| e.to_string())?;
             while let Some(message) = messages.next_blocking() {
-                let (reply, tries) = client.exchange(&message).map_err(|e| e.to_string())?;
+                let (reply, tries) = client.exchange(&message)?;
                 print_reply(&args.host, &reply)?;
                 report_tries(server, tries);
             }
@@ -167,10 +168,10 @@ fn run_smoltcp_client(
     exchange: &mut impl ClientExchange,
     host: &str,
     server: IpEndpoint,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     drive(net, |net| {
         if stop_requested() {
-            return Step::Done(Err("interrupted".to_string()));
+            return Step::Done(Err("interrupted".into()));
         }
         let now = net.now();
         let (incoming, more) = messages.ready();
@@ -183,13 +184,16 @@ fn run_smoltcp_client(
         let step = exchange.step_on(net.node(0), now);
         while let Some((reply, tries)) = exchange.take_reply() {
             if let Err(e) = print_reply(host, &reply) {
-                return Step::Done(Err(e));
+                return Step::Done(Err(e.into()));
             }
             report_tries(server, tries);
         }
         match step {
             Ok(Step::Done(())) => Step::Done(Ok(())),
-            Err(e) => Step::Done(Err(format!("{server}: {e}"))),
+            Err(e) => Step::Done(Err(CliError {
+                failure: ClientFailure::of(&e),
+                message: format!("{server}: {e}"),
+            })),
             Ok(Step::Pending { moved, poll_at }) => {
                 let stdin_check = more.then(|| now + Duration::from_millis(20));
                 Step::Pending {

@@ -11,6 +11,8 @@ use std::time::Duration;
 use smoltalk_core::udp_client::is_reply_to;
 use smoltalk_core::uppercase_in_place;
 
+use super::ClientFailure;
+
 /// A failure of a kernel-stack server or client (or of a kernel-stack proxy), as one line for a person.
 #[derive(Debug)]
 pub enum KernelError {
@@ -83,9 +85,6 @@ pub enum KernelError {
     },
     /// A server's listening socket failed: it can accept no one any more.
     ListenerFailed,
-    /// Any other failure, as its message. Only for the proxies until they use the variants above (see the
-    /// function [`KernelError()`]).
-    Message(String),
 }
 
 impl std::fmt::Display for KernelError {
@@ -148,7 +147,33 @@ impl std::fmt::Display for KernelError {
             ),
             KernelError::Io { context, error } => write!(f, "{context}: {error}"),
             KernelError::ListenerFailed => f.write_str("the listening socket failed"),
-            KernelError::Message(message) => f.write_str(message),
+        }
+    }
+}
+
+impl KernelError {
+    /// Which client failure this is, where a caller can act on it (the `smoltalk` clients exit with its code).
+    pub fn failure(&self) -> Option<ClientFailure> {
+        match self {
+            KernelError::Connect { error, .. } => match error.kind() {
+                io::ErrorKind::ConnectionRefused => Some(ClientFailure::Refused),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                    Some(ClientFailure::ConnectTimedOut)
+                }
+                _ => None,
+            },
+            KernelError::Exchange { error, .. } => match error.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                    Some(ClientFailure::ReplyTimedOut)
+                }
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
+                    Some(ClientFailure::Reset)
+                }
+                io::ErrorKind::UnexpectedEof => Some(ClientFailure::ClosedEarly),
+                _ => None,
+            },
+            KernelError::NoReply { .. } => Some(ClientFailure::NoReply),
+            _ => None,
         }
     }
 }
@@ -167,18 +192,9 @@ impl std::error::Error for KernelError {
             | KernelError::NoAddressToConnect
             | KernelError::DatagramTooLarge { .. }
             | KernelError::NoReply { .. }
-            | KernelError::ListenerFailed
-            | KernelError::Message(_) => None,
+            | KernelError::ListenerFailed => None,
         }
     }
-}
-
-/// [`KernelError::Message`]: keeps the proxies' `KernelError(format!(…))` calls (from when `KernelError` was a
-/// struct around a string) building until they use the typed variants, [`KernelError::Io`] and
-/// [`KernelError::ListenerFailed`]; then it goes.
-#[allow(non_snake_case)]
-pub fn KernelError(message: String) -> KernelError {
-    KernelError::Message(message)
 }
 
 pub(crate) fn bind_error(proto: &'static str, addr: SocketAddr, error: io::Error) -> KernelError {
@@ -519,9 +535,40 @@ mod tests {
             error: io::Error::other("no epoll"),
         };
         assert_eq!(io.to_string(), "cannot create the event loop: no epoll");
+    }
+
+    #[test]
+    fn client_failures_are_told_by_their_kind() {
+        let server: SocketAddr = "127.0.0.1:12000".parse().unwrap();
+        let connect = |kind| KernelError::Connect {
+            server,
+            timeout: Duration::from_secs(1),
+            error: io::Error::from(kind),
+        };
         assert_eq!(
-            KernelError(format!("as {}", "before")).to_string(),
-            "as before"
+            connect(io::ErrorKind::ConnectionRefused).failure(),
+            Some(ClientFailure::Refused)
         );
+        assert_eq!(
+            connect(io::ErrorKind::TimedOut).failure(),
+            Some(ClientFailure::ConnectTimedOut)
+        );
+        let exchange = |kind| KernelError::Exchange {
+            server,
+            error: io::Error::from(kind),
+        };
+        assert_eq!(
+            exchange(io::ErrorKind::UnexpectedEof).failure(),
+            Some(ClientFailure::ClosedEarly)
+        );
+        assert_eq!(
+            exchange(io::ErrorKind::ConnectionReset).failure(),
+            Some(ClientFailure::Reset)
+        );
+        assert_eq!(
+            KernelError::NoReply { server, tries: 2 }.failure(),
+            Some(ClientFailure::NoReply)
+        );
+        assert_eq!(KernelError::ListenerFailed.failure(), None);
     }
 }

@@ -1,0 +1,83 @@
+//! `smoltalk compare`: the classic lab's questions answered by running them, on the kernel stack and on
+//! smoltcp side by side.
+//!
+//! Each [`Scenario`] runs live on both stacks: the kernel's over loopback (`std::net`), smoltcp's in the lab
+//! (two nodes on a virtual segment). What a program saw (the error, or the reply) and how long it took come
+//! from the run; the packets come from a capture of the run (the lab's segment; `lo` through a packet socket
+//! when privileged), decoded by [`crate::experiments::diagram`]. Where the stacks differ, the explanation is built from the
+//! packets both captures show. Nothing in the table is typed in.
+
+mod differ;
+mod error;
+mod kernel;
+mod lab;
+mod observation;
+mod render;
+mod scenario;
+mod tun;
+
+pub use error::{CompareError, WriteDiagramsError};
+pub use observation::{count_packets, Comparison, Observation, PacketCounts};
+pub use render::{render, write_diagrams, Format};
+pub use scenario::Scenario;
+
+use differ::explain;
+use kernel::kernel_run;
+use lab::lab_run;
+use tun::tun_run;
+
+/// Runs `scenarios` (every one if empty) on both stacks; with `tun`, also smoltcp on TUN in a namespace where
+/// privileged.
+pub fn run_all(scenarios: &[Scenario], tun: bool) -> Vec<Comparison> {
+    let all = if scenarios.is_empty() {
+        &Scenario::ALL[..]
+    } else {
+        scenarios
+    };
+    all.iter().map(|&s| compare(s, tun)).collect()
+}
+
+/// Runs `scenario` on both stacks (and on TUN, with `tun`, where privileged) and compares them.
+pub fn compare(scenario: Scenario, tun: bool) -> Comparison {
+    let kernel = kernel_run(scenario);
+    let smoltcp = lab_run(scenario);
+    let smoltcp_tun = if tun { tun_run(scenario) } else { None };
+    // A stack that could not run the scenario here is not a difference between the stacks.
+    let ran = kernel.kind != "not_run" && smoltcp.kind != "not_run";
+    let differs = ran && kernel.kind != smoltcp.kind;
+    let mut explanation = if differs {
+        explain(scenario, &kernel, &smoltcp)
+    } else {
+        String::new()
+    };
+    // smoltcp on a real device against the kernel, where it ran and saw something else than in the lab.
+    if let Some(tun) = smoltcp_tun
+        .as_ref()
+        .filter(|t| t.kind != "not_run" && t.kind != smoltcp.kind)
+    {
+        let packets = tun.packets.map_or("no capture".to_string(), |p| {
+            format!(
+                "{} packets, {} retransmissions, RST {}",
+                p.total, p.retransmissions, p.rst
+            )
+        });
+        let line = format!(
+            "on TUN against the kernel, smoltcp's client saw: {} ({packets})",
+            tun.outcome
+        );
+        explanation = match explanation.is_empty() {
+            true => line,
+            false => format!("{explanation}; {line}"),
+        };
+    }
+    let differs = differs || !explanation.is_empty();
+    Comparison {
+        scenario,
+        title: scenario.title(),
+        kernel,
+        smoltcp,
+        smoltcp_tun,
+        differs,
+        explanation,
+    }
+}

@@ -1,0 +1,180 @@
+//! What a run observed (the outcome, its kind, the time, the packets counted from its capture) and one
+//! scenario's runs side by side: the types behind the table and the JSON.
+
+use serde::Serialize;
+
+use super::{CompareError, Scenario};
+use crate::experiments::diagram::{packets_from_pcap, LadderPacket, PcapError};
+use crate::uppercase::ClientFailure;
+
+/// Packets of one run, counted from its capture.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PacketCounts {
+    /// Every packet captured.
+    pub total: usize,
+    /// TCP segments opening a connection (SYN without ACK).
+    pub syn: usize,
+    /// TCP resets.
+    pub rst: usize,
+    /// TCP segments closing a direction (FIN).
+    pub fin: usize,
+    /// ICMP port-unreachable errors.
+    pub icmp_port_unreachable: usize,
+    /// TCP segments sent again.
+    pub retransmissions: usize,
+    /// UDP datagrams.
+    pub udp: usize,
+}
+
+/// What one stack did in one scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct Observation {
+    /// `kernel` or `smoltcp`.
+    pub stack: &'static str,
+    /// Where it ran (`loopback`, `lab`).
+    pub network: &'static str,
+    /// What the program saw, in a line: the error, or what came back.
+    pub outcome: String,
+    /// A short machine-readable form of the outcome (`refused`, `no_reply`, `reset`, `eof`, `ok`, …).
+    pub kind: String,
+    /// How long it took, in milliseconds (wall time on the kernel stack, virtual time in the lab).
+    pub millis: f64,
+    /// Whether `millis` is virtual (lab) time.
+    pub virtual_time: bool,
+    /// The packets, if a capture could be taken.
+    pub packets: Option<PacketCounts>,
+    /// Why there are no packets, if there are none.
+    pub packets_note: Option<String>,
+    /// The capture itself (pcap), for diagrams.
+    #[serde(skip)]
+    pub capture: Option<Vec<u8>>,
+}
+
+impl Observation {
+    /// What `stack` saw, with its packets counted from `capture` (or the reason there are none).
+    pub(super) fn new(
+        stack: &'static str,
+        network: &'static str,
+        (outcome, kind): (String, String),
+        millis: f64,
+        virtual_time: bool,
+        capture: Result<Vec<u8>, String>,
+    ) -> Observation {
+        let counted = capture.and_then(|bytes| match count_packets(&bytes) {
+            Ok(counts) => Ok((counts, bytes)),
+            Err(e) => Err(format!("capture unreadable: {e}")),
+        });
+        let (packets, packets_note, capture) = match counted {
+            Ok((counts, bytes)) => (Some(counts), None, Some(bytes)),
+            Err(note) => (None, Some(note), None),
+        };
+        Observation {
+            stack,
+            network,
+            outcome,
+            kind,
+            millis,
+            virtual_time,
+            packets,
+            packets_note,
+            capture,
+        }
+    }
+}
+
+/// One scenario on both stacks.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// Which scenario.
+    pub scenario: Scenario,
+    /// Its title.
+    pub title: &'static str,
+    /// The kernel stack's run.
+    pub kernel: Observation,
+    /// smoltcp's run (in the lab).
+    pub smoltcp: Observation,
+    /// smoltcp's client on a TUN device in a namespace (as root only).
+    pub smoltcp_tun: Option<Observation>,
+    /// Whether the programs saw different outcomes.
+    pub differs: bool,
+    /// Why, from the packets (empty when they agree).
+    pub explanation: String,
+}
+
+impl Comparison {
+    /// Every run of the scenario: the kernel's, the lab's, and smoltcp on TUN where it ran.
+    pub fn observations(&self) -> impl Iterator<Item = &Observation> {
+        [
+            Some(&self.kernel),
+            Some(&self.smoltcp),
+            self.smoltcp_tun.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// Counts the packets of a capture.
+pub fn count_packets(pcap: &[u8]) -> Result<PacketCounts, PcapError> {
+    let packets = packets_from_pcap(pcap)?;
+    Ok(count(&packets))
+}
+
+fn count(packets: &[LadderPacket]) -> PacketCounts {
+    let mut c = PacketCounts {
+        total: packets.len(),
+        ..PacketCounts::default()
+    };
+    for p in packets {
+        // TCP labels start with the flags: one bare (`SYN seq=…`), several in brackets (`[SYN, ACK] seq=…`).
+        let tcp = p.label.contains(" seq=");
+        let flags = match p.label.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or(""),
+            None => p.label.split(' ').next().unwrap_or(""),
+        };
+        if tcp && flags.contains("SYN") && !flags.contains("ACK") {
+            c.syn += 1;
+        }
+        if tcp && flags.contains("RST") {
+            c.rst += 1;
+        }
+        if tcp && flags.contains("FIN") {
+            c.fin += 1;
+        }
+        if p.label.contains("port unreachable") {
+            c.icmp_port_unreachable += 1;
+        }
+        if p.label.starts_with("UDP") {
+            c.udp += 1;
+        }
+        if p.mark
+            .as_deref()
+            .is_some_and(|m| m.split(", ").any(|m| m == "retransmission"))
+        {
+            c.retransmissions += 1;
+        }
+    }
+    c
+}
+
+/// The short kind of a client's failure in the table and the JSON: `refused`, `no_reply`, `reset`, `eof`,
+/// `timeout`, or `error` for any other.
+pub(super) fn failure_kind(failure: Option<ClientFailure>) -> &'static str {
+    match failure {
+        Some(ClientFailure::Refused) => "refused",
+        Some(ClientFailure::NoReply) => "no_reply",
+        Some(ClientFailure::Reset) => "reset",
+        Some(ClientFailure::ClosedEarly) => "eof",
+        Some(ClientFailure::ConnectTimedOut | ClientFailure::ReplyTimedOut) => "timeout",
+        None => "error",
+    }
+}
+
+pub(super) fn not_run(
+    stack: &'static str,
+    network: &'static str,
+    why: &CompareError,
+) -> Observation {
+    let outcome = (format!("not run: {why}"), "not_run".to_string());
+    Observation::new(stack, network, outcome, 0.0, false, Err("not run".into()))
+}

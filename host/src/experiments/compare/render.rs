@@ -1,0 +1,133 @@
+//! Printing a comparison (aligned text, Markdown, JSON) and drawing its captures as ladder diagrams.
+
+use std::fmt::Write as _;
+
+use super::{Comparison, Observation, WriteDiagramsError};
+use crate::experiments::diagram::packets_from_pcap;
+
+/// How to print the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned text.
+    Table,
+    /// A Markdown table.
+    Markdown,
+    /// JSON, one object per scenario.
+    Json,
+}
+
+fn packets_cell(o: &Observation) -> String {
+    match (o.packets, &o.packets_note) {
+        (Some(p), _) => format!(
+            "{} pkts: SYN {} FIN {} RST {} ICMP-unreach {} UDP {} retrans {}",
+            p.total, p.syn, p.fin, p.rst, p.icmp_port_unreachable, p.udp, p.retransmissions
+        ),
+        (None, Some(note)) => note.clone(),
+        (None, None) => "-".into(),
+    }
+}
+
+fn time_cell(o: &Observation) -> String {
+    format!(
+        "{:.1} ms{}",
+        o.millis,
+        if o.virtual_time { " (virtual)" } else { "" }
+    )
+}
+
+/// The comparison as `format` says.
+pub fn render(comparisons: &[Comparison], format: Format) -> String {
+    match format {
+        Format::Json => serde_json::to_string_pretty(comparisons)
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")),
+        Format::Markdown => {
+            let mut out = String::from(
+                "| scenario | stack | outcome | time | packets |\n|---|---|---|---|---|\n",
+            );
+            for c in comparisons {
+                for o in c.observations() {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} ({}) | {} | {} | {} |",
+                        c.title,
+                        o.stack,
+                        o.network,
+                        o.outcome.replace('|', "\\|"),
+                        time_cell(o),
+                        packets_cell(o)
+                    );
+                }
+                if c.differs {
+                    let _ = writeln!(
+                        out,
+                        "| | **differ** | {} | | |",
+                        c.explanation.replace('|', "\\|")
+                    );
+                }
+            }
+            out
+        }
+        Format::Table => {
+            let mut out = String::new();
+            for c in comparisons {
+                let _ = writeln!(out, "{}", c.title);
+                for o in c.observations() {
+                    let _ = writeln!(
+                        out,
+                        "  {:<8} {:<9} {:<22} {}\n           {}",
+                        o.stack,
+                        o.network,
+                        time_cell(o),
+                        o.outcome,
+                        packets_cell(o)
+                    );
+                }
+                if c.differs {
+                    let _ = writeln!(out, "  differ:  {}", c.explanation);
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Writes one ladder diagram per scenario and stack into `dir` (`<scenario>-<stack>.svg`), drawn from the
+/// runs' captures, each capture beside its picture (`.pcap`). Returns the diagrams written.
+pub fn write_diagrams(
+    comparisons: &[Comparison],
+    dir: &std::path::Path,
+) -> Result<Vec<std::path::PathBuf>, WriteDiagramsError> {
+    std::fs::create_dir_all(dir).map_err(|source| WriteDiagramsError::CreateDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let mut written = Vec::new();
+    for c in comparisons {
+        for o in c.observations() {
+            let Some(capture) = &o.capture else { continue };
+            let packets = packets_from_pcap(capture)?;
+            let name = serde_json::to_value(c.scenario)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "scenario".into());
+            let path = dir.join(format!("{name}-{}.svg", o.stack));
+            let title = format!("{} — {} ({})", c.title, o.stack, o.network);
+            std::fs::write(
+                &path,
+                crate::experiments::diagram::ladder_svg(&title, &packets),
+            )
+            .map_err(|source| WriteDiagramsError::Write {
+                path: path.clone(),
+                source,
+            })?;
+            // The capture the picture was drawn from, beside it, for tshark or Wireshark.
+            let pcap = path.with_extension("pcap");
+            std::fs::write(&pcap, capture).map_err(|source| WriteDiagramsError::Write {
+                path: pcap.clone(),
+                source,
+            })?;
+            written.push(path);
+        }
+    }
+    Ok(written)
+}

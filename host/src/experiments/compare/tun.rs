@@ -1,0 +1,238 @@
+//! smoltcp's client on a real TUN device, against kernel servers: this very binary run as a child in a network
+//! namespace the run creates (root only). Which failure it saw comes from its exit code
+//! ([`ClientFailure::from_exit_code`]); its error line is only the text shown.
+
+use std::io::Write;
+use std::time::Instant as WallInstant;
+
+use super::observation::{failure_kind, not_run};
+use super::{CompareError, Observation, Scenario};
+use crate::lab::checks::sample_text;
+use crate::uppercase::ClientFailure;
+
+/// The smoltcp client on a real TUN device inside a namespace this run creates (kernel servers on its other
+/// side, 10.0.2.2), run as this very binary with `--pcap`: `None` where namespaces cannot be made.
+pub(super) fn tun_run(scenario: Scenario) -> Option<Observation> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    if !crate::tools::netns::is_root() || !std::path::Path::new("/dev/net/tun").exists() {
+        return None;
+    }
+    let network = "TUN in a namespace";
+    let name = format!(
+        "smoltalk-cmp-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let ns = match crate::tools::netns::Namespace::create(&name) {
+        Ok(ns) => ns,
+        Err(e) => return Some(not_run("smoltcp-tun", network, &CompareError::Namespace(e))),
+    };
+    if let Err(e) = ns.add_device("st0", "tun", "10.0.2.2/24", 1500) {
+        return Some(not_run("smoltcp-tun", network, &CompareError::Namespace(e)));
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe.to_string_lossy().into_owned(),
+        Err(e) => {
+            return Some(not_run(
+                "smoltcp-tun",
+                network,
+                &CompareError::CurrentExe(e),
+            ))
+        }
+    };
+    let pcap = std::env::temp_dir().join(format!("{name}.pcap"));
+    let pcap_arg = pcap.to_string_lossy().into_owned();
+    let client = |kind: &str, port: u16, extra: &[&str]| {
+        let mut args = vec![kind, "--stack", "tun", "--dev", "st0", "--pcap", &pcap_arg];
+        args.extend_from_slice(extra);
+        let port = port.to_string();
+        let mut cmd = ns.command(&exe, &args);
+        cmd.args(["10.0.2.2", &port]);
+        cmd
+    };
+    let server = |kind: &str| {
+        crate::tools::netns::Server::start(
+            ns.command(&exe, &[kind, "--bind", "10.0.2.2", "--port", "12000"]),
+        )
+        .map_err(CompareError::Server)
+    };
+    let started = WallInstant::now();
+    let result = match scenario {
+        Scenario::TcpClientBeforeServer => run_client(
+            client("tcp-client", 12000, &["--timeout", "2"]),
+            &[b"hello\n"],
+            None,
+        ),
+        Scenario::TcpWrongPort => server("tcp-server").and_then(|_s| {
+            run_client(
+                client("tcp-client", 12001, &["--timeout", "2"]),
+                &[b"hello\n"],
+                None,
+            )
+        }),
+        Scenario::UdpClientBeforeServer | Scenario::ConnectedUdpClientBeforeServer => run_client(
+            client("udp-client", 12000, &["--tries", "1", "--timeout", "1"]),
+            &[b"hello\n"],
+            None,
+        ),
+        Scenario::UdpWrongPort => server("udp-server").and_then(|_s| {
+            run_client(
+                client("udp-client", 12001, &["--tries", "1", "--timeout", "1"]),
+                &[b"hello\n"],
+                None,
+            )
+        }),
+        Scenario::ServerStoppedMidConversation => server("tcp-server").and_then(|s| {
+            run_client(
+                client("tcp-client", 12000, &["--timeout", "2"]),
+                &[b"first\n", b"second\n"],
+                Some(s),
+            )
+        }),
+        Scenario::LossyTcpTransfer => server("tcp-server").and_then(|_s| {
+            let mut line = sample_text(1 << 20, 41);
+            line.retain(|&b| b != b'\n');
+            line.push(b'\n');
+            run_client(
+                client(
+                    "tcp-client",
+                    12000,
+                    &["--timeout", "30", "--drop-chance", "10", "--seed", "7"],
+                ),
+                &[&line],
+                None,
+            )
+        }),
+        Scenario::LossyUdpRequests => server("udp-server").and_then(|_s| {
+            let lines: Vec<Vec<u8>> = (0..20)
+                .map(|i| format!("request {i}\n").into_bytes())
+                .collect();
+            let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+            run_client(
+                client(
+                    "udp-client",
+                    12000,
+                    &[
+                        "--tries",
+                        "5",
+                        "--timeout",
+                        "0.5",
+                        "--drop-chance",
+                        "10",
+                        "--seed",
+                        "7",
+                    ],
+                ),
+                &refs,
+                None,
+            )
+        }),
+    };
+    let millis = started.elapsed().as_secs_f64() * 1e3;
+    let capture = std::fs::read(&pcap).ok();
+    let _ = std::fs::remove_file(&pcap);
+    let (outcome, kind) = match result {
+        Ok((replies, error)) => tun_outcome(scenario, replies, error),
+        Err(e) => return Some(not_run("smoltcp-tun", network, &e)),
+    };
+    Some(Observation::new(
+        "smoltcp-tun",
+        network,
+        (outcome, kind),
+        millis,
+        false,
+        capture.ok_or_else(|| "no capture".to_string()),
+    ))
+}
+
+/// A client child that failed.
+struct ClientFailed {
+    /// The failure its exit code reports (`None`: any other error, or killed by a signal).
+    failure: Option<ClientFailure>,
+    /// Its error line (without `smoltalk: error: `), shown as it is.
+    line: String,
+}
+
+/// Runs a client, feeding it `lines` one after another (each after the previous reply, so a `stop` server can
+/// be stopped after the first); returns the reply lines and, if it failed, how.
+fn run_client(
+    mut cmd: std::process::Command,
+    lines: &[&[u8]],
+    mut stop: Option<crate::tools::netns::Server>,
+) -> Result<(usize, Option<ClientFailed>), CompareError> {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(CompareError::StartClient)?;
+    let mut stdin = child.stdin.take().ok_or(CompareError::NoPipe("stdin"))?;
+    let mut stdout =
+        std::io::BufReader::new(child.stdout.take().ok_or(CompareError::NoPipe("stdout"))?);
+    let mut replies = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if stdin.write_all(line).is_err() {
+            break;
+        }
+        let _ = stdin.flush();
+        let mut reply = String::new();
+        if stop.is_some() || i + 1 == lines.len() || lines.len() > 1 {
+            match stdout.read_line(&mut reply) {
+                Ok(1..) => replies += 1,
+                _ => break,
+            }
+        }
+        if i == 0 {
+            if let Some(server) = stop.take() {
+                // The server stops: SIGTERM, and the kernel closes its sockets as the process ends.
+                let _ = crate::sys::kill(server.child.id(), crate::sys::Signal::Terminate);
+                drop(server);
+            }
+        }
+    }
+    drop(stdin);
+    let mut rest = String::new();
+    while let Ok(1..) = stdout.read_line(&mut rest) {
+        replies += 1;
+        rest.clear();
+    }
+    let output = child.wait_with_output().map_err(CompareError::WaitClient)?;
+    let error = (!output.status.success()).then(|| ClientFailed {
+        failure: output.status.code().and_then(ClientFailure::from_exit_code),
+        line: String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .find(|l| l.starts_with("smoltalk: error:"))
+            .unwrap_or("failed without a message")
+            .trim_start_matches("smoltalk: error: ")
+            .to_string(),
+    });
+    Ok((replies, error))
+}
+
+/// What the client saw, in a line (its error line, when it failed), and the kind of the outcome: from its
+/// exit code, which says which failure it was.
+fn tun_outcome(
+    scenario: Scenario,
+    replies: usize,
+    error: Option<ClientFailed>,
+) -> (String, String) {
+    match (scenario, error) {
+        (Scenario::LossyUdpRequests, e) => {
+            let line = format!("{replies} of 20 answered");
+            match e {
+                None => (line, "ok".into()),
+                Some(e) => (format!("{line}; then: {}", e.line), "no_reply".into()),
+            }
+        }
+        (Scenario::ServerStoppedMidConversation, Some(e)) if replies >= 1 => (
+            format!("first reply came; second: {}", e.line),
+            failure_kind(e.failure).into(),
+        ),
+        (Scenario::LossyTcpTransfer, None) => {
+            ("1 MiB came back (line for line)".into(), "ok".into())
+        }
+        (_, Some(e)) => (e.line, failure_kind(e.failure).into()),
+        (_, None) => (format!("{replies} replies came"), "ok".into()),
+    }
+}

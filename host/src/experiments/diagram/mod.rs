@@ -1,0 +1,125 @@
+//! Packet ladder diagrams: a pcap capture (such as `smoltalk lab --pcap` or `--pcap` on a TUN/TAP device writes)
+//! drawn as the picture of an exchange that textbooks and Wireshark's flow graph show — one vertical lifeline
+//! per host, one arrow per packet, time running down the page.
+//!
+//! [`packets_from_pcap`] reads a classic libpcap file and turns each IPv4 TCP, UDP and ICMP packet and each
+//! ARP packet into a [`LadderPacket`]; [`ladder_svg`] draws them as a standalone SVG image.
+//!
+//! # What is read
+//!
+//! - Classic libpcap files in either byte order, with microsecond timestamps (magic `0xa1b2c3d4`) or nanosecond
+//!   ones (`0xa1b23c4d`); not pcapng. Link types 1 (Ethernet, with or without one 802.1Q tag) and 101/228 (raw
+//!   IPv4).
+//! - TCP: `SYN seq=0 ack=0 len=0 win=65535 (40000→12000)` — one flag bare, several as `[SYN, ACK]`, in
+//!   Wireshark's order; sequence and acknowledgement numbers relative per direction as Wireshark shows them
+//!   (0 for the SYN, so the first data byte is 1; a connection whose SYN was not captured counts from 1); the
+//!   window scaled when both SYNs carried the window-scale option; the ports last.
+//! - UDP: `UDP 40000→12000 len=5` (payload bytes). ICMP: `ICMP echo request id=1 seq=1`,
+//!   `ICMP port unreachable (UDP 40000→12000)`, … ARP: `ARP who-has 10.0.2.15` (from the asker's address to
+//!   the asked one), `ARP 10.0.2.15 is-at 02:00:00:00:00:01`.
+//! - IPv4 fragments are not reassembled: each is one arrow, `UDP 40000→12000 fragment id=0x561a off=0
+//!   len=1480 MF` for the first, `UDP fragment id=0x561a off=1480 len=1480 MF` for the others.
+//! - Everything else — IPv6, other IPv4 protocols, other EtherTypes, frames too short or malformed to have
+//!   addresses, and a record cut off at the end of the file — is *skipped*: [`read_pcap`] returns the count by
+//!   reason in [`PcapLadder::skipped`], and [`packets_from_pcap`] logs it (info level) and returns the packets.
+//!   A TCP, UDP or ICMP header inside a good IPv4 packet that is too short to parse is not skipped but drawn,
+//!   as `TCP malformed header (N bytes)`, so that a damaged packet still shows where it went.
+//! - A file that is not a classic pcap (wrong magic, pcapng, an unknown link type, a header cut short, a record
+//!   length no capture could have) is an `Err`, a [`PcapError`] that says why. Nothing here panics on any input.
+//!
+//! # Marks
+//!
+//! - `retransmission`: a TCP segment that occupies sequence space (payload, SYN or FIN) whose source, destination,
+//!   ports and sequence number were already seen earlier in the capture. The earlier one is marked `lost?`: the
+//!   capture point saw it go, the peer did not acknowledge it in time. If the peer had acknowledged the earlier
+//!   one before the copy was sent, the copy is a `spurious retransmission` and the earlier one is not marked.
+//!   A zero-window probe (one byte sent while
+//!   the peer's last window was 0) is labelled `… zero-window probe (…)` and takes no part in this: the byte is
+//!   expected to be refused and sent again.
+//! - `corrupted`: an IPv4 header, TCP, UDP or ICMP checksum that does not verify (smoltcp's `verify_checksum`).
+//!   Checksum offload is not corruption: a TCP or UDP checksum that holds only the pseudo-header sum (what a
+//!   kernel with offload hands a TUN/TAP device, smoltcp's `verify_partial_checksum`) or a TCP checksum left
+//!   at zero (what smoltcp sends when the device offloads it) is taken as not filled in yet and not marked.
+//!
+//! Several marks on one packet are joined with `", "` (`corrupted, lost?`).
+//!
+//! # The picture
+//!
+//! See [`ladder_svg`]: at most [`MAX_DRAWN`] packets are drawn, the rest counted in a final note row.
+
+mod decode;
+mod pcap;
+mod style;
+mod svg;
+#[cfg(test)]
+mod tests;
+
+pub use pcap::{read_pcap, PcapError};
+pub use svg::ladder_svg;
+
+use std::collections::BTreeMap;
+
+/// One packet of a ladder diagram: an arrow from `src` to `dst`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LadderPacket {
+    /// Seconds since the first packet of the capture.
+    pub time: f64,
+    /// The sending host (its IPv4 address, for packets read from a capture).
+    pub src: String,
+    /// The receiving host.
+    pub dst: String,
+    /// What the packet is, e.g. `[SYN, ACK] seq=0 ack=1 len=0 win=65535 (12000→40000)`.
+    pub label: String,
+    /// `retransmission`, `spurious retransmission`, `lost?`, `corrupted` or several of them joined by `", "`;
+    /// `None` for an ordinary packet.
+    pub mark: Option<String>,
+}
+
+/// The packets of a capture and what was left out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PcapLadder {
+    /// The packets drawn, in capture order.
+    pub packets: Vec<LadderPacket>,
+    /// Records in the file (packets plus skipped records).
+    pub records: usize,
+    /// Records not turned into packets, counted by reason (`"IPv6"`, `"truncated record at end of file"`, …).
+    pub skipped: BTreeMap<String, usize>,
+}
+
+impl PcapLadder {
+    /// How many records were skipped, for every reason.
+    pub fn skipped_total(&self) -> usize {
+        self.skipped.values().sum()
+    }
+
+    /// The skipped records as one line, e.g. `1 skipped (1 IPv6)`; empty when none was.
+    pub fn skipped_summary(&self) -> String {
+        if self.skipped.is_empty() {
+            return String::new();
+        }
+        let reasons: Vec<String> = self
+            .skipped
+            .iter()
+            .map(|(reason, n)| format!("{n} {reason}"))
+            .collect();
+        format!("{} skipped ({})", self.skipped_total(), reasons.join(", "))
+    }
+}
+
+/// The most packets [`ladder_svg`] draws; the rest are counted in a final note row.
+pub const MAX_DRAWN: usize = 400;
+
+/// Reads a classic pcap file into ladder packets; what was skipped is logged at info level
+/// (use [`read_pcap`] to have it returned).
+pub fn packets_from_pcap(bytes: &[u8]) -> Result<Vec<LadderPacket>, PcapError> {
+    let ladder = read_pcap(bytes)?;
+    if !ladder.skipped.is_empty() {
+        log::info!(
+            "pcap: {} of {} records {}",
+            ladder.skipped_total(),
+            ladder.records,
+            ladder.skipped_summary()
+        );
+    }
+    Ok(ladder.packets)
+}
