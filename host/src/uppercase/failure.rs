@@ -6,7 +6,7 @@
 use smoltalk_core::ClientError;
 
 /// A client failure that a caller can act on; both stacks' clients report these (smoltcp's as a
-/// [`ClientError`], the kernel's as a [`KernelClientError`](super::kernel::KernelClientError)).
+/// [`ClientError`], the kernel's as a [`KernelError`](super::kernel::KernelError) whose [`failure`](super::kernel::KernelError::failure) it is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientFailure {
     /// The server's host answered the connection attempt with a reset: nothing listens on that port.

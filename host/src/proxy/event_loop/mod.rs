@@ -1,5 +1,5 @@
 //! The HTTP forward proxy on the kernel's stack: one event loop over non-blocking sockets (epoll, through
-//! `mio`), every client a [`connection::Connection`] that drives the core's engine and only moves bytes.
+//! `mio`), every client a `Connection` (in `connection`) that drives the core's engine and only moves bytes.
 //!
 //! The loop accepts clients (the engine admits them: 403 and 503 are answered here, beyond the cap up to
 //! [`REFUSALS`] at once), hands each socket event to its connection, wakes at least every [`SWEEP`] to enforce
