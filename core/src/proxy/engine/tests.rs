@@ -9,6 +9,7 @@ use smoltcp::wire::Ipv4Cidr;
 
 use super::*;
 use crate::http::body::BodyTracker;
+use crate::proxy::ProxyPolicy;
 
 const LOOPBACK: [Ipv4Cidr; 1] = [Ipv4Cidr::new(Ipv4Addr::new(127, 0, 0, 0), 8)];
 const NAMES: [(&str, Ipv4Addr); 1] = [("origin.test", Ipv4Addr::new(127, 0, 0, 2))];
