@@ -6,7 +6,9 @@
 //! client when every slot is busy, and answers it `503` at once: at the cap, a client learns why instead of seeing
 //! its SYN reset (smoltcp has no listen backlog).
 
+mod outgoing;
 mod relay;
+mod serving;
 mod slot;
 
 use core::net::{IpAddr, SocketAddr};

@@ -1,0 +1,398 @@
+//! [`Serving`]: one step of a serving slot's connection, over its two sockets: what the engine says, done.
+
+use core::net::{IpAddr, SocketAddr};
+
+use smoltcp::iface::SocketSet;
+use smoltcp::socket::{dns, tcp};
+use smoltcp::wire::{DnsQueryType, IpAddress};
+
+use crate::tcp_server::{KEEP_ALIVE, SOCKET_TIMEOUT};
+
+use super::super::engine::{
+    AfterResponse, Connected, Ending, Failure, HeadStep, OriginStep, Phase, ProxyConnection,
+    Recovery, ResponsePhase, ResponseStep,
+};
+use super::outgoing::{Outgoing, Peer};
+use super::relay::{discard, finished_sending, next_ephemeral, relay, was_reset};
+use super::slot::{Shared, SlotSockets};
+
+/// How a step of a serving slot went.
+pub(super) enum Flow {
+    /// Whether anything moved.
+    Moved(bool),
+    /// The connection ends so.
+    End(Ending),
+}
+
+/// Closes an origin connection the proxy is done with: gracefully if it is up, at once if it is still
+/// connecting; one already closing is left to finish.
+pub(super) fn close_origin(origin: &mut tcp::Socket<'_>) {
+    match origin.state() {
+        tcp::State::Established | tcp::State::CloseWait => origin.close(),
+        tcp::State::SynSent | tcp::State::SynReceived | tcp::State::Listen => origin.abort(),
+        _ => {}
+    }
+}
+
+/// A serving slot's parts, borrowed for one step of its connection.
+pub(super) struct Serving<'s, 'x, 'p, 'c, const OUT: usize> {
+    pub(super) connection: &'s mut ProxyConnection,
+    pub(super) lookup: &'s mut Option<dns::QueryHandle>,
+    pub(super) out: &'s mut Outgoing<OUT>,
+    pub(super) slot: SlotSockets,
+    pub(super) sockets: &'s mut SocketSet<'x>,
+    pub(super) shared: &'s mut Shared<'p, 'c>,
+    pub(super) scratch: &'s mut [u8],
+}
+
+impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
+    pub(super) fn step(&mut self) -> Flow {
+        match self.connection.phase() {
+            Phase::ReadingHead => self.read_head(),
+            Phase::Resolving => self.resolving(),
+            Phase::Connecting => self.connecting(),
+            Phase::Exchanging(phase) => self.exchanging(phase),
+            Phase::Tunnel => self.tunnel(),
+            Phase::Closed => {
+                // The slot leaves `Serving` with every ending; a closed connection here is a bug of this driver.
+                log::error!("bug: a closed proxy connection was still being served; reset");
+                Flow::End(Ending::ResetBoth)
+            }
+        }
+    }
+
+    fn client(&mut self) -> &mut tcp::Socket<'x> {
+        self.sockets.get_mut::<tcp::Socket>(self.slot.client)
+    }
+
+    fn origin(&mut self) -> &mut tcp::Socket<'x> {
+        self.sockets.get_mut::<tcp::Socket>(self.slot.origin)
+    }
+
+    fn recover(&mut self, failure: Failure) -> Flow {
+        match self.connection.on_failure(failure, &mut self.out.buf) {
+            Recovery::End(ending) => Flow::End(ending),
+            Recovery::Retry(addr) => self.follow(OriginStep::Connect(addr)),
+        }
+    }
+
+    fn read_head(&mut self) -> Flow {
+        let client = self.sockets.get_mut::<tcp::Socket>(self.slot.client);
+        if !client.is_open() || client.state() == tcp::State::TimeWait {
+            return self.recover(Failure::ClientReset);
+        }
+        let window = self.shared.cx.limits.head.min(self.scratch.len());
+        let window = self.scratch.get_mut(..window).unwrap_or(&mut []);
+        let available = client.peek_slice(window).unwrap_or(0);
+        let client_done = !client.may_recv();
+        let origin = self.sockets.get_mut::<tcp::Socket>(self.slot.origin);
+        let origin_idle = origin.state() == tcp::State::Established && origin.recv_queue() == 0;
+        let bytes = window.get(..available).unwrap_or(&[]);
+        let step = self.connection.on_client_head(
+            &self.shared.cx,
+            bytes,
+            client_done,
+            origin_idle,
+            self.shared.now,
+            &mut self.out.buf,
+        );
+        let (consumed, head_len, next) = match step {
+            HeadStep::NeedMore => return Flow::Moved(false),
+            HeadStep::End(ending) => return Flow::End(ending),
+            HeadStep::Forward {
+                consumed,
+                head_len,
+                next,
+            } => (consumed, head_len, next),
+        };
+        discard(
+            self.sockets.get_mut::<tcp::Socket>(self.slot.client),
+            consumed,
+        );
+        self.out.hold(head_len, Peer::Origin);
+        let next = match next {
+            OriginStep::LookUp(name) => {
+                let Some(handle) = self.shared.dns else {
+                    log::error!("bug: a lookup was asked for without a DNS socket");
+                    return Flow::End(Ending::ResetBoth);
+                };
+                let dns = self.sockets.get_mut::<dns::Socket>(handle);
+                match dns.start_query(self.shared.iface, name, DnsQueryType::A) {
+                    Ok(query) => {
+                        *self.lookup = Some(query);
+                        return Flow::Moved(true);
+                    }
+                    Err(e) => {
+                        self.connection
+                            .on_resolved(&self.shared.cx, Err(&e), &mut self.out.buf)
+                    }
+                }
+            }
+            OriginStep::Connect(addr) => OriginStep::Connect(addr),
+            OriginStep::Reuse => OriginStep::Reuse,
+            OriginStep::End(ending) => OriginStep::End(ending),
+        };
+        self.follow(next)
+    }
+
+    /// Does what the engine said to reach the origin, asking it again where that fails at once.
+    fn follow(&mut self, mut step: OriginStep<'static>) -> Flow {
+        loop {
+            step = match step {
+                OriginStep::Connect(addr) => match self.connect(addr) {
+                    Ok(()) => return Flow::Moved(true),
+                    Err(()) => self.connection.on_connect_failed(false, &mut self.out.buf),
+                },
+                OriginStep::Reuse => {
+                    self.out.release();
+                    return Flow::Moved(true);
+                }
+                OriginStep::End(ending) => return Flow::End(ending),
+                OriginStep::LookUp(_) => {
+                    log::error!("bug: a second lookup was asked for; reset");
+                    return Flow::End(Ending::ResetBoth);
+                }
+            }
+        }
+    }
+
+    /// Opens the origin socket's connection to `addr` (aborting whatever it held).
+    fn connect(&mut self, addr: SocketAddr) -> Result<(), ()> {
+        let remote = match addr.ip() {
+            IpAddr::V4(v4) => (IpAddress::Ipv4(v4), addr.port()),
+            // This core speaks IPv4 only.
+            IpAddr::V6(_) => return Err(()),
+        };
+        let local_port = next_ephemeral(self.shared.next_port);
+        let origin = self.sockets.get_mut::<tcp::Socket>(self.slot.origin);
+        if origin.is_open() {
+            origin.abort();
+        }
+        origin
+            .connect(self.shared.iface, remote, local_port)
+            .map_err(|e| log::debug!("cannot connect to {addr}: {e}"))?;
+        origin.set_timeout(Some(SOCKET_TIMEOUT));
+        origin.set_keep_alive(Some(KEEP_ALIVE));
+        origin.set_nagle_enabled(false);
+        Ok(())
+    }
+
+    fn resolving(&mut self) -> Flow {
+        let (Some(query), Some(handle)) = (*self.lookup, self.shared.dns) else {
+            log::error!("bug: a proxy connection resolves without a query; reset");
+            return Flow::End(Ending::ResetBoth);
+        };
+        let dns = self.sockets.get_mut::<dns::Socket>(handle);
+        let step = match dns.get_query_result(query) {
+            Err(dns::GetQueryResultError::Pending) => {
+                return match self
+                    .connection
+                    .on_timeout(self.shared.now, &mut self.out.buf)
+                {
+                    // `end` cancels the query.
+                    Some(ending) => Flow::End(ending),
+                    None => Flow::Moved(false),
+                };
+            }
+            Ok(found) => {
+                *self.lookup = None;
+                let mut addresses: heapless::Vec<
+                    IpAddr,
+                    { smoltcp::config::DNS_MAX_RESULT_COUNT },
+                > = heapless::Vec::new();
+                for address in &found {
+                    let _ = addresses.push(IpAddr::from(*address));
+                }
+                self.connection
+                    .on_resolved(&self.shared.cx, Ok(&addresses), &mut self.out.buf)
+            }
+            Err(dns::GetQueryResultError::Failed) => {
+                *self.lookup = None;
+                self.connection.on_resolved(
+                    &self.shared.cx,
+                    Err(&"the DNS server gave no address"),
+                    &mut self.out.buf,
+                )
+            }
+        };
+        self.follow(step)
+    }
+
+    fn connecting(&mut self) -> Flow {
+        match self.origin().state() {
+            tcp::State::Established => {}
+            tcp::State::SynSent | tcp::State::SynReceived => {
+                return match self
+                    .connection
+                    .on_timeout(self.shared.now, &mut self.out.buf)
+                {
+                    Some(ending) => Flow::End(ending),
+                    None => Flow::Moved(false),
+                };
+            }
+            // Refused (or reset before it was up).
+            _ => {
+                let step = self.connection.on_connect_failed(false, &mut self.out.buf);
+                return self.follow(step);
+            }
+        }
+        match self
+            .connection
+            .on_connected(&self.shared.cx, self.shared.now, &mut self.out.buf)
+        {
+            Connected::Exchange => self.out.release(),
+            Connected::Tunnel { len } => self.out.send(len, Peer::Client),
+            Connected::End(ending) => return Flow::End(ending),
+        }
+        Flow::Moved(true)
+    }
+
+    fn exchanging(&mut self, phase: ResponsePhase) -> Flow {
+        if self.client().state() == tcp::State::Closed {
+            // The client reset the connection (or stopped answering): the exchange cannot be completed.
+            return self.recover(Failure::ClientReset);
+        }
+        let mut moved = false;
+        let mut body_bytes = 0;
+        if self.out.pending() {
+            moved |= self.out.drain(self.sockets, self.slot);
+        }
+        // The request body follows its head; the response may start before the body is done.
+        if !self.out.pending_for(Peer::Origin) {
+            if let Some(body) = self.connection.request_body() {
+                let (client, origin) = (self.slot.client, self.slot.origin);
+                match relay(self.sockets, client, origin, Some(body), self.scratch) {
+                    Ok(n) => body_bytes += n,
+                    Err(_) => return self.recover(Failure::MalformedRequestBody),
+                }
+                let body_done = body.is_done();
+                if !body_done && finished_sending(self.client()) {
+                    return self.recover(Failure::ClientClosedMidBody);
+                }
+            }
+        }
+        if !self.out.pending() {
+            match phase {
+                ResponsePhase::Head => match self.response_head() {
+                    Flow::Moved(m) => moved |= m,
+                    end => return end,
+                },
+                ResponsePhase::Body => match self.response_body(&mut body_bytes) {
+                    Flow::Moved(m) => moved |= m,
+                    end => return end,
+                },
+                ResponsePhase::Complete => {
+                    let origin = self.origin();
+                    let origin_clean = origin.may_recv() && origin.recv_queue() == 0;
+                    match self.connection.on_response_sent(
+                        &self.shared.cx,
+                        origin_clean,
+                        self.shared.now,
+                    ) {
+                        AfterResponse::NextRequest { keep_origin } => {
+                            if !keep_origin {
+                                close_origin(self.origin());
+                            }
+                            return Flow::Moved(true);
+                        }
+                        AfterResponse::End(ending) => return Flow::End(ending),
+                    }
+                }
+            }
+        }
+        self.progress(moved || body_bytes > 0, body_bytes)
+    }
+
+    /// Reports progress, or asks about the deadline when nothing moved.
+    fn progress(&mut self, moved: bool, body_bytes: usize) -> Flow {
+        if moved {
+            self.connection
+                .on_progress(self.shared.cx.limits, self.shared.now, body_bytes);
+            return Flow::Moved(true);
+        }
+        match self
+            .connection
+            .on_timeout(self.shared.now, &mut self.out.buf)
+        {
+            Some(ending) => Flow::End(ending),
+            None => Flow::Moved(false),
+        }
+    }
+
+    fn response_head(&mut self) -> Flow {
+        let window = self.shared.cx.limits.head.min(self.scratch.len());
+        let window = self.scratch.get_mut(..window).unwrap_or(&mut []);
+        let origin = self.sockets.get_mut::<tcp::Socket>(self.slot.origin);
+        let available = origin.peek_slice(window).unwrap_or(0);
+        let origin_done = finished_sending(origin) || was_reset(origin);
+        let bytes = window.get(..available).unwrap_or(&[]);
+        match self.connection.on_response_head(
+            &self.shared.cx,
+            bytes,
+            origin_done,
+            &mut self.out.buf,
+        ) {
+            ResponseStep::NeedMore => Flow::Moved(false),
+            ResponseStep::Head { consumed, len, .. } => {
+                discard(self.origin(), consumed);
+                self.out.send(len, Peer::Client);
+                Flow::Moved(true)
+            }
+            // The request head is still in the buffer: it goes again once the new connection is up.
+            ResponseStep::Retry(addr) => self.follow(OriginStep::Connect(addr)),
+            ResponseStep::End(ending) => Flow::End(ending),
+        }
+    }
+
+    fn response_body(&mut self, body_bytes: &mut usize) -> Flow {
+        let Some(body) = self.connection.response_body() else {
+            return Flow::Moved(false);
+        };
+        let (client, origin) = (self.slot.client, self.slot.origin);
+        match relay(self.sockets, origin, client, Some(body), self.scratch) {
+            Ok(n) => *body_bytes += n,
+            Err(_) => return self.recover(Failure::MalformedResponseBody),
+        }
+        let done = body.is_done();
+        let origin = self.origin();
+        if !done && finished_sending(origin) {
+            let reset = was_reset(origin);
+            if let Some(ending) = self.connection.on_origin_finished(reset) {
+                return Flow::End(ending);
+            }
+            return Flow::Moved(true);
+        }
+        Flow::Moved(false)
+    }
+
+    fn tunnel(&mut self) -> Flow {
+        let mut moved = false;
+        if self.out.pending() {
+            moved |= self.out.drain(self.sockets, self.slot);
+            if self.out.pending() {
+                return self.progress(moved, 0);
+            }
+        }
+        let (client, origin) = (self.slot.client, self.slot.origin);
+        let forth = relay(self.sockets, client, origin, None, self.scratch).unwrap_or(0);
+        let back = relay(self.sockets, origin, client, None, self.scratch).unwrap_or(0);
+        // A side that has sent its FIN (and whose bytes are all across) gets its FIN passed on.
+        for (from, to) in [(client, origin), (origin, client)] {
+            let from_done = finished_sending(self.sockets.get_mut::<tcp::Socket>(from));
+            let to = self.sockets.get_mut::<tcp::Socket>(to);
+            if from_done && to.may_send() {
+                to.close();
+                moved = true;
+            }
+        }
+        let client_done = finished_sending(self.client());
+        let origin_done = finished_sending(self.origin());
+        if client_done && origin_done {
+            return Flow::End(self.connection.on_tunnel_closed());
+        }
+        if was_reset(self.client()) || was_reset(self.origin()) {
+            return self.recover(Failure::TunnelPeerReset);
+        }
+        self.progress(moved || forth + back > 0, forth + back)
+    }
+}
