@@ -7,7 +7,9 @@
 //! needs it.
 
 mod connection;
+mod exchange;
 mod io;
+mod step;
 
 use std::io as stdio;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};

@@ -1,0 +1,389 @@
+//! The exchange with the origin, for a [`Step`]: the request head and body to the origin, the response heads
+//! to the engine and on to the client, and the response body, copied or spliced.
+
+use std::io::{self, Read};
+
+use smoltalk_core::proxy::engine::{
+    AfterResponse, Ending, Failure, OriginStep, ResponsePhase, ResponseStep,
+};
+
+use super::connection::Flow;
+use super::io::SplicePipe;
+use super::step::Step;
+
+/// A counted response body longer than this goes from socket to socket through a pipe with `splice`, never
+/// copied into the proxy.
+const SPLICE_MIN: usize = 64 * 1024;
+
+impl Step<'_, '_> {
+    pub(super) fn exchanging(&mut self, phase: ResponsePhase) -> Flow {
+        let keep = self.env.limits.head;
+        let mut moved = false;
+        let mut body_bytes = 0;
+        // 1. What is queued for the origin: the head, then body bytes.
+        let Some(upstream) = self.io.upstream.as_mut() else {
+            log::error!("bug: a proxy connection exchanges without an origin socket; reset");
+            return Flow::End(Ending::ResetBoth);
+        };
+        match self.io.to_origin.flush(&mut upstream.stream, keep) {
+            Ok(m) => moved |= m,
+            Err(_) => {
+                let partial = !self.io.outbound.is_empty();
+                return self.recover(Failure::OriginLost { partial });
+            }
+        }
+        self.io.head_sent |= self.io.to_origin.is_empty();
+        // 2. The request body, client to origin, never past its end.
+        if self.io.head_sent {
+            match self.forward_request_body() {
+                Ok(n) => body_bytes += n,
+                Err(failure) => return self.recover(failure),
+            }
+        }
+        // 3. The response, origin to client.
+        match phase {
+            ResponsePhase::Head => match self.response_head() {
+                Flow::Moved(m) => moved |= m,
+                other => return other,
+            },
+            ResponsePhase::Body => match self.response_body(&mut body_bytes) {
+                Flow::Moved(m) => moved |= m,
+                other => return other,
+            },
+            ResponsePhase::Complete => {}
+        }
+        match self.io.to_client.flush(self.client, keep) {
+            Ok(m) => moved |= m,
+            Err(_) => return self.recover(Failure::ClientReset),
+        }
+        if phase == ResponsePhase::Complete
+            && self.io.to_client.is_empty()
+            && self.io.pipe.is_none()
+        {
+            let origin_clean =
+                self.io.outbound.is_empty() && self.io.upstream.as_ref().is_some_and(|u| !u.eof);
+            let cx = self.env.cx;
+            return match self
+                .engine
+                .on_response_sent(&cx, origin_clean, self.env.clock.now())
+            {
+                AfterResponse::NextRequest { keep_origin } => {
+                    if !keep_origin {
+                        self.drop_upstream();
+                    }
+                    Flow::Moved(true)
+                }
+                AfterResponse::End(ending) => Flow::End(ending),
+            };
+        }
+        self.progress(moved || body_bytes > 0, body_bytes)
+    }
+
+    /// Reports progress, or (nothing moved) a client reset nothing else would notice, or the deadline.
+    pub(super) fn progress(&mut self, moved: bool, body_bytes: usize) -> Flow {
+        if moved {
+            self.engine
+                .on_progress(self.env.limits, self.env.clock.now(), body_bytes);
+            return Flow::Moved(true);
+        }
+        if let Ok(Some(_)) = self.client.take_error() {
+            // The client reset while the proxy was not reading it (the origin takes the body slower than it
+            // comes): nothing else would notice until the timeout.
+            return self.recover(Failure::ClientReset);
+        }
+        match self
+            .engine
+            .on_timeout(self.env.clock.now(), self.env.head_out)
+        {
+            Some(ending) => Flow::End(ending),
+            None => Flow::Moved(false),
+        }
+    }
+
+    /// Moves request body bytes from the client to the origin while the origin takes them. Returns how many.
+    pub(super) fn forward_request_body(&mut self) -> Result<usize, Failure> {
+        let keep = self.env.limits.head;
+        let mut moved = 0;
+        let Some(upstream) = self.io.upstream.as_mut() else {
+            return Ok(0);
+        };
+        let Some(body) = self.engine.request_body() else {
+            return Ok(0);
+        };
+        while !body.is_done() && self.io.to_origin.is_empty() {
+            if self.io.inbound.is_empty() {
+                if self.io.client_eof {
+                    return Err(Failure::ClientClosedMidBody);
+                }
+                let want = body.limit().min(self.env.scratch.len());
+                match self.client.read(&mut self.env.scratch[..want]) {
+                    Ok(0) => {
+                        self.io.client_eof = true;
+                        return Err(Failure::ClientClosedMidBody);
+                    }
+                    Ok(n) => self.io.inbound.extend_from_slice(&self.env.scratch[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Err(Failure::ClientReset),
+                }
+            }
+            let n = body
+                .advance(&self.io.inbound)
+                .map_err(|_| Failure::MalformedRequestBody)?;
+            self.io.to_origin.push(&self.io.inbound[..n]);
+            self.io.inbound.drain(..n);
+            moved += n;
+            if self.io.to_origin.flush(&mut upstream.stream, keep).is_err() {
+                return Err(Failure::OriginLost { partial: true });
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Reads the origin's head bytes and hands them to the engine; queues each head it writes for the client.
+    pub(super) fn response_head(&mut self) -> Flow {
+        // The origin cannot answer a head it has not had whole. After that, its answer is read even while the
+        // body is still on its way (an early 413 must not wait behind the upload).
+        if !self.io.head_sent && self.io.outbound.is_empty() {
+            return Flow::Moved(false);
+        }
+        let mut moved = false;
+        loop {
+            let (came, origin_done) = match self.read_origin_head() {
+                Ok(came) => (came, false),
+                Err(()) => (false, true),
+            };
+            moved |= came;
+            let cx = self.env.cx;
+            match self.engine.on_response_head(
+                &cx,
+                &self.io.outbound,
+                origin_done,
+                self.env.head_out,
+            ) {
+                ResponseStep::NeedMore if came => continue,
+                ResponseStep::NeedMore => return Flow::Moved(moved),
+                ResponseStep::Head {
+                    consumed,
+                    len,
+                    interim,
+                } => {
+                    self.io
+                        .outbound
+                        .drain(..consumed.min(self.io.outbound.len()));
+                    self.io
+                        .to_client
+                        .push(self.env.head_out.get(..len).unwrap_or(&[]));
+                    if !interim && self.io.outbound.is_empty() {
+                        return Flow::Moved(true);
+                    }
+                    if !interim {
+                        return Flow::Moved(true);
+                    }
+                    moved = true;
+                }
+                ResponseStep::Retry(addr) => return self.follow(OriginStep::Connect(addr)),
+                ResponseStep::End(ending) => return Flow::End(ending),
+            }
+        }
+    }
+
+    /// Reads origin bytes into `outbound` (at most a head's worth in all). `Ok(true)` if bytes came; `Err` if the
+    /// origin closed or reset.
+    pub(super) fn read_origin_head(&mut self) -> Result<bool, ()> {
+        let Some(upstream) = self.io.upstream.as_mut() else {
+            return Err(());
+        };
+        if upstream.eof {
+            return Err(());
+        }
+        let limit = self.env.limits.head;
+        if self.io.outbound.len() >= limit {
+            return Ok(false);
+        }
+        let want = (limit - self.io.outbound.len()).clamp(1, self.env.scratch.len());
+        match upstream.stream.read(&mut self.env.scratch[..want]) {
+            Ok(0) => {
+                upstream.eof = true;
+                Err(())
+            }
+            Ok(n) => {
+                self.io.outbound.extend_from_slice(&self.env.scratch[..n]);
+                Ok(true)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(_) => {
+                upstream.eof = true;
+                Err(())
+            }
+        }
+    }
+
+    /// Moves response body bytes from the origin to the client (through a pipe for long counted bodies).
+    pub(super) fn response_body(&mut self, body_bytes: &mut usize) -> Flow {
+        let keep = self.env.limits.head;
+        let mut moved = false;
+        loop {
+            if !self.io.to_client.is_empty() {
+                match self.io.to_client.flush(self.client, keep) {
+                    Ok(m) => moved |= m,
+                    Err(_) => return self.recover(Failure::ClientReset),
+                }
+                if !self.io.to_client.is_empty() {
+                    return Flow::Moved(moved);
+                }
+            }
+            let Some(body) = self.engine.response_body() else {
+                return Flow::Moved(moved);
+            };
+            if body.is_done() && self.io.pipe.is_none() {
+                return Flow::Moved(moved);
+            }
+            let spliced = self.io.pipe.is_some()
+                || (body.is_counted() && body.limit() > SPLICE_MIN && self.io.outbound.is_empty());
+            if spliced {
+                match self.splice_body(body_bytes) {
+                    Some(Ok(m)) => {
+                        moved |= m;
+                        if m {
+                            continue;
+                        }
+                        return Flow::Moved(moved);
+                    }
+                    Some(Err(flow)) => return flow,
+                    // No pipe to be had: the bytes are copied below instead.
+                    None => {}
+                }
+            }
+            match self.copy_body(body_bytes) {
+                Ok(true) => moved = true,
+                Ok(false) => return Flow::Moved(moved),
+                Err(flow) => return flow,
+            }
+        }
+    }
+
+    /// One read of the origin (or the head's leftover bytes) passed to the client. `Ok(false)`: nothing to
+    /// read now.
+    pub(super) fn copy_body(&mut self, body_bytes: &mut usize) -> Result<bool, Flow> {
+        let from_head = !self.io.outbound.is_empty();
+        let len = if from_head {
+            self.io.outbound.len()
+        } else {
+            let Some(limit) = self.engine.response_body().map(|b| b.limit()) else {
+                return Ok(false);
+            };
+            let Some(upstream) = self.io.upstream.as_mut() else {
+                return Err(Flow::End(Ending::ResetBoth));
+            };
+            let want = limit.min(self.env.scratch.len());
+            match upstream.stream.read(&mut self.env.scratch[..want]) {
+                Ok(0) => {
+                    upstream.eof = true;
+                    return match self.engine.on_origin_finished(false) {
+                        Some(ending) => Err(Flow::End(ending)),
+                        None => Ok(true),
+                    };
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+                Err(_) => {
+                    upstream.eof = true;
+                    return match self.engine.on_origin_finished(true) {
+                        Some(ending) => Err(Flow::End(ending)),
+                        None => Ok(true),
+                    };
+                }
+            }
+        };
+        let bytes = match from_head {
+            true => &self.io.outbound[..len],
+            false => &self.env.scratch[..len],
+        };
+        let Some(body) = self.engine.response_body() else {
+            return Ok(false);
+        };
+        let n = match body.advance(bytes) {
+            Ok(n) => n,
+            Err(_) => return Err(self.recover(Failure::MalformedResponseBody)),
+        };
+        self.io.to_client.push(&bytes[..n]);
+        *body_bytes += n;
+        if n < len {
+            // Bytes past the response: the origin connection cannot carry another request.
+            if let Some(upstream) = self.io.upstream.as_mut() {
+                upstream.eof = true;
+            }
+        }
+        if from_head {
+            self.io.outbound.clear();
+        }
+        Ok(true)
+    }
+
+    /// Moves body bytes origin → pipe → client. `None` if no pipe can be made (the caller copies instead);
+    /// `Some(Ok(moved))` otherwise. The pipe is dropped once the body has gone through it.
+    pub(super) fn splice_body(&mut self, body_bytes: &mut usize) -> Option<Result<bool, Flow>> {
+        if self.io.pipe.is_none() {
+            match SplicePipe::new() {
+                Ok(pipe) => self.io.pipe = Some(pipe),
+                Err(e) => {
+                    log::debug!("no pipe for splice ({e}); copying");
+                    return None;
+                }
+            }
+        }
+        let mut moved = false;
+        loop {
+            let (Some(pipe), Some(upstream)) = (self.io.pipe.as_mut(), self.io.upstream.as_mut())
+            else {
+                return Some(Ok(moved));
+            };
+            if pipe.held > 0 {
+                match pipe.drain(self.client) {
+                    Ok(n) => moved |= n > 0,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(Ok(moved)),
+                    Err(_) => return Some(Err(self.recover(Failure::ClientReset))),
+                }
+                if pipe.held > 0 {
+                    continue;
+                }
+            }
+            let Some(body) = self.engine.response_body() else {
+                return Some(Ok(moved));
+            };
+            if body.is_done() {
+                self.io.pipe = None;
+                return Some(Ok(true));
+            }
+            match pipe.fill(&upstream.stream, body.limit()) {
+                Ok(0) => {
+                    upstream.eof = true;
+                    if let Some(ending) = self.engine.on_origin_finished(false) {
+                        return Some(Err(Flow::End(ending)));
+                    }
+                }
+                Ok(n) => {
+                    body.advance_unseen(n);
+                    *body_bytes += n;
+                    moved = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(Ok(moved)),
+                Err(_) => {
+                    upstream.eof = true;
+                    if let Some(ending) = self.engine.on_origin_finished(true) {
+                        return Some(Err(Flow::End(ending)));
+                    }
+                }
+            }
+        }
+    }
+}
