@@ -7,6 +7,7 @@
 //! flood at the cap costs no thread per client.
 
 mod session;
+mod sockets;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
