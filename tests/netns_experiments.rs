@@ -240,7 +240,7 @@ fn capture_shows_a_tcp_exchange(test: &str, medium: &str) {
         };
         let request = find("1", "10.0.2.2", "10.0.2.15");
         let reply = find("2", "10.0.2.15", "10.0.2.2");
-        let mac: Vec<String> = smoltalk::stack::device::TAP_MAC
+        let mac: Vec<String> = smoltalk::stack::device_network::TAP_MAC
             .as_bytes()
             .iter()
             .map(|b| format!("{b:02x}"))

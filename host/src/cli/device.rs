@@ -4,7 +4,8 @@
 use smoltcp::wire::IpCidr;
 
 use super::args::{Stack, StackArgs};
-use crate::stack::device::{DeviceKind, DeviceNetwork};
+use crate::stack::device::DeviceKind;
+use crate::stack::device_network::DeviceNetwork;
 use crate::sys::stop_on_signals;
 
 pub(super) fn device_kind(stack: Stack) -> Option<DeviceKind> {

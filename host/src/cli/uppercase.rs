@@ -14,7 +14,8 @@ use super::announce;
 use super::args::{ClientArgs, ServerArgs};
 use super::device::{device_kind, open_device, smoltcp_label};
 use super::CliError;
-use crate::stack::device::{DeviceKind, DeviceNetwork};
+use crate::stack::device::DeviceKind;
+use crate::stack::device_network::DeviceNetwork;
 use crate::stack::network::{drive, earliest, Network, Step};
 use crate::sys::stop_requested;
 use crate::uppercase::kernel::{

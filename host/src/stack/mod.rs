@@ -2,6 +2,7 @@
 
 pub mod device;
 pub mod device_error;
+pub mod device_network;
 pub mod instruments;
 pub mod network;
 pub mod node;

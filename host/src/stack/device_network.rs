@@ -1,0 +1,301 @@
+//! [`DeviceNetwork`]: one smoltcp node on a TUN/TAP device, in real time, its device bare or inside smoltcp's
+//! instruments ([`DeviceStack`]). When idle, [`DeviceNetwork::wait`] sleeps on the file descriptor until a frame
+//! arrives or the next smoltcp timer is due — no busy loop.
+
+use smoltcp::iface::{PollIngressSingleResult, PollResult};
+use smoltcp::phy::{
+    self, Device, DeviceCapabilities, FaultInjector, PcapLinkType, PcapMode, PcapSink, PcapWriter,
+    Tracer,
+};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
+
+use crate::stack::device::{DeviceInfo, DeviceKind, TunTapDevice, TunTapRxToken, TunTapTxToken};
+use crate::stack::device_error::DeviceError;
+use crate::stack::instruments::{trace_packet, CaptureFile, Instruments, FAULT_INJECTOR_MAX_FRAME};
+use crate::stack::network::{Network, NetworkError, NodeId};
+use crate::stack::node::{random_seed, Node};
+
+/// Bytes of packets taken in per poll before the sockets' replies are sent (see [`DeviceNetwork`]'s `poll`):
+/// about four packets at MTU 65000, a few hundred at MTU 1500.
+pub const INGRESS_BUDGET: u64 = 256 * 1024;
+
+/// The MAC address smoltalk's node uses on a TAP device (locally administered).
+pub const TAP_MAC: EthernetAddress = EthernetAddress([0x02, 0x53, 0x4d, 0x4f, 0x4c, 0x01]);
+
+/// The device as smoltcp sees it: bare, or inside smoltcp's instruments (outermost first): the `Tracer`
+/// prints what smoltcp sends and receives, the `FaultInjector` loses and corrupts packets on the way, and the
+/// `PcapWriter` records what crosses the device itself.
+// One per process, made once: the bare device's size (its two frame buffers are on the heap) does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum DeviceStack {
+    /// No instrument: the fast path.
+    Bare(TunTapDevice),
+    /// With instruments (see [`Instruments`]).
+    Instrumented(Box<Instrumented>),
+}
+
+/// A device inside smoltcp's instruments (see [`DeviceStack`]).
+pub type Instrumented = Tracer<FaultInjector<PcapWriter<TunTapDevice, Capture>>>;
+
+/// Where the `PcapWriter` of an instrumented device writes: a file, or nowhere (`--pcap` not given).
+pub enum Capture {
+    /// Into this file.
+    File(CaptureFile),
+    /// Nowhere.
+    Off,
+}
+
+impl PcapSink for Capture {
+    fn write(&mut self, data: &[u8]) {
+        if let Capture::File(file) = self {
+            file.write(data);
+        }
+    }
+
+    fn global_header(&mut self, link_type: PcapLinkType) {
+        if let Capture::File(file) = self {
+            file.global_header(link_type);
+        }
+    }
+
+    fn packet(&mut self, timestamp: Instant, packet: &[u8]) {
+        if let Capture::File(file) = self {
+            file.packet(timestamp, packet);
+        }
+    }
+}
+
+impl DeviceStack {
+    /// `device`, bare if no instrument is asked for, else wrapped as `instruments` says.
+    pub fn new(
+        device: TunTapDevice,
+        instruments: &Instruments,
+    ) -> Result<DeviceStack, DeviceError> {
+        if !instruments.any() {
+            return Ok(DeviceStack::Bare(device));
+        }
+        let frame = device.capabilities().max_transmission_unit;
+        if instruments.faults.any() && frame > FAULT_INJECTOR_MAX_FRAME {
+            return Err(DeviceError::FrameTooLarge {
+                name: device.info().name().to_string(),
+                frame,
+            });
+        }
+        let capture =
+            match &instruments.pcap {
+                Some(path) => Capture::File(CaptureFile::create(path).map_err(|error| {
+                    DeviceError::Capture {
+                        path: path.clone(),
+                        error,
+                    }
+                })?),
+                None => Capture::Off,
+            };
+        // The link type follows the medium: raw IP for TUN, Ethernet for TAP.
+        let pcap = PcapWriter::new(device, capture, PcapMode::Both);
+        let f = instruments.faults;
+        let mut faults = FaultInjector::new(pcap, f.seed);
+        faults.set_drop_chance(f.drop_chance);
+        faults.set_corrupt_chance(f.corrupt_chance);
+        faults.set_max_packet_size(f.size_limit);
+        faults.set_max_tx_rate(f.rate_limit);
+        faults.set_max_rx_rate(f.rate_limit);
+        Ok(DeviceStack::Instrumented(Box::new(Tracer::new(
+            faults,
+            trace_packet,
+        ))))
+    }
+}
+
+/// A received frame, from either kind of stack.
+pub enum StackRxToken<'a> {
+    /// From the bare device.
+    Bare(TunTapRxToken<'a>),
+    /// Through the instruments.
+    Instrumented(<Instrumented as Device>::RxToken<'a>),
+}
+
+/// Room for a frame to send, on either kind of stack.
+pub enum StackTxToken<'a> {
+    /// On the bare device.
+    Bare(TunTapTxToken<'a>),
+    /// Through the instruments (boxed: the FaultInjector's token carries a frame-sized buffer, which would
+    /// make every bare token that big too).
+    Instrumented(Box<<Instrumented as Device>::TxToken<'a>>),
+}
+
+impl phy::RxToken for StackRxToken<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        match self {
+            StackRxToken::Bare(t) => t.consume(f),
+            StackRxToken::Instrumented(t) => t.consume(f),
+        }
+    }
+}
+
+impl phy::TxToken for StackTxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        match self {
+            StackTxToken::Bare(t) => t.consume(len, f),
+            StackTxToken::Instrumented(t) => (*t).consume(len, f),
+        }
+    }
+}
+
+impl Device for DeviceStack {
+    type RxToken<'a> = StackRxToken<'a>;
+    type TxToken<'a> = StackTxToken<'a>;
+
+    fn receive(&mut self, now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        match self {
+            DeviceStack::Bare(d) => d
+                .receive(now)
+                .map(|(rx, tx)| (StackRxToken::Bare(rx), StackTxToken::Bare(tx))),
+            DeviceStack::Instrumented(d) => d.receive(now).map(|(rx, tx)| {
+                (
+                    StackRxToken::Instrumented(rx),
+                    StackTxToken::Instrumented(Box::new(tx)),
+                )
+            }),
+        }
+    }
+
+    fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
+        match self {
+            DeviceStack::Bare(d) => d.transmit(now).map(StackTxToken::Bare),
+            DeviceStack::Instrumented(d) => d
+                .transmit(now)
+                .map(|t| StackTxToken::Instrumented(Box::new(t))),
+        }
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        match self {
+            DeviceStack::Bare(d) => d.capabilities(),
+            DeviceStack::Instrumented(d) => d.capabilities(),
+        }
+    }
+}
+
+/// One smoltcp node on a TUN/TAP device, in real time.
+pub struct DeviceNetwork {
+    node: Node,
+    device: DeviceStack,
+    info: DeviceInfo,
+}
+
+impl DeviceNetwork {
+    /// Opens the device (see [`TunTapDevice::open`] for `offload`), wraps it in `instruments`, and puts a node
+    /// with address `cidr` and default gateway `gateway` on it.
+    pub fn open(
+        name: &str,
+        kind: DeviceKind,
+        offload: bool,
+        cidr: IpCidr,
+        gateway: Option<Ipv4Address>,
+        instruments: &Instruments,
+    ) -> Result<Self, DeviceError> {
+        let device = TunTapDevice::open(name, kind, offload)?;
+        let info = device.info();
+        let mut device = DeviceStack::new(device, instruments)?;
+        let hardware = match kind {
+            DeviceKind::Tun => HardwareAddress::Ip,
+            DeviceKind::Tap => TAP_MAC.into(),
+        };
+        let now = Instant::from(std::time::Instant::now());
+        let node = Node::new(
+            name,
+            &mut device,
+            hardware,
+            cidr,
+            gateway,
+            random_seed(),
+            now,
+        );
+        Ok(DeviceNetwork { node, device, info })
+    }
+
+    /// The device's name, kind and MTU.
+    pub fn device(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// The node (also `node(0)` of the [`Network`]).
+    pub fn node_mut(&mut self) -> &mut Node {
+        &mut self.node
+    }
+
+    fn check_device(&mut self) -> Result<(), NetworkError> {
+        match self.info.take_failure() {
+            Some(error) => Err(NetworkError::DeviceGone {
+                device: self.info.name().to_string(),
+                error,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Network for DeviceNetwork {
+    fn now(&self) -> Instant {
+        Instant::from(std::time::Instant::now())
+    }
+
+    fn node(&mut self, _id: NodeId) -> &mut Node {
+        &mut self.node
+    }
+
+    /// Takes in packets up to [`INGRESS_BUDGET`] bytes, then sends everything the sockets have queued. The
+    /// caller's step (a server moving bytes from receive to send buffers) runs between two polls, so the bytes
+    /// are echoed while they are still in the CPU's cache. `Interface::poll`, which first reads every queued
+    /// packet, measured slower with four busy connections at MTU 65000; a budget of a few packets measured
+    /// slower at MTU 1500, where per-poll work dominates (see BENCHMARKS.md).
+    fn poll(&mut self) -> Result<bool, NetworkError> {
+        let now = self.now();
+        let node = &mut self.node;
+        node.iface.poll_maintenance(now);
+        let mut progressed = false;
+        let budget_end = self.info.received_bytes() + INGRESS_BUDGET;
+        while self.info.received_bytes() < budget_end {
+            match node
+                .iface
+                .poll_ingress_single(now, &mut self.device, &mut node.sockets)
+            {
+                PollIngressSingleResult::None => break,
+                PollIngressSingleResult::PacketProcessed
+                | PollIngressSingleResult::SocketStateChanged => progressed = true,
+            }
+        }
+        while node
+            .iface
+            .poll_egress(now, &mut self.device, &mut node.sockets)
+            == PollResult::SocketStateChanged
+        {
+            progressed = true;
+        }
+        self.check_device()?;
+        Ok(progressed)
+    }
+
+    fn wait(&mut self, until: Option<Instant>) -> Result<(), NetworkError> {
+        let now = self.now();
+        let node = &mut self.node;
+        let mut delay = node.iface.poll_delay(now, &node.sockets);
+        if let Some(until) = until {
+            let left = if until > now {
+                until - now
+            } else {
+                smoltcp::time::Duration::ZERO
+            };
+            delay = Some(delay.map_or(left, |d| d.min(left)));
+        }
+        self.info
+            .wait(delay.map(Into::into))
+            .map_err(|error| NetworkError::Wait {
+                device: self.info.name().to_string(),
+                error,
+            })?;
+        self.check_device()
+    }
+}
