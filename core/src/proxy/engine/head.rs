@@ -14,7 +14,8 @@ use super::super::event::{OriginName, ProxyEvent};
 use super::origin::{lookup, Candidates, Lookup};
 use super::request::{Request, RequestLine};
 use super::{
-    Connected, Ending, HeadStep, Origin, OriginStep, ProxyConnection, ProxyContext, Response, State,
+    Connected, Ending, Forward, HeadStep, Origin, OriginStep, ProxyConnection, ProxyContext,
+    Response, State,
 };
 
 impl ProxyConnection {
@@ -81,11 +82,11 @@ impl ProxyConnection {
         // Resolving, connecting and the exchange share one timeout from here; progress moves it on.
         self.deadline = now + cx.limits.timeout;
         let next = self.find_origin(cx, request, origin_idle, out);
-        HeadStep::Forward {
+        HeadStep::Forward(Forward {
             consumed,
             head_len,
             next,
-        }
+        })
     }
 
     fn log_request(&self, line: &str) {

@@ -49,8 +49,8 @@ use crate::http::{HeadWriter, ProxyError};
 pub use origin::{lookup, Candidates, KeptOrigin, Lookup, OwnAddress, MAX_CANDIDATES};
 pub use request::{Request, RequestLine, LOG_LINE, MAX_HOST};
 pub use steps::{
-    Admission, AfterResponse, Connected, Ending, Failure, HeadStep, OriginStep, Phase,
-    ProxyContext, ProxyStats, Recovery, ResponsePhase, ResponseStep,
+    Admission, AfterResponse, Connected, Ending, Failure, Forward, HeadStep, OriginStep, Phase,
+    PhaseStep, ProxyContext, ProxyStats, Recovery, ResponsePhase, ResponseStep,
 };
 
 use super::event::{OriginName, ProxyEvent, ResetCause};

@@ -66,6 +66,44 @@ pub enum Phase {
     Closed,
 }
 
+impl Phase {
+    /// Calls `step`'s method for this phase: the one place a design dispatches on where its connection is.
+    pub fn dispatch<S: PhaseStep>(self, step: &mut S) -> S::Output {
+        match self {
+            Phase::ReadingHead => step.reading_head(),
+            Phase::Resolving => step.resolving(),
+            Phase::Connecting => step.connecting(),
+            Phase::Exchanging(response) => step.exchanging(response),
+            Phase::Tunnel => step.tunnel(),
+            Phase::Closed => {
+                log::error!(
+                    target: super::super::LOG_TARGET,
+                    "bug: a closed proxy connection was stepped; reset"
+                );
+                step.closed()
+            }
+        }
+    }
+}
+
+/// What a design does in each [`Phase`] of a connection, for [`Phase::dispatch`].
+pub trait PhaseStep {
+    /// What a step gives the design.
+    type Output;
+    /// Read the client's head: [`ProxyConnection::on_client_head`].
+    fn reading_head(&mut self) -> Self::Output;
+    /// Wait for the lookup: [`ProxyConnection::on_resolved`].
+    fn resolving(&mut self) -> Self::Output;
+    /// Wait for the connection: [`ProxyConnection::on_connected`].
+    fn connecting(&mut self) -> Self::Output;
+    /// Move the request and the response, which has come as far as `response`.
+    fn exchanging(&mut self, response: ResponsePhase) -> Self::Output;
+    /// Move bytes both ways.
+    fn tunnel(&mut self) -> Self::Output;
+    /// Nothing is left to do: stepping a closed connection is the design's bug (already logged); end it.
+    fn closed(&mut self) -> Self::Output;
+}
+
 /// How far the origin's response has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponsePhase {
@@ -115,18 +153,22 @@ pub enum Admission {
 pub enum HeadStep<'c> {
     /// Not whole yet: read more (the deadline still applies).
     NeedMore,
-    /// The head is taken: drop `consumed` bytes from the client's stream (what follows is the body or the next
-    /// request); the head to send the origin is in `out[..head_len]` (empty for a tunnel). Then `next`.
-    Forward {
-        /// Bytes of the client's stream the head took.
-        consumed: usize,
-        /// The rewritten head's length in `out`.
-        head_len: usize,
-        /// How to reach the origin.
-        next: OriginStep<'c>,
-    },
+    /// The head is taken: see [`Forward`].
+    Forward(Forward<'c>),
     /// The connection ends.
     End(Ending),
+}
+
+/// A request head taken: drop `consumed` bytes from the client's stream (what follows is the body or the next
+/// request); the head to send the origin is in `out[..head_len]` (empty for a tunnel). Then `next`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Forward<'c> {
+    /// Bytes of the client's stream the head took.
+    pub consumed: usize,
+    /// The rewritten head's length in `out`.
+    pub head_len: usize,
+    /// How to reach the origin.
+    pub next: OriginStep<'c>,
 }
 
 /// How to reach the origin. On every step but [`OriginStep::Reuse`], an origin connection the driver kept from
@@ -142,6 +184,18 @@ pub enum OriginStep<'c> {
     Reuse,
     /// The connection ends.
     End(Ending),
+}
+
+impl<'c> OriginStep<'c> {
+    /// The name to look up, or (`Err`) the step when it is not a lookup, which borrows nothing.
+    pub fn name_to_look_up(self) -> Result<&'c str, OriginStep<'static>> {
+        match self {
+            OriginStep::LookUp(name) => Ok(name),
+            OriginStep::Connect(addr) => Err(OriginStep::Connect(addr)),
+            OriginStep::Reuse => Err(OriginStep::Reuse),
+            OriginStep::End(ending) => Err(OriginStep::End(ending)),
+        }
+    }
 }
 
 /// What an accepted origin connection is for.

@@ -75,11 +75,11 @@ fn admitted(cx: &ProxyContext<'_>) -> ProxyConnection {
 fn connect(cx: &ProxyContext<'_>, c: &mut ProxyConnection, head: &str) -> String {
     let mut out = [0u8; 1024];
     let len = match c.on_client_head(cx, head.as_bytes(), false, false, at(1), &mut out) {
-        HeadStep::Forward {
+        HeadStep::Forward(Forward {
             consumed,
             head_len,
             next: OriginStep::Connect(addr),
-        } => {
+        }) => {
             assert_eq!(consumed, head.len());
             assert_eq!(addr.ip(), origin(80).ip());
             head_len
@@ -159,10 +159,10 @@ fn a_get_is_rewritten_answered_and_the_connection_kept() {
         let mut out = [0u8; 1024];
         let next = "GET http://origin.test/b HTTP/1.1\r\nHost: origin.test\r\n\r\n";
         match c.on_client_head(cx, next.as_bytes(), false, true, at(3), &mut out) {
-            HeadStep::Forward {
+            HeadStep::Forward(Forward {
                 next: OriginStep::Reuse,
                 ..
-            } => {}
+            }) => {}
             other => panic!("{other:?}"),
         }
         let stats = c.stats();
@@ -188,10 +188,10 @@ fn a_kept_origin_that_closed_is_tried_once_more() {
         let next = "GET http://origin.test/again HTTP/1.1\r\nHost: x\r\n\r\n";
         assert!(matches!(
             c.on_client_head(cx, next.as_bytes(), false, true, at(3), &mut out),
-            HeadStep::Forward {
+            HeadStep::Forward(Forward {
                 next: OriginStep::Reuse,
                 ..
-            }
+            })
         ));
         // The origin had closed it: nothing came, so the same request goes again on a new connection ...
         assert_eq!(
@@ -218,10 +218,10 @@ fn names_are_looked_up_only_with_a_resolver_and_checked_after() {
         let mut c = admitted(cx);
         let mut out = [0u8; 1024];
         match c.on_client_head(cx, head.as_bytes(), false, false, at(1), &mut out) {
-            HeadStep::Forward {
+            HeadStep::Forward(Forward {
                 next: OriginStep::End(Ending::Answer { len }),
                 ..
-            } => assert!(text(&out, len).starts_with("HTTP/1.1 502 ")),
+            }) => assert!(text(&out, len).starts_with("HTTP/1.1 502 ")),
             other => panic!("{other:?}"),
         }
     });
@@ -229,10 +229,10 @@ fn names_are_looked_up_only_with_a_resolver_and_checked_after() {
         let mut c = admitted(cx);
         let mut out = [0u8; 1024];
         match c.on_client_head(cx, head.as_bytes(), false, false, at(1), &mut out) {
-            HeadStep::Forward {
+            HeadStep::Forward(Forward {
                 next: OriginStep::LookUp(name),
                 ..
-            } => assert_eq!(name, "elsewhere.test"),
+            }) => assert_eq!(name, "elsewhere.test"),
             other => panic!("{other:?}"),
         }
         assert_eq!(c.phase(), Phase::Resolving);
@@ -255,10 +255,10 @@ fn every_address_is_tried_before_502_or_504() {
         let head = "GET http://two.test/ HTTP/1.1\r\nHost: two.test\r\n\r\n";
         assert!(matches!(
             c.on_client_head(cx, head.as_bytes(), false, false, at(1), &mut out),
-            HeadStep::Forward {
+            HeadStep::Forward(Forward {
                 next: OriginStep::LookUp(_),
                 ..
-            }
+            })
         ));
         let addrs = [
             IpAddr::V4(Ipv4Addr::new(127, 0, 0, 7)),
@@ -351,11 +351,11 @@ fn a_tunnel_opens_with_200_and_idles_out() {
         let mut out = [0u8; 1024];
         let head = "CONNECT origin.test:443 HTTP/1.1\r\nHost: origin.test:443\r\n\r\n";
         match c.on_client_head(cx, head.as_bytes(), false, false, at(1), &mut out) {
-            HeadStep::Forward {
+            HeadStep::Forward(Forward {
                 head_len: 0,
                 next: OriginStep::Connect(addr),
                 ..
-            } => assert_eq!(addr, origin(443)),
+            }) => assert_eq!(addr, origin(443)),
             other => panic!("{other:?}"),
         }
         match c.on_connected(cx, at(1), &mut out) {

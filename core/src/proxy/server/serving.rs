@@ -9,7 +9,7 @@ use smoltcp::wire::{DnsQueryType, IpAddress};
 use crate::tcp_server::{KEEP_ALIVE, SOCKET_TIMEOUT};
 
 use super::super::engine::{
-    AfterResponse, Connected, Ending, Failure, HeadStep, OriginStep, Phase, ProxyConnection,
+    AfterResponse, Connected, Ending, Failure, HeadStep, OriginStep, PhaseStep, ProxyConnection,
     Recovery, ResponsePhase, ResponseStep,
 };
 use super::outgoing::{Outgoing, Peer};
@@ -45,38 +45,10 @@ pub(super) struct Serving<'s, 'x, 'p, 'c, const OUT: usize> {
     pub(super) scratch: &'s mut [u8],
 }
 
-impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
-    pub(super) fn step(&mut self) -> Flow {
-        match self.connection.phase() {
-            Phase::ReadingHead => self.read_head(),
-            Phase::Resolving => self.resolving(),
-            Phase::Connecting => self.connecting(),
-            Phase::Exchanging(phase) => self.exchanging(phase),
-            Phase::Tunnel => self.tunnel(),
-            Phase::Closed => {
-                // The slot leaves `Serving` with every ending; a closed connection here is a bug of this driver.
-                log::error!("bug: a closed proxy connection was still being served; reset");
-                Flow::End(Ending::ResetBoth)
-            }
-        }
-    }
+impl<const OUT: usize> PhaseStep for Serving<'_, '_, '_, '_, OUT> {
+    type Output = Flow;
 
-    fn client(&mut self) -> &mut tcp::Socket<'x> {
-        self.sockets.get_mut::<tcp::Socket>(self.slot.client)
-    }
-
-    fn origin(&mut self) -> &mut tcp::Socket<'x> {
-        self.sockets.get_mut::<tcp::Socket>(self.slot.origin)
-    }
-
-    fn recover(&mut self, failure: Failure) -> Flow {
-        match self.connection.on_failure(failure, &mut self.out.buf) {
-            Recovery::End(ending) => Flow::End(ending),
-            Recovery::Retry(addr) => self.follow(OriginStep::Connect(addr)),
-        }
-    }
-
-    fn read_head(&mut self) -> Flow {
+    fn reading_head(&mut self) -> Flow {
         let client = self.sockets.get_mut::<tcp::Socket>(self.slot.client);
         if !client.is_open() || client.state() == tcp::State::TimeWait {
             return self.recover(Failure::ClientReset);
@@ -96,22 +68,19 @@ impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
             self.shared.now,
             &mut self.out.buf,
         );
-        let (consumed, head_len, next) = match step {
+        let forward = match step {
+            HeadStep::Forward(forward) => forward,
             HeadStep::NeedMore => return Flow::Moved(false),
             HeadStep::End(ending) => return Flow::End(ending),
-            HeadStep::Forward {
-                consumed,
-                head_len,
-                next,
-            } => (consumed, head_len, next),
         };
         discard(
             self.sockets.get_mut::<tcp::Socket>(self.slot.client),
-            consumed,
+            forward.consumed,
         );
-        self.out.hold(head_len, Peer::Origin);
-        let next = match next {
-            OriginStep::LookUp(name) => {
+        self.out.hold(forward.head_len, Peer::Origin);
+        let next = match forward.next.name_to_look_up() {
+            Err(next) => next,
+            Ok(name) => {
                 let Some(handle) = self.shared.dns else {
                     log::error!("bug: a lookup was asked for without a DNS socket");
                     return Flow::End(Ending::ResetBoth);
@@ -128,53 +97,8 @@ impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
                     }
                 }
             }
-            OriginStep::Connect(addr) => OriginStep::Connect(addr),
-            OriginStep::Reuse => OriginStep::Reuse,
-            OriginStep::End(ending) => OriginStep::End(ending),
         };
         self.follow(next)
-    }
-
-    /// Does what the engine said to reach the origin, asking it again where that fails at once.
-    fn follow(&mut self, mut step: OriginStep<'static>) -> Flow {
-        loop {
-            step = match step {
-                OriginStep::Connect(addr) => match self.connect(addr) {
-                    Ok(()) => return Flow::Moved(true),
-                    Err(()) => self.connection.on_connect_failed(false, &mut self.out.buf),
-                },
-                OriginStep::Reuse => {
-                    self.out.release();
-                    return Flow::Moved(true);
-                }
-                OriginStep::End(ending) => return Flow::End(ending),
-                OriginStep::LookUp(_) => {
-                    log::error!("bug: a second lookup was asked for; reset");
-                    return Flow::End(Ending::ResetBoth);
-                }
-            }
-        }
-    }
-
-    /// Opens the origin socket's connection to `addr` (aborting whatever it held).
-    fn connect(&mut self, addr: SocketAddr) -> Result<(), ()> {
-        let remote = match addr.ip() {
-            IpAddr::V4(v4) => (IpAddress::Ipv4(v4), addr.port()),
-            // This core speaks IPv4 only.
-            IpAddr::V6(_) => return Err(()),
-        };
-        let local_port = next_ephemeral(self.shared.next_port);
-        let origin = self.sockets.get_mut::<tcp::Socket>(self.slot.origin);
-        if origin.is_open() {
-            origin.abort();
-        }
-        origin
-            .connect(self.shared.iface, remote, local_port)
-            .map_err(|e| log::debug!("cannot connect to {addr}: {e}"))?;
-        origin.set_timeout(Some(SOCKET_TIMEOUT));
-        origin.set_keep_alive(Some(KEEP_ALIVE));
-        origin.set_nagle_enabled(false);
-        Ok(())
     }
 
     fn resolving(&mut self) -> Flow {
@@ -271,36 +195,120 @@ impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
                 }
             }
         }
+        // The response waits for what the slot's buffer still holds for the client.
         if !self.out.pending() {
-            match phase {
-                ResponsePhase::Head => match self.response_head() {
-                    Flow::Moved(m) => moved |= m,
-                    end => return end,
-                },
-                ResponsePhase::Body => match self.response_body(&mut body_bytes) {
-                    Flow::Moved(m) => moved |= m,
-                    end => return end,
-                },
-                ResponsePhase::Complete => {
-                    let origin = self.origin();
-                    let origin_clean = origin.may_recv() && origin.recv_queue() == 0;
-                    match self.connection.on_response_sent(
-                        &self.shared.cx,
-                        origin_clean,
-                        self.shared.now,
-                    ) {
-                        AfterResponse::NextRequest { keep_origin } => {
-                            if !keep_origin {
-                                close_origin(self.origin());
-                            }
-                            return Flow::Moved(true);
-                        }
-                        AfterResponse::End(ending) => return Flow::End(ending),
-                    }
-                }
+            let response = match phase {
+                ResponsePhase::Head => self.response_head(),
+                ResponsePhase::Body => self.response_body(&mut body_bytes),
+                // Every byte is in the client socket's buffer: the response is sent, as far as the slot goes.
+                ResponsePhase::Complete => return self.response_sent(),
+            };
+            match response {
+                Flow::Moved(m) => moved |= m,
+                end => return end,
             }
         }
         self.progress(moved || body_bytes > 0, body_bytes)
+    }
+
+    fn tunnel(&mut self) -> Flow {
+        let mut moved = false;
+        if self.out.pending() {
+            moved |= self.out.drain(self.sockets, self.slot);
+            if self.out.pending() {
+                return self.progress(moved, 0);
+            }
+        }
+        let (client, origin) = (self.slot.client, self.slot.origin);
+        let forth = relay(self.sockets, client, origin, None, self.scratch).unwrap_or(0);
+        let back = relay(self.sockets, origin, client, None, self.scratch).unwrap_or(0);
+        // A side that has sent its FIN (and whose bytes are all across) gets its FIN passed on.
+        for (from, to) in [(client, origin), (origin, client)] {
+            let from_done = finished_sending(self.sockets.get_mut::<tcp::Socket>(from));
+            let to = self.sockets.get_mut::<tcp::Socket>(to);
+            if from_done && to.may_send() {
+                to.close();
+                moved = true;
+            }
+        }
+        let client_done = finished_sending(self.client());
+        let origin_done = finished_sending(self.origin());
+        if client_done && origin_done {
+            return Flow::End(self.connection.on_tunnel_closed());
+        }
+        if was_reset(self.client()) || was_reset(self.origin()) {
+            return self.recover(Failure::TunnelPeerReset);
+        }
+        self.progress(moved || forth + back > 0, forth + back)
+    }
+
+    fn closed(&mut self) -> Flow {
+        // The slot leaves `Serving` with every ending; a closed connection here is a bug of this design.
+        Flow::End(Ending::ResetBoth)
+    }
+}
+
+impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
+    /// One step of the connection, in the phase it is in.
+    pub(super) fn step(&mut self) -> Flow {
+        self.connection.phase().dispatch(self)
+    }
+
+    fn client(&mut self) -> &mut tcp::Socket<'x> {
+        self.sockets.get_mut::<tcp::Socket>(self.slot.client)
+    }
+
+    fn origin(&mut self) -> &mut tcp::Socket<'x> {
+        self.sockets.get_mut::<tcp::Socket>(self.slot.origin)
+    }
+
+    fn recover(&mut self, failure: Failure) -> Flow {
+        match self.connection.on_failure(failure, &mut self.out.buf) {
+            Recovery::End(ending) => Flow::End(ending),
+            Recovery::Retry(addr) => self.follow(OriginStep::Connect(addr)),
+        }
+    }
+
+    /// Does what the engine said to reach the origin, asking it again where that fails at once.
+    fn follow(&mut self, mut step: OriginStep<'static>) -> Flow {
+        loop {
+            step = match step {
+                OriginStep::Connect(addr) => match self.connect(addr) {
+                    Ok(()) => return Flow::Moved(true),
+                    Err(()) => self.connection.on_connect_failed(false, &mut self.out.buf),
+                },
+                OriginStep::Reuse => {
+                    self.out.release();
+                    return Flow::Moved(true);
+                }
+                OriginStep::End(ending) => return Flow::End(ending),
+                OriginStep::LookUp(_) => {
+                    log::error!("bug: a second lookup was asked for; reset");
+                    return Flow::End(Ending::ResetBoth);
+                }
+            }
+        }
+    }
+
+    /// Opens the origin socket's connection to `addr` (aborting whatever it held).
+    fn connect(&mut self, addr: SocketAddr) -> Result<(), ()> {
+        let remote = match addr.ip() {
+            IpAddr::V4(v4) => (IpAddress::Ipv4(v4), addr.port()),
+            // This core speaks IPv4 only.
+            IpAddr::V6(_) => return Err(()),
+        };
+        let local_port = next_ephemeral(self.shared.next_port);
+        let origin = self.sockets.get_mut::<tcp::Socket>(self.slot.origin);
+        if origin.is_open() {
+            origin.abort();
+        }
+        origin
+            .connect(self.shared.iface, remote, local_port)
+            .map_err(|e| log::debug!("cannot connect to {addr}: {e}"))?;
+        origin.set_timeout(Some(SOCKET_TIMEOUT));
+        origin.set_keep_alive(Some(KEEP_ALIVE));
+        origin.set_nagle_enabled(false);
+        Ok(())
     }
 
     /// Reports progress, or asks about the deadline when nothing moved.
@@ -316,6 +324,25 @@ impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
         {
             Some(ending) => Flow::End(ending),
             None => Flow::Moved(false),
+        }
+    }
+
+    /// The whole response is out: the next request on a kept connection (the origin connection kept only if it is
+    /// open and nothing follows the response on it), or the end.
+    fn response_sent(&mut self) -> Flow {
+        let origin = self.origin();
+        let origin_clean = origin.may_recv() && origin.recv_queue() == 0;
+        match self
+            .connection
+            .on_response_sent(&self.shared.cx, origin_clean, self.shared.now)
+        {
+            AfterResponse::NextRequest { keep_origin } => {
+                if !keep_origin {
+                    close_origin(self.origin());
+                }
+                Flow::Moved(true)
+            }
+            AfterResponse::End(ending) => Flow::End(ending),
         }
     }
 
@@ -363,36 +390,5 @@ impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
             return Flow::Moved(true);
         }
         Flow::Moved(false)
-    }
-
-    fn tunnel(&mut self) -> Flow {
-        let mut moved = false;
-        if self.out.pending() {
-            moved |= self.out.drain(self.sockets, self.slot);
-            if self.out.pending() {
-                return self.progress(moved, 0);
-            }
-        }
-        let (client, origin) = (self.slot.client, self.slot.origin);
-        let forth = relay(self.sockets, client, origin, None, self.scratch).unwrap_or(0);
-        let back = relay(self.sockets, origin, client, None, self.scratch).unwrap_or(0);
-        // A side that has sent its FIN (and whose bytes are all across) gets its FIN passed on.
-        for (from, to) in [(client, origin), (origin, client)] {
-            let from_done = finished_sending(self.sockets.get_mut::<tcp::Socket>(from));
-            let to = self.sockets.get_mut::<tcp::Socket>(to);
-            if from_done && to.may_send() {
-                to.close();
-                moved = true;
-            }
-        }
-        let client_done = finished_sending(self.client());
-        let origin_done = finished_sending(self.origin());
-        if client_done && origin_done {
-            return Flow::End(self.connection.on_tunnel_closed());
-        }
-        if was_reset(self.client()) || was_reset(self.origin()) {
-            return self.recover(Failure::TunnelPeerReset);
-        }
-        self.progress(moved || forth + back > 0, forth + back)
     }
 }

@@ -16,7 +16,8 @@ use super::step::Step;
 const SPLICE_MIN: usize = 64 * 1024;
 
 impl Step<'_, '_> {
-    pub(super) fn exchanging(&mut self, phase: ResponsePhase) -> Flow {
+    /// The request to the origin and the response back, as far as they go.
+    pub(super) fn exchange(&mut self, phase: ResponsePhase) -> Flow {
         let keep = self.env.limits.head;
         let mut moved = false;
         let mut body_bytes = 0;
@@ -41,16 +42,14 @@ impl Step<'_, '_> {
             }
         }
         // 3. The response, origin to client.
-        match phase {
-            ResponsePhase::Head => match self.response_head() {
-                Flow::Moved(m) => moved |= m,
-                other => return other,
-            },
-            ResponsePhase::Body => match self.response_body(&mut body_bytes) {
-                Flow::Moved(m) => moved |= m,
-                other => return other,
-            },
-            ResponsePhase::Complete => {}
+        let response = match phase {
+            ResponsePhase::Head => self.response_head(),
+            ResponsePhase::Body => self.response_body(&mut body_bytes),
+            ResponsePhase::Complete => Flow::Moved(false),
+        };
+        match response {
+            Flow::Moved(m) => moved |= m,
+            other => return other,
         }
         match self.io.to_client.flush(self.client, keep) {
             Ok(m) => moved |= m,

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use smoltalk_core::proxy::engine::{
-    Connected, Ending, Failure, HeadStep, OriginStep, Phase, ProxyConnection, Recovery,
+    Connected, Ending, Failure, HeadStep, OriginStep, PhaseStep, ProxyConnection, Recovery,
+    ResponsePhase,
 };
 
 use super::connection::{Flow, Streams, Upstream};
@@ -25,19 +26,39 @@ pub(super) struct Step<'s, 'e> {
     pub(super) generation: u64,
 }
 
+impl PhaseStep for Step<'_, '_> {
+    type Output = Flow;
+
+    fn reading_head(&mut self) -> Flow {
+        self.read_head()
+    }
+
+    fn resolving(&mut self) -> Flow {
+        self.lookup_answered()
+    }
+
+    fn connecting(&mut self) -> Flow {
+        self.connection_answered()
+    }
+
+    fn exchanging(&mut self, response: ResponsePhase) -> Flow {
+        self.exchange(response)
+    }
+
+    fn tunnel(&mut self) -> Flow {
+        self.relay_tunnel()
+    }
+
+    fn closed(&mut self) -> Flow {
+        // The connection leaves `Serving` with every ending; a closed one here is a bug of this design.
+        Flow::End(Ending::ResetBoth)
+    }
+}
+
 impl Step<'_, '_> {
+    /// One step of the connection, in the phase it is in.
     pub(super) fn run(&mut self) -> Flow {
-        match self.engine.phase() {
-            Phase::ReadingHead => self.read_head(),
-            Phase::Resolving => self.resolving(),
-            Phase::Connecting => self.connecting(),
-            Phase::Exchanging(phase) => self.exchanging(phase),
-            Phase::Tunnel => self.tunnel(),
-            Phase::Closed => {
-                log::error!("bug: a closed proxy connection was still being served; reset");
-                Flow::End(Ending::ResetBoth)
-            }
-        }
+        self.engine.phase().dispatch(self)
     }
 
     pub(super) fn recover(&mut self, failure: Failure) -> Flow {
@@ -95,12 +116,8 @@ impl Step<'_, '_> {
             now,
             self.env.head_out,
         );
-        let (consumed, head_len, next) = match step {
-            HeadStep::Forward {
-                consumed,
-                head_len,
-                next,
-            } => (consumed, head_len, next),
+        let forward = match step {
+            HeadStep::Forward(forward) => forward,
             HeadStep::End(ending) => return Flow::End(ending),
             HeadStep::NeedMore => {
                 return match self.read_client(self.env.limits.head) {
@@ -110,24 +127,22 @@ impl Step<'_, '_> {
                 };
             }
         };
-        self.io.inbound.drain(..consumed.min(self.io.inbound.len()));
+        let consumed = forward.consumed.min(self.io.inbound.len());
+        self.io.inbound.drain(..consumed);
         self.io.request_head.clear();
         self.io
             .request_head
-            .extend_from_slice(self.env.head_out.get(..head_len).unwrap_or(&[]));
-        let next = match next {
-            OriginStep::LookUp(name) => {
+            .extend_from_slice(self.env.head_out.get(..forward.head_len).unwrap_or(&[]));
+        match forward.next.name_to_look_up() {
+            Err(next) => self.follow(next),
+            Ok(name) => {
                 let name = name.to_owned();
                 self.io.lookup = None;
                 self.drop_upstream();
                 self.env.resolver.look_up(self.slot, self.generation, name);
-                return Flow::Moved(true);
+                Flow::Moved(true)
             }
-            OriginStep::Connect(addr) => OriginStep::Connect(addr),
-            OriginStep::Reuse => OriginStep::Reuse,
-            OriginStep::End(ending) => OriginStep::End(ending),
-        };
-        self.follow(next)
+        }
     }
 
     /// Does what the engine said to reach the origin, asking it again where that fails at once.
@@ -186,7 +201,8 @@ impl Step<'_, '_> {
         self.io.outbound.clear();
     }
 
-    pub(super) fn resolving(&mut self) -> Flow {
+    /// The lookup may have answered: on with what it found.
+    fn lookup_answered(&mut self) -> Flow {
         let Some(result) = self.io.lookup.take() else {
             return match self
                 .engine
@@ -206,7 +222,8 @@ impl Step<'_, '_> {
         self.follow(step)
     }
 
-    pub(super) fn connecting(&mut self) -> Flow {
+    /// The connection to the origin may be up (or refused): on with the engine.
+    fn connection_answered(&mut self) -> Flow {
         let Some(upstream) = self.io.upstream.as_mut() else {
             log::error!("bug: a proxy connection connects without a socket; reset");
             return Flow::End(Ending::ResetBoth);
@@ -255,7 +272,8 @@ impl Step<'_, '_> {
         Flow::Moved(true)
     }
 
-    pub(super) fn tunnel(&mut self) -> Flow {
+    /// Bytes both ways, FINs passed on, until both ends have closed.
+    fn relay_tunnel(&mut self) -> Flow {
         let keep = self.env.limits.head;
         let Some(upstream) = self.io.upstream.as_mut() else {
             log::error!("bug: a tunnel without an origin socket; reset");

@@ -144,6 +144,14 @@ impl<'c> ClientSession<'c> {
         }
     }
 
+    /// A read waited until the engine's deadline: the engine says whether the connection ends.
+    fn timed_out(&mut self) -> Result<(), Ending> {
+        match self.engine.on_timeout(self.clock.now(), &mut self.head_out) {
+            Some(ending) => Err(ending),
+            None => Ok(()),
+        }
+    }
+
     /// How long until the engine's deadline.
     fn left(&self) -> Duration {
         self.engine
@@ -163,42 +171,41 @@ impl<'c> ClientSession<'c> {
                 now,
                 &mut self.head_out,
             );
-            let (consumed, head_len, next) = match step {
-                HeadStep::Forward {
-                    consumed,
-                    head_len,
-                    next,
-                } => (consumed, head_len, next),
+            let forward = match step {
+                HeadStep::Forward(forward) => forward,
                 HeadStep::End(ending) => return Err(ending),
                 HeadStep::NeedMore => {
-                    let wait = self.left();
-                    match Self::read_into(&mut self.client, &mut self.inbound, wait) {
-                        Read_::Bytes | Read_::TimedOut => {}
-                        Read_::Finished { reset: false } => self.client_done = true,
-                        Read_::Finished { reset: true } => {
-                            self.fail(Failure::ClientReset)?;
-                        }
-                    }
+                    self.read_more_head()?;
                     continue;
                 }
             };
             self.request_head.clear();
             self.request_head
-                .extend_from_slice(self.head_out.get(..head_len).unwrap_or(&[]));
-            let next = match next {
-                OriginStep::LookUp(name) => {
-                    let name = name.to_owned();
-                    self.inbound.consume(consumed);
-                    self.upstream = None;
-                    return Ok(self.look_up(&name));
-                }
-                OriginStep::Connect(addr) => OriginStep::Connect(addr),
-                OriginStep::Reuse => OriginStep::Reuse,
-                OriginStep::End(ending) => OriginStep::End(ending),
-            };
+                .extend_from_slice(self.head_out.get(..forward.head_len).unwrap_or(&[]));
+            let consumed = forward.consumed;
+            let next = forward.next.name_to_look_up().map(str::to_owned);
             self.inbound.consume(consumed);
-            return Ok(next);
+            return Ok(match next {
+                Err(next) => next,
+                Ok(name) => {
+                    self.upstream = None;
+                    self.look_up(&name)
+                }
+            });
         }
+    }
+
+    /// Waits (until the engine's deadline) for more of the client's head.
+    fn read_more_head(&mut self) -> Result<(), Ending> {
+        let wait = self.left();
+        match Self::read_into(&mut self.client, &mut self.inbound, wait) {
+            Read_::Bytes | Read_::TimedOut => {}
+            Read_::Finished { reset: false } => self.client_done = true,
+            Read_::Finished { reset: true } => {
+                self.fail(Failure::ClientReset)?;
+            }
+        }
+        Ok(())
     }
 
     /// Looks `name` up with the system's resolver (this thread waits for it).
@@ -318,11 +325,7 @@ impl<'c> ClientSession<'c> {
                 match Self::read_into(&mut self.client, &mut self.inbound, wait) {
                     Read_::Bytes => {}
                     Read_::TimedOut => {
-                        if let Some(ending) =
-                            self.engine.on_timeout(self.clock.now(), &mut self.head_out)
-                        {
-                            return Err(ending);
-                        }
+                        self.timed_out()?;
                         continue;
                     }
                     Read_::Finished { reset: false } => {
@@ -396,13 +399,7 @@ impl<'c> ClientSession<'c> {
                 Read_::Bytes => self.engine.on_progress(self.limits, self.clock.now(), 0),
                 Read_::Finished { .. } => origin_done = true,
                 Read_::TimedOut if wait.is_some() && self.outbound.is_empty() => return Ok(None),
-                Read_::TimedOut => {
-                    if let Some(ending) =
-                        self.engine.on_timeout(self.clock.now(), &mut self.head_out)
-                    {
-                        return Err(ending);
-                    }
-                }
+                Read_::TimedOut => self.timed_out()?,
             }
         }
     }
@@ -414,21 +411,14 @@ impl<'c> ClientSession<'c> {
                 return Ok(());
             }
             if self.outbound.is_empty() {
+                let wait = self.left();
                 let Some(upstream) = self.upstream.as_mut() else {
                     return Err(Ending::ResetBoth);
                 };
-                let wait = self
-                    .engine
-                    .deadline()
-                    .map_or(Duration::ZERO, |d| self.clock.until(d));
                 match Self::read_into(upstream, &mut self.outbound, wait) {
                     Read_::Bytes => {}
                     Read_::TimedOut => {
-                        if let Some(ending) =
-                            self.engine.on_timeout(self.clock.now(), &mut self.head_out)
-                        {
-                            return Err(ending);
-                        }
+                        self.timed_out()?;
                         continue;
                     }
                     Read_::Finished { reset } => {
