@@ -1,12 +1,15 @@
-//! The uppercase service as a protocol, on top of smoltcp sockets.
+//! smoltalk's protocols, without I/O: the uppercase service and the HTTP forward proxy, on top of smoltcp
+//! sockets.
 //!
 //! This crate is `no_std` and never allocates, reads a clock or touches an operating system. The host owns the
 //! device, the [`smoltcp::iface::Interface`], the [`smoltcp::iface::SocketSet`] and every buffer; it polls the
 //! interface, then hands the socket set to the state machines here, which move bytes between sockets:
 //!
 //! ```text
-//! device → Interface → sockets → UppercaseTcpServer / UppercaseUdpServer / clients → sockets → device
+//! device → Interface → sockets → UppercaseTcpServer / UppercaseUdpServer / clients / ProxyServer → sockets → device
 //! ```
+//!
+//! # Layout
 //!
 //! - [`uppercase`]: the transform itself (`a`–`z` → `A`–`Z`, every other byte unchanged).
 //! - [`tcp_server`]: [`UppercaseTcpServer`], a fixed pool of listening sockets, one per concurrent client.
@@ -14,6 +17,12 @@
 //! - [`tcp_client`]: [`UppercaseTcpClient`], the connection life cycle of a client (handshake, refusal, timeout).
 //! - [`udp_client`]: [`UppercaseUdpClient`], request, wait, retry.
 //! - [`error`]: the typed errors of all of the above.
+//! - [`http`]: HTTP/1.x heads (parsed with `httparse`), body framing, the heads the proxy writes, its error
+//!   pages; byte slices in, nothing buffered.
+//! - [`proxy`]: the forward proxy. [`proxy::engine`] holds its protocol and every decision, without I/O
+//!   ([`proxy::ProxyConnection`]), for every design; [`proxy::server`] is the design on smoltcp sockets
+//!   ([`proxy::ProxyServer`], its slots in storage the caller owns); [`proxy::event`], [`proxy::limits`] and
+//!   [`proxy::policy`] are the log lines, the limits and the rules all designs share.
 //!
 //! Time enters only as a [`smoltcp::time::Instant`] argument supplied by the host.
 #![no_std]

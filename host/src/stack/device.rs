@@ -4,8 +4,8 @@
 //! The device is opened with the `tun-tap` crate without the packet-information header, non-blocking. Frames
 //! are read into and written from two buffers sized to the device's MTU once, so the hot path allocates nothing
 //! (smoltcp's own `TunTapInterface` allocates a fresh MTU-sized buffer per received frame, which costs a lot at
-//! a 64 KiB MTU). When idle, [`DeviceNetwork::wait`] sleeps on the file descriptor until a frame arrives or the
-//! next smoltcp timer is due — no busy loop.
+//! a 64 KiB MTU). When idle, the node sleeps on its file descriptor until a frame arrives or the next smoltcp
+//! timer is due ([`DeviceInfo::wait`]) — no busy loop.
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
