@@ -14,7 +14,15 @@ use crate::stack::instruments::CaptureFile;
 use crate::stack::network::{Network, NetworkError};
 
 /// Decides a check from the lab and its finished fetches: a detail line, or what went wrong.
-type Judge<'a> = dyn Fn(&ProxyLab, &[LabFetch]) -> Result<String, String> + 'a;
+type Judge<'a> = dyn Fn(&ProxyLab, &[LabFetch]) -> Verdict + 'a;
+
+/// A check's outcome, with the line that says why.
+enum Verdict {
+    /// It held.
+    Held(String),
+    /// It did not.
+    Failed(String),
+}
 
 /// Runs every proxy check in fresh labs.
 pub fn run_proxy_checks() -> Result<LabReport, NetworkError> {
@@ -43,13 +51,13 @@ pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabRepo
         let started = WallInstant::now();
         let fetches = lab.fetch(clients)?;
         let verdict = match fetches.iter().find_map(|f| f.failure.clone()) {
-            Some(failure) => Err(failure),
+            Some(failure) => Verdict::Failed(failure),
             None => judge(lab, &fetches),
         };
         let link = lab.lab.link_stats();
         let (passed, detail) = match verdict {
-            Ok(detail) => (true, detail),
-            Err(detail) => (false, detail),
+            Verdict::Held(detail) => (true, detail),
+            Verdict::Failed(detail) => (false, detail),
         };
         checks.push(CheckResult {
             name: name.to_string(),
@@ -68,7 +76,9 @@ pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabRepo
         vec![vec![LabRequest::get(&page)]],
         &|lab, f| {
             let r = &f[0].responses[0];
-            let seen = lab.origin.seen.last().ok_or("the origin saw nothing")?;
+            let Some(seen) = lab.origin.seen.last() else {
+                return Verdict::Failed("the origin saw nothing".into());
+            };
             let via_ok = seen.via.as_deref() == Some("1.1 smoltalk-lab")
                 && r.header("via") == Some("1.1 smoltalk-lab");
             match (
@@ -77,12 +87,12 @@ pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabRepo
                 seen.line == "GET / HTTP/1.1",
                 via_ok,
             ) {
-                (200, true, true, true) => Ok(format!(
+                (200, true, true, true) => Verdict::Held(format!(
                     "200, {} bytes; origin saw \"{}\" with Via: 1.1 smoltalk-lab",
                     r.body.len(),
                     seen.line
                 )),
-                _ => Err(format!("status {}, origin saw {:?}", r.status, seen)),
+                _ => Verdict::Failed(format!("status {}, origin saw {:?}", r.status, seen)),
             }
         },
     )?;
@@ -94,11 +104,11 @@ pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabRepo
         &|_, f| {
             let r = &f[0].responses[0];
             match r.status == 200 && r.body == big_body() {
-                true => Ok(format!(
+                true => Verdict::Held(format!(
                     "200, {} bytes identical to the origin's",
                     r.body.len()
                 )),
-                false => Err(format!(
+                false => Verdict::Failed(format!(
                     "status {}, {} bytes, identical: {}",
                     r.status,
                     r.body.len(),
@@ -124,8 +134,8 @@ pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabRepo
             let origins = lab.origin.connections - origin_connections;
             // The proxy may also reuse an origin connection an earlier client left open.
             match (statuses == [200, 200, 200], clients, origins) {
-                (true, 1, 0 | 1) => Ok(format!("3 x 200 over 1 client connection and {origins} new origin connection(s)")),
-                _ => Err(format!("statuses {statuses:?} over {clients} client and {origins} origin connection(s)")),
+                (true, 1, 0 | 1) => Verdict::Held(format!("3 x 200 over 1 client connection and {origins} new origin connection(s)")),
+                _ => Verdict::Failed(format!("statuses {statuses:?} over {clients} client and {origins} origin connection(s)")),
             }
         },
     )?;
@@ -143,8 +153,10 @@ pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabRepo
         &|_, f| {
             let r = &f[0].responses[0];
             match r.status == 200 && r.body == upload {
-                true => Ok(format!("200, {} bytes up and back identical", r.body.len())),
-                false => Err(format!("status {}, {} bytes back", r.status, r.body.len())),
+                true => Verdict::Held(format!("200, {} bytes up and back identical", r.body.len())),
+                false => {
+                    Verdict::Failed(format!("status {}, {} bytes back", r.status, r.body.len()))
+                }
             }
         },
     )?;
@@ -159,11 +171,11 @@ pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabRepo
         &|_, f| {
             let r = &f[0].responses[0];
             match (r.status, r.body == CHUNKED_BODY, f[0].responses[1].status) {
-                (200, true, 200) => Ok(format!(
+                (200, true, 200) => Verdict::Held(format!(
                     "{} bytes of chunks and trailer as sent, then the next request",
                     r.body.len()
                 )),
-                _ => Err(format!(
+                _ => Verdict::Failed(format!(
                     "status {}, body {:?}",
                     r.status,
                     String::from_utf8_lossy(&r.body)
@@ -183,8 +195,8 @@ pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabRepo
                 .iter()
                 .all(|f| f.responses.len() == 2 && f.responses[1].body == big_body());
             match ok {
-                true => Ok("4 x (page + 1 MiB), every body identical".into()),
-                false => Err("a client's responses were wrong".into()),
+                true => Verdict::Held("4 x (page + 1 MiB), every body identical".into()),
+                false => Verdict::Failed("a client's responses were wrong".into()),
             }
         },
     )?;
@@ -227,10 +239,10 @@ pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabRepo
             let r = &f[0].responses[0];
             let dropped = lab.lab.link_stats().dropped;
             match r.status == 200 && r.body == big_body() {
-                true => Ok(format!(
+                true => Verdict::Held(format!(
                     "200, 1 MiB identical; {dropped} frames dropped on the way"
                 )),
-                false => Err(format!("status {}, {} bytes", r.status, r.body.len())),
+                false => Verdict::Failed(format!("status {}, {} bytes", r.status, r.body.len())),
             }
         },
     )?;
@@ -273,14 +285,14 @@ pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabRepo
     })
 }
 
-fn expect_status(fetch: &LabFetch, status: u16) -> Result<String, String> {
+fn expect_status(fetch: &LabFetch, status: u16) -> Verdict {
     let r = &fetch.responses[0];
     let html = r.body.starts_with(b"<!DOCTYPE html>");
     match (r.status == status, r.header("connection"), html) {
         (true, Some("close"), true) => {
-            Ok(format!("{status} with an HTML page and Connection: close"))
+            Verdict::Held(format!("{status} with an HTML page and Connection: close"))
         }
-        _ => Err(format!(
+        _ => Verdict::Failed(format!(
             "status {}, Connection {:?}",
             r.status,
             r.header("connection")
