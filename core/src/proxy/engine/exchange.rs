@@ -10,7 +10,8 @@ use crate::http::{BodyFraming, HeadWriter, ProxyError, ResponseHead, MAX_HEADERS
 use super::super::event::{ProxyEvent, ResetCause};
 use super::origin::KeptOrigin;
 use super::{
-    AfterResponse, Ending, ProxyConnection, ProxyContext, Recovery, Response, ResponseStep, State,
+    AfterResponse, Before, Ending, ProxyConnection, ProxyContext, Recovery, Response, ResponseStep,
+    State,
 };
 
 impl ProxyConnection {
@@ -158,13 +159,15 @@ impl ProxyConnection {
         if !*keep_client {
             return AfterResponse::End(self.close(Ending::Close));
         }
-        self.kept = keep_origin.then(|| KeptOrigin {
+        let kept = keep_origin.then(|| KeptOrigin {
             host: request.host.clone(),
             port: request.port,
             addr: origin.addr,
         });
         self.deadline = now + cx.limits.timeout;
-        self.enter(|_| State::ReadingHead { first: false });
+        self.enter(|_| State::ReadingHead {
+            before: Before::Served { kept },
+        });
         AfterResponse::NextRequest { keep_origin }
     }
 

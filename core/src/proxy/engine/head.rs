@@ -14,8 +14,8 @@ use super::super::event::{OriginName, ProxyEvent};
 use super::origin::{lookup, Candidates, Lookup};
 use super::request::{Request, RequestLine};
 use super::{
-    Connected, Ending, Forward, HeadStep, Origin, OriginStep, ProxyConnection, ProxyContext,
-    Response, State,
+    Before, Connected, Ending, Forward, HeadStep, Origin, OriginStep, ProxyConnection,
+    ProxyContext, Response, State,
 };
 
 impl ProxyConnection {
@@ -37,9 +37,10 @@ impl ProxyConnection {
         now: Instant,
         out: &mut [u8],
     ) -> HeadStep<'c> {
-        let State::ReadingHead { first } = self.state else {
+        let State::ReadingHead { before } = &self.state else {
             return HeadStep::End(self.bug("on_client_head"));
         };
+        let first = matches!(before, Before::Nothing);
         let limit = cx.limits.head;
         let window = bytes.get(..limit).unwrap_or(bytes);
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -105,7 +106,13 @@ impl ProxyConnection {
         origin_idle: bool,
         out: &mut [u8],
     ) -> OriginStep<'_> {
-        let reusable = self.kept.take().filter(|kept| {
+        let kept = match &mut self.state {
+            State::ReadingHead {
+                before: Before::Served { kept },
+            } => kept.take(),
+            _ => None,
+        };
+        let reusable = kept.filter(|kept| {
             kept.may_carry(
                 &request.host,
                 request.port,
@@ -132,6 +139,8 @@ impl ProxyConnection {
                 self.enter(|_| State::Resolving { request });
                 match &self.state {
                     State::Resolving { request } => OriginStep::LookUp(request.host.as_str()),
+                    // Cannot happen: the state was entered just above (and the borrow it lends forbids the
+                    // logging `bug` here).
                     _ => OriginStep::End(Ending::ResetBoth),
                 }
             }

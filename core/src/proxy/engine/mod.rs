@@ -89,12 +89,23 @@ impl Response {
     }
 }
 
+/// What a connection waiting for a request head has from before.
+// Inline, as every state is: the core has no heap, and the state is no larger for it (`Exchanging` is).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Before {
+    /// No request yet: silence past the timeout is 408, not the end.
+    Nothing,
+    /// A response went whole: silence is the normal end. `kept`: the origin connection the driver kept open for
+    /// the next request to the same origin.
+    Served { kept: Option<KeptOrigin> },
+}
+
 /// A connection's state, with the data that exists in it.
 #[derive(Debug)]
 enum State {
-    /// `first`: no request was read on this connection yet (silence past the timeout is 408, not the end).
     ReadingHead {
-        first: bool,
+        before: Before,
     },
     Resolving {
         request: Request,
@@ -146,8 +157,6 @@ pub struct ProxyConnection {
     client: IpAddr,
     state: State,
     deadline: Instant,
-    /// The origin connection the driver kept open after the last exchange, for the next request to it.
-    kept: Option<KeptOrigin>,
     stats: ProxyStats,
 }
 
@@ -182,9 +191,10 @@ impl ProxyConnection {
             }
             None => Admission::Serve(ProxyConnection {
                 client,
-                state: State::ReadingHead { first: true },
+                state: State::ReadingHead {
+                    before: Before::Nothing,
+                },
                 deadline: now + cx.limits.timeout,
-                kept: None,
                 stats: ProxyStats {
                     accepted: 1,
                     ..ProxyStats::default()
@@ -361,7 +371,6 @@ impl ProxyConnection {
 
     /// Ends the connection with `ending`.
     fn close(&mut self, ending: Ending) -> Ending {
-        self.kept = None;
         self.enter(|_| State::Closed);
         ending
     }
