@@ -10,8 +10,8 @@ use crate::http::{BodyFraming, HeadWriter, ProxyError, ResponseHead, MAX_HEADERS
 use super::super::event::{ProxyEvent, ResetCause};
 use super::origin::KeptOrigin;
 use super::{
-    AfterResponse, Before, Ending, ProxyConnection, ProxyContext, Recovery, Response, ResponseStep,
-    State,
+    AfterResponse, Before, Ending, Interims, ProxyConnection, ProxyContext, Recovery, Response,
+    ResponseStep, State,
 };
 
 impl ProxyConnection {
@@ -34,7 +34,7 @@ impl ProxyConnection {
         let State::Exchanging {
             request,
             origin,
-            response: Response::Head { interim_sent },
+            response: Response::Head { interims },
         } = &self.state
         else {
             return ResponseStep::End(self.bug("on_response_head"));
@@ -79,12 +79,15 @@ impl ProxyConnection {
             false => writer.len(),
         };
         let (consumed, framing, origin_keep_alive) = (head.head_len, head.framing, head.keep_alive);
-        let interim_sent = *interim_sent || len > 0;
+        let interims = match (*interims, len > 0) {
+            (Interims::Sent, _) | (_, true) => Interims::Sent,
+            (Interims::None | Interims::Withheld, false) => Interims::Withheld,
+        };
         if written.is_err() {
             return ResponseStep::End(self.answer(ProxyError::BadOriginResponse, out));
         }
         let next = match interim {
-            true => Response::Head { interim_sent },
+            true => Response::Head { interims },
             false => {
                 self.stats.responses += 1;
                 Response::Body {
@@ -172,15 +175,19 @@ impl ProxyConnection {
     }
 
     /// The origin connection failed before the response head was whole (`partial`: some of it had come): once
-    /// more on a new connection if it was a kept one, nothing of the response had come and the request has no
-    /// body (the origin may have closed it while it idled); else 502.
+    /// more on a new connection if it was a kept one, nothing of the response had come (not even an interim head
+    /// the client did not see: then the origin had the request) and the request has no body (the origin may have
+    /// closed it while it idled); else 502.
     pub(super) fn origin_lost(&mut self, partial: bool, out: &mut [u8]) -> Recovery {
         let retry = match &self.state {
             State::Exchanging {
                 request,
                 origin,
-                response,
-            } => origin.reused && !request.has_body && !response.started() && !partial,
+                response:
+                    Response::Head {
+                        interims: Interims::None,
+                    },
+            } => origin.reused && !request.has_body && !partial,
             _ => false,
         };
         match (retry, self.origin()) {

@@ -14,7 +14,7 @@ use super::super::event::{OriginName, ProxyEvent};
 use super::origin::{lookup, Candidates, Lookup};
 use super::request::{Request, RequestLine};
 use super::{
-    Before, Connected, Ending, Forward, HeadStep, Origin, OriginStep, ProxyConnection,
+    Before, Connected, Ending, Forward, HeadStep, Interims, Origin, OriginStep, ProxyConnection,
     ProxyContext, Response, State,
 };
 
@@ -128,7 +128,7 @@ impl ProxyConnection {
                     reused: true,
                 },
                 response: Response::Head {
-                    interim_sent: false,
+                    interims: Interims::None,
                 },
             });
             return OriginStep::Reuse;
@@ -238,7 +238,7 @@ impl ProxyConnection {
                         reused: false,
                     },
                     response: Response::Head {
-                        interim_sent: false,
+                        interims: Interims::None,
                     },
                 },
                 other => other,

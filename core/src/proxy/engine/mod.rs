@@ -65,11 +65,23 @@ struct Origin {
     reused: bool,
 }
 
+/// The interim (1xx) heads an origin sent before its final one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interims {
+    /// None yet.
+    None,
+    /// Some, none of them for the client (an HTTP/1.0 client does not know them): the origin had the request,
+    /// but the client has seen nothing.
+    Withheld,
+    /// At least one went to the client: the response has started.
+    Sent,
+}
+
 /// The response, as far as it has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Response {
-    /// Its head is awaited; `interim_sent`: an interim head already went to the client.
-    Head { interim_sent: bool },
+    /// Its final head is awaited, after `interims`.
+    Head { interims: Interims },
     /// Its body streams (or has ended, once `body` is done).
     Body {
         body: BodyTracker,
@@ -83,7 +95,7 @@ enum Response {
 impl Response {
     fn started(&self) -> bool {
         match self {
-            Response::Head { interim_sent } => *interim_sent,
+            Response::Head { interims } => *interims == Interims::Sent,
             Response::Body { .. } => true,
         }
     }
