@@ -406,32 +406,9 @@ fn serves_uppercase(elf: &Path) {
     drop(board);
 }
 
-/// The `guestfwd` command: QEMU runs it for each connection the board opens to 10.0.2.100:80, with that
-/// connection as its stdin and stdout (and stderr: it must write nothing else), and it relays it to the origin
-/// on 127.0.0.1 at the port given as its argument.
-const PY_GUESTFWD_RELAY: &str = r#"
-import socket, sys, threading
-guest = socket.socket(fileno=0)
-try:
-    origin = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)
-    origin.settimeout(None)
-except OSError:
-    sys.exit(0)
-def pipe(src, dst):
-    try:
-        while True:
-            data = src.recv(65536)
-            if not data:
-                break
-            dst.sendall(data)
-        dst.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-upstream = threading.Thread(target=pipe, args=(guest, origin))
-upstream.start()
-pipe(origin, guest)
-upstream.join()
-"#;
+/// The `guestfwd` command's program: QEMU runs it for each connection the board opens to 10.0.2.100:80 and it
+/// relays that connection to the origin on 127.0.0.1 (the port is its argument).
+const PY_GUESTFWD_RELAY: &str = include_str!("../examples/firmware-riscv/guestfwd-relay.py");
 
 /// curl, run in `net`, through the board's proxy on 127.0.0.1:`port`: the response's head (as text) and body.
 fn curl_through(net: &Net, port: u16, args: &[&str]) -> (String, Vec<u8>) {
