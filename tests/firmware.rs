@@ -466,6 +466,52 @@ fn try_curl_through(net: &Net, port: u16, args: &[&str]) -> Result<(String, Vec<
     }
 }
 
+/// Holds both of the proxy's slots with two silent clients and returns what a third client is answered. A slot
+/// stays busy for a moment after its last answer (the proxy reads and drops what the client still sends, for
+/// `Limits::drain`), so a held client may land on the refuser instead (it is answered at once): then everything
+/// is let go and tried again.
+fn answer_beyond_the_slots(net: &Net, proxy: u16) -> Vec<u8> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], proxy));
+    for _ in 0..10 {
+        let held: Vec<TcpStream> = (0..2).map(|_| net.connect(addr)).collect();
+        // Let the board take them.
+        std::thread::sleep(Duration::from_millis(500));
+        let answered = held.iter().any(|stream| {
+            stream.set_nonblocking(true).expect("nonblocking");
+            let mut byte = [0u8; 1];
+            let quiet = matches!(
+                (&*stream).read(&mut byte),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            );
+            !quiet
+        });
+        if answered {
+            drop(held);
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        let answer = net.inside(move || {
+            let mut third =
+                TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("connect");
+            third
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let _ = third
+                .write_all(b"GET http://10.0.2.100/small HTTP/1.1\r\nHost: 10.0.2.100\r\n\r\n");
+            let mut answer = Vec::new();
+            let _ = third.read_to_end(&mut answer);
+            answer
+        });
+        drop(held);
+        // Nothing at all: the refuser was still closing its last connection, and the client was reset.
+        if !answer.is_empty() {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    panic!("two clients never held both slots of the proxy on 127.0.0.1:{proxy}");
+}
+
 /// The board's HTTP proxy on 10.0.2.15:8080, beside the uppercase service: curl fetches a page and bodies of
 /// 64 KiB (both ways) and 1 MiB from an origin behind it, byte-exact and with the board's `Via`; a name (no
 /// DNS on the board) is 502, an address outside 10.0.2.0/24 is 403, and a client beyond the two slots gets
@@ -580,26 +626,10 @@ fn serves_the_proxy(board: &Board, build: Build, net: &Net, proxy: u16, origin_p
     }
 
     // Two clients hold both slots; a third is answered 503 by the refuser.
-    let addr = SocketAddr::from(([127, 0, 0, 1], proxy));
-    let held: Vec<TcpStream> = (0..2).map(|_| net.connect(addr)).collect();
-    let refused = net.inside(move || {
-        // Let the board take the two held connections into its slots first.
-        std::thread::sleep(Duration::from_millis(500));
-        let mut third =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(10)).expect("connect");
-        third
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let _ =
-            third.write_all(b"GET http://10.0.2.100/small HTTP/1.1\r\nHost: 10.0.2.100\r\n\r\n");
-        let mut answer = Vec::new();
-        let _ = third.read_to_end(&mut answer);
-        answer
-    });
+    let refused = answer_beyond_the_slots(net, proxy);
     assert_error_page(&refused, "503 Service Unavailable");
     let (head, _) = split_head(&refused);
     assert_eq!(header(&head, "retry-after"), Some("1"), "{head}");
-    drop(held);
 
     // Once the held clients are gone the slots serve again.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -623,6 +653,5 @@ fn serves_the_proxy(board: &Board, build: Build, net: &Net, proxy: u16, origin_p
         board.wait_for("From 10.0.2.2 Request GET http://10.0.2.100/small HTTP/1.1");
         board.wait_for("To 10.0.2.2 Response HTTP/1.1 200 OK (from 10.0.2.100:80)");
         board.wait_for("From 10.0.2.2 Refused 503 Service Unavailable");
-        board.wait_for(" 1 refused, ");
     }
 }
