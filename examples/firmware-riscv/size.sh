@@ -1,19 +1,34 @@
 #!/bin/sh
 # The firmware's size report: builds it (release: opt-level "s", LTO) and prints flash (.text + .rodata) and
-# static RAM (.data + .bss, with the driver's DMA pages and receive buffers apart), the stack, and the
-# largest static objects, as a Markdown table (for docs/embedded.md). Needs readelf and nm (binutils).
+# static RAM (.data + .bss, with the driver's DMA pages and receive buffers and the socket buffers apart), the
+# stack, and the largest static objects, as a Markdown table (for docs/embedded.md). Needs readelf and nm
+# (binutils).
 #
-#   ./size.sh           the full build (logging, fragmentation)
-#   ./size.sh --lean    the lean build, the one the size budget is for
+#   ./size.sh                 the default build: full (logging, fragmentation) and the proxy
+#   ./size.sh --lean          the lean build: the uppercase service only
+#   ./size.sh --lean --proxy  the lean build with the proxy
 set -eu
 cd "$(dirname "$0")"
+lean=""
+proxy=""
+for arg in "$@"; do
+    case "$arg" in
+        --lean) lean=1 ;;
+        --proxy) proxy=1 ;;
+        *) echo "usage: $0 [--lean [--proxy]]" >&2; exit 2 ;;
+    esac
+done
 features=""
 target=target
-if [ "${1:-}" = "--lean" ]; then
-    # Its own target folder, so the two builds never overwrite each other.
+# Each build in its own target folder, so they never overwrite each other (tests/firmware.rs uses the same).
+if [ -n "$lean" ] && [ -n "$proxy" ]; then
+    features="--no-default-features --features lean,proxy"
+    target=target/lean-proxy
+elif [ -n "$lean" ]; then
     features="--no-default-features --features lean"
     target=target/lean
 fi
+# The default build has the proxy already: --proxy alone changes nothing.
 # shellcheck disable=SC2086 # empty or three words on purpose
 cargo build --release --target riscv64gc-unknown-none-elf --target-dir "$target" $features >&2
 elf="$target/riscv64gc-unknown-none-elf/release/smoltalk-firmware-riscv"
@@ -48,14 +63,26 @@ size = lambda name: next((s for s, n in symbols if n == name), 0)
 text, rodata = sections.get(".text", 0), sections.get(".rodata", 0)
 data, bss, stack = sections.get(".data", 0), sections.get(".bss", 0), sections.get(".stack", 0)
 dma, rx = size("smoltalk_firmware_riscv::nic::DMA_POOL"), size("smoltalk_firmware_riscv::nic::RX_POOL")
+# The sockets' byte buffers: the uppercase service's (TCP receive and send, UDP payloads) and the proxy's.
+uppercase_buffers = sum(size("smoltalk_firmware_riscv::" + name) for name in ["TCP_RX", "TCP_TX", "UDP_RX", "UDP_TX"])
+proxy_buffers = size("smoltalk_firmware_riscv::proxy::PROXY_SOCKET_BUFFERS")
+apart_from_dma = data + bss - dma - rx
 print("| part | bytes |\n|---|---:|")
-for label, value in [
+rows = [
     ("flash: .text", text), ("flash: .rodata", rodata), ("**flash (.text + .rodata)**", text + rodata),
     ("RAM: .data", data), ("RAM: .bss", bss),
     ("of which the driver's DMA pages (virtqueues)", dma), ("of which the driver's receive buffers", rx),
-    ("**static RAM apart from the driver's DMA (.data + .bss - DMA - receive buffers)**", data + bss - dma - rx),
+    ("of which the uppercase service's socket buffers", uppercase_buffers),
+]
+if proxy_buffers:
+    rows.append(("of which the proxy's socket buffers", proxy_buffers))
+rows += [
+    ("**static RAM apart from the driver's DMA (.data + .bss - DMA - receive buffers)**", apart_from_dma),
+    ("**static RAM apart from the driver's DMA and the socket buffers (.data + .bss - DMA - receive buffers - socket buffers)**",
+     apart_from_dma - uppercase_buffers - proxy_buffers),
     ("stack (reserved)", stack),
-]:
+]
+for label, value in rows:
     print(f"| {label} | {value:,} |")
 import os
 sizes = os.environ.get("SIZES", "")
@@ -65,6 +92,6 @@ if sizes:
         name, _, value = part.rpartition(" ")
         print(f"- `{name}`: {value}")
 print("\nLargest static objects (RAM):\n")
-for s, n in sorted((s, n) for s, n in symbols if s >= 256 and not n.startswith(".L"))[-10:]:
+for s, n in sorted((s, n) for s, n in symbols if s >= 256 and not n.startswith(".L"))[-12:]:
     print(f"- `{n}`: {s:,} bytes")
 PY

@@ -4,8 +4,9 @@
 //! a response goes as the origin sent it; both lose their hop-by-hop headers (the fixed list in
 //! [`super::HOP_BY_HOP`] and any header that `Connection` names) and gain a `Via` naming this proxy. Every other
 //! header keeps its name, value and order.
-
-use core::fmt;
+//!
+//! Heads are written with [`HeadWriter::push`] and [`HeadWriter::push_decimal`] rather than `core::fmt`, which a
+//! firmware that runs the proxy then need not carry for them.
 
 use httparse::Header;
 
@@ -23,17 +24,17 @@ pub fn upstream_request(
     keep_alive: bool,
     out: &mut HeadWriter<'_>,
 ) -> Result<(), HeadTooLarge> {
-    use fmt::Write;
     let path = head.target.path();
     let slash = if path.starts_with('?') { "/" } else { "" };
     // An HTTP/1.0 client's request goes on as HTTP/1.0, so the origin answers in a framing that client can
     // read (a chunked body would reach it as garbage).
-    write!(
-        out,
-        "{} {slash}{path} HTTP/1.{}\r\n",
-        head.method.as_str(),
-        head.minor_version.min(1)
-    )?;
+    out.push_str(head.method.as_str())?;
+    out.push(b" ")?;
+    out.push_str(slash)?;
+    out.push_str(path)?;
+    out.push(b" HTTP/1.")?;
+    out.push_decimal(usize::from(head.minor_version.min(1)))?;
+    out.push(b"\r\n")?;
     match head.target {
         RequestTarget::Origin { .. } => {
             if let Some(host) = head.header("host") {
@@ -49,14 +50,19 @@ pub fn upstream_request(
             } else {
                 ("", "")
             };
-            match authority.port {
-                80 => write!(out, "Host: {open}{host}{close}\r\n")?,
-                port => write!(out, "Host: {open}{host}{close}:{port}\r\n")?,
+            out.push(b"Host: ")?;
+            out.push_str(open)?;
+            out.push_str(host)?;
+            out.push_str(close)?;
+            if authority.port != 80 {
+                out.push(b":")?;
+                out.push_decimal(usize::from(authority.port))?;
             }
+            out.push(b"\r\n")?;
         }
     }
     end_to_end_headers(head.headers, &["host"], out)?;
-    write!(out, "Via: 1.{} {pseudonym}\r\n", head.minor_version)?;
+    via(head.minor_version, pseudonym, out)?;
     match (keep_alive, head.minor_version) {
         (false, _) => out.push(b"Connection: close\r\n")?,
         (true, 0) => out.push(b"Connection: keep-alive\r\n")?,
@@ -75,13 +81,16 @@ pub fn client_response(
     keep_alive: bool,
     out: &mut HeadWriter<'_>,
 ) -> Result<(), HeadTooLarge> {
-    use fmt::Write;
-    write!(out, "HTTP/1.1 {} {}\r\n", head.code, head.reason)?;
+    out.push(b"HTTP/1.1 ")?;
+    out.push_decimal(usize::from(head.code))?;
+    out.push(b" ")?;
+    out.push_str(head.reason)?;
+    out.push(b"\r\n")?;
     // Transfer-Encoding overrides Content-Length, which must go before the message is forwarded (RFC 9112 §6.3).
     let has_coding = transfer_coding(head.headers) != TransferCoding::Absent;
     let skip: &[&str] = if has_coding { &["content-length"] } else { &[] };
     end_to_end_headers(head.headers, skip, out)?;
-    write!(out, "Via: 1.{} {pseudonym}\r\n", head.minor_version)?;
+    via(head.minor_version, pseudonym, out)?;
     if !head.is_interim() {
         match (keep_alive, client_minor_version) {
             (false, _) => out.push(b"Connection: close\r\n")?,
@@ -94,12 +103,18 @@ pub fn client_response(
 
 /// The `200` that opens a `CONNECT` tunnel.
 pub fn tunnel_established(pseudonym: &str, out: &mut HeadWriter<'_>) -> Result<(), HeadTooLarge> {
-    use fmt::Write;
-    write!(
-        out,
-        "HTTP/1.1 200 Connection established\r\nVia: 1.1 {pseudonym}\r\n\r\n"
-    )?;
-    Ok(())
+    out.push(b"HTTP/1.1 200 Connection established\r\n")?;
+    via(1, pseudonym, out)?;
+    out.push(b"\r\n")
+}
+
+/// `Via: 1.<minor_version> <pseudonym>` and its line end.
+fn via(minor_version: u8, pseudonym: &str, out: &mut HeadWriter<'_>) -> Result<(), HeadTooLarge> {
+    out.push(b"Via: 1.")?;
+    out.push_decimal(usize::from(minor_version))?;
+    out.push(b" ")?;
+    out.push_str(pseudonym)?;
+    out.push(b"\r\n")
 }
 
 /// Copies every header that is not hop-by-hop and not in `skip`.

@@ -1,8 +1,11 @@
 //! [`ProxyError`]: every way the proxy refuses or fails a request, and the small HTML page it answers with.
+//!
+//! The answer is written piece by piece rather than with `core::fmt`, which a firmware that runs the proxy then
+//! need not carry for it.
 
-use core::fmt::{self, Write};
+use core::fmt;
 
-use super::writer::{HeadTooLarge, HeadWriter};
+use super::writer::{decimal, HeadTooLarge, HeadWriter};
 
 /// Why the proxy answers a request itself instead of forwarding the origin's response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,14 +97,14 @@ impl ProxyError {
     /// Writes the whole answer: status line, headers (always `Connection: close`) and the HTML page.
     pub fn write_response(self, out: &mut HeadWriter<'_>) -> Result<(), HeadTooLarge> {
         let mut counter = Counter(0);
-        let _ = self.write_page(&mut counter);
-        write!(
-            out,
-            "HTTP/1.1 {} {}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
-            self.status(),
-            self.reason(),
-            counter.0
-        )?;
+        self.write_page(&mut counter)?;
+        out.push(b"HTTP/1.1 ")?;
+        out.push_decimal(usize::from(self.status()))?;
+        out.push(b" ")?;
+        out.push_str(self.reason())?;
+        out.push(b"\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: ")?;
+        out.push_decimal(counter.0)?;
+        out.push(b"\r\nConnection: close\r\n")?;
         if self == ProxyError::AtCapacity {
             out.push(b"Retry-After: 1\r\n")?;
         }
@@ -110,21 +113,31 @@ impl ProxyError {
         Ok(())
     }
 
-    fn write_page(self, out: &mut impl Write) -> fmt::Result {
-        write!(
-            out,
-            "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head>\n<body><h1>{code} {reason}</h1>\n\
-             <p>{self}.</p>\n<hr><address>smoltalk proxy</address></body></html>\n",
-            code = self.status(),
-            reason = self.reason(),
-        )
+    fn write_page(self, out: &mut impl Sink) -> Result<(), HeadTooLarge> {
+        let (digits, len) = decimal(usize::from(self.status()));
+        let code = digits.get(digits.len() - len..).unwrap_or(&[]);
+        let reason = self.reason().as_bytes();
+        for piece in [
+            b"<!DOCTYPE html>\n<html><head><title>".as_slice(),
+            code,
+            b" ",
+            reason,
+            b"</title></head>\n<body><h1>",
+            code,
+            b" ",
+            reason,
+            b"</h1>\n<p>",
+            self.sentence().as_bytes(),
+            b".</p>\n<hr><address>smoltalk proxy</address></body></html>\n",
+        ] {
+            out.put(piece)?;
+        }
+        Ok(())
     }
-}
 
-/// One sentence for a person (also the text of the HTML page).
-impl fmt::Display for ProxyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+    /// One sentence for a person (also the text of the HTML page).
+    fn sentence(self) -> &'static str {
+        match self {
             ProxyError::MalformedHead => "The request head is not valid HTTP/1.1",
             ProxyError::BadTarget => "The request target does not name an origin server",
             ProxyError::MalformedBody => "The chunked request body is malformed",
@@ -151,16 +164,34 @@ impl fmt::Display for ProxyError {
             ProxyError::AtCapacity => "Every proxy connection is in use; try again shortly",
             ProxyError::OriginTimeout => "The origin server did not answer in time",
             ProxyError::Loop => "The request would loop through this proxy",
-        })
+        }
+    }
+}
+
+/// One sentence for a person (also the text of the HTML page).
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.sentence())
+    }
+}
+
+/// Where a page goes: the answer's buffer, or a [`Counter`].
+trait Sink {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), HeadTooLarge>;
+}
+
+impl Sink for HeadWriter<'_> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), HeadTooLarge> {
+        self.push(bytes)
     }
 }
 
 /// Counts what would be written, to learn the page's `Content-Length` before writing it.
 struct Counter(usize);
 
-impl Write for Counter {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0 += s.len();
+impl Sink for Counter {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), HeadTooLarge> {
+        self.0 += bytes.len();
         Ok(())
     }
 }

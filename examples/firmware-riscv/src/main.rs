@@ -1,18 +1,23 @@
-//! smoltalk firmware: the uppercase TCP/UDP service on bare-metal RISC-V (QEMU `virt`, M-mode, no heap).
+//! smoltalk firmware: the uppercase TCP/UDP service, and with the `proxy` feature the HTTP proxy, on bare-metal
+//! RISC-V (QEMU `virt`, M-mode, no heap).
 //!
 //! ```text
 //! virtio-net (MMIO) → VirtioNic (smoltcp phy::Device) → Interface → sockets → UppercaseTcpServer<2> / UppercaseUdpServer
+//!                                                                          → ProxyServer (proxy.rs, port 8080)
 //! ```
 //!
-//! Everything lives in static storage: socket buffers, the socket set, the DMA pages of the virtqueues and the
-//! receive buffers. Idle time is spent in `wfi`, woken by the CLINT timer (set from `Interface::poll_delay`) or
-//! by the virtio-net interrupt through the PLIC. Interrupts are never *taken* (mstatus.MIE stays 0): `wfi`
-//! resumes as soon as an interrupt enabled in `mie` is pending, and the main loop clears the sources itself.
+//! Everything lives in static storage: socket buffers, the socket set, the proxy's slots, the DMA pages of the
+//! virtqueues and the receive buffers. Idle time is spent in `wfi`, woken by the CLINT timer (set from
+//! `Interface::poll_delay` and the proxy's deadlines) or by the virtio-net interrupt through the PLIC. Interrupts
+//! are never *taken* (mstatus.MIE stays 0): `wfi` resumes as soon as an interrupt enabled in `mie` is pending,
+//! and the main loop clears the sources itself.
 #![no_std]
 #![no_main]
 
 mod hw;
 mod nic;
+#[cfg(feature = "proxy")]
+mod proxy;
 
 #[cfg(feature = "full")]
 use core::fmt::Write;
@@ -50,8 +55,15 @@ const UDP_PACKETS: usize = 4;
 /// The longest sleep when nothing is due (the timer also backs up a missed device interrupt).
 const MAX_SLEEP: Duration = Duration::from_millis(1000);
 
-static mut SOCKET_STORAGE: [SocketStorage<'static>; TCP_CONNECTIONS + 1] =
-    [SocketStorage::EMPTY; TCP_CONNECTIONS + 1];
+/// The proxy's sockets (two per slot and a refuser), none without it.
+#[cfg(feature = "proxy")]
+const PROXY_SOCKETS: usize = proxy::SOCKETS;
+#[cfg(not(feature = "proxy"))]
+const PROXY_SOCKETS: usize = 0;
+/// Every socket: the uppercase service's TCP connections and UDP socket, then the proxy's.
+const SOCKETS: usize = TCP_CONNECTIONS + 1 + PROXY_SOCKETS;
+
+static mut SOCKET_STORAGE: [SocketStorage<'static>; SOCKETS] = [SocketStorage::EMPTY; SOCKETS];
 static mut TCP_RX: [[u8; TCP_BUFFER]; TCP_CONNECTIONS] = [[0; TCP_BUFFER]; TCP_CONNECTIONS];
 static mut TCP_TX: [[u8; TCP_BUFFER]; TCP_CONNECTIONS] = [[0; TCP_BUFFER]; TCP_CONNECTIONS];
 static mut UDP_RX_META: [udp::PacketMetadata; UDP_PACKETS] =
@@ -158,12 +170,20 @@ extern "C" fn rust_main() -> ! {
         Ok(server) => server,
         Err(e) => panic!("udp server: {e}"),
     };
+    #[cfg(feature = "proxy")]
+    let mut proxy = {
+        let seed = hw::mtime() ^ u64::from_le_bytes([mac[5], mac[4], mac[3], mac[2], 0, 0, 0, 0]);
+        match proxy::BoardProxy::start(&mut sockets, seed as u16) {
+            Ok(proxy) => proxy,
+            Err(e) => panic!("proxy: {e}"),
+        }
+    };
     // What each core object costs here (size.sh reads this line for the size report).
     #[cfg(feature = "full")]
-    let _ = writeln!(
+    let _ = write!(
         uart,
         "smoltalk firmware: sizes: Interface {}, tcp::Socket {}, udp::Socket {}, SocketSet {}, \
-         UppercaseTcpServer<{TCP_CONNECTIONS}> {}, UppercaseUdpServer {}, VirtioNic {} bytes",
+         UppercaseTcpServer<{TCP_CONNECTIONS}> {}, UppercaseUdpServer {}, VirtioNic {}",
         core::mem::size_of::<Interface>(),
         core::mem::size_of::<tcp::Socket>(),
         core::mem::size_of::<udp::Socket>(),
@@ -172,9 +192,24 @@ extern "C" fn rust_main() -> ! {
         core::mem::size_of::<UppercaseUdpServer>(),
         core::mem::size_of::<nic::VirtioNic>(),
     );
+    #[cfg(all(feature = "full", feature = "proxy"))]
+    let _ = write!(
+        uart,
+        ", ProxyServer<{} slots> {}, ProxySlot<{}> {}",
+        proxy::SLOTS,
+        core::mem::size_of::<smoltalk_core::proxy::ProxyServer<proxy::Slots, { proxy::OUT }>>(),
+        proxy::OUT,
+        core::mem::size_of::<smoltalk_core::proxy::ProxySlot<{ proxy::OUT }>>(),
+    );
+    #[cfg(feature = "full")]
+    let _ = writeln!(uart, " bytes");
     uart.line("smoltalk firmware: uppercase on 10.0.2.15:12000 (tcp, udp)");
+    #[cfg(feature = "proxy")]
+    uart.line("smoltalk firmware: http proxy on 10.0.2.15:8080");
 
     let mut served = 0;
+    #[cfg(all(feature = "full", feature = "proxy"))]
+    let mut proxied = 0;
     loop {
         let closed = tcp_server.stats().closed + tcp_server.stats().reset;
         if closed != served {
@@ -188,17 +223,49 @@ extern "C" fn rust_main() -> ! {
                 hw::stack_size()
             );
         }
+        #[cfg(all(feature = "full", feature = "proxy"))]
+        {
+            let (stats, refused) = proxy.stats();
+            if proxy.busy() == 0 && stats.accepted + refused != proxied {
+                proxied = stats.accepted + refused;
+                let _ = writeln!(
+                    uart,
+                    "smoltalk firmware: proxy: {} clients, {} requests, {} responses, {} errors, {} refused, \
+                     {} body bytes, stack high-water {} of {} bytes",
+                    stats.accepted,
+                    stats.requests,
+                    stats.responses,
+                    stats.errors,
+                    refused,
+                    stats.body_bytes,
+                    hw::stack_high_water(),
+                    hw::stack_size()
+                );
+            }
+        }
         let mut busy = true;
         while busy {
             let timestamp = now();
             let changed = iface.poll(timestamp, &mut nic, &mut sockets);
             let moved = tcp_server.poll(&mut sockets, &mut tcp_scratch[..])
                 | udp_server.poll(&mut sockets, &mut udp_scratch[..]);
+            #[cfg(feature = "proxy")]
+            let moved = proxy.poll(timestamp, &mut iface, &mut sockets) | moved;
             busy = moved || changed != smoltcp::iface::PollResult::None;
         }
+        let timestamp = now();
         let delay = iface
-            .poll_delay(now(), &sockets)
+            .poll_delay(timestamp, &sockets)
             .map_or(MAX_SLEEP, |delay| delay.min(MAX_SLEEP));
+        // The proxy's deadlines (a client's head timeout, a closing connection's linger) wake the board too.
+        #[cfg(feature = "proxy")]
+        let delay = proxy.poll_at().map_or(delay, |at| {
+            delay.min(if at > timestamp {
+                at - timestamp
+            } else {
+                Duration::ZERO
+            })
+        });
         if delay != Duration::ZERO && !nic.rx_ready() {
             hw::sleep(delay);
         }

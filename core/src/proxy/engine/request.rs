@@ -8,6 +8,7 @@ use heapless::String;
 use crate::http::body::BodyTracker;
 use crate::http::request::Method;
 use crate::http::rewrite::upstream_request;
+use crate::http::writer::decimal;
 use crate::http::{BodyFraming, HeadWriter, ProxyError, RequestHead};
 
 use super::super::ProxyPolicy;
@@ -25,8 +26,20 @@ pub struct RequestLine(String<LOG_LINE>);
 impl RequestLine {
     /// `head`'s request line.
     pub fn of(head: &RequestHead<'_, '_>) -> RequestLine {
+        // As `head`'s `Display` writes it, piece by piece (no `core::fmt` machinery for a firmware to carry).
         let mut line = Cut(String::new(), false);
-        let _ = write!(line, "{head}");
+        let (digits, len) = decimal(usize::from(head.minor_version));
+        let minor =
+            core::str::from_utf8(digits.get(digits.len() - len..).unwrap_or(&[])).unwrap_or("");
+        for piece in [
+            head.method.as_str(),
+            " ",
+            head.raw_target,
+            " HTTP/1.",
+            minor,
+        ] {
+            let _ = line.write_str(piece);
+        }
         if line.1 {
             // Room for the marker: drop characters until three bytes are free.
             while line.0.len() > LOG_LINE - 3 {
