@@ -49,6 +49,15 @@ impl Method {
         })
     }
 
+    /// Whether sending the request twice has the effect of sending it once (RFC 9110 §9.2.2), so that a proxy
+    /// may send it again when a connection failed before any response came.
+    pub fn is_idempotent(self) -> bool {
+        match self {
+            Method::Get | Method::Head | Method::Put | Method::Delete | Method::Options => true,
+            Method::Post | Method::Patch | Method::Connect => false,
+        }
+    }
+
     /// The method's token.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -10,8 +10,8 @@ use crate::http::{BodyFraming, HeadWriter, ProxyError, ResponseHead, MAX_HEADERS
 use super::super::event::{ProxyEvent, ResetCause};
 use super::origin::KeptOrigin;
 use super::{
-    AfterResponse, Before, Ending, Interims, ProxyConnection, ProxyContext, Recovery, Response,
-    ResponseStep, State,
+    AfterResponse, Before, Ending, Interims, Next, ProxyConnection, ProxyContext, Recovery,
+    Response, ResponseStep, Stage, State,
 };
 
 impl ProxyConnection {
@@ -31,10 +31,13 @@ impl ProxyConnection {
         origin_done: bool,
         out: &mut [u8],
     ) -> ResponseStep {
-        let State::Exchanging {
+        let State::Forwarding {
             request,
-            origin,
-            response: Response::Head { interims },
+            stage:
+                Stage::Exchanging {
+                    origin,
+                    response: Response::Head { interims },
+                },
         } = &self.state
         else {
             return ResponseStep::End(self.bug("on_response_head"));
@@ -97,7 +100,11 @@ impl ProxyConnection {
                 }
             }
         };
-        if let State::Exchanging { response, .. } = &mut self.state {
+        if let State::Forwarding {
+            stage: Stage::Exchanging { response, .. },
+            ..
+        } = &mut self.state
+        {
             *response = next;
         }
         ResponseStep::Head {
@@ -111,8 +118,12 @@ impl ProxyConnection {
     /// delimited by the close ends here; any other is cut short: both connections are reset. `None`: go on
     /// (send what is left, then [`ProxyConnection::on_response_sent`]).
     pub fn on_origin_finished(&mut self, reset: bool) -> Option<Ending> {
-        let State::Exchanging {
-            response: Response::Body { body, .. },
+        let State::Forwarding {
+            stage:
+                Stage::Exchanging {
+                    response: Response::Body { body, .. },
+                    ..
+                },
             ..
         } = &mut self.state
         else {
@@ -142,14 +153,17 @@ impl ProxyConnection {
         origin_clean: bool,
         now: Instant,
     ) -> AfterResponse {
-        let State::Exchanging {
+        let State::Forwarding {
             request,
-            origin,
-            response:
-                Response::Body {
-                    body,
-                    keep_client,
-                    origin_keep_alive,
+            stage:
+                Stage::Exchanging {
+                    origin,
+                    response:
+                        Response::Body {
+                            body,
+                            keep_client,
+                            origin_keep_alive,
+                        },
                 },
         } = &self.state
         else {
@@ -168,26 +182,28 @@ impl ProxyConnection {
             addr: origin.addr,
         });
         self.deadline = now + cx.limits.timeout;
-        self.enter(|_| State::ReadingHead {
-            before: Before::Served { kept },
-        });
+        self.enter(Next::ReadingHead(Before::Served { kept }));
         AfterResponse::NextRequest { keep_origin }
     }
 
     /// The origin connection failed before the response head was whole (`partial`: some of it had come): once
     /// more on a new connection if it was a kept one, nothing of the response had come (not even an interim head
-    /// the client did not see: then the origin had the request) and the request has no body (the origin may have
-    /// closed it while it idled); else 502.
+    /// the client did not see: then the origin had the request), and the request has no body and may be sent
+    /// twice (RFC 9112 §9.3.1: a proxy retries only idempotent requests; the origin may have closed the connection
+    /// while it idled); else 502.
     pub(super) fn origin_lost(&mut self, partial: bool, out: &mut [u8]) -> Recovery {
         let retry = match &self.state {
-            State::Exchanging {
+            State::Forwarding {
                 request,
-                origin,
-                response:
-                    Response::Head {
-                        interims: Interims::None,
+                stage:
+                    Stage::Exchanging {
+                        origin,
+                        response:
+                            Response::Head {
+                                interims: Interims::None,
+                            },
                     },
-            } => origin.reused && !request.has_body && !partial,
+            } => origin.reused && !request.has_body && request.method.is_idempotent() && !partial,
             _ => false,
         };
         match (retry, self.origin()) {

@@ -14,8 +14,8 @@ use super::super::event::{OriginName, ProxyEvent};
 use super::origin::{lookup, Candidates, Lookup};
 use super::request::{Request, RequestLine};
 use super::{
-    Before, Connected, Ending, Forward, HeadStep, Interims, Origin, OriginStep, ProxyConnection,
-    ProxyContext, Response, State,
+    Before, Connected, Ending, Forward, HeadStep, Next, Origin, OriginStep, ProxyConnection,
+    ProxyContext, Stage, State,
 };
 
 impl ProxyConnection {
@@ -121,41 +121,51 @@ impl ProxyConnection {
             )
         });
         if let Some(kept) = reusable {
-            self.enter(|_| State::Exchanging {
-                request,
-                origin: Origin {
-                    addr: kept.addr,
-                    reused: true,
-                },
-                response: Response::Head {
-                    interims: Interims::None,
-                },
-            });
+            let origin = Origin {
+                addr: kept.addr,
+                reused: true,
+            };
+            self.enter(Next::Forwarding(request, Stage::exchanging(origin)));
             return OriginStep::Reuse;
         }
-        match lookup(cx.policy, &request.host, cx.can_look_up) {
-            Ok(Lookup::Known(ip)) => self.connect_to(cx, request, &[ip], out),
+        let known = match lookup(cx.policy, &request.host, cx.can_look_up) {
+            Ok(Lookup::Known(ip)) => ip,
             Ok(Lookup::Ask) => {
-                self.enter(|_| State::Resolving { request });
-                match &self.state {
-                    State::Resolving { request } => OriginStep::LookUp(request.host.as_str()),
+                self.enter(Next::Forwarding(request, Stage::Resolving));
+                return match &self.state {
+                    State::Forwarding { request, .. } => OriginStep::LookUp(request.host.as_str()),
                     // Cannot happen: the state was entered just above (and the borrow it lends forbids the
                     // logging `bug` here).
                     _ => OriginStep::End(Ending::ResetBoth),
-                }
+                };
+            }
+            Err(error) => return OriginStep::End(self.refuse(&request.line, error, out)),
+        };
+        match Candidates::choose(cx.policy, &cx.own, &[known], request.port) {
+            Ok((current, rest)) => {
+                self.enter(Next::Forwarding(
+                    request,
+                    Stage::Connecting { current, rest },
+                ));
+                OriginStep::Connect(current)
             }
             Err(error) => OriginStep::End(self.refuse(&request.line, error, out)),
         }
     }
 
-    /// The driver's lookup of the name [`OriginStep::LookUp`] gave: its addresses, or why it failed.
+    /// The driver's lookup of the name [`OriginStep::LookUp`] gave: its addresses, or why it failed. The
+    /// addresses are checked (508, 502, 403) and tried in turn, starting with the first.
     pub fn on_resolved(
         &mut self,
         cx: &ProxyContext<'_>,
         addresses: Result<&[IpAddr], &dyn Display>,
         out: &mut [u8],
     ) -> OriginStep<'static> {
-        let State::Resolving { request } = &self.state else {
+        let State::Forwarding {
+            request,
+            stage: Stage::Resolving,
+        } = &self.state
+        else {
             return OriginStep::End(self.bug("on_resolved"));
         };
         let addresses = match addresses {
@@ -165,37 +175,23 @@ impl ProxyConnection {
                 return OriginStep::End(self.answer(ProxyError::OriginUnresolvable, out));
             }
         };
-        let request = request.clone();
-        self.connect_to(cx, request, addresses, out)
-    }
-
-    /// Picks the addresses of `request`'s origin to try (508, 502, 403) and starts with the first.
-    fn connect_to(
-        &mut self,
-        cx: &ProxyContext<'_>,
-        request: Request,
-        addresses: &[IpAddr],
-        out: &mut [u8],
-    ) -> OriginStep<'static> {
-        let mut rest = match Candidates::choose(cx.policy, &cx.own, addresses, request.port) {
-            Ok(candidates) => candidates,
-            Err(error) => return OriginStep::End(self.refuse(&request.line, error, out)),
-        };
-        let Some(current) = rest.take_first() else {
-            return OriginStep::End(self.bug("connect_to (no address chosen)"));
-        };
-        self.enter(|_| State::Connecting {
-            request,
-            current,
-            rest,
-        });
-        OriginStep::Connect(current)
+        match Candidates::choose(cx.policy, &cx.own, addresses, request.port) {
+            Ok((current, rest)) => {
+                self.enter(Next::Stage(Stage::Connecting { current, rest }));
+                OriginStep::Connect(current)
+            }
+            Err(error) => OriginStep::End(self.answer(error, out)),
+        }
     }
 
     /// The connection to [`OriginStep::Connect`]'s address failed (`timed_out`: no answer in time rather than
     /// a refusal): the next address, or 502/504 once none is left.
     pub fn on_connect_failed(&mut self, timed_out: bool, out: &mut [u8]) -> OriginStep<'static> {
-        let State::Connecting { current, rest, .. } = &mut self.state else {
+        let State::Forwarding {
+            stage: Stage::Connecting { current, rest },
+            ..
+        } = &mut self.state
+        else {
             return OriginStep::End(self.bug("on_connect_failed"));
         };
         let failed = *current;
@@ -223,26 +219,21 @@ impl ProxyConnection {
         now: Instant,
         out: &mut [u8],
     ) -> Connected {
-        let State::Connecting { request, .. } = &self.state else {
+        let State::Forwarding {
+            request,
+            stage: Stage::Connecting { current, .. },
+        } = &self.state
+        else {
             return Connected::End(self.bug("on_connected"));
         };
+        let origin = *current;
         if !request.is_tunnel() {
             self.deadline = now + cx.limits.timeout;
-            self.enter(|state| match state {
-                State::Connecting {
-                    request, current, ..
-                } => State::Exchanging {
-                    request,
-                    origin: Origin {
-                        addr: current,
-                        reused: false,
-                    },
-                    response: Response::Head {
-                        interims: Interims::None,
-                    },
-                },
-                other => other,
-            });
+            let origin = Origin {
+                addr: origin,
+                reused: false,
+            };
+            self.enter(Next::Stage(Stage::exchanging(origin)));
             return Connected::Exchange;
         }
         let mut reply = HeadWriter::new(out);
@@ -253,15 +244,7 @@ impl ProxyConnection {
         let len = reply.len();
         self.stats.tunnels += 1;
         self.deadline = now + cx.limits.tunnel_idle;
-        self.enter(|state| match state {
-            State::Connecting {
-                request, current, ..
-            } => State::Tunnel {
-                request,
-                origin: current,
-            },
-            other => other,
-        });
+        self.enter(Next::Stage(Stage::Tunnel { origin }));
         Connected::Tunnel { len }
     }
 
@@ -273,13 +256,9 @@ impl ProxyConnection {
             origin: addr,
         }
         .log();
-        self.enter(|state| match state {
-            State::Exchanging { request, .. } => State::Connecting {
-                request,
-                current: addr,
-                rest: Candidates::default(),
-            },
-            other => other,
-        });
+        self.enter(Next::Stage(Stage::Connecting {
+            current: addr,
+            rest: Candidates::default(),
+        }));
     }
 }

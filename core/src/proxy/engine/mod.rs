@@ -113,51 +113,85 @@ enum Before {
     Served { kept: Option<KeptOrigin> },
 }
 
-/// A connection's state, with the data that exists in it.
+/// How far a request being forwarded has come.
 #[derive(Debug)]
-enum State {
-    ReadingHead {
-        before: Before,
-    },
-    Resolving {
-        request: Request,
-    },
+enum Stage {
+    /// The driver looks the origin's name up.
+    Resolving,
     /// Connecting to `current`; `rest` are tried after it.
     Connecting {
-        request: Request,
         current: SocketAddr,
         rest: Candidates,
     },
-    Exchanging {
-        request: Request,
-        origin: Origin,
-        response: Response,
-    },
-    Tunnel {
-        request: Request,
-        origin: SocketAddr,
-    },
+    /// The request goes to `origin` and its response comes back.
+    Exchanging { origin: Origin, response: Response },
+    /// `CONNECT`: bytes both ways with `origin`.
+    Tunnel { origin: SocketAddr },
+}
+
+/// A connection's state, with the data that exists in it.
+// Inline: the core has no heap; a connection is as large as its largest state, wherever it is kept.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum State {
+    /// Waiting for a request head.
+    ReadingHead { before: Before },
+    /// A request is forwarded: what is kept of it exists from its parsed head to the end of its response, and
+    /// stays in place while its stage moves on.
+    Forwarding { request: Request, stage: Stage },
+    /// Over.
     Closed,
+}
+
+/// Where a connection goes: the argument of [`ProxyConnection::enter`].
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    /// Back to waiting for a head.
+    ReadingHead(Before),
+    /// A request starts to be forwarded.
+    Forwarding(Request, Stage),
+    /// The request being forwarded moves on to this stage.
+    Stage(Stage),
+    /// The end.
+    Closed,
+}
+
+impl Stage {
+    /// The exchange with `origin`, its response's head awaited.
+    fn exchanging(origin: Origin) -> Stage {
+        Stage::Exchanging {
+            origin,
+            response: Response::Head {
+                interims: Interims::None,
+            },
+        }
+    }
 }
 
 impl State {
     fn name(&self) -> &'static str {
         match self {
             State::ReadingHead { .. } => "ReadingHead",
-            State::Resolving { .. } => "Resolving",
-            State::Connecting { .. } => "Connecting",
-            State::Exchanging { .. } => "Exchanging",
-            State::Tunnel { .. } => "Tunnel",
+            State::Forwarding { stage, .. } => match stage {
+                Stage::Resolving => "Resolving",
+                Stage::Connecting { .. } => "Connecting",
+                Stage::Exchanging { .. } => "Exchanging",
+                Stage::Tunnel { .. } => "Tunnel",
+            },
             State::Closed => "Closed",
         }
     }
 
     fn request(&self) -> Option<&Request> {
         match self {
-            State::Resolving { request }
-            | State::Connecting { request, .. }
-            | State::Exchanging { request, .. }
-            | State::Tunnel { request, .. } => Some(request),
+            State::Forwarding { request, .. } => Some(request),
+            State::ReadingHead { .. } | State::Closed => None,
+        }
+    }
+
+    fn stage(&self) -> Option<&Stage> {
+        match self {
+            State::Forwarding { stage, .. } => Some(stage),
             State::ReadingHead { .. } | State::Closed => None,
         }
     }
@@ -224,14 +258,16 @@ impl ProxyConnection {
     pub fn phase(&self) -> Phase {
         match &self.state {
             State::ReadingHead { .. } => Phase::ReadingHead,
-            State::Resolving { .. } => Phase::Resolving,
-            State::Connecting { .. } => Phase::Connecting,
-            State::Exchanging { response, .. } => Phase::Exchanging(match response {
-                Response::Head { .. } => ResponsePhase::Head,
-                Response::Body { body, .. } if body.is_done() => ResponsePhase::Complete,
-                Response::Body { .. } => ResponsePhase::Body,
-            }),
-            State::Tunnel { .. } => Phase::Tunnel,
+            State::Forwarding { stage, .. } => match stage {
+                Stage::Resolving => Phase::Resolving,
+                Stage::Connecting { .. } => Phase::Connecting,
+                Stage::Exchanging { response, .. } => Phase::Exchanging(match response {
+                    Response::Head { .. } => ResponsePhase::Head,
+                    Response::Body { body, .. } if body.is_done() => ResponsePhase::Complete,
+                    Response::Body { .. } => ResponsePhase::Body,
+                }),
+                Stage::Tunnel { .. } => Phase::Tunnel,
+            },
             State::Closed => Phase::Closed,
         }
     }
@@ -257,20 +293,20 @@ impl ProxyConnection {
 
     /// The origin address being connected to or exchanged with.
     pub fn origin(&self) -> Option<SocketAddr> {
-        match &self.state {
-            State::Connecting { current, .. } => Some(*current),
-            State::Exchanging { origin, .. } => Some(origin.addr),
-            State::Tunnel { origin, .. } => Some(*origin),
-            _ => None,
+        match self.state.stage()? {
+            Stage::Resolving => None,
+            Stage::Connecting { current, .. } => Some(*current),
+            Stage::Exchanging { origin, .. } => Some(origin.addr),
+            Stage::Tunnel { origin } => Some(*origin),
         }
     }
 
     /// Whether any byte of the response (or the tunnel's `200`) has been handed to the driver for the client:
     /// from then on, a failure can only reset the client's connection.
     pub fn response_started(&self) -> bool {
-        match &self.state {
-            State::Exchanging { response, .. } => response.started(),
-            State::Tunnel { .. } => true,
+        match self.state.stage() {
+            Some(Stage::Exchanging { response, .. }) => response.started(),
+            Some(Stage::Tunnel { .. }) => true,
             _ => false,
         }
     }
@@ -284,7 +320,10 @@ impl ProxyConnection {
     /// body (pass them through [`BodyTracker::advance`] on their way to the origin).
     pub fn request_body(&mut self) -> Option<&mut BodyTracker> {
         match &mut self.state {
-            State::Exchanging { request, .. } => Some(&mut request.body),
+            State::Forwarding {
+                request,
+                stage: Stage::Exchanging { .. },
+            } => Some(&mut request.body),
             _ => None,
         }
     }
@@ -293,8 +332,12 @@ impl ProxyConnection {
     /// belong to the body.
     pub fn response_body(&mut self) -> Option<&mut BodyTracker> {
         match &mut self.state {
-            State::Exchanging {
-                response: Response::Body { body, .. },
+            State::Forwarding {
+                stage:
+                    Stage::Exchanging {
+                        response: Response::Body { body, .. },
+                        ..
+                    },
                 ..
             } => Some(body),
             _ => None,
@@ -305,10 +348,11 @@ impl ProxyConnection {
     /// stalled, so its deadline moves on.
     pub fn on_progress(&mut self, limits: &Limits, now: Instant, body_bytes: usize) {
         self.stats.body_bytes += body_bytes as u64;
-        match self.state {
-            State::Exchanging { .. } => self.deadline = now + limits.timeout,
-            State::Tunnel { .. } => self.deadline = now + limits.tunnel_idle,
-            // A head's deadline is for the whole head: a byte at a time does not move it.
+        match self.state.stage() {
+            Some(Stage::Exchanging { .. }) => self.deadline = now + limits.timeout,
+            Some(Stage::Tunnel { .. }) => self.deadline = now + limits.tunnel_idle,
+            // A head's deadline is for the whole head (a byte at a time does not move it); a lookup's and a
+            // connection's are the request's.
             _ => {}
         }
     }
@@ -320,59 +364,85 @@ impl ProxyConnection {
         if now < self.deadline {
             return None;
         }
-        Some(match &self.state {
-            State::ReadingHead { .. } | State::Closed => return None,
-            State::Resolving { .. } => self.answer(ProxyError::OriginUnresolvable, out),
-            State::Connecting { .. } => self.answer(ProxyError::OriginTimeout, out),
-            State::Exchanging { response, .. } if !response.started() => {
+        Some(match self.state.stage()? {
+            Stage::Resolving => self.answer(ProxyError::OriginUnresolvable, out),
+            Stage::Connecting { .. } => self.answer(ProxyError::OriginTimeout, out),
+            Stage::Exchanging { response, .. } if !response.started() => {
                 self.answer(ProxyError::OriginTimeout, out)
             }
-            State::Exchanging { .. } => self.peer_reset(ResetCause::Stalled, Ending::ResetBoth),
-            State::Tunnel { .. } => self.close(Ending::Close),
+            Stage::Exchanging { .. } => self.peer_reset(ResetCause::Stalled, Ending::ResetBoth),
+            Stage::Tunnel { .. } => self.close(Ending::Close),
         })
     }
 
-    /// Something went wrong that only the driver sees.
+    /// Something went wrong that only the driver sees. A failure that cannot happen where the connection is (a
+    /// body failing while no request is exchanged, anything once it is closed) is the driver's bug.
     pub fn on_failure(&mut self, failure: Failure, out: &mut [u8]) -> Recovery {
-        Recovery::End(match failure {
-            // Between requests the client may go as it likes.
-            Failure::ClientReset if matches!(self.state, State::ReadingHead { .. }) => {
-                self.close(Ending::ResetBoth)
+        let started = self.response_started();
+        let (exchanging, body) = match self.state.stage() {
+            Some(Stage::Exchanging { response, .. }) => {
+                (true, matches!(response, Response::Body { .. }))
             }
+            _ => (false, false),
+        };
+        Recovery::End(match (failure, &self.state) {
+            (_, State::Closed) => self.bug("on_failure"),
+            // Between requests the client may go as it likes.
+            (Failure::ClientReset, State::ReadingHead { .. }) => self.close(Ending::ResetBoth),
             // Before any response byte, the origin gets a FIN behind what it was sent (an upload that broke
             // off is seen as short); after, both are reset.
-            Failure::ClientReset if !self.response_started() => {
+            (Failure::ClientReset, _) if !started => {
                 self.peer_reset(ResetCause::ClientReset, Ending::ResetClient)
             }
-            Failure::ClientReset => self.peer_reset(ResetCause::ClientReset, Ending::ResetBoth),
-            Failure::ClientClosedMidBody => {
+            (Failure::ClientReset, _) => {
+                self.peer_reset(ResetCause::ClientReset, Ending::ResetBoth)
+            }
+            (Failure::ClientClosedMidBody, _) if exchanging => {
                 self.peer_reset(ResetCause::ClientClosedMidBody, Ending::ResetClient)
             }
-            Failure::OriginLost { partial } => return self.origin_lost(partial, out),
-            Failure::MalformedRequestBody => self.answer(ProxyError::MalformedBody, out),
-            Failure::MalformedResponseBody => {
+            (Failure::OriginLost { .. }, _) if body => {
+                self.peer_reset(ResetCause::OriginResetMidResponse, Ending::ResetBoth)
+            }
+            (Failure::OriginLost { partial }, _) if exchanging => {
+                return self.origin_lost(partial, out)
+            }
+            (Failure::MalformedRequestBody, _) if exchanging => {
+                self.answer(ProxyError::MalformedBody, out)
+            }
+            (Failure::MalformedResponseBody, _) if body => {
                 self.peer_reset(ResetCause::MalformedResponseBody, Ending::ResetBoth)
             }
-            Failure::TunnelPeerReset => {
+            (Failure::TunnelPeerReset, _)
+                if matches!(self.state.stage(), Some(Stage::Tunnel { .. })) =>
+            {
                 self.peer_reset(ResetCause::TunnelPeerReset, Ending::ResetBoth)
             }
+            _ => self.bug("on_failure"),
         })
     }
 
     /// Both ends of the tunnel have closed and every byte is across.
     pub fn on_tunnel_closed(&mut self) -> Ending {
-        match self.state {
-            State::Tunnel { .. } => self.close(Ending::Close),
+        match self.state.stage() {
+            Some(Stage::Tunnel { .. }) => self.close(Ending::Close),
             _ => self.bug("on_tunnel_closed"),
         }
     }
 
-    /// Moves to the state `next` makes of the current one: the one place a connection changes state, traced.
-    /// `next` is only ever given the state its caller has just matched; anything else it returns unchanged.
-    fn enter(&mut self, next: impl FnOnce(State) -> State) {
-        let old = core::mem::replace(&mut self.state, State::Closed);
-        let from = old.name();
-        self.state = next(old);
+    /// Moves to `next`: the one place a connection changes state, traced. A request being forwarded stays where it
+    /// is while its stage moves on ([`Next::Stage`], which only a forwarding connection is ever given).
+    fn enter(&mut self, next: Next) {
+        let from = self.state.name();
+        match next {
+            Next::ReadingHead(before) => self.state = State::ReadingHead { before },
+            Next::Forwarding(request, stage) => self.state = State::Forwarding { request, stage },
+            Next::Stage(next) => {
+                if let State::Forwarding { stage, .. } = &mut self.state {
+                    *stage = next;
+                }
+            }
+            Next::Closed => self.state = State::Closed,
+        }
         ProxyEvent::Transition {
             client: self.client,
             from,
@@ -383,7 +453,7 @@ impl ProxyConnection {
 
     /// Ends the connection with `ending`.
     fn close(&mut self, ending: Ending) -> Ending {
-        self.enter(|_| State::Closed);
+        self.enter(Next::Closed);
         ending
     }
 

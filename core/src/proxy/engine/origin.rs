@@ -78,14 +78,14 @@ pub struct Candidates {
 }
 
 impl Candidates {
-    /// The addresses of `addrs` the proxy may connect to on `port`: 508 if any of them is the proxy itself,
-    /// 502 if there are none, 403 if `--allow-dest` allows none.
+    /// The addresses of `addrs` the proxy may connect to on `port`, the first apart: 508 if any of them is the
+    /// proxy itself, 502 if there are none, 403 if `--allow-dest` allows none.
     pub fn choose(
         policy: &ProxyPolicy<'_>,
         own: &OwnAddress<'_>,
         addrs: &[IpAddr],
         port: u16,
-    ) -> Result<Candidates, ProxyError> {
+    ) -> Result<(SocketAddr, Candidates), ProxyError> {
         if addrs.is_empty() {
             return Err(ProxyError::OriginUnresolvable);
         }
@@ -102,9 +102,9 @@ impl Candidates {
                 let _ = chosen.addrs.push(SocketAddr::new(ip, port));
             }
         }
-        match chosen.addrs.is_empty() {
-            true => Err(ProxyError::DestinationNotAllowed),
-            false => Ok(chosen),
+        match chosen.take_first() {
+            Some(first) => Ok((first, chosen)),
+            None => Err(ProxyError::DestinationNotAllowed),
         }
     }
 
@@ -207,13 +207,10 @@ mod tests {
             Candidates::choose(&strict, &own, &[v4(10, 0, 2, 2)], 80),
             Err(ProxyError::DestinationNotAllowed)
         );
-        let mut chosen =
+        let (first, mut rest) =
             Candidates::choose(&strict, &own, &[v4(10, 0, 2, 2), v4(127, 0, 0, 9)], 80).unwrap();
-        assert_eq!(
-            chosen.take_first(),
-            Some(SocketAddr::new(v4(127, 0, 0, 9), 80))
-        );
-        assert_eq!(chosen.take_first(), None);
+        assert_eq!(first, SocketAddr::new(v4(127, 0, 0, 9), 80));
+        assert_eq!(rest.take_first(), None);
     }
 
     #[test]

@@ -254,10 +254,11 @@ pub enum Failure {
     ClientReset,
     /// The client closed its sending side before its request body was whole.
     ClientClosedMidBody,
-    /// The origin connection failed before the response head was whole: reset or closed (`reset`), or a write
-    /// to it failed.
+    /// The origin connection failed (reset, closed, or a write to it failed) while the request is exchanged:
+    /// before the response head was whole, the request may go again (see [`Recovery::Retry`]); after, the
+    /// response is cut short.
     OriginLost {
-        /// Whether any byte of the response had come.
+        /// Whether any byte of the response's head had come.
         partial: bool,
     },
     /// The client's chunked request body broke the chunk grammar.

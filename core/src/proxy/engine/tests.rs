@@ -481,3 +481,72 @@ fn no_retry_after_an_interim_head_the_client_did_not_see() {
         }
     });
 }
+
+/// RFC 9112 §9.3.1: a request that may not be sent twice (a POST, even without a body) is not retried.
+#[test]
+fn a_non_idempotent_request_is_not_retried() {
+    with(false, |cx| {
+        let mut c = admitted(cx);
+        connect(
+            cx,
+            &mut c,
+            "GET http://origin.test/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        response(cx, &mut c, "HTTP/1.1 204 No Content\r\n\r\n");
+        c.on_response_sent(cx, true, at(2));
+        let mut out = [0u8; 1024];
+        let next = "POST http://origin.test/act HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(matches!(
+            c.on_client_head(cx, next.as_bytes(), false, true, at(3), &mut out),
+            HeadStep::Forward(Forward {
+                next: OriginStep::Reuse,
+                ..
+            })
+        ));
+        match c.on_response_head(cx, b"", true, &mut out) {
+            ResponseStep::End(Ending::Answer { len }) => {
+                assert!(text(&out, len).starts_with("HTTP/1.1 502 "))
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+/// A failure the connection's phase cannot have is the driver's bug: logged, and both connections reset.
+#[test]
+fn a_failure_out_of_its_phase_is_a_bug() {
+    with(false, |cx| {
+        let mut out = [0u8; 1024];
+        for failure in [
+            Failure::MalformedRequestBody,
+            Failure::ClientClosedMidBody,
+            Failure::OriginLost { partial: false },
+            Failure::TunnelPeerReset,
+        ] {
+            let mut c = admitted(cx);
+            assert_eq!(
+                c.on_failure(failure, &mut out),
+                Recovery::End(Ending::ResetBoth),
+                "{failure:?}"
+            );
+            assert_eq!(c.phase(), Phase::Closed);
+            assert_eq!(c.stats().errors, 0, "{failure:?}");
+        }
+        // A reset once the response is cut short: nothing more to do, and no page.
+        let mut c = admitted(cx);
+        connect(
+            cx,
+            &mut c,
+            "GET http://origin.test/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        response(cx, &mut c, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n");
+        assert_eq!(
+            c.on_failure(Failure::OriginLost { partial: false }, &mut out),
+            Recovery::End(Ending::ResetBoth)
+        );
+        assert_eq!(
+            c.on_failure(Failure::ClientReset, &mut out),
+            Recovery::End(Ending::ResetBoth)
+        );
+    });
+}
