@@ -13,8 +13,12 @@ use crate::http::{BodyFraming, HeadWriter, ProxyError, RequestHead};
 
 use super::super::ProxyPolicy;
 
-/// The longest request line kept for logs; a longer one is cut and ends in `...`.
-pub const LOG_LINE: usize = 256;
+/// The longest request line kept for logs; a longer one is cut and ends in `...`. With `log` compiled out
+/// (`log/max_level_off`, as a lean firmware builds), nothing is kept: the line is for logs only.
+pub const LOG_LINE: usize = match log::STATIC_MAX_LEVEL {
+    log::LevelFilter::Off => 0,
+    _ => 256,
+};
 
 /// The longest host name (RFC 1035's 253 characters; the parser refuses longer ones).
 pub const MAX_HOST: usize = 253;
@@ -26,6 +30,9 @@ pub struct RequestLine(String<LOG_LINE>);
 impl RequestLine {
     /// `head`'s request line.
     pub fn of(head: &RequestHead<'_, '_>) -> RequestLine {
+        if LOG_LINE == 0 {
+            return RequestLine(String::new());
+        }
         // As `head`'s `Display` writes it, piece by piece (no `core::fmt` machinery for a firmware to carry).
         let mut line = Cut(String::new(), false);
         let (digits, len) = decimal(usize::from(head.minor_version));
@@ -42,7 +49,7 @@ impl RequestLine {
         }
         if line.1 {
             // Room for the marker: drop characters until three bytes are free.
-            while line.0.len() > LOG_LINE - 3 {
+            while line.0.len() > LOG_LINE.saturating_sub(3) {
                 line.0.pop();
             }
             let _ = line.0.push_str("...");
