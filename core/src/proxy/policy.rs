@@ -52,23 +52,42 @@ impl ProxyPolicy<'_> {
     }
 
     /// The address `--resolve` gives `host` (case-insensitive, trailing dot ignored), or the address `host`
-    /// spells as a literal (IPv4, or IPv6 without brackets). `None`: the name must be looked up.
+    /// spells as a literal (IPv4, or IPv6 without brackets; IPv6 only with the crate's `ipv6` feature). `None`:
+    /// the name must be looked up.
     pub fn static_address(&self, host: &str) -> Option<IpAddr> {
         let host = host.strip_suffix('.').unwrap_or(host);
         self.static_names
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(host))
             .map(|&(_, address)| IpAddr::V4(address))
-            .or_else(|| host.parse().ok())
+            .or_else(|| literal(host))
     }
+}
+
+/// The address `host` spells as a literal.
+#[cfg(feature = "ipv6")]
+fn literal(host: &str) -> Option<IpAddr> {
+    host.parse().ok()
+}
+
+/// The address `host` spells as a literal: IPv4 only, without the crate's `ipv6` feature (which a lean firmware
+/// leaves out, with the code that parses IPv6).
+#[cfg(not(feature = "ipv6"))]
+fn literal(host: &str) -> Option<IpAddr> {
+    host.parse().ok().map(IpAddr::V4)
 }
 
 /// The IPv4 address `ip` stands for: itself, 127.0.0.1 for `::1`, the embedded address of a v4-mapped one.
 pub fn ipv4_of(ip: IpAddr) -> Option<Ipv4Addr> {
     match ip {
         IpAddr::V4(v4) => Some(v4),
+        #[cfg(feature = "ipv6")]
         IpAddr::V6(v6) if v6.is_loopback() => Some(Ipv4Addr::LOCALHOST),
+        #[cfg(feature = "ipv6")]
         IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+        // Without IPv6, no IPv6 address reaches the policy (it is neither parsed nor given by the stack).
+        #[cfg(not(feature = "ipv6"))]
+        IpAddr::V6(_) => None,
     }
 }
 
@@ -109,11 +128,14 @@ mod tests {
             ..open
         };
         assert_eq!(strict.check_client(v4(127, 9, 9, 9)), Ok(()));
-        assert_eq!(strict.check_client("::1".parse().unwrap()), Ok(()));
-        assert_eq!(
-            strict.check_client("::ffff:127.0.0.3".parse().unwrap()),
-            Ok(())
-        );
+        if cfg!(feature = "ipv6") {
+            // An IPv6 address counts as the IPv4 address it stands for.
+            assert_eq!(strict.check_client("::1".parse().unwrap()), Ok(()));
+            assert_eq!(
+                strict.check_client("::ffff:127.0.0.3".parse().unwrap()),
+                Ok(())
+            );
+        }
         assert_eq!(
             strict.check_client(v4(10, 0, 2, 2)),
             Err(ProxyError::ClientNotAllowed)
@@ -131,7 +153,8 @@ mod tests {
             Some(v4(127, 0, 0, 2))
         );
         assert_eq!(strict.static_address("10.0.2.2"), Some(v4(10, 0, 2, 2)));
-        assert_eq!(strict.static_address("::1"), Some("::1".parse().unwrap()));
+        let v6_literal = cfg!(feature = "ipv6").then(|| "::1".parse().unwrap());
+        assert_eq!(strict.static_address("::1"), v6_literal);
         assert_eq!(strict.static_address("elsewhere.test"), None);
     }
 }

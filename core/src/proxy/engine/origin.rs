@@ -186,7 +186,9 @@ mod tests {
             is_local: &everywhere,
         };
         assert!(own.is_proxy(SocketAddr::new(v4(127, 0, 0, 1), 8080)));
-        assert!(own.is_proxy(SocketAddr::new("::1".parse().unwrap(), 8080)));
+        if cfg!(feature = "ipv6") {
+            assert!(own.is_proxy(SocketAddr::new("::1".parse().unwrap(), 8080)));
+        }
         assert!(own.is_proxy(SocketAddr::new(v4(0, 0, 0, 0), 8080)));
         assert!(!own.is_proxy(SocketAddr::new(v4(127, 0, 0, 1), 8081)));
         assert!(!own.is_proxy(SocketAddr::new(v4(10, 0, 2, 2), 8080)));

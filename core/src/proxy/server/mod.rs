@@ -6,6 +6,7 @@
 //! client when every slot is busy, and answers it `503` at once: at the cap, a client learns why instead of seeing
 //! its SYN reset (smoltcp has no listen backlog).
 
+mod lookup;
 mod outgoing;
 mod relay;
 mod serving;
@@ -22,6 +23,7 @@ use crate::error::ServerError;
 
 use super::engine::{Admission, OwnAddress, Phase, ProxyConnection, ProxyContext, ProxyStats};
 use super::{Limits, ProxyPolicy};
+use lookup::Lookups;
 use relay::drop_received;
 use slot::{Shared, SlotSockets};
 
@@ -42,7 +44,8 @@ pub struct ProxyServerConfig<'a> {
     /// Sockets that answer 503 when every slot is busy (added to the socket set after the slots' sockets; at
     /// most [`MAX_REFUSERS`]).
     pub refusers: &'a [SocketHandle],
-    /// A DNS socket for names that are neither `--resolve` names nor literals (without one they are 502).
+    /// A DNS socket for names that are neither `--resolve` names nor literals (without one they are 502; without
+    /// the crate's `dns` feature it is ignored).
     pub dns: Option<SocketHandle>,
     /// Picks the first local port for origin connections (make it random).
     pub port_seed: u16,
@@ -56,7 +59,7 @@ pub struct ProxyServer<S, const OUT: usize> {
     port: u16,
     limits: Limits,
     refusers: heapless::Vec<SocketHandle, MAX_REFUSERS>,
-    dns: Option<SocketHandle>,
+    lookups: Lookups,
     next_port: u16,
     refused: u64,
 }
@@ -107,7 +110,7 @@ where
                 ..config.limits
             },
             refusers,
-            dns: config.dns,
+            lookups: Lookups::new(config.dns),
             next_port: 49152 + config.port_seed % 16384,
             refused: 0,
         })
@@ -141,12 +144,12 @@ where
                     listen: SocketAddr::new(IpAddr::from(IpAddress::v4(0, 0, 0, 0)), self.port),
                     is_local: &is_local,
                 },
-                can_look_up: self.dns.is_some(),
+                can_look_up: self.lookups.available(),
             },
             iface: iface.context(),
             now,
             port: self.port,
-            dns: self.dns,
+            lookups: self.lookups,
             next_port: &mut self.next_port,
         };
         let mut moved = false;

@@ -3,15 +3,16 @@
 use core::net::{IpAddr, SocketAddr};
 
 use smoltcp::iface::SocketSet;
-use smoltcp::socket::{dns, tcp};
-use smoltcp::wire::{DnsQueryType, IpAddress};
+use smoltcp::socket::tcp;
+use smoltcp::wire::IpAddress;
 
 use crate::tcp_server::{KEEP_ALIVE, SOCKET_TIMEOUT};
 
 use super::super::engine::{
     AfterResponse, Connected, Ending, Failure, HeadStep, OriginStep, PhaseStep, ProxyConnection,
-    Recovery, ResponsePhase, ResponseStep,
+    Recovery, ResponsePhase, ResponseStep, MAX_CANDIDATES,
 };
+use super::lookup::{Answer, Query};
 use super::outgoing::{Outgoing, Peer};
 use super::relay::{discard, finished_sending, next_ephemeral, relay, was_reset};
 use super::slot::{Shared, SlotSockets};
@@ -37,7 +38,7 @@ pub(super) fn close_origin(origin: &mut tcp::Socket<'_>) {
 /// A serving slot's parts, borrowed for one step of its connection.
 pub(super) struct Serving<'s, 'x, 'p, 'c, const OUT: usize> {
     pub(super) connection: &'s mut ProxyConnection,
-    pub(super) lookup: &'s mut Option<dns::QueryHandle>,
+    pub(super) lookup: &'s mut Option<Query>,
     pub(super) out: &'s mut Outgoing<OUT>,
     pub(super) slot: SlotSockets,
     pub(super) sockets: &'s mut SocketSet<'x>,
@@ -81,12 +82,8 @@ impl<const OUT: usize> PhaseStep for Serving<'_, '_, '_, '_, OUT> {
         let next = match forward.next.name_to_look_up() {
             Err(next) => next,
             Ok(name) => {
-                let Some(handle) = self.shared.dns else {
-                    log::error!("bug: a lookup was asked for without a DNS socket");
-                    return Flow::End(Ending::ResetBoth);
-                };
-                let dns = self.sockets.get_mut::<dns::Socket>(handle);
-                match dns.start_query(self.shared.iface, name, DnsQueryType::A) {
+                let lookups = self.shared.lookups;
+                match lookups.start(self.sockets, self.shared.iface, name) {
                     Ok(query) => {
                         *self.lookup = Some(query);
                         return Flow::Moved(true);
@@ -102,13 +99,13 @@ impl<const OUT: usize> PhaseStep for Serving<'_, '_, '_, '_, OUT> {
     }
 
     fn resolving(&mut self) -> Flow {
-        let (Some(query), Some(handle)) = (*self.lookup, self.shared.dns) else {
+        let Some(query) = *self.lookup else {
             log::error!("bug: a proxy connection resolves without a query; reset");
             return Flow::End(Ending::ResetBoth);
         };
-        let dns = self.sockets.get_mut::<dns::Socket>(handle);
-        let step = match dns.get_query_result(query) {
-            Err(dns::GetQueryResultError::Pending) => {
+        let mut found = heapless::Vec::<IpAddr, MAX_CANDIDATES>::new();
+        let step = match self.shared.lookups.poll(self.sockets, query, &mut found) {
+            Answer::Pending => {
                 return match self
                     .connection
                     .on_timeout(self.shared.now, &mut self.out.buf)
@@ -118,25 +115,15 @@ impl<const OUT: usize> PhaseStep for Serving<'_, '_, '_, '_, OUT> {
                     None => Flow::Moved(false),
                 };
             }
-            Ok(found) => {
+            Answer::Found(addresses) => {
                 *self.lookup = None;
-                let mut addresses: heapless::Vec<
-                    IpAddr,
-                    { smoltcp::config::DNS_MAX_RESULT_COUNT },
-                > = heapless::Vec::new();
-                for address in &found {
-                    let _ = addresses.push(IpAddr::from(*address));
-                }
                 self.connection
-                    .on_resolved(&self.shared.cx, Ok(&addresses), &mut self.out.buf)
+                    .on_resolved(&self.shared.cx, Ok(addresses), &mut self.out.buf)
             }
-            Err(dns::GetQueryResultError::Failed) => {
+            Answer::Failed(why) => {
                 *self.lookup = None;
-                self.connection.on_resolved(
-                    &self.shared.cx,
-                    Err(&"the DNS server gave no address"),
-                    &mut self.out.buf,
-                )
+                self.connection
+                    .on_resolved(&self.shared.cx, Err(&why), &mut self.out.buf)
             }
         };
         self.follow(step)

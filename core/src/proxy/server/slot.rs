@@ -16,7 +16,7 @@
 use core::net::IpAddr;
 
 use smoltcp::iface::{Context, SocketHandle, SocketSet};
-use smoltcp::socket::{dns, tcp};
+use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::IpAddress;
 
@@ -24,6 +24,7 @@ use crate::tcp_server::{KEEP_ALIVE, SOCKET_TIMEOUT};
 
 use super::super::engine::{Admission, Ending, Phase, ProxyConnection, ProxyContext};
 use super::super::{Limits, ProxyStats};
+use super::lookup::{Lookups, Query};
 use super::outgoing::{Outgoing, Peer};
 use super::relay::drop_received;
 use super::serving::{close_origin, Flow, Serving};
@@ -41,7 +42,7 @@ pub(super) struct Shared<'p, 'c> {
     pub iface: &'c mut Context,
     pub now: Instant,
     pub port: u16,
-    pub dns: Option<SocketHandle>,
+    pub lookups: Lookups,
     pub next_port: &'c mut u16,
 }
 
@@ -54,7 +55,7 @@ enum SlotPhase {
     /// A client is served; `lookup` is the DNS query while the connection resolves.
     Serving {
         connection: ProxyConnection,
-        lookup: Option<dns::QueryHandle>,
+        lookup: Option<Query>,
     },
     /// The proxy's own answer is going out; the connection closes after it.
     Answering { deadline: Instant },
@@ -256,8 +257,8 @@ impl<const OUT: usize> ProxySlot<OUT> {
     ) {
         if let SlotPhase::Serving { connection, lookup } = &self.phase {
             self.served.add(&connection.stats());
-            if let (Some(query), Some(dns)) = (lookup, shared.dns) {
-                sockets.get_mut::<dns::Socket>(dns).cancel_query(*query);
+            if let Some(query) = lookup {
+                shared.lookups.cancel(sockets, *query);
             }
         }
         let limits: &Limits = shared.cx.limits;
