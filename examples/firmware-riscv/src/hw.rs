@@ -55,10 +55,14 @@ extern "C" fn trap_handler() -> ! {
     unsafe {
         asm!("csrr {0}, mcause", "csrr {1}, mepc", "csrr {2}, mtval", out(reg) cause, out(reg) epc, out(reg) tval);
     }
-    let _ = fmt::Write::write_fmt(
-        &mut Uart,
-        format_args!("smoltalk firmware: TRAP mcause={cause:#x} mepc={epc:#x} mtval={tval:#x}\n"),
-    );
+    // Without `core::fmt`, which the lean build does not carry.
+    let mut uart = Uart;
+    uart.bytes(b"smoltalk firmware: TRAP");
+    for (label, value) in [(" mcause=", cause), (" mepc=", epc), (" mtval=", tval)] {
+        uart.bytes(label.as_bytes());
+        uart.hex(value);
+    }
+    uart.bytes(b"\n");
     halt()
 }
 
@@ -121,6 +125,27 @@ impl Uart {
             }
             put(byte);
         }
+    }
+}
+
+impl Uart {
+    /// Writes `value` as `0x` and hexadecimal digits (no leading zeros).
+    pub fn hex(&mut self, value: usize) {
+        let mut digits = [0u8; 2 + 2 * core::mem::size_of::<usize>()];
+        let mut at = digits.len();
+        let mut rest = value;
+        loop {
+            at -= 1;
+            digits[at] = b"0123456789abcdef"[rest & 0xf];
+            rest >>= 4;
+            if rest == 0 {
+                break;
+            }
+        }
+        at -= 2;
+        digits[at] = b'0';
+        digits[at + 1] = b'x';
+        self.bytes(&digits[at..]);
     }
 }
 

@@ -14,6 +14,17 @@
 #![no_std]
 #![no_main]
 
+/// Stops the board with a message: formatted in the full build; in the lean build (which carries no `core::fmt`)
+/// only its plain first part, the second argument's values left unformatted.
+macro_rules! fatal {
+    ($plain:literal, $($formatted:tt)+) => {{
+        #[cfg(feature = "full")]
+        panic!($($formatted)+);
+        #[cfg(not(feature = "full"))]
+        panic!($plain);
+    }};
+}
+
 mod hw;
 mod nic;
 #[cfg(feature = "proxy")]
@@ -164,18 +175,18 @@ extern "C" fn rust_main() -> ! {
         &mut sockets,
     ) {
         Ok(server) => server,
-        Err(e) => panic!("tcp server: {e}"),
+        Err(_e) => fatal!("tcp server", "tcp server: {_e}"),
     };
     let mut udp_server = match UppercaseUdpServer::new(DEFAULT_PORT, udp_handle, &mut sockets) {
         Ok(server) => server,
-        Err(e) => panic!("udp server: {e}"),
+        Err(_e) => fatal!("udp server", "udp server: {_e}"),
     };
     #[cfg(feature = "proxy")]
     let mut proxy = {
         let seed = hw::mtime() ^ u64::from_le_bytes([mac[5], mac[4], mac[3], mac[2], 0, 0, 0, 0]);
         match proxy::BoardProxy::start(&mut sockets, seed as u16) {
             Ok(proxy) => proxy,
-            Err(e) => panic!("proxy: {e}"),
+            Err(_e) => fatal!("proxy", "proxy: {_e}"),
         }
     };
     // What each core object costs here (size.sh reads this line for the size report).

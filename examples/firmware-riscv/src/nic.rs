@@ -49,7 +49,10 @@ unsafe impl Hal for StaticHal {
     fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
         let first = DMA_NEXT_PAGE.fetch_add(pages, Ordering::Relaxed);
         if first + pages > DMA_PAGES {
-            panic!("DMA pool exhausted: {pages} more pages wanted, {DMA_PAGES} in all");
+            fatal!(
+                "DMA pool exhausted",
+                "DMA pool exhausted: {pages} more pages wanted, {DMA_PAGES} in all"
+            );
         }
         // SAFETY: within the pool; each page is handed out once.
         let ptr = unsafe { (addr_of_mut!(DMA_POOL) as *mut u8).add(first * PAGE_SIZE) };
@@ -103,7 +106,7 @@ impl VirtioNic {
             }
             let net = match Net::new(transport) {
                 Ok(net) => net,
-                Err(e) => panic!("virtio-net init: {e}"),
+                Err(_e) => fatal!("virtio-net init", "virtio-net init: {_e}"),
             };
             // SAFETY: probe succeeds once (the firmware has one NIC), so this is the only reference.
             let rx_buffers = unsafe { &mut *addr_of_mut!(RX_POOL) };
@@ -147,7 +150,10 @@ impl VirtioNic {
         // SAFETY: the buffer is static and untouched until the device returns it under this token.
         match unsafe { self.net.receive_begin(&mut self.rx_buffers[index]) } {
             Ok(token) => self.rx_slot_of_token[token as usize] = index as u8,
-            Err(e) => panic!("virtio-net: cannot post receive buffer {index}: {e}"),
+            Err(_e) => fatal!(
+                "virtio-net: cannot post a receive buffer",
+                "virtio-net: cannot post receive buffer {index}: {_e}"
+            ),
         }
     }
 
