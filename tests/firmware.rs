@@ -281,8 +281,7 @@ const RAM_APART_FROM_DMA_AND_SOCKETS: &str =
 /// The lean builds (no `log`, no `core::fmt` of their own, UDP of one frame, 1 KiB TCP buffers) serve the
 /// same, and fit their budgets (`examples/firmware-riscv/size.sh --lean [--proxy]`). The uppercase service
 /// alone: flash (.text + .rodata) ≤ 40 KiB, static RAM apart from the driver's DMA pages and receive buffers
-/// ≤ 16 KiB. With the proxy: static RAM apart from those and the socket buffers ≤ 32 KiB; its flash budget
-/// (≤ 64 KiB) is checked by `the_lean_proxy_firmware_fits_its_flash_budget`, which it does not meet yet.
+/// ≤ 16 KiB. With the proxy: flash ≤ 64 KiB, static RAM apart from those and the socket buffers ≤ 32 KiB.
 #[test]
 #[cfg_attr(
     any(smoltalk_no_qemu, smoltalk_no_tshark),
@@ -305,25 +304,17 @@ fn the_lean_firmware_fits_the_size_budget_and_serves_the_same() {
 
     let elf = build_firmware(Build::LeanProxy);
     let report = size_report(Build::LeanProxy);
+    let flash = report_row(&report, FLASH);
     let ram = report_row(&report, RAM_APART_FROM_DMA_AND_SOCKETS);
+    assert!(
+        flash <= 64 * 1024,
+        "lean,proxy: flash {flash} bytes > 64 KiB:\n{report}"
+    );
     assert!(
         ram <= 32 * 1024,
         "lean,proxy: static RAM {ram} bytes > 32 KiB:\n{report}"
     );
     serves_uppercase(&elf);
-}
-
-/// The lean build with the proxy fits its flash budget: .text + .rodata ≤ 64 KiB.
-#[test]
-#[ignore = "over budget: the lean,proxy build's flash is 83,666 bytes, not ≤ 65,536 (docs/embedded.md says \
-            what costs and what it would take); run with --ignored to measure"]
-fn the_lean_proxy_firmware_fits_its_flash_budget() {
-    let report = size_report(Build::LeanProxy);
-    let flash = report_row(&report, FLASH);
-    assert!(
-        flash <= 64 * 1024,
-        "lean,proxy: flash {flash} bytes > 64 KiB:\n{report}"
-    );
 }
 
 /// Sends `payload` over a new connection to the forwarded port and reads its whole reply. smoltcp has no
