@@ -443,3 +443,44 @@ fn a_call_the_state_does_not_allow_is_a_bug_and_resets() {
         let _ = BodyTracker::new(crate::http::BodyFraming::None);
     });
 }
+
+#[test]
+#[ignore = "engine bug found by the proxy_connection fuzz target: a kept origin connection that sent an interim \
+            head an HTTP/1.0 client did not see, then closed, has the request sent again"]
+fn no_retry_after_an_interim_head_the_client_did_not_see() {
+    with(false, |cx| {
+        let mut c = admitted(cx);
+        connect(
+            cx,
+            &mut c,
+            "GET http://origin.test/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        );
+        response(cx, &mut c, "HTTP/1.1 204 No Content\r\n\r\n");
+        assert_eq!(
+            c.on_response_sent(cx, true, at(2)),
+            AfterResponse::NextRequest { keep_origin: true }
+        );
+        let mut out = [0u8; 1024];
+        let next = "GET http://origin.test/again HTTP/1.0\r\n\r\n";
+        assert!(matches!(
+            c.on_client_head(cx, next.as_bytes(), false, true, at(3), &mut out),
+            HeadStep::Forward {
+                next: OriginStep::Reuse,
+                ..
+            }
+        ));
+        // The origin answers on the kept connection: an interim head, which the HTTP/1.0 client does not get ...
+        let (sent, interim) = response(cx, &mut c, "HTTP/1.1 103 Early Hints\r\n\r\n");
+        assert!(interim && sent.is_empty());
+        assert!(!c.response_started());
+        // ... then it closes. It had the request and began to answer it: the request must not go again (the
+        // smoltcp slot would even send the new connection nothing, its request head having been overwritten by
+        // the interim head's in the buffer they share).
+        match c.on_response_head(cx, b"", true, &mut out) {
+            ResponseStep::End(Ending::Answer { len }) => {
+                assert!(text(&out, len).starts_with("HTTP/1.1 502 "))
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}
