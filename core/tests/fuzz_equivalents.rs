@@ -2,7 +2,8 @@
 //!
 //! cargo-fuzz needs nightly and runs each target for millions of inputs (see `BENCHMARKS.md`, "Fuzzing"); these
 //! run the same checks on a few hundred random inputs each, plus inputs shaped like the ones that matter
-//! (valid request heads with bytes changed, TCP operations that mostly follow the server's numbers).
+//! (valid request heads with bytes changed, TCP operations that mostly follow the server's numbers). The proxy
+//! harness builds its requests and responses from a grammar, so random bytes already make whole exchanges.
 
 #[allow(dead_code)]
 #[path = "../../fuzz/src/lib.rs"]
@@ -98,6 +99,11 @@ proptest! {
     fn uppercase_udp_arbitrary(bytes in vec(any::<u8>(), 0..600)) {
         harness::uppercase_udp::run(&bytes);
     }
+
+    #[test]
+    fn proxy_connection_arbitrary(bytes in vec(any::<u8>(), 0..1000)) {
+        harness::proxy_connection::run(&bytes);
+    }
 }
 
 proptest! {
@@ -114,6 +120,33 @@ proptest! {
         bytes.extend(ops.concat());
         harness::uppercase_tcp::run(&bytes);
     }
+}
+
+/// Inputs from a fixed generator (xorshift), the same on every run.
+fn inputs(count: usize, len: usize) -> impl Iterator<Item = Vec<u8>> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..count).map(move |_| {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect()
+    })
+}
+
+/// The proxy harness reaches every part of the engine it checks on inputs of random bytes: refusals, lookups,
+/// kept and reused origin connections, retries, tunnels, interim heads, calls the phase does not allow, and every
+/// kind of ending, time-outs included.
+#[test]
+fn proxy_connection_harness_reaches_every_part() {
+    let mut total = harness::proxy_connection::Outcome::default();
+    for input in inputs(1000, 800) {
+        total.add(&harness::proxy_connection::run(&input));
+    }
+    assert_eq!(total.missing(), Vec::<&str>::new(), "{total:#?}");
 }
 
 /// The TCP harness's segments follow the server's numbers: a scripted input opens a connection, gets its bytes
