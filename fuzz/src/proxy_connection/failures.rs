@@ -133,7 +133,7 @@ impl Driver<'_, '_> {
                 self.cx,
                 b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
                 false,
-                true,
+                || true,
                 self.now,
                 &mut self.out,
             ) {

@@ -77,7 +77,7 @@ impl Driver<'_, '_> {
             self.cx,
             &self.client.inbound,
             self.client.done,
-            idle,
+            || idle,
             self.now,
             &mut self.out,
         );

@@ -21,8 +21,9 @@ use super::{
 impl ProxyConnection {
     /// The client's bytes not yet taken (`bytes`: from the start of the next request head; only the first
     /// [`Limits::head`](super::super::Limits::head) are looked at), whether the client has closed its sending
-    /// side (`client_done`), and whether the origin connection kept from the last exchange is still open and
-    /// silent (`origin_idle`; `false` if there is none).
+    /// side (`client_done`), and how to ask whether the origin connection kept from the last exchange is still
+    /// open and silent (`origin_idle`, asked only when that connection could carry the request: a check may cost
+    /// the driver a system call; `false` if there is no such connection).
     ///
     /// A head that does not end within the limit is 414 or 431; an unfinished head at the client's close is
     /// 400; the deadline passing is 408, except on a kept connection with nothing sent, which ends quietly, as
@@ -33,7 +34,7 @@ impl ProxyConnection {
         cx: &ProxyContext<'_>,
         bytes: &[u8],
         client_done: bool,
-        origin_idle: bool,
+        origin_idle: impl FnOnce() -> bool,
         now: Instant,
         out: &mut [u8],
     ) -> HeadStep<'c> {
@@ -103,7 +104,7 @@ impl ProxyConnection {
         &mut self,
         cx: &ProxyContext<'_>,
         request: Request,
-        origin_idle: bool,
+        origin_idle: impl FnOnce() -> bool,
         out: &mut [u8],
     ) -> OriginStep<'_> {
         let kept = match &mut self.state {

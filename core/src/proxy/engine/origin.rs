@@ -137,9 +137,16 @@ pub struct KeptOrigin {
 
 impl KeptOrigin {
     /// Whether the next request, to `host:port`, may go on this connection: the same origin, not a tunnel, and
-    /// the connection still open and silent (`idle`, as the design sees its socket).
-    pub fn may_carry(&self, host: &str, port: u16, tunnel: bool, idle: bool) -> bool {
-        idle && !tunnel && port == self.port && host.eq_ignore_ascii_case(&self.host)
+    /// the connection still open and silent (`idle`, as the design sees its socket; asked last, and only if the
+    /// rest holds).
+    pub fn may_carry(
+        &self,
+        host: &str,
+        port: u16,
+        tunnel: bool,
+        idle: impl FnOnce() -> bool,
+    ) -> bool {
+        !tunnel && port == self.port && host.eq_ignore_ascii_case(&self.host) && idle()
     }
 }
 
@@ -222,10 +229,12 @@ mod tests {
             port: 80,
             addr: SocketAddr::new(v4(127, 0, 0, 2), 80),
         };
-        assert!(kept.may_carry("origin.TEST", 80, false, true));
-        assert!(!kept.may_carry("origin.test", 80, false, false));
-        assert!(!kept.may_carry("origin.test", 81, false, true));
-        assert!(!kept.may_carry("origin.test", 80, true, true));
-        assert!(!kept.may_carry("other.test", 80, false, true));
+        assert!(kept.may_carry("origin.TEST", 80, false, || true));
+        assert!(!kept.may_carry("origin.test", 80, false, || false));
+        assert!(!kept.may_carry("origin.test", 81, false, || panic!(
+            "asked for another port"
+        )));
+        assert!(!kept.may_carry("origin.test", 80, true, || true));
+        assert!(!kept.may_carry("other.test", 80, false, || true));
     }
 }

@@ -74,7 +74,7 @@ fn admitted(cx: &ProxyContext<'_>) -> ProxyConnection {
 /// Reads `head`, connects to the origin it names (without a lookup), and returns the rewritten head.
 fn connect(cx: &ProxyContext<'_>, c: &mut ProxyConnection, head: &str) -> String {
     let mut out = [0u8; 1024];
-    let len = match c.on_client_head(cx, head.as_bytes(), false, false, at(1), &mut out) {
+    let len = match c.on_client_head(cx, head.as_bytes(), false, || false, at(1), &mut out) {
         HeadStep::Forward(Forward {
             consumed,
             head_len,
@@ -158,7 +158,7 @@ fn a_get_is_rewritten_answered_and_the_connection_kept() {
         // The next request to the same origin goes on the kept connection, if it is still idle.
         let mut out = [0u8; 1024];
         let next = "GET http://origin.test/b HTTP/1.1\r\nHost: origin.test\r\n\r\n";
-        match c.on_client_head(cx, next.as_bytes(), false, true, at(3), &mut out) {
+        match c.on_client_head(cx, next.as_bytes(), false, || true, at(3), &mut out) {
             HeadStep::Forward(Forward {
                 next: OriginStep::Reuse,
                 ..
@@ -187,7 +187,7 @@ fn a_kept_origin_that_closed_is_tried_once_more() {
         let mut out = [0u8; 1024];
         let next = "GET http://origin.test/again HTTP/1.1\r\nHost: x\r\n\r\n";
         assert!(matches!(
-            c.on_client_head(cx, next.as_bytes(), false, true, at(3), &mut out),
+            c.on_client_head(cx, next.as_bytes(), false, || true, at(3), &mut out),
             HeadStep::Forward(Forward {
                 next: OriginStep::Reuse,
                 ..
@@ -217,7 +217,7 @@ fn names_are_looked_up_only_with_a_resolver_and_checked_after() {
     with(false, |cx| {
         let mut c = admitted(cx);
         let mut out = [0u8; 1024];
-        match c.on_client_head(cx, head.as_bytes(), false, false, at(1), &mut out) {
+        match c.on_client_head(cx, head.as_bytes(), false, || false, at(1), &mut out) {
             HeadStep::Forward(Forward {
                 next: OriginStep::End(Ending::Answer { len }),
                 ..
@@ -228,7 +228,7 @@ fn names_are_looked_up_only_with_a_resolver_and_checked_after() {
     with(true, |cx| {
         let mut c = admitted(cx);
         let mut out = [0u8; 1024];
-        match c.on_client_head(cx, head.as_bytes(), false, false, at(1), &mut out) {
+        match c.on_client_head(cx, head.as_bytes(), false, || false, at(1), &mut out) {
             HeadStep::Forward(Forward {
                 next: OriginStep::LookUp(name),
                 ..
@@ -254,7 +254,7 @@ fn every_address_is_tried_before_502_or_504() {
         let mut out = [0u8; 1024];
         let head = "GET http://two.test/ HTTP/1.1\r\nHost: two.test\r\n\r\n";
         assert!(matches!(
-            c.on_client_head(cx, head.as_bytes(), false, false, at(1), &mut out),
+            c.on_client_head(cx, head.as_bytes(), false, || false, at(1), &mut out),
             HeadStep::Forward(Forward {
                 next: OriginStep::LookUp(_),
                 ..
@@ -292,25 +292,25 @@ fn heads_too_long_incomplete_or_late_get_their_status() {
         };
         let long_line = std::format!("GET /{} HTTP/1.1\r\n", "a".repeat(300));
         let mut c = admitted(cx);
-        let step = c.on_client_head(cx, long_line.as_bytes(), false, false, at(1), &mut out);
+        let step = c.on_client_head(cx, long_line.as_bytes(), false, || false, at(1), &mut out);
         assert_eq!(status(step, &out), "414");
         let long_head = std::format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(300));
         let mut c = admitted(cx);
-        let step = c.on_client_head(cx, long_head.as_bytes(), false, false, at(1), &mut out);
+        let step = c.on_client_head(cx, long_head.as_bytes(), false, || false, at(1), &mut out);
         assert_eq!(status(step, &out), "431");
         let mut c = admitted(cx);
-        let step = c.on_client_head(cx, b"GET / HT", true, false, at(1), &mut out);
+        let step = c.on_client_head(cx, b"GET / HT", true, || false, at(1), &mut out);
         assert_eq!(status(step, &out), "400");
         let mut c = admitted(cx);
         assert_eq!(
-            c.on_client_head(cx, b"", false, false, at(29), &mut out),
+            c.on_client_head(cx, b"", false, || false, at(29), &mut out),
             HeadStep::NeedMore
         );
-        let step = c.on_client_head(cx, b"", false, false, at(30), &mut out);
+        let step = c.on_client_head(cx, b"", false, || false, at(30), &mut out);
         assert_eq!(status(step, &out), "408");
         // A client that closes before any request: the quiet end.
         let mut c = admitted(cx);
-        let step = c.on_client_head(cx, b"", true, false, at(1), &mut out);
+        let step = c.on_client_head(cx, b"", true, || false, at(1), &mut out);
         assert_eq!(step, HeadStep::End(Ending::Close));
     });
 }
@@ -350,7 +350,7 @@ fn a_tunnel_opens_with_200_and_idles_out() {
         let mut c = admitted(cx);
         let mut out = [0u8; 1024];
         let head = "CONNECT origin.test:443 HTTP/1.1\r\nHost: origin.test:443\r\n\r\n";
-        match c.on_client_head(cx, head.as_bytes(), false, false, at(1), &mut out) {
+        match c.on_client_head(cx, head.as_bytes(), false, || false, at(1), &mut out) {
             HeadStep::Forward(Forward {
                 head_len: 0,
                 next: OriginStep::Connect(addr),
@@ -371,7 +371,7 @@ fn a_tunnel_opens_with_200_and_idles_out() {
         // A port not allowed is 403.
         let mut c = admitted(cx);
         let head = "CONNECT origin.test:22 HTTP/1.1\r\nHost: origin.test:22\r\n\r\n";
-        match c.on_client_head(cx, head.as_bytes(), false, false, at(1), &mut out) {
+        match c.on_client_head(cx, head.as_bytes(), false, || false, at(1), &mut out) {
             HeadStep::End(Ending::Answer { len }) => {
                 assert!(text(&out, len).starts_with("HTTP/1.1 403 "))
             }
@@ -464,7 +464,7 @@ fn no_retry_after_an_interim_head_the_client_did_not_see() {
         let mut out = [0u8; 1024];
         let next = "GET http://origin.test/again HTTP/1.0\r\n\r\n";
         assert!(matches!(
-            c.on_client_head(cx, next.as_bytes(), false, true, at(3), &mut out),
+            c.on_client_head(cx, next.as_bytes(), false, || true, at(3), &mut out),
             HeadStep::Forward(Forward {
                 next: OriginStep::Reuse,
                 ..
@@ -497,7 +497,7 @@ fn a_non_idempotent_request_is_not_retried() {
         let mut out = [0u8; 1024];
         let next = "POST http://origin.test/act HTTP/1.1\r\nHost: x\r\n\r\n";
         assert!(matches!(
-            c.on_client_head(cx, next.as_bytes(), false, true, at(3), &mut out),
+            c.on_client_head(cx, next.as_bytes(), false, || true, at(3), &mut out),
             HeadStep::Forward(Forward {
                 next: OriginStep::Reuse,
                 ..

@@ -58,8 +58,8 @@ impl<const OUT: usize> PhaseStep for Serving<'_, '_, '_, '_, OUT> {
         let window = self.scratch.get_mut(..window).unwrap_or(&mut []);
         let available = client.peek_slice(window).unwrap_or(0);
         let client_done = !client.may_recv();
-        let origin = self.sockets.get_mut::<tcp::Socket>(self.slot.origin);
-        let origin_idle = origin.state() == tcp::State::Established && origin.recv_queue() == 0;
+        let origin = self.sockets.get::<tcp::Socket>(self.slot.origin);
+        let origin_idle = || origin.state() == tcp::State::Established && origin.recv_queue() == 0;
         let bytes = window.get(..available).unwrap_or(&[]);
         let step = self.connection.on_client_head(
             &self.shared.cx,

@@ -101,11 +101,9 @@ impl Step<'_, '_> {
         {
             return self.recover(Failure::ClientReset);
         }
-        let idle = self
-            .io
-            .upstream
-            .as_ref()
-            .is_some_and(|u| u.connected && !u.eof && is_idle(&u.stream));
+        // A peek at the kept origin connection, made only if the engine would reuse it.
+        let upstream = self.io.upstream.as_ref();
+        let idle = || upstream.is_some_and(|u| u.connected && !u.eof && is_idle(&u.stream));
         let cx = self.env.cx;
         let now = self.env.clock.now();
         let step = self.engine.on_client_head(

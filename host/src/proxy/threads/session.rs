@@ -161,7 +161,9 @@ impl<'c> ClientSession<'c> {
 
     fn read_head(&mut self) -> Result<OriginStep<'static>, Ending> {
         loop {
-            let idle = self.upstream.as_ref().is_some_and(is_idle);
+            // A peek at the kept origin connection, made only if the engine would reuse it.
+            let upstream = self.upstream.as_ref();
+            let idle = || upstream.is_some_and(is_idle);
             let now = self.clock.now();
             let step = self.engine.on_client_head(
                 self.cx,
