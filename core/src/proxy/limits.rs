@@ -1,6 +1,7 @@
-//! [`Limits`]: the one set of sizes and times every proxy design keeps to.
+//! [`Limits`]: the one set of sizes and times every proxy design keeps to, and [`Drain`], the rule for how long
+//! a closed client connection is still read.
 
-use smoltcp::time::Duration;
+use smoltcp::time::{Duration, Instant};
 
 /// The proxy's limits. Every design reads them from here; none keeps its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,11 +19,12 @@ pub struct Limits {
     /// A tunnel with no byte either way for this long is closed.
     pub tunnel_idle: Duration,
     /// After the proxy's last byte to a client (an error page, a refusal, the end of a response it does not
-    /// keep): how long what the client still sends is read and dropped before the connection is closed, so that
-    /// unread bytes do not turn the close into a reset that destroys the answer before it is read.
+    /// keep), what the client still sends is read and dropped, so that unread bytes do not turn the close into a
+    /// reset that destroys the answer before it is read: until the client closes too, or is silent this long
+    /// (see [`Drain`]).
     pub drain: Duration,
-    /// How long a client that reads nothing may keep the proxy's answer, or a closing connection, waiting before
-    /// the connection is reset.
+    /// How long a client that reads nothing may keep the proxy's answer waiting before the connection is reset,
+    /// and the longest a closing connection is drained, however much the client still sends.
     pub linger: Duration,
     /// How long an aborted connection's reset may take to go out before its socket is reused (a stack that
     /// forgets an unsent reset when the socket listens again, as smoltcp does).
@@ -60,5 +62,84 @@ impl Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits::DEFAULT
+    }
+}
+
+/// How long a client connection the proxy has closed (its answer sent, its FIN behind it) is still read, what
+/// comes dropped: until the client closes too; for as long as it keeps sending (an upload the answer cut short:
+/// a close with its bytes unread would reset the connection, and the client might lose the answer), but once it
+/// has been silent for [`Limits::drain`], or [`Limits::linger`] after the drain began, the connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    /// Silence from the client until then ends the drain.
+    quiet_until: Instant,
+    /// The drain ends then whatever comes.
+    until: Instant,
+    quiet: Duration,
+}
+
+impl Drain {
+    /// A drain beginning `now`.
+    pub fn start(limits: &Limits, now: Instant) -> Drain {
+        Drain {
+            quiet_until: now + limits.drain,
+            until: now + limits.linger,
+            quiet: limits.drain,
+        }
+    }
+
+    /// The client sent bytes (dropped) at `now`.
+    pub fn on_bytes(&mut self, now: Instant) {
+        self.quiet_until = now + self.quiet;
+    }
+
+    /// When the drain ends unless the client sends more first.
+    pub fn deadline(&self) -> Instant {
+        self.quiet_until.min(self.until)
+    }
+
+    /// Whether the drain is over at `now`.
+    pub fn is_over(&self, now: Instant) -> bool {
+        now >= self.deadline()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drain_lasts_while_the_client_sends_but_not_past_linger() {
+        let limits = Limits {
+            drain: Duration::from_millis(500),
+            linger: Duration::from_secs(2),
+            ..Limits::DEFAULT
+        };
+        let t0 = Instant::from_secs(10);
+        let mut drain = Drain::start(&limits, t0);
+        assert_eq!(drain.deadline(), t0 + Duration::from_millis(500));
+        assert!(!drain.is_over(t0 + Duration::from_millis(499)));
+        // Bytes keep it going ...
+        for ms in (400..2000).step_by(400) {
+            let now = t0 + Duration::from_millis(ms);
+            assert!(
+                !drain.is_over(now),
+                "over at {ms} ms although the client sent"
+            );
+            drain.on_bytes(now);
+        }
+        // ... but never past the linger time.
+        assert_eq!(drain.deadline(), t0 + Duration::from_secs(2));
+        assert!(drain.is_over(t0 + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_silent_client_ends_the_drain() {
+        let limits = Limits::DEFAULT;
+        let t0 = Instant::from_secs(1);
+        let mut drain = Drain::start(&limits, t0);
+        drain.on_bytes(t0 + Duration::from_millis(100));
+        assert!(!drain.is_over(t0 + Duration::from_millis(599)));
+        assert!(drain.is_over(t0 + Duration::from_millis(600)));
     }
 }

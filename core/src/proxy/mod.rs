@@ -22,6 +22,6 @@ pub mod server;
 
 pub use engine::{ProxyConnection, ProxyContext, ProxyStats};
 pub use event::{ProxyEvent, ResetCause, LOG_TARGET};
-pub use limits::Limits;
+pub use limits::{Drain, Limits};
 pub use policy::ProxyPolicy;
 pub use server::{ProxyServer, ProxyServerConfig, ProxySlot};
