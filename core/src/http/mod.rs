@@ -15,7 +15,8 @@
 //!   small HTML page it answers with.
 //!
 //! The modules depend one way: `headers`, `writer` and `body` use none of the others; `status` uses `writer`;
-//! `request` and `response` use `headers`, `body` and `status`; `rewrite` uses all of those.
+//! `request` uses `headers`, `body` and `status`; `response` uses those and `request` (for the method);
+//! `rewrite` uses `headers`, `writer` and the parsed heads of `request` and `response`.
 
 pub mod body;
 pub mod headers;

@@ -68,7 +68,6 @@ impl<'h, 'b> ResponseHead<'h, 'b> {
                 }
             };
         let keep_alive = framing != BodyFraming::UntilClose
-            && code != 101
             && if minor_version >= 1 {
                 !has_token(headers, "connection", "close")
             } else {
@@ -85,9 +84,10 @@ impl<'h, 'b> ResponseHead<'h, 'b> {
         }))
     }
 
-    /// An interim response (`100 Continue`, `103 Early Hints`): a final one follows on the same exchange.
+    /// An interim response (`100 Continue`, `103 Early Hints`): a final one follows on the same exchange. (`101`
+    /// never parses: see [`ResponseHead::parse`].)
     pub fn is_interim(&self) -> bool {
-        (100..200).contains(&self.code) && self.code != 101
+        (100..200).contains(&self.code)
     }
 }
 

@@ -108,13 +108,6 @@ impl Candidates {
         }
     }
 
-    /// Just `addr` (a kept connection's origin, tried once more on a new connection).
-    pub fn only(addr: SocketAddr) -> Candidates {
-        let mut one = Candidates::default();
-        let _ = one.addrs.push(addr);
-        one
-    }
-
     /// The next address to try, taken off the list.
     pub fn take_first(&mut self) -> Option<SocketAddr> {
         match self.addrs.is_empty() {
