@@ -48,7 +48,7 @@ mod shadow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use smoltalk_core::proxy::engine::{
-    Admission, Ending, OriginStep, OwnAddress, Phase, ProxyConnection, ProxyContext,
+    Admission, ConnectStep, Ending, OriginStep, OwnAddress, Phase, ProxyConnection, ProxyContext,
 };
 use smoltalk_core::proxy::{Limits, ProxyPolicy, ProxyStats};
 use smoltcp::time::{Duration, Instant};
@@ -207,6 +207,13 @@ impl Next {
             OriginStep::Connect(addr) => Next::Connect(addr),
             OriginStep::Reuse => Next::Reuse,
             OriginStep::End(ending) => Next::End(ending),
+        }
+    }
+
+    fn after(step: ConnectStep) -> Next {
+        match step {
+            ConnectStep::Connect(addr) => Next::Connect(addr),
+            ConnectStep::End(ending) => Next::End(ending),
         }
     }
 }

@@ -367,6 +367,24 @@ pub fn reset_on_close(socket: impl AsFd) -> io::Result<()> {
     set_option(socket, libc::SOL_SOCKET, libc::SO_LINGER, &linger)
 }
 
+/// Whether a connected socket is still open and has nothing to read: a peek that does not wait
+/// (`MSG_PEEK | MSG_DONTWAIT`, whatever the socket's own blocking mode) would block. A kept connection the peer
+/// closed (or wrote to) while it idled is not.
+pub fn is_open_and_silent(socket: impl AsFd) -> bool {
+    let fd = socket.as_fd().as_raw_fd();
+    let mut byte = 0u8;
+    // SAFETY: the buffer is one byte on this stack frame, its length is 1; the descriptor is borrowed, so open.
+    let got = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    got < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
 /// A raw packet socket (`AF_PACKET`) on one interface: every frame to or from it, of every protocol, with its
 /// link-layer header. Root (`CAP_NET_RAW`) only.
 pub struct PacketSocket {

@@ -2,8 +2,8 @@
 //! no correct driver makes, which the engine must log as bugs and end with resets.
 
 use smoltalk_core::proxy::engine::{
-    AfterResponse, Connected, Ending, Failure, HeadStep, OriginStep, Phase, ProxyConnection,
-    Recovery, ResponsePhase, ResponseStep,
+    AfterResponse, ConnectStep, Connected, Ending, Failure, HeadStep, Phase, ProxyConnection,
+    ResponsePhase, ResponseStep,
 };
 
 use super::checks;
@@ -12,8 +12,8 @@ use super::shadow::Shadow;
 use super::Driver;
 
 /// Whether `failure` can happen in `phase` (anything else is a driver's bug, which the engine must log and end with
-/// resets): a client reset anywhere, a body's failures while the request is exchanged, an origin cutting its
-/// response short once its head came, a tunnel's peer reset in a tunnel.
+/// resets): a client reset anywhere, a body's failures while the request is exchanged, a tunnel's peer reset in a
+/// tunnel. (An origin that goes away is no failure: the driver reads on and the engine learns it from what came.)
 pub fn fits(failure: Failure, phase: Phase) -> bool {
     let exchanging = matches!(phase, Phase::Exchanging(_));
     let body = matches!(
@@ -22,22 +22,19 @@ pub fn fits(failure: Failure, phase: Phase) -> bool {
     );
     match failure {
         Failure::ClientReset => phase != Phase::Closed,
-        Failure::ClientClosedMidBody
-        | Failure::OriginLost { .. }
-        | Failure::MalformedRequestBody => exchanging,
+        Failure::ClientClosedMidBody | Failure::MalformedRequestBody => exchanging,
         Failure::MalformedResponseBody => body,
         Failure::TunnelPeerReset => phase == Phase::Tunnel,
     }
 }
 
-/// A failure of any kind, whatever the phase (`OriginLost`'s `partial` is set as the driver sees it).
+/// A failure of any kind, whatever the phase.
 pub fn any_failure(byte: u8) -> Failure {
-    match byte % 6 {
+    match byte % 5 {
         0 => Failure::ClientReset,
         1 => Failure::ClientClosedMidBody,
-        2 => Failure::OriginLost { partial: false },
-        3 => Failure::MalformedRequestBody,
-        4 => Failure::MalformedResponseBody,
+        2 => Failure::MalformedRequestBody,
+        3 => Failure::MalformedResponseBody,
         _ => Failure::TunnelPeerReset,
     }
 }
@@ -50,45 +47,21 @@ impl Driver<'_, '_> {
         st: &mut Shadow,
         failure: Failure,
     ) -> Option<Ending> {
-        // A driver says whether some of a response head had come, as it sees it.
-        let failure = match failure {
-            Failure::OriginLost { .. } => Failure::OriginLost {
-                partial: !self.origin.inbound.is_empty(),
-            },
-            other => other,
-        };
         let phase = conn.phase();
         let started = st.exchange.as_ref().is_some_and(|e| e.started);
         let fits = fits(failure, phase);
         let bugs = checks::bugs();
-        if let (Some(exchange), Failure::OriginLost { partial }) = (st.exchange.as_mut(), failure) {
-            exchange.origin_bytes |= partial;
-        }
-        let ending = match conn.on_failure(failure, &mut self.out) {
-            Recovery::Retry(addr) => {
-                assert!(matches!(failure, Failure::OriginLost { partial: false }));
-                self.retried(conn, st, addr);
-                return None;
-            }
-            Recovery::End(ending) => ending,
-        };
+        let ending = conn.on_failure(failure, &mut self.out);
         let answer = |status: u16| match started {
             true => Err(Ending::ResetBoth),
             false => Ok(status),
         };
-        let cut_short = matches!(
-            phase,
-            Phase::Exchanging(ResponsePhase::Body | ResponsePhase::Complete)
-        );
         let expected = match failure {
             // Out of its phase: the driver's bug, logged, both connections reset.
             _ if !fits => Err(Ending::ResetBoth),
             Failure::ClientReset if phase == Phase::ReadingHead => Err(Ending::ResetBoth),
             Failure::ClientReset if !started => Err(Ending::ResetClient),
             Failure::ClientClosedMidBody => Err(Ending::ResetClient),
-            // Once the response head came, an origin lost cuts the response short.
-            Failure::OriginLost { .. } if cut_short => Err(Ending::ResetBoth),
-            Failure::OriginLost { .. } => answer(502),
             Failure::MalformedRequestBody => answer(400),
             _ => Err(Ending::ResetBoth),
         };
@@ -141,11 +114,11 @@ impl Driver<'_, '_> {
                 other => panic!("on_client_head in {phase:?}: {other:?}"),
             },
             1 => match conn.on_resolved(self.cx, Ok(&ADDRESSES[..1]), &mut self.out) {
-                OriginStep::End(ending) => ending,
+                ConnectStep::End(ending) => ending,
                 other => panic!("on_resolved in {phase:?}: {other:?}"),
             },
             2 => match conn.on_connect_failed(false, &mut self.out) {
-                OriginStep::End(ending) => ending,
+                ConnectStep::End(ending) => ending,
                 other => panic!("on_connect_failed in {phase:?}: {other:?}"),
             },
             3 => match conn.on_connected(self.cx, self.now, &mut self.out) {

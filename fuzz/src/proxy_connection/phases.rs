@@ -163,11 +163,12 @@ impl Driver<'_, '_> {
                     .collect();
                 let port = st.exchange.as_ref().map_or(0, |e| e.sent.port);
                 let route = checks::route(self.cx.policy, self.setup.listen, &addresses, port);
-                let next = Next::of(conn.on_resolved(self.cx, Ok(&addresses), &mut self.out));
+                let next = Next::after(conn.on_resolved(self.cx, Ok(&addresses), &mut self.out));
                 self.follow(st, route, next)
             }
             11 => {
-                let next = Next::of(conn.on_resolved(self.cx, Err(&"no such name"), &mut self.out));
+                let next =
+                    Next::after(conn.on_resolved(self.cx, Err(&"no such name"), &mut self.out));
                 self.follow(st, Err(502), next)
             }
             12 | 13 => {
@@ -193,7 +194,7 @@ impl Driver<'_, '_> {
             23 | 24 => {
                 let timed_out = op & 0x20 != 0;
                 let expected = st.exchange.as_mut().and_then(|e| e.route.pop_front());
-                let next = Next::of(conn.on_connect_failed(timed_out, &mut self.out));
+                let next = Next::after(conn.on_connect_failed(timed_out, &mut self.out));
                 match (expected, next) {
                     (Some(addr), Next::Connect(next)) => {
                         assert_eq!(next, addr);
@@ -285,10 +286,11 @@ impl Driver<'_, '_> {
                 self.request_body(conn, st)
             }
             26 => self.fail(conn, st, Failure::ClientReset),
-            // A write to the origin failed (the design that notices it so).
+            // A write to the origin failed: the driver stops writing and reads on, and finds the connection reset.
             27 if phase == ResponsePhase::Head => {
-                let partial = !self.origin.inbound.is_empty();
-                self.fail(conn, st, Failure::OriginLost { partial })
+                self.origin.done = true;
+                self.origin.reset = true;
+                self.response(conn, st, phase)
             }
             // The kept connection had been closed by the origin as the request went out on it.
             28 | 29 if st.exchange.as_ref().is_some_and(|e| e.reused) => {

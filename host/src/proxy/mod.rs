@@ -8,10 +8,13 @@
 //! - [`threads`]: the kernel stack, the classic lab design, one blocking thread per client
 //!   (`--thread-per-client`), kept for comparison.
 //!
+//! [`lookup`] is the kernel designs' name lookup (the system's resolver on a thread of its own).
+//!
 //! [`ProxyConfig`] is what all three are given: the policy's lists, owned, and the core's [`Limits`]. They log
 //! the same lines for the same exchange (the core's [`smoltalk_core::proxy::ProxyEvent`]).
 
 pub mod event_loop;
+pub mod lookup;
 pub mod node;
 pub mod threads;
 
@@ -123,8 +126,8 @@ impl Clock {
     }
 }
 
-/// Whether a kernel-stack proxy listening on `listen` is reached at `ip`: when it listens on every address,
-/// any address of this machine (one a socket can be bound to).
+/// Whether `ip` is one of this machine's own addresses (a socket can be bound to it). A kernel-stack proxy that
+/// listens on every address is reached at any of them, so a request for one of them is a loop.
 pub fn is_local_address(ip: IpAddr) -> bool {
     std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }

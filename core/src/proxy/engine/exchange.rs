@@ -10,8 +10,8 @@ use crate::http::{BodyFraming, HeadWriter, ProxyError, ResponseHead, MAX_HEADERS
 use super::super::event::{ProxyEvent, ResetCause};
 use super::origin::KeptOrigin;
 use super::{
-    AfterResponse, Before, Ending, Interims, Next, ProxyConnection, ProxyContext, Recovery,
-    Response, ResponseStep, Stage, State,
+    AfterResponse, Before, Ending, Interims, Next, ProxyConnection, ProxyContext, Response,
+    ResponseStep, Stage, State,
 };
 
 impl ProxyConnection {
@@ -50,12 +50,7 @@ impl ProxyConnection {
             Ok(None) if window.len() >= limit => {
                 return ResponseStep::End(self.answer(ProxyError::BadOriginResponse, out))
             }
-            Ok(None) if origin_done => {
-                return match self.origin_lost(!window.is_empty(), out) {
-                    Recovery::Retry(addr) => ResponseStep::Retry(addr),
-                    Recovery::End(ending) => ResponseStep::End(ending),
-                };
-            }
+            Ok(None) if origin_done => return self.origin_lost(!window.is_empty(), out),
             Ok(None) => return ResponseStep::NeedMore,
             Err(error) => return ResponseStep::End(self.answer(error, out)),
         };
@@ -191,7 +186,7 @@ impl ProxyConnection {
     /// the client did not see: then the origin had the request), and the request has no body and may be sent
     /// twice (RFC 9112 §9.3.1: a proxy retries only idempotent requests; the origin may have closed the connection
     /// while it idled); else 502.
-    pub(super) fn origin_lost(&mut self, partial: bool, out: &mut [u8]) -> Recovery {
+    fn origin_lost(&mut self, partial: bool, out: &mut [u8]) -> ResponseStep {
         let retry = match &self.state {
             State::Forwarding {
                 request,
@@ -209,9 +204,9 @@ impl ProxyConnection {
         match (retry, self.origin()) {
             (true, Some(addr)) => {
                 self.retry(addr);
-                Recovery::Retry(addr)
+                ResponseStep::Retry(addr)
             }
-            _ => Recovery::End(self.answer(ProxyError::OriginReset, out)),
+            _ => ResponseStep::End(self.answer(ProxyError::OriginReset, out)),
         }
     }
 }

@@ -14,8 +14,8 @@ use super::super::event::{OriginName, ProxyEvent};
 use super::origin::{lookup, Candidates, Lookup};
 use super::request::{Request, RequestLine};
 use super::{
-    Before, Connected, Ending, Forward, HeadStep, Next, Origin, OriginStep, ProxyConnection,
-    ProxyContext, Stage, State,
+    Before, ConnectStep, Connected, Ending, Forward, HeadStep, Next, Origin, OriginStep,
+    ProxyConnection, ProxyContext, Stage, State,
 };
 
 impl ProxyConnection {
@@ -161,39 +161,39 @@ impl ProxyConnection {
         cx: &ProxyContext<'_>,
         addresses: Result<&[IpAddr], &dyn Display>,
         out: &mut [u8],
-    ) -> OriginStep<'static> {
+    ) -> ConnectStep {
         let State::Forwarding {
             request,
             stage: Stage::Resolving,
         } = &self.state
         else {
-            return OriginStep::End(self.bug("on_resolved"));
+            return ConnectStep::End(self.bug("on_resolved"));
         };
         let addresses = match addresses {
             Ok(addresses) => addresses,
             Err(why) => {
                 self.unreachable(OriginName::Name(request.host.as_str()), why);
-                return OriginStep::End(self.answer(ProxyError::OriginUnresolvable, out));
+                return ConnectStep::End(self.answer(ProxyError::OriginUnresolvable, out));
             }
         };
         match Candidates::choose(cx.policy, &cx.own, addresses, request.port) {
             Ok((current, rest)) => {
                 self.enter(Next::Stage(Stage::Connecting { current, rest }));
-                OriginStep::Connect(current)
+                ConnectStep::Connect(current)
             }
-            Err(error) => OriginStep::End(self.answer(error, out)),
+            Err(error) => ConnectStep::End(self.answer(error, out)),
         }
     }
 
     /// The connection to [`OriginStep::Connect`]'s address failed (`timed_out`: no answer in time rather than
     /// a refusal): the next address, or 502/504 once none is left.
-    pub fn on_connect_failed(&mut self, timed_out: bool, out: &mut [u8]) -> OriginStep<'static> {
+    pub fn on_connect_failed(&mut self, timed_out: bool, out: &mut [u8]) -> ConnectStep {
         let State::Forwarding {
             stage: Stage::Connecting { current, rest },
             ..
         } = &mut self.state
         else {
-            return OriginStep::End(self.bug("on_connect_failed"));
+            return ConnectStep::End(self.bug("on_connect_failed"));
         };
         let failed = *current;
         let next = rest.take_first();
@@ -206,9 +206,9 @@ impl ProxyConnection {
         };
         self.unreachable(OriginName::Address(failed), why);
         match next {
-            Some(next) => OriginStep::Connect(next),
-            None if timed_out => OriginStep::End(self.answer(ProxyError::OriginTimeout, out)),
-            None => OriginStep::End(self.answer(ProxyError::OriginRefused, out)),
+            Some(next) => ConnectStep::Connect(next),
+            None if timed_out => ConnectStep::End(self.answer(ProxyError::OriginTimeout, out)),
+            None => ConnectStep::End(self.answer(ProxyError::OriginRefused, out)),
         }
     }
 

@@ -49,8 +49,8 @@ use crate::http::{HeadWriter, ProxyError};
 pub use origin::{lookup, Candidates, KeptOrigin, Lookup, OwnAddress, MAX_CANDIDATES};
 pub use request::{Request, RequestLine, LOG_LINE, MAX_HOST};
 pub use steps::{
-    Admission, AfterResponse, Connected, Ending, Failure, Forward, HeadStep, OriginStep, Phase,
-    PhaseStep, ProxyContext, ProxyStats, Recovery, ResponsePhase, ResponseStep,
+    Admission, AfterResponse, ConnectStep, Connected, Ending, Failure, Forward, HeadStep,
+    OriginStep, Phase, PhaseStep, ProxyContext, ProxyStats, ResponsePhase, ResponseStep,
 };
 
 use super::event::{OriginName, ProxyEvent, ResetCause};
@@ -377,7 +377,7 @@ impl ProxyConnection {
 
     /// Something went wrong that only the driver sees. A failure that cannot happen where the connection is (a
     /// body failing while no request is exchanged, anything once it is closed) is the driver's bug.
-    pub fn on_failure(&mut self, failure: Failure, out: &mut [u8]) -> Recovery {
+    pub fn on_failure(&mut self, failure: Failure, out: &mut [u8]) -> Ending {
         let started = self.response_started();
         let (exchanging, body) = match self.state.stage() {
             Some(Stage::Exchanging { response, .. }) => {
@@ -385,7 +385,7 @@ impl ProxyConnection {
             }
             _ => (false, false),
         };
-        Recovery::End(match (failure, &self.state) {
+        match (failure, &self.state) {
             (_, State::Closed) => self.bug("on_failure"),
             // Between requests the client may go as it likes.
             (Failure::ClientReset, State::ReadingHead { .. }) => self.close(Ending::ResetBoth),
@@ -400,12 +400,6 @@ impl ProxyConnection {
             (Failure::ClientClosedMidBody, _) if exchanging => {
                 self.peer_reset(ResetCause::ClientClosedMidBody, Ending::ResetClient)
             }
-            (Failure::OriginLost { .. }, _) if body => {
-                self.peer_reset(ResetCause::OriginResetMidResponse, Ending::ResetBoth)
-            }
-            (Failure::OriginLost { partial }, _) if exchanging => {
-                return self.origin_lost(partial, out)
-            }
             (Failure::MalformedRequestBody, _) if exchanging => {
                 self.answer(ProxyError::MalformedBody, out)
             }
@@ -418,7 +412,32 @@ impl ProxyConnection {
                 self.peer_reset(ResetCause::TunnelPeerReset, Ending::ResetBoth)
             }
             _ => self.bug("on_failure"),
-        })
+        }
+    }
+
+    /// A step of the driver's ended: bytes moved (`moved`, `body_bytes` of them body or tunnel bytes), which
+    /// moves the deadline on, or nothing did, and the deadline may have passed. `Some`: the connection ends.
+    pub fn after_step(
+        &mut self,
+        limits: &Limits,
+        now: Instant,
+        moved: bool,
+        body_bytes: usize,
+        out: &mut [u8],
+    ) -> Option<Ending> {
+        match moved || body_bytes > 0 {
+            true => {
+                self.on_progress(limits, now, body_bytes);
+                None
+            }
+            false => self.on_timeout(now, out),
+        }
+    }
+
+    /// The driver found itself in a place its design cannot be in (a socket missing, a query lost): its own bug,
+    /// logged as one; the connection ends with resets.
+    pub fn driver_bug(&mut self, what: &'static str) -> Ending {
+        self.bug(what)
     }
 
     /// Both ends of the tunnel have closed and every byte is across.

@@ -29,7 +29,8 @@ pub struct ProxyStats {
     pub requests: u64,
     /// Final responses relayed from origins.
     pub responses: u64,
-    /// Requests answered with an error page (or a reset, after the response started).
+    /// Requests the proxy answered itself: with an error page, or with resets when the error came after the
+    /// response had started. (A peer's reset is no error of the proxy's and is not counted.)
     pub errors: u64,
     /// CONNECT tunnels opened.
     pub tunnels: u64,
@@ -67,7 +68,8 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// Calls `step`'s method for this phase: the one place a design dispatches on where its connection is.
+    /// Calls `step`'s method for this phase. A design that steps its connections (the smoltcp slot, the event
+    /// loop) dispatches on the phase here, in this one match, rather than in a match of its own.
     pub fn dispatch<S: PhaseStep>(self, step: &mut S) -> S::Output {
         match self {
             Phase::ReadingHead => step.reading_head(),
@@ -120,7 +122,8 @@ pub enum ResponsePhase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
     /// The proxy's own answer is in `out[..len]`: send it, close the client connection (FIN), then read and drop
-    /// what the client still sends for [`Limits::drain`].
+    /// what the client still sends as [`Drain`](crate::proxy::Drain) says (a stack that must keep the socket
+    /// until it closes reads until then, or [`Limits::linger`]).
     Answer {
         /// The page's length.
         len: usize,
@@ -186,16 +189,14 @@ pub enum OriginStep<'c> {
     End(Ending),
 }
 
-impl<'c> OriginStep<'c> {
-    /// The name to look up, or (`Err`) the step when it is not a lookup, which borrows nothing.
-    pub fn name_to_look_up(self) -> Result<&'c str, OriginStep<'static>> {
-        match self {
-            OriginStep::LookUp(name) => Ok(name),
-            OriginStep::Connect(addr) => Err(OriginStep::Connect(addr)),
-            OriginStep::Reuse => Err(OriginStep::Reuse),
-            OriginStep::End(ending) => Err(OriginStep::End(ending)),
-        }
-    }
+/// How to go on reaching the origin after a lookup or a failed connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectStep {
+    /// Connect to this address (closing any other origin connection), then [`ProxyConnection::on_connected`] or
+    /// [`ProxyConnection::on_connect_failed`].
+    Connect(SocketAddr),
+    /// The connection ends.
+    End(Ending),
 }
 
 /// What an accepted origin connection is for.
@@ -247,33 +248,19 @@ pub enum AfterResponse {
     End(Ending),
 }
 
-/// Something that went wrong that only the driver can see.
+/// Something that went wrong that only the driver can see. (An origin that goes away is not one: a driver whose
+/// writes to the origin fail stops writing and reads on; the read side tells the engine, through
+/// [`ProxyConnection::on_response_head`] or [`ProxyConnection::on_origin_finished`], whether an answer came first.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     /// The client's connection was reset (or its stack gave up on it).
     ClientReset,
     /// The client closed its sending side before its request body was whole.
     ClientClosedMidBody,
-    /// The origin connection failed (reset, closed, or a write to it failed) while the request is exchanged:
-    /// before the response head was whole, the request may go again (see [`Recovery::Retry`]); after, the
-    /// response is cut short.
-    OriginLost {
-        /// Whether any byte of the response's head had come.
-        partial: bool,
-    },
     /// The client's chunked request body broke the chunk grammar.
     MalformedRequestBody,
     /// The origin's chunked response body broke the chunk grammar.
     MalformedResponseBody,
     /// One end of a tunnel reset its connection.
     TunnelPeerReset,
-}
-
-/// What a driver does after a [`Failure`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recovery {
-    /// Connect to this address again and resend the request head, as for [`ResponseStep::Retry`].
-    Retry(SocketAddr),
-    /// The connection ends.
-    End(Ending),
 }

@@ -239,7 +239,7 @@ fn names_are_looked_up_only_with_a_resolver_and_checked_after() {
         // The name resolves to this very proxy: a loop.
         let itself = [IpAddr::V4(Ipv4Addr::LOCALHOST)];
         match c.on_resolved(cx, Ok(&itself), &mut out) {
-            OriginStep::End(Ending::Answer { len }) => {
+            ConnectStep::End(Ending::Answer { len }) => {
                 assert!(text(&out, len).starts_with("HTTP/1.1 508 "))
             }
             other => panic!("{other:?}"),
@@ -266,14 +266,14 @@ fn every_address_is_tried_before_502_or_504() {
         ];
         assert_eq!(
             c.on_resolved(cx, Ok(&addrs), &mut out),
-            OriginStep::Connect(SocketAddr::new(addrs[0], 80))
+            ConnectStep::Connect(SocketAddr::new(addrs[0], 80))
         );
         assert_eq!(
             c.on_connect_failed(false, &mut out),
-            OriginStep::Connect(SocketAddr::new(addrs[1], 80))
+            ConnectStep::Connect(SocketAddr::new(addrs[1], 80))
         );
         match c.on_connect_failed(true, &mut out) {
-            OriginStep::End(Ending::Answer { len }) => {
+            ConnectStep::End(Ending::Answer { len }) => {
                 assert!(text(&out, len).starts_with("HTTP/1.1 504 "))
             }
             other => panic!("{other:?}"),
@@ -393,7 +393,7 @@ fn failures_end_as_the_response_allows() {
         );
         assert_eq!(
             c.on_failure(Failure::ClientClosedMidBody, &mut out),
-            Recovery::End(Ending::ResetClient)
+            Ending::ResetClient
         );
         // After: both are reset.
         let mut c = admitted(cx);
@@ -520,13 +520,13 @@ fn a_failure_out_of_its_phase_is_a_bug() {
         for failure in [
             Failure::MalformedRequestBody,
             Failure::ClientClosedMidBody,
-            Failure::OriginLost { partial: false },
+            Failure::MalformedResponseBody,
             Failure::TunnelPeerReset,
         ] {
             let mut c = admitted(cx);
             assert_eq!(
                 c.on_failure(failure, &mut out),
-                Recovery::End(Ending::ResetBoth),
+                Ending::ResetBoth,
                 "{failure:?}"
             );
             assert_eq!(c.phase(), Phase::Closed);
@@ -540,13 +540,11 @@ fn a_failure_out_of_its_phase_is_a_bug() {
             "GET http://origin.test/ HTTP/1.1\r\nHost: x\r\n\r\n",
         );
         response(cx, &mut c, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n");
-        assert_eq!(
-            c.on_failure(Failure::OriginLost { partial: false }, &mut out),
-            Recovery::End(Ending::ResetBoth)
-        );
+        assert_eq!(c.on_origin_finished(true), Some(Ending::ResetBoth));
+        assert_eq!(c.phase(), Phase::Closed);
         assert_eq!(
             c.on_failure(Failure::ClientReset, &mut out),
-            Recovery::End(Ending::ResetBoth)
+            Ending::ResetBoth
         );
     });
 }

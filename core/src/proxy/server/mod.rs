@@ -111,7 +111,7 @@ where
             },
             refusers,
             lookups: Lookups::new(config.dns),
-            next_port: 49152 + config.port_seed % 16384,
+            next_port: relay::dynamic_port(config.port_seed),
             refused: 0,
         })
     }
@@ -171,7 +171,7 @@ where
             .min()
     }
 
-    /// How many slots are serving a client.
+    /// How many slots hold a client connection: served, answered, or still closing (not listening).
     pub fn busy(&self) -> usize {
         self.slots.as_ref().iter().filter(|s| !s.is_free()).count()
     }

@@ -12,6 +12,20 @@ pub fn finished_sending(socket: &tcp::Socket<'_>) -> bool {
     !socket.may_recv() && socket.recv_queue() == 0
 }
 
+/// Whether the peer of `socket` has sent its FIN (or reset), whatever is still in the receive buffer. (smoltcp's
+/// `may_recv` stays true while bytes wait there; a head, peeked at until it is whole, would keep it true.)
+pub fn peer_finished(socket: &tcp::Socket<'_>) -> bool {
+    !matches!(
+        socket.state(),
+        tcp::State::Listen
+            | tcp::State::SynSent
+            | tcp::State::SynReceived
+            | tcp::State::Established
+            | tcp::State::FinWait1
+            | tcp::State::FinWait2
+    )
+}
+
 /// Whether `socket`'s connection was reset (or given up on) rather than closed: a socket that never went
 /// through a graceful close and is closed now.
 pub fn was_reset(socket: &tcp::Socket<'_>) -> bool {
@@ -84,9 +98,19 @@ pub fn drop_received(socket: &mut tcp::Socket<'_>) {
     while let Ok(1..) = socket.recv(|b| (b.len(), b.len())) {}
 }
 
+/// The first port of the dynamic range (RFC 6335 §6, 49152–65535), where connections to origins take their
+/// local ports.
+const FIRST_DYNAMIC_PORT: u16 = 49152;
+
+/// The port of the dynamic range that `seed` falls on: where a pool starts (a fixed start would collide with an
+/// origin's TIME-WAIT from an earlier run).
+pub fn dynamic_port(seed: u16) -> u16 {
+    FIRST_DYNAMIC_PORT + seed % (u16::MAX - FIRST_DYNAMIC_PORT + 1)
+}
+
 /// The next local port for a connection to an origin, cycling through the dynamic range.
 pub fn next_ephemeral(next: &mut u16) -> u16 {
-    let port = if *next < 49152 { 49152 } else { *next };
-    *next = if port == u16::MAX { 49152 } else { port + 1 };
+    let port = (*next).max(FIRST_DYNAMIC_PORT);
+    *next = port.checked_add(1).unwrap_or(FIRST_DYNAMIC_PORT);
     port
 }

@@ -8,14 +8,50 @@ use smoltcp::wire::IpAddress;
 
 use crate::tcp_server::{KEEP_ALIVE, SOCKET_TIMEOUT};
 
+use smoltcp::time::Instant;
+
 use super::super::engine::{
-    AfterResponse, Connected, Ending, Failure, HeadStep, OriginStep, PhaseStep, ProxyConnection,
-    Recovery, ResponsePhase, ResponseStep, MAX_CANDIDATES,
+    AfterResponse, ConnectStep, Connected, Ending, Failure, HeadStep, OriginStep, PhaseStep,
+    ProxyConnection, ResponsePhase, ResponseStep, MAX_CANDIDATES,
 };
 use super::lookup::{Answer, Query};
 use super::outgoing::{Outgoing, Peer};
-use super::relay::{discard, finished_sending, next_ephemeral, relay, was_reset};
+use super::relay::{discard, finished_sending, next_ephemeral, peer_finished, relay, was_reset};
 use super::slot::{Shared, SlotSockets};
+
+/// What a serving slot waits for on the origin's side, besides its sockets.
+#[derive(Clone, Copy)]
+pub(super) enum OriginWait {
+    /// Nothing.
+    Nothing,
+    /// A lookup of the origin's name.
+    Lookup(Query),
+    /// The reset of the origin socket's last connection to go out (a `connect` now would forget it, and the old
+    /// origin would hold a half-open connection): then a connection to `addr`, at the latest at `until`.
+    ResetThenConnect { addr: SocketAddr, until: Instant },
+}
+
+impl OriginWait {
+    /// When the slot must be polled for this wait, at the latest.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        match self {
+            OriginWait::ResetThenConnect { until, .. } => Some(*until),
+            OriginWait::Nothing | OriginWait::Lookup(_) => None,
+        }
+    }
+}
+
+impl core::fmt::Debug for OriginWait {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            OriginWait::Nothing => f.write_str("Nothing"),
+            OriginWait::Lookup(_) => f.write_str("Lookup"),
+            OriginWait::ResetThenConnect { addr, until } => {
+                write!(f, "ResetThenConnect({addr} by {until})")
+            }
+        }
+    }
+}
 
 /// How a step of a serving slot went.
 pub(super) enum Flow {
@@ -38,7 +74,7 @@ pub(super) fn close_origin(origin: &mut tcp::Socket<'_>) {
 /// A serving slot's parts, borrowed for one step of its connection.
 pub(super) struct Serving<'s, 'x, 'p, 'c, const OUT: usize> {
     pub(super) connection: &'s mut ProxyConnection,
-    pub(super) lookup: &'s mut Option<Query>,
+    pub(super) wait: &'s mut OriginWait,
     pub(super) out: &'s mut Outgoing<OUT>,
     pub(super) slot: SlotSockets,
     pub(super) sockets: &'s mut SocketSet<'x>,
@@ -52,12 +88,13 @@ impl<const OUT: usize> PhaseStep for Serving<'_, '_, '_, '_, OUT> {
     fn reading_head(&mut self) -> Flow {
         let client = self.sockets.get_mut::<tcp::Socket>(self.slot.client);
         if !client.is_open() || client.state() == tcp::State::TimeWait {
-            return self.recover(Failure::ClientReset);
+            return self.fail(Failure::ClientReset);
         }
         let window = self.shared.cx.limits.head.min(self.scratch.len());
         let window = self.scratch.get_mut(..window).unwrap_or(&mut []);
         let available = client.peek_slice(window).unwrap_or(0);
-        let client_done = !client.may_recv();
+        // Its FIN, whatever still waits in the buffer (a head is only peeked at until it is whole).
+        let client_done = peer_finished(client);
         let origin = self.sockets.get::<tcp::Socket>(self.slot.origin);
         let origin_idle = || origin.state() == tcp::State::Established && origin.recv_queue() == 0;
         let bytes = window.get(..available).unwrap_or(&[]);
@@ -79,13 +116,20 @@ impl<const OUT: usize> PhaseStep for Serving<'_, '_, '_, '_, OUT> {
             forward.consumed,
         );
         self.out.hold(forward.head_len, Peer::Origin);
-        let next = match forward.next.name_to_look_up() {
-            Err(next) => next,
-            Ok(name) => {
+        let next = match forward.next {
+            OriginStep::Reuse => {
+                self.out.release();
+                return Flow::Moved(true);
+            }
+            OriginStep::Connect(addr) => ConnectStep::Connect(addr),
+            OriginStep::End(ending) => return Flow::End(ending),
+            OriginStep::LookUp(name) => {
+                // The origin connection kept from the last exchange does not carry this one.
+                close_origin(self.sockets.get_mut::<tcp::Socket>(self.slot.origin));
                 let lookups = self.shared.lookups;
                 match lookups.start(self.sockets, self.shared.iface, name) {
                     Ok(query) => {
-                        *self.lookup = Some(query);
+                        *self.wait = OriginWait::Lookup(query);
                         return Flow::Moved(true);
                     }
                     Err(e) => {
@@ -99,29 +143,20 @@ impl<const OUT: usize> PhaseStep for Serving<'_, '_, '_, '_, OUT> {
     }
 
     fn resolving(&mut self) -> Flow {
-        let Some(query) = *self.lookup else {
-            log::error!("bug: a proxy connection resolves without a query; reset");
-            return Flow::End(Ending::ResetBoth);
+        let OriginWait::Lookup(query) = *self.wait else {
+            return Flow::End(self.connection.driver_bug("resolving without a lookup"));
         };
         let mut found = heapless::Vec::<IpAddr, MAX_CANDIDATES>::new();
         let step = match self.shared.lookups.poll(self.sockets, query, &mut found) {
-            Answer::Pending => {
-                return match self
-                    .connection
-                    .on_timeout(self.shared.now, &mut self.out.buf)
-                {
-                    // `end` cancels the query.
-                    Some(ending) => Flow::End(ending),
-                    None => Flow::Moved(false),
-                };
-            }
+            // `end` cancels the query.
+            Answer::Pending => return self.progress(false, 0),
             Answer::Found(addresses) => {
-                *self.lookup = None;
+                *self.wait = OriginWait::Nothing;
                 self.connection
                     .on_resolved(&self.shared.cx, Ok(addresses), &mut self.out.buf)
             }
             Answer::Failed(why) => {
-                *self.lookup = None;
+                *self.wait = OriginWait::Nothing;
                 self.connection
                     .on_resolved(&self.shared.cx, Err(&why), &mut self.out.buf)
             }
@@ -130,17 +165,17 @@ impl<const OUT: usize> PhaseStep for Serving<'_, '_, '_, '_, OUT> {
     }
 
     fn connecting(&mut self) -> Flow {
+        if let OriginWait::ResetThenConnect { addr, until } = *self.wait {
+            let reset_out = self.origin().remote_endpoint().is_none();
+            if !reset_out && self.shared.now < until {
+                return self.progress(false, 0);
+            }
+            *self.wait = OriginWait::Nothing;
+            return self.follow(ConnectStep::Connect(addr));
+        }
         match self.origin().state() {
             tcp::State::Established => {}
-            tcp::State::SynSent | tcp::State::SynReceived => {
-                return match self
-                    .connection
-                    .on_timeout(self.shared.now, &mut self.out.buf)
-                {
-                    Some(ending) => Flow::End(ending),
-                    None => Flow::Moved(false),
-                };
-            }
+            tcp::State::SynSent | tcp::State::SynReceived => return self.progress(false, 0),
             // Refused (or reset before it was up).
             _ => {
                 let step = self.connection.on_connect_failed(false, &mut self.out.buf);
@@ -161,7 +196,7 @@ impl<const OUT: usize> PhaseStep for Serving<'_, '_, '_, '_, OUT> {
     fn exchanging(&mut self, phase: ResponsePhase) -> Flow {
         if self.client().state() == tcp::State::Closed {
             // The client reset the connection (or stopped answering): the exchange cannot be completed.
-            return self.recover(Failure::ClientReset);
+            return self.fail(Failure::ClientReset);
         }
         let mut moved = false;
         let mut body_bytes = 0;
@@ -174,11 +209,11 @@ impl<const OUT: usize> PhaseStep for Serving<'_, '_, '_, '_, OUT> {
                 let (client, origin) = (self.slot.client, self.slot.origin);
                 match relay(self.sockets, client, origin, Some(body), self.scratch) {
                     Ok(n) => body_bytes += n,
-                    Err(_) => return self.recover(Failure::MalformedRequestBody),
+                    Err(_) => return self.fail(Failure::MalformedRequestBody),
                 }
                 let body_done = body.is_done();
                 if !body_done && finished_sending(self.client()) {
-                    return self.recover(Failure::ClientClosedMidBody);
+                    return self.fail(Failure::ClientClosedMidBody);
                 }
             }
         }
@@ -195,7 +230,7 @@ impl<const OUT: usize> PhaseStep for Serving<'_, '_, '_, '_, OUT> {
                 end => return end,
             }
         }
-        self.progress(moved || body_bytes > 0, body_bytes)
+        self.progress(moved, body_bytes)
     }
 
     fn tunnel(&mut self) -> Flow {
@@ -224,14 +259,17 @@ impl<const OUT: usize> PhaseStep for Serving<'_, '_, '_, '_, OUT> {
             return Flow::End(self.connection.on_tunnel_closed());
         }
         if was_reset(self.client()) || was_reset(self.origin()) {
-            return self.recover(Failure::TunnelPeerReset);
+            return self.fail(Failure::TunnelPeerReset);
         }
-        self.progress(moved || forth + back > 0, forth + back)
+        self.progress(moved, forth + back)
     }
 
     fn closed(&mut self) -> Flow {
-        // The slot leaves `Serving` with every ending; a closed connection here is a bug of this design.
-        Flow::End(Ending::ResetBoth)
+        // The slot leaves `Serving` with every ending: a closed connection here is this design's bug.
+        Flow::End(
+            self.connection
+                .driver_bug("a closed connection was stepped"),
+        )
     }
 }
 
@@ -249,46 +287,39 @@ impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
         self.sockets.get_mut::<tcp::Socket>(self.slot.origin)
     }
 
-    fn recover(&mut self, failure: Failure) -> Flow {
-        match self.connection.on_failure(failure, &mut self.out.buf) {
-            Recovery::End(ending) => Flow::End(ending),
-            Recovery::Retry(addr) => self.follow(OriginStep::Connect(addr)),
-        }
+    fn fail(&mut self, failure: Failure) -> Flow {
+        Flow::End(self.connection.on_failure(failure, &mut self.out.buf))
     }
 
     /// Does what the engine said to reach the origin, asking it again where that fails at once.
-    fn follow(&mut self, mut step: OriginStep<'static>) -> Flow {
+    fn follow(&mut self, mut step: ConnectStep) -> Flow {
         loop {
             step = match step {
-                OriginStep::Connect(addr) => match self.connect(addr) {
+                ConnectStep::Connect(addr) => match self.connect(addr) {
                     Ok(()) => return Flow::Moved(true),
                     Err(()) => self.connection.on_connect_failed(false, &mut self.out.buf),
                 },
-                OriginStep::Reuse => {
-                    self.out.release();
-                    return Flow::Moved(true);
-                }
-                OriginStep::End(ending) => return Flow::End(ending),
-                OriginStep::LookUp(_) => {
-                    log::error!("bug: a second lookup was asked for; reset");
-                    return Flow::End(Ending::ResetBoth);
-                }
+                ConnectStep::End(ending) => return Flow::End(ending),
             }
         }
     }
 
-    /// Opens the origin socket's connection to `addr` (aborting whatever it held).
+    /// Opens the origin socket's connection to `addr`. A socket still holding a connection (the one kept from the
+    /// last exchange, or one closing) is reset first, and `addr` waits until the reset has gone out.
     fn connect(&mut self, addr: SocketAddr) -> Result<(), ()> {
         let remote = match addr.ip() {
             IpAddr::V4(v4) => (IpAddress::Ipv4(v4), addr.port()),
             // This core speaks IPv4 only.
             IpAddr::V6(_) => return Err(()),
         };
-        let local_port = next_ephemeral(self.shared.next_port);
         let origin = self.sockets.get_mut::<tcp::Socket>(self.slot.origin);
-        if origin.is_open() {
+        if origin.is_open() || origin.remote_endpoint().is_some() {
             origin.abort();
+            let until = self.shared.now + self.shared.cx.limits.reset_grace;
+            *self.wait = OriginWait::ResetThenConnect { addr, until };
+            return Ok(());
         }
+        let local_port = next_ephemeral(self.shared.next_port);
         origin
             .connect(self.shared.iface, remote, local_port)
             .map_err(|e| log::debug!("cannot connect to {addr}: {e}"))?;
@@ -300,17 +331,14 @@ impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
 
     /// Reports progress, or asks about the deadline when nothing moved.
     fn progress(&mut self, moved: bool, body_bytes: usize) -> Flow {
-        if moved {
-            self.connection
-                .on_progress(self.shared.cx.limits, self.shared.now, body_bytes);
-            return Flow::Moved(true);
-        }
+        let limits = self.shared.cx.limits;
+        let now = self.shared.now;
         match self
             .connection
-            .on_timeout(self.shared.now, &mut self.out.buf)
+            .after_step(limits, now, moved, body_bytes, &mut self.out.buf)
         {
             Some(ending) => Flow::End(ending),
-            None => Flow::Moved(false),
+            None => Flow::Moved(moved || body_bytes > 0),
         }
     }
 
@@ -338,7 +366,8 @@ impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
         let window = self.scratch.get_mut(..window).unwrap_or(&mut []);
         let origin = self.sockets.get_mut::<tcp::Socket>(self.slot.origin);
         let available = origin.peek_slice(window).unwrap_or(0);
-        let origin_done = finished_sending(origin) || was_reset(origin);
+        // Its FIN or reset, whatever still waits in the buffer (a head is only peeked at until it is whole).
+        let origin_done = peer_finished(origin);
         let bytes = window.get(..available).unwrap_or(&[]);
         match self.connection.on_response_head(
             &self.shared.cx,
@@ -353,7 +382,7 @@ impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
                 Flow::Moved(true)
             }
             // The request head is still in the buffer: it goes again once the new connection is up.
-            ResponseStep::Retry(addr) => self.follow(OriginStep::Connect(addr)),
+            ResponseStep::Retry(addr) => self.follow(ConnectStep::Connect(addr)),
             ResponseStep::End(ending) => Flow::End(ending),
         }
     }
@@ -365,7 +394,7 @@ impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
         let (client, origin) = (self.slot.client, self.slot.origin);
         match relay(self.sockets, origin, client, Some(body), self.scratch) {
             Ok(n) => *body_bytes += n,
-            Err(_) => return self.recover(Failure::MalformedResponseBody),
+            Err(_) => return self.fail(Failure::MalformedResponseBody),
         }
         let done = body.is_done();
         let origin = self.origin();

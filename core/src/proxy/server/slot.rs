@@ -24,10 +24,10 @@ use crate::tcp_server::{KEEP_ALIVE, SOCKET_TIMEOUT};
 
 use super::super::engine::{Admission, Ending, Phase, ProxyConnection, ProxyContext};
 use super::super::{Limits, ProxyStats};
-use super::lookup::{Lookups, Query};
+use super::lookup::Lookups;
 use super::outgoing::{Outgoing, Peer};
 use super::relay::drop_received;
-use super::serving::{close_origin, Flow, Serving};
+use super::serving::{close_origin, Flow, OriginWait, Serving};
 
 /// The two sockets a slot drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,10 +52,10 @@ pub(super) struct Shared<'p, 'c> {
 enum SlotPhase {
     /// The client socket listens.
     Listening,
-    /// A client is served; `lookup` is the DNS query while the connection resolves.
+    /// A client is served; `wait`: what its origin side waits for (a lookup, a reset to go out).
     Serving {
         connection: ProxyConnection,
-        lookup: Option<Query>,
+        wait: OriginWait,
     },
     /// The proxy's own answer is going out; the connection closes after it.
     Answering { deadline: Instant },
@@ -68,10 +68,10 @@ impl core::fmt::Debug for SlotPhase {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             SlotPhase::Listening => f.write_str("Listening"),
-            SlotPhase::Serving { connection, lookup } => f
+            SlotPhase::Serving { connection, wait } => f
                 .debug_struct("Serving")
                 .field("connection", connection)
-                .field("lookup", &lookup.is_some())
+                .field("wait", wait)
                 .finish(),
             SlotPhase::Answering { deadline } => write!(f, "Answering until {deadline}"),
             SlotPhase::Closing { deadline } => write!(f, "Closing until {deadline}"),
@@ -148,7 +148,12 @@ impl<const OUT: usize> ProxySlot<OUT> {
     pub(super) fn deadline(&self) -> Option<Instant> {
         match &self.phase {
             SlotPhase::Listening => None,
-            SlotPhase::Serving { connection, .. } => connection.deadline(),
+            SlotPhase::Serving { connection, wait } => {
+                match (connection.deadline(), wait.deadline()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
             SlotPhase::Answering { deadline } | SlotPhase::Closing { deadline } => Some(*deadline),
         }
     }
@@ -177,10 +182,10 @@ impl<const OUT: usize> ProxySlot<OUT> {
         for _ in 0..16 {
             let step = match &mut self.phase {
                 SlotPhase::Listening => self.accept(slot, sockets, shared),
-                SlotPhase::Serving { connection, lookup } => {
+                SlotPhase::Serving { connection, wait } => {
                     let mut serving = Serving {
                         connection,
-                        lookup,
+                        wait,
                         out: &mut self.out,
                         slot,
                         sockets: &mut *sockets,
@@ -234,7 +239,7 @@ impl<const OUT: usize> ProxySlot<OUT> {
             Admission::Serve(connection) => {
                 self.phase = SlotPhase::Serving {
                     connection,
-                    lookup: None,
+                    wait: OriginWait::Nothing,
                 };
             }
             Admission::Refuse { len } => {
@@ -255,9 +260,9 @@ impl<const OUT: usize> ProxySlot<OUT> {
         sockets: &mut SocketSet<'_>,
         shared: &mut Shared<'_, '_>,
     ) {
-        if let SlotPhase::Serving { connection, lookup } = &self.phase {
+        if let SlotPhase::Serving { connection, wait } = &self.phase {
             self.served.add(&connection.stats());
-            if let Some(query) = lookup {
+            if let OriginWait::Lookup(query) = wait {
                 shared.lookups.cancel(sockets, *query);
             }
         }

@@ -2,11 +2,13 @@
 //! non-blocking sockets and reports what happened:
 //!
 //! ```text
-//!  Serving(ProxyConnection) ──Ending──▶ Answering (a page) ──▶ Draining (read and drop) ──▶ closed
-//!          (admitted)          └──────── FIN ───────────────▶ Draining
-//!                              └──────── resets ────────────────────────────────────────▶ closed
+//!  Serving(ProxyConnection) ──Answer/Close──▶ Answering (the page, what is queued) ──FIN──▶ Draining ──▶ closed
+//!          (admitted)          └──── resets ──────────────────────────────────────────────────────────▶ closed
 //!  refused at the accept ──▶ Answering
 //! ```
+//!
+//! Draining reads and drops what the client still sends, as the core's [`Drain`] says: until it closes, while
+//! it keeps sending, no longer than the linger time.
 //!
 //! A client costs its socket and the bytes in flight: heads accumulate per connection (at most the head limit),
 //! bodies move through one scratch buffer, and only what a socket would not take at once is kept. A socket is
@@ -14,20 +16,19 @@
 //! flow control. A long counted response body goes origin → pipe → client with `splice`.
 
 use std::io::{self, Read};
-use std::net::{IpAddr, Shutdown};
+use std::net::Shutdown;
 
 use mio::net::TcpStream;
 use mio::Registry;
 use smoltalk_core::proxy::engine::{Ending, Phase, ProxyConnection};
+use smoltalk_core::proxy::Drain;
 use smoltcp::time::Instant;
 
+use super::super::lookup::LookupResult;
 use super::io::{Outgoing, SplicePipe};
 use super::step::Step;
 use super::Env;
 use crate::sys;
-
-/// What a lookup thread found for a connection: its addresses, or why it failed.
-pub(super) type LookupResult = Result<Vec<IpAddr>, String>;
 
 /// An origin connection.
 pub(super) struct Upstream {
@@ -35,6 +36,8 @@ pub(super) struct Upstream {
     pub(super) connected: bool,
     /// The origin has closed its side (or a response showed the connection cannot be reused).
     pub(super) eof: bool,
+    /// A write to it failed: nothing more goes to it (what it answered is still read).
+    pub(super) write_closed: bool,
 }
 
 /// Where a client connection is, around its engine.
@@ -43,8 +46,9 @@ enum Stage {
     Serving(Box<ProxyConnection>),
     /// The proxy's own answer is going out; then its sending side closes.
     Answering { deadline: Instant },
-    /// Our side is closed; what the client still sends is read and dropped until it closes too.
-    Draining { deadline: Instant },
+    /// Our side is closed; what the client still sends is read and dropped until it closes too, or as long as
+    /// the drain's rule says.
+    Draining(Drain),
 }
 
 /// How a step went.
@@ -129,7 +133,8 @@ impl Connection {
     pub fn deadline(&self) -> Option<Instant> {
         match &self.stage {
             Stage::Serving(engine) => engine.deadline(),
-            Stage::Answering { deadline } | Stage::Draining { deadline } => Some(*deadline),
+            Stage::Answering { deadline } => Some(*deadline),
+            Stage::Draining(drain) => Some(drain.deadline()),
         }
     }
 
@@ -171,10 +176,7 @@ impl Connection {
                     let deadline = *deadline;
                     self.answering(deadline, env)
                 }
-                Stage::Draining { deadline } => {
-                    let deadline = *deadline;
-                    self.draining(deadline, env)
-                }
+                Stage::Draining(drain) => Self::draining(&mut self.client, drain, env),
             };
             match flow {
                 Flow::Moved(true) => continue,
@@ -229,15 +231,17 @@ impl Connection {
     }
 
     fn answering(&mut self, deadline: Instant, env: &mut Env<'_>) -> Flow {
-        let moved = match self.io.to_client.flush(&mut self.client, env.limits.head) {
+        let moved = match self
+            .io
+            .to_client
+            .flush(&mut self.client, env.limits.head)
+        {
             Ok(moved) => moved,
             Err(_) => return Flow::Done,
         };
         if self.io.to_client.is_empty() {
             let _ = self.client.shutdown(Shutdown::Write);
-            self.stage = Stage::Draining {
-                deadline: env.clock.now() + env.limits.drain,
-            };
+            self.stage = Stage::Draining(Drain::start(env.limits, env.clock.now()));
             return Flow::Moved(true);
         }
         if env.clock.now() >= deadline {
@@ -247,17 +251,17 @@ impl Connection {
         Flow::Moved(moved)
     }
 
-    fn draining(&mut self, deadline: Instant, env: &mut Env<'_>) -> Flow {
+    fn draining(client: &mut TcpStream, drain: &mut Drain, env: &mut Env<'_>) -> Flow {
         loop {
-            match self.client.read(env.scratch) {
+            match client.read(env.scratch) {
                 Ok(0) => return Flow::Done,
-                Ok(_) => {}
+                Ok(_) => drain.on_bytes(env.clock.now()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Flow::Done,
             }
         }
-        match env.clock.now() >= deadline {
+        match drain.is_over(env.clock.now()) {
             true => Flow::Done,
             false => Flow::Moved(false),
         }

@@ -4,7 +4,7 @@
 use std::io::{self, Read};
 
 use smoltalk_core::proxy::engine::{
-    AfterResponse, Ending, Failure, OriginStep, ResponsePhase, ResponseStep,
+    AfterResponse, ConnectStep, Ending, Failure, ResponsePhase, ResponseStep,
 };
 
 use super::connection::Flow;
@@ -21,16 +21,21 @@ impl Step<'_, '_> {
         let keep = self.env.limits.head;
         let mut moved = false;
         let mut body_bytes = 0;
-        // 1. What is queued for the origin: the head, then body bytes.
+        // 1. What is queued for the origin: the head, then body bytes. An origin that takes no more (it reset, or
+        // answered early and closed) gets nothing more; what it answered, if anything, is read on below.
         let Some(upstream) = self.io.upstream.as_mut() else {
-            log::error!("bug: a proxy connection exchanges without an origin socket; reset");
-            return Flow::End(Ending::ResetBoth);
+            return Flow::End(
+                self.engine
+                    .driver_bug("exchanging without an origin socket"),
+            );
         };
-        match self.io.to_origin.flush(&mut upstream.stream, keep) {
-            Ok(m) => moved |= m,
-            Err(_) => {
-                let partial = !self.io.outbound.is_empty();
-                return self.recover(Failure::OriginLost { partial });
+        if !upstream.write_closed {
+            match self.io.to_origin.flush(&mut upstream.stream, keep) {
+                Ok(m) => moved |= m,
+                Err(_) => {
+                    upstream.write_closed = true;
+                    self.io.to_origin.clear();
+                }
             }
         }
         self.io.head_sent |= self.io.to_origin.is_empty();
@@ -38,13 +43,16 @@ impl Step<'_, '_> {
         if self.io.head_sent {
             match self.forward_request_body() {
                 Ok(n) => body_bytes += n,
-                Err(failure) => return self.recover(failure),
+                Err(failure) => return self.fail(failure),
             }
         }
-        // 3. The response, origin to client.
+        // 3. The response, origin to client (the last of a spliced body may still be in its pipe).
         let response = match phase {
             ResponsePhase::Head => self.response_head(),
             ResponsePhase::Body => self.response_body(&mut body_bytes),
+            ResponsePhase::Complete if self.io.pipe.is_some() => {
+                self.response_body(&mut body_bytes)
+            }
             ResponsePhase::Complete => Flow::Moved(false),
         };
         match response {
@@ -53,14 +61,21 @@ impl Step<'_, '_> {
         }
         match self.io.to_client.flush(self.client, keep) {
             Ok(m) => moved |= m,
-            Err(_) => return self.recover(Failure::ClientReset),
+            Err(_) => return self.fail(Failure::ClientReset),
         }
         if phase == ResponsePhase::Complete
             && self.io.to_client.is_empty()
             && self.io.pipe.is_none()
         {
-            let origin_clean =
-                self.io.outbound.is_empty() && self.io.upstream.as_ref().is_some_and(|u| !u.eof);
+            // Clean: open both ways, nothing of it unread, and everything the request had for it written (a
+            // reused connection must not carry the tail of this request's body ahead of the next head).
+            let origin_clean = self.io.outbound.is_empty()
+                && self.io.to_origin.is_empty()
+                && self
+                    .io
+                    .upstream
+                    .as_ref()
+                    .is_some_and(|u| !u.eof && !u.write_closed);
             let cx = self.env.cx;
             return match self
                 .engine
@@ -75,27 +90,25 @@ impl Step<'_, '_> {
                 AfterResponse::End(ending) => Flow::End(ending),
             };
         }
-        self.progress(moved || body_bytes > 0, body_bytes)
+        self.progress(moved, body_bytes)
     }
 
     /// Reports progress, or (nothing moved) a client reset nothing else would notice, or the deadline.
     pub(super) fn progress(&mut self, moved: bool, body_bytes: usize) -> Flow {
-        if moved {
-            self.engine
-                .on_progress(self.env.limits, self.env.clock.now(), body_bytes);
-            return Flow::Moved(true);
+        if !moved && body_bytes == 0 {
+            if let Ok(Some(_)) = self.client.take_error() {
+                // The client reset while the proxy was not reading it (the origin takes the body slower than it
+                // comes): nothing else would notice until the timeout.
+                return self.fail(Failure::ClientReset);
+            }
         }
-        if let Ok(Some(_)) = self.client.take_error() {
-            // The client reset while the proxy was not reading it (the origin takes the body slower than it
-            // comes): nothing else would notice until the timeout.
-            return self.recover(Failure::ClientReset);
-        }
+        let (limits, now) = (self.env.limits, self.env.clock.now());
         match self
             .engine
-            .on_timeout(self.env.clock.now(), self.env.head_out)
+            .after_step(limits, now, moved, body_bytes, self.env.head_out)
         {
             Some(ending) => Flow::End(ending),
-            None => Flow::Moved(false),
+            None => Flow::Moved(moved || body_bytes > 0),
         }
     }
 
@@ -103,7 +116,7 @@ impl Step<'_, '_> {
     pub(super) fn forward_request_body(&mut self) -> Result<usize, Failure> {
         let keep = self.env.limits.head;
         let mut moved = 0;
-        let Some(upstream) = self.io.upstream.as_mut() else {
+        let Some(upstream) = self.io.upstream.as_mut().filter(|u| !u.write_closed) else {
             return Ok(0);
         };
         let Some(body) = self.engine.request_body() else {
@@ -120,7 +133,10 @@ impl Step<'_, '_> {
                         self.io.client_eof = true;
                         return Err(Failure::ClientClosedMidBody);
                     }
-                    Ok(n) => self.io.inbound.extend_from_slice(&self.env.scratch[..n]),
+                    Ok(n) => self
+                        .io
+                        .inbound
+                        .extend_from_slice(&self.env.scratch[..n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(_) => return Err(Failure::ClientReset),
@@ -133,7 +149,10 @@ impl Step<'_, '_> {
             self.io.inbound.drain(..n);
             moved += n;
             if self.io.to_origin.flush(&mut upstream.stream, keep).is_err() {
-                return Err(Failure::OriginLost { partial: true });
+                // The origin takes no more: the rest of the body stays with the client; its answer is read on.
+                upstream.write_closed = true;
+                self.io.to_origin.clear();
+                break;
             }
         }
         Ok(moved)
@@ -181,7 +200,7 @@ impl Step<'_, '_> {
                     }
                     moved = true;
                 }
-                ResponseStep::Retry(addr) => return self.follow(OriginStep::Connect(addr)),
+                ResponseStep::Retry(addr) => return self.follow(ConnectStep::Connect(addr)),
                 ResponseStep::End(ending) => return Flow::End(ending),
             }
         }
@@ -207,7 +226,9 @@ impl Step<'_, '_> {
                 Err(())
             }
             Ok(n) => {
-                self.io.outbound.extend_from_slice(&self.env.scratch[..n]);
+                self.io
+                    .outbound
+                    .extend_from_slice(&self.env.scratch[..n]);
                 Ok(true)
             }
             Err(e)
@@ -233,7 +254,7 @@ impl Step<'_, '_> {
             if !self.io.to_client.is_empty() {
                 match self.io.to_client.flush(self.client, keep) {
                     Ok(m) => moved |= m,
-                    Err(_) => return self.recover(Failure::ClientReset),
+                    Err(_) => return self.fail(Failure::ClientReset),
                 }
                 if !self.io.to_client.is_empty() {
                     return Flow::Moved(moved);
@@ -246,7 +267,9 @@ impl Step<'_, '_> {
                 return Flow::Moved(moved);
             }
             let spliced = self.io.pipe.is_some()
-                || (body.is_counted() && body.limit() > SPLICE_MIN && self.io.outbound.is_empty());
+                || (body.is_counted()
+                    && body.limit() > SPLICE_MIN
+                    && self.io.outbound.is_empty());
             if spliced {
                 match self.splice_body(body_bytes) {
                     Some(Ok(m)) => {
@@ -312,7 +335,7 @@ impl Step<'_, '_> {
         };
         let n = match body.advance(bytes) {
             Ok(n) => n,
-            Err(_) => return Err(self.recover(Failure::MalformedResponseBody)),
+            Err(_) => return Err(self.fail(Failure::MalformedResponseBody)),
         };
         self.io.to_client.push(&bytes[..n]);
         *body_bytes += n;
@@ -350,7 +373,7 @@ impl Step<'_, '_> {
                 match pipe.drain(self.client) {
                     Ok(n) => moved |= n > 0,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(Ok(moved)),
-                    Err(_) => return Some(Err(self.recover(Failure::ClientReset))),
+                    Err(_) => return Some(Err(self.fail(Failure::ClientReset))),
                 }
                 if pipe.held > 0 {
                     continue;

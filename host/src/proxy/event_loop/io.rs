@@ -103,12 +103,6 @@ pub(super) fn pump(
     Pumped::Moved(moved)
 }
 
-/// Whether a kept origin connection is still open and silent (an origin that closed it while it idled, or
-/// sent anything unasked, cannot carry the next request).
-pub(super) fn is_idle(stream: &TcpStream) -> bool {
-    matches!(stream.peek(&mut [0u8; 1]), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
-}
-
 /// The pipe `splice` uses holds this much (asked for; the kernel may give less).
 const PIPE_SIZE: i32 = 1 << 20;
 

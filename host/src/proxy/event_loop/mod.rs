@@ -12,7 +12,7 @@ mod io;
 mod step;
 
 use std::io as stdio;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +22,11 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use smoltalk_core::proxy::engine::{Admission, OwnAddress};
 use smoltalk_core::proxy::{Limits, ProxyConnection, ProxyContext};
 
+use super::lookup::{spawn_lookup, LookupResult};
 use super::{is_local_address, Clock, ProxyConfig, ProxyServeError};
 use crate::sys;
 use crate::uppercase::kernel::bind_error;
-use connection::{Connection, LookupResult};
+use connection::Connection;
 
 /// Bodies move through a scratch buffer this big (one for the whole loop).
 const SCRATCH: usize = 64 * 1024;
@@ -156,20 +157,14 @@ impl Resolver {
     /// Looks `host` up for connection `slot`; the answer comes back through the loop.
     pub fn look_up(&self, slot: usize, generation: u64, host: String) {
         let (tx, waker) = (self.tx.clone(), Arc::clone(&self.waker));
-        let spawned = std::thread::Builder::new()
-            .name("resolver".into())
-            .spawn(move || {
-                let result = (host.as_str(), 0)
-                    .to_socket_addrs()
-                    .map(|a| a.map(|a| a.ip()).collect::<Vec<IpAddr>>())
-                    .map_err(|e| e.to_string());
-                let _ = tx.send(Resolved {
-                    slot,
-                    generation,
-                    result,
-                });
-                let _ = waker.wake();
+        let spawned = spawn_lookup(host, move |result| {
+            let _ = tx.send(Resolved {
+                slot,
+                generation,
+                result,
             });
+            let _ = waker.wake();
+        });
         if let Err(e) = spawned {
             let _ = self.tx.send(Resolved {
                 slot,

@@ -7,13 +7,14 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use smoltalk_core::proxy::engine::{
-    Connected, Ending, Failure, HeadStep, OriginStep, PhaseStep, ProxyConnection, Recovery,
+    ConnectStep, Connected, Failure, HeadStep, OriginStep, PhaseStep, ProxyConnection,
     ResponsePhase,
 };
 
 use super::connection::{Flow, Streams, Upstream};
-use super::io::{is_idle, pump, Pumped};
+use super::io::{pump, Pumped};
 use super::Env;
+use crate::sys;
 
 /// A serving connection's parts, borrowed for one step of its engine.
 pub(super) struct Step<'s, 'e> {
@@ -50,8 +51,8 @@ impl PhaseStep for Step<'_, '_> {
     }
 
     fn closed(&mut self) -> Flow {
-        // The connection leaves `Serving` with every ending; a closed one here is a bug of this design.
-        Flow::End(Ending::ResetBoth)
+        // The connection leaves `Serving` with every ending: a closed one here is this design's bug.
+        Flow::End(self.engine.driver_bug("a closed connection was stepped"))
     }
 }
 
@@ -61,11 +62,8 @@ impl Step<'_, '_> {
         self.engine.phase().dispatch(self)
     }
 
-    pub(super) fn recover(&mut self, failure: Failure) -> Flow {
-        match self.engine.on_failure(failure, self.env.head_out) {
-            Recovery::End(ending) => Flow::End(ending),
-            Recovery::Retry(addr) => self.follow(OriginStep::Connect(addr)),
-        }
+    pub(super) fn fail(&mut self, failure: Failure) -> Flow {
+        Flow::End(self.engine.on_failure(failure, self.env.head_out))
     }
 
     /// Reads from the client into `inbound` (at most `limit` bytes in all). `Ok(true)` if bytes came.
@@ -79,7 +77,9 @@ impl Step<'_, '_> {
                     moved = true;
                 }
                 Ok(n) => {
-                    self.io.inbound.extend_from_slice(&self.env.scratch[..n]);
+                    self.io
+                        .inbound
+                        .extend_from_slice(&self.env.scratch[..n]);
                     moved = true;
                 }
                 Err(e) => match e.kind() {
@@ -93,17 +93,11 @@ impl Step<'_, '_> {
     }
 
     pub(super) fn read_head(&mut self) -> Flow {
-        if self
-            .io
-            .to_client
-            .flush(self.client, self.env.limits.head)
-            .is_err()
-        {
-            return self.recover(Failure::ClientReset);
-        }
         // A peek at the kept origin connection, made only if the engine would reuse it.
         let upstream = self.io.upstream.as_ref();
-        let idle = || upstream.is_some_and(|u| u.connected && !u.eof && is_idle(&u.stream));
+        let idle = || {
+            upstream.is_some_and(|u| u.connected && !u.eof && sys::is_open_and_silent(&u.stream))
+        };
         let cx = self.env.cx;
         let now = self.env.clock.now();
         let step = self.engine.on_client_head(
@@ -121,7 +115,7 @@ impl Step<'_, '_> {
                 return match self.read_client(self.env.limits.head) {
                     // Parse what came (a whole request may have come with the client's FIN) before judging.
                     Ok(moved) => Flow::Moved(moved),
-                    Err(failure) => self.recover(failure),
+                    Err(failure) => self.fail(failure),
                 };
             }
         };
@@ -131,9 +125,14 @@ impl Step<'_, '_> {
         self.io
             .request_head
             .extend_from_slice(self.env.head_out.get(..forward.head_len).unwrap_or(&[]));
-        match forward.next.name_to_look_up() {
-            Err(next) => self.follow(next),
-            Ok(name) => {
+        match forward.next {
+            OriginStep::Reuse => {
+                self.begin_exchange();
+                Flow::Moved(true)
+            }
+            OriginStep::Connect(addr) => self.follow(ConnectStep::Connect(addr)),
+            OriginStep::End(ending) => Flow::End(ending),
+            OriginStep::LookUp(name) => {
                 let name = name.to_owned();
                 self.io.lookup = None;
                 self.drop_upstream();
@@ -144,25 +143,17 @@ impl Step<'_, '_> {
     }
 
     /// Does what the engine said to reach the origin, asking it again where that fails at once.
-    pub(super) fn follow(&mut self, mut step: OriginStep<'static>) -> Flow {
+    pub(super) fn follow(&mut self, mut step: ConnectStep) -> Flow {
         loop {
             step = match step {
-                OriginStep::Connect(addr) => match self.connect(addr) {
+                ConnectStep::Connect(addr) => match self.connect(addr) {
                     Ok(()) => return Flow::Moved(true),
                     Err(e) => {
                         log::debug!("connect {addr}: {e}");
                         self.engine.on_connect_failed(false, self.env.head_out)
                     }
                 },
-                OriginStep::Reuse => {
-                    self.begin_exchange();
-                    return Flow::Moved(true);
-                }
-                OriginStep::End(ending) => return Flow::End(ending),
-                OriginStep::LookUp(_) => {
-                    log::error!("bug: a second lookup was asked for; reset");
-                    return Flow::End(Ending::ResetBoth);
-                }
+                ConnectStep::End(ending) => return Flow::End(ending),
             }
         }
     }
@@ -185,6 +176,7 @@ impl Step<'_, '_> {
             stream,
             connected: false,
             eof: false,
+            write_closed: false,
         });
         Ok(())
     }
@@ -202,13 +194,7 @@ impl Step<'_, '_> {
     /// The lookup may have answered: on with what it found.
     fn lookup_answered(&mut self) -> Flow {
         let Some(result) = self.io.lookup.take() else {
-            return match self
-                .engine
-                .on_timeout(self.env.clock.now(), self.env.head_out)
-            {
-                Some(ending) => Flow::End(ending),
-                None => Flow::Moved(false),
-            };
+            return self.progress(false, 0);
         };
         let cx = self.env.cx;
         let step = match &result {
@@ -223,21 +209,17 @@ impl Step<'_, '_> {
     /// The connection to the origin may be up (or refused): on with the engine.
     fn connection_answered(&mut self) -> Flow {
         let Some(upstream) = self.io.upstream.as_mut() else {
-            log::error!("bug: a proxy connection connects without a socket; reset");
-            return Flow::End(Ending::ResetBoth);
+            return Flow::End(
+                self.engine
+                    .driver_bug("connecting without an origin socket"),
+            );
         };
         let failed = match upstream.stream.take_error() {
             Ok(Some(e)) | Err(e) => Some(e),
             Ok(None) => match upstream.stream.peer_addr() {
                 Ok(_) => None,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                    return match self
-                        .engine
-                        .on_timeout(self.env.clock.now(), self.env.head_out)
-                    {
-                        Some(ending) => Flow::End(ending),
-                        None => Flow::Moved(false),
-                    };
+                    return self.progress(false, 0)
                 }
                 Err(e) => Some(e),
             },
@@ -274,8 +256,7 @@ impl Step<'_, '_> {
     fn relay_tunnel(&mut self) -> Flow {
         let keep = self.env.limits.head;
         let Some(upstream) = self.io.upstream.as_mut() else {
-            log::error!("bug: a tunnel without an origin socket; reset");
-            return Flow::End(Ending::ResetBoth);
+            return Flow::End(self.engine.driver_bug("a tunnel without an origin socket"));
         };
         let mut moved = false;
         let flushed = (
@@ -284,7 +265,7 @@ impl Step<'_, '_> {
         );
         match flushed {
             (Ok(a), Ok(b)) => moved |= a || b,
-            _ => return self.recover(Failure::TunnelPeerReset),
+            _ => return self.fail(Failure::TunnelPeerReset),
         }
         let scratch = &mut *self.env.scratch;
         let forth = pump(
@@ -303,7 +284,7 @@ impl Step<'_, '_> {
         );
         match (forth, back) {
             (Pumped::Moved(a), Pumped::Moved(b)) => moved |= a || b,
-            _ => return self.recover(Failure::TunnelPeerReset),
+            _ => return self.fail(Failure::TunnelPeerReset),
         }
         if self.io.client_eof
             && upstream.eof

@@ -14,10 +14,10 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use smoltalk_core::proxy::engine::{Admission, OwnAddress};
-use smoltalk_core::proxy::{ProxyConnection, ProxyContext};
+use smoltalk_core::proxy::{Drain, Limits, ProxyConnection, ProxyContext};
 
 use super::event_loop::LISTEN_BACKLOG;
 use super::{is_local_address, Clock, ProxyConfig, ProxyServeError};
@@ -96,12 +96,13 @@ impl KernelProxy {
 
     /// Accepts clients until the listening socket fails.
     pub fn serve(self) -> Result<(), ProxyServeError> {
-        let refuser = spawn_refuser(self.shared.config.limits.drain).map_err(|source| {
-            ProxyServeError::Setup {
-                what: "cannot start the refuser thread",
-                source,
-            }
-        })?;
+        let refuser =
+            spawn_refuser(self.shared.config.limits, self.shared.clock).map_err(|source| {
+                ProxyServeError::Setup {
+                    what: "cannot start the refuser thread",
+                    source,
+                }
+            })?;
         let mut page = vec![0; self.shared.config.limits.out_buffer()];
         self.shared.with_context(|cx| {
             for stream in self.listener.incoming() {
@@ -167,14 +168,13 @@ impl Drop for ActiveSlot<'_> {
 type Refusal = (TcpStream, SocketAddr, Vec<u8>);
 
 /// Starts the thread that answers refused clients: each gets its page, then what it still sends is read and
-/// dropped for `drain` (so the close does not turn into a reset that destroys the page), all side by side.
-fn spawn_refuser(drain: smoltcp::time::Duration) -> io::Result<SyncSender<Refusal>> {
-    let drain = Duration::from_micros(drain.total_micros());
+/// dropped as [`Drain`] says (so the close does not turn into a reset that destroys the page), all side by side.
+fn spawn_refuser(limits: Limits, clock: Clock) -> io::Result<SyncSender<Refusal>> {
     let (tx, rx) = sync_channel::<Refusal>(REFUSALS_WAITING);
     std::thread::Builder::new()
         .name("refuser".into())
         .spawn(move || {
-            let mut draining: Vec<(TcpStream, Instant)> = Vec::new();
+            let mut draining: Vec<(TcpStream, Drain)> = Vec::new();
             let mut sink = [0u8; 4096];
             loop {
                 let wait = match draining.is_empty() {
@@ -187,24 +187,24 @@ fn spawn_refuser(drain: smoltcp::time::Duration) -> io::Result<SyncSender<Refusa
                         let _ = stream.write_all(&page);
                         let _ = stream.shutdown(Shutdown::Write);
                         if stream.set_nonblocking(true).is_ok() {
-                            draining.push((stream, Instant::now() + drain));
+                            draining.push((stream, Drain::start(&limits, clock.now())));
                         }
                     }
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
-                let now = Instant::now();
-                draining.retain_mut(|(stream, deadline)| {
+                let now = clock.now();
+                draining.retain_mut(|(stream, drain)| {
                     loop {
                         match stream.read(&mut sink) {
                             Ok(0) => return false,
-                            Ok(_) => {}
+                            Ok(_) => drain.on_bytes(now),
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                             Err(_) => return false,
                         }
                     }
-                    now < *deadline
+                    !drain.is_over(now)
                 });
             }
         })?;

@@ -10,25 +10,29 @@
 //! Because it cannot read the response while it sends the request body, a client that sent
 //! `Expect: 100-continue` gets the origin's answer first, waited for at most [`Limits::continue_wait`].
 
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError};
 use std::time::Duration;
 
 use smoltalk_core::proxy::engine::{
-    AfterResponse, Connected, Ending, Failure, HeadStep, OriginStep, ProxyConnection, Recovery,
+    AfterResponse, ConnectStep, Connected, Ending, Failure, HeadStep, OriginStep, ProxyConnection,
     ResponseStep,
 };
 use smoltalk_core::proxy::{Limits, ProxyContext};
 
+use super::super::lookup::{spawn_lookup, LookupResult};
 use super::super::Clock;
-use super::sockets::{copy_until_closed, is_idle, is_timeout, std_duration, Pending};
+use super::sockets::{
+    copy_one_way, drain, is_timeout, std_duration, Pending, TunnelActivity, TunnelEnd,
+};
 use crate::sys;
 
 /// Each direction of a body is copied through a buffer this big.
 const BODY_BUFFER: usize = 16 * 1024;
 
 /// What a read with a deadline gave.
-enum Read_ {
+enum ReadOutcome {
     /// Bytes came.
     Bytes,
     /// The peer finished sending (closed, or reset: `reset`).
@@ -43,6 +47,13 @@ enum Reached {
     Tunnel,
 }
 
+/// An origin connection.
+struct Upstream {
+    stream: TcpStream,
+    /// A write to it failed: nothing more goes to it (what it answered is still read).
+    write_closed: bool,
+}
+
 /// One client connection on its own thread.
 pub(super) struct ClientSession<'c> {
     client: TcpStream,
@@ -51,15 +62,15 @@ pub(super) struct ClientSession<'c> {
     limits: &'c Limits,
     clock: Clock,
     /// What the client sent and the proxy has not used yet.
-    inbound: Pending,
+    from_client: Pending,
     client_done: bool,
     /// What the origin sent and the proxy has not used yet.
-    outbound: Pending,
+    from_origin: Pending,
     /// The heads and pages the engine writes.
     head_out: Box<[u8]>,
     /// The request head for the origin, kept to send again on a retry.
     request_head: Vec<u8>,
-    upstream: Option<TcpStream>,
+    upstream: Option<Upstream>,
 }
 
 impl<'c> ClientSession<'c> {
@@ -78,9 +89,9 @@ impl<'c> ClientSession<'c> {
             cx,
             limits: cx.limits,
             clock,
-            inbound: Pending::new(buffer),
+            from_client: Pending::new(buffer),
             client_done: false,
-            outbound: Pending::new(buffer),
+            from_origin: Pending::new(buffer),
             head_out: vec![0; cx.limits.out_buffer()].into_boxed_slice(),
             request_head: Vec::new(),
             upstream: None,
@@ -95,11 +106,8 @@ impl<'c> ClientSession<'c> {
 
     fn serve(&mut self) -> Ending {
         loop {
-            let step = match self.read_head() {
-                Ok(step) => step,
-                Err(ending) => return ending,
-            };
-            match self.reach_origin(step) {
+            let reached = self.read_head().and_then(|next| self.reach_origin(next));
+            match reached {
                 Ok(Reached::Exchange) => {}
                 Ok(Reached::Tunnel) => return self.tunnel(),
                 Err(ending) => return ending,
@@ -110,41 +118,36 @@ impl<'c> ClientSession<'c> {
         }
     }
 
-    fn fail(&mut self, failure: Failure) -> Result<SocketAddr, Ending> {
-        match self.engine.on_failure(failure, &mut self.head_out) {
-            Recovery::Retry(addr) => Ok(addr),
-            Recovery::End(ending) => Err(ending),
-        }
+    /// Tells the engine of `failure`; the connection ends as it says.
+    fn fail(&mut self, failure: Failure) -> Ending {
+        self.engine.on_failure(failure, &mut self.head_out)
     }
 
-    /// Fails the exchange with `failure`; a retry the engine asks for is carried out.
-    fn fail_or_retry(&mut self, failure: Failure) -> Result<(), Ending> {
-        let addr = self.fail(failure)?;
-        self.retry(addr)
-    }
-
-    /// Connects to `addr` again and sends the same request head.
+    /// Connects to `addr` again and sends the same request head (the engine's [`ResponseStep::Retry`]).
     fn retry(&mut self, addr: SocketAddr) -> Result<(), Ending> {
-        match self.reach_origin(OriginStep::Connect(addr))? {
-            Reached::Exchange => self.send_head(),
-            Reached::Tunnel => Err(Ending::ResetBoth),
+        match self.connect(ConnectStep::Connect(addr))? {
+            Reached::Exchange => {
+                self.send_head();
+                Ok(())
+            }
+            Reached::Tunnel => Err(self.engine.driver_bug("a retry turned into a tunnel")),
         }
     }
 
     /// Reads until `stream` gives bytes into `pending`, or `wait` passes.
-    fn read_into(stream: &mut TcpStream, pending: &mut Pending, wait: Duration) -> Read_ {
+    fn read_into(stream: &mut TcpStream, pending: &mut Pending, wait: Duration) -> ReadOutcome {
         // Zero would mean "no timeout" to the socket: a deadline passed is a millisecond's wait.
         let _ = stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
         match pending.fill(stream) {
-            Ok(0) => Read_::Finished { reset: false },
-            Ok(_) => Read_::Bytes,
-            Err(e) if is_timeout(&e) => Read_::TimedOut,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Read_::Bytes,
-            Err(_) => Read_::Finished { reset: true },
+            Ok(0) => ReadOutcome::Finished { reset: false },
+            Ok(_) => ReadOutcome::Bytes,
+            Err(e) if is_timeout(&e) => ReadOutcome::TimedOut,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => ReadOutcome::Bytes,
+            Err(_) => ReadOutcome::Finished { reset: true },
         }
     }
 
-    /// A read waited until the engine's deadline: the engine says whether the connection ends.
+    /// A wait ended with nothing: the engine says whether its deadline has passed and the connection ends.
     fn timed_out(&mut self) -> Result<(), Ending> {
         match self.engine.on_timeout(self.clock.now(), &mut self.head_out) {
             Some(ending) => Err(ending),
@@ -159,15 +162,18 @@ impl<'c> ClientSession<'c> {
             .map_or(Duration::ZERO, |d| self.clock.until(d))
     }
 
-    fn read_head(&mut self) -> Result<OriginStep<'static>, Ending> {
+    /// Reads the client's next request head; what the engine says to do to reach its origin, with a lookup
+    /// done. `None`: the kept origin connection carries it.
+    fn read_head(&mut self) -> Result<Option<ConnectStep>, Ending> {
         loop {
             // A peek at the kept origin connection, made only if the engine would reuse it.
             let upstream = self.upstream.as_ref();
-            let idle = || upstream.is_some_and(is_idle);
+            let idle =
+                || upstream.is_some_and(|u| !u.write_closed && sys::is_open_and_silent(&u.stream));
             let now = self.clock.now();
             let step = self.engine.on_client_head(
                 self.cx,
-                self.inbound.bytes(),
+                self.from_client.bytes(),
                 self.client_done,
                 idle,
                 now,
@@ -184,74 +190,95 @@ impl<'c> ClientSession<'c> {
             self.request_head.clear();
             self.request_head
                 .extend_from_slice(self.head_out.get(..forward.head_len).unwrap_or(&[]));
-            let consumed = forward.consumed;
-            let next = forward.next.name_to_look_up().map(str::to_owned);
-            self.inbound.consume(consumed);
-            return Ok(match next {
-                Err(next) => next,
-                Ok(name) => {
+            let next = match forward.next {
+                OriginStep::Reuse => None,
+                OriginStep::Connect(addr) => Some(ConnectStep::Connect(addr)),
+                OriginStep::End(ending) => Some(ConnectStep::End(ending)),
+                OriginStep::LookUp(name) => {
+                    let name = name.to_owned();
+                    self.from_client.consume(forward.consumed);
                     self.upstream = None;
-                    self.look_up(&name)
+                    return self.look_up(name).map(Some);
                 }
-            });
+            };
+            self.from_client.consume(forward.consumed);
+            return Ok(next);
         }
     }
 
     /// Waits (until the engine's deadline) for more of the client's head.
     fn read_more_head(&mut self) -> Result<(), Ending> {
         let wait = self.left();
-        match Self::read_into(&mut self.client, &mut self.inbound, wait) {
-            Read_::Bytes | Read_::TimedOut => {}
-            Read_::Finished { reset: false } => self.client_done = true,
-            Read_::Finished { reset: true } => {
-                self.fail(Failure::ClientReset)?;
+        match Self::read_into(&mut self.client, &mut self.from_client, wait) {
+            ReadOutcome::Bytes | ReadOutcome::TimedOut => Ok(()),
+            ReadOutcome::Finished { reset: false } => {
+                self.client_done = true;
+                Ok(())
             }
+            ReadOutcome::Finished { reset: true } => Err(self.fail(Failure::ClientReset)),
         }
-        Ok(())
     }
 
-    /// Looks `name` up with the system's resolver (this thread waits for it).
-    fn look_up(&mut self, name: &str) -> OriginStep<'static> {
-        let found = (name, 0)
-            .to_socket_addrs()
-            .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<IpAddr>>());
-        match found {
+    /// Looks `name` up with the system's resolver, waiting for it until the engine's deadline.
+    fn look_up(&mut self, name: String) -> Result<ConnectStep, Ending> {
+        let (tx, answer) = sync_channel(1);
+        let found: LookupResult = match spawn_lookup(name, move |found| {
+            let _ = tx.send(found);
+        }) {
+            Err(e) => Err(format!("cannot start a lookup: {e}")),
+            Ok(()) => loop {
+                match answer.recv_timeout(self.left().max(Duration::from_millis(1))) {
+                    Ok(found) => break found,
+                    Err(RecvTimeoutError::Timeout) => self.timed_out()?,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        break Err("the lookup ended without an answer".into())
+                    }
+                }
+            },
+        };
+        Ok(match &found {
             Ok(addresses) => self
                 .engine
-                .on_resolved(self.cx, Ok(&addresses), &mut self.head_out),
-            Err(e) => self
+                .on_resolved(self.cx, Ok(addresses), &mut self.head_out),
+            Err(why) => self
                 .engine
-                .on_resolved(self.cx, Err(&e), &mut self.head_out),
+                .on_resolved(self.cx, Err(why), &mut self.head_out),
+        })
+    }
+
+    /// Reaches the origin as the engine said: the kept connection (`None`), or a new one.
+    fn reach_origin(&mut self, next: Option<ConnectStep>) -> Result<Reached, Ending> {
+        match next {
+            None => Ok(Reached::Exchange),
+            Some(step) => self.connect(step),
         }
     }
 
-    fn reach_origin(&mut self, mut step: OriginStep<'static>) -> Result<Reached, Ending> {
+    /// Connects as the engine says, asking it again after each failure.
+    fn connect(&mut self, mut step: ConnectStep) -> Result<Reached, Ending> {
         loop {
-            step = match step {
-                OriginStep::Reuse => return Ok(Reached::Exchange),
-                OriginStep::End(ending) => return Err(ending),
-                OriginStep::LookUp(_) => {
-                    log::error!("bug: a second lookup was asked for; reset");
-                    return Err(Ending::ResetBoth);
+            let addr = match step {
+                ConnectStep::Connect(addr) => addr,
+                ConnectStep::End(ending) => return Err(ending),
+            };
+            self.upstream = None;
+            self.from_origin.consume(usize::MAX);
+            let wait = self.left().max(Duration::from_millis(1));
+            match TcpStream::connect_timeout(&addr, wait) {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    let _ = stream.set_write_timeout(Some(std_duration(self.limits.timeout)));
+                    self.upstream = Some(Upstream {
+                        stream,
+                        write_closed: false,
+                    });
+                    return self.connected();
                 }
-                OriginStep::Connect(addr) => {
-                    self.upstream = None;
-                    self.outbound.consume(usize::MAX);
-                    let wait = self.left().max(Duration::from_millis(1));
-                    match TcpStream::connect_timeout(&addr, wait) {
-                        Ok(stream) => {
-                            let _ = stream.set_nodelay(true);
-                            let _ =
-                                stream.set_write_timeout(Some(std_duration(self.limits.timeout)));
-                            self.upstream = Some(stream);
-                            return self.connected();
-                        }
-                        Err(e) => {
-                            log::debug!("connect {addr}: {e}");
-                            self.engine
-                                .on_connect_failed(is_timeout(&e), &mut self.head_out)
-                        }
-                    }
+                Err(e) => {
+                    log::debug!("connect {addr}: {e}");
+                    step = self
+                        .engine
+                        .on_connect_failed(is_timeout(&e), &mut self.head_out);
                 }
             }
         }
@@ -265,33 +292,40 @@ impl<'c> ClientSession<'c> {
             Connected::Exchange => Ok(Reached::Exchange),
             Connected::Tunnel { len } => {
                 let reply = self.head_out.get(..len).unwrap_or(&[]);
-                if self.client.write_all(reply).is_err() {
-                    self.fail(Failure::ClientReset)?;
+                match self.client.write_all(reply) {
+                    Ok(()) => Ok(Reached::Tunnel),
+                    Err(_) => Err(self.fail(Failure::ClientReset)),
                 }
-                Ok(Reached::Tunnel)
             }
             Connected::End(ending) => Err(ending),
         }
     }
 
-    fn send_head(&mut self) -> Result<(), Ending> {
-        let sent = match self.upstream.as_mut() {
-            Some(upstream) => upstream.write_all(&self.request_head).is_ok(),
-            None => false,
-        };
-        match sent {
-            true => Ok(()),
-            false => self.fail_or_retry(Failure::OriginLost { partial: false }),
+    /// Writes `bytes` to the origin. One that takes no more (it reset, or answered early and closed) gets
+    /// nothing more; what it answered, if anything, is read on, and the engine decides from that.
+    fn to_origin(upstream: Option<&mut Upstream>, bytes: &[u8]) {
+        if let Some(upstream) = upstream.filter(|u| !u.write_closed) {
+            if upstream.stream.write_all(bytes).is_err() {
+                upstream.write_closed = true;
+            }
         }
+    }
+
+    fn send_head(&mut self) {
+        Self::to_origin(self.upstream.as_mut(), &self.request_head);
+    }
+
+    fn origin_takes_more(&self) -> bool {
+        self.upstream.as_ref().is_some_and(|u| !u.write_closed)
     }
 
     /// Forwards one request and its response.
     fn exchange(&mut self) -> Result<(), Ending> {
-        self.send_head()?;
+        self.send_head();
         let body_done = self.engine.request_body().is_none_or(|b| b.is_done());
         // A client that sent `Expect: 100-continue` waits for a go-ahead; give the origin a moment to answer.
         let mut final_head = false;
-        if self.engine.expects_continue() && !body_done && self.inbound.is_empty() {
+        if self.engine.expects_continue() && !body_done && self.from_client.is_empty() {
             let wait = std_duration(self.limits.continue_wait);
             final_head = self.response_head(Some(wait))? == Some(false);
         }
@@ -300,7 +334,8 @@ impl<'c> ClientSession<'c> {
             while self.response_head(None)? != Some(false) {}
         }
         self.relay_response_body()?;
-        let origin_clean = self.outbound.is_empty() && self.upstream.is_some();
+        // Clean: open both ways and nothing of it unread.
+        let origin_clean = self.from_origin.is_empty() && self.origin_takes_more();
         match self
             .engine
             .on_response_sent(self.cx, origin_clean, self.clock.now())
@@ -316,47 +351,40 @@ impl<'c> ClientSession<'c> {
     }
 
     /// Streams the request body from the client to the origin, leaving any byte after it (a pipelined request)
-    /// in `inbound`.
+    /// in `from_client`. An origin that stops taking it leaves the rest with the client.
     fn forward_request_body(&mut self) -> Result<(), Ending> {
         loop {
-            if self.engine.request_body().is_none_or(|b| b.is_done()) {
+            let done = self.engine.request_body().is_none_or(|b| b.is_done());
+            if done || !self.origin_takes_more() {
                 return Ok(());
             }
-            if self.inbound.is_empty() {
+            if self.from_client.is_empty() {
                 let wait = self.left();
-                match Self::read_into(&mut self.client, &mut self.inbound, wait) {
-                    Read_::Bytes => {}
-                    Read_::TimedOut => {
+                match Self::read_into(&mut self.client, &mut self.from_client, wait) {
+                    ReadOutcome::Bytes => {}
+                    ReadOutcome::TimedOut => {
                         self.timed_out()?;
                         continue;
                     }
-                    Read_::Finished { reset: false } => {
+                    ReadOutcome::Finished { reset: false } => {
                         self.client_done = true;
-                        return self.fail(Failure::ClientClosedMidBody).map(|_| ());
+                        return Err(self.fail(Failure::ClientClosedMidBody));
                     }
-                    Read_::Finished { reset: true } => {
-                        return self.fail(Failure::ClientReset).map(|_| ());
+                    ReadOutcome::Finished { reset: true } => {
+                        return Err(self.fail(Failure::ClientReset));
                     }
                 }
             }
             let Some(body) = self.engine.request_body() else {
                 return Ok(());
             };
-            let n = match body.advance(self.inbound.bytes()) {
+            let n = match body.advance(self.from_client.bytes()) {
                 Ok(n) => n,
-                Err(_) => return self.fail(Failure::MalformedRequestBody).map(|_| ()),
+                Err(_) => return Err(self.fail(Failure::MalformedRequestBody)),
             };
-            let chunk = self.inbound.bytes().get(..n).unwrap_or(&[]);
-            let written = self
-                .upstream
-                .as_mut()
-                .is_some_and(|u| u.write_all(chunk).is_ok());
-            if !written {
-                return self
-                    .fail(Failure::OriginLost { partial: false })
-                    .map(|_| ());
-            }
-            self.inbound.consume(n);
+            let chunk = self.from_client.bytes().get(..n).unwrap_or(&[]);
+            Self::to_origin(self.upstream.as_mut(), chunk);
+            self.from_client.consume(n);
             self.engine.on_progress(self.limits, self.clock.now(), n);
         }
     }
@@ -368,7 +396,7 @@ impl<'c> ClientSession<'c> {
         loop {
             match self.engine.on_response_head(
                 self.cx,
-                self.outbound.bytes(),
+                self.from_origin.bytes(),
                 origin_done,
                 &mut self.head_out,
             ) {
@@ -377,10 +405,10 @@ impl<'c> ClientSession<'c> {
                     len,
                     interim,
                 } => {
-                    self.outbound.consume(consumed);
+                    self.from_origin.consume(consumed);
                     let head = self.head_out.get(..len).unwrap_or(&[]);
                     if self.client.write_all(head).is_err() {
-                        self.fail(Failure::ClientReset)?;
+                        return Err(self.fail(Failure::ClientReset));
                     }
                     return Ok(Some(interim));
                 }
@@ -394,14 +422,17 @@ impl<'c> ClientSession<'c> {
             }
             let left = wait.unwrap_or_else(|| self.left());
             let Some(upstream) = self.upstream.as_mut() else {
-                origin_done = true;
-                continue;
+                return Err(self
+                    .engine
+                    .driver_bug("reading a response without an origin"));
             };
-            match Self::read_into(upstream, &mut self.outbound, left) {
-                Read_::Bytes => self.engine.on_progress(self.limits, self.clock.now(), 0),
-                Read_::Finished { .. } => origin_done = true,
-                Read_::TimedOut if wait.is_some() && self.outbound.is_empty() => return Ok(None),
-                Read_::TimedOut => self.timed_out()?,
+            match Self::read_into(&mut upstream.stream, &mut self.from_origin, left) {
+                ReadOutcome::Bytes => self.engine.on_progress(self.limits, self.clock.now(), 0),
+                ReadOutcome::Finished { .. } => origin_done = true,
+                ReadOutcome::TimedOut if wait.is_some() && self.from_origin.is_empty() => {
+                    return Ok(None)
+                }
+                ReadOutcome::TimedOut => self.timed_out()?,
             }
         }
     }
@@ -412,18 +443,18 @@ impl<'c> ClientSession<'c> {
             if self.engine.response_body().is_none_or(|b| b.is_done()) {
                 return Ok(());
             }
-            if self.outbound.is_empty() {
+            if self.from_origin.is_empty() {
                 let wait = self.left();
                 let Some(upstream) = self.upstream.as_mut() else {
-                    return Err(Ending::ResetBoth);
+                    return Err(self.engine.driver_bug("reading a body without an origin"));
                 };
-                match Self::read_into(upstream, &mut self.outbound, wait) {
-                    Read_::Bytes => {}
-                    Read_::TimedOut => {
+                match Self::read_into(&mut upstream.stream, &mut self.from_origin, wait) {
+                    ReadOutcome::Bytes => {}
+                    ReadOutcome::TimedOut => {
                         self.timed_out()?;
                         continue;
                     }
-                    Read_::Finished { reset } => {
+                    ReadOutcome::Finished { reset } => {
                         self.upstream = None;
                         match self.engine.on_origin_finished(reset) {
                             Some(ending) => return Err(ending),
@@ -435,88 +466,80 @@ impl<'c> ClientSession<'c> {
             let Some(body) = self.engine.response_body() else {
                 return Ok(());
             };
-            let n = match body.advance(self.outbound.bytes()) {
+            let n = match body.advance(self.from_origin.bytes()) {
                 Ok(n) => n,
-                Err(_) => return self.fail(Failure::MalformedResponseBody).map(|_| ()),
+                Err(_) => return Err(self.fail(Failure::MalformedResponseBody)),
             };
-            let chunk = self.outbound.bytes().get(..n).unwrap_or(&[]);
+            let chunk = self.from_origin.bytes().get(..n).unwrap_or(&[]);
             if self.client.write_all(chunk).is_err() {
-                return self.fail(Failure::ClientReset).map(|_| ());
+                return Err(self.fail(Failure::ClientReset));
             }
-            self.outbound.consume(n);
+            self.from_origin.consume(n);
             self.engine.on_progress(self.limits, self.clock.now(), n);
         }
     }
 
-    /// Copies bytes both ways until both sides have closed (or one stays idle past the tunnel's limit).
+    /// Copies bytes both ways on two threads until both sides have closed, one resets, or neither moves a byte
+    /// for the tunnel's idle limit.
     fn tunnel(&mut self) -> Ending {
-        let Some(mut origin) = self.upstream.take() else {
-            return Ending::ResetBoth;
+        let Some(Upstream {
+            stream: mut origin, ..
+        }) = self.upstream.take()
+        else {
+            return self.engine.driver_bug("a tunnel without an origin");
         };
         // Bytes the client sent right behind its head (a TLS ClientHello) go first.
-        if origin.write_all(self.inbound.bytes()).is_err() {
-            return self.engine.on_tunnel_closed();
+        if origin.write_all(self.from_client.bytes()).is_err() {
+            return self.fail(Failure::TunnelPeerReset);
         }
-        self.inbound.consume(usize::MAX);
+        self.from_client.consume(usize::MAX);
         let idle = std_duration(self.limits.tunnel_idle);
         for stream in [&self.client, &origin] {
-            let _ = stream.set_read_timeout(Some(idle));
             let _ = stream.set_write_timeout(Some(idle));
         }
         let (Ok(mut origin_in), Ok(mut client_out)) = (origin.try_clone(), self.client.try_clone())
         else {
-            return Ending::ResetBoth;
+            return self.fail(Failure::TunnelPeerReset);
         };
-        let mut back = std::mem::replace(&mut self.outbound, Pending::new(0));
-        let mut forth = std::mem::replace(&mut self.inbound, Pending::new(0));
+        let activity = TunnelActivity::new(self.clock, self.limits);
+        let mut back = std::mem::replace(&mut self.from_origin, Pending::new(0));
+        let mut forth = std::mem::replace(&mut self.from_client, Pending::new(0));
         let client_in = &mut self.client;
         let moved = std::thread::scope(|scope| {
-            let back = scope
-                .spawn(move || copy_until_closed(&mut origin_in, &mut client_out, &mut back.buf));
-            copy_until_closed(client_in, &mut origin, &mut forth.buf) + back.join().unwrap_or(0)
+            let activity = &activity;
+            let back = scope.spawn(move || {
+                copy_one_way(&mut origin_in, &mut client_out, &mut back.buf, activity)
+            });
+            let forth = copy_one_way(client_in, &mut origin, &mut forth.buf, activity);
+            forth + back.join().unwrap_or(0)
         });
-        self.engine
-            .on_progress(self.limits, self.clock.now(), moved);
-        self.engine.on_tunnel_closed()
+        self.engine.on_progress(self.limits, activity.last(), moved);
+        match activity.end() {
+            TunnelEnd::Reset => self.fail(Failure::TunnelPeerReset),
+            TunnelEnd::Idle => match self.engine.on_timeout(self.clock.now(), &mut self.head_out) {
+                Some(ending) => ending,
+                None => self.engine.on_tunnel_closed(),
+            },
+            TunnelEnd::Closed => self.engine.on_tunnel_closed(),
+        }
     }
 
-    /// Carries out `ending`, then the thread's connections close.
+    /// Carries out `ending`; the origin connection closes first (with a FIN unless both are reset), then the
+    /// client's.
     fn end(mut self, ending: Ending) {
+        if let (Ending::ResetBoth, Some(upstream)) = (ending, &self.upstream) {
+            let _ = sys::reset_on_close(&upstream.stream);
+        }
+        self.upstream = None;
         match ending {
             Ending::Answer { len } => {
                 let page = self.head_out.get(..len).unwrap_or(&[]);
                 let _ = self.client.write_all(page);
-                self.drain();
+                drain(&mut self.client, &self.clock, self.limits);
             }
-            Ending::Close => self.drain(),
-            Ending::ResetClient => {
+            Ending::Close => drain(&mut self.client, &self.clock, self.limits),
+            Ending::ResetClient | Ending::ResetBoth => {
                 let _ = sys::reset_on_close(&self.client);
-            }
-            Ending::ResetBoth => {
-                let _ = sys::reset_on_close(&self.client);
-                if let Some(upstream) = &self.upstream {
-                    let _ = sys::reset_on_close(upstream);
-                }
-            }
-        }
-    }
-
-    /// Closes the sending side, then reads and drops what the client still sends for the drain time, so the
-    /// close does not turn into a reset that destroys the answer before it is read.
-    fn drain(&mut self) {
-        let _ = self.client.shutdown(Shutdown::Write);
-        let deadline = self.clock.now() + self.limits.drain;
-        let mut sink = [0u8; 1024];
-        loop {
-            let left = self.clock.until(deadline);
-            if left.is_zero() {
-                return;
-            }
-            let _ = self.client.set_read_timeout(Some(left));
-            match self.client.read(&mut sink) {
-                Ok(1..) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                _ => return,
             }
         }
     }

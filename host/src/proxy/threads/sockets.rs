@@ -1,9 +1,15 @@
-//! A client thread's byte moving: what was read and not used yet ([`Pending`]), a tunnel's copying, a kept
-//! connection's idleness, and the timeouts of blocking sockets.
+//! A client thread's byte moving: what was read and not used yet ([`Pending`]), a tunnel's copying
+//! ([`TunnelActivity`]), the drain after a close, and the timeouts of blocking sockets.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::time::Duration;
+
+use smoltalk_core::proxy::{Drain, Limits};
+use smoltcp::time::Instant;
+
+use super::super::Clock;
 
 /// Bytes read from a socket and not used yet: `buf[start..end]`.
 pub(super) struct Pending {
@@ -56,36 +62,142 @@ impl Pending {
     }
 }
 
-/// Copies `from` to `to` until `from` closes (then closes `to`'s sending side) or either fails. Returns how
-/// many bytes went.
-pub(super) fn copy_until_closed(from: &mut TcpStream, to: &mut TcpStream, buf: &mut [u8]) -> usize {
-    let mut total = 0;
-    loop {
-        match from.read(buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if to.write_all(buf.get(..n).unwrap_or(&[])).is_err() {
-                    let _ = from.shutdown(Shutdown::Read);
-                    break;
-                }
-                total += n;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+/// How a tunnel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TunnelEnd {
+    /// Both sides closed (each direction ended with a FIN, passed on).
+    Closed,
+    /// A side reset its connection (a read or a write failed).
+    Reset,
+    /// No byte went either way for [`Limits::tunnel_idle`].
+    Idle,
+}
+
+/// What a tunnel's two copying threads share: when a byte last went either way (a download does not go idle
+/// because the client says nothing meanwhile), and what stopped the tunnel if not both sides' closing.
+pub(super) struct TunnelActivity {
+    clock: Clock,
+    idle: Duration,
+    /// When a byte last moved, in the clock's microseconds.
+    last: AtomicI64,
+    /// 0 while running, else the [`TunnelEnd`] that stopped it first.
+    stopped: AtomicU8,
+}
+
+impl TunnelActivity {
+    pub(super) fn new(clock: Clock, limits: &Limits) -> TunnelActivity {
+        TunnelActivity {
+            clock,
+            idle: std_duration(limits.tunnel_idle),
+            last: AtomicI64::new(clock.now().total_micros()),
+            stopped: AtomicU8::new(0),
         }
     }
-    let _ = to.shutdown(Shutdown::Write);
+
+    /// When a byte last moved.
+    pub(super) fn last(&self) -> Instant {
+        Instant::from_micros(self.last.load(Ordering::Acquire))
+    }
+
+    /// How the tunnel ended (once both threads are done).
+    pub(super) fn end(&self) -> TunnelEnd {
+        match self.stopped.load(Ordering::Acquire) {
+            1 => TunnelEnd::Reset,
+            2 => TunnelEnd::Idle,
+            _ => TunnelEnd::Closed,
+        }
+    }
+
+    fn moved(&self) {
+        self.last
+            .fetch_max(self.clock.now().total_micros(), Ordering::AcqRel);
+    }
+
+    /// How long until the tunnel is idle, if nothing moves before.
+    fn quiet_left(&self) -> Duration {
+        let since = self.clock.now().total_micros() - self.last.load(Ordering::Acquire);
+        self.idle
+            .saturating_sub(Duration::from_micros(since.max(0).unsigned_abs()))
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire) != 0
+    }
+
+    /// Stops the tunnel for `why` (unless it stopped already): both connections are shut both ways, so the
+    /// other thread's read or write returns at once.
+    fn stop(&self, why: TunnelEnd, a: &TcpStream, b: &TcpStream) {
+        let code = match why {
+            TunnelEnd::Closed => return,
+            TunnelEnd::Reset => 1,
+            TunnelEnd::Idle => 2,
+        };
+        let _ = self
+            .stopped
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        let _ = a.shutdown(Shutdown::Both);
+        let _ = b.shutdown(Shutdown::Both);
+    }
+}
+
+/// Copies `from` to `to` until `from` closes (then closes `to`'s sending side), either side fails (a reset), or
+/// the tunnel has been idle both ways for its limit. Returns how many bytes went.
+pub(super) fn copy_one_way(
+    from: &mut TcpStream,
+    to: &mut TcpStream,
+    buf: &mut [u8],
+    tunnel: &TunnelActivity,
+) -> usize {
+    let mut total = 0;
+    while !tunnel.is_stopped() {
+        let left = tunnel.quiet_left();
+        if left.is_zero() {
+            tunnel.stop(TunnelEnd::Idle, from, to);
+            break;
+        }
+        let _ = from.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        match from.read(buf) {
+            Ok(0) => {
+                let _ = to.shutdown(Shutdown::Write);
+                break;
+            }
+            Ok(n) => {
+                tunnel.moved();
+                match to.write_all(buf.get(..n).unwrap_or(&[])) {
+                    Ok(()) => total += n,
+                    // The other side took nothing for the whole idle time.
+                    Err(e) if is_timeout(&e) => tunnel.stop(TunnelEnd::Idle, from, to),
+                    Err(_) => tunnel.stop(TunnelEnd::Reset, from, to),
+                }
+                tunnel.moved();
+            }
+            // Quiet this way: the loop looks at whether the other way moved meanwhile.
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => tunnel.stop(TunnelEnd::Reset, from, to),
+        }
+    }
     total
 }
 
-/// Whether a kept origin connection is still open and silent (the origin may have closed it while it idled).
-pub(super) fn is_idle(stream: &TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return false;
+/// Reads and drops what `client` still sends after the proxy's last byte, as [`Drain`] says, having closed the
+/// proxy's sending side first (so the client sees the end of the answer).
+pub(super) fn drain(client: &mut TcpStream, clock: &Clock, limits: &Limits) {
+    let _ = client.shutdown(Shutdown::Write);
+    let mut drain = Drain::start(limits, clock.now());
+    let mut sink = [0u8; 4096];
+    loop {
+        let left = clock.until(drain.deadline());
+        if left.is_zero() {
+            return;
+        }
+        let _ = client.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        match client.read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => drain.on_bytes(clock.now()),
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
     }
-    let idle =
-        matches!(stream.peek(&mut [0u8; 1]), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock);
-    stream.set_nonblocking(false).is_ok() && idle
 }
 
 pub(super) fn is_timeout(e: &io::Error) -> bool {
