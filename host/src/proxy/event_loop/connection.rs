@@ -75,10 +75,10 @@ pub(super) struct Connection {
 /// Everything a connection moves bytes with.
 pub(super) struct Streams {
     /// Client bytes not used yet (a head arriving, or the next pipelined request).
-    pub(super) inbound: Vec<u8>,
+    pub(super) from_client: Vec<u8>,
     pub(super) client_eof: bool,
     /// Origin bytes not used yet (a response head arriving).
-    pub(super) outbound: Vec<u8>,
+    pub(super) from_origin: Vec<u8>,
     pub(super) to_client: Outgoing,
     pub(super) to_origin: Outgoing,
     /// The request head for the origin, kept to send again on a retry.
@@ -101,9 +101,9 @@ impl Connection {
         engine: Result<ProxyConnection, (&[u8], Instant)>,
     ) -> Connection {
         let mut io = Streams {
-            inbound: Vec::new(),
+            from_client: Vec::new(),
             client_eof: false,
-            outbound: Vec::new(),
+            from_origin: Vec::new(),
             to_client: Outgoing::default(),
             to_origin: Outgoing::default(),
             request_head: Vec::new(),
@@ -212,14 +212,14 @@ impl Connection {
                     .to_client
                     .push(env.head_out.get(..len).unwrap_or(&[]));
                 self.stage = Stage::Answering {
-                    deadline: now + env.limits.linger,
+                    deadline: now + env.cx.limits.linger,
                 };
                 true
             }
             Ending::Close => {
                 // What is queued for the client still goes out, then its sending side closes.
                 self.stage = Stage::Answering {
-                    deadline: now + env.limits.linger,
+                    deadline: now + env.cx.limits.linger,
                 };
                 true
             }
@@ -234,14 +234,14 @@ impl Connection {
         let moved = match self
             .io
             .to_client
-            .flush(&mut self.client, env.limits.head)
+            .flush(&mut self.client, env.cx.limits.head)
         {
             Ok(moved) => moved,
             Err(_) => return Flow::Done,
         };
         if self.io.to_client.is_empty() {
             let _ = self.client.shutdown(Shutdown::Write);
-            self.stage = Stage::Draining(Drain::start(env.limits, env.clock.now()));
+            self.stage = Stage::Draining(Drain::start(env.cx.limits, env.clock.now()));
             return Flow::Moved(true);
         }
         if env.clock.now() >= deadline {

@@ -18,7 +18,7 @@ const SPLICE_MIN: usize = 64 * 1024;
 impl Step<'_, '_> {
     /// The request to the origin and the response back, as far as they go.
     pub(super) fn exchange(&mut self, phase: ResponsePhase) -> Flow {
-        let keep = self.env.limits.head;
+        let keep = self.env.cx.limits.head;
         let mut moved = false;
         let mut body_bytes = 0;
         // 1. What is queued for the origin: the head, then body bytes. An origin that takes no more (it reset, or
@@ -69,7 +69,7 @@ impl Step<'_, '_> {
         {
             // Clean: open both ways, nothing of it unread, and everything the request had for it written (a
             // reused connection must not carry the tail of this request's body ahead of the next head).
-            let origin_clean = self.io.outbound.is_empty()
+            let origin_clean = self.io.from_origin.is_empty()
                 && self.io.to_origin.is_empty()
                 && self
                     .io
@@ -102,7 +102,7 @@ impl Step<'_, '_> {
                 return self.fail(Failure::ClientReset);
             }
         }
-        let (limits, now) = (self.env.limits, self.env.clock.now());
+        let (limits, now) = (self.env.cx.limits, self.env.clock.now());
         match self
             .engine
             .after_step(limits, now, moved, body_bytes, self.env.head_out)
@@ -114,7 +114,7 @@ impl Step<'_, '_> {
 
     /// Moves request body bytes from the client to the origin while the origin takes them. Returns how many.
     pub(super) fn forward_request_body(&mut self) -> Result<usize, Failure> {
-        let keep = self.env.limits.head;
+        let keep = self.env.cx.limits.head;
         let mut moved = 0;
         let Some(upstream) = self.io.upstream.as_mut().filter(|u| !u.write_closed) else {
             return Ok(0);
@@ -123,7 +123,7 @@ impl Step<'_, '_> {
             return Ok(0);
         };
         while !body.is_done() && self.io.to_origin.is_empty() {
-            if self.io.inbound.is_empty() {
+            if self.io.from_client.is_empty() {
                 if self.io.client_eof {
                     return Err(Failure::ClientClosedMidBody);
                 }
@@ -135,7 +135,7 @@ impl Step<'_, '_> {
                     }
                     Ok(n) => self
                         .io
-                        .inbound
+                        .from_client
                         .extend_from_slice(&self.env.scratch[..n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -143,10 +143,10 @@ impl Step<'_, '_> {
                 }
             }
             let n = body
-                .advance(&self.io.inbound)
+                .advance(&self.io.from_client)
                 .map_err(|_| Failure::MalformedRequestBody)?;
-            self.io.to_origin.push(&self.io.inbound[..n]);
-            self.io.inbound.drain(..n);
+            self.io.to_origin.push(&self.io.from_client[..n]);
+            self.io.from_client.drain(..n);
             moved += n;
             if self.io.to_origin.flush(&mut upstream.stream, keep).is_err() {
                 // The origin takes no more: the rest of the body stays with the client; its answer is read on.
@@ -162,7 +162,7 @@ impl Step<'_, '_> {
     pub(super) fn response_head(&mut self) -> Flow {
         // The origin cannot answer a head it has not had whole. After that, its answer is read even while the
         // body is still on its way (an early 413 must not wait behind the upload).
-        if !self.io.head_sent && self.io.outbound.is_empty() {
+        if !self.io.head_sent && self.io.from_origin.is_empty() {
             return Flow::Moved(false);
         }
         let mut moved = false;
@@ -175,7 +175,7 @@ impl Step<'_, '_> {
             let cx = self.env.cx;
             match self.engine.on_response_head(
                 &cx,
-                &self.io.outbound,
+                &self.io.from_origin,
                 origin_done,
                 self.env.head_out,
             ) {
@@ -187,12 +187,12 @@ impl Step<'_, '_> {
                     interim,
                 } => {
                     self.io
-                        .outbound
-                        .drain(..consumed.min(self.io.outbound.len()));
+                        .from_origin
+                        .drain(..consumed.min(self.io.from_origin.len()));
                     self.io
                         .to_client
                         .push(self.env.head_out.get(..len).unwrap_or(&[]));
-                    if !interim && self.io.outbound.is_empty() {
+                    if !interim && self.io.from_origin.is_empty() {
                         return Flow::Moved(true);
                     }
                     if !interim {
@@ -206,7 +206,7 @@ impl Step<'_, '_> {
         }
     }
 
-    /// Reads origin bytes into `outbound` (at most a head's worth in all). `Ok(true)` if bytes came; `Err` if the
+    /// Reads origin bytes into `from_origin` (at most a head's worth in all). `Ok(true)` if bytes came; `Err` if the
     /// origin closed or reset.
     pub(super) fn read_origin_head(&mut self) -> Result<bool, ()> {
         let Some(upstream) = self.io.upstream.as_mut() else {
@@ -215,11 +215,11 @@ impl Step<'_, '_> {
         if upstream.eof {
             return Err(());
         }
-        let limit = self.env.limits.head;
-        if self.io.outbound.len() >= limit {
+        let limit = self.env.cx.limits.head;
+        if self.io.from_origin.len() >= limit {
             return Ok(false);
         }
-        let want = (limit - self.io.outbound.len()).clamp(1, self.env.scratch.len());
+        let want = (limit - self.io.from_origin.len()).clamp(1, self.env.scratch.len());
         match upstream.stream.read(&mut self.env.scratch[..want]) {
             Ok(0) => {
                 upstream.eof = true;
@@ -227,7 +227,7 @@ impl Step<'_, '_> {
             }
             Ok(n) => {
                 self.io
-                    .outbound
+                    .from_origin
                     .extend_from_slice(&self.env.scratch[..n]);
                 Ok(true)
             }
@@ -248,7 +248,7 @@ impl Step<'_, '_> {
 
     /// Moves response body bytes from the origin to the client (through a pipe for long counted bodies).
     pub(super) fn response_body(&mut self, body_bytes: &mut usize) -> Flow {
-        let keep = self.env.limits.head;
+        let keep = self.env.cx.limits.head;
         let mut moved = false;
         loop {
             if !self.io.to_client.is_empty() {
@@ -269,7 +269,7 @@ impl Step<'_, '_> {
             let spliced = self.io.pipe.is_some()
                 || (body.is_counted()
                     && body.limit() > SPLICE_MIN
-                    && self.io.outbound.is_empty());
+                    && self.io.from_origin.is_empty());
             if spliced {
                 match self.splice_body(body_bytes) {
                     Some(Ok(m)) => {
@@ -295,9 +295,9 @@ impl Step<'_, '_> {
     /// One read of the origin (or the head's leftover bytes) passed to the client. `Ok(false)`: nothing to
     /// read now.
     pub(super) fn copy_body(&mut self, body_bytes: &mut usize) -> Result<bool, Flow> {
-        let from_head = !self.io.outbound.is_empty();
+        let from_head = !self.io.from_origin.is_empty();
         let len = if from_head {
-            self.io.outbound.len()
+            self.io.from_origin.len()
         } else {
             let Some(limit) = self.engine.response_body().map(|b| b.limit()) else {
                 return Ok(false);
@@ -327,7 +327,7 @@ impl Step<'_, '_> {
             }
         };
         let bytes = match from_head {
-            true => &self.io.outbound[..len],
+            true => &self.io.from_origin[..len],
             false => &self.env.scratch[..len],
         };
         let Some(body) = self.engine.response_body() else {
@@ -346,7 +346,7 @@ impl Step<'_, '_> {
             }
         }
         if from_head {
-            self.io.outbound.clear();
+            self.io.from_origin.clear();
         }
         Ok(true)
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use smoltalk_core::proxy::engine::{Admission, OwnAddress};
-use smoltalk_core::proxy::{Limits, ProxyConnection, ProxyContext};
+use smoltalk_core::proxy::{ProxyConnection, ProxyContext};
 
 use super::lookup::{spawn_lookup, LookupResult};
 use super::{is_local_address, Clock, ProxyConfig, ProxyServeError};
@@ -131,7 +131,6 @@ impl KernelProxy {
 /// What every connection may use while it is driven.
 pub(super) struct Env<'e> {
     pub cx: ProxyContext<'e>,
-    pub limits: &'e Limits,
     pub clock: Clock,
     /// Body bytes pass through here on their way from one socket to the other.
     pub scratch: &'e mut [u8],
@@ -311,7 +310,6 @@ impl EventLoop<'_> {
         };
         let mut env = Env {
             cx: self.cx,
-            limits: self.cx.limits,
             clock: self.clock,
             scratch: &mut self.scratch,
             head_out: &mut self.head_out,

@@ -66,11 +66,11 @@ impl Step<'_, '_> {
         Flow::End(self.engine.on_failure(failure, self.env.head_out))
     }
 
-    /// Reads from the client into `inbound` (at most `limit` bytes in all). `Ok(true)` if bytes came.
+    /// Reads from the client into `from_client` (at most `limit` bytes in all). `Ok(true)` if bytes came.
     pub(super) fn read_client(&mut self, limit: usize) -> Result<bool, Failure> {
         let mut moved = false;
-        while !self.io.client_eof && self.io.inbound.len() < limit {
-            let want = (limit - self.io.inbound.len()).min(self.env.scratch.len());
+        while !self.io.client_eof && self.io.from_client.len() < limit {
+            let want = (limit - self.io.from_client.len()).min(self.env.scratch.len());
             match self.client.read(&mut self.env.scratch[..want]) {
                 Ok(0) => {
                     self.io.client_eof = true;
@@ -78,7 +78,7 @@ impl Step<'_, '_> {
                 }
                 Ok(n) => {
                     self.io
-                        .inbound
+                        .from_client
                         .extend_from_slice(&self.env.scratch[..n]);
                     moved = true;
                 }
@@ -102,7 +102,7 @@ impl Step<'_, '_> {
         let now = self.env.clock.now();
         let step = self.engine.on_client_head(
             &cx,
-            &self.io.inbound,
+            &self.io.from_client,
             self.io.client_eof,
             idle,
             now,
@@ -112,15 +112,15 @@ impl Step<'_, '_> {
             HeadStep::Forward(forward) => forward,
             HeadStep::End(ending) => return Flow::End(ending),
             HeadStep::NeedMore => {
-                return match self.read_client(self.env.limits.head) {
+                return match self.read_client(self.env.cx.limits.head) {
                     // Parse what came (a whole request may have come with the client's FIN) before judging.
                     Ok(moved) => Flow::Moved(moved),
                     Err(failure) => self.fail(failure),
                 };
             }
         };
-        let consumed = forward.consumed.min(self.io.inbound.len());
-        self.io.inbound.drain(..consumed);
+        let consumed = forward.consumed.min(self.io.from_client.len());
+        self.io.from_client.drain(..consumed);
         self.io.request_head.clear();
         self.io
             .request_head
@@ -188,7 +188,7 @@ impl Step<'_, '_> {
         self.io.to_origin.push(&head);
         self.io.request_head = head;
         self.io.head_sent = false;
-        self.io.outbound.clear();
+        self.io.from_origin.clear();
     }
 
     /// The lookup may have answered: on with what it found.
@@ -243,7 +243,7 @@ impl Step<'_, '_> {
                     .to_client
                     .push(self.env.head_out.get(..len).unwrap_or(&[]));
                 // Bytes the client sent right behind its head (a TLS ClientHello) go first.
-                let early = std::mem::take(&mut self.io.inbound);
+                let early = std::mem::take(&mut self.io.from_client);
                 self.io.to_origin.clear();
                 self.io.to_origin.push(&early);
             }
@@ -254,7 +254,7 @@ impl Step<'_, '_> {
 
     /// Bytes both ways, FINs passed on, until both ends have closed.
     fn relay_tunnel(&mut self) -> Flow {
-        let keep = self.env.limits.head;
+        let keep = self.env.cx.limits.head;
         let Some(upstream) = self.io.upstream.as_mut() else {
             return Flow::End(self.engine.driver_bug("a tunnel without an origin socket"));
         };
