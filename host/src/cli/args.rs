@@ -251,6 +251,9 @@ pub struct ProxyArgs {
     /// Seconds a client has to send its request head (else 408) and an origin to accept and answer (else 504).
     #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = parse_seconds)]
     pub timeout: f64,
+    /// Seconds a CONNECT tunnel may carry no byte either way before the proxy closes it.
+    #[arg(long, default_value_t = 300.0, value_name = "SECS", value_parser = parse_seconds)]
+    pub tunnel_idle: f64,
     /// Answer HOST with IP without asking DNS (repeatable); checked before DNS.
     #[arg(long, value_name = "HOST=IP", value_parser = parse_resolve)]
     pub resolve: Vec<(String, Ipv4Addr)>,

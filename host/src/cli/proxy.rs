@@ -39,6 +39,7 @@ fn proxy_config(args: &ProxyArgs) -> ProxyConfig {
                 .max_connections
                 .map_or(default_connections, |n| n as usize),
             timeout: Duration::from_micros((args.timeout * 1e6) as u64),
+            tunnel_idle: Duration::from_micros((args.tunnel_idle * 1e6) as u64),
             ..Limits::DEFAULT
         },
         system_dns: !args.no_dns,
