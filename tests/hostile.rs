@@ -462,3 +462,73 @@ fn over_the_cap(test: &str, design: &[&str]) {
     drop(held);
     proxy.stop();
 }
+
+/// `resolv.conf` for one namespace: `ip netns exec` mounts `/etc/netns/NAME/resolv.conf` over `/etc/resolv.conf`
+/// for what it runs. Removed on drop.
+struct NamespaceResolver {
+    dir: std::path::PathBuf,
+}
+
+impl NamespaceResolver {
+    fn write(namespace: &str, conf: &str) -> NamespaceResolver {
+        let dir = std::path::Path::new("/etc/netns").join(namespace);
+        std::fs::create_dir_all(&dir).expect("create /etc/netns/NAME");
+        std::fs::write(dir.join("resolv.conf"), conf).expect("write resolv.conf");
+        NamespaceResolver { dir }
+    }
+}
+
+impl Drop for NamespaceResolver {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        // `/etc/netns` itself too, if this made it and nothing else is in it.
+        let _ = std::fs::remove_dir("/etc/netns");
+    }
+}
+
+/// A DNS server on 127.0.0.1:53 that takes every query and never answers.
+const PY_SILENT_DNS: &str = r#"
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('127.0.0.1', 53))
+print('silent dns listening on 127.0.0.1:53', flush=True)
+while True:
+    s.recvfrom(512)
+"#;
+
+/// A name whose DNS server never answers is 502 at the proxy's `--timeout`, not when the system's resolver
+/// gives up (told here to wait 30 s): both kernel-stack designs wait for a lookup only until the engine's
+/// deadline.
+#[test]
+#[cfg_attr(
+    any(smoltalk_no_netns, smoltalk_no_curl),
+    ignore = "needs root, ip, python3, curl and openssl (a network namespace with only loopback)"
+)]
+fn a_lookup_that_never_answers_is_502_at_the_timeout() {
+    let test = "a_lookup_that_never_answers_is_502_at_the_timeout";
+    let Some(isolated) = Isolated::new(test) else {
+        return;
+    };
+    let _resolver = NamespaceResolver::write(
+        isolated.ns.name(),
+        "nameserver 127.0.0.1\noptions timeout:30 attempts:1\n",
+    );
+    let (_dns, _) = start_server(
+        isolated.net.command("python3", &["-c", PY_SILENT_DNS]),
+        "silent dns",
+    );
+    for design in [&[][..], &["--thread-per-client"][..]] {
+        let mut extra = vec!["--timeout", "1"];
+        extra.extend_from_slice(design);
+        let proxy = isolated.proxy(&extra);
+        let started = Instant::now();
+        let reply = proxy.exchange(b"GET http://never.test/ HTTP/1.1\r\nHost: never.test\r\n\r\n");
+        let took = started.elapsed();
+        assert_error_page(&reply, "502 Bad Gateway");
+        assert!(
+            took < Duration::from_secs(8),
+            "{design:?}: the 502 took {took:?}"
+        );
+        proxy.stop();
+    }
+}

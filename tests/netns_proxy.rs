@@ -586,3 +586,29 @@ fn a_full_pool_refuses_a_thousand_clients_without_stalling_and_idle_ones_get_408
     );
     stop_cleanly(proxy);
 }
+
+/// The smoltcp proxy, as the kernel-stack designs in `tests/proxy.rs`: a client that sends its whole upload
+/// before it reads still gets the answer that came first, and a tunnel busy one way outlives `--tunnel-idle`
+/// while an idle one closes at it.
+#[test]
+#[cfg_attr(
+    any(smoltalk_no_netns, smoltalk_no_curl),
+    ignore = "needs root, /dev/net/tun, ip, ping, python3, curl and openssl (a TUN device in a network namespace)"
+)]
+fn early_answers_reach_uploading_clients_and_one_way_tunnels_stay_open() {
+    let Some(lab) = Lab::new("early_answers_reach_uploading_clients_and_one_way_tunnels_stay_open")
+    else {
+        return;
+    };
+    let (_origin, origin_port) = lab.origin(None);
+    let (_drip, drip_port) = start_drip(&lab.net);
+    let proxy = lab.proxy(&[
+        "--connect-ports",
+        &drip_port.to_string(),
+        "--tunnel-idle",
+        "1",
+    ]);
+    scenario::an_early_answer_reaches_a_client_that_is_still_uploading(&proxy, origin_port);
+    scenario::a_tunnel_busy_one_way_outlives_the_idle_limit(&proxy, drip_port);
+    stop_cleanly(proxy);
+}

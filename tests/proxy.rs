@@ -288,3 +288,32 @@ fn a_request_followed_at_once_by_the_clients_fin_is_answered() {
     assert_eq!(body, SMALL.as_bytes());
     proxy.stop();
 }
+
+/// A simple client sends its whole upload before it reads: the answer that came first (the proxy's own, or an
+/// origin's early 413 behind which the origin reset) still reaches it, from both kernel-stack designs.
+#[test]
+#[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
+fn an_early_answer_reaches_a_client_that_is_still_uploading() {
+    let (_origin, origin_port) = origin(None);
+    for design in [&[][..], &["--thread-per-client"][..]] {
+        let proxy = start_proxy(design);
+        scenario::an_early_answer_reaches_a_client_that_is_still_uploading(&proxy, origin_port);
+        proxy.stop();
+    }
+}
+
+/// A tunnel that carries bytes one way only is not idle; one that carries none closes at `--tunnel-idle`, in
+/// both kernel-stack designs.
+#[test]
+#[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
+fn a_tunnel_busy_one_way_outlives_the_idle_limit() {
+    let (_drip, drip_port) = start_drip(&Net::Loopback);
+    let port = drip_port.to_string();
+    for design in [&[][..], &["--thread-per-client"][..]] {
+        let mut extra = vec!["--connect-ports", &port, "--tunnel-idle", "1"];
+        extra.extend_from_slice(design);
+        let proxy = start_proxy(&extra);
+        scenario::a_tunnel_busy_one_way_outlives_the_idle_limit(&proxy, drip_port);
+        proxy.stop();
+    }
+}

@@ -98,6 +98,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.record()
+        if self.path == '/early':
+            # An answer before the body is read, then the close: with the body unread, the kernel resets.
+            self.close_connection = True
+            return self.reply(413, b'too large\n', extra=[('Connection', 'close')])
         if 'chunked' in self.headers.get('Transfer-Encoding', ''):
             body = read_chunked(self.rfile)
         else:
@@ -317,6 +321,38 @@ impl Proxy {
     }
 }
 
+/// A TCP server on the address given as its argument, the far end of a tunnel that is busy one way: to each
+/// client it sends the bytes `0`..`29`, one every 100 ms, then stays silent. Like a TLS server, it closes as soon
+/// as its client's side ends.
+pub const PY_DRIP: &str = r#"
+import socket, sys, threading, time
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], 0)); srv.listen(16)
+print('python drip listening on %s:%d' % srv.getsockname()[:2], flush=True)
+def watch(c, ended):
+    try:
+        while c.recv(4096):
+            pass
+    except OSError:
+        pass
+    ended.set()
+def serve(c):
+    ended = threading.Event()
+    threading.Thread(target=watch, args=(c, ended), daemon=True).start()
+    try:
+        for i in range(30):
+            if ended.wait(0.1):
+                break
+            c.sendall(bytes([i]))
+        ended.wait(60)
+    except OSError:
+        pass
+    c.close()
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
 /// Starts the HTTP origin in `net`; `tls` is `(cert, key)` for HTTPS. Returns it and its port.
 pub fn start_origin(net: &Net, tls: Option<(&Path, &Path)>) -> (Running, u16) {
     let mut args = vec!["-c", PY_ORIGIN, net.origin_host()];
@@ -330,6 +366,12 @@ pub fn start_origin(net: &Net, tls: Option<(&Path, &Path)>) -> (Running, u16) {
 pub fn start_echo(net: &Net) -> (Running, u16) {
     let args = ["-c", PY_ECHO, net.origin_host()];
     start_server(net.command("python3", &args), "python echo")
+}
+
+/// Starts the one-way drip server ([`PY_DRIP`]) in `net`. Returns it and its port.
+pub fn start_drip(net: &Net) -> (Running, u16) {
+    let args = ["-c", PY_DRIP, net.origin_host()];
+    start_server(net.command("python3", &args), "python drip")
 }
 
 /// What the origin in `net` on `port` has seen so far, one request head per entry, asked for directly (not
@@ -1389,6 +1431,92 @@ pub mod scenario {
             peer(&seen[earlier]),
             peer(&seen[earlier + 1]),
             "the origin connection was kept: {seen:?}"
+        );
+    }
+
+    /// A client that sends its whole upload before it reads (as simple clients do) gets the answer that came
+    /// before its upload ended, and no reset: the proxy's own (508, for a request to the proxy itself) while the
+    /// upload goes on in pieces for three times the drain's 500 ms of silence, and an origin's early 413 from
+    /// an origin that closes with the upload unread (so its kernel resets the connection to the proxy).
+    pub fn an_early_answer_reaches_a_client_that_is_still_uploading(
+        proxy: &Proxy,
+        origin_port: u16,
+    ) {
+        let itself = format!("{}/upload", proxy.url());
+        let reply = upload(proxy, &itself, 32, 32 * 1024, Duration::from_millis(50));
+        assert_error_page(&reply, "508 Loop Detected");
+        let early = at(proxy, origin_port, "/early");
+        let reply = upload(proxy, &early, 64, 64 * 1024, Duration::ZERO);
+        let (head, body) = split_head(&reply);
+        assert!(
+            head.starts_with("HTTP/1.1 413 "),
+            "{head}\nproxy log:\n{}",
+            proxy.log()
+        );
+        assert_eq!(body, b"too large\n");
+    }
+
+    /// POSTs `pieces` pieces of `size` bytes to `url` through `proxy`, one every `gap`, each write checked;
+    /// then closes the sending side and reads the answer until the proxy closes (a reset fails the test).
+    fn upload(proxy: &Proxy, url: &str, pieces: usize, size: usize, gap: Duration) -> Vec<u8> {
+        let mut stream = proxy.connect();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let length = pieces * size;
+        let head = format!("POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n");
+        stream.write_all(head.as_bytes()).expect("send the head");
+        let piece = vec![b'u'; size];
+        for i in 0..pieces {
+            std::thread::sleep(gap);
+            if let Err(e) = stream.write_all(&piece) {
+                panic!(
+                    "piece {i} of the upload to {url}: {e}\nproxy log:\n{}",
+                    proxy.log()
+                );
+            }
+        }
+        stream.shutdown(Shutdown::Write).expect("shutdown");
+        let mut reply = Vec::new();
+        if let Err(e) = stream.read_to_end(&mut reply) {
+            panic!(
+                "reading the answer to {url}: {e} after {} bytes",
+                reply.len()
+            );
+        }
+        reply
+    }
+
+    /// A tunnel busy one way, the drip server ([`start_drip`]) sending a byte every 100 ms for 3 s while the
+    /// client says nothing, stays open past the proxy's idle limit (it must run with `--tunnel-idle 1`), and
+    /// closes once neither side has sent anything for that long.
+    pub fn a_tunnel_busy_one_way_outlives_the_idle_limit(proxy: &Proxy, drip_port: u16) {
+        let host = proxy.net.origin_host();
+        let mut stream = proxy.connect();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let request =
+            format!("CONNECT {host}:{drip_port} HTTP/1.1\r\nHost: {host}:{drip_port}\r\n\r\n");
+        stream.write_all(request.as_bytes()).expect("send");
+        let started = Instant::now();
+        let received = read_all(&mut stream);
+        let took = started.elapsed();
+        let (head, bytes) = split_head(&received);
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        assert_eq!(
+            bytes,
+            (0u8..30).collect::<Vec<u8>>(),
+            "the tunnel was cut short; proxy log:\n{}",
+            proxy.log()
+        );
+        // 3 s of drip and an idle second, not the 15 s the read would wait for a tunnel that never closes.
+        assert!(
+            took < Duration::from_secs(10),
+            "the idle tunnel stayed open {took:?}"
         );
     }
 }
