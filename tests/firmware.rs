@@ -644,5 +644,10 @@ fn serves_the_proxy(board: &Board, build: Build, net: &Net, proxy: u16, origin_p
         board.wait_for("From 10.0.2.2 Request GET http://10.0.2.100/small HTTP/1.1");
         board.wait_for("To 10.0.2.2 Response HTTP/1.1 200 OK (from 10.0.2.100:80)");
         board.wait_for("From 10.0.2.2 Refused 503 Service Unavailable");
+        // For docs/embedded.md: how deep the stack went (its last report, after these exchanges).
+        let uart = board.uart();
+        if let Some(line) = uart.lines().rev().find(|l| l.contains("stack high-water")) {
+            eprintln!("{line}");
+        }
     }
 }
