@@ -38,6 +38,9 @@ pub(super) struct Upstream {
     pub(super) eof: bool,
     /// A write to it failed: nothing more goes to it (what it answered is still read).
     pub(super) write_closed: bool,
+    /// That write met a reset. Linux reports a reset once, to the call that meets it: the reads after it see a
+    /// plain end, which must not pass for the origin's clean close.
+    pub(super) write_reset: bool,
 }
 
 /// Where a client connection is, around its engine.

@@ -4,7 +4,7 @@
 use std::io::{self, Read};
 
 use smoltalk_core::proxy::engine::{
-    AfterResponse, ConnectStep, Ending, Failure, ResponsePhase, ResponseStep,
+    AfterResponse, ConnectStep, Failure, ResponsePhase, ResponseStep,
 };
 
 use super::connection::Flow;
@@ -34,6 +34,7 @@ impl Step<'_, '_> {
                 Ok(m) => moved |= m,
                 Err(_) => {
                     upstream.write_closed = true;
+                    upstream.write_reset = true;
                     self.io.to_origin.clear();
                 }
             }
@@ -151,6 +152,7 @@ impl Step<'_, '_> {
             if self.io.to_origin.flush(&mut upstream.stream, keep).is_err() {
                 // The origin takes no more: the rest of the body stays with the client; its answer is read on.
                 upstream.write_closed = true;
+                upstream.write_reset = true;
                 self.io.to_origin.clear();
                 break;
             }
@@ -303,13 +305,15 @@ impl Step<'_, '_> {
                 return Ok(false);
             };
             let Some(upstream) = self.io.upstream.as_mut() else {
-                return Err(Flow::End(Ending::ResetBoth));
+                return Err(Flow::End(
+                    self.engine.driver_bug("a body without an origin socket"),
+                ));
             };
             let want = limit.min(self.env.scratch.len());
             match upstream.stream.read(&mut self.env.scratch[..want]) {
                 Ok(0) => {
                     upstream.eof = true;
-                    return match self.engine.on_origin_finished(false) {
+                    return match self.engine.on_origin_finished(upstream.write_reset) {
                         Some(ending) => Err(Flow::End(ending)),
                         None => Ok(true),
                     };
@@ -389,7 +393,7 @@ impl Step<'_, '_> {
             match pipe.fill(&upstream.stream, body.limit()) {
                 Ok(0) => {
                     upstream.eof = true;
-                    if let Some(ending) = self.engine.on_origin_finished(false) {
+                    if let Some(ending) = self.engine.on_origin_finished(upstream.write_reset) {
                         return Some(Err(Flow::End(ending)));
                     }
                 }

@@ -177,6 +177,7 @@ impl Step<'_, '_> {
             connected: false,
             eof: false,
             write_closed: false,
+            write_reset: false,
         });
         Ok(())
     }
