@@ -367,6 +367,19 @@ pub fn reset_on_close(socket: impl AsFd) -> io::Result<()> {
     set_option(socket, libc::SOL_SOCKET, libc::SO_LINGER, &linger)
 }
 
+/// Resets a connected TCP socket at once and leaves its descriptor open: the peer gets a reset (no FIN), and
+/// every call blocked on the socket in another thread returns. (`connect` to an `AF_UNSPEC` address, which
+/// disconnects a socket on Linux.)
+pub fn abort_connection(socket: impl AsFd) -> io::Result<()> {
+    let fd = socket.as_fd().as_raw_fd();
+    // SAFETY: an all-zero `sockaddr` is a valid value of the plain C struct.
+    let mut unspecified: libc::sockaddr = unsafe { std::mem::zeroed() };
+    unspecified.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    let len = std::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
+    // SAFETY: the address points at the struct above and `len` is its size; the descriptor is borrowed, so open.
+    check(unsafe { libc::connect(fd, &unspecified, len) }).map(drop)
+}
+
 /// Whether a connected socket is still open and has nothing to read: a peek that does not wait
 /// (`MSG_PEEK | MSG_DONTWAIT`, whatever the socket's own blocking mode) would block. A kept connection the peer
 /// closed (or wrote to) while it idled is not.

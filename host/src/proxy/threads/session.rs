@@ -31,6 +31,17 @@ use crate::sys;
 /// Each direction of a body is copied through a buffer this big.
 const BODY_BUFFER: usize = 16 * 1024;
 
+/// How often a thread blocked on the origin (writing a body it does not take, waiting for its answer) looks at
+/// the client's connection: a client that reset meanwhile ends the exchange then, not at the origin's pace or
+/// the deadline (the event loop hears of it at once).
+const WATCH: Duration = Duration::from_millis(250);
+
+/// What goes to the origin: the request head, or the first `n` bytes the client sent (body).
+enum ToOrigin {
+    Head,
+    Body(usize),
+}
+
 /// What a read with a deadline gave.
 enum ReadOutcome {
     /// Bytes came.
@@ -52,6 +63,9 @@ struct Upstream {
     stream: TcpStream,
     /// A write to it failed: nothing more goes to it (what it answered is still read).
     write_closed: bool,
+    /// That write met a reset. Linux reports a reset once, to the call that meets it: the reads after it see a
+    /// plain end, which must not pass for the origin's clean close.
+    write_reset: bool,
 }
 
 /// One client connection on its own thread.
@@ -126,10 +140,7 @@ impl<'c> ClientSession<'c> {
     /// Connects to `addr` again and sends the same request head (the engine's [`ResponseStep::Retry`]).
     fn retry(&mut self, addr: SocketAddr) -> Result<(), Ending> {
         match self.connect(ConnectStep::Connect(addr))? {
-            Reached::Exchange => {
-                self.send_head();
-                Ok(())
-            }
+            Reached::Exchange => self.send_to_origin(ToOrigin::Head),
             Reached::Tunnel => Err(self.engine.driver_bug("a retry turned into a tunnel")),
         }
     }
@@ -267,10 +278,12 @@ impl<'c> ClientSession<'c> {
             match TcpStream::connect_timeout(&addr, wait) {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    let _ = stream.set_write_timeout(Some(std_duration(self.limits.timeout)));
+                    // Writes wait at most [`WATCH`] at a time (see `send_to_origin`).
+                    let _ = stream.set_write_timeout(Some(WATCH));
                     self.upstream = Some(Upstream {
                         stream,
                         write_closed: false,
+                        write_reset: false,
                     });
                     return self.connected();
                 }
@@ -301,18 +314,61 @@ impl<'c> ClientSession<'c> {
         }
     }
 
-    /// Writes `bytes` to the origin. One that takes no more (it reset, or answered early and closed) gets
-    /// nothing more; what it answered, if anything, is read on, and the engine decides from that.
-    fn to_origin(upstream: Option<&mut Upstream>, bytes: &[u8]) {
-        if let Some(upstream) = upstream.filter(|u| !u.write_closed) {
-            if upstream.stream.write_all(bytes).is_err() {
-                upstream.write_closed = true;
+    /// Writes the request head or body bytes to the origin, looking at the client every [`WATCH`] while the
+    /// origin takes nothing, until the engine's deadline. An origin that takes no more (it reset, or answered
+    /// early and closed) gets nothing more; what it answered, if anything, is read on, and the engine decides
+    /// from that.
+    fn send_to_origin(&mut self, what: ToOrigin) -> Result<(), Ending> {
+        let ClientSession {
+            client,
+            engine,
+            limits,
+            clock,
+            from_client,
+            head_out,
+            request_head,
+            upstream,
+            ..
+        } = self;
+        let Some(upstream) = upstream.as_mut().filter(|u| !u.write_closed) else {
+            return Ok(());
+        };
+        let mut bytes = match what {
+            ToOrigin::Head => request_head.as_slice(),
+            ToOrigin::Body(n) => from_client.bytes().get(..n).unwrap_or(&[]),
+        };
+        while !bytes.is_empty() {
+            match upstream.stream.write(bytes) {
+                Ok(n @ 1..) => {
+                    bytes = bytes.get(n..).unwrap_or(&[]);
+                    engine.on_progress(limits, clock.now(), 0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => {
+                    if client_reset(client) {
+                        return Err(engine.on_failure(Failure::ClientReset, head_out));
+                    }
+                    if let Some(ending) = engine.on_timeout(clock.now(), head_out) {
+                        return Err(ending);
+                    }
+                }
+                // A reset (or a socket that takes nothing): Linux tells of the reset only here.
+                Ok(0) | Err(_) => {
+                    upstream.write_closed = true;
+                    upstream.write_reset = true;
+                    break;
+                }
             }
         }
+        Ok(())
     }
 
-    fn send_head(&mut self) {
-        Self::to_origin(self.upstream.as_mut(), &self.request_head);
+    /// A wait on the origin ended with nothing: the client may have reset meanwhile, or the deadline passed.
+    fn origin_silent(&mut self) -> Result<(), Ending> {
+        if client_reset(&self.client) {
+            return Err(self.fail(Failure::ClientReset));
+        }
+        self.timed_out()
     }
 
     fn origin_takes_more(&self) -> bool {
@@ -321,7 +377,7 @@ impl<'c> ClientSession<'c> {
 
     /// Forwards one request and its response.
     fn exchange(&mut self) -> Result<(), Ending> {
-        self.send_head();
+        self.send_to_origin(ToOrigin::Head)?;
         let body_done = self.engine.request_body().is_none_or(|b| b.is_done());
         // A client that sent `Expect: 100-continue` waits for a go-ahead; give the origin a moment to answer.
         let mut final_head = false;
@@ -382,8 +438,7 @@ impl<'c> ClientSession<'c> {
                 Ok(n) => n,
                 Err(_) => return Err(self.fail(Failure::MalformedRequestBody)),
             };
-            let chunk = self.from_client.bytes().get(..n).unwrap_or(&[]);
-            Self::to_origin(self.upstream.as_mut(), chunk);
+            self.send_to_origin(ToOrigin::Body(n))?;
             self.from_client.consume(n);
             self.engine.on_progress(self.limits, self.clock.now(), n);
         }
@@ -392,6 +447,7 @@ impl<'c> ClientSession<'c> {
     /// Reads the origin's next response head and sends what the engine writes of it to the client. `wait`
     /// bounds the wait for its first byte (`Ok(None)` when it passes). `Ok(Some(interim))` once a head went.
     fn response_head(&mut self, wait: Option<Duration>) -> Result<Option<bool>, Ending> {
+        let mut until = wait.map(|w| std::time::Instant::now() + w);
         let mut origin_done = false;
         loop {
             match self.engine.on_response_head(
@@ -420,19 +476,28 @@ impl<'c> ClientSession<'c> {
                 ResponseStep::End(ending) => return Err(ending),
                 ResponseStep::NeedMore => {}
             }
-            let left = wait.unwrap_or_else(|| self.left());
+            let left = match until {
+                Some(until) => until.saturating_duration_since(std::time::Instant::now()),
+                None => self.left(),
+            };
             let Some(upstream) = self.upstream.as_mut() else {
                 return Err(self
                     .engine
                     .driver_bug("reading a response without an origin"));
             };
-            match Self::read_into(&mut upstream.stream, &mut self.from_origin, left) {
+            match Self::read_into(&mut upstream.stream, &mut self.from_origin, left.min(WATCH)) {
                 ReadOutcome::Bytes => self.engine.on_progress(self.limits, self.clock.now(), 0),
                 ReadOutcome::Finished { .. } => origin_done = true,
-                ReadOutcome::TimedOut if wait.is_some() && self.from_origin.is_empty() => {
-                    return Ok(None)
+                ReadOutcome::TimedOut => {
+                    if until.is_some_and(|u| std::time::Instant::now() >= u) {
+                        if self.from_origin.is_empty() {
+                            return Ok(None);
+                        }
+                        // A head has begun: the rest is waited for as any head is.
+                        until = None;
+                    }
+                    self.origin_silent()?;
                 }
-                ReadOutcome::TimedOut => self.timed_out()?,
             }
         }
     }
@@ -444,17 +509,18 @@ impl<'c> ClientSession<'c> {
                 return Ok(());
             }
             if self.from_origin.is_empty() {
-                let wait = self.left();
+                let wait = self.left().min(WATCH);
                 let Some(upstream) = self.upstream.as_mut() else {
                     return Err(self.engine.driver_bug("reading a body without an origin"));
                 };
                 match Self::read_into(&mut upstream.stream, &mut self.from_origin, wait) {
                     ReadOutcome::Bytes => {}
                     ReadOutcome::TimedOut => {
-                        self.timed_out()?;
+                        self.origin_silent()?;
                         continue;
                     }
                     ReadOutcome::Finished { reset } => {
+                        let reset = reset || upstream.write_reset;
                         self.upstream = None;
                         match self.engine.on_origin_finished(reset) {
                             Some(ending) => return Err(ending),
@@ -482,35 +548,37 @@ impl<'c> ClientSession<'c> {
     /// Copies bytes both ways on two threads until both sides have closed, one resets, or neither moves a byte
     /// for the tunnel's idle limit.
     fn tunnel(&mut self) -> Ending {
-        let Some(Upstream {
-            stream: mut origin, ..
-        }) = self.upstream.take()
-        else {
+        let Some(origin) = self.upstream.as_ref().map(|u| &u.stream) else {
             return self.engine.driver_bug("a tunnel without an origin");
         };
+        let idle = std_duration(self.limits.tunnel_idle);
+        for stream in [&self.client, origin] {
+            let _ = stream.set_write_timeout(Some(idle));
+        }
         // Bytes the client sent right behind its head (a TLS ClientHello) go first.
-        if origin.write_all(self.from_client.bytes()).is_err() {
+        if (&*origin).write_all(self.from_client.bytes()).is_err() {
             return self.fail(Failure::TunnelPeerReset);
         }
         self.from_client.consume(usize::MAX);
-        let idle = std_duration(self.limits.tunnel_idle);
-        for stream in [&self.client, &origin] {
-            let _ = stream.set_write_timeout(Some(idle));
-        }
-        let (Ok(mut origin_in), Ok(mut client_out)) = (origin.try_clone(), self.client.try_clone())
+        let clones = (
+            origin.try_clone(),
+            origin.try_clone(),
+            self.client.try_clone(),
+            self.client.try_clone(),
+        );
+        let (Ok(mut origin_in), Ok(mut origin_out), Ok(mut client_in), Ok(mut client_out)) = clones
         else {
             return self.fail(Failure::TunnelPeerReset);
         };
         let activity = TunnelActivity::new(self.clock, self.limits);
         let mut back = std::mem::replace(&mut self.from_origin, Pending::new(0));
         let mut forth = std::mem::replace(&mut self.from_client, Pending::new(0));
-        let client_in = &mut self.client;
         let moved = std::thread::scope(|scope| {
             let activity = &activity;
             let back = scope.spawn(move || {
                 copy_one_way(&mut origin_in, &mut client_out, &mut back.buf, activity)
             });
-            let forth = copy_one_way(client_in, &mut origin, &mut forth.buf, activity);
+            let forth = copy_one_way(&mut client_in, &mut origin_out, &mut forth.buf, activity);
             forth + back.join().unwrap_or(0)
         });
         self.engine.on_progress(self.limits, activity.last(), moved);
@@ -543,4 +611,9 @@ impl<'c> ClientSession<'c> {
             }
         }
     }
+}
+
+/// Whether the client's connection has been reset (its pending error, read and cleared).
+fn client_reset(client: &TcpStream) -> bool {
+    matches!(client.take_error(), Ok(Some(_)))
 }

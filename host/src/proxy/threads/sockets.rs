@@ -10,6 +10,7 @@ use smoltalk_core::proxy::{Drain, Limits};
 use smoltcp::time::Instant;
 
 use super::super::Clock;
+use crate::sys;
 
 /// Bytes read from a socket and not used yet: `buf[start..end]`.
 pub(super) struct Pending {
@@ -124,19 +125,30 @@ impl TunnelActivity {
         self.stopped.load(Ordering::Acquire) != 0
     }
 
-    /// Stops the tunnel for `why` (unless it stopped already): both connections are shut both ways, so the
-    /// other thread's read or write returns at once.
+    /// Stops the tunnel for `why` (unless it stopped already), so that the other thread's read or write
+    /// returns at once: after a reset both connections are reset (the engine ends a tunnel whose peer reset with
+    /// resets both ways, and a FIN would let either side take a cut stream for a whole one); once idle, both are
+    /// shut with a FIN.
     fn stop(&self, why: TunnelEnd, a: &TcpStream, b: &TcpStream) {
         let code = match why {
             TunnelEnd::Closed => return,
             TunnelEnd::Reset => 1,
             TunnelEnd::Idle => 2,
         };
-        let _ = self
+        let first = self
             .stopped
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
-        let _ = a.shutdown(Shutdown::Both);
-        let _ = b.shutdown(Shutdown::Both);
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        let reset = match first {
+            true => why == TunnelEnd::Reset,
+            false => self.end() == TunnelEnd::Reset,
+        };
+        for stream in [a, b] {
+            let _ = match reset {
+                true => sys::abort_connection(stream),
+                false => stream.shutdown(Shutdown::Both),
+            };
+        }
     }
 }
 
