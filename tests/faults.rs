@@ -33,6 +33,9 @@ use support::*;
 /// - `/upload/EV` (POST with `Content-Length`): reads the body, waiting for event EV before it starts (`-`:
 ///   no wait), until the whole length, its end of stream or a reset; records
 ///   `upload /upload/EV got N of LEN: complete|eof|reset` and its progress so far.
+/// - `/answer-then-reset` (POST): reads the head and 64 KiB of the body, answers with a head and `partial-` of a
+///   body that ends at the close, and resets while the upload still comes.
+/// - `/hello-reset`, asked through a CONNECT tunnel: `hello`, then a reset.
 /// - `/small`: a short 200.
 /// - `/event/EV` sets event EV; `/log` shows what was recorded; `/progress/PATH` how many body bytes the
 ///   upload on PATH has had so far. (These three are asked directly, not through the proxy.)
@@ -83,6 +86,20 @@ def serve(c):
             return answer(c, str(progress.get(path[len('/progress'):], 0)).encode())
     if path == '/small':
         return answer(c, b'small\n')
+    if path == '/answer-then-reset':
+        got = len(rest)
+        while got < 65536:
+            d = c.recv(65536)
+            if not d:
+                break
+            got += len(d)
+        c.sendall(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npartial-')
+        record('answer-then-reset')
+        return reset(c)
+    if path == '/hello-reset':
+        c.sendall(b'hello')
+        record('hello-reset')
+        return reset(c)
     if path == '/reset-now':
         record('reset-now')
         return reset(c)
@@ -149,6 +166,8 @@ const HALF: usize = 1 << 19;
 enum Stack {
     /// `smoltalk proxy` on the kernel's stack, on the namespace's loopback.
     Kernel,
+    /// The same with `--thread-per-client`.
+    KernelThreads,
     /// `smoltalk proxy --stack tun` on a TUN device in the namespace.
     Smoltcp,
 }
@@ -162,41 +181,39 @@ struct Setup {
 
 impl Setup {
     fn start(ns: &Namespace, stack: Stack, max_connections: &str) -> Setup {
+        let net = match stack {
+            Stack::Kernel | Stack::KernelThreads => Net::Isolated(ns.name().to_string()),
+            Stack::Smoltcp => {
+                add_st0(ns, "tun");
+                Net::Namespace(ns.name().to_string())
+            }
+        };
+        // The origin first, so that the proxy may tunnel to its port.
+        let cmd = net.command("python3", &["-c", PY_FAULT_ORIGIN, net.origin_host()]);
+        let (origin, origin_port) = start_server(cmd, "fault origin");
+        let port = origin_port.to_string();
+        let common = [
+            "--no-dns",
+            "--max-connections",
+            max_connections,
+            "--connect-ports",
+            &port,
+        ];
         let proxy = match stack {
-            Stack::Kernel => {
-                let net = Net::Isolated(ns.name().to_string());
-                let args = [
-                    "proxy",
-                    "--port",
-                    "0",
-                    "--no-dns",
-                    "--allow-dest",
-                    "127.0.0.0/8",
-                    "--max-connections",
-                    max_connections,
-                ];
+            Stack::Kernel | Stack::KernelThreads => {
+                let mut args = vec!["proxy", "--port", "0", "--allow-dest", "127.0.0.0/8"];
+                args.extend_from_slice(&common);
+                if let Stack::KernelThreads = stack {
+                    args.push("--thread-per-client");
+                }
                 Proxy::start(smoltalk_in(ns, &args), "127.0.0.1", net)
             }
             Stack::Smoltcp => {
-                add_st0(ns, "tun");
-                let net = Net::Namespace(ns.name().to_string());
-                let args = [
-                    "proxy",
-                    "--stack",
-                    "tun",
-                    "--dev",
-                    "st0",
-                    "--no-dns",
-                    "--max-connections",
-                    max_connections,
-                ];
+                let mut args = vec!["proxy", "--stack", "tun", "--dev", "st0"];
+                args.extend_from_slice(&common);
                 Proxy::start(smoltalk_in(ns, &args), "10.0.2.15", net)
             }
         };
-        let cmd = proxy
-            .net
-            .command("python3", &["-c", PY_FAULT_ORIGIN, proxy.net.origin_host()]);
-        let (origin, origin_port) = start_server(cmd, "fault origin");
         Setup {
             proxy,
             origin,
@@ -318,6 +335,50 @@ fn read_until(stream: &mut TcpStream, want: Option<usize>) -> (Vec<u8>, Option<E
                 return (bytes, Some(End::Silent))
             }
             Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// Sends `length` bytes of upload on `stream` while reading what comes back, on one thread: it reads first
+/// whenever it can, so a plain end is seen as one before any later write could fail, and a reset is seen by
+/// whichever call meets it first. Returns the bytes read and how the connection ended (`Silent`: nothing moved
+/// either way for 10 s).
+fn upload_and_read(stream: &mut TcpStream, length: usize) -> (Vec<u8>, End) {
+    stream.set_nonblocking(true).unwrap();
+    let chunk = every_byte(256);
+    let (mut bytes, mut sent) = (Vec::new(), 0);
+    let mut buf = vec![0u8; 65536];
+    let mut last_progress = Instant::now();
+    loop {
+        let mut moved = false;
+        match stream.read(&mut buf) {
+            Ok(0) => return (bytes, End::Eof),
+            Ok(n) => {
+                bytes.extend_from_slice(&buf[..n]);
+                moved = true;
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return (bytes, End::Reset),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        if sent < length {
+            let end = chunk.len().min(length - sent);
+            match stream.write(&chunk[..end]) {
+                Ok(n) => {
+                    sent += n;
+                    moved = true;
+                }
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return (bytes, End::Reset),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                Err(e) => panic!("write after {sent} bytes of upload: {e}"),
+            }
+        }
+        if moved {
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() > Duration::from_secs(10) {
+            return (bytes, End::Silent);
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }
@@ -606,6 +667,73 @@ fn client_vanishes_mid_upload(stack: Stack, test: &str) {
     setup.finish();
 }
 
+/// Resets that a write meets first: an origin that answers part of a body that ends at the close and resets while
+/// the client's upload still comes (the proxy's write to it fails, and Linux tells of a reset once, so the read
+/// after it sees a plain end), and a tunnel's origin that resets. Both must reach the client as a reset, never
+/// as a FIN that would pass a cut body or stream off as whole. (What came before it may be cut short too.)
+fn resets_a_write_meets_first(stack: Stack, test: &str) {
+    let Some(ns) = namespace_or_skip(test, "faults", &[]) else {
+        return;
+    };
+    let setup = Setup::start(&ns, stack, "4");
+    let client = setup.proxy.net.client_host();
+
+    // One thread that reads whenever there is something to read and writes the upload otherwise, so that what
+    // it sees comes in the order it happened: Linux tells of a reset once, to whichever call comes first, so a
+    // write of its own may be what learns of the reset (and a read after it sees a plain end).
+    let mut uploader = setup.proxy.connect();
+    let host = format!("{}:{}", setup.proxy.net.origin_host(), setup.origin_port);
+    let length = 64 << 20;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {length}\r\n\r\n",
+        setup.url("/answer-then-reset")
+    );
+    uploader.write_all(head.as_bytes()).unwrap();
+    let (bytes, end) = upload_and_read(&mut uploader, length);
+    assert_eq!(
+        end,
+        End::Reset,
+        "the cut response ended without a reset; proxy log:\n{}",
+        setup.proxy.log()
+    );
+    // What came before the reset, if anything (the smoltcp proxy drops what it had not sent when it resets), is
+    // the response as far as the origin sent it.
+    if !bytes.is_empty() {
+        let (head, body) = split_head(&bytes);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(b"partial-".starts_with(body), "{body:?}");
+    }
+    setup.proxy.wait_log(&[&format!(
+        "{client} Peer reset POST {} HTTP/1.1 (origin reset mid-response)",
+        setup.url("/answer-then-reset")
+    )]);
+    drop(uploader);
+
+    // A tunnel whose origin sends `hello` and resets: the client gets (at most) `hello`, then a reset.
+    let mut tunnel = setup.proxy.connect();
+    let connect = format!("CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    tunnel.write_all(connect.as_bytes()).unwrap();
+    tunnel
+        .write_all(b"GET /hello-reset HTTP/1.1\r\nHost: origin\r\n\r\n")
+        .unwrap();
+    let (bytes, end) = read_until(&mut tunnel, None);
+    assert_eq!(
+        end,
+        Some(End::Reset),
+        "the tunnel ended without a reset; proxy log:\n{}",
+        setup.proxy.log()
+    );
+    if !bytes.is_empty() {
+        let (head, stream) = split_head(&bytes);
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        assert!(b"hello".starts_with(stream), "{stream:?}");
+    }
+    setup.proxy.wait_log(&[&format!(
+        "{client} Peer reset CONNECT {host} HTTP/1.1 (tunnel peer reset)"
+    )]);
+    setup.finish();
+}
+
 #[test]
 #[cfg_attr(
     smoltalk_no_netns,
@@ -640,6 +768,60 @@ fn kernel_proxy_client_vanishes_mid_upload() {
 )]
 fn smoltcp_proxy_client_vanishes_mid_upload() {
     client_vanishes_mid_upload(Stack::Smoltcp, "smoltcp_proxy_client_vanishes_mid_upload");
+}
+
+#[test]
+#[cfg_attr(
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun, ip, ping and python3 (a network namespace)"
+)]
+fn kernel_proxy_resets_a_write_meets_first() {
+    resets_a_write_meets_first(Stack::Kernel, "kernel_proxy_resets_a_write_meets_first");
+}
+
+#[test]
+#[cfg_attr(
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun, ip, ping and python3 (a network namespace)"
+)]
+fn thread_per_client_proxy_resets_a_write_meets_first() {
+    resets_a_write_meets_first(
+        Stack::KernelThreads,
+        "thread_per_client_proxy_resets_a_write_meets_first",
+    );
+}
+
+#[test]
+#[cfg_attr(
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun, ip, ping and python3 (a network namespace)"
+)]
+fn smoltcp_proxy_resets_a_write_meets_first() {
+    resets_a_write_meets_first(Stack::Smoltcp, "smoltcp_proxy_resets_a_write_meets_first");
+}
+
+#[test]
+#[cfg_attr(
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun, ip, ping and python3 (a network namespace)"
+)]
+fn thread_per_client_proxy_origin_resets_mid_response() {
+    origin_resets_mid_response(
+        Stack::KernelThreads,
+        "thread_per_client_proxy_origin_resets_mid_response",
+    );
+}
+
+#[test]
+#[cfg_attr(
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun, ip, ping and python3 (a network namespace)"
+)]
+fn thread_per_client_proxy_client_vanishes_mid_upload() {
+    client_vanishes_mid_upload(
+        Stack::KernelThreads,
+        "thread_per_client_proxy_client_vanishes_mid_upload",
+    );
 }
 
 /// A program on the smoltcp stack, on device `st0` in a namespace, when the device is deleted under it.

@@ -241,9 +241,14 @@ pub struct Proxy {
 
 impl Proxy {
     /// Starts `cmd` (a `smoltalk proxy` command, run in `net`) with `RUST_LOG` unset, so it logs at info, and
-    /// waits for its "listening" line; clients reach it at `host` and the port it announces.
+    /// waits for its "listening" line; clients reach it at `host` and the port it announces. To see more of
+    /// what a failing test's proxy did, set `SMOLTALK_TEST_LOG` (say `debug`): it becomes the proxy's
+    /// `RUST_LOG`, and the log a failed assertion prints has those lines too.
     pub fn start(mut cmd: Command, host: &str, net: Net) -> Proxy {
-        cmd.env_remove("RUST_LOG");
+        match std::env::var("SMOLTALK_TEST_LOG") {
+            Ok(level) => cmd.env("RUST_LOG", level),
+            Err(_) => cmd.env_remove("RUST_LOG"),
+        };
         let (mut server, port) = start_server(cmd, "smoltalk proxy");
         let stderr = server
             .child
