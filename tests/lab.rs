@@ -324,7 +324,7 @@ fn udp_with_everything_lost_says_no_reply_after_n_tries() {
 
 mod proxy {
     use smoltalk::lab::proxy::{
-        big_body, run_proxy_checks, LabFetch, LabRequest, ProxyLab, ORIGIN_NAME,
+        big_body, run_proxy_checks, LabFetch, LabOrigin, LabRequest, ProxyLab, ORIGIN_NAME,
     };
     use smoltalk::lab::LinkFaults;
     use smoltalk::stack::network::Network;
@@ -373,6 +373,58 @@ mod proxy {
                 "GET /missing HTTP/1.1",
                 "GET /big HTTP/1.1"
             ]
+        );
+    }
+
+    /// The origin kept from a client's first request vanishes and the proxy forgets its link-layer address, so
+    /// the reset that ends that kept connection waits for an ARP answer that never comes. The client's next
+    /// request, to another origin, is still served once the reset's grace (1 s) has passed, not held up by a
+    /// reset that is tried again and again until the request's deadline.
+    #[test]
+    fn a_reset_that_cannot_go_out_does_not_hold_up_the_next_origin() {
+        const SECOND_PORT: u16 = 8000;
+        let mut lab = ProxyLab::new(1).unwrap();
+        let (client, proxy_node, origin_node) = (lab.client, lab.proxy_node, lab.origin_node);
+        let second = LabOrigin::new(lab.lab.node(client), SECOND_PORT, 1);
+        let requests = vec![
+            LabRequest::get(&page()),
+            LabRequest::get(&format!("http://10.0.2.2:{SECOND_PORT}/")),
+        ];
+        let now = lab.lab.now();
+        let fetch = LabFetch::new(lab.lab.node(client), requests, now);
+        let mut state = (fetch, second, None);
+        lab.run_until(
+            |lab, (fetch, second, cut_at)| {
+                let now = lab.now();
+                let mut moved = fetch.step(lab.node(client), now);
+                moved |= second.poll(lab.node(client), SECOND_PORT);
+                // The first response is whole and the second request not yet on the wire.
+                if fetch.responses.len() == 1 && cut_at.is_none() {
+                    *cut_at = Some(now);
+                    let gone = LinkFaults {
+                        drop_inbound: true,
+                        drop_outbound: true,
+                        ..LinkFaults::default()
+                    };
+                    lab.set_faults(origin_node, gone);
+                    // Setting the addresses again empties the neighbour cache.
+                    lab.node(proxy_node).iface.update_ip_addrs(|_| {});
+                }
+                (moved, fetch.is_done())
+            },
+            &mut state,
+        )
+        .unwrap();
+        let (fetch, second, cut_at) = state;
+        assert_eq!(fetch.failure, None);
+        let statuses: Vec<u16> = fetch.responses.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [200, 200]);
+        let lines: Vec<&str> = second.seen.iter().map(|s| s.line.as_str()).collect();
+        assert_eq!(lines, ["GET / HTTP/1.1"]);
+        let waited = lab.lab.now() - cut_at.unwrap();
+        assert!(
+            waited < Duration::from_secs(3),
+            "the second response took {waited}"
         );
     }
 

@@ -171,7 +171,19 @@ impl<const OUT: usize> PhaseStep for Serving<'_, '_, '_, '_, OUT> {
                 return self.progress(false, 0);
             }
             *self.wait = OriginWait::Nothing;
-            return self.follow(ConnectStep::Connect(addr));
+            if !reset_out {
+                log::debug!(
+                    "the reset of the origin socket's last connection did not go out in time"
+                );
+            }
+            // Straight to the new connection: `connect` would abort the old one again and wait anew.
+            return match self.open(addr) {
+                Ok(()) => Flow::Moved(true),
+                Err(()) => {
+                    let step = self.connection.on_connect_failed(false, &mut self.out.buf);
+                    self.follow(step)
+                }
+            };
         }
         match self.origin().state() {
             tcp::State::Established => {}
@@ -307,18 +319,24 @@ impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
     /// Opens the origin socket's connection to `addr`. A socket still holding a connection (the one kept from the
     /// last exchange, or one closing) is reset first, and `addr` waits until the reset has gone out.
     fn connect(&mut self, addr: SocketAddr) -> Result<(), ()> {
-        let remote = match addr.ip() {
-            IpAddr::V4(v4) => (IpAddress::Ipv4(v4), addr.port()),
-            // This core speaks IPv4 only.
-            IpAddr::V6(_) => return Err(()),
-        };
-        let origin = self.sockets.get_mut::<tcp::Socket>(self.slot.origin);
+        let origin = self.origin();
         if origin.is_open() || origin.remote_endpoint().is_some() {
             origin.abort();
             let until = self.shared.now + self.shared.cx.limits.reset_grace;
             *self.wait = OriginWait::ResetThenConnect { addr, until };
             return Ok(());
         }
+        self.open(addr)
+    }
+
+    /// Opens the origin socket's connection to `addr`, whatever the socket held (a reset not sent yet is dropped).
+    fn open(&mut self, addr: SocketAddr) -> Result<(), ()> {
+        let remote = match addr.ip() {
+            IpAddr::V4(v4) => (IpAddress::Ipv4(v4), addr.port()),
+            // This core speaks IPv4 only.
+            IpAddr::V6(_) => return Err(()),
+        };
+        let origin = self.sockets.get_mut::<tcp::Socket>(self.slot.origin);
         let local_port = next_ephemeral(self.shared.next_port);
         origin
             .connect(self.shared.iface, remote, local_port)
