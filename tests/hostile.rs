@@ -486,15 +486,33 @@ impl Drop for NamespaceResolver {
     }
 }
 
-/// A DNS server on 127.0.0.1:53 that takes every query and never answers.
+/// A DNS server on 127.0.0.1:53 that takes every query and never answers. It tells how many queries it has
+/// taken to whoever connects to the TCP port it announces.
 const PY_SILENT_DNS: &str = r#"
-import socket, time
+import socket, threading
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(('127.0.0.1', 53))
-print('silent dns listening on 127.0.0.1:53', flush=True)
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.bind(('127.0.0.1', 0))
+t.listen(4)
+queries = 0
+def tell():
+    while True:
+        c, _ = t.accept()
+        c.sendall(str(queries).encode())
+        c.close()
+threading.Thread(target=tell, daemon=True).start()
+print('silent dns listening on 127.0.0.1:%d' % t.getsockname()[1], flush=True)
 while True:
     s.recvfrom(512)
+    queries += 1
 "#;
+
+/// How many queries the silent DNS server, which tells it on `port`, has taken.
+fn dns_queries(net: &Net, port: u16) -> u64 {
+    let reply = read_all(&mut net.connect(SocketAddr::from(([127, 0, 0, 1], port))));
+    String::from_utf8_lossy(&reply).parse().expect("a count")
+}
 
 /// A name whose DNS server never answers is 502 at the proxy's `--timeout`, not when the system's resolver
 /// gives up (told here to wait 30 s): both kernel-stack designs wait for a lookup only until the engine's
@@ -513,7 +531,7 @@ fn a_lookup_that_never_answers_is_502_at_the_timeout() {
         isolated.ns.name(),
         "nameserver 127.0.0.1\noptions timeout:30 attempts:1\n",
     );
-    let (_dns, _) = start_server(
+    let (_dns, dns_port) = start_server(
         isolated.net.command("python3", &["-c", PY_SILENT_DNS]),
         "silent dns",
     );
@@ -521,12 +539,19 @@ fn a_lookup_that_never_answers_is_502_at_the_timeout() {
         let mut extra = vec!["--timeout", "1"];
         extra.extend_from_slice(design);
         let proxy = isolated.proxy(&extra);
+        let queries = dns_queries(&isolated.net, dns_port);
         let started = Instant::now();
         let reply = proxy.exchange(b"GET http://never.test/ HTTP/1.1\r\nHost: never.test\r\n\r\n");
         let took = started.elapsed();
         assert_error_page(&reply, "502 Bad Gateway");
+        // The lookup did reach the server that never answers (else this would prove nothing), and the 502 came
+        // at the deadline: not before it, not when the resolver gave up.
         assert!(
-            took < Duration::from_secs(8),
+            dns_queries(&isolated.net, dns_port) > queries,
+            "{design:?}: the lookup never reached the silent DNS server"
+        );
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(8),
             "{design:?}: the 502 took {took:?}"
         );
         proxy.stop();
