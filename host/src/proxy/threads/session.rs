@@ -24,7 +24,8 @@ use smoltalk_core::proxy::{Limits, ProxyContext};
 use super::super::lookup::{spawn_lookup, LookupResult};
 use super::super::Clock;
 use super::sockets::{
-    copy_one_way, drain, is_timeout, std_duration, Pending, TunnelActivity, TunnelEnd,
+    copy_one_way, drain, is_timeout, read_into, std_duration, was_reset, Pending, ReadOutcome,
+    TunnelActivity, TunnelEnd,
 };
 use crate::sys;
 
@@ -40,16 +41,6 @@ const WATCH: Duration = Duration::from_millis(250);
 enum ToOrigin {
     Head,
     Body(usize),
-}
-
-/// What a read with a deadline gave.
-enum ReadOutcome {
-    /// Bytes came.
-    Bytes,
-    /// The peer finished sending (closed, or reset: `reset`).
-    Finished { reset: bool },
-    /// The timeout passed with nothing.
-    TimedOut,
 }
 
 /// How the origin was reached.
@@ -145,19 +136,6 @@ impl<'c> ClientSession<'c> {
         }
     }
 
-    /// Reads until `stream` gives bytes into `pending`, or `wait` passes.
-    fn read_into(stream: &mut TcpStream, pending: &mut Pending, wait: Duration) -> ReadOutcome {
-        // Zero would mean "no timeout" to the socket: a deadline passed is a millisecond's wait.
-        let _ = stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
-        match pending.fill(stream) {
-            Ok(0) => ReadOutcome::Finished { reset: false },
-            Ok(_) => ReadOutcome::Bytes,
-            Err(e) if is_timeout(&e) => ReadOutcome::TimedOut,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => ReadOutcome::Bytes,
-            Err(_) => ReadOutcome::Finished { reset: true },
-        }
-    }
-
     /// A wait ended with nothing: the engine says whether its deadline has passed and the connection ends.
     fn timed_out(&mut self) -> Result<(), Ending> {
         match self.engine.on_timeout(self.clock.now(), &mut self.head_out) {
@@ -220,7 +198,7 @@ impl<'c> ClientSession<'c> {
     /// Waits (until the engine's deadline) for more of the client's head.
     fn read_more_head(&mut self) -> Result<(), Ending> {
         let wait = self.left();
-        match Self::read_into(&mut self.client, &mut self.from_client, wait) {
+        match read_into(&mut self.client, &mut self.from_client, wait) {
             ReadOutcome::Bytes | ReadOutcome::TimedOut => Ok(()),
             ReadOutcome::Finished { reset: false } => {
                 self.client_done = true;
@@ -345,7 +323,7 @@ impl<'c> ClientSession<'c> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => {
-                    if client_reset(client) {
+                    if was_reset(client) {
                         return Err(engine.on_failure(Failure::ClientReset, head_out));
                     }
                     if let Some(ending) = engine.on_timeout(clock.now(), head_out) {
@@ -365,7 +343,7 @@ impl<'c> ClientSession<'c> {
 
     /// A wait on the origin ended with nothing: the client may have reset meanwhile, or the deadline passed.
     fn origin_silent(&mut self) -> Result<(), Ending> {
-        if client_reset(&self.client) {
+        if was_reset(&self.client) {
             return Err(self.fail(Failure::ClientReset));
         }
         self.timed_out()
@@ -416,7 +394,7 @@ impl<'c> ClientSession<'c> {
             }
             if self.from_client.is_empty() {
                 let wait = self.left();
-                match Self::read_into(&mut self.client, &mut self.from_client, wait) {
+                match read_into(&mut self.client, &mut self.from_client, wait) {
                     ReadOutcome::Bytes => {}
                     ReadOutcome::TimedOut => {
                         self.timed_out()?;
@@ -485,7 +463,7 @@ impl<'c> ClientSession<'c> {
                     .engine
                     .driver_bug("reading a response without an origin"));
             };
-            match Self::read_into(&mut upstream.stream, &mut self.from_origin, left.min(WATCH)) {
+            match read_into(&mut upstream.stream, &mut self.from_origin, left.min(WATCH)) {
                 ReadOutcome::Bytes => self.engine.on_progress(self.limits, self.clock.now(), 0),
                 ReadOutcome::Finished { .. } => origin_done = true,
                 ReadOutcome::TimedOut => {
@@ -513,7 +491,7 @@ impl<'c> ClientSession<'c> {
                 let Some(upstream) = self.upstream.as_mut() else {
                     return Err(self.engine.driver_bug("reading a body without an origin"));
                 };
-                match Self::read_into(&mut upstream.stream, &mut self.from_origin, wait) {
+                match read_into(&mut upstream.stream, &mut self.from_origin, wait) {
                     ReadOutcome::Bytes => {}
                     ReadOutcome::TimedOut => {
                         self.origin_silent()?;
@@ -611,9 +589,4 @@ impl<'c> ClientSession<'c> {
             }
         }
     }
-}
-
-/// Whether the client's connection has been reset (its pending error, read and cleared).
-fn client_reset(client: &TcpStream) -> bool {
-    matches!(client.take_error(), Ok(Some(_)))
 }

@@ -1,5 +1,6 @@
-//! A client thread's byte moving: what was read and not used yet ([`Pending`]), a tunnel's copying
-//! ([`TunnelActivity`]), the drain after a close, and the timeouts of blocking sockets.
+//! A client thread's byte moving: what was read and not used yet ([`Pending`]), reads with a deadline
+//! ([`read_into`]), a tunnel's copying ([`TunnelActivity`]), the drain after a close, and the timeouts and
+//! pending errors of blocking sockets.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -221,4 +222,36 @@ pub(super) fn is_timeout(e: &io::Error) -> bool {
 
 pub(super) fn std_duration(d: smoltcp::time::Duration) -> Duration {
     Duration::from_micros(d.total_micros())
+}
+
+/// What a read with a deadline gave.
+pub(super) enum ReadOutcome {
+    /// Bytes came.
+    Bytes,
+    /// The peer finished sending (closed, or reset: `reset`).
+    Finished { reset: bool },
+    /// The timeout passed with nothing.
+    TimedOut,
+}
+
+/// Reads until `stream` gives bytes into `pending`, or `wait` passes.
+pub(super) fn read_into(
+    stream: &mut TcpStream,
+    pending: &mut Pending,
+    wait: Duration,
+) -> ReadOutcome {
+    // Zero would mean "no timeout" to the socket: a deadline passed is a millisecond's wait.
+    let _ = stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
+    match pending.fill(stream) {
+        Ok(0) => ReadOutcome::Finished { reset: false },
+        Ok(_) => ReadOutcome::Bytes,
+        Err(e) if is_timeout(&e) => ReadOutcome::TimedOut,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => ReadOutcome::Bytes,
+        Err(_) => ReadOutcome::Finished { reset: true },
+    }
+}
+
+/// Whether `stream`'s connection has been reset (its pending error, read and cleared).
+pub(super) fn was_reset(stream: &TcpStream) -> bool {
+    matches!(stream.take_error(), Ok(Some(_)))
 }
