@@ -5,7 +5,8 @@
 //!   [`raise_open_files_limit`], and the stop signals ([`stop_on_signals`], [`stop_requested`],
 //!   [`stop_wake_fd`]).
 //! - Descriptors: [`wait_readable`], [`PollSet`], [`pipe`], [`set_pipe_size`], [`splice`].
-//! - Sockets: [`set_socket_buffer`], [`listen`], [`reset_on_close`], [`PacketSocket`].
+//! - Sockets: [`set_socket_buffer`], [`listen`], [`reset_on_close`], [`abort_connection`], [`peek_inbound`],
+//!   [`PacketSocket`].
 //! - TUN/TAP devices: [`open_tun`], [`set_tun_offload`].
 //! - [`errno`]: the error numbers the host tells apart.
 
@@ -380,10 +381,24 @@ pub fn abort_connection(socket: impl AsFd) -> io::Result<()> {
     check(unsafe { libc::connect(fd, &unspecified, len) }).map(drop)
 }
 
-/// Whether a connected socket is still open and has nothing to read: a peek that does not wait
-/// (`MSG_PEEK | MSG_DONTWAIT`, whatever the socket's own blocking mode) would block. A kept connection the peer
-/// closed (or wrote to) while it idled is not.
-pub fn is_open_and_silent(socket: impl AsFd) -> bool {
+/// What a connected socket has for its reader now (see [`peek_inbound`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// Nothing yet: a read would wait.
+    Nothing,
+    /// Bytes to read.
+    Bytes,
+    /// The peer's end of stream (its FIN), with every byte before it read.
+    End,
+    /// The connection failed (a reset, or retransmissions that timed out). Linux tells this once, so the reads
+    /// after this peek see a plain end.
+    Failed,
+}
+
+/// What a connected socket has for its reader, from a peek that does not wait (`MSG_PEEK | MSG_DONTWAIT`,
+/// whatever the socket's own blocking mode); nothing is taken from it. A kept connection the peer closed (or
+/// wrote to) while it idled is not [`Inbound::Nothing`].
+pub fn peek_inbound(socket: impl AsFd) -> Inbound {
     let fd = socket.as_fd().as_raw_fd();
     let mut byte = 0u8;
     // SAFETY: the buffer is one byte on this stack frame, its length is 1; the descriptor is borrowed, so open.
@@ -395,7 +410,14 @@ pub fn is_open_and_silent(socket: impl AsFd) -> bool {
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
-    got < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+    match got {
+        1.. => Inbound::Bytes,
+        0 => Inbound::End,
+        _ => match io::Error::last_os_error().kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Inbound::Nothing,
+            _ => Inbound::Failed,
+        },
+    }
 }
 
 /// A raw packet socket (`AF_PACKET`) on one interface: every frame to or from it, of every protocol, with its

@@ -131,3 +131,31 @@ impl Clock {
 pub fn is_local_address(ip: IpAddr) -> bool {
     std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
+
+/// Whether a connection has failed, from its pending error (`take_error`: read and cleared, as `SO_ERROR` does):
+/// a reset (seen as `EPIPE` when it came after the peer's FIN), or retransmissions that timed out. A soft error
+/// that an ICMP message left (a host unreachable for a moment) is not a failure. For a peer the proxy is not
+/// reading now.
+pub(crate) fn connection_failed(pending: io::Result<Option<io::Error>>) -> bool {
+    match pending {
+        Ok(Some(e)) => matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::TimedOut
+        ),
+        _ => false,
+    }
+}
+
+/// Whether a failed write to the origin says that the connection failed (a reset, or retransmissions that
+/// timed out) before the origin finished sending. Linux tells a failure once, to the call that meets it, so the
+/// read after such a write sees a plain end that must not pass for the origin's close. `EPIPE` is not such a
+/// failure: the origin closed first (its reset came after its FIN), and what it sent before is whole.
+pub(crate) fn write_met_failure(error: &io::Error) -> bool {
+    !matches!(
+        error.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::WriteZero
+    )
+}

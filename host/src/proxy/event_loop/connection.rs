@@ -38,9 +38,10 @@ pub(super) struct Upstream {
     pub(super) eof: bool,
     /// A write to it failed: nothing more goes to it (what it answered is still read).
     pub(super) write_closed: bool,
-    /// That write met a reset. Linux reports a reset once, to the call that meets it: the reads after it see a
-    /// plain end, which must not pass for the origin's clean close.
-    pub(super) write_reset: bool,
+    /// That write met the connection's failure (a reset) before the origin had finished sending. Linux tells a
+    /// failure once, to the call that meets it: the reads after it see a plain end, which must not pass for the
+    /// origin's close.
+    pub(super) reset_seen: bool,
 }
 
 /// Where a client connection is, around its engine.

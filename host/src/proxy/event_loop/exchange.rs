@@ -7,6 +7,7 @@ use smoltalk_core::proxy::engine::{
     AfterResponse, ConnectStep, Failure, ResponsePhase, ResponseStep,
 };
 
+use super::super::{connection_failed, write_met_failure};
 use super::connection::Flow;
 use super::io::SplicePipe;
 use super::step::Step;
@@ -32,9 +33,9 @@ impl Step<'_, '_> {
         if !upstream.write_closed {
             match self.io.to_origin.flush(&mut upstream.stream, keep) {
                 Ok(m) => moved |= m,
-                Err(_) => {
+                Err(e) => {
                     upstream.write_closed = true;
-                    upstream.write_reset = true;
+                    upstream.reset_seen = write_met_failure(&e);
                     self.io.to_origin.clear();
                 }
             }
@@ -96,12 +97,10 @@ impl Step<'_, '_> {
 
     /// Reports progress, or (nothing moved) a client reset nothing else would notice, or the deadline.
     pub(super) fn progress(&mut self, moved: bool, body_bytes: usize) -> Flow {
-        if !moved && body_bytes == 0 {
-            if let Ok(Some(_)) = self.client.take_error() {
-                // The client reset while the proxy was not reading it (the origin takes the body slower than it
-                // comes): nothing else would notice until the timeout.
-                return self.fail(Failure::ClientReset);
-            }
+        // The client reset while the proxy was not reading it (the origin takes the body slower than it comes):
+        // nothing else would notice until the timeout.
+        if !moved && body_bytes == 0 && connection_failed(self.client.take_error()) {
+            return self.fail(Failure::ClientReset);
         }
         let (limits, now) = (self.env.cx.limits, self.env.clock.now());
         match self
@@ -149,10 +148,10 @@ impl Step<'_, '_> {
             self.io.to_origin.push(&self.io.from_client[..n]);
             self.io.from_client.drain(..n);
             moved += n;
-            if self.io.to_origin.flush(&mut upstream.stream, keep).is_err() {
+            if let Err(e) = self.io.to_origin.flush(&mut upstream.stream, keep) {
                 // The origin takes no more: the rest of the body stays with the client; its answer is read on.
                 upstream.write_closed = true;
-                upstream.write_reset = true;
+                upstream.reset_seen = write_met_failure(&e);
                 self.io.to_origin.clear();
                 break;
             }
@@ -313,7 +312,7 @@ impl Step<'_, '_> {
             match upstream.stream.read(&mut self.env.scratch[..want]) {
                 Ok(0) => {
                     upstream.eof = true;
-                    return match self.engine.on_origin_finished(upstream.write_reset) {
+                    return match self.engine.on_origin_finished(upstream.reset_seen) {
                         Some(ending) => Err(Flow::End(ending)),
                         None => Ok(true),
                     };
@@ -393,7 +392,7 @@ impl Step<'_, '_> {
             match pipe.fill(&upstream.stream, body.limit()) {
                 Ok(0) => {
                     upstream.eof = true;
-                    if let Some(ending) = self.engine.on_origin_finished(upstream.write_reset) {
+                    if let Some(ending) = self.engine.on_origin_finished(upstream.reset_seen) {
                         return Some(Err(Flow::End(ending)));
                     }
                 }

@@ -14,7 +14,7 @@ use smoltalk_core::proxy::engine::{
 use super::connection::{Flow, Streams, Upstream};
 use super::io::{pump, Pumped};
 use super::Env;
-use crate::sys;
+use crate::sys::{self, Inbound};
 
 /// A serving connection's parts, borrowed for one step of its engine.
 pub(super) struct Step<'s, 'e> {
@@ -96,7 +96,9 @@ impl Step<'_, '_> {
         // A peek at the kept origin connection, made only if the engine would reuse it.
         let upstream = self.io.upstream.as_ref();
         let idle = || {
-            upstream.is_some_and(|u| u.connected && !u.eof && sys::is_open_and_silent(&u.stream))
+            upstream.is_some_and(|u| {
+                u.connected && !u.eof && sys::peek_inbound(&u.stream) == Inbound::Nothing
+            })
         };
         let cx = self.env.cx;
         let now = self.env.clock.now();
@@ -177,7 +179,7 @@ impl Step<'_, '_> {
             connected: false,
             eof: false,
             write_closed: false,
-            write_reset: false,
+            reset_seen: false,
         });
         Ok(())
     }

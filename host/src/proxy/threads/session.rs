@@ -23,11 +23,11 @@ use smoltalk_core::proxy::{Limits, ProxyContext};
 
 use super::super::lookup::{spawn_lookup, LookupResult};
 use super::super::Clock;
+use super::super::{connection_failed, write_met_failure};
 use super::sockets::{
-    copy_one_way, drain, is_timeout, read_into, std_duration, was_reset, Pending, ReadOutcome,
-    TunnelActivity, TunnelEnd,
+    drain, is_timeout, read_into, relay_both_ways, std_duration, Pending, ReadOutcome, TunnelEnd,
 };
-use crate::sys;
+use crate::sys::{self, Inbound};
 
 /// Each direction of a body is copied through a buffer this big.
 const BODY_BUFFER: usize = 16 * 1024;
@@ -54,9 +54,10 @@ struct Upstream {
     stream: TcpStream,
     /// A write to it failed: nothing more goes to it (what it answered is still read).
     write_closed: bool,
-    /// That write met a reset. Linux reports a reset once, to the call that meets it: the reads after it see a
-    /// plain end, which must not pass for the origin's clean close.
-    write_reset: bool,
+    /// A write (or a peek) met the connection's failure (a reset) before the origin had finished sending. Linux
+    /// tells a failure once, to the call that meets it: the reads after it see a plain end, which must not pass
+    /// for the origin's close.
+    reset_seen: bool,
 }
 
 /// One client connection on its own thread.
@@ -157,8 +158,11 @@ impl<'c> ClientSession<'c> {
         loop {
             // A peek at the kept origin connection, made only if the engine would reuse it.
             let upstream = self.upstream.as_ref();
-            let idle =
-                || upstream.is_some_and(|u| !u.write_closed && sys::is_open_and_silent(&u.stream));
+            let idle = || {
+                upstream.is_some_and(|u| {
+                    !u.write_closed && sys::peek_inbound(&u.stream) == Inbound::Nothing
+                })
+            };
             let now = self.clock.now();
             let step = self.engine.on_client_head(
                 self.cx,
@@ -261,7 +265,7 @@ impl<'c> ClientSession<'c> {
                     self.upstream = Some(Upstream {
                         stream,
                         write_closed: false,
-                        write_reset: false,
+                        reset_seen: false,
                     });
                     return self.connected();
                 }
@@ -292,50 +296,62 @@ impl<'c> ClientSession<'c> {
         }
     }
 
-    /// Writes the request head or body bytes to the origin, looking at the client every [`WATCH`] while the
-    /// origin takes nothing, until the engine's deadline. An origin that takes no more (it reset, or answered
-    /// early and closed) gets nothing more; what it answered, if anything, is read on, and the engine decides
-    /// from that.
+    /// Writes the request head or body bytes to the origin. While the origin takes nothing, it looks every
+    /// [`WATCH`] at the client (one that failed ends the exchange) and at the origin: an answer that begins is
+    /// read and sent on ([`Self::answer_while_sending`]), an origin that closed or failed gets nothing more
+    /// (what it answered, if anything, is read on, and the engine decides from that), and the engine's
+    /// deadline holds.
     fn send_to_origin(&mut self, what: ToOrigin) -> Result<(), Ending> {
-        let ClientSession {
-            client,
-            engine,
-            limits,
-            clock,
-            from_client,
-            head_out,
-            request_head,
-            upstream,
-            ..
-        } = self;
-        let Some(upstream) = upstream.as_mut().filter(|u| !u.write_closed) else {
-            return Ok(());
-        };
-        let mut bytes = match what {
-            ToOrigin::Head => request_head.as_slice(),
-            ToOrigin::Body(n) => from_client.bytes().get(..n).unwrap_or(&[]),
-        };
-        while !bytes.is_empty() {
+        let mut sent = 0;
+        loop {
+            let Some(upstream) = self.upstream.as_mut().filter(|u| !u.write_closed) else {
+                return Ok(());
+            };
+            let bytes = match what {
+                ToOrigin::Head => self.request_head.get(sent..),
+                ToOrigin::Body(n) => self.from_client.bytes().get(sent..n),
+            };
+            let bytes = bytes.unwrap_or(&[]);
+            if bytes.is_empty() {
+                return Ok(());
+            }
             match upstream.stream.write(bytes) {
                 Ok(n @ 1..) => {
-                    bytes = bytes.get(n..).unwrap_or(&[]);
-                    engine.on_progress(limits, clock.now(), 0);
+                    sent += n;
+                    self.engine.on_progress(self.limits, self.clock.now(), 0);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => {
-                    if was_reset(client) {
-                        return Err(engine.on_failure(Failure::ClientReset, head_out));
+                    if connection_failed(self.client.take_error()) {
+                        return Err(self.fail(Failure::ClientReset));
                     }
-                    if let Some(ending) = engine.on_timeout(clock.now(), head_out) {
-                        return Err(ending);
+                    match sys::peek_inbound(&upstream.stream) {
+                        Inbound::Nothing => self.timed_out()?,
+                        Inbound::Bytes => self.answer_while_sending()?,
+                        Inbound::End => upstream.write_closed = true,
+                        Inbound::Failed => {
+                            upstream.write_closed = true;
+                            upstream.reset_seen = true;
+                        }
                     }
                 }
-                // A reset (or a socket that takes nothing): Linux tells of the reset only here.
-                Ok(0) | Err(_) => {
+                Ok(0) => upstream.write_closed = true,
+                Err(e) => {
                     upstream.write_closed = true;
-                    upstream.write_reset = true;
-                    break;
+                    upstream.reset_seen = write_met_failure(&e);
                 }
+            }
+        }
+    }
+
+    /// The origin began to answer while it took no more of the request: the head is read and sent on. After an
+    /// interim head the sending goes on; after the final one nothing more goes to the origin (this thread cannot
+    /// send while it relays the response), and the rest of the request stays with the client.
+    fn answer_while_sending(&mut self) -> Result<(), Ending> {
+        self.response_head(Some(Duration::ZERO))?;
+        if self.engine.response_body().is_some() {
+            if let Some(upstream) = self.upstream.as_mut() {
+                upstream.write_closed = true;
             }
         }
         Ok(())
@@ -343,7 +359,7 @@ impl<'c> ClientSession<'c> {
 
     /// A wait on the origin ended with nothing: the client may have reset meanwhile, or the deadline passed.
     fn origin_silent(&mut self) -> Result<(), Ending> {
-        if was_reset(&self.client) {
+        if connection_failed(self.client.take_error()) {
             return Err(self.fail(Failure::ClientReset));
         }
         self.timed_out()
@@ -365,7 +381,10 @@ impl<'c> ClientSession<'c> {
         }
         if !final_head {
             self.forward_request_body()?;
-            while self.response_head(None)? != Some(false) {}
+            // Up to the final head (which may have come while the body went).
+            while self.engine.response_body().is_none() {
+                self.response_head(None)?;
+            }
         }
         self.relay_response_body()?;
         // Clean: open both ways and nothing of it unread.
@@ -498,7 +517,7 @@ impl<'c> ClientSession<'c> {
                         continue;
                     }
                     ReadOutcome::Finished { reset } => {
-                        let reset = reset || upstream.write_reset;
+                        let reset = reset || upstream.reset_seen;
                         self.upstream = None;
                         match self.engine.on_origin_finished(reset) {
                             Some(ending) => return Err(ending),
@@ -538,27 +557,16 @@ impl<'c> ClientSession<'c> {
             return self.fail(Failure::TunnelPeerReset);
         }
         self.from_client.consume(usize::MAX);
-        let clones = (
-            origin.try_clone(),
-            origin.try_clone(),
-            self.client.try_clone(),
-            self.client.try_clone(),
+        let relayed = relay_both_ways(
+            &self.client,
+            origin,
+            (&mut self.from_client, &mut self.from_origin),
+            self.clock,
+            self.limits,
         );
-        let (Ok(mut origin_in), Ok(mut origin_out), Ok(mut client_in), Ok(mut client_out)) = clones
-        else {
+        let Ok((moved, activity)) = relayed else {
             return self.fail(Failure::TunnelPeerReset);
         };
-        let activity = TunnelActivity::new(self.clock, self.limits);
-        let mut back = std::mem::replace(&mut self.from_origin, Pending::new(0));
-        let mut forth = std::mem::replace(&mut self.from_client, Pending::new(0));
-        let moved = std::thread::scope(|scope| {
-            let activity = &activity;
-            let back = scope.spawn(move || {
-                copy_one_way(&mut origin_in, &mut client_out, &mut back.buf, activity)
-            });
-            let forth = copy_one_way(&mut client_in, &mut origin_out, &mut forth.buf, activity);
-            forth + back.join().unwrap_or(0)
-        });
         self.engine.on_progress(self.limits, activity.last(), moved);
         match activity.end() {
             TunnelEnd::Reset => self.fail(Failure::TunnelPeerReset),

@@ -1,6 +1,6 @@
 //! A client thread's byte moving: what was read and not used yet ([`Pending`]), reads with a deadline
-//! ([`read_into`]), a tunnel's copying ([`TunnelActivity`]), the drain after a close, and the timeouts and
-//! pending errors of blocking sockets.
+//! ([`read_into`]), a tunnel's copying ([`TunnelActivity`]), the drain after a close, and the timeouts of
+//! blocking sockets.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -146,16 +146,43 @@ impl TunnelActivity {
         };
         for stream in [a, b] {
             let _ = match reset {
-                true => sys::abort_connection(stream),
+                // Should the abort fail, a shutdown of the reading side still wakes the other thread's read,
+                // and sends nothing: the reset then goes when the session closes the connection.
+                true => sys::abort_connection(stream).or_else(|_| stream.shutdown(Shutdown::Read)),
                 false => stream.shutdown(Shutdown::Both),
             };
         }
     }
 }
 
+/// Copies bytes both ways between `client` and `origin` (client to origin through `buffers.0`, origin to client
+/// through `buffers.1`, on a thread of its own) until both sides have closed, one fails, or neither moves a byte
+/// for the tunnel's idle limit. Returns the bytes moved and the activity that says how and when it ended; an
+/// error if the sockets could not be cloned for the two threads.
+pub(super) fn relay_both_ways(
+    client: &TcpStream,
+    origin: &TcpStream,
+    buffers: (&mut Pending, &mut Pending),
+    clock: Clock,
+    limits: &Limits,
+) -> io::Result<(usize, TunnelActivity)> {
+    let (mut client_in, mut client_out) = (client.try_clone()?, client.try_clone()?);
+    let (mut origin_in, mut origin_out) = (origin.try_clone()?, origin.try_clone()?);
+    let (forth, back) = (&mut buffers.0.buf, &mut buffers.1.buf);
+    let activity = TunnelActivity::new(clock, limits);
+    let moved = std::thread::scope(|scope| {
+        let activity = &activity;
+        let back =
+            scope.spawn(move || copy_one_way(&mut origin_in, &mut client_out, back, activity));
+        let forth = copy_one_way(&mut client_in, &mut origin_out, forth, activity);
+        forth + back.join().unwrap_or(0)
+    });
+    Ok((moved, activity))
+}
+
 /// Copies `from` to `to` until `from` closes (then closes `to`'s sending side), either side fails (a reset), or
 /// the tunnel has been idle both ways for its limit. Returns how many bytes went.
-pub(super) fn copy_one_way(
+fn copy_one_way(
     from: &mut TcpStream,
     to: &mut TcpStream,
     buf: &mut [u8],
@@ -249,9 +276,4 @@ pub(super) fn read_into(
         Err(e) if e.kind() == io::ErrorKind::Interrupted => ReadOutcome::Bytes,
         Err(_) => ReadOutcome::Finished { reset: true },
     }
-}
-
-/// Whether `stream`'s connection has been reset (its pending error, read and cleared).
-pub(super) fn was_reset(stream: &TcpStream) -> bool {
-    matches!(stream.take_error(), Ok(Some(_)))
 }
