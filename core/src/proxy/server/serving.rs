@@ -176,14 +176,18 @@ impl<const OUT: usize> PhaseStep for Serving<'_, '_, '_, '_, OUT> {
                     "the reset of the origin socket's last connection did not go out in time"
                 );
             }
-            // Straight to the new connection: `connect` would abort the old one again and wait anew.
-            return match self.open(addr) {
-                Ok(()) => Flow::Moved(true),
-                Err(()) => {
-                    let step = self.connection.on_connect_failed(false, &mut self.out.buf);
-                    self.follow(step)
+            // Straight to the new connection, and to each candidate after it should one fail at once:
+            // `connect` would abort the old one again and wait anew.
+            let mut addr = addr;
+            loop {
+                if self.open(addr).is_ok() {
+                    return Flow::Moved(true);
                 }
-            };
+                match self.connection.on_connect_failed(false, &mut self.out.buf) {
+                    ConnectStep::Connect(next) => addr = next,
+                    ConnectStep::End(ending) => return Flow::End(ending),
+                }
+            }
         }
         match self.origin().state() {
             tcp::State::Established => {}
