@@ -36,6 +36,9 @@ use support::*;
 /// - `/answer-then-reset` (POST): reads the head and 64 KiB of the body, answers with a head and `partial-` of a
 ///   body that ends at the close, and resets while the upload still comes.
 /// - `/hello-reset`, asked through a CONNECT tunnel: `hello`, then a reset.
+/// - `/answer-close-reset` (POST): reads the head and 64 KiB of the body, answers with a head and `whole body`
+///   that ends at the close, closes its sending side (FIN), reads 64 KiB more and closes with the rest of the
+///   upload unread, which the kernel answers with a reset. The response was whole.
 /// - `/small`: a short 200.
 /// - `/event/EV` sets event EV; `/log` shows what was recorded; `/progress/PATH` how many body bytes the
 ///   upload on PATH has had so far. (These three are asked directly, not through the proxy.)
@@ -96,6 +99,23 @@ def serve(c):
         c.sendall(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npartial-')
         record('answer-then-reset')
         return reset(c)
+    if path == '/answer-close-reset':
+        got = len(rest)
+        while got < 65536:
+            d = c.recv(65536)
+            if not d:
+                break
+            got += len(d)
+        c.sendall(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nwhole body')
+        c.shutdown(socket.SHUT_WR)
+        got = 0
+        while got < 65536:
+            d = c.recv(65536)
+            if not d:
+                break
+            got += len(d)
+        record('answer-close-reset')
+        return c.close()
     if path == '/hello-reset':
         c.sendall(b'hello')
         record('hello-reset')
@@ -768,6 +788,74 @@ fn kernel_proxy_client_vanishes_mid_upload() {
 )]
 fn smoltcp_proxy_client_vanishes_mid_upload() {
     client_vanishes_mid_upload(Stack::Smoltcp, "smoltcp_proxy_client_vanishes_mid_upload");
+}
+
+/// An origin that answers with a body that ends at its close, closes (FIN), and only then resets because the
+/// upload still came: the write that meets that reset fails with `EPIPE`, not a reset, and the response was
+/// whole. The client gets all of it and a clean end (the rest of its upload is drained), not a reset.
+fn a_reset_after_the_origins_close_cuts_nothing(stack: Stack, test: &str) {
+    let Some(ns) = namespace_or_skip(test, "faults", &[]) else {
+        return;
+    };
+    let setup = Setup::start(&ns, stack, "4");
+    let mut stream = setup.proxy.connect();
+    let host = format!("{}:{}", setup.proxy.net.origin_host(), setup.origin_port);
+    let length = 8 << 20;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {length}\r\n\r\n",
+        setup.url("/answer-close-reset")
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let (bytes, end) = upload_and_read(&mut stream, length);
+    let (head, body) = split_head(&bytes);
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK\r\n") && body == b"whole body",
+        "{head}{body:?}; proxy log:\n{}",
+        setup.proxy.log()
+    );
+    assert_eq!(
+        end,
+        End::Eof,
+        "the whole response ended with a reset; proxy log:\n{}",
+        setup.proxy.log()
+    );
+    setup.finish();
+}
+
+#[test]
+#[cfg_attr(
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun, ip, ping and python3 (a network namespace)"
+)]
+fn kernel_proxy_a_reset_after_the_origins_close_cuts_nothing() {
+    a_reset_after_the_origins_close_cuts_nothing(
+        Stack::Kernel,
+        "kernel_proxy_a_reset_after_the_origins_close_cuts_nothing",
+    );
+}
+
+#[test]
+#[cfg_attr(
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun, ip, ping and python3 (a network namespace)"
+)]
+fn thread_per_client_proxy_a_reset_after_the_origins_close_cuts_nothing() {
+    a_reset_after_the_origins_close_cuts_nothing(
+        Stack::KernelThreads,
+        "thread_per_client_proxy_a_reset_after_the_origins_close_cuts_nothing",
+    );
+}
+
+#[test]
+#[cfg_attr(
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun, ip, ping and python3 (a network namespace)"
+)]
+fn smoltcp_proxy_a_reset_after_the_origins_close_cuts_nothing() {
+    a_reset_after_the_origins_close_cuts_nothing(
+        Stack::Smoltcp,
+        "smoltcp_proxy_a_reset_after_the_origins_close_cuts_nothing",
+    );
 }
 
 #[test]

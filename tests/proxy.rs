@@ -290,7 +290,8 @@ fn a_request_followed_at_once_by_the_clients_fin_is_answered() {
 }
 
 /// A simple client sends its whole upload before it reads: the answer that came first (the proxy's own, or an
-/// origin's early 413 behind which the origin reset) still reaches it, from both kernel-stack designs.
+/// origin's early 413 behind which the origin reset or stalled) still reaches it, from both kernel-stack
+/// designs; an interim answer that comes while the upload is stuck lets it go on.
 #[test]
 #[cfg_attr(smoltalk_no_curl, ignore = "needs curl, openssl and python3")]
 fn an_early_answer_reaches_a_client_that_is_still_uploading() {
@@ -298,6 +299,7 @@ fn an_early_answer_reaches_a_client_that_is_still_uploading() {
     for design in [&[][..], &["--thread-per-client"][..]] {
         let proxy = start_proxy(design);
         scenario::an_early_answer_reaches_a_client_that_is_still_uploading(&proxy, origin_port);
+        scenario::a_late_interim_answer_lets_the_upload_go_on(&proxy, origin_port);
         proxy.stop();
     }
 }

@@ -96,12 +96,28 @@ class Handler(BaseHTTPRequestHandler):
 
     do_HEAD = do_GET
 
+    def handle_expect_100(self):
+        if self.path == '/late-continue':
+            # The go-ahead well after the proxy stopped waiting for it, and the body read only a second later.
+            time.sleep(1.5)
+            self.send_response_only(100)
+            self.end_headers()
+            time.sleep(1)
+            return True
+        return BaseHTTPRequestHandler.handle_expect_100(self)
+
     def do_POST(self):
         self.record()
         if self.path == '/early':
             # An answer before the body is read, then the close: with the body unread, the kernel resets.
             self.close_connection = True
             return self.reply(413, b'too large\n', extra=[('Connection', 'close')])
+        if self.path == '/early-stall':
+            # An answer before the body is read; then the connection stays open and nothing more is read.
+            self.reply(413, b'too large\n')
+            time.sleep(120)
+            self.close_connection = True
+            return
         if 'chunked' in self.headers.get('Transfer-Encoding', ''):
             body = read_chunked(self.rfile)
         else:
@@ -1442,7 +1458,8 @@ pub mod scenario {
     /// A client that sends its whole upload before it reads (as simple clients do) gets the answer that came
     /// before its upload ended, and no reset: the proxy's own (508, for a request to the proxy itself) while the
     /// upload goes on in pieces for three times the drain's 500 ms of silence, and an origin's early 413 from
-    /// an origin that closes with the upload unread (so its kernel resets the connection to the proxy).
+    /// an origin that closes with the upload unread (so its kernel resets the connection to the proxy), and from
+    /// one that keeps the connection open and reads no more.
     pub fn an_early_answer_reaches_a_client_that_is_still_uploading(
         proxy: &Proxy,
         origin_port: u16,
@@ -1459,6 +1476,58 @@ pub mod scenario {
             proxy.log()
         );
         assert_eq!(body, b"too large\n");
+        // The same answer from an origin that then keeps the connection open and reads no more: the proxy,
+        // stuck writing the upload, still hears it (16 MiB, far more than the sockets' buffers hold).
+        let stall = at(proxy, origin_port, "/early-stall");
+        let reply = upload(proxy, &stall, 256, 64 * 1024, Duration::ZERO);
+        let (head, body) = split_head(&reply);
+        assert!(
+            head.starts_with("HTTP/1.1 413 "),
+            "{head}\nproxy log:\n{}",
+            proxy.log()
+        );
+        assert_eq!(body, b"too large\n");
+    }
+
+    /// A client that asks `Expect: 100-continue` and sends its 32 MiB body at once (the proxy forwards it after
+    /// its second's wait) to an origin whose `100 Continue` comes 1.5 s late and which reads nothing for a
+    /// second more: the proxy, stuck writing the body, passes the interim answer on and goes on with the body,
+    /// which reaches the origin whole.
+    pub fn a_late_interim_answer_lets_the_upload_go_on(proxy: &Proxy, origin_port: u16) {
+        let url = at(proxy, origin_port, "/late-continue");
+        let length = 32 << 20;
+        let mut stream = proxy.connect();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let head = format!(
+            "POST {url} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n\
+             Content-Length: {length}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).expect("send the head");
+        let piece = vec![b'u'; 64 * 1024];
+        for i in 0..length / piece.len() {
+            if let Err(e) = stream.write_all(&piece) {
+                panic!("piece {i} of the upload: {e}\nproxy log:\n{}", proxy.log());
+            }
+        }
+        let reply = read_all(&mut stream);
+        let (interim, rest) = split_head(&reply);
+        assert!(
+            interim.starts_with("HTTP/1.1 100 "),
+            "{interim}\nproxy log:\n{}",
+            proxy.log()
+        );
+        let (head, body) = split_head(rest);
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        assert!(
+            head.contains(&format!("\r\nX-Body-Length: {length}\r\n")),
+            "{head}"
+        );
+        assert_eq!(body.len(), length);
     }
 
     /// POSTs `pieces` pieces of `size` bytes to `url` through `proxy`, one every `gap`, each write checked;
