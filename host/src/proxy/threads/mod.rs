@@ -1,6 +1,7 @@
 //! The HTTP forward proxy on the kernel's stack (`std::net`): the classic lab design, one blocking thread per
 //! client, kept for comparison (`--thread-per-client`). Each thread drives the core's engine
-//! (`session::ClientSession`) with blocking reads and writes whose timeouts come from the engine's deadlines.
+//! (`session::ClientSession`, its exchange with the origin in `session::exchange`) with blocking reads and
+//! writes whose timeouts come from the engine's deadlines.
 //!
 //! The acceptor thread admits each client through the engine (403 and 503 are decided there) and hands it to a
 //! thread of its own; refused clients are answered by one refuser thread, which drains them side by side, so a

@@ -7,34 +7,34 @@
 //!     └──────────────────────────── the client keeps its connection ◀───────────────────────┘
 //! ```
 //!
-//! Because it cannot read the response while it sends the request body, a client that sent
+//! The exchange itself (request to the origin, response back) is in [`exchange`]. A client that sent
 //! `Expect: 100-continue` gets the origin's answer first, waited for at most [`Limits::continue_wait`].
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError};
 use std::time::Duration;
 
 use smoltalk_core::proxy::engine::{
-    AfterResponse, ConnectStep, Connected, Ending, Failure, HeadStep, OriginStep, ProxyConnection,
-    ResponseStep,
+    ConnectStep, Connected, Ending, Failure, HeadStep, OriginStep, ProxyConnection,
 };
 use smoltalk_core::proxy::{Limits, ProxyContext};
 
 use super::super::lookup::{spawn_lookup, LookupResult};
 use super::super::Clock;
-use super::super::{connection_failed, write_met_failure};
 use super::sockets::{
     drain, is_timeout, read_into, relay_both_ways, std_duration, Pending, ReadOutcome, TunnelEnd,
 };
 use crate::sys::{self, Inbound};
 
+mod exchange;
+
 /// Each direction of a body is copied through a buffer this big.
 const BODY_BUFFER: usize = 16 * 1024;
 
 /// How often a thread blocked on the origin (writing a body it does not take, waiting for its answer) looks at
-/// the client's connection: a client that reset meanwhile ends the exchange then, not at the origin's pace or
-/// the deadline (the event loop hears of it at once).
+/// the client's connection and the origin's: a client that reset meanwhile ends the exchange then, not at the
+/// origin's pace or the deadline, and an answer that began is read (the event loop hears of both at once).
 const WATCH: Duration = Duration::from_millis(250);
 
 /// What goes to the origin: the request head, or the first `n` bytes the client sent (body).
@@ -260,7 +260,7 @@ impl<'c> ClientSession<'c> {
             match TcpStream::connect_timeout(&addr, wait) {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    // Writes wait at most [`WATCH`] at a time (see `send_to_origin`).
+                    // Writes wait at most [`WATCH`] at a time (see `exchange`).
                     let _ = stream.set_write_timeout(Some(WATCH));
                     self.upstream = Some(Upstream {
                         stream,
@@ -293,252 +293,6 @@ impl<'c> ClientSession<'c> {
                 }
             }
             Connected::End(ending) => Err(ending),
-        }
-    }
-
-    /// Writes the request head or body bytes to the origin. While the origin takes nothing, it looks every
-    /// [`WATCH`] at the client (one that failed ends the exchange) and at the origin: an answer that begins is
-    /// read and sent on ([`Self::answer_while_sending`]), an origin that closed or failed gets nothing more
-    /// (what it answered, if anything, is read on, and the engine decides from that), and the engine's
-    /// deadline holds.
-    fn send_to_origin(&mut self, what: ToOrigin) -> Result<(), Ending> {
-        let mut sent = 0;
-        loop {
-            let Some(upstream) = self.upstream.as_mut().filter(|u| !u.write_closed) else {
-                return Ok(());
-            };
-            let bytes = match what {
-                ToOrigin::Head => self.request_head.get(sent..),
-                ToOrigin::Body(n) => self.from_client.bytes().get(sent..n),
-            };
-            let bytes = bytes.unwrap_or(&[]);
-            if bytes.is_empty() {
-                return Ok(());
-            }
-            match upstream.stream.write(bytes) {
-                Ok(n @ 1..) => {
-                    sent += n;
-                    self.engine.on_progress(self.limits, self.clock.now(), 0);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_timeout(&e) => {
-                    if connection_failed(self.client.take_error()) {
-                        return Err(self.fail(Failure::ClientReset));
-                    }
-                    match sys::peek_inbound(&upstream.stream) {
-                        Inbound::Nothing => self.timed_out()?,
-                        Inbound::Bytes => self.answer_while_sending()?,
-                        Inbound::End => upstream.write_closed = true,
-                        Inbound::Failed => {
-                            upstream.write_closed = true;
-                            upstream.reset_seen = true;
-                        }
-                    }
-                }
-                Ok(0) => upstream.write_closed = true,
-                Err(e) => {
-                    upstream.write_closed = true;
-                    upstream.reset_seen = write_met_failure(&e);
-                }
-            }
-        }
-    }
-
-    /// The origin began to answer while it took no more of the request: the head is read and sent on. After an
-    /// interim head the sending goes on; after the final one nothing more goes to the origin (this thread cannot
-    /// send while it relays the response), and the rest of the request stays with the client.
-    fn answer_while_sending(&mut self) -> Result<(), Ending> {
-        self.response_head(Some(Duration::ZERO))?;
-        if self.engine.response_body().is_some() {
-            if let Some(upstream) = self.upstream.as_mut() {
-                upstream.write_closed = true;
-            }
-        }
-        Ok(())
-    }
-
-    /// A wait on the origin ended with nothing: the client may have reset meanwhile, or the deadline passed.
-    fn origin_silent(&mut self) -> Result<(), Ending> {
-        if connection_failed(self.client.take_error()) {
-            return Err(self.fail(Failure::ClientReset));
-        }
-        self.timed_out()
-    }
-
-    fn origin_takes_more(&self) -> bool {
-        self.upstream.as_ref().is_some_and(|u| !u.write_closed)
-    }
-
-    /// Forwards one request and its response.
-    fn exchange(&mut self) -> Result<(), Ending> {
-        self.send_to_origin(ToOrigin::Head)?;
-        let body_done = self.engine.request_body().is_none_or(|b| b.is_done());
-        // A client that sent `Expect: 100-continue` waits for a go-ahead; give the origin a moment to answer.
-        let mut final_head = false;
-        if self.engine.expects_continue() && !body_done && self.from_client.is_empty() {
-            let wait = std_duration(self.limits.continue_wait);
-            final_head = self.response_head(Some(wait))? == Some(false);
-        }
-        if !final_head {
-            self.forward_request_body()?;
-            // Up to the final head (which may have come while the body went).
-            while self.engine.response_body().is_none() {
-                self.response_head(None)?;
-            }
-        }
-        self.relay_response_body()?;
-        // Clean: open both ways and nothing of it unread.
-        let origin_clean = self.from_origin.is_empty() && self.origin_takes_more();
-        match self
-            .engine
-            .on_response_sent(self.cx, origin_clean, self.clock.now())
-        {
-            AfterResponse::NextRequest { keep_origin } => {
-                if !keep_origin {
-                    self.upstream = None;
-                }
-                Ok(())
-            }
-            AfterResponse::End(ending) => Err(ending),
-        }
-    }
-
-    /// Streams the request body from the client to the origin, leaving any byte after it (a pipelined request)
-    /// in `from_client`. An origin that stops taking it leaves the rest with the client.
-    fn forward_request_body(&mut self) -> Result<(), Ending> {
-        loop {
-            let done = self.engine.request_body().is_none_or(|b| b.is_done());
-            if done || !self.origin_takes_more() {
-                return Ok(());
-            }
-            if self.from_client.is_empty() {
-                let wait = self.left();
-                match read_into(&mut self.client, &mut self.from_client, wait) {
-                    ReadOutcome::Bytes => {}
-                    ReadOutcome::TimedOut => {
-                        self.timed_out()?;
-                        continue;
-                    }
-                    ReadOutcome::Finished { reset: false } => {
-                        self.client_done = true;
-                        return Err(self.fail(Failure::ClientClosedMidBody));
-                    }
-                    ReadOutcome::Finished { reset: true } => {
-                        return Err(self.fail(Failure::ClientReset));
-                    }
-                }
-            }
-            let Some(body) = self.engine.request_body() else {
-                return Ok(());
-            };
-            let n = match body.advance(self.from_client.bytes()) {
-                Ok(n) => n,
-                Err(_) => return Err(self.fail(Failure::MalformedRequestBody)),
-            };
-            self.send_to_origin(ToOrigin::Body(n))?;
-            self.from_client.consume(n);
-            self.engine.on_progress(self.limits, self.clock.now(), n);
-        }
-    }
-
-    /// Reads the origin's next response head and sends what the engine writes of it to the client. `wait`
-    /// bounds the wait for its first byte (`Ok(None)` when it passes). `Ok(Some(interim))` once a head went.
-    fn response_head(&mut self, wait: Option<Duration>) -> Result<Option<bool>, Ending> {
-        let mut until = wait.map(|w| std::time::Instant::now() + w);
-        let mut origin_done = false;
-        loop {
-            match self.engine.on_response_head(
-                self.cx,
-                self.from_origin.bytes(),
-                origin_done,
-                &mut self.head_out,
-            ) {
-                ResponseStep::Head {
-                    consumed,
-                    len,
-                    interim,
-                } => {
-                    self.from_origin.consume(consumed);
-                    let head = self.head_out.get(..len).unwrap_or(&[]);
-                    if self.client.write_all(head).is_err() {
-                        return Err(self.fail(Failure::ClientReset));
-                    }
-                    return Ok(Some(interim));
-                }
-                ResponseStep::Retry(addr) => {
-                    self.retry(addr)?;
-                    origin_done = false;
-                    continue;
-                }
-                ResponseStep::End(ending) => return Err(ending),
-                ResponseStep::NeedMore => {}
-            }
-            let left = match until {
-                Some(until) => until.saturating_duration_since(std::time::Instant::now()),
-                None => self.left(),
-            };
-            let Some(upstream) = self.upstream.as_mut() else {
-                return Err(self
-                    .engine
-                    .driver_bug("reading a response without an origin"));
-            };
-            match read_into(&mut upstream.stream, &mut self.from_origin, left.min(WATCH)) {
-                ReadOutcome::Bytes => self.engine.on_progress(self.limits, self.clock.now(), 0),
-                ReadOutcome::Finished { .. } => origin_done = true,
-                ReadOutcome::TimedOut => {
-                    if until.is_some_and(|u| std::time::Instant::now() >= u) {
-                        if self.from_origin.is_empty() {
-                            return Ok(None);
-                        }
-                        // A head has begun: the rest is waited for as any head is.
-                        until = None;
-                    }
-                    self.origin_silent()?;
-                }
-            }
-        }
-    }
-
-    /// Streams the response body from the origin to the client.
-    fn relay_response_body(&mut self) -> Result<(), Ending> {
-        loop {
-            if self.engine.response_body().is_none_or(|b| b.is_done()) {
-                return Ok(());
-            }
-            if self.from_origin.is_empty() {
-                let wait = self.left().min(WATCH);
-                let Some(upstream) = self.upstream.as_mut() else {
-                    return Err(self.engine.driver_bug("reading a body without an origin"));
-                };
-                match read_into(&mut upstream.stream, &mut self.from_origin, wait) {
-                    ReadOutcome::Bytes => {}
-                    ReadOutcome::TimedOut => {
-                        self.origin_silent()?;
-                        continue;
-                    }
-                    ReadOutcome::Finished { reset } => {
-                        let reset = reset || upstream.reset_seen;
-                        self.upstream = None;
-                        match self.engine.on_origin_finished(reset) {
-                            Some(ending) => return Err(ending),
-                            None => continue,
-                        }
-                    }
-                }
-            }
-            let Some(body) = self.engine.response_body() else {
-                return Ok(());
-            };
-            let n = match body.advance(self.from_origin.bytes()) {
-                Ok(n) => n,
-                Err(_) => return Err(self.fail(Failure::MalformedResponseBody)),
-            };
-            let chunk = self.from_origin.bytes().get(..n).unwrap_or(&[]);
-            if self.client.write_all(chunk).is_err() {
-                return Err(self.fail(Failure::ClientReset));
-            }
-            self.from_origin.consume(n);
-            self.engine.on_progress(self.limits, self.clock.now(), n);
         }
     }
 
