@@ -198,7 +198,10 @@ fn copy_one_way(
         let _ = from.set_read_timeout(Some(left.max(Duration::from_millis(1))));
         match from.read(buf) {
             Ok(0) => {
-                let _ = to.shutdown(Shutdown::Write);
+                // A read the other thread's stop ended is no end of stream to pass on.
+                if !tunnel.is_stopped() {
+                    let _ = to.shutdown(Shutdown::Write);
+                }
                 break;
             }
             Ok(n) => {

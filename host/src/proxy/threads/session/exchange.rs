@@ -43,7 +43,12 @@ impl ClientSession<'_> {
                     if connection_failed(self.client.take_error()) {
                         return Err(self.fail(Failure::ClientReset));
                     }
-                    match sys::peek_inbound(&upstream.stream) {
+                    // A head read with the one before it (a final one behind an interim one) waits here.
+                    let inbound = match self.from_origin.is_empty() {
+                        true => sys::peek_inbound(&upstream.stream),
+                        false => Inbound::Bytes,
+                    };
+                    match inbound {
                         Inbound::Nothing => self.timed_out()?,
                         Inbound::Bytes => self.answer_while_sending()?,
                         Inbound::End => upstream.write_closed = true,
@@ -66,13 +71,19 @@ impl ClientSession<'_> {
     /// interim head the sending goes on; after the final one nothing more goes to the origin (this thread cannot
     /// send while it relays the response), and the rest of the request stays with the client.
     fn answer_while_sending(&mut self) -> Result<(), Ending> {
-        self.response_head(Some(Duration::ZERO))?;
-        if self.engine.response_body().is_some() {
-            if let Some(upstream) = self.upstream.as_mut() {
-                upstream.write_closed = true;
+        loop {
+            self.response_head(Some(Duration::ZERO))?;
+            if self.engine.response_body().is_some() {
+                if let Some(upstream) = self.upstream.as_mut() {
+                    upstream.write_closed = true;
+                }
+                return Ok(());
+            }
+            // Another head may have come in the same read.
+            if self.from_origin.is_empty() {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     /// A wait on the origin ended with nothing: the client may have reset meanwhile, or the deadline passed.
