@@ -609,7 +609,7 @@ fn early_answers_reach_uploading_clients_and_one_way_tunnels_stay_open() {
         "1",
     ]);
     scenario::an_early_answer_reaches_a_client_that_is_still_uploading(&proxy, origin_port);
-    scenario::a_late_interim_answer_lets_the_upload_go_on(&proxy, origin_port);
+    scenario::interim_answers_reach_a_client_that_is_still_uploading(&proxy, origin_port);
     scenario::a_tunnel_busy_one_way_outlives_the_idle_limit(&proxy, drip_port);
     stop_cleanly(proxy);
 }

@@ -299,7 +299,7 @@ fn an_early_answer_reaches_a_client_that_is_still_uploading() {
     for design in [&[][..], &["--thread-per-client"][..]] {
         let proxy = start_proxy(design);
         scenario::an_early_answer_reaches_a_client_that_is_still_uploading(&proxy, origin_port);
-        scenario::a_late_interim_answer_lets_the_upload_go_on(&proxy, origin_port);
+        scenario::interim_answers_reach_a_client_that_is_still_uploading(&proxy, origin_port);
         proxy.stop();
     }
 }

@@ -104,6 +104,13 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             time.sleep(1)
             return True
+        if self.path == '/continue-then-413':
+            # The go-ahead and, in the same write, the refusal; then nothing more is read.
+            self.wfile.write(b'HTTP/1.1 100 Continue\r\n\r\n'
+                             b'HTTP/1.1 413 Payload Too Large\r\nContent-Length: 10\r\n\r\ntoo large\n')
+            self.wfile.flush()
+            time.sleep(120)
+            return False
         return BaseHTTPRequestHandler.handle_expect_100(self)
 
     def do_POST(self):
@@ -580,7 +587,7 @@ pub fn self_signed_cert() -> (PathBuf, PathBuf, PathBuf) {
 /// and stops it afterwards. The origins' address stands in every request and log line, so each stack gets the
 /// same bytes it got when the scenarios were written out in both files.
 pub mod scenario {
-    use std::io::Write;
+    use std::io::{ErrorKind, Read, Write};
     use std::net::Shutdown;
     use std::path::Path;
     use std::time::{Duration, Instant};
@@ -1477,9 +1484,9 @@ pub mod scenario {
         );
         assert_eq!(body, b"too large\n");
         // The same answer from an origin that then keeps the connection open and reads no more: the proxy,
-        // stuck writing the upload, still hears it (16 MiB, far more than the sockets' buffers hold).
+        // stuck writing the upload, still hears it (64 MiB, far more than the sockets' buffers hold).
         let stall = at(proxy, origin_port, "/early-stall");
-        let reply = upload(proxy, &stall, 256, 64 * 1024, Duration::ZERO);
+        let reply = upload(proxy, &stall, 1024, 64 * 1024, Duration::ZERO);
         let (head, body) = split_head(&reply);
         assert!(
             head.starts_with("HTTP/1.1 413 "),
@@ -1489,36 +1496,30 @@ pub mod scenario {
         assert_eq!(body, b"too large\n");
     }
 
-    /// A client that asks `Expect: 100-continue` and sends its 32 MiB body at once (the proxy forwards it after
-    /// its second's wait) to an origin whose `100 Continue` comes 1.5 s late and which reads nothing for a
-    /// second more: the proxy, stuck writing the body, passes the interim answer on and goes on with the body,
-    /// which reaches the origin whole.
-    pub fn a_late_interim_answer_lets_the_upload_go_on(proxy: &Proxy, origin_port: u16) {
-        let url = at(proxy, origin_port, "/late-continue");
-        let length = 32 << 20;
-        let mut stream = proxy.connect();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream
-            .set_write_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let head = format!(
-            "POST {url} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n\
-             Content-Length: {length}\r\n\r\n"
-        );
-        stream.write_all(head.as_bytes()).expect("send the head");
-        let piece = vec![b'u'; 64 * 1024];
-        for i in 0..length / piece.len() {
-            if let Err(e) = stream.write_all(&piece) {
-                panic!("piece {i} of the upload: {e}\nproxy log:\n{}", proxy.log());
-            }
-        }
-        let reply = read_all(&mut stream);
+    /// Interim answers that come while the proxy is stuck sending an upload, to a client that asked
+    /// `Expect: 100-continue` and sends its 64 MiB body at once, reading as it goes: an origin's `100 Continue`
+    /// that comes 1.5 s late, before it reads the body a second later, reaches the client before its upload
+    /// has ended, and the body then goes on whole; an origin that sends `100 Continue` and a 413 in one write
+    /// and reads no more gets both to the client.
+    pub fn interim_answers_reach_a_client_that_is_still_uploading(proxy: &Proxy, origin_port: u16) {
+        let length = 64 << 20;
+        let post = |path: &str| {
+            let mut stream = proxy.connect();
+            let head = format!(
+                "POST {} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n\
+                 Content-Length: {length}\r\n\r\n",
+                at(proxy, origin_port, path)
+            );
+            stream.write_all(head.as_bytes()).expect("send the head");
+            upload_while_reading(&mut stream, length, proxy)
+        };
+
+        let (reply, first_at) = post("/late-continue");
         let (interim, rest) = split_head(&reply);
+        assert!(interim.starts_with("HTTP/1.1 100 "), "{interim}");
         assert!(
-            interim.starts_with("HTTP/1.1 100 "),
-            "{interim}\nproxy log:\n{}",
+            first_at < length,
+            "the 100 came only after the whole upload; proxy log:\n{}",
             proxy.log()
         );
         let (head, body) = split_head(rest);
@@ -1528,6 +1529,78 @@ pub mod scenario {
             "{head}"
         );
         assert_eq!(body.len(), length);
+
+        let (reply, first_at) = post("/continue-then-413");
+        let (interim, rest) = split_head(&reply);
+        assert!(interim.starts_with("HTTP/1.1 100 "), "{interim}");
+        let (head, body) = split_head(rest);
+        assert!(
+            head.starts_with("HTTP/1.1 413 "),
+            "{head}\nproxy log:\n{}",
+            proxy.log()
+        );
+        assert_eq!(body, b"too large\n");
+        assert!(
+            first_at < length,
+            "the answers came only after the whole upload"
+        );
+    }
+
+    /// Sends the `length` bytes of an upload on `stream` (its head sent) while reading what comes back, on one
+    /// thread, until the proxy closes. Returns what came and how much of the upload had gone when its first
+    /// byte came. A reset, or nothing moving either way for 10 s, fails the test.
+    fn upload_while_reading(
+        stream: &mut TcpStream,
+        length: usize,
+        proxy: &Proxy,
+    ) -> (Vec<u8>, usize) {
+        stream.set_nonblocking(true).unwrap();
+        let piece = vec![b'u'; 64 * 1024];
+        let (mut reply, mut sent, mut first_at) = (Vec::new(), 0, None);
+        let mut buf = vec![0u8; 65536];
+        let mut last_progress = Instant::now();
+        loop {
+            let mut moved = false;
+            match stream.read(&mut buf) {
+                Ok(0) => return (reply, first_at.unwrap_or(sent)),
+                Ok(n) => {
+                    first_at.get_or_insert(sent);
+                    reply.extend_from_slice(&buf[..n]);
+                    moved = true;
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                Err(e) => panic!(
+                    "read after {} bytes of reply, {sent} of upload: {e}\nproxy log:\n{}",
+                    reply.len(),
+                    proxy.log()
+                ),
+            }
+            if sent < length {
+                match stream.write(&piece[..piece.len().min(length - sent)]) {
+                    Ok(n) => {
+                        sent += n;
+                        moved = true;
+                    }
+                    Err(e)
+                        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                    Err(e) => panic!(
+                        "write after {sent} bytes of upload: {e}\nproxy log:\n{}",
+                        proxy.log()
+                    ),
+                }
+            }
+            if moved {
+                last_progress = Instant::now();
+            } else {
+                assert!(
+                    last_progress.elapsed() < Duration::from_secs(10),
+                    "nothing moved for 10 s after {sent} bytes of upload and {} of reply; proxy log:\n{}",
+                    reply.len(),
+                    proxy.log()
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 
     /// POSTs `pieces` pieces of `size` bytes to `url` through `proxy`, one every `gap`, each write checked;
