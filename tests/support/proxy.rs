@@ -1474,26 +1474,24 @@ pub mod scenario {
         let itself = format!("{}/upload", proxy.url());
         let reply = upload(proxy, &itself, 32, 32 * 1024, Duration::from_millis(50));
         assert_error_page(&reply, "508 Loop Detected");
-        let early = at(proxy, origin_port, "/early");
-        let reply = upload(proxy, &early, 64, 64 * 1024, Duration::ZERO);
-        let (head, body) = split_head(&reply);
-        assert!(
-            head.starts_with("HTTP/1.1 413 "),
-            "{head}\nproxy log:\n{}",
-            proxy.log()
-        );
-        assert_eq!(body, b"too large\n");
-        // The same answer from an origin that then keeps the connection open and reads no more: the proxy,
-        // stuck writing the upload, still hears it (64 MiB, far more than the sockets' buffers hold).
-        let stall = at(proxy, origin_port, "/early-stall");
-        let reply = upload(proxy, &stall, 1024, 64 * 1024, Duration::ZERO);
-        let (head, body) = split_head(&reply);
-        assert!(
-            head.starts_with("HTTP/1.1 413 "),
-            "{head}\nproxy log:\n{}",
-            proxy.log()
-        );
-        assert_eq!(body, b"too large\n");
+        // An origin that closes, and one that then keeps the connection open and reads no more: the proxy,
+        // stuck writing the upload to it, still hears it (64 MiB, far more than the sockets' buffers hold).
+        for (path, pieces) in [("/early", 64), ("/early-stall", 1024)] {
+            let reply = upload(
+                proxy,
+                &at(proxy, origin_port, path),
+                pieces,
+                64 * 1024,
+                Duration::ZERO,
+            );
+            let (head, body) = split_head(&reply);
+            assert!(
+                head.starts_with("HTTP/1.1 413 "),
+                "{path}: {head}\nproxy log:\n{}",
+                proxy.log()
+            );
+            assert_eq!(body, b"too large\n", "{path}");
+        }
     }
 
     /// Interim answers that come while the proxy is stuck sending an upload, to a client that asked
