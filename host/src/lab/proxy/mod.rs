@@ -128,26 +128,7 @@ impl ProxyLab {
     /// Lets closing connections finish (at most 5 s of virtual time), so the next fetch finds the pool free.
     pub fn settle(&mut self) -> Result<(), NetworkError> {
         let until = self.lab.now() + Duration::from_secs(5);
-        let (proxy_node, origin_node) = (self.proxy_node, self.origin_node);
-        let (proxy, policy, origin, origin_active) = (
-            &mut self.proxy,
-            &self.policy,
-            &mut self.origin,
-            &mut self.origin_active,
-        );
-        drive(&mut self.lab, |lab| {
-            let now = lab.now();
-            let mut moved = proxy.poll(lab.node(proxy_node), now, policy);
-            moved |= origin.poll(lab.node(origin_node), ORIGIN_PORT);
-            origin.count_connections(lab.node(origin_node), origin_active);
-            if proxy.busy() == 0 || now >= until {
-                return Step::Done(());
-            }
-            Step::Pending {
-                moved,
-                poll_at: earliest(proxy.poll_at(), Some(now + Duration::from_millis(200))),
-            }
-        })
+        self.poll_until(|lab, proxy| (false, proxy.busy() == 0 || lab.now() >= until))
     }
 
     /// Polls the proxy and origin and `step` until `step` says it is done.
@@ -155,6 +136,15 @@ impl ProxyLab {
         &mut self,
         mut step: impl FnMut(&mut Lab, &mut T) -> (bool, bool),
         state: &mut T,
+    ) -> Result<(), NetworkError> {
+        self.poll_until(|lab, _| step(lab, state))
+    }
+
+    /// Polls the proxy and origin, then `step` (given the proxy to look at), until `step` says it is done;
+    /// `step` says whether it moved anything, and whether it is done.
+    fn poll_until(
+        &mut self,
+        mut step: impl FnMut(&mut Lab, &SmoltcpProxy) -> (bool, bool),
     ) -> Result<(), NetworkError> {
         let (proxy_node, origin_node) = (self.proxy_node, self.origin_node);
         let (proxy, policy, origin, origin_active) = (
@@ -168,7 +158,7 @@ impl ProxyLab {
             let mut moved = proxy.poll(lab.node(proxy_node), now, policy);
             moved |= origin.poll(lab.node(origin_node), ORIGIN_PORT);
             origin.count_connections(lab.node(origin_node), origin_active);
-            let (stepped, done) = step(lab, state);
+            let (stepped, done) = step(lab, proxy);
             if done {
                 return Step::Done(());
             }
