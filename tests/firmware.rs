@@ -21,7 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::proxy::{
-    assert_error_page, big_body, every_byte, header, seen, split_head, start_origin, Net, SMALL,
+    assert_error_page, big_body, every_byte, header, seen, split_head, start_origin,
+    without_proxy_settings, Net, SMALL,
 };
 use support::*;
 
@@ -435,19 +436,7 @@ fn try_curl_through(net: &Net, port: u16, args: &[&str]) -> Result<(String, Vec<
         ],
     );
     cmd.args(args);
-    for var in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "no_proxy",
-        "NO_PROXY",
-        "CURL_HOME",
-    ] {
-        cmd.env_remove(var);
-    }
+    without_proxy_settings(&mut cmd);
     let out = run(cmd);
     let body = std::fs::read(&body_file).unwrap_or_default();
     let _ = std::fs::remove_file(&body_file);

@@ -422,14 +422,9 @@ pub fn peer(entry: &str) -> String {
     entry.lines().next().unwrap().to_owned()
 }
 
-/// curl through `proxy`, where its clients run: quiet but showing errors, no config file, no proxy settings
-/// from the environment, 10 s at most.
-pub fn curl(proxy: &Proxy, args: &[&str]) -> Output {
-    let mut cmd = proxy.net.command(
-        "curl",
-        &["-q", "-sS", "--max-time", "10", "--noproxy", "", "-x"],
-    );
-    cmd.arg(proxy.url()).args(args);
+/// Leaves out of `cmd`'s environment the proxy settings curl would follow and its config file's location, so a
+/// test's curl goes only where its arguments say.
+pub fn without_proxy_settings(cmd: &mut Command) {
     for var in [
         "http_proxy",
         "HTTP_PROXY",
@@ -443,6 +438,17 @@ pub fn curl(proxy: &Proxy, args: &[&str]) -> Output {
     ] {
         cmd.env_remove(var);
     }
+}
+
+/// curl through `proxy`, where its clients run: quiet but showing errors, no config file, no proxy settings
+/// from the environment, 10 s at most.
+pub fn curl(proxy: &Proxy, args: &[&str]) -> Output {
+    let mut cmd = proxy.net.command(
+        "curl",
+        &["-q", "-sS", "--max-time", "10", "--noproxy", "", "-x"],
+    );
+    cmd.arg(proxy.url()).args(args);
+    without_proxy_settings(&mut cmd);
     run(cmd)
 }
 
