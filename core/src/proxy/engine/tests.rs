@@ -106,6 +106,31 @@ fn response(cx: &ProxyContext<'_>, c: &mut ProxyConnection, head: &str) -> (Stri
     }
 }
 
+/// A connection that sent `first`, had a 204 and kept its origin, then sent `next`, which the engine puts on the
+/// kept origin connection; with the buffer for what it writes.
+fn reusing_the_kept_origin(
+    cx: &ProxyContext<'_>,
+    first: &str,
+    next: &str,
+) -> (ProxyConnection, [u8; 1024]) {
+    let mut c = admitted(cx);
+    connect(cx, &mut c, first);
+    response(cx, &mut c, "HTTP/1.1 204 No Content\r\n\r\n");
+    assert_eq!(
+        c.on_response_sent(cx, true, at(2)),
+        AfterResponse::NextRequest { keep_origin: true }
+    );
+    let mut out = [0u8; 1024];
+    assert!(matches!(
+        c.on_client_head(cx, next.as_bytes(), false, || true, at(3), &mut out),
+        HeadStep::Forward(Forward {
+            next: OriginStep::Reuse,
+            ..
+        })
+    ));
+    (c, out)
+}
+
 #[test]
 fn refuses_clients_not_allowed_and_beyond_the_cap() {
     with(false, |cx| {
@@ -173,26 +198,11 @@ fn a_get_is_rewritten_answered_and_the_connection_kept() {
 #[test]
 fn a_kept_origin_that_closed_is_tried_once_more() {
     with(false, |cx| {
-        let mut c = admitted(cx);
-        connect(
+        let (mut c, mut out) = reusing_the_kept_origin(
             cx,
-            &mut c,
             "GET http://origin.test/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET http://origin.test/again HTTP/1.1\r\nHost: x\r\n\r\n",
         );
-        response(cx, &mut c, "HTTP/1.1 204 No Content\r\n\r\n");
-        assert_eq!(
-            c.on_response_sent(cx, true, at(2)),
-            AfterResponse::NextRequest { keep_origin: true }
-        );
-        let mut out = [0u8; 1024];
-        let next = "GET http://origin.test/again HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert!(matches!(
-            c.on_client_head(cx, next.as_bytes(), false, || true, at(3), &mut out),
-            HeadStep::Forward(Forward {
-                next: OriginStep::Reuse,
-                ..
-            })
-        ));
         // The origin had closed it: nothing came, so the same request goes again on a new connection ...
         assert_eq!(
             c.on_response_head(cx, b"", true, &mut out),
@@ -450,26 +460,11 @@ fn a_call_the_state_does_not_allow_is_a_bug_and_resets() {
 #[test]
 fn no_retry_after_an_interim_head_the_client_did_not_see() {
     with(false, |cx| {
-        let mut c = admitted(cx);
-        connect(
+        let (mut c, mut out) = reusing_the_kept_origin(
             cx,
-            &mut c,
             "GET http://origin.test/ HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            "GET http://origin.test/again HTTP/1.0\r\n\r\n",
         );
-        response(cx, &mut c, "HTTP/1.1 204 No Content\r\n\r\n");
-        assert_eq!(
-            c.on_response_sent(cx, true, at(2)),
-            AfterResponse::NextRequest { keep_origin: true }
-        );
-        let mut out = [0u8; 1024];
-        let next = "GET http://origin.test/again HTTP/1.0\r\n\r\n";
-        assert!(matches!(
-            c.on_client_head(cx, next.as_bytes(), false, || true, at(3), &mut out),
-            HeadStep::Forward(Forward {
-                next: OriginStep::Reuse,
-                ..
-            })
-        ));
         let (sent, interim) = response(cx, &mut c, "HTTP/1.1 103 Early Hints\r\n\r\n");
         assert!(interim && sent.is_empty());
         assert!(!c.response_started());
@@ -486,23 +481,11 @@ fn no_retry_after_an_interim_head_the_client_did_not_see() {
 #[test]
 fn a_non_idempotent_request_is_not_retried() {
     with(false, |cx| {
-        let mut c = admitted(cx);
-        connect(
+        let (mut c, mut out) = reusing_the_kept_origin(
             cx,
-            &mut c,
             "GET http://origin.test/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST http://origin.test/act HTTP/1.1\r\nHost: x\r\n\r\n",
         );
-        response(cx, &mut c, "HTTP/1.1 204 No Content\r\n\r\n");
-        c.on_response_sent(cx, true, at(2));
-        let mut out = [0u8; 1024];
-        let next = "POST http://origin.test/act HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert!(matches!(
-            c.on_client_head(cx, next.as_bytes(), false, || true, at(3), &mut out),
-            HeadStep::Forward(Forward {
-                next: OriginStep::Reuse,
-                ..
-            })
-        ));
         match c.on_response_head(cx, b"", true, &mut out) {
             ResponseStep::End(Ending::Answer { len }) => {
                 assert!(text(&out, len).starts_with("HTTP/1.1 502 "))
