@@ -8,7 +8,8 @@
 //!   whether the stream comes whole, one byte at a time, or in the fuzzer's pieces;
 //! - a body that ended is found from its own bytes alone, and one byte less is a body that has not ended;
 //! - bytes counted unseen (for `splice`) give the same verdict as bytes looked at, where that is allowed;
-//! - a well-formed chunked body is recognised exactly, with the bytes after it left alone.
+//! - a well-formed chunked body is recognised exactly, with the bytes after it left alone, and the same body with
+//!   one line ended by a bare LF, or a control character in a trailer, is refused (RFC 9112 §7.1).
 
 use smoltalk_core::http::{BodyFraming, BodyTracker};
 
@@ -147,11 +148,16 @@ fn check(framing: BodyFraming, stream: &[u8], cuts: &mut [usize]) -> Verdict {
     whole
 }
 
-/// Builds a well-formed chunked body from the input, follows it with the rest, and checks it is found exactly.
+/// Builds a chunked body from the input, follows it with the rest, and checks it is found exactly when it is
+/// well-formed, and refused when one of its lines ends in a bare LF or a trailer holds a control character.
 fn well_formed(input: &mut Input<'_>, cuts: &mut [usize]) {
     let mut body = Vec::new();
-    let eol = |body: &mut Vec<u8>, bare: bool| match bare {
-        true => body.push(b'\n'),
+    let mut bare_lf = false;
+    let mut eol = |body: &mut Vec<u8>, bare: bool| match bare {
+        true => {
+            bare_lf = true;
+            body.push(b'\n')
+        }
         false => body.extend_from_slice(b"\r\n"),
     };
     for _ in 0..8 {
@@ -180,13 +186,21 @@ fn well_formed(input: &mut Input<'_>, cuts: &mut [usize]) {
         _ => b"0 ",
     });
     eol(&mut body, last & 4 != 0);
+    let control = last & 0x20 != 0;
     for _ in 0..(last >> 3) % 4 {
-        body.extend_from_slice(b"X-Trailer: \x01value");
+        body.extend_from_slice(match control {
+            true => b"X-Trailer: \x01value",
+            false => b"X-Trailer: value",
+        });
         eol(&mut body, last & 0x80 != 0);
     }
     eol(&mut body, last & 0x40 != 0);
     let len = body.len();
     body.extend_from_slice(input.rest());
     let verdict = check(BodyFraming::Chunked, &body, cuts);
-    assert_eq!(verdict, Verdict::Body { len, done: true });
+    let broken = bare_lf || (control && (last >> 3) % 4 > 0);
+    match broken {
+        true => assert_eq!(verdict, Verdict::Bad),
+        false => assert_eq!(verdict, Verdict::Body { len, done: true }),
+    }
 }

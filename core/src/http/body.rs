@@ -3,11 +3,16 @@
 //! The proxy never buffers a body whole. It copies whatever has arrived, and a [`BodyTracker`] says how many of
 //! those bytes still belong to the body, so that the byte after it (the next pipelined request, or nothing) is
 //! left where it is. A chunked body is forwarded exactly as it came, chunk sizes and trailers included; the
-//! tracker only follows its grammar to find the last chunk:
+//! tracker follows its grammar to find the last chunk:
 //!
 //! ```text
 //! Size ─CRLF─▶ Data(n) ─CRLF─▶ Size ─ … ─▶ Size(0) ─CRLF─▶ Trailer ─ … ─▶ Trailer(empty line) ─▶ Done
 //! ```
+//!
+//! Every line of that framing must end in CRLF (RFC 9112 §7.1). A bare LF or a bare CR anywhere in it (a size
+//! line, after a chunk's data, in the last chunk or a trailer) is refused, as are control characters and folded
+//! lines in trailers: a hop that reads a bare LF as a line end and a hop that skips two bytes after the data
+//! without looking disagree on where the body ends, and a request can be smuggled in between.
 
 use core::fmt;
 
@@ -51,8 +56,8 @@ enum ChunkState {
     DataEnd { seen_cr: bool },
     /// At the start of a trailer line, or of the empty line that ends the body.
     TrailerStart { seen_cr: bool },
-    /// Inside a trailer field line.
-    TrailerLine,
+    /// Inside a trailer field line (`seen_cr`: its CR came, its LF must follow).
+    TrailerLine { seen_cr: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,45 +203,56 @@ fn step(state: ChunkState, byte: u8) -> Result<Option<ChunkState>, BadChunk> {
         (ChunkState::Size { size, .. } | ChunkState::SizeSpace { size }, b';') => {
             ChunkState::SizeLine { size }
         }
-        // A CR ends the size line only with its LF: a bare CR is where two parsers would disagree.
+        // The size line ends with CRLF and nothing else: a bare CR or a bare LF is where two parsers disagree.
         (
             ChunkState::Size { size, .. }
             | ChunkState::SizeSpace { size }
             | ChunkState::SizeLine { size },
             b'\r',
         ) => ChunkState::SizeCr { size },
-        (
-            ChunkState::Size { size, .. }
-            | ChunkState::SizeSpace { size }
-            | ChunkState::SizeLine { size }
-            | ChunkState::SizeCr { size },
-            b'\n',
-        ) => match size {
+        (ChunkState::SizeCr { size }, b'\n') => match size {
             0 => ChunkState::TrailerStart { seen_cr: false },
             remaining => ChunkState::Data { remaining },
         },
-        (ChunkState::Size { .. } | ChunkState::SizeSpace { .. }, _) => return Err(BadChunk),
-        (ChunkState::SizeLine { .. }, b)
-            if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 =>
-        {
-            state
-        }
-        (ChunkState::SizeLine { .. } | ChunkState::SizeCr { .. }, _) => return Err(BadChunk),
+        (ChunkState::SizeLine { .. }, b) if is_field_byte(b) => state,
+        (
+            ChunkState::Size { .. }
+            | ChunkState::SizeSpace { .. }
+            | ChunkState::SizeLine { .. }
+            | ChunkState::SizeCr { .. },
+            _,
+        ) => return Err(BadChunk),
         (ChunkState::DataEnd { seen_cr: false }, b'\r') => ChunkState::DataEnd { seen_cr: true },
-        (ChunkState::DataEnd { .. }, b'\n') => ChunkState::Size { size: 0, digits: 0 },
+        (ChunkState::DataEnd { seen_cr: true }, b'\n') => ChunkState::Size { size: 0, digits: 0 },
         (ChunkState::DataEnd { .. }, _) => return Err(BadChunk),
         (ChunkState::TrailerStart { seen_cr: false }, b'\r') => {
             ChunkState::TrailerStart { seen_cr: true }
         }
-        (ChunkState::TrailerStart { .. }, b'\n') => return Ok(None),
-        (ChunkState::TrailerStart { seen_cr: true }, _) => return Err(BadChunk),
-        (ChunkState::TrailerLine, b'\n') => ChunkState::TrailerStart { seen_cr: false },
-        (ChunkState::TrailerStart { seen_cr: false } | ChunkState::TrailerLine, _) => {
-            ChunkState::TrailerLine
+        (ChunkState::TrailerStart { seen_cr: true }, b'\n') => return Ok(None),
+        // A trailer line that starts with a space or a tab folds the line before it (obsolete, and read two ways).
+        (ChunkState::TrailerStart { seen_cr: false }, b)
+            if is_field_byte(b) && b != b' ' && b != b'\t' =>
+        {
+            ChunkState::TrailerLine { seen_cr: false }
         }
+        (ChunkState::TrailerStart { .. }, _) => return Err(BadChunk),
+        (ChunkState::TrailerLine { seen_cr: false }, b'\r') => {
+            ChunkState::TrailerLine { seen_cr: true }
+        }
+        (ChunkState::TrailerLine { seen_cr: true }, b'\n') => {
+            ChunkState::TrailerStart { seen_cr: false }
+        }
+        (ChunkState::TrailerLine { seen_cr: false }, b) if is_field_byte(b) => state,
+        (ChunkState::TrailerLine { .. }, _) => return Err(BadChunk),
         (ChunkState::Data { .. }, _) => state,
     };
     Ok(Some(next))
+}
+
+/// A byte that may stand in a chunk extension or a trailer field line: visible ASCII, space, tab, or obs-text
+/// (RFC 9110 §5.5); never a control character, CR and LF included.
+fn is_field_byte(b: u8) -> bool {
+    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
 }
 
 #[cfg(test)]
@@ -293,19 +309,52 @@ mod tests {
     }
 
     #[test]
-    fn chunked_without_trailers_and_with_bare_lf() {
+    fn chunked_without_trailers() {
         assert_eq!(
             body_len(BodyFraming::Chunked, b"0\r\n\r\nX", 64),
             Ok((5, true))
         );
         assert_eq!(
-            body_len(BodyFraming::Chunked, b"1\nA\n0\n\nX", 64),
-            Ok((7, true))
-        );
-        assert_eq!(
             body_len(BodyFraming::Chunked, b"a\r\n0123", 64),
             Ok((7, false))
         );
+    }
+
+    /// RFC 9112 §7.1: every framing line ends in CRLF. Each of these once passed with a bare LF or CR.
+    #[test]
+    fn bare_lf_and_bare_cr_in_chunked_framing_are_refused() {
+        for bad in [
+            // LF after chunk data (the smuggling shape: a back end that skips two bytes reads `40` as data).
+            &b"5\r\nhello\n0\r\n\r\n"[..],
+            b"5\r\nhello\n40\r\n\r\nGET /SMUGGLED HTTP/1.1\r\n\r\n0\r\n\r\n",
+            // A size line ended by LF alone, with and without an extension or spaces.
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5;a=b\nhello\r\n0\r\n\r\n",
+            b"5 \nhello\r\n0\r\n\r\n",
+            // The last chunk and the trailer section.
+            b"5\r\nhello\r\n0\n\n",
+            b"5\r\nhello\r\n0\r\n\n",
+            b"0\r\nX-T: 1\n\r\n",
+            b"0\r\nX-T: 1\r\n\n",
+            // An origin's response body, all LFs.
+            b"2\nok\n0\n\n",
+            // Bare CRs.
+            b"5\rhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r0\r\n\r\n",
+            b"0\r\nX-T: 1\rY\r\n\r\n",
+            // Control characters and a folded line in trailers.
+            b"0\r\nX-T: \x001\r\n\r\n",
+            b"0\r\nX-T: 1\r\n folded\r\n\r\n",
+        ] {
+            for piece in [1, 2, 64] {
+                assert_eq!(
+                    body_len(BodyFraming::Chunked, bad, piece),
+                    Err(BadChunk),
+                    "{:?} in pieces of {piece}",
+                    core::str::from_utf8(bad)
+                );
+            }
+        }
     }
 
     #[test]
