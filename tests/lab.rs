@@ -467,7 +467,7 @@ mod proxy {
                 508,
             ),
             (
-                b"POST http://origin.lab/echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+                b"POST http://origin.lab/echo HTTP/1.1\r\nTransfer-Encoding: br, chunked\r\n\r\n",
                 501,
             ),
         ];

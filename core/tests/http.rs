@@ -149,7 +149,7 @@ fn body_len(framing: BodyFraming, input: &[u8], piece: usize) -> Result<(usize, 
     Ok((total, tracker.is_done()))
 }
 
-const ALL_ERRORS: [ProxyError; 20] = [
+const ALL_ERRORS: [ProxyError; 22] = [
     ProxyError::MalformedHead,
     ProxyError::BadTarget,
     ProxyError::MalformedBody,
@@ -160,6 +160,7 @@ const ALL_ERRORS: [ProxyError; 20] = [
     ProxyError::UriTooLong,
     ProxyError::HeadTooLarge,
     ProxyError::UnsupportedMethod,
+    ProxyError::TraceNotAllowed,
     ProxyError::UnsupportedTransferCoding,
     ProxyError::UnsupportedScheme,
     ProxyError::UnsupportedVersion,
@@ -167,6 +168,7 @@ const ALL_ERRORS: [ProxyError; 20] = [
     ProxyError::OriginUnresolvable,
     ProxyError::OriginReset,
     ProxyError::BadOriginResponse,
+    ProxyError::OriginHeadTooLarge,
     ProxyError::AtCapacity,
     ProxyError::OriginTimeout,
     ProxyError::Loop,
@@ -916,18 +918,43 @@ fn request_framing_chunked() {
     }
 }
 
+/// A coding the proxy does not know: 501 (RFC 9112 §6.1).
 #[test]
-fn request_framing_other_codings_are_unsupported() {
+fn request_framing_unknown_codings_are_unsupported() {
     for headers in [
-        "Transfer-Encoding: gzip\r\n",
-        "Transfer-Encoding: identity\r\n",
-        "Transfer-Encoding: chunked, gzip\r\n",
-        "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n",
         "Transfer-Encoding: chunkedx\r\n",
+        "Transfer-Encoding: br, chunked\r\n",
+        "Transfer-Encoding: gzip;level=9, chunked\r\n",
     ] {
         assert_eq!(
             framing(&request_with(headers)),
             Err(ProxyError::UnsupportedTransferCoding),
+            "{headers:?}"
+        );
+    }
+}
+
+/// What RFC 9112 does not allow a request's `Transfer-Encoding` to say is 400: a list that does not end in
+/// `chunked` (the body's end is unknown, §6.3), `chunked` twice (§6.1), `identity` (no longer a coding),
+/// `chunked` with parameters, an empty field, and more codings than anyone stacks.
+#[test]
+fn request_framing_codings_rfc_9112_does_not_allow_are_400() {
+    for headers in [
+        "Transfer-Encoding: gzip\r\n",
+        "Transfer-Encoding: chunked, gzip\r\n",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked, chunked\r\n",
+        "Transfer-Encoding: identity\r\n",
+        "Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: identity, chunked\r\n",
+        "Transfer-Encoding: chunked;x=1\r\n",
+        "Transfer-Encoding: \r\n",
+        "Transfer-Encoding: gzip, gzip, gzip, gzip, chunked\r\n",
+    ] {
+        assert_eq!(
+            framing(&request_with(headers)),
+            Err(ProxyError::MalformedHead),
             "{headers:?}"
         );
     }
@@ -1104,6 +1131,139 @@ fn upstream_request_keeps_body_framing_headers() {
             true
         ),
         "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\nVia: 1.1 smoltalk\r\n\r\n"
+    );
+}
+
+/// Issue 13: the next hop sees exactly one framing field, the one the proxy wrote, however the client or the
+/// origin spelled theirs: duplicates are folded into one, and a message the proxy cannot read as one framing
+/// is refused rather than relayed.
+#[test]
+fn ambiguous_framing_fields_reach_the_next_hop_as_one_field_the_proxy_wrote() {
+    let cases: [(&[u8], &str); 4] = [
+        (
+            b"POST http://h/ HTTP/1.1\r\nContent-Length: 5, 5\r\nX-A: 1\r\n\r\n",
+            "Content-Length: 5\r\nX-A: 1\r\n",
+        ),
+        (
+            b"POST http://h/ HTTP/1.1\r\nContent-Length: 5\r\nX-A: 1\r\nContent-Length: 5\r\n\r\n",
+            "Content-Length: 5\r\nX-A: 1\r\n",
+        ),
+        (
+            b"POST http://h/ HTTP/1.1\r\ntransfer-encoding: GZIP\r\nX-A: 1\r\nTransfer-Encoding:chunked\r\n\r\n",
+            "Transfer-Encoding: gzip, chunked\r\nX-A: 1\r\n",
+        ),
+        (
+            b"POST http://h/ HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            "Content-Length: 0\r\n",
+        ),
+    ];
+    for (request, fields) in cases {
+        assert_eq!(
+            upstream(request, true),
+            format!("POST / HTTP/1.1\r\nHost: h\r\n{fields}Via: 1.1 smoltalk\r\n\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    for refused in [
+        &b"POST http://h/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+        b"POST http://h/ HTTP/1.1\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST http://h/ HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n",
+    ] {
+        assert_eq!(framing(refused), Err(ProxyError::MalformedHead));
+    }
+    // Towards the client.
+    assert_eq!(
+        downstream(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2, 2\r\n\r\n",
+            1,
+            true
+        ),
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nVia: 1.1 smoltalk\r\n\r\n"
+    );
+    assert_eq!(
+        downstream(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: x-gzip\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+            1,
+            true
+        ),
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nVia: 1.1 smoltalk\r\n\r\n"
+    );
+    for refused in [
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2, 3\r\n\r\n",
+    ] {
+        let mut hs = headers();
+        assert_eq!(
+            ResponseHead::parse(refused, &mut hs, Method::Get).err(),
+            Some(ProxyError::BadOriginResponse),
+            "{:?}",
+            String::from_utf8_lossy(refused)
+        );
+    }
+}
+
+/// RFC 9110 §7.6.2: an `OPTIONS` request's `Max-Forwards` goes on one lower; `0` means the request is for the
+/// proxy itself (the engine answers it); `TRACE` with `0` is 405, any other `TRACE` 501. Other methods'
+/// `Max-Forwards` go on as they came.
+#[test]
+fn max_forwards_is_decremented_for_options_and_zero_is_for_the_proxy() {
+    assert_eq!(
+        upstream(
+            b"OPTIONS http://h/ HTTP/1.1\r\nMax-Forwards: 3\r\nX-A: 1\r\n\r\n",
+            true
+        ),
+        "OPTIONS / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nMax-Forwards: 2\r\nVia: 1.1 smoltalk\r\n\r\n"
+    );
+    with_request(
+        b"OPTIONS * HTTP/1.1\r\nHost: h\r\nMax-Forwards: 0\r\n\r\n",
+        |h| assert_eq!(h.max_forwards, Some(0)),
+    );
+    assert_eq!(
+        upstream(b"GET http://h/ HTTP/1.1\r\nMax-Forwards: 3\r\n\r\n", true),
+        "GET / HTTP/1.1\r\nHost: h\r\nMax-Forwards: 3\r\nVia: 1.1 smoltalk\r\n\r\n"
+    );
+    let mut hs = headers();
+    assert_eq!(
+        RequestHead::parse(
+            b"OPTIONS http://h/ HTTP/1.1\r\nMax-Forwards: x\r\n\r\n",
+            &mut hs
+        )
+        .err(),
+        Some(ProxyError::MalformedHead)
+    );
+    let mut hs = headers();
+    assert_eq!(
+        RequestHead::parse(
+            b"TRACE http://h/ HTTP/1.1\r\nMax-Forwards: 0\r\n\r\n",
+            &mut hs
+        )
+        .err(),
+        Some(ProxyError::TraceNotAllowed)
+    );
+    let mut hs = headers();
+    assert_eq!(
+        RequestHead::parse(
+            b"TRACE http://h/ HTTP/1.1\r\nMax-Forwards: 1\r\n\r\n",
+            &mut hs
+        )
+        .err(),
+        Some(ProxyError::UnsupportedMethod)
+    );
+    let mut page = [0u8; 2048];
+    let mut writer = HeadWriter::new(&mut page);
+    ProxyError::TraceNotAllowed
+        .write_response(&mut writer)
+        .unwrap();
+    let page = String::from_utf8(writer.as_bytes().to_vec()).unwrap();
+    assert!(
+        page.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+        "{page}"
+    );
+    assert!(
+        page.contains("\r\nAllow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT\r\n"),
+        "{page}"
     );
 }
 
@@ -1685,7 +1845,7 @@ fn head_writer_fills_and_refuses_overflow() {
 
 #[test]
 fn error_statuses_and_reasons() {
-    let expected: [(ProxyError, u16, &str); 20] = [
+    let expected: [(ProxyError, u16, &str); 22] = [
         (ProxyError::MalformedHead, 400, "Bad Request"),
         (ProxyError::BadTarget, 400, "Bad Request"),
         (ProxyError::MalformedBody, 400, "Bad Request"),
@@ -1700,6 +1860,7 @@ fn error_statuses_and_reasons() {
             "Request Header Fields Too Large",
         ),
         (ProxyError::UnsupportedMethod, 501, "Not Implemented"),
+        (ProxyError::TraceNotAllowed, 405, "Method Not Allowed"),
         (
             ProxyError::UnsupportedTransferCoding,
             501,
@@ -1715,6 +1876,7 @@ fn error_statuses_and_reasons() {
         (ProxyError::OriginUnresolvable, 502, "Bad Gateway"),
         (ProxyError::OriginReset, 502, "Bad Gateway"),
         (ProxyError::BadOriginResponse, 502, "Bad Gateway"),
+        (ProxyError::OriginHeadTooLarge, 502, "Bad Gateway"),
         (ProxyError::AtCapacity, 503, "Service Unavailable"),
         (ProxyError::OriginTimeout, 504, "Gateway Timeout"),
         (ProxyError::Loop, 508, "Loop Detected"),
@@ -2104,7 +2266,7 @@ fn transfer_coding_in_http_1_0_or_empty_is_refused() {
     let head = b"POST http://h/ HTTP/1.1\r\nTransfer-Encoding: \r\n\r\n";
     assert_eq!(
         RequestHead::parse(head, &mut hs).err(),
-        Some(ProxyError::UnsupportedTransferCoding)
+        Some(ProxyError::MalformedHead)
     );
 }
 

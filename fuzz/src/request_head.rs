@@ -151,14 +151,39 @@ fn check_rewritten(head: &RequestHead<'_, '_>, out: &[u8], keep_alive: bool) {
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
         .map(|h| h.value);
-    let kept: Vec<(&str, &[u8])> = head
-        .headers
-        .iter()
-        .filter(|h| {
-            !h.name.eq_ignore_ascii_case("host") && !is_hop_by_hop(h.name, connection.clone())
-        })
-        .map(|h| (h.name, h.value))
-        .collect();
+    // The client's end-to-end fields in order, but its framing fields as one: the field the proxy writes, where
+    // the first of them stood.
+    let framing = &head.framing_headers;
+    let framing_field: Option<(&str, Vec<u8>)> =
+        match (&framing.transfer_encoding, framing.content_length) {
+            (Some(codings), _) => {
+                let names: Vec<&str> = codings.iter().map(|c| c.name()).collect();
+                Some(("Transfer-Encoding", names.join(", ").into_bytes()))
+            }
+            (None, Some(length)) => Some(("Content-Length", length.to_string().into_bytes())),
+            (None, None) => None,
+        };
+    let mut framing_written = false;
+    let mut kept: Vec<(&str, &[u8])> = Vec::new();
+    for h in head.headers {
+        if h.name.eq_ignore_ascii_case("content-length")
+            || h.name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            if !framing_written {
+                if let Some((name, value)) = &framing_field {
+                    kept.push((name, value.as_slice()));
+                }
+                framing_written = true;
+            }
+            continue;
+        }
+        if !h.name.eq_ignore_ascii_case("host")
+            && !(head.max_forwards.is_some() && h.name.eq_ignore_ascii_case("max-forwards"))
+            && !is_hop_by_hop(h.name, connection.clone())
+        {
+            kept.push((h.name, h.value));
+        }
+    }
     let got: Vec<(&str, &[u8])> = sent.headers.iter().map(|h| (h.name, h.value)).collect();
     let (first, rest) = got.split_first().expect("a Host header");
     assert!(first.0 == "Host", "{}", show());
@@ -173,13 +198,31 @@ fn check_rewritten(head: &RequestHead<'_, '_>, out: &[u8], keep_alive: bool) {
     );
     assert!(rest.len() > kept.len(), "{}", show());
     assert_eq!(&rest[..kept.len()], &kept[..], "{}", show());
-    let via = format!("1.{} {PSEUDONYM}", head.minor_version);
-    let ours: &[(&str, &[u8])] = match (keep_alive, head.minor_version) {
-        (false, _) => &[("Via", via.as_bytes()), ("Connection", b"close")],
-        (true, 0) => &[("Via", via.as_bytes()), ("Connection", b"keep-alive")],
-        (true, _) => &[("Via", via.as_bytes())],
-    };
-    assert_eq!(&rest[kept.len()..], ours, "{}", show());
+    // Then an `OPTIONS` request's Max-Forwards one lower, our Via and our Connection.
+    let mut ours: Vec<(&str, Vec<u8>)> = Vec::new();
+    if let Some(n) = head.max_forwards {
+        ours.push(("Max-Forwards", n.saturating_sub(1).to_string().into_bytes()));
+    }
+    ours.push((
+        "Via",
+        format!("1.{} {PSEUDONYM}", head.minor_version).into_bytes(),
+    ));
+    match (keep_alive, head.minor_version) {
+        (false, _) => ours.push(("Connection", b"close".to_vec())),
+        (true, 0) => ours.push(("Connection", b"keep-alive".to_vec())),
+        (true, _) => {}
+    }
+    let ours: Vec<(&str, &[u8])> = ours.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+    assert_eq!(&rest[kept.len()..], &ours[..], "{}", show());
+    let framing_fields = sent
+        .headers
+        .iter()
+        .filter(|h| {
+            h.name.eq_ignore_ascii_case("content-length")
+                || h.name.eq_ignore_ascii_case("transfer-encoding")
+        })
+        .count();
+    assert!(framing_fields <= 1, "{}", show());
     // Checked against the list written out here, not the one the rewriter uses.
     let named: Vec<&[u8]> = connection
         .flat_map(|v| v.split(|&b| b == b','))

@@ -1054,7 +1054,7 @@ pub mod scenario {
         assert!(stdout(&out).contains("The proxy does not forward that method"));
         let request = format!(
             "POST http://{host}:{origin_port}/echo HTTP/1.1\r\nHost: {host}:{origin_port}\r\n\
-             Transfer-Encoding: gzip\r\n\r\nnot really gzip"
+             Transfer-Encoding: br, chunked\r\n\r\nnot really br"
         );
         let response = proxy.exchange(request.as_bytes());
         assert_error_page(&response, "501 Not Implemented");
@@ -1162,8 +1162,14 @@ pub mod scenario {
         },
         StrictRule {
             name: "unknown_transfer_coding",
-            request: |p, o| post_with(p, o, "Transfer-Encoding: gzip\r\n", "not really gzip"),
+            request: |p, o| post_with(p, o, "Transfer-Encoding: br, chunked\r\n", "not really br"),
             status: "501 Not Implemented",
+        },
+        // A coding list that does not end in `chunked` leaves the body's end unknown (RFC 9112 §6.3).
+        StrictRule {
+            name: "transfer_coding_not_ending_in_chunked",
+            request: |p, o| post_with(p, o, "Transfer-Encoding: gzip\r\n", "not really gzip"),
+            status: "400 Bad Request",
         },
         StrictRule {
             name: "absolute_form_with_userinfo",

@@ -73,62 +73,186 @@ pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
-/// The message's `Content-Length`, if it has one: `Err` when the values are not numbers (an empty one included)
-/// or disagree.
-pub(crate) fn content_length(headers: &[httparse::Header<'_>]) -> Result<Option<u64>, ()> {
-    let mut length = None;
-    let fields = headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("content-length"));
+/// The value of the decimal fields named `name` (`Content-Length`, `Max-Forwards`), if the message has any: `Err`
+/// when a value is not a number (an empty one included) or the values disagree. A list of one number repeated
+/// (`5, 5`, or two fields of `5`) is that number (RFC 9110 §8.6).
+pub(crate) fn decimal_field(
+    headers: &[httparse::Header<'_>],
+    name: &str,
+) -> Result<Option<u64>, ()> {
+    let mut number = None;
+    let fields = headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
     if fields.clone().any(|h| tokens(h.value).next().is_none()) {
         return Err(());
     }
     for value in fields.flat_map(|h| tokens(h.value)) {
         let n = parse_decimal(value).ok_or(())?;
-        match length {
+        match number {
             Some(previous) if previous != n => return Err(()),
-            _ => length = Some(n),
+            _ => number = Some(n),
         }
     }
-    Ok(length)
+    Ok(number)
 }
 
-/// What the `Transfer-Encoding` headers say: absent, exactly `chunked`, or a coding this proxy cannot frame.
+/// A transfer coding the proxy can frame and name again (RFC 9112 §7; `x-gzip` and `x-compress` are read as
+/// the codings they alias).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TransferCoding {
-    Absent,
+pub enum Coding {
+    /// `chunked`: the only coding that frames a body.
     Chunked,
-    /// Chunked last, after other codings (`gzip, chunked`): framed as chunked.
-    ChunkedAfterOthers,
-    /// The last coding is not `chunked`.
-    Other,
+    /// `gzip`
+    Gzip,
+    /// `deflate`
+    Deflate,
+    /// `compress`
+    Compress,
 }
 
-pub(crate) fn transfer_coding(headers: &[httparse::Header<'_>]) -> TransferCoding {
-    let mut codings = headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
-        .flat_map(|h| tokens(h.value));
-    let Some(first) = codings.next() else {
-        // A `Transfer-Encoding` header with no coding in it frames nothing it can be trusted with.
-        return match headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
-        {
-            true => TransferCoding::Other,
-            false => TransferCoding::Absent,
-        };
-    };
-    let mut count = 1;
-    let mut last = first;
-    for c in codings {
-        count += 1;
-        last = c;
+impl Coding {
+    /// The coding's registered name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Coding::Chunked => "chunked",
+            Coding::Gzip => "gzip",
+            Coding::Deflate => "deflate",
+            Coding::Compress => "compress",
+        }
     }
-    match (last.eq_ignore_ascii_case(b"chunked"), count) {
-        (true, 1) => TransferCoding::Chunked,
-        (true, _) => TransferCoding::ChunkedAfterOthers,
-        (false, _) => TransferCoding::Other,
+}
+
+/// The most transfer codings a message may stack; more is not a message anyone sends.
+const MAX_CODINGS: usize = 4;
+
+/// The codings a message's `Transfer-Encoding` fields list, in order, read once from every such field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferCodings {
+    codings: [Coding; MAX_CODINGS],
+    len: usize,
+}
+
+impl TransferCodings {
+    /// The codings in the order they were applied.
+    pub fn iter(&self) -> impl Iterator<Item = Coding> + '_ {
+        self.codings.iter().copied().take(self.len)
+    }
+
+    /// Whether `chunked` is the last coding, so that it frames the body.
+    pub fn ends_chunked(&self) -> bool {
+        self.iter().last() == Some(Coding::Chunked)
+    }
+}
+
+/// Why a message's framing headers cannot be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramingError {
+    /// Something RFC 9112 does not allow: a `Content-Length` that is not one number, a `Transfer-Encoding` that
+    /// is empty, names `chunked` twice, names `identity` (no longer a coding), stacks too many codings, or gives
+    /// `chunked` parameters.
+    Invalid,
+    /// A transfer coding the proxy does not know.
+    UnknownCoding,
+}
+
+/// A message's framing headers as the proxy read them. The proxy forwards neither field as it came: it writes
+/// one of its own from this (see [`FramingHeaders::write`]), so two readers can never see two framings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FramingHeaders {
+    /// The one number every `Content-Length` value gave.
+    pub content_length: Option<u64>,
+    /// The codings every `Transfer-Encoding` field listed.
+    pub transfer_encoding: Option<TransferCodings>,
+}
+
+impl FramingHeaders {
+    /// Reads every `Content-Length` and `Transfer-Encoding` field of `headers`.
+    pub fn read(headers: &[httparse::Header<'_>]) -> Result<FramingHeaders, FramingError> {
+        let content_length =
+            decimal_field(headers, "content-length").map_err(|()| FramingError::Invalid)?;
+        let mut codings = TransferCodings {
+            codings: [Coding::Chunked; MAX_CODINGS],
+            len: 0,
+        };
+        let mut present = false;
+        for field in headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+        {
+            present = true;
+            if tokens(field.value).next().is_none() {
+                return Err(FramingError::Invalid);
+            }
+            for token in tokens(field.value) {
+                let coding = coding_named(token)?;
+                if coding == Coding::Chunked && codings.iter().any(|c| c == Coding::Chunked) {
+                    return Err(FramingError::Invalid);
+                }
+                let slot = codings
+                    .codings
+                    .get_mut(codings.len)
+                    .ok_or(FramingError::Invalid)?;
+                *slot = coding;
+                codings.len += 1;
+            }
+        }
+        Ok(FramingHeaders {
+            content_length,
+            transfer_encoding: present.then_some(codings),
+        })
+    }
+
+    /// Writes the one framing field the next hop gets: `Transfer-Encoding` with the codings read, if there were
+    /// any (a message with both fields is framed by `Transfer-Encoding`: RFC 9112 §6.3), else `Content-Length`,
+    /// else nothing.
+    pub fn write(&self, out: &mut super::HeadWriter<'_>) -> Result<(), super::HeadTooLarge> {
+        if let Some(codings) = &self.transfer_encoding {
+            out.push(b"Transfer-Encoding: ")?;
+            for (i, coding) in codings.iter().enumerate() {
+                if i > 0 {
+                    out.push(b", ")?;
+                }
+                out.push_str(coding.name())?;
+            }
+            return out.push(b"\r\n");
+        }
+        if let Some(length) = self.content_length {
+            out.push(b"Content-Length: ")?;
+            out.push_decimal_u64(length)?;
+            out.push(b"\r\n")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a header named `name` is a framing field (which the proxy writes itself).
+pub fn is_framing(name: &str) -> bool {
+    name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding")
+}
+
+/// The coding `token` names (case-insensitive; no parameters).
+fn coding_named(token: &[u8]) -> Result<Coding, FramingError> {
+    const NAMES: [(&str, Coding); 6] = [
+        ("chunked", Coding::Chunked),
+        ("gzip", Coding::Gzip),
+        ("x-gzip", Coding::Gzip),
+        ("deflate", Coding::Deflate),
+        ("compress", Coding::Compress),
+        ("x-compress", Coding::Compress),
+    ];
+    NAMES
+        .iter()
+        .find(|(name, _)| token.eq_ignore_ascii_case(name.as_bytes()))
+        .map(|&(_, coding)| coding)
+        .ok_or_else(|| coding_error(token))
+}
+
+/// Why `token` is not a coding the proxy frames: `identity` and a `chunked` with parameters are not allowed at
+/// all; anything else is unknown.
+fn coding_error(token: &[u8]) -> FramingError {
+    let name = token.split(|&b| b == b';').next().map(trim).unwrap_or(&[]);
+    match name.eq_ignore_ascii_case(b"identity") || name.eq_ignore_ascii_case(b"chunked") {
+        true => FramingError::Invalid,
+        false => FramingError::UnknownCoding,
     }
 }
 

@@ -9,7 +9,7 @@ use core::fmt;
 use httparse::{Header, Status};
 
 use super::body::BodyFraming;
-use super::headers::{content_length, has_token, tokens, transfer_coding, TransferCoding};
+use super::headers::{decimal_field, has_token, tokens, FramingError, FramingHeaders};
 use super::status::ProxyError;
 
 /// The methods the proxy forwards. Anything else is answered with 501.
@@ -198,6 +198,11 @@ pub struct RequestHead<'h, 'b> {
     pub head_len: usize,
     /// How the request body is framed ([`BodyFraming::None`] for a request without one).
     pub framing: BodyFraming,
+    /// The framing headers as read, for the one the proxy writes in their place.
+    pub framing_headers: FramingHeaders,
+    /// The `Max-Forwards` value, if the request is an `OPTIONS` that has one (RFC 9110 §7.6.2; other methods'
+    /// are forwarded as they are).
+    pub max_forwards: Option<u64>,
     /// Whether the client wants the connection kept open after the response.
     pub keep_alive: bool,
 }
@@ -223,9 +228,28 @@ impl<'h, 'b> RequestHead<'h, 'b> {
             return Err(ProxyError::MalformedHead);
         };
         let headers: &'h [Header<'b>] = request.headers;
-        let method = Method::from_token(method).ok_or(ProxyError::UnsupportedMethod)?;
+        let Some(method) = Method::from_token(method) else {
+            // A TRACE with `Max-Forwards: 0` is addressed to the proxy, which refuses the method (405); any other
+            // TRACE is one it does not forward (501).
+            let to_proxy =
+                method == "TRACE" && decimal_field(headers, "max-forwards") == Ok(Some(0));
+            return Err(match to_proxy {
+                true => ProxyError::TraceNotAllowed,
+                false => ProxyError::UnsupportedMethod,
+            });
+        };
         let target = parse_target(method, raw_target, headers)?;
-        let framing = request_framing(method, headers)?;
+        let framing_headers = FramingHeaders::read(headers).map_err(|e| match e {
+            FramingError::Invalid => ProxyError::MalformedHead,
+            FramingError::UnknownCoding => ProxyError::UnsupportedTransferCoding,
+        })?;
+        let framing = request_framing(method, &framing_headers)?;
+        let max_forwards = match method {
+            Method::Options => {
+                decimal_field(headers, "max-forwards").map_err(|()| ProxyError::MalformedHead)?
+            }
+            _ => None,
+        };
         // HTTP/1.0 has no transfer codings: a 1.0 request that names one is framed by something other than
         // what the origin will read (RFC 9112 §6.1).
         if minor_version == 0
@@ -250,6 +274,8 @@ impl<'h, 'b> RequestHead<'h, 'b> {
             headers,
             head_len,
             framing,
+            framing_headers,
+            max_forwards,
             keep_alive,
         }))
     }
@@ -396,17 +422,16 @@ fn strip_prefix_ignore_case<'b>(text: &'b str, prefix: &str) -> Option<&'b str> 
         .flatten()
 }
 
-fn request_framing(method: Method, headers: &[Header<'_>]) -> Result<BodyFraming, ProxyError> {
-    let length = content_length(headers).map_err(|()| ProxyError::MalformedHead)?;
-    match (transfer_coding(headers), length) {
-        (TransferCoding::Absent, _) if method == Method::Connect => Ok(BodyFraming::None),
-        (TransferCoding::Absent, None | Some(0)) => Ok(BodyFraming::None),
-        (TransferCoding::Absent, Some(n)) => Ok(BodyFraming::Length(n)),
-        // Both at once is how requests are smuggled past one hop and into the next: refuse (RFC 9112 §6.1).
-        (_, Some(_)) => Err(ProxyError::MalformedHead),
-        (TransferCoding::Chunked | TransferCoding::ChunkedAfterOthers, None) => {
-            Ok(BodyFraming::Chunked)
-        }
-        (TransferCoding::Other, None) => Err(ProxyError::UnsupportedTransferCoding),
+/// How a request's body is framed (RFC 9112 §6.3): `Transfer-Encoding` ending in `chunked`, else
+/// `Content-Length`, else none. Both at once is how requests are smuggled past one hop and into the next, and a
+/// coding list that does not end in `chunked` leaves the body's end unknown: both are 400.
+fn request_framing(method: Method, framing: &FramingHeaders) -> Result<BodyFraming, ProxyError> {
+    match (framing.transfer_encoding, framing.content_length) {
+        (None, _) if method == Method::Connect => Ok(BodyFraming::None),
+        (None, None | Some(0)) => Ok(BodyFraming::None),
+        (None, Some(n)) => Ok(BodyFraming::Length(n)),
+        (Some(_), Some(_)) => Err(ProxyError::MalformedHead),
+        (Some(codings), None) if codings.ends_chunked() => Ok(BodyFraming::Chunked),
+        (Some(_), None) => Err(ProxyError::MalformedHead),
     }
 }

@@ -5,7 +5,7 @@ use core::fmt;
 use httparse::{Header, Status};
 
 use super::body::BodyFraming;
-use super::headers::{content_length, has_token, transfer_coding, TransferCoding};
+use super::headers::{has_token, FramingHeaders};
 use super::request::Method;
 use super::status::ProxyError;
 
@@ -24,6 +24,8 @@ pub struct ResponseHead<'h, 'b> {
     pub head_len: usize,
     /// How the body is framed, given the request it answers (a response to `HEAD` has none).
     pub framing: BodyFraming,
+    /// The framing headers as read, for the one the proxy writes in their place.
+    pub framing_headers: FramingHeaders,
     /// Whether the origin will keep the connection open for another request after this response.
     pub keep_alive: bool,
 }
@@ -53,20 +55,29 @@ impl<'h, 'b> ResponseHead<'h, 'b> {
         }
         let reason = response.reason.unwrap_or("");
         let headers: &'h [Header<'b>] = response.headers;
-        let framing =
-            if method == Method::Head || (100..200).contains(&code) || code == 204 || code == 304 {
-                BodyFraming::None
-            } else {
-                let length = content_length(headers).map_err(|()| ProxyError::BadOriginResponse)?;
-                match (transfer_coding(headers), length) {
-                    (TransferCoding::Chunked | TransferCoding::ChunkedAfterOthers, _) => {
-                        BodyFraming::Chunked
-                    }
-                    (TransferCoding::Other, _) => BodyFraming::UntilClose,
-                    (TransferCoding::Absent, Some(n)) => BodyFraming::Length(n),
-                    (TransferCoding::Absent, None) => BodyFraming::UntilClose,
-                }
-            };
+        let bodiless =
+            method == Method::Head || (100..200).contains(&code) || code == 204 || code == 304;
+        // A framing header the proxy cannot read as one framing is not relayed in any form (RFC 9112 §6.3): it
+        // fails a response with a body, and is dropped from one without (where it frames nothing).
+        let framing_headers = match FramingHeaders::read(headers) {
+            Ok(framing_headers) => framing_headers,
+            Err(_) if bodiless => FramingHeaders::default(),
+            Err(_) => return Err(ProxyError::BadOriginResponse),
+        };
+        let framing = if bodiless {
+            BodyFraming::None
+        } else {
+            match (
+                framing_headers.transfer_encoding,
+                framing_headers.content_length,
+            ) {
+                (Some(codings), _) if codings.ends_chunked() => BodyFraming::Chunked,
+                // Codings that do not end in `chunked`: the body ends when the origin closes.
+                (Some(_), _) => BodyFraming::UntilClose,
+                (None, Some(n)) => BodyFraming::Length(n),
+                (None, None) => BodyFraming::UntilClose,
+            }
+        };
         let keep_alive = framing != BodyFraming::UntilClose
             && if minor_version >= 1 {
                 !has_token(headers, "connection", "close")
@@ -80,6 +91,7 @@ impl<'h, 'b> ResponseHead<'h, 'b> {
             headers,
             head_len,
             framing,
+            framing_headers,
             keep_alive,
         }))
     }

@@ -3,14 +3,16 @@
 //! Towards the origin a request goes in origin-form (`GET /path HTTP/1.1` with `Host`), and towards the client
 //! a response goes as the origin sent it; both lose their hop-by-hop headers (the fixed list in
 //! [`super::HOP_BY_HOP`] and any header that `Connection` names) and gain a `Via` naming this proxy. Every other
-//! header keeps its name, value and order.
+//! header keeps its name, value and order, except the framing fields (`Content-Length`, `Transfer-Encoding`):
+//! the proxy writes the one it framed the body by itself, so the next hop cannot read the body another way, and
+//! an `OPTIONS` request's `Max-Forwards`, which goes on one lower (RFC 9110 §7.6.2).
 //!
 //! Heads are written with [`HeadWriter::push`] and [`HeadWriter::push_decimal`] rather than `core::fmt`, which a
 //! firmware that runs the proxy then need not carry for them.
 
 use httparse::Header;
 
-use super::headers::{is_hop_by_hop, transfer_coding, trim, TransferCoding};
+use super::headers::{is_framing, is_hop_by_hop, trim, FramingHeaders};
 use super::request::{RequestHead, RequestTarget};
 use super::response::ResponseHead;
 use super::writer::{HeadTooLarge, HeadWriter};
@@ -61,7 +63,16 @@ pub fn upstream_request(
             out.push(b"\r\n")?;
         }
     }
-    end_to_end_headers(head.headers, &["host"], out)?;
+    let skip: &[&str] = match head.max_forwards {
+        Some(_) => &["host", "max-forwards"],
+        None => &["host"],
+    };
+    end_to_end_headers(head.headers, skip, &head.framing_headers, out)?;
+    if let Some(n) = head.max_forwards {
+        out.push(b"Max-Forwards: ")?;
+        out.push_decimal_u64(n.saturating_sub(1))?;
+        out.push(b"\r\n")?;
+    }
     via(head.minor_version, pseudonym, out)?;
     match (keep_alive, head.minor_version) {
         (false, _) => out.push(b"Connection: close\r\n")?,
@@ -86,10 +97,9 @@ pub fn client_response(
     out.push(b" ")?;
     out.push_str(head.reason)?;
     out.push(b"\r\n")?;
-    // Transfer-Encoding overrides Content-Length, which must go before the message is forwarded (RFC 9112 §6.3).
-    let has_coding = transfer_coding(head.headers) != TransferCoding::Absent;
-    let skip: &[&str] = if has_coding { &["content-length"] } else { &[] };
-    end_to_end_headers(head.headers, skip, out)?;
+    // Transfer-Encoding overrides Content-Length, which must go before the message is forwarded (RFC 9112
+    // §6.3): the one framing field written is the one the body is read by.
+    end_to_end_headers(head.headers, &[], &head.framing_headers, out)?;
     via(head.minor_version, pseudonym, out)?;
     if !head.is_interim() {
         match (keep_alive, client_minor_version) {
@@ -108,6 +118,16 @@ pub fn tunnel_established(pseudonym: &str, out: &mut HeadWriter<'_>) -> Result<(
     out.push(b"\r\n")
 }
 
+/// The proxy's own answer to an `OPTIONS` request with `Max-Forwards: 0`, which is addressed to it (RFC 9110
+/// §7.6.2): `200` with the methods it forwards in `Allow`, and the connection's close.
+pub fn options_answer(pseudonym: &str, out: &mut HeadWriter<'_>) -> Result<(), HeadTooLarge> {
+    out.push(b"HTTP/1.1 200 OK\r\nAllow: ")?;
+    out.push_str(super::status::ALLOWED_METHODS)?;
+    out.push(b"\r\nContent-Length: 0\r\n")?;
+    via(1, pseudonym, out)?;
+    out.push(b"Connection: close\r\n\r\n")
+}
+
 /// `Via: 1.<minor_version> <pseudonym>` and its line end.
 fn via(minor_version: u8, pseudonym: &str, out: &mut HeadWriter<'_>) -> Result<(), HeadTooLarge> {
     out.push(b"Via: 1.")?;
@@ -117,17 +137,27 @@ fn via(minor_version: u8, pseudonym: &str, out: &mut HeadWriter<'_>) -> Result<(
     out.push(b"\r\n")
 }
 
-/// Copies every header that is not hop-by-hop and not in `skip`.
+/// Copies every header that is not hop-by-hop and not in `skip`, except the framing fields: where the first of
+/// them stood, the one field `framing` says is written instead.
 fn end_to_end_headers(
     headers: &[Header<'_>],
     skip: &[&str],
+    framing: &FramingHeaders,
     out: &mut HeadWriter<'_>,
 ) -> Result<(), HeadTooLarge> {
     let connection = headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
         .map(|h| h.value);
+    let mut framing_written = false;
     for header in headers {
+        if is_framing(header.name) {
+            if !framing_written {
+                framing.write(out)?;
+                framing_written = true;
+            }
+            continue;
+        }
         if skip.iter().any(|s| header.name.eq_ignore_ascii_case(s))
             || is_hop_by_hop(header.name, connection.clone())
         {

@@ -7,6 +7,10 @@ use core::fmt;
 
 use super::writer::{decimal, HeadTooLarge, HeadWriter};
 
+/// The methods the proxy forwards, as an `Allow` field lists them (its `405` and its answer to `OPTIONS` with
+/// `Max-Forwards: 0`).
+pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT";
+
 /// Why the proxy answers a request itself instead of forwarding the origin's response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyError {
@@ -30,6 +34,9 @@ pub enum ProxyError {
     HeadTooLarge,
     /// A method the proxy does not forward (501).
     UnsupportedMethod,
+    /// `TRACE` with `Max-Forwards: 0`: addressed to the proxy, which does not echo requests (405, with the
+    /// methods it does take in `Allow`).
+    TraceNotAllowed,
     /// A request body in a transfer coding other than chunked (501).
     UnsupportedTransferCoding,
     /// An absolute URI with a scheme other than `http` (400: RFC 9112 §3.2.2 lets a proxy forward only what it
@@ -43,8 +50,13 @@ pub enum ProxyError {
     OriginUnresolvable,
     /// The origin reset or closed the connection before its response was whole (502).
     OriginReset,
-    /// The origin's response head is not HTTP or does not fit the head buffer (502).
+    /// The origin's response head is not HTTP, or frames its body in a way the proxy cannot read as one (502).
     BadOriginResponse,
+    /// The origin's response head is larger than the proxy takes ([`Limits::response_head`], or has more
+    /// fields than fit) (502).
+    ///
+    /// [`Limits::response_head`]: crate::proxy::Limits::response_head
+    OriginHeadTooLarge,
     /// Every proxy connection is in use (503).
     AtCapacity,
     /// The origin did not accept the connection, or did not answer, in time (504).
@@ -82,12 +94,14 @@ impl ProxyError {
             ProxyError::UriTooLong => (414, "URI Too Long"),
             ProxyError::HeadTooLarge => (431, "Request Header Fields Too Large"),
             ProxyError::UnsupportedMethod => NOT_IMPLEMENTED,
+            ProxyError::TraceNotAllowed => (405, "Method Not Allowed"),
             ProxyError::UnsupportedTransferCoding => NOT_IMPLEMENTED,
             ProxyError::UnsupportedVersion => (505, "HTTP Version Not Supported"),
             ProxyError::OriginRefused => BAD_GATEWAY,
             ProxyError::OriginUnresolvable => BAD_GATEWAY,
             ProxyError::OriginReset => BAD_GATEWAY,
             ProxyError::BadOriginResponse => BAD_GATEWAY,
+            ProxyError::OriginHeadTooLarge => BAD_GATEWAY,
             ProxyError::AtCapacity => (503, "Service Unavailable"),
             ProxyError::OriginTimeout => (504, "Gateway Timeout"),
             ProxyError::Loop => (508, "Loop Detected"),
@@ -105,8 +119,14 @@ impl ProxyError {
         out.push(b"\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: ")?;
         out.push_decimal(counter.0)?;
         out.push(b"\r\nConnection: close\r\n")?;
-        if self == ProxyError::AtCapacity {
-            out.push(b"Retry-After: 1\r\n")?;
+        match self {
+            ProxyError::AtCapacity => out.push(b"Retry-After: 1\r\n")?,
+            ProxyError::TraceNotAllowed => {
+                out.push(b"Allow: ")?;
+                out.push_str(ALLOWED_METHODS)?;
+                out.push(b"\r\n")?;
+            }
+            _ => {}
         }
         out.push(b"\r\n")?;
         self.write_page(out)?;
@@ -114,7 +134,7 @@ impl ProxyError {
     }
 
     fn write_page(self, out: &mut impl Sink) -> Result<(), HeadTooLarge> {
-        let (digits, len) = decimal(usize::from(self.status()));
+        let (digits, len) = decimal(u64::from(self.status()));
         let code = digits.get(digits.len() - len..).unwrap_or(&[]);
         let reason = self.reason().as_bytes();
         for piece in [
@@ -148,6 +168,7 @@ impl ProxyError {
             ProxyError::UriTooLong => "The request line is longer than the proxy accepts",
             ProxyError::HeadTooLarge => "The request head is larger than the proxy accepts",
             ProxyError::UnsupportedMethod => "The proxy does not forward that method",
+            ProxyError::TraceNotAllowed => "The proxy does not answer TRACE requests itself",
             ProxyError::UnsupportedTransferCoding => {
                 "The proxy does not forward that transfer coding"
             }
@@ -161,6 +182,9 @@ impl ProxyError {
                 "The origin server closed the connection before its response was complete"
             }
             ProxyError::BadOriginResponse => "The origin server's response is not valid HTTP",
+            ProxyError::OriginHeadTooLarge => {
+                "The origin server's response head is larger than the proxy accepts"
+            }
             ProxyError::AtCapacity => "Every proxy connection is in use; try again shortly",
             ProxyError::OriginTimeout => "The origin server did not answer in time",
             ProxyError::Loop => "The request would loop through this proxy",

@@ -55,6 +55,11 @@ impl<'a> HeadWriter<'a> {
     /// Appends `n` in decimal (without `core::fmt`, which a firmware need not carry for this), or fails if it
     /// does not fit.
     pub fn push_decimal(&mut self, n: usize) -> Result<(), HeadTooLarge> {
+        self.push_decimal_u64(n as u64)
+    }
+
+    /// Appends `n` in decimal (a length may not fit a `usize` on a 32-bit board).
+    pub fn push_decimal_u64(&mut self, n: u64) -> Result<(), HeadTooLarge> {
         let (digits, len) = decimal(n);
         self.push(digits.get(digits.len() - len..).unwrap_or(&[]))
     }
@@ -76,7 +81,7 @@ impl<'a> HeadWriter<'a> {
 }
 
 /// `n`'s decimal digits, right-aligned in the array, and how many there are.
-pub(crate) fn decimal(mut n: usize) -> ([u8; 20], usize) {
+pub(crate) fn decimal(mut n: u64) -> ([u8; 20], usize) {
     let mut digits = [0u8; 20];
     let mut len = 0;
     for slot in digits.iter_mut().rev() {

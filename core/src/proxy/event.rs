@@ -83,6 +83,13 @@ pub enum ProxyEvent<'a> {
         /// The request line, if a head was read.
         line: Option<&'a str>,
     },
+    /// The proxy answers a request that is addressed to itself (`OPTIONS` with `Max-Forwards: 0`) with `200`.
+    Options {
+        /// The client.
+        client: IpAddr,
+        /// The request line.
+        line: &'a str,
+    },
     /// A client is refused as it connects (not allowed, or every connection is busy).
     Refused {
         /// The client.
@@ -164,6 +171,7 @@ impl ProxyEvent<'_> {
             ProxyEvent::Request { .. }
             | ProxyEvent::Response { .. }
             | ProxyEvent::Answer { .. }
+            | ProxyEvent::Options { .. }
             | ProxyEvent::Refused { .. }
             | ProxyEvent::PeerReset { .. } => log::Level::Info,
             ProxyEvent::OriginUnreachable { .. } | ProxyEvent::Retry { .. } => log::Level::Debug,
@@ -203,6 +211,10 @@ impl fmt::Display for ProxyEvent<'_> {
                 error.status(),
                 error.reason(),
                 line.unwrap_or("-")
+            ),
+            ProxyEvent::Options { client, line } => write!(
+                f,
+                "To {client} Response HTTP/1.1 200 OK ({line}: answered by the proxy, Max-Forwards: 0)"
             ),
             ProxyEvent::Refused {
                 client,

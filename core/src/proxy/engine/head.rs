@@ -7,7 +7,7 @@ use core::net::{IpAddr, SocketAddr};
 
 use smoltcp::time::Instant;
 
-use crate::http::rewrite::tunnel_established;
+use crate::http::rewrite::{options_answer, tunnel_established};
 use crate::http::{HeadWriter, ProxyError, RequestHead, MAX_HEADERS};
 
 use super::super::event::{OriginName, ProxyEvent};
@@ -77,6 +77,9 @@ impl ProxyConnection {
             return HeadStep::End(self.refuse(&line, ProxyError::BadTarget, out));
         };
         self.log_request(request.line.as_str());
+        if head.max_forwards == Some(0) {
+            return HeadStep::End(self.answer_options(cx, &request.line, out));
+        }
         let head_len = match Request::check_and_rewrite(&head, cx.policy, out) {
             Ok(len) => len,
             Err(error) => return HeadStep::End(self.refuse(&request.line, error, out)),
@@ -89,6 +92,27 @@ impl ProxyConnection {
             head_len,
             next,
         })
+    }
+
+    /// An `OPTIONS` request with `Max-Forwards: 0` is addressed to the proxy, which answers it (RFC 9110
+    /// §7.6.2) and closes, as after its other answers.
+    fn answer_options(
+        &mut self,
+        cx: &ProxyContext<'_>,
+        line: &RequestLine,
+        out: &mut [u8],
+    ) -> Ending {
+        ProxyEvent::Options {
+            client: self.client,
+            line: line.as_str(),
+        }
+        .log();
+        let mut answer = HeadWriter::new(out);
+        if options_answer(cx.policy.pseudonym, &mut answer).is_err() {
+            return self.bug("on_client_head (no room for the OPTIONS answer)");
+        }
+        let len = answer.len();
+        self.close(Ending::Answer { len })
     }
 
     fn log_request(&self, line: &str) {

@@ -35,7 +35,7 @@ impl RequestLine {
         }
         // As `head`'s `Display` writes it, piece by piece (no `core::fmt` machinery for a firmware to carry).
         let mut line = Cut(String::new(), false);
-        let (digits, len) = decimal(usize::from(head.minor_version));
+        let (digits, len) = decimal(u64::from(head.minor_version));
         let minor =
             core::str::from_utf8(digits.get(digits.len() - len..).unwrap_or(&[])).unwrap_or("");
         for piece in [

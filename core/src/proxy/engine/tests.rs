@@ -531,3 +531,36 @@ fn a_failure_out_of_its_phase_is_a_bug() {
         );
     });
 }
+
+/// RFC 9110 §7.6.2: an `OPTIONS` with `Max-Forwards: 0` is for the proxy, which answers `200` with `Allow` and
+/// never looks for an origin; with a higher value it goes on one lower.
+#[test]
+fn options_with_max_forwards_zero_is_answered_by_the_proxy() {
+    with(false, |cx| {
+        let mut c = admitted(cx);
+        let mut out = [0u8; 1024];
+        let head = "OPTIONS http://origin.test/ HTTP/1.1\r\nMax-Forwards: 0\r\n\r\n";
+        let len = match c.on_client_head(cx, head.as_bytes(), false, || false, at(1), &mut out) {
+            HeadStep::End(Ending::Answer { len }) => len,
+            other => panic!("{other:?}"),
+        };
+        let answer = text(&out, len);
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(
+            answer.contains("\r\nAllow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("\r\nContent-Length: 0\r\n"), "{answer}");
+        assert!(answer.contains("\r\nConnection: close\r\n"), "{answer}");
+        assert_eq!(c.phase(), Phase::Closed);
+        assert_eq!(c.stats().errors, 0);
+
+        let mut c = admitted(cx);
+        let sent = connect(
+            cx,
+            &mut c,
+            "OPTIONS http://origin.test/ HTTP/1.1\r\nMax-Forwards: 1\r\n\r\n",
+        );
+        assert!(sent.contains("\r\nMax-Forwards: 0\r\n"), "{sent}");
+    });
+}
