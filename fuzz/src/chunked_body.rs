@@ -198,7 +198,7 @@ fn well_formed(input: &mut Input<'_>, cuts: &mut [usize]) {
     let len = body.len();
     body.extend_from_slice(input.rest());
     let verdict = check(BodyFraming::Chunked, &body, cuts);
-    let broken = bare_lf || (control && (last >> 3) % 4 > 0);
+    let broken = bare_lf || (control && !(last >> 3).is_multiple_of(4));
     match broken {
         true => assert_eq!(verdict, Verdict::Bad),
         false => assert_eq!(verdict, Verdict::Body { len, done: true }),

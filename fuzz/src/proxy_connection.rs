@@ -117,6 +117,7 @@ impl Setup {
     fn limits(&self) -> Limits {
         Limits {
             head: self.head,
+            response_head: self.head,
             max_connections: 2,
             ..Limits::DEFAULT
         }

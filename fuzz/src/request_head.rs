@@ -177,10 +177,12 @@ fn check_rewritten(head: &RequestHead<'_, '_>, out: &[u8], keep_alive: bool) {
             }
             continue;
         }
-        if !h.name.eq_ignore_ascii_case("host")
-            && !(head.max_forwards.is_some() && h.name.eq_ignore_ascii_case("max-forwards"))
-            && !is_hop_by_hop(h.name, connection.clone())
-        {
+        let max_forwards =
+            head.max_forwards.is_some() && h.name.eq_ignore_ascii_case("max-forwards");
+        let dropped = h.name.eq_ignore_ascii_case("host")
+            || max_forwards
+            || is_hop_by_hop(h.name, connection.clone());
+        if !dropped {
             kept.push((h.name, h.value));
         }
     }

@@ -28,6 +28,8 @@ pub mod writer;
 
 pub use body::{BodyFraming, BodyTracker};
 pub use headers::{has_token, is_hop_by_hop, tokens, trim, HOP_BY_HOP, MAX_HEADERS};
+/// A header field as the parser hands it out, and an empty one to fill storage for fields with.
+pub use httparse::{Header, EMPTY_HEADER};
 pub use request::{Method, RequestHead, RequestTarget};
 pub use response::ResponseHead;
 pub use status::ProxyError;

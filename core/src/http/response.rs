@@ -31,9 +31,19 @@ pub struct ResponseHead<'h, 'b> {
 }
 
 impl<'h, 'b> ResponseHead<'h, 'b> {
-    /// Parses the start of `buf` as the response to a `method` request. `Ok(None)` means the head is not whole
-    /// yet. A head that is not HTTP, whose framing is contradictory, or that switches protocols (101) is
-    /// [`ProxyError::BadOriginResponse`].
+    /// How many fields the head at the start of `buf` can have at most (its lines up to the empty one that ends
+    /// it, or up to the end of `buf`): storage for that many in [`ResponseHead::parse`] takes any head.
+    pub fn fields_in(buf: &[u8]) -> usize {
+        buf.split(|&b| b == b'\n')
+            .skip(1)
+            .take_while(|line| !line.is_empty() && *line != b"\r")
+            .count()
+    }
+
+    /// Parses the start of `buf` as the response to a `method` request, with room for `headers.len()` fields.
+    /// `Ok(None)` means the head is not whole yet. A head with more fields is
+    /// [`ProxyError::OriginHeadTooLarge`]; one that is not HTTP, whose framing is contradictory, or that switches
+    /// protocols (101) is [`ProxyError::BadOriginResponse`].
     pub fn parse(
         buf: &'b [u8],
         headers: &'h mut [Header<'b>],
@@ -43,6 +53,7 @@ impl<'h, 'b> ResponseHead<'h, 'b> {
         let head_len = match response.parse(buf) {
             Ok(Status::Complete(n)) => n,
             Ok(Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(ProxyError::OriginHeadTooLarge),
             Err(_) => return Err(ProxyError::BadOriginResponse),
         };
         let (Some(code), Some(minor_version)) = (response.code, response.version) else {

@@ -6,9 +6,13 @@ use smoltcp::time::{Duration, Instant};
 /// The proxy's limits. Every design reads them from here; none keeps its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// The longest request or response head, in bytes. A request head that does not end within it is 414 (the
-    /// request line did not end) or 431; a response head, 502.
+    /// The longest request head, in bytes. One that does not end within it is 414 (the request line did not
+    /// end) or 431.
     pub head: usize,
+    /// The longest response head an origin may send, in bytes (real sites send dozens of `Set-Cookie` fields or a
+    /// 12 KB `Content-Security-Policy`; squid's `reply_header_max_size` is 64 KiB too). A longer one, or one with
+    /// more fields than the design has room for, is 502 with that reason.
+    pub response_head: usize,
     /// The most client connections served at once; one more is answered 503.
     pub max_connections: usize,
     /// How long a client has to send a whole request head (else 408; between requests on a kept connection,
@@ -16,7 +20,9 @@ pub struct Limits {
     /// connection (else 504), and an exchange to make any progress (else 504 before the response started, a
     /// reset after).
     pub timeout: Duration,
-    /// A tunnel with no byte either way for this long is closed.
+    /// A tunnel with no byte either way for this long is closed (60 s by default, nginx's `proxy_read_timeout`:
+    /// a TLS connection a browser keeps idle is opened again when needed, and WebSocket servers ping sooner; a
+    /// silent tunnel would otherwise hold its place under the cap for ever).
     pub tunnel_idle: Duration,
     /// After the proxy's last byte to a client (an error page, a refusal, the end of a response it does not
     /// keep), what the client still sends is read and dropped, so that unread bytes do not turn the close into a
@@ -35,27 +41,35 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The defaults of `smoltalk proxy`: 8 KiB heads, 1,024 clients, 30 s.
+    /// The defaults of `smoltalk proxy`: 8 KiB request heads, 64 KiB response heads, 1,024 clients, 30 s, tunnels
+    /// idle for 60 s closed.
     pub const DEFAULT: Limits = Limits {
         head: 8 * 1024,
+        response_head: 64 * 1024,
         max_connections: 1024,
         timeout: Duration::from_secs(30),
-        tunnel_idle: Duration::from_secs(300),
+        tunnel_idle: Duration::from_secs(60),
         drain: Duration::from_millis(500),
         linger: Duration::from_secs(60),
         reset_grace: Duration::from_secs(1),
         continue_wait: Duration::from_secs(1),
     };
 
-    /// Room a rewritten head needs beyond [`Limits::head`]: the proxy adds `Via`, `Host` and `Connection`, and
+    /// Room a rewritten head needs beyond its own size: the proxy adds `Via`, `Host` and `Connection`, and
     /// writes every header line as `name: value` CRLF (two bytes more than the shortest form a client may send).
+    /// A response head that still does not fit is 502 (too large).
     pub const fn head_growth(&self) -> usize {
         1024 + 2 * crate::http::MAX_HEADERS
     }
 
-    /// The buffer a rewritten head (or an error page) must fit: [`Limits::head`] plus [`Limits::head_growth`].
+    /// The buffer a rewritten head (or an error page) must fit: the larger of [`Limits::head`] and
+    /// [`Limits::response_head`], plus [`Limits::head_growth`].
     pub const fn out_buffer(&self) -> usize {
-        self.head + self.head_growth()
+        let largest = match self.head > self.response_head {
+            true => self.head,
+            false => self.response_head,
+        };
+        largest + self.head_growth()
     }
 }
 

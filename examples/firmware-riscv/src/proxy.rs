@@ -37,6 +37,7 @@ pub const SOCKETS: usize = 2 * SLOTS + REFUSERS;
 /// defaults of `smoltalk proxy`.
 pub const LIMITS: Limits = Limits {
     head: 2048,
+    response_head: 2048,
     max_connections: SLOTS,
     ..Limits::DEFAULT
 };

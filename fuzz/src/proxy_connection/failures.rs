@@ -129,6 +129,7 @@ impl Driver<'_, '_> {
                 self.cx,
                 b"HTTP/1.1 204 No\r\n\r\n",
                 false,
+                &mut [smoltalk_core::http::EMPTY_HEADER; 4],
                 &mut self.out,
             ) {
                 ResponseStep::End(ending) => ending,

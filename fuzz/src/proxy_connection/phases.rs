@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use smoltalk_core::http::{BodyFraming, RequestHead};
+use smoltalk_core::http::{BodyFraming, RequestHead, EMPTY_HEADER, MAX_HEADERS};
 use smoltalk_core::proxy::engine::{
     AfterResponse, Connected, Ending, Failure, Forward, HeadStep, Phase, ProxyConnection,
     ResponsePhase, ResponseStep,
@@ -381,17 +381,19 @@ impl Driver<'_, '_> {
     }
 
     fn response_head(&mut self, conn: &mut ProxyConnection, st: &mut Shadow) -> Option<Ending> {
-        let limit = self.cx.limits.head;
+        let limit = self.cx.limits.response_head;
         let exchange = st.exchange.as_mut().expect("a response without a request");
         let given = self.origin.inbound.len();
         let window = &self.origin.inbound[..given.min(limit)];
         let parsed = checks::origin_head(window, exchange.sent.method);
         let body_done = conn.request_body().is_some_and(|b| b.is_done());
         exchange.origin_bytes |= !window.is_empty();
+        // As much room for fields as `checks::origin_head` gives its parser.
         let step = conn.on_response_head(
             self.cx,
             &self.origin.inbound,
             self.origin.done,
+            &mut [EMPTY_HEADER; MAX_HEADERS],
             &mut self.out,
         );
         let (consumed, len, interim) = match step {

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use clap::{Args, ValueEnum};
+use smoltalk_core::proxy::Limits;
 use smoltcp::wire::Ipv4Cidr;
 
 use crate::uppercase::node::{DEFAULT_MAX_DATAGRAM, MAX_SMOLTCP_DATAGRAM};
@@ -251,8 +252,13 @@ pub struct ProxyArgs {
     /// Seconds a client has to send its request head (else 408) and an origin to accept and answer (else 504).
     #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = parse_seconds)]
     pub timeout: f64,
-    /// Seconds a CONNECT tunnel may carry no byte either way before the proxy closes it.
-    #[arg(long, default_value_t = 300.0, value_name = "SECS", value_parser = parse_seconds)]
+    /// Largest response head an origin may send, in bytes; a longer one, or one with more fields than fit, is
+    /// answered 502 with that reason (smoltcp: at most 65536, and no more than --socket-buffer; 128 fields).
+    #[arg(long, default_value_t = Limits::DEFAULT.response_head as u32, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1024..=1024 * 1024))]
+    pub max_response_head: u32,
+    /// Seconds a CONNECT tunnel may carry no byte either way before the proxy closes it (a silent tunnel
+    /// otherwise holds its place under --max-connections).
+    #[arg(long, default_value_t = Limits::DEFAULT.tunnel_idle.total_millis() as f64 / 1000.0, value_name = "SECS", value_parser = parse_seconds)]
     pub tunnel_idle: f64,
     /// Answer HOST with IP without asking DNS (repeatable); checked before DNS.
     #[arg(long, value_name = "HOST=IP", value_parser = parse_resolve)]

@@ -38,6 +38,7 @@ fn proxy_config(args: &ProxyArgs) -> ProxyConfig {
             max_connections: args
                 .max_connections
                 .map_or(default_connections, |n| n as usize),
+            response_head: args.max_response_head as usize,
             timeout: Duration::from_micros((args.timeout * 1e6) as u64),
             tunnel_idle: Duration::from_micros((args.tunnel_idle * 1e6) as u64),
             ..Limits::DEFAULT

@@ -22,7 +22,7 @@ pub const SLOT_OUT: usize = Limits::DEFAULT.out_buffer();
 const REFUSERS: usize = 4;
 
 /// Heads are parsed, and body bytes move between sockets, through a scratch buffer this big (shared by the
-/// pool; at least a head).
+/// pool; at least the largest head, a response's).
 const SCRATCH: usize = 32 * 1024;
 
 /// Why a smoltcp proxy could not be set up.
@@ -51,7 +51,7 @@ impl std::fmt::Display for SmoltcpProxyError {
             SmoltcpProxyError::HeadTooLarge(n) => write!(
                 f,
                 "heads of {n} bytes do not fit the smoltcp proxy's buffers (at most {} bytes)",
-                Limits::DEFAULT.head
+                Limits::DEFAULT.response_head
             ),
             SmoltcpProxyError::Pool(e) => write!(f, "cannot start the proxy: {e}"),
         }
@@ -83,7 +83,9 @@ impl SmoltcpProxy {
             return Err(SmoltcpProxyError::PortZero);
         }
         if limits.out_buffer() > SLOT_OUT {
-            return Err(SmoltcpProxyError::HeadTooLarge(limits.head));
+            return Err(SmoltcpProxyError::HeadTooLarge(
+                limits.head.max(limits.response_head),
+            ));
         }
         let slots: Box<[ProxySlot<SLOT_OUT>]> = (0..connections).map(|_| ProxySlot::NEW).collect();
         let pairs: Vec<_> = (0..connections)
@@ -109,7 +111,7 @@ impl SmoltcpProxy {
             ProxyServer::new(&mut node.sockets, slots, config).map_err(SmoltcpProxyError::Pool)?;
         Ok(SmoltcpProxy {
             server,
-            scratch: vec![0; SCRATCH.max(limits.head)],
+            scratch: vec![0; SCRATCH.max(limits.head).max(limits.response_head)],
         })
     }
 

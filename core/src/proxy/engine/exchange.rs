@@ -5,7 +5,7 @@ use smoltcp::time::Instant;
 
 use crate::http::body::BodyTracker;
 use crate::http::rewrite::client_response;
-use crate::http::{BodyFraming, HeadWriter, ProxyError, ResponseHead, MAX_HEADERS};
+use crate::http::{BodyFraming, HeadWriter, ProxyError, ResponseHead};
 
 use super::super::event::{ProxyEvent, ResetCause};
 use super::origin::KeptOrigin;
@@ -16,19 +16,22 @@ use super::{
 
 impl ProxyConnection {
     /// The origin's bytes not yet taken, from the start of its next response head (only the first
-    /// [`Limits::head`](super::super::Limits::head) are looked at), and whether the origin has finished
-    /// sending (closed or reset).
+    /// [`Limits::response_head`](super::super::Limits::response_head) are looked at), whether the origin has
+    /// finished sending (closed or reset), and room for the head's fields (a design with a heap gives
+    /// [`ResponseHead::fields_in`] of `bytes`, so any head that fits the limit parses; one without, what it has).
     ///
     /// A head is logged and rewritten into `out` for the client: the origin's status and end-to-end headers,
     /// `Via`, and the client connection's fate, kept only if the client wants it, the body's framing allows it
     /// and the request body has gone whole. An interim head goes to an HTTP/1.1 client only. A head that does not
-    /// end within the limit, or is not HTTP, is 502; so is an origin that closes before its head is whole, unless
-    /// it was a kept connection that never carried the request (then the request goes again, once).
-    pub fn on_response_head(
+    /// end within the limit, has more fields than `fields` holds or does not fit `out` is 502 (too large); one
+    /// that is not HTTP is 502; so is an origin that closes before its head is whole, unless it was a kept
+    /// connection that never carried the request (then the request goes again, once).
+    pub fn on_response_head<'b>(
         &mut self,
         cx: &ProxyContext<'_>,
-        bytes: &[u8],
+        bytes: &'b [u8],
         origin_done: bool,
+        fields: &mut [httparse::Header<'b>],
         out: &mut [u8],
     ) -> ResponseStep {
         let State::Forwarding {
@@ -42,13 +45,12 @@ impl ProxyConnection {
         else {
             return ResponseStep::End(self.bug("on_response_head"));
         };
-        let limit = cx.limits.head;
+        let limit = cx.limits.response_head;
         let window = bytes.get(..limit).unwrap_or(bytes);
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let head = match ResponseHead::parse(window, &mut headers, request.method) {
+        let head = match ResponseHead::parse(window, fields, request.method) {
             Ok(Some(head)) => head,
             Ok(None) if window.len() >= limit => {
-                return ResponseStep::End(self.answer(ProxyError::BadOriginResponse, out))
+                return ResponseStep::End(self.answer(ProxyError::OriginHeadTooLarge, out))
             }
             Ok(None) if origin_done => return self.origin_lost(!window.is_empty(), out),
             Ok(None) => return ResponseStep::NeedMore,
@@ -82,7 +84,7 @@ impl ProxyConnection {
             (Interims::None | Interims::Withheld, false) => Interims::Withheld,
         };
         if written.is_err() {
-            return ResponseStep::End(self.answer(ProxyError::BadOriginResponse, out));
+            return ResponseStep::End(self.answer(ProxyError::OriginHeadTooLarge, out));
         }
         let next = match interim {
             true => Response::Head { interims },

@@ -93,7 +93,13 @@ fn connect(cx: &ProxyContext<'_>, c: &mut ProxyConnection, head: &str) -> String
 
 fn response(cx: &ProxyContext<'_>, c: &mut ProxyConnection, head: &str) -> (String, bool) {
     let mut out = [0u8; 1024];
-    match c.on_response_head(cx, head.as_bytes(), false, &mut out) {
+    match c.on_response_head(
+        cx,
+        head.as_bytes(),
+        false,
+        &mut [crate::http::EMPTY_HEADER; 64],
+        &mut out,
+    ) {
         ResponseStep::Head {
             consumed,
             len,
@@ -205,13 +211,25 @@ fn a_kept_origin_that_closed_is_tried_once_more() {
         );
         // The origin had closed it: nothing came, so the same request goes again on a new connection ...
         assert_eq!(
-            c.on_response_head(cx, b"", true, &mut out),
+            c.on_response_head(
+                cx,
+                b"",
+                true,
+                &mut [crate::http::EMPTY_HEADER; 64],
+                &mut out
+            ),
             ResponseStep::Retry(origin(80))
         );
         assert_eq!(c.phase(), Phase::Connecting);
         assert_eq!(c.on_connected(cx, at(3), &mut out), Connected::Exchange);
         // ... but only once.
-        match c.on_response_head(cx, b"", true, &mut out) {
+        match c.on_response_head(
+            cx,
+            b"",
+            true,
+            &mut [crate::http::EMPTY_HEADER; 64],
+            &mut out,
+        ) {
             ResponseStep::End(Ending::Answer { len }) => {
                 assert!(text(&out, len).starts_with("HTTP/1.1 502 "))
             }
@@ -376,8 +394,9 @@ fn a_tunnel_opens_with_200_and_idles_out() {
         }
         assert!(c.response_started());
         c.on_progress(&LIMITS, at(100), 10);
-        assert_eq!(c.on_timeout(at(399), &mut out), None);
-        assert_eq!(c.on_timeout(at(400), &mut out), Some(Ending::Close));
+        let idle = LIMITS.tunnel_idle.secs();
+        assert_eq!(c.on_timeout(at(100 + idle - 1), &mut out), None);
+        assert_eq!(c.on_timeout(at(100 + idle), &mut out), Some(Ending::Close));
         // A port not allowed is 403.
         let mut c = admitted(cx);
         let head = "CONNECT origin.test:22 HTTP/1.1\r\nHost: origin.test:22\r\n\r\n";
@@ -446,7 +465,13 @@ fn a_call_the_state_does_not_allow_is_a_bug_and_resets() {
         let mut c = admitted(cx);
         let mut out = [0u8; 1024];
         assert_eq!(
-            c.on_response_head(cx, b"HTTP/1.1 200 OK\r\n\r\n", false, &mut out),
+            c.on_response_head(
+                cx,
+                b"HTTP/1.1 200 OK\r\n\r\n",
+                false,
+                &mut [crate::http::EMPTY_HEADER; 64],
+                &mut out
+            ),
             ResponseStep::End(Ending::ResetBoth)
         );
         assert_eq!(c.phase(), Phase::Closed);
@@ -468,7 +493,13 @@ fn no_retry_after_an_interim_head_the_client_did_not_see() {
         let (sent, interim) = response(cx, &mut c, "HTTP/1.1 103 Early Hints\r\n\r\n");
         assert!(interim && sent.is_empty());
         assert!(!c.response_started());
-        match c.on_response_head(cx, b"", true, &mut out) {
+        match c.on_response_head(
+            cx,
+            b"",
+            true,
+            &mut [crate::http::EMPTY_HEADER; 64],
+            &mut out,
+        ) {
             ResponseStep::End(Ending::Answer { len }) => {
                 assert!(text(&out, len).starts_with("HTTP/1.1 502 "))
             }
@@ -486,7 +517,13 @@ fn a_non_idempotent_request_is_not_retried() {
             "GET http://origin.test/ HTTP/1.1\r\nHost: x\r\n\r\n",
             "POST http://origin.test/act HTTP/1.1\r\nHost: x\r\n\r\n",
         );
-        match c.on_response_head(cx, b"", true, &mut out) {
+        match c.on_response_head(
+            cx,
+            b"",
+            true,
+            &mut [crate::http::EMPTY_HEADER; 64],
+            &mut out,
+        ) {
             ResponseStep::End(Ending::Answer { len }) => {
                 assert!(text(&out, len).starts_with("HTTP/1.1 502 "))
             }

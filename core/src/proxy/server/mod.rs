@@ -32,6 +32,11 @@ pub use slot::ProxySlot;
 /// The most refuser sockets a server keeps.
 pub const MAX_REFUSERS: usize = 8;
 
+/// The most fields a response head may have on smoltcp (the parser's room for them is on the stack, 32 bytes
+/// each on a 64-bit machine): enough for 80 `Set-Cookie` fields and the rest. The kernel-stack designs take as
+/// many as fit [`Limits::response_head`].
+pub const RESPONSE_FIELDS: usize = 128;
+
 /// How a [`ProxyServer`] is set up.
 #[derive(Debug, Clone, Copy)]
 pub struct ProxyServerConfig<'a> {

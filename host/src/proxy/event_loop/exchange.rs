@@ -3,6 +3,7 @@
 
 use std::io::{self, Read};
 
+use smoltalk_core::http::{ResponseHead, EMPTY_HEADER};
 use smoltalk_core::proxy::engine::{
     AfterResponse, ConnectStep, Failure, ResponsePhase, ResponseStep,
 };
@@ -174,10 +175,13 @@ impl Step<'_, '_> {
             };
             moved |= came;
             let cx = self.env.cx;
+            // Room for every field the head can have: a head that fits the limit is never refused for its count.
+            let mut fields = vec![EMPTY_HEADER; ResponseHead::fields_in(&self.io.from_origin)];
             match self.engine.on_response_head(
                 &cx,
                 &self.io.from_origin,
                 origin_done,
+                &mut fields,
                 self.env.head_out,
             ) {
                 ResponseStep::NeedMore if came => continue,
@@ -216,7 +220,7 @@ impl Step<'_, '_> {
         if upstream.eof {
             return Err(());
         }
-        let limit = self.env.cx.limits.head;
+        let limit = self.env.cx.limits.response_head;
         if self.io.from_origin.len() >= limit {
             return Ok(false);
         }

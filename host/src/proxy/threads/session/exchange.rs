@@ -6,6 +6,7 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
+use smoltalk_core::http::{ResponseHead, EMPTY_HEADER};
 use smoltalk_core::proxy::engine::{AfterResponse, Ending, Failure, ResponseStep};
 
 use super::super::super::{connection_failed, write_met_failure};
@@ -176,10 +177,14 @@ impl ClientSession<'_> {
         let mut until = wait.map(|w| std::time::Instant::now() + w);
         let mut origin_done = false;
         loop {
+            // Room for every field the head can have: a head that fits the limit is never refused for its count.
+            let bytes = self.from_origin.bytes();
+            let mut fields = vec![EMPTY_HEADER; ResponseHead::fields_in(bytes)];
             match self.engine.on_response_head(
                 self.cx,
-                self.from_origin.bytes(),
+                bytes,
                 origin_done,
+                &mut fields,
                 &mut self.head_out,
             ) {
                 ResponseStep::Head {

@@ -88,16 +88,16 @@ impl<'c> ClientSession<'c> {
     ) -> ClientSession<'c> {
         let _ = client.set_nodelay(true);
         let _ = client.set_write_timeout(Some(std_duration(cx.limits.timeout)));
-        let buffer = cx.limits.head.max(BODY_BUFFER);
         ClientSession {
             client,
             engine,
             cx,
             limits: cx.limits,
             clock,
-            from_client: Pending::new(buffer),
+            // Each must hold a whole head: a request's, a response's.
+            from_client: Pending::new(cx.limits.head.max(BODY_BUFFER)),
             client_done: false,
-            from_origin: Pending::new(buffer),
+            from_origin: Pending::new(cx.limits.response_head.max(BODY_BUFFER)),
             head_out: vec![0; cx.limits.out_buffer()].into_boxed_slice(),
             request_head: Vec::new(),
             upstream: None,
