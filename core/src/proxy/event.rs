@@ -99,6 +99,11 @@ pub enum ProxyEvent<'a> {
         /// For 503: how many connections the proxy serves at once.
         capacity: Option<usize>,
     },
+    /// A connection idle between requests is closed to admit a new client (the pool was full).
+    Reclaimed {
+        /// The idle connection's client.
+        client: IpAddr,
+    },
     /// An exchange broke off after it started: both connections are reset (or closed).
     PeerReset {
         /// The client.
@@ -173,6 +178,7 @@ impl ProxyEvent<'_> {
             | ProxyEvent::Answer { .. }
             | ProxyEvent::Options { .. }
             | ProxyEvent::Refused { .. }
+            | ProxyEvent::Reclaimed { .. }
             | ProxyEvent::PeerReset { .. } => log::Level::Info,
             ProxyEvent::OriginUnreachable { .. } | ProxyEvent::Retry { .. } => log::Level::Debug,
             ProxyEvent::Transition { .. } => log::Level::Trace,
@@ -232,6 +238,10 @@ impl fmt::Display for ProxyEvent<'_> {
                     None => Ok(()),
                 }
             }
+            ProxyEvent::Reclaimed { client } => write!(
+                f,
+                "To {client} Closed its idle kept connection (every proxy connection was busy; a new client needed one)"
+            ),
             ProxyEvent::PeerReset {
                 client,
                 line,

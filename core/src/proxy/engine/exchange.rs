@@ -179,7 +179,10 @@ impl ProxyConnection {
             addr: origin.addr,
         });
         self.deadline = now + cx.limits.timeout;
-        self.enter(Next::ReadingHead(Before::Served { kept }));
+        self.enter(Next::ReadingHead(Before::Served {
+            kept,
+            idle_since: Some(now),
+        }));
         AfterResponse::NextRequest { keep_origin }
     }
 

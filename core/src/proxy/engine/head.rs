@@ -67,7 +67,18 @@ impl ProxyConnection {
                     false => self.answer(ProxyError::HeadTimeout, out),
                 });
             }
-            Ok(None) => return HeadStep::NeedMore,
+            Ok(None) => {
+                // Part of the next request has come: the connection is no longer idle.
+                if let State::ReadingHead {
+                    before: Before::Served { idle_since, .. },
+                } = &mut self.state
+                {
+                    if !window.is_empty() {
+                        *idle_since = None;
+                    }
+                }
+                return HeadStep::NeedMore;
+            }
         };
         self.stats.requests += 1;
         let consumed = head.head_len;
@@ -133,7 +144,7 @@ impl ProxyConnection {
     ) -> OriginStep<'_> {
         let kept = match &mut self.state {
             State::ReadingHead {
-                before: Before::Served { kept },
+                before: Before::Served { kept, .. },
             } => kept.take(),
             _ => None,
         };

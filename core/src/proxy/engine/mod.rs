@@ -109,8 +109,12 @@ enum Before {
     /// No request yet: silence past the timeout is 408, not the end.
     Nothing,
     /// A response went whole: silence is the normal end. `kept`: the origin connection the driver kept open for
-    /// the next request to the same origin.
-    Served { kept: Option<KeptOrigin> },
+    /// the next request to the same origin. `idle_since`: when the response went, while nothing of the next
+    /// request has come (the connection may then be reclaimed for a new client).
+    Served {
+        kept: Option<KeptOrigin>,
+        idle_since: Option<Instant>,
+    },
 }
 
 /// How far a request being forwarded has come.
@@ -279,6 +283,30 @@ impl ProxyConnection {
             State::Closed => None,
             _ => Some(self.deadline),
         }
+    }
+
+    /// When the connection went idle between requests (its response went whole and nothing of the next request
+    /// has come), or `None` if it is not idle. A full pool reclaims the one idle longest
+    /// ([`ProxyConnection::reclaim`], chosen by [`longest_idle`]) before it refuses a new client.
+    pub fn idle_since(&self) -> Option<Instant> {
+        match self.state {
+            State::ReadingHead {
+                before: Before::Served { idle_since, .. },
+            } => idle_since,
+            _ => None,
+        }
+    }
+
+    /// Closes a connection idle between requests to admit a new client, as nginx does with its kept-alive
+    /// connections when it runs out: `Some(Ending::Close)` (the client sees its kept connection close, as at a
+    /// keep-alive timeout), logged. `None`, and nothing done, if it is not idle.
+    pub fn reclaim(&mut self) -> Option<Ending> {
+        self.idle_since()?;
+        ProxyEvent::Reclaimed {
+            client: self.client,
+        }
+        .log();
+        Some(self.close(Ending::Close))
     }
 
     /// What this connection has done.
@@ -540,6 +568,22 @@ impl ProxyConnection {
         }
         .log();
     }
+}
+
+/// Whether a client arriving while `busy` connections are served finds the pool full: then the connection idle
+/// longest is reclaimed first ([`longest_idle`], [`ProxyConnection::reclaim`]), and only if none is idle is the
+/// client refused (503, by [`ProxyConnection::admit`]).
+pub fn pool_is_full(limits: &Limits, busy: usize) -> bool {
+    busy >= limits.max_connections
+}
+
+/// Of the connections given with their [`ProxyConnection::idle_since`], the one idle longest.
+pub fn longest_idle<K>(connections: impl IntoIterator<Item = (K, Option<Instant>)>) -> Option<K> {
+    connections
+        .into_iter()
+        .filter_map(|(key, since)| since.map(|since| (key, since)))
+        .min_by_key(|&(_, since)| since)
+        .map(|(key, _)| key)
 }
 
 /// Writes `error`'s whole answer into `out`; returns its length (what fitted, if `out` is too small).

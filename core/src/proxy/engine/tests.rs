@@ -601,3 +601,53 @@ fn options_with_max_forwards_zero_is_answered_by_the_proxy() {
         assert!(sent.contains("\r\nMax-Forwards: 0\r\n"), "{sent}");
     });
 }
+
+/// A connection idle between requests can be reclaimed for a new client; one that has started its next request,
+/// or is still being served, cannot. The one idle longest is chosen.
+#[test]
+fn only_a_connection_idle_between_requests_is_reclaimed_and_the_longest_idle_first() {
+    with(false, |cx| {
+        let mut c = admitted(cx);
+        assert_eq!(c.idle_since(), None);
+        assert_eq!(
+            c.reclaim(),
+            None,
+            "a connection waiting for its first request"
+        );
+        connect(cx, &mut c, "GET http://origin.test/ HTTP/1.1\r\n\r\n");
+        assert_eq!(c.reclaim(), None, "a connection being served");
+        response(cx, &mut c, "HTTP/1.1 204 No Content\r\n\r\n");
+        assert!(matches!(
+            c.on_response_sent(cx, true, at(2)),
+            AfterResponse::NextRequest { .. }
+        ));
+        assert_eq!(c.idle_since(), Some(at(2)));
+
+        // Half of the next request: no longer idle.
+        let mut started = admitted(cx);
+        connect(cx, &mut started, "GET http://origin.test/ HTTP/1.1\r\n\r\n");
+        response(cx, &mut started, "HTTP/1.1 204 No Content\r\n\r\n");
+        started.on_response_sent(cx, true, at(1));
+        let mut out = [0u8; 1024];
+        assert_eq!(
+            started.on_client_head(cx, b"GET http://orig", false, || true, at(3), &mut out),
+            HeadStep::NeedMore
+        );
+        assert_eq!(started.idle_since(), None);
+        assert_eq!(started.reclaim(), None);
+
+        assert_eq!(
+            longest_idle([
+                (0, c.idle_since()),
+                (1, started.idle_since()),
+                (2, Some(at(5)))
+            ]),
+            Some(0)
+        );
+        assert_eq!(longest_idle([(0, None::<Instant>)]), None);
+        assert!(pool_is_full(cx.limits, cx.limits.max_connections));
+        assert!(!pool_is_full(cx.limits, cx.limits.max_connections - 1));
+        assert_eq!(c.reclaim(), Some(Ending::Close));
+        assert_eq!(c.phase(), Phase::Closed);
+    });
+}

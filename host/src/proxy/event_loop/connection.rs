@@ -5,6 +5,7 @@
 //!  Serving(ProxyConnection) ──Answer/Close──▶ Answering (the page, what is queued) ──FIN──▶ Draining ──▶ closed
 //!          (admitted)          └──── resets ──────────────────────────────────────────────────────────▶ closed
 //!  refused at the accept ──▶ Answering
+//!  reclaimed while idle between requests (the pool full) ──▶ Answering (nothing queued: just the FIN)
 //! ```
 //!
 //! Draining reads and drops what the client still sends, as the core's [`Drain`] says: until it closes, while
@@ -68,8 +69,8 @@ pub(super) enum Flow {
 /// One client connection: its stage, its sockets, and what is in flight between them.
 pub(super) struct Connection {
     pub client: TcpStream,
-    /// Answered at the accept (403, 503): not counted against the cap.
-    pub refused: bool,
+    /// Answered at the accept (403, 503), or reclaimed while idle: closing, and not counted against the cap.
+    pub uncounted: bool,
     pub generation: u64,
     slot: usize,
     stage: Stage,
@@ -116,7 +117,7 @@ impl Connection {
             lookup: None,
             pipe: None,
         };
-        let (stage, refused) = match engine {
+        let (stage, uncounted) = match engine {
             Ok(engine) => (Stage::Serving(Box::new(engine)), false),
             Err((page, deadline)) => {
                 io.to_client.push(page);
@@ -125,7 +126,7 @@ impl Connection {
         };
         Connection {
             client,
-            refused,
+            uncounted,
             generation,
             slot,
             stage,
@@ -140,6 +141,29 @@ impl Connection {
             Stage::Answering { deadline } => Some(*deadline),
             Stage::Draining(drain) => Some(drain.deadline()),
         }
+    }
+
+    /// When its engine went idle between requests (see [`ProxyConnection::idle_since`]).
+    pub fn idle_since(&self) -> Option<Instant> {
+        match &self.stage {
+            Stage::Serving(engine) => engine.idle_since(),
+            _ => None,
+        }
+    }
+
+    /// Closes the connection if its engine is idle between requests, to admit a new client; from then on it is
+    /// not counted against the cap. Returns whether it was reclaimed.
+    pub fn reclaim(&mut self, env: &mut Env<'_>, registry: &Registry) -> bool {
+        let Stage::Serving(engine) = &mut self.stage else {
+            return false;
+        };
+        let Some(ending) = engine.reclaim() else {
+            return false;
+        };
+        self.uncounted = true;
+        // `Close`: the connection stays open to send its FIN and drain; the loop drives it on.
+        self.end(ending, env, registry);
+        true
     }
 
     /// Whether the connection waits for a lookup (the loop hands answers only to those).

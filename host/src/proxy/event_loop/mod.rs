@@ -2,7 +2,7 @@
 //! `mio`), every client a `Connection` (in `connection`) that drives the core's engine and only moves bytes.
 //!
 //! The loop accepts clients (the engine admits them: 403 and 503 are answered here, beyond the cap up to
-//! [`REFUSALS`] at once), hands each socket event to its connection, wakes at least every [`SWEEP`] to enforce
+//! [`REFUSALS`] at once; at the cap, the connection idle longest between requests is reclaimed first), hands each socket event to its connection, wakes at least every [`SWEEP`] to enforce
 //! deadlines, and looks names up on threads of their own so that a slow DNS server stalls only the request that
 //! needs it.
 
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use smoltalk_core::proxy::engine::{Admission, OwnAddress};
+use smoltalk_core::proxy::engine::{longest_idle, pool_is_full, Admission, OwnAddress};
 use smoltalk_core::proxy::{ProxyConnection, ProxyContext};
 
 use super::lookup::{spawn_lookup, LookupResult};
@@ -186,7 +186,9 @@ struct EventLoop<'e> {
     /// Connection `i` has tokens `2 + 2i` (client) and `3 + 2i` (origin).
     connections: Vec<Option<Connection>>,
     free: Vec<usize>,
+    /// Connections counted against the cap.
     serving: usize,
+    /// Connections answered at the accept or reclaimed, closing.
     refusing: usize,
     /// `accept` failed for want of descriptors: try again without waiting for a new client.
     accept_blocked: bool,
@@ -249,6 +251,9 @@ impl EventLoop<'_> {
             self.accept_blocked = false;
             let _ = stream.set_nodelay(true);
             let now = self.clock.now();
+            if pool_is_full(self.cx.limits, self.serving) {
+                self.reclaim_longest_idle();
+            }
             let engine = match ProxyConnection::admit(
                 &self.cx,
                 peer.ip().to_canonical(),
@@ -282,13 +287,42 @@ impl EventLoop<'_> {
                 self.free.push(slot);
                 continue;
             }
-            match connection.refused {
+            match connection.uncounted {
                 true => self.refusing += 1,
                 false => self.serving += 1,
             }
             self.connections[slot] = Some(connection);
             self.drive(slot);
         }
+    }
+
+    /// The pool is full: the connection idle longest between requests, if any, is closed to make room.
+    fn reclaim_longest_idle(&mut self) {
+        let idle = longest_idle(
+            self.connections
+                .iter()
+                .enumerate()
+                .map(|(slot, c)| (slot, c.as_ref().and_then(Connection::idle_since))),
+        );
+        let Some(slot) = idle else {
+            return;
+        };
+        let Some(Some(mut connection)) = self.connections.get_mut(slot).map(Option::take) else {
+            return;
+        };
+        let mut env = Env {
+            cx: self.cx,
+            clock: self.clock,
+            scratch: &mut self.scratch,
+            head_out: &mut self.head_out,
+            resolver: &self.resolver,
+        };
+        if connection.reclaim(&mut env, self.poll.registry()) {
+            self.serving -= 1;
+            self.refusing += 1;
+        }
+        self.connections[slot] = Some(connection);
+        self.drive(slot);
     }
 
     fn take_resolved(&mut self) {
@@ -321,7 +355,7 @@ impl EventLoop<'_> {
             return;
         }
         connection.deregister(self.poll.registry());
-        match connection.refused {
+        match connection.uncounted {
             true => self.refusing -= 1,
             false => self.serving -= 1,
         }

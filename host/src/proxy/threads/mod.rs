@@ -3,27 +3,29 @@
 //! (`session::ClientSession`, its exchange with the origin in `session::exchange`) with blocking reads and
 //! writes whose timeouts come from the engine's deadlines.
 //!
-//! The acceptor thread admits each client through the engine (403 and 503 are decided there) and hands it to a
-//! thread of its own; refused clients are answered by one refuser thread, which drains them side by side, so a
+//! The acceptor thread admits each client through the engine (403 and 503 are decided there; at the cap, the
+//! thread idle longest between requests is reclaimed first, see `idle`) and hands it to a thread of its own; refused clients are answered by one refuser thread, which drains them side by side, so a
 //! flood at the cap costs no thread per client.
 
+mod idle;
 mod session;
 mod sockets;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use smoltalk_core::proxy::engine::{Admission, OwnAddress};
+use smoltalk_core::proxy::engine::{pool_is_full, Admission, OwnAddress};
 use smoltalk_core::proxy::{Drain, Limits, ProxyConnection, ProxyContext};
 
 use super::event_loop::LISTEN_BACKLOG;
 use super::{is_local_address, Clock, ProxyConfig, ProxyServeError};
 use crate::sys;
 use crate::uppercase::kernel::bind_error;
+use idle::{IdleSessions, Place};
 
 /// The stack of a client thread: its buffers are on the heap, and the thread needs little else.
 const THREAD_STACK: usize = 128 * 1024;
@@ -45,7 +47,11 @@ struct Shared {
     /// The proxy's own address, so a request for it is a loop (508).
     own: SocketAddr,
     clock: Clock,
-    active: AtomicUsize,
+    /// Places taken under the cap.
+    active: Arc<AtomicUsize>,
+    /// The threads idle between requests, for the acceptor to reclaim at the cap.
+    idle: IdleSessions,
+    next_id: AtomicU64,
 }
 
 impl Shared {
@@ -85,7 +91,9 @@ impl KernelProxy {
                 config,
                 own,
                 clock: Clock::start(),
-                active: AtomicUsize::new(0),
+                active: Arc::new(AtomicUsize::new(0)),
+                idle: IdleSessions::default(),
+                next_id: AtomicU64::new(0),
             }),
         })
     }
@@ -119,7 +127,10 @@ impl KernelProxy {
                 let Ok(peer) = stream.peer_addr() else {
                     continue;
                 };
-                let busy = self.shared.active.fetch_add(1, Ordering::AcqRel);
+                if pool_is_full(cx.limits, self.shared.active.load(Ordering::Acquire)) {
+                    self.shared.idle.reclaim_longest();
+                }
+                let (place, busy) = Place::take(&self.shared.active);
                 let now = self.shared.clock.now();
                 let engine = match ProxyConnection::admit(
                     cx,
@@ -130,38 +141,35 @@ impl KernelProxy {
                 ) {
                     Admission::Serve(engine) => engine,
                     Admission::Refuse { len } => {
-                        self.shared.active.fetch_sub(1, Ordering::AcqRel);
+                        drop(place);
                         let answer = page.get(..len).unwrap_or(&[]).to_vec();
                         refuse(&refuser, stream, peer, answer);
                         continue;
                     }
                 };
                 let shared = Arc::clone(&self.shared);
+                let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
                 let spawned =
                     std::thread::Builder::new()
                         .stack_size(THREAD_STACK)
                         .spawn(move || {
-                            let _slot = ActiveSlot(&shared.active);
                             shared.with_context(|cx| {
-                                session::ClientSession::new(stream, engine, cx, shared.clock).run()
+                                let idle = session::IdleWatch {
+                                    sessions: &shared.idle,
+                                    id,
+                                    place,
+                                };
+                                session::ClientSession::new(stream, engine, cx, shared.clock, idle)
+                                    .run()
                             });
                         });
                 if let Err(e) = spawned {
+                    // The closure, and the place it held, are dropped with the error.
                     log::warn!("cannot start a thread for {peer}: {e}");
-                    self.shared.active.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         });
         Err(ProxyServeError::ListenerFailed)
-    }
-}
-
-/// Gives a client thread's place under the cap back when the thread ends, however it ends.
-struct ActiveSlot<'a>(&'a AtomicUsize);
-
-impl Drop for ActiveSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -22,6 +22,7 @@ use smoltalk_core::proxy::{Limits, ProxyContext};
 
 use super::super::lookup::{spawn_lookup, LookupResult};
 use super::super::Clock;
+use super::idle::{IdleSessions, Place};
 use super::sockets::{
     drain, is_timeout, read_into, relay_both_ways, std_duration, Pending, ReadOutcome, TunnelEnd,
 };
@@ -60,6 +61,14 @@ struct Upstream {
     reset_seen: bool,
 }
 
+/// What a session needs to be reclaimed while it idles between requests.
+pub(super) struct IdleWatch<'c> {
+    pub sessions: &'c IdleSessions,
+    pub id: u64,
+    /// The session's place under the cap, given back when the session ends (or it is reclaimed).
+    pub place: Place,
+}
+
 /// One client connection on its own thread.
 pub(super) struct ClientSession<'c> {
     client: TcpStream,
@@ -77,6 +86,7 @@ pub(super) struct ClientSession<'c> {
     /// The request head for the origin, kept to send again on a retry.
     request_head: Vec<u8>,
     upstream: Option<Upstream>,
+    idle: IdleWatch<'c>,
 }
 
 impl<'c> ClientSession<'c> {
@@ -85,6 +95,7 @@ impl<'c> ClientSession<'c> {
         engine: ProxyConnection,
         cx: &'c ProxyContext<'c>,
         clock: Clock,
+        idle: IdleWatch<'c>,
     ) -> ClientSession<'c> {
         let _ = client.set_nodelay(true);
         let _ = client.set_write_timeout(Some(std_duration(cx.limits.timeout)));
@@ -101,6 +112,7 @@ impl<'c> ClientSession<'c> {
             head_out: vec![0; cx.limits.out_buffer()].into_boxed_slice(),
             request_head: Vec::new(),
             upstream: None,
+            idle,
         }
     }
 
@@ -199,10 +211,24 @@ impl<'c> ClientSession<'c> {
         }
     }
 
-    /// Waits (until the engine's deadline) for more of the client's head.
+    /// Waits (until the engine's deadline) for more of the client's head. A connection idle between requests
+    /// may be reclaimed by the acceptor meanwhile: then the engine closes it.
     fn read_more_head(&mut self) -> Result<(), Ending> {
         let wait = self.left();
-        match read_into(&mut self.client, &mut self.from_client, wait) {
+        let idle = self.engine.idle_since();
+        if let Some(since) = idle {
+            let watch = &self.idle;
+            watch
+                .sessions
+                .register(watch.id, since, &self.client, &watch.place);
+        }
+        let outcome = read_into(&mut self.client, &mut self.from_client, wait);
+        if idle.is_some() && self.idle.sessions.unregister(self.idle.id) {
+            if let Some(ending) = self.engine.reclaim() {
+                return Err(ending);
+            }
+        }
+        match outcome {
             ReadOutcome::Bytes | ReadOutcome::TimedOut => Ok(()),
             ReadOutcome::Finished { reset: false } => {
                 self.client_done = true;
