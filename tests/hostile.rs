@@ -4,10 +4,13 @@
 //! Each test runs the proxy and its Python origin inside a fresh network namespace that has only loopback, and
 //! its own sockets join that namespace: no name or address a hostile request carries can be looked up or reached
 //! beyond it (the proxy runs without `--no-dns` here, on purpose: there is nothing to ask). The namespace is
-//! deleted when the test ends. The same rules are put to the smoltcp proxy in `tests/netns_proxy.rs`.
+//! deleted when the test ends. The rules of the first round are put to the smoltcp proxy in
+//! `tests/netns_proxy.rs`; those of the second (issue 13: chunked framing, framing fields, Max-Forwards, large
+//! response heads, a full pool and idle tunnels, in `support::strictness`) run here on every design, the smoltcp
+//! proxy on a TUN device in a namespace of its own.
 //!
-//! Needs root (namespaces), `ip`, `python3`, `curl` and `openssl`: skips with a reason elsewhere, fails under
-//! `CI=true`. Each test has its own namespace, so they run in parallel.
+//! Needs root (namespaces, TUN), `ip`, `python3`, `curl` and `openssl`: skips with a reason elsewhere, fails
+//! under `CI=true`. Each test has its own namespace, so they run in parallel.
 
 mod support;
 
@@ -16,6 +19,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use support::proxy::*;
+use support::strictness;
 use support::*;
 
 /// One test's namespace: loopback only.
@@ -95,6 +99,9 @@ strict_rule_tests!(
     request_line_over_the_head_buffer,
     head_over_the_head_buffer,
     unknown_transfer_coding,
+    chunked_twice,
+    identity_beside_chunked,
+    transfer_coding_not_ending_in_chunked,
     absolute_form_with_userinfo,
     absolute_form_with_an_https_scheme,
     absolute_form_with_an_ftp_scheme,
@@ -556,4 +563,91 @@ fn a_lookup_that_never_answers_is_502_at_the_timeout() {
         );
         proxy.stop();
     }
+}
+
+/// The two kernel-stack designs: the event loop (the default) and a thread per client.
+const KERNEL_DESIGNS: [&[&str]; 2] = [&[], &["--thread-per-client"]];
+
+/// Runs `scenario` against each design with `extra` options, each with a fresh origin (and an echo server for
+/// tunnels): the two kernel-stack designs in a namespace with only loopback, then the smoltcp proxy on a TUN
+/// device `st0` in a namespace of its own (its kernel side, 10.0.2.2, is where the origins and the clients
+/// are; nothing else is there).
+fn on_every_design(test: &str, extra: &[&str], scenario: impl Fn(&Proxy, u16, u16)) {
+    let Some(isolated) = Isolated::new(test) else {
+        return;
+    };
+    let with = |echo: &str| {
+        let mut args = vec!["--connect-ports".to_owned(), echo.to_owned()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    for design in KERNEL_DESIGNS {
+        let (_origin, origin_port) = isolated.origin();
+        let (_echo, echo_port) = start_echo(&isolated.net);
+        let mut args = with(&echo_port.to_string());
+        args.extend(design.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proxy = isolated.proxy(&args);
+        scenario(&proxy, origin_port, echo_port);
+        proxy.stop();
+    }
+    let Some(ns) = namespace_or_skip(test, "hostile", &["curl", "openssl"]) else {
+        return;
+    };
+    add_st0(&ns, "tun");
+    let net = Net::Namespace(ns.name().to_owned());
+    let (_origin, origin_port) = start_origin(&net, None);
+    let (_echo, echo_port) = start_echo(&net);
+    let mut args: Vec<String> = ["proxy", "--stack", "tun", "--dev", "st0", "--no-dns"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    args.extend(with(&echo_port.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Proxy::start(smoltalk_in(&ns, &args), "10.0.2.15", net);
+    scenario(&proxy, origin_port, echo_port);
+    proxy.stop();
+}
+
+macro_rules! on_every_design {
+    ($($(#[$doc:meta])* $test:ident($($extra:expr),*) => $scenario:expr;)*) => {
+        $(
+            $(#[$doc])*
+            #[test]
+            #[cfg_attr(
+                any(smoltalk_no_netns, smoltalk_no_curl),
+                ignore = "needs root, /dev/net/tun, ip, ping, python3, curl and openssl (network namespaces)"
+            )]
+            fn $test() {
+                on_every_design(stringify!($test), &[$($extra),*], $scenario);
+            }
+        )*
+    };
+}
+
+on_every_design! {
+    /// Issue 13, item 1: a bare LF anywhere in a request's chunked framing is 400, and nothing behind it (a
+    /// smuggled request) reaches the origin.
+    bare_lf_in_a_chunked_request_is_400_and_nothing_behind_it_is_relayed() => |p, o, _| {
+        strictness::bare_lf_in_a_chunked_request_is_400_and_nothing_behind_it_is_relayed(p, o)
+    };
+    /// Item 1, the other way: an origin's chunked body with bare LFs never reaches the client.
+    a_chunked_response_with_bare_lfs_never_reaches_the_client() => |p, o, _| {
+        strictness::a_chunked_response_with_bare_lfs_never_reaches_the_client(p, o)
+    };
+    /// Item 2: a framing field said twice reaches the next hop once, as the proxy wrote it.
+    repeated_framing_fields_reach_the_next_hop_once() => |p, o, _| {
+        strictness::repeated_framing_fields_reach_the_next_hop_once(p, o)
+    };
+    /// Item 3: Max-Forwards for OPTIONS and TRACE.
+    max_forwards_is_honoured_for_options_and_trace() => |p, o, _| {
+        strictness::max_forwards_is_honoured_for_options_and_trace(p, o)
+    };
+    /// Item 5: response heads up to 64 KiB, with as many fields as fit.
+    response_heads_up_to_64_kib_pass_and_larger_ones_are_502() => |p, o, _| {
+        strictness::response_heads_up_to_64_kib_pass_and_larger_ones_are_502(p, o)
+    };
+    /// Item 4: at the cap, the client idle longest is reclaimed; silent tunnels close at --tunnel-idle.
+    a_full_pool_reclaims_idle_clients_and_silent_tunnels_close("--max-connections", "2", "--tunnel-idle", "2") =>
+        strictness::a_full_pool_reclaims_idle_clients_and_silent_tunnels_close;
 }

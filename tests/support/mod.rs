@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 
 pub mod proxy;
+pub mod strictness;
 
 /// The binary under test.
 pub fn smoltalk() -> Command {

@@ -25,6 +25,14 @@ BIG = []
 CHUNKS = [b'5\r\nhello\r\n', b'9;note=x\r\n, chunked\r\n', b'7\r\n world\n\r\n', b'0\r\nX-Trailer: yes\r\n\r\n']
 seen = []
 lock = threading.Lock()
+RAW = {
+    # Chunked framing with bare LFs: must never reach a client.
+    '/bare-lf-chunks': b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\nok\n0\n\n',
+    # Two chunked codings: not one framing (502).
+    '/two-te': b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n',
+    # One length, said three times: the client gets it once.
+    '/cl-list': b'HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\nX-Between: 1\r\nContent-Length: 3\r\n\r\nabc',
+}
 
 def read_chunked(f):
     body = b''
@@ -92,7 +100,25 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == '/close':
             self.close_connection = True
             return
+        if self.path in RAW:
+            # Responses whose framing the proxy must not relay as it came (issue 13).
+            self.wfile.write(RAW[self.path])
+            self.wfile.flush()
+            self.close_connection = self.path != '/cl-list'
+            return
+        if self.path == '/many-fields':
+            # 80 cookies and a 12 KB policy: a head of 16 KiB with 85 fields, as real sites send.
+            extra = [('Set-Cookie', 'c%d=%s; Path=/' % (i, 'v' * 60)) for i in range(80)]
+            extra.append(('Content-Security-Policy', "default-src 'self'; " + 'a' * 12000))
+            return self.reply(200, b'many fields\n', extra=extra)
+        if self.path == '/huge-head':
+            # 70 KiB of head: over the 64 KiB a proxy takes.
+            return self.reply(200, b'never\n', extra=[('X-Filler-%d' % i, 'f' * 1000) for i in range(70)])
         self.reply(404, b'no such path\n')
+
+    def do_OPTIONS(self):
+        self.record()
+        self.reply(200, b'', extra=[('Allow', 'GET, OPTIONS')])
 
     do_HEAD = do_GET
 
@@ -601,12 +627,12 @@ pub mod scenario {
     use super::*;
 
     /// `http://ORIGIN_HOST:PORT/PATH`.
-    fn at(proxy: &Proxy, port: u16, path: &str) -> String {
+    pub fn at(proxy: &Proxy, port: u16, path: &str) -> String {
         format!("http://{}:{port}{path}", proxy.net.origin_host())
     }
 
     /// What the origin on `port` has seen so far.
-    fn seen_at(proxy: &Proxy, port: u16) -> Vec<String> {
+    pub fn seen_at(proxy: &Proxy, port: u16) -> Vec<String> {
         seen(&proxy.net, port)
     }
 
@@ -1164,6 +1190,31 @@ pub mod scenario {
             name: "unknown_transfer_coding",
             request: |p, o| post_with(p, o, "Transfer-Encoding: br, chunked\r\n", "not really br"),
             status: "501 Not Implemented",
+        },
+        // Two framings read one way by the proxy and maybe another by the origin (issue 13).
+        StrictRule {
+            name: "chunked_twice",
+            request: |p, o| {
+                post_with(
+                    p,
+                    o,
+                    "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                    "5\r\nhello\r\n0\r\n\r\n",
+                )
+            },
+            status: "400 Bad Request",
+        },
+        StrictRule {
+            name: "identity_beside_chunked",
+            request: |p, o| {
+                post_with(
+                    p,
+                    o,
+                    "Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n",
+                    "5\r\nhello\r\n0\r\n\r\n",
+                )
+            },
+            status: "400 Bad Request",
         },
         // A coding list that does not end in `chunked` leaves the body's end unknown (RFC 9112 §6.3).
         StrictRule {
