@@ -56,6 +56,10 @@ fn exchanges(proxy: &Proxy, origin: u16, echo: u16) -> Vec<String> {
     curl_ok(proxy, &["--data-binary", "0123456789", &at("/echo")]);
     curl_ok(proxy, &[&at("/chunked")]);
     curl_ok(proxy, &["-I", &at("/small")]);
+    // A request line longer than the log keeps (issue 13): cut, never emptied.
+    curl_ok(proxy, &[&at(&format!("/{}", "L".repeat(1000)))]);
+    // OPTIONS with Max-Forwards: 0, answered by the proxy itself.
+    curl_ok(proxy, &["-X", "OPTIONS", "-H", "Max-Forwards: 0", &at("/")]);
     let via = via_of(proxy, origin);
     // What the proxy answers itself: 403, 502, 508, 400, 501.
     let answers: [(String, &str); 5] = [
@@ -223,6 +227,14 @@ fn the_three_designs_log_the_same_lines_for_the_same_exchanges() {
             "To {client} Response HTTP/1.1 502 Bad Gateway (GET http://{KERNEL}:1/ HTTP/1.1: The origin server refused the connection)"
         ),
         format!("From {client} Refused 503 Service Unavailable (all 4 proxy connections are busy)"),
+        // 256 bytes: the first 253 of the line and the ellipsis (LOG_LINE).
+        {
+            let line = format!("GET http://{KERNEL}:{origin}/{}", "L".repeat(1000));
+            format!("From {client} Request {}…", &line[..253])
+        },
+        format!(
+            "To {client} Response HTTP/1.1 200 OK (OPTIONS http://{KERNEL}:{origin}/ HTTP/1.1: answered by the proxy, Max-Forwards: 0)"
+        ),
     ] {
         assert!(
             expected.contains(&needle),

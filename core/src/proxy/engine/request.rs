@@ -13,7 +13,8 @@ use crate::http::{BodyFraming, HeadWriter, ProxyError, RequestHead};
 
 use super::super::ProxyPolicy;
 
-/// The longest request line kept for logs; a longer one is cut and ends in `...`. With `log` compiled out
+/// The longest request line kept for logs, in bytes; a longer one is cut to its first 253 bytes (at a character
+/// boundary) and ends in `…`, on every design. With `log` compiled out
 /// (`log/max_level_off`, as a lean firmware builds), nothing is kept: the line is for logs only.
 pub const LOG_LINE: usize = match log::STATIC_MAX_LEVEL {
     log::LevelFilter::Off => 0,
@@ -22,6 +23,9 @@ pub const LOG_LINE: usize = match log::STATIC_MAX_LEVEL {
 
 /// The longest host name (RFC 1035's 253 characters; the parser refuses longer ones).
 pub const MAX_HOST: usize = 253;
+
+/// What ends a request line cut for the log.
+const CUT: &str = "…";
 
 /// A request line as the logs show it, cut at [`LOG_LINE`] bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,11 +52,11 @@ impl RequestLine {
             let _ = line.write_str(piece);
         }
         if line.1 {
-            // Room for the marker: drop characters until three bytes are free.
-            while line.0.len() > LOG_LINE.saturating_sub(3) {
+            // Room for the marker (three bytes in UTF-8): drop characters until it fits.
+            while line.0.len() > LOG_LINE.saturating_sub(CUT.len()) {
                 line.0.pop();
             }
-            let _ = line.0.push_str("...");
+            let _ = line.0.push_str(CUT);
         }
         RequestLine(line.0)
     }

@@ -651,3 +651,29 @@ fn only_a_connection_idle_between_requests_is_reclaimed_and_the_longest_idle_fir
         assert_eq!(c.phase(), Phase::Closed);
     });
 }
+
+/// A request line longer than [`LOG_LINE`] is logged cut, ending in `…`, never emptied.
+#[test]
+fn a_long_request_line_is_kept_for_the_log_cut_with_an_ellipsis() {
+    let path = "a".repeat(1000);
+    let raw = std::format!("GET http://origin.test/{path} HTTP/1.1\r\n\r\n");
+    let mut headers = [httparse::EMPTY_HEADER; 4];
+    let head = match crate::http::RequestHead::parse(raw.as_bytes(), &mut headers) {
+        Ok(Some(head)) => head,
+        other => panic!("{other:?}"),
+    };
+    let line = RequestLine::of(&head);
+    assert_eq!(line.as_str().len(), LOG_LINE);
+    assert!(line.as_str().starts_with("GET http://origin.test/aaaa"));
+    assert!(line.as_str().ends_with("aaa…"), "{line}");
+    // A short one is whole.
+    let raw = "GET http://origin.test/ HTTP/1.1\r\n\r\n";
+    let mut headers = [httparse::EMPTY_HEADER; 4];
+    let head = crate::http::RequestHead::parse(raw.as_bytes(), &mut headers)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        RequestLine::of(&head).as_str(),
+        "GET http://origin.test/ HTTP/1.1"
+    );
+}
