@@ -18,6 +18,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use support::proxy::{
@@ -67,8 +68,18 @@ impl Build {
     }
 }
 
+/// One firmware build at a time. The builds' target folders nest (`target/lean` in `target`), and cargo makes a
+/// missing target folder by renaming a fresh one into place: two first builds at once on a fresh clone raced,
+/// one replacing the folder the other had just made ("No such file or directory ... target/lean"). One at a
+/// time, they also do not fight over the cores for their LTO.
+static BUILDING: Mutex<()> = Mutex::new(());
+
 /// The firmware's ELF, built in release mode for riscv64gc.
 fn build_firmware(build: Build) -> PathBuf {
+    // A test that panicked while building leaves the lock poisoned; the next build is as good as ever.
+    let _one_at_a_time = BUILDING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let target = build.target_dir();
     let mut args = vec![
         "build",
