@@ -1218,7 +1218,7 @@ fn max_forwards_is_decremented_for_options_and_zero_is_for_the_proxy() {
     );
     with_request(
         b"OPTIONS * HTTP/1.1\r\nHost: h\r\nMax-Forwards: 0\r\n\r\n",
-        |h| assert_eq!(h.max_forwards, Some(0)),
+        |h| assert_eq!(h.max_forwards(), Some(0)),
     );
     assert_eq!(
         upstream(b"GET http://h/ HTTP/1.1\r\nMax-Forwards: 3\r\n\r\n", true),

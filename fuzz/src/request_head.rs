@@ -153,7 +153,7 @@ fn check_rewritten(head: &RequestHead<'_, '_>, out: &[u8], keep_alive: bool) {
         .map(|h| h.value);
     // The client's end-to-end fields in order, but its framing fields as one: the field the proxy writes, where
     // the first of them stood.
-    let framing = &head.framing_headers;
+    let framing = &head.framing_headers();
     let framing_field: Option<(&str, Vec<u8>)> =
         match (&framing.transfer_encoding, framing.content_length) {
             (Some(codings), _) => {
@@ -178,7 +178,7 @@ fn check_rewritten(head: &RequestHead<'_, '_>, out: &[u8], keep_alive: bool) {
             continue;
         }
         let max_forwards =
-            head.max_forwards.is_some() && h.name.eq_ignore_ascii_case("max-forwards");
+            head.max_forwards().is_some() && h.name.eq_ignore_ascii_case("max-forwards");
         let dropped = h.name.eq_ignore_ascii_case("host")
             || max_forwards
             || is_hop_by_hop(h.name, connection.clone());
@@ -202,7 +202,7 @@ fn check_rewritten(head: &RequestHead<'_, '_>, out: &[u8], keep_alive: bool) {
     assert_eq!(&rest[..kept.len()], &kept[..], "{}", show());
     // Then an `OPTIONS` request's Max-Forwards one lower, our Via and our Connection.
     let mut ours: Vec<(&str, Vec<u8>)> = Vec::new();
-    if let Some(n) = head.max_forwards {
+    if let Some(n) = head.max_forwards() {
         ours.push(("Max-Forwards", n.saturating_sub(1).to_string().into_bytes()));
     }
     ours.push((

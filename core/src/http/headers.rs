@@ -81,15 +81,19 @@ pub(crate) fn decimal_field(
     name: &str,
 ) -> Result<Option<u64>, ()> {
     let mut number = None;
-    let fields = headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
-    if fields.clone().any(|h| tokens(h.value).next().is_none()) {
-        return Err(());
-    }
-    for value in fields.flat_map(|h| tokens(h.value)) {
-        let n = parse_decimal(value).ok_or(())?;
-        match number {
-            Some(previous) if previous != n => return Err(()),
-            _ => number = Some(n),
+    for field in headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)) {
+        let mut values = 0;
+        for value in tokens(field.value) {
+            values += 1;
+            let n = parse_decimal(value).ok_or(())?;
+            match number {
+                Some(previous) if previous != n => return Err(()),
+                _ => number = Some(n),
+            }
+        }
+        // An empty field is no number.
+        if values == 0 {
+            return Err(());
         }
     }
     Ok(number)
@@ -128,13 +132,13 @@ const MAX_CODINGS: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransferCodings {
     codings: [Coding; MAX_CODINGS],
-    len: usize,
+    len: u8,
 }
 
 impl TransferCodings {
     /// The codings in the order they were applied.
     pub fn iter(&self) -> impl Iterator<Item = Coding> + '_ {
-        self.codings.iter().copied().take(self.len)
+        self.codings.iter().copied().take(usize::from(self.len))
     }
 
     /// Whether `chunked` is the last coding, so that it frames the body.
@@ -179,9 +183,7 @@ impl FramingHeaders {
             .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
         {
             present = true;
-            if tokens(field.value).next().is_none() {
-                return Err(FramingError::Invalid);
-            }
+            let before = codings.len;
             for token in tokens(field.value) {
                 let coding = coding_named(token)?;
                 if coding == Coding::Chunked && codings.iter().any(|c| c == Coding::Chunked) {
@@ -189,10 +191,14 @@ impl FramingHeaders {
                 }
                 let slot = codings
                     .codings
-                    .get_mut(codings.len)
+                    .get_mut(usize::from(codings.len))
                     .ok_or(FramingError::Invalid)?;
                 *slot = coding;
                 codings.len += 1;
+            }
+            // A field with no coding in it frames nothing it can be trusted with.
+            if codings.len == before {
+                return Err(FramingError::Invalid);
             }
         }
         Ok(FramingHeaders {

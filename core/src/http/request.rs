@@ -9,7 +9,7 @@ use core::fmt;
 use httparse::{Header, Status};
 
 use super::body::BodyFraming;
-use super::headers::{decimal_field, has_token, tokens, FramingError, FramingHeaders};
+use super::headers::{has_token, parse_decimal, tokens, trim, FramingError, FramingHeaders};
 use super::status::ProxyError;
 
 /// The methods the proxy forwards. Anything else is answered with 501.
@@ -198,11 +198,6 @@ pub struct RequestHead<'h, 'b> {
     pub head_len: usize,
     /// How the request body is framed ([`BodyFraming::None`] for a request without one).
     pub framing: BodyFraming,
-    /// The framing headers as read, for the one the proxy writes in their place.
-    pub framing_headers: FramingHeaders,
-    /// The `Max-Forwards` value, if the request is an `OPTIONS` that has one (RFC 9110 §7.6.2; other methods'
-    /// are forwarded as they are).
-    pub max_forwards: Option<u64>,
     /// Whether the client wants the connection kept open after the response.
     pub keep_alive: bool,
 }
@@ -231,8 +226,7 @@ impl<'h, 'b> RequestHead<'h, 'b> {
         let Some(method) = Method::from_token(method) else {
             // A TRACE with `Max-Forwards: 0` is addressed to the proxy, which refuses the method (405); any other
             // TRACE is one it does not forward (501).
-            let to_proxy =
-                method == "TRACE" && decimal_field(headers, "max-forwards") == Ok(Some(0));
+            let to_proxy = method == "TRACE" && max_forwards(headers) == Ok(Some(0));
             return Err(match to_proxy {
                 true => ProxyError::TraceNotAllowed,
                 false => ProxyError::UnsupportedMethod,
@@ -244,12 +238,9 @@ impl<'h, 'b> RequestHead<'h, 'b> {
             FramingError::UnknownCoding => ProxyError::UnsupportedTransferCoding,
         })?;
         let framing = request_framing(method, &framing_headers)?;
-        let max_forwards = match method {
-            Method::Options => {
-                decimal_field(headers, "max-forwards").map_err(|()| ProxyError::MalformedHead)?
-            }
-            _ => None,
-        };
+        if method == Method::Options {
+            max_forwards(headers).map_err(|()| ProxyError::MalformedHead)?;
+        }
         // HTTP/1.0 has no transfer codings: a 1.0 request that names one is framed by something other than
         // what the origin will read (RFC 9112 §6.1).
         if minor_version == 0
@@ -274,8 +265,6 @@ impl<'h, 'b> RequestHead<'h, 'b> {
             headers,
             head_len,
             framing,
-            framing_headers,
-            max_forwards,
             keep_alive,
         }))
     }
@@ -318,6 +307,21 @@ impl<'h, 'b> RequestHead<'h, 'b> {
             .map(|h| h.value)
     }
 
+    /// The framing fields as the proxy read them, for the one it writes in their place (read again: a head
+    /// stays small, and it parsed, so they read the same).
+    pub fn framing_headers(&self) -> FramingHeaders {
+        FramingHeaders::read(self.headers).unwrap_or_default()
+    }
+
+    /// The `Max-Forwards` value, if the request is an `OPTIONS` that has one (RFC 9110 §7.6.2: `0` is for the
+    /// proxy itself, anything else goes on one lower; other methods' go on as they came).
+    pub fn max_forwards(&self) -> Option<u64> {
+        match self.method {
+            Method::Options => max_forwards(self.headers).ok().flatten(),
+            _ => None,
+        }
+    }
+
     /// Whether the client sent `Expect: 100-continue` and waits for a go-ahead before its body.
     pub fn expects_continue(&self) -> bool {
         has_token(self.headers, "expect", "100-continue")
@@ -334,6 +338,19 @@ impl fmt::Display for RequestHead<'_, '_> {
             self.raw_target,
             self.minor_version
         )
+    }
+}
+
+/// The first `Max-Forwards` field's value (RFC 9110 §7.6.2: one decimal number); `Err` if it is not one.
+// One copy for its three callers (flash on a board).
+#[inline(never)]
+fn max_forwards(headers: &[Header<'_>]) -> Result<Option<u64>, ()> {
+    match headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("max-forwards"))
+    {
+        Some(field) => parse_decimal(trim(field.value)).map(Some).ok_or(()),
+        None => Ok(None),
     }
 }
 

@@ -24,8 +24,6 @@ pub struct ResponseHead<'h, 'b> {
     pub head_len: usize,
     /// How the body is framed, given the request it answers (a response to `HEAD` has none).
     pub framing: BodyFraming,
-    /// The framing headers as read, for the one the proxy writes in their place.
-    pub framing_headers: FramingHeaders,
     /// Whether the origin will keep the connection open for another request after this response.
     pub keep_alive: bool,
 }
@@ -102,9 +100,14 @@ impl<'h, 'b> ResponseHead<'h, 'b> {
             headers,
             head_len,
             framing,
-            framing_headers,
             keep_alive,
         }))
+    }
+
+    /// The framing fields as the proxy read them, for the one it writes in their place: none for a response
+    /// without a body whose fields do not read as one framing (they frame nothing).
+    pub fn framing_headers(&self) -> FramingHeaders {
+        FramingHeaders::read(self.headers).unwrap_or_default()
     }
 
     /// An interim response (`100 Continue`, `103 Early Hints`): a final one follows on the same exchange. (`101`

@@ -63,12 +63,13 @@ pub fn upstream_request(
             out.push(b"\r\n")?;
         }
     }
-    let skip: &[&str] = match head.max_forwards {
+    let max_forwards = head.max_forwards();
+    let skip: &[&str] = match max_forwards {
         Some(_) => &["host", "max-forwards"],
         None => &["host"],
     };
-    end_to_end_headers(head.headers, skip, &head.framing_headers, out)?;
-    if let Some(n) = head.max_forwards {
+    end_to_end_headers(head.headers, skip, &head.framing_headers(), out)?;
+    if let Some(n) = max_forwards {
         out.push(b"Max-Forwards: ")?;
         out.push_decimal_u64(n.saturating_sub(1))?;
         out.push(b"\r\n")?;
@@ -99,7 +100,7 @@ pub fn client_response(
     out.push(b"\r\n")?;
     // Transfer-Encoding overrides Content-Length, which must go before the message is forwarded (RFC 9112
     // §6.3): the one framing field written is the one the body is read by.
-    end_to_end_headers(head.headers, &[], &head.framing_headers, out)?;
+    end_to_end_headers(head.headers, &[], &head.framing_headers(), out)?;
     via(head.minor_version, pseudonym, out)?;
     if !head.is_interim() {
         match (keep_alive, client_minor_version) {
@@ -119,14 +120,10 @@ pub fn tunnel_established(pseudonym: &str, out: &mut HeadWriter<'_>) -> Result<(
 }
 
 /// The proxy's own answer to an `OPTIONS` request with `Max-Forwards: 0`, which is addressed to it (RFC 9110
-/// §7.6.2): `200` with the methods it forwards in `Allow`, and the connection's close.
-pub fn options_answer(pseudonym: &str, out: &mut HeadWriter<'_>) -> Result<(), HeadTooLarge> {
-    out.push(b"HTTP/1.1 200 OK\r\nAllow: ")?;
-    out.push_str(super::status::ALLOWED_METHODS)?;
-    out.push(b"\r\nContent-Length: 0\r\n")?;
-    via(1, pseudonym, out)?;
-    out.push(b"Connection: close\r\n\r\n")
-}
+/// §7.6.2): `200` with the methods it forwards in `Allow`, and the connection's close (as its other answers).
+pub const OPTIONS_ANSWER: &[u8] =
+    b"HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT\r\n\
+    Content-Length: 0\r\nConnection: close\r\n\r\n";
 
 /// `Via: 1.<minor_version> <pseudonym>` and its line end.
 fn via(minor_version: u8, pseudonym: &str, out: &mut HeadWriter<'_>) -> Result<(), HeadTooLarge> {

@@ -7,8 +7,8 @@ use core::fmt;
 
 use super::writer::{decimal, HeadTooLarge, HeadWriter};
 
-/// The methods the proxy forwards, as an `Allow` field lists them (its `405` and its answer to `OPTIONS` with
-/// `Max-Forwards: 0`).
+/// The methods the proxy forwards, as an `Allow` field lists them (its `405`; its answer to `OPTIONS` with
+/// `Max-Forwards: 0` says the same, see [`super::rewrite::OPTIONS_ANSWER`]).
 pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT";
 
 /// Why the proxy answers a request itself instead of forwarding the origin's response.

@@ -7,7 +7,7 @@ use core::net::{IpAddr, SocketAddr};
 
 use smoltcp::time::Instant;
 
-use crate::http::rewrite::{options_answer, tunnel_established};
+use crate::http::rewrite::{tunnel_established, OPTIONS_ANSWER};
 use crate::http::{HeadWriter, ProxyError, RequestHead, MAX_HEADERS};
 
 use super::super::event::{OriginName, ProxyEvent};
@@ -88,8 +88,8 @@ impl ProxyConnection {
             return HeadStep::End(self.refuse(&line, ProxyError::BadTarget, out));
         };
         self.log_request(request.line.as_str());
-        if head.max_forwards == Some(0) {
-            return HeadStep::End(self.answer_options(cx, &request.line, out));
+        if head.max_forwards() == Some(0) {
+            return HeadStep::End(self.answer_options(&request.line, out));
         }
         let head_len = match Request::check_and_rewrite(&head, cx.policy, out) {
             Ok(len) => len,
@@ -107,19 +107,14 @@ impl ProxyConnection {
 
     /// An `OPTIONS` request with `Max-Forwards: 0` is addressed to the proxy, which answers it (RFC 9110
     /// §7.6.2) and closes, as after its other answers.
-    fn answer_options(
-        &mut self,
-        cx: &ProxyContext<'_>,
-        line: &RequestLine,
-        out: &mut [u8],
-    ) -> Ending {
+    fn answer_options(&mut self, line: &RequestLine, out: &mut [u8]) -> Ending {
         ProxyEvent::Options {
             client: self.client,
             line: line.as_str(),
         }
         .log();
         let mut answer = HeadWriter::new(out);
-        if options_answer(cx.policy.pseudonym, &mut answer).is_err() {
+        if answer.push(OPTIONS_ANSWER).is_err() {
             return self.bug("on_client_head (no room for the OPTIONS answer)");
         }
         let len = answer.len();

@@ -42,7 +42,9 @@ pub const RESPONSE_FIELDS: usize = 128;
 pub struct ProxyServerConfig<'a> {
     /// The port the proxy listens on (not 0).
     pub port: u16,
-    /// Sizes and times; `max_connections` is set to the number of slots.
+    /// Sizes and times; `max_connections` is set to the number of slots. A head is only taken off its socket
+    /// once it is whole, so the client sockets' receive buffers must hold [`Limits::head`] and the origin
+    /// sockets' [`Limits::response_head`] (a longer head waits there until the timeout).
     pub limits: Limits,
     /// One pair of closed TCP sockets (client, origin) per slot, in the order of the slots.
     pub sockets: &'a [(SocketHandle, SocketHandle)],
@@ -136,8 +138,11 @@ where
         let is_local = move |ip: IpAddr| {
             ip.is_loopback() || matches!(ip, IpAddr::V4(v4) if Some(v4) == own_v4)
         };
+        // A head is peeked at until it is whole: it must fit the scratch buffer (and the receive buffer of the
+        // socket it comes in on, which the caller sizes; see `ProxyServerConfig::limits`).
         let limits = Limits {
             head: self.limits.head.min(scratch.len()),
+            response_head: self.limits.response_head.min(scratch.len()),
             ..self.limits
         };
         let mut shared = Shared {

@@ -19,7 +19,6 @@ use super::outgoing::{Outgoing, Peer};
 use super::relay::{discard, finished_sending, next_ephemeral, peer_finished, relay, was_reset};
 use super::slot::{Shared, SlotSockets};
 use super::RESPONSE_FIELDS;
-use crate::proxy::{Limits, ProxyContext};
 
 /// What a serving slot waits for on the origin's side, besides its sockets.
 #[derive(Clone, Copy)]
@@ -386,32 +385,16 @@ impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
     }
 
     fn response_head(&mut self) -> Flow {
+        let window = self.shared.cx.limits.response_head.min(self.scratch.len());
+        let window = self.scratch.get_mut(..window).unwrap_or(&mut []);
         let origin = self.sockets.get_mut::<tcp::Socket>(self.slot.origin);
-        // A head is only peeked at until it is whole, so it must fit the scratch buffer and the origin socket's
-        // receive buffer at once: the limit the engine keeps to is the smallest of the three.
-        let limit = self
-            .shared
-            .cx
-            .limits
-            .response_head
-            .min(self.scratch.len())
-            .min(origin.recv_capacity());
-        let limits = Limits {
-            response_head: limit,
-            ..*self.shared.cx.limits
-        };
-        let cx = ProxyContext {
-            limits: &limits,
-            ..self.shared.cx
-        };
-        let window = self.scratch.get_mut(..limit).unwrap_or(&mut []);
         let available = origin.peek_slice(window).unwrap_or(0);
         // Its FIN or reset, whatever still waits in the buffer (a head is only peeked at until it is whole).
         let origin_done = peer_finished(origin);
         let bytes = window.get(..available).unwrap_or(&[]);
         let mut fields = [httparse::EMPTY_HEADER; RESPONSE_FIELDS];
         match self.connection.on_response_head(
-            &cx,
+            &self.shared.cx,
             bytes,
             origin_done,
             &mut fields,
