@@ -12,7 +12,7 @@ use super::device::{device_kind, open_device, smoltcp_label};
 use crate::proxy::event_loop::KernelProxy;
 use crate::proxy::node::SmoltcpProxy;
 use crate::proxy::ProxyConfig;
-use crate::stack::network::{drive, Network, Step};
+use crate::stack::network::{drive_each_packet, Network, Step};
 use crate::sys::stop_requested;
 
 /// The proxy's configuration from its options.
@@ -82,7 +82,9 @@ pub(super) fn proxy(args: ProxyArgs) -> Result<(), String> {
     );
     let names = config.names();
     let policy = config.policy(&names);
-    drive(&mut net, |net| {
+    // After every packet, before the next: a SYN may have taken the last listening socket.
+    let keep_listening = |proxy: &mut SmoltcpProxy, _, node: &mut _| proxy.keep_listening(node);
+    drive_each_packet(&mut net, &mut proxy, keep_listening, |net, proxy| {
         if stop_requested() {
             log::info!("stopped by a signal; closing {}", net.device().name());
             return Step::Done(());
