@@ -74,7 +74,8 @@ impl ProxyLab {
         let proxy = SmoltcpProxy::new(lab.node(proxy_node), PROXY_PORT, limits, None)?;
         // The origin reads each request whole (the POST check sends 200 KiB).
         lab.node(origin_node).buffers.tcp = 512 * 1024;
-        let origin = LabOrigin::new(lab.node(origin_node), ORIGIN_PORT, 8);
+        // One listening socket for each connection the proxy may open at once (smoltcp has no backlog).
+        let origin = LabOrigin::new(lab.node(origin_node), ORIGIN_PORT, connections.max(8));
         Ok(ProxyLab {
             lab,
             client,
