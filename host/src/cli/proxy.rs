@@ -10,7 +10,7 @@ use super::announce;
 use super::args::ProxyArgs;
 use super::device::{device_kind, open_device, smoltcp_label};
 use crate::proxy::event_loop::KernelProxy;
-use crate::proxy::node::SmoltcpProxy;
+use crate::proxy::node::{SmoltcpProxy, DEFAULT_POOL};
 use crate::proxy::ProxyConfig;
 use crate::stack::network::{drive_each_packet, Network, Step};
 use crate::sys::stop_requested;
@@ -25,7 +25,7 @@ fn proxy_config(args: &ProxyArgs) -> ProxyConfig {
         _ => args.allow.clone(),
     };
     let default_connections = match smoltcp {
-        true => 16,
+        true => DEFAULT_POOL,
         false => Limits::DEFAULT.max_connections,
     };
     ProxyConfig {

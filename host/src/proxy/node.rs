@@ -20,6 +20,10 @@ use smoltcp::wire::{IpAddress, Ipv4Address};
 
 use crate::stack::node::Node;
 
+/// The smoltcp proxy's cap by default: room for a browser (Chromium opens up to 32 connections to a proxy, and
+/// 256 in all). The pool grows to it only as clients come, so a cap unused costs nothing.
+pub const DEFAULT_POOL: usize = 256;
+
 /// The most connections a smoltcp proxy pool may have.
 pub const MAX_PROXY_CONNECTIONS: usize = 4096;
 
