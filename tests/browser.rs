@@ -1,5 +1,7 @@
-//! A real browser through the kernel-stack proxy: headless Chromium loads a page of several objects (the HTML, a
-//! stylesheet, a PNG, an SVG and a script that changes the DOM) from a local origin through `smoltalk proxy`.
+//! A real browser through the proxy: headless Chromium loads a page of several objects (the HTML, a stylesheet, a
+//! PNG, an SVG and a script that changes the DOM) from a local origin through the kernel-stack `smoltalk proxy`,
+//! and a page of 48 images from 8 hosts through the smoltcp proxy on a TUN device (see
+//! [`chromium_loads_48_images_from_8_hosts_through_the_smoltcp_proxy_at_its_default_pool`]).
 //!
 //! The origin (a small Python `http.server`) logs every request it is sent and its `Via` header; the proxy logs
 //! every request it is asked for. The test checks that every object went through the proxy (the origin saw it
@@ -149,7 +151,8 @@ fn chromium_loads_and_renders_a_page_of_several_objects_through_the_kernel_proxy
     );
     let proxy = start_proxy(&proxy_log);
     let url = format!("http://{SITE}:{origin_port}/index.html");
-    let (status, dom, chromium_log) = chromium(&dir.0, proxy.port, &url, &screenshot);
+    let proxy_addr = format!("127.0.0.1:{}", proxy.port);
+    let (status, dom, chromium_log) = chromium(&dir.0, &proxy_addr, None, &url, &screenshot);
     let origin_seen = read(&origin_log);
     let proxy_seen = read(&proxy_log);
     let context = || {
@@ -264,6 +267,194 @@ fn chromium_loads_and_renders_a_page_of_several_objects_through_the_kernel_proxy
     );
 }
 
+/// The many-hosts page's image hosts: all given to the proxy with `--resolve`, all served by the one origin.
+const IMAGE_HOSTS: [&str; 8] = [
+    "h1.test", "h2.test", "h3.test", "h4.test", "h5.test", "h6.test", "h7.test", "h8.test",
+];
+
+/// Images on the many-hosts page (six from each host).
+const IMAGES: usize = 48;
+
+/// The origin of the many-hosts page, on the address given second (argv[2]; argv[1] is its log): `/many.html`
+/// shows 48 images, `/img/N.png` for N in 0..48 from host `h(N % 8 + 1).test` on the origin's own port, and a
+/// script that, once the page has loaded, adds `<p id="loaded">loaded OK of ALL</p>` (OK: the images that
+/// decoded). Each image is answered after 300 ms, so that Chromium opens as many connections as it allows at
+/// once. It logs `<request line>\t<Host>\tVia: <via or ->` for every request.
+const PY_MANY_HOSTS_ORIGIN: &str = r##"
+import sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+log_path, address = sys.argv[1], sys.argv[2]
+lock = threading.Lock()
+PNG = bytes.fromhex('89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489'
+                    '0000000d49444154789c63f8cfc0f01f0005000201a5f1a8b20000000049454e44ae426082')
+SCRIPT = '''<script>
+window.addEventListener("load", function () {
+  var ok = 0, all = document.images.length;
+  for (var i = 0; i < all; i++) if (document.images[i].complete && document.images[i].naturalWidth > 0) ok++;
+  var p = document.createElement("p");
+  p.id = "loaded";
+  p.textContent = "loaded " + ok + " of " + all;
+  document.body.appendChild(p);
+});
+</script>'''
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def do_GET(self):
+        with lock, open(log_path, 'a') as log:
+            log.write('%s\t%s\tVia: %s\n' % (self.requestline, self.headers.get('Host', '-'),
+                                             self.headers.get('Via', '-')))
+        port = self.server.server_address[1]
+        if self.path == '/many.html':
+            imgs = ''.join('<img src="http://h%d.test:%d/img/%d.png" width="8" height="8">\n'
+                           % (n % 8 + 1, port, n) for n in range(48))
+            page = ('<!DOCTYPE html>\n<html><head><title>many hosts</title></head><body>\n%s%s\n</body></html>\n'
+                    % (imgs, SCRIPT))
+            kind, body = 'text/html; charset=utf-8', page.encode()
+        elif self.path.startswith('/img/') and self.path.endswith('.png'):
+            time.sleep(0.3)
+            kind, body = 'image/png', PNG
+        else:
+            kind, body = 'text/plain', None
+        status = 200 if body is not None else 404
+        body = body if body is not None else b'not found\n'
+        self.send_response(status)
+        self.send_header('Content-Type', kind)
+        self.send_header('Content-Length', str(len(body)))
+        self.send_header('Cache-Control', 'no-store')
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+class Server(ThreadingHTTPServer):
+    request_queue_size = 256
+server = Server((address, 0), Handler)
+server.daemon_threads = True
+print('origin listening on %s:%d' % server.server_address, flush=True)
+server.serve_forever()
+"##;
+
+/// The issue this answers: Chromium loading a page of 48 images from 8 hosts opened 39–52 connections to the
+/// smoltcp proxy at its pool of 16, smoltcp (no listen backlog) reset the SYNs that found no listening socket,
+/// and Chromium gave up on those images. Here the smoltcp proxy runs at its default settings on a TUN device in
+/// a network namespace this test makes (10.0.2.15, the kernel side 10.0.2.2), and Chromium and the origin run
+/// inside it on 10.0.2.2: nothing leaves the namespace, which has no route out. The proxy knows only the test's
+/// names (`--resolve`, `--no-dns`) and may connect only to the origin's address. Every image must load: the
+/// page's script counts them, the origin must have seen each through the proxy, and the proxy must never have
+/// run out of listening sockets or refused a client.
+#[test]
+#[cfg_attr(
+    any(smoltalk_no_netns, smoltalk_no_chromium),
+    ignore = "needs root, /dev/net/tun, ip, ping, python3 and chromium (a TUN device in a network namespace)"
+)]
+fn chromium_loads_48_images_from_8_hosts_through_the_smoltcp_proxy_at_its_default_pool() {
+    const TEST: &str =
+        "chromium_loads_48_images_from_8_hosts_through_the_smoltcp_proxy_at_its_default_pool";
+    let Some(ns) = namespace_or_skip(TEST, "nsbrowser", &["chromium"]) else {
+        return;
+    };
+    add_st0(&ns, "tun");
+    let dir = TempDir::new("browser-many");
+    let origin_log = dir.0.join("origin.log");
+    let screenshot = dir.0.join("screenshot.png");
+    std::fs::write(&origin_log, b"").expect("create the origin log");
+    let origin_args = [
+        "-c",
+        PY_MANY_HOSTS_ORIGIN,
+        origin_log.to_str().expect("UTF-8 path"),
+        "10.0.2.2",
+    ];
+    let (_origin, origin_port) = start_server(ns.command("python3", &origin_args), "python origin");
+
+    let resolve: Vec<String> = std::iter::once(SITE)
+        .chain(IMAGE_HOSTS)
+        .map(|host| format!("{host}=10.0.2.2"))
+        .collect();
+    let mut args = vec!["proxy", "--stack", "tun", "--dev", "st0", "--no-dns"];
+    args.extend(["--allow-dest", "10.0.2.2/32"]);
+    for name in &resolve {
+        args.extend(["--resolve", name]);
+    }
+    let proxy = support::proxy::Proxy::start(
+        smoltalk_in(&ns, &args),
+        "10.0.2.15",
+        support::proxy::Net::Namespace(ns.name().to_owned()),
+    );
+    let url = format!("http://{SITE}:{origin_port}/many.html");
+    let proxy_addr = format!("10.0.2.15:{}", proxy.port);
+    let (status, dom, chromium_log) = chromium(&dir.0, &proxy_addr, Some(&ns), &url, &screenshot);
+    let (_, proxy_seen) = proxy.stop();
+    let origin_seen = read(&origin_log);
+    let context = || {
+        format!(
+            "\n--- origin log:\n{origin_seen}--- proxy log:\n{proxy_seen}--- chromium (without D-Bus noise):\n{}",
+            without_dbus_noise(&chromium_log)
+        )
+    };
+    assert!(status.success(), "chromium failed ({status}){}", context());
+
+    // Whatever Chromium asked for besides the test's names (a `CONNECT www.google.com:443` it sends a while
+    // after start, despite the switches) the proxy answered itself, without a lookup (`--no-dns`): it never
+    // left the proxy, as nothing can leave the namespace.
+    let strays: Vec<&str> = proxy_seen
+        .lines()
+        .filter_map(|l| l.split_once(" Request ").map(|(_, request)| request))
+        .filter(|r| {
+            !request_host(r)
+                .is_some_and(|host| host == SITE || IMAGE_HOSTS.contains(&host.as_str()))
+        })
+        .collect();
+    for stray in strays {
+        let unresolved = format!(
+            "Response HTTP/1.1 502 Bad Gateway ({stray}: The origin server's name does not resolve)"
+        );
+        assert!(
+            proxy_seen.contains(&unresolved),
+            "CHROMIUM SENT A REQUEST FOR ANOTHER HOST THAT THE PROXY DID NOT ANSWER ITSELF: {stray}{}",
+            context()
+        );
+    }
+
+    // The proxy never ran out of listening sockets, and refused no one: the default pool has room for a
+    // browser.
+    assert!(
+        !proxy_seen.contains("are reset until one is free"),
+        "the proxy ran out of listening sockets{}",
+        context()
+    );
+    assert!(
+        !proxy_seen.contains(" Refused "),
+        "the proxy refused a client at its default pool{}",
+        context()
+    );
+
+    // Every image reached the origin, from its own host, through the proxy.
+    for n in 0..IMAGES {
+        let host = format!("h{}.test:{origin_port}", n % 8 + 1);
+        let line = format!("GET /img/{n}.png HTTP/1.1\t{host}\tVia: ");
+        let via = origin_seen
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()));
+        match via {
+            Some(via) => assert!(
+                is_smoltalk_via(via),
+                "image {n} reached the origin with Via: {via}{}",
+                context()
+            ),
+            None => panic!("the origin never got image {n} from {host}{}", context()),
+        }
+    }
+    // And the page saw every one of them load.
+    let loaded = format!(r#"<p id="loaded">loaded {IMAGES} of {IMAGES}</p>"#);
+    assert!(
+        dom.contains(&loaded),
+        "not every image loaded: {}{}",
+        dom.lines()
+            .filter(|l| l.contains(r#"id="loaded""#))
+            .collect::<String>(),
+        context()
+    );
+}
+
 /// Starts `smoltalk proxy` on a free loopback port, its log (stderr) going to `log`.
 fn start_proxy(log: &Path) -> Running {
     let mut cmd = smoltalk();
@@ -301,11 +492,13 @@ fn start_proxy(log: &Path) -> Running {
     Running { child, port }
 }
 
-/// Runs headless Chromium on `url` through the proxy at `proxy_port`, with a fresh profile and home in `dir`;
-/// returns its exit status, the DOM it dumped and its log. It writes a screenshot to `screenshot`.
+/// Runs headless Chromium on `url` through the proxy at `proxy` (`host:port`), inside `ns` if given, with a
+/// fresh profile and home in `dir`; returns its exit status, the DOM it dumped and its log. It writes a
+/// screenshot to `screenshot`.
 fn chromium(
     dir: &Path,
-    proxy_port: u16,
+    proxy: &str,
+    ns: Option<&Namespace>,
     url: &str,
     screenshot: &Path,
 ) -> (ExitStatus, String, String) {
@@ -316,7 +509,11 @@ fn chromium(
     for d in [&home, &profile] {
         std::fs::create_dir_all(d).expect("create a Chromium directory");
     }
-    let mut cmd = Command::new("chromium");
+    let proxy_host = proxy.rsplit_once(':').map_or(proxy, |(host, _)| host);
+    let mut cmd = match ns {
+        Some(ns) => ns.command("chromium", &[]),
+        None => Command::new("chromium"),
+    };
     cmd.args([
         "--headless",
         "--no-sandbox",
@@ -332,13 +529,18 @@ fn chromium(
         "--metrics-recording-only",
     ])
     .arg(format!("--user-data-dir={}", profile.display()))
-    .arg(format!("--proxy-server=http://127.0.0.1:{proxy_port}"))
+    .arg(format!("--proxy-server=http://{proxy}"))
     .arg("--proxy-bypass-list=<-loopback>")
-    // Chromium's own resolver answers no name: nothing it does looks a name up.
-    .arg("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
+    // Chromium's own resolver answers no name, the proxy's address aside (the rules map literals too): nothing
+    // it does looks a name up.
+    .arg(format!(
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE {proxy_host}"
+    ))
     // What Chromium 156 still sends with the switches above, each seen through the proxy:
     // `GET http://clients2.google.com/time/1/current` (network time),
-    .arg("--disable-features=NetworkTimeServiceQuerying")
+    // and `CONNECT www.google.com:443` (a preconnect to the default search engine a while after start, seen
+    // when a page takes a second or more to load),
+    .arg("--disable-features=NetworkTimeServiceQuerying,PreconnectToSearch")
     // `POST https://accounts.google.com/ListAccounts` at every profile start (no switch turns it off) and
     // `POST https://update.googleapis.com/service/update2/json` (an on-demand component, the on-device model
     // manifest, despite --disable-component-update): both go to port 9 on loopback instead, which Chromium refuses

@@ -376,6 +376,49 @@ mod proxy {
         );
     }
 
+    /// smoltcp has no listen backlog: a SYN that finds no listening socket is reset, and a browser gives up on a
+    /// reset. 200 clients connect at once (their SYNs reach the proxy in one burst) to a pool of 16: every one
+    /// is served by the origin or answered 503, none is reset.
+    #[test]
+    fn two_hundred_clients_at_once_are_each_served_or_answered_503_never_reset() {
+        let mut lab = ProxyLab::new(16).unwrap();
+        let clients = vec![vec![LabRequest::get(&page())]; 200];
+        let done = lab.fetch(clients).unwrap();
+        let mut served = 0;
+        let mut refused = 0;
+        for (i, fetch) in done.iter().enumerate() {
+            assert_eq!(fetch.failure, None, "client {i} was not answered");
+            let response = fetch.responses.first().expect("a response");
+            match response.status {
+                200 => {
+                    assert!(response.header("via").is_some(), "{response:?}");
+                    served += 1;
+                }
+                503 => refused += 1,
+                status => panic!("client {i} got {status}: {response:?}"),
+            }
+        }
+        assert_eq!(served + refused, 200);
+        assert!(served >= 16, "only {served} served");
+        assert_eq!(
+            lab.origin.seen.len(),
+            served,
+            "every 200 came from the origin"
+        );
+        assert_eq!(lab.proxy.stats().1, refused as u64, "every 503 a refuser's");
+        // The pool grew to its cap, and the refusers never ran out.
+        let (_, slots, refusers) = lab.proxy.sockets(lab.lab.node(lab.proxy_node));
+        println!(
+            "{served} served, {refused} answered 503; {slots} slots, {refusers} refusers made"
+        );
+        assert_eq!(slots, 16);
+        assert!(
+            refusers >= 1 && refusers + slots <= 200,
+            "{refusers} refusers"
+        );
+        assert_eq!(lab.proxy.exhausted(), 0);
+    }
+
     /// The origin kept from a client's first request vanishes and the proxy forgets its link-layer address, so
     /// the reset that ends that kept connection waits for an ARP answer that never comes. The client's next
     /// request, to another origin, is still served once the reset's grace (1 s) has passed, not held up by a

@@ -24,4 +24,6 @@ pub use engine::{ProxyConnection, ProxyContext, ProxyStats};
 pub use event::{ProxyEvent, ResetCause, LOG_TARGET};
 pub use limits::{Drain, Limits};
 pub use policy::ProxyPolicy;
-pub use server::{ProxyServer, ProxyServerConfig, ProxySlot};
+pub use server::{
+    FixedPool, Listeners, PoolStorage, ProxyServer, ProxyServerConfig, ProxySlot, MAX_REFUSERS,
+};

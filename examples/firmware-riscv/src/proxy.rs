@@ -14,7 +14,7 @@ use core::ptr::addr_of_mut;
 
 use smoltalk_core::error::ServerError;
 use smoltalk_core::proxy::{
-    Limits, ProxyPolicy, ProxyServer, ProxyServerConfig, ProxySlot, ProxyStats,
+    FixedPool, Limits, ProxyPolicy, ProxyServer, ProxyServerConfig, ProxySlot, ProxyStats,
 };
 use smoltcp::iface::{Interface, SocketSet};
 use smoltcp::socket::tcp;
@@ -102,8 +102,8 @@ static mut PROXY_SOCKET_BUFFERS: SocketBuffers = SocketBuffers {
 };
 static mut PROXY_SCRATCH: [u8; SCRATCH] = [0; SCRATCH];
 
-/// The storage of the proxy's slots.
-pub type Slots = &'static mut [ProxySlot<OUT>; SLOTS];
+/// The storage of the proxy's slots and refuser: fixed, it never grows.
+pub type Slots = FixedPool<&'static mut [ProxySlot<OUT>; SLOTS]>;
 
 /// The proxy and its scratch buffer.
 pub struct BoardProxy {
@@ -150,7 +150,7 @@ impl BoardProxy {
             dns: None,
             port_seed,
         };
-        let server = ProxyServer::new(sockets, slots, config)?;
+        let server = ProxyServer::new(sockets, FixedPool::new(slots), config)?;
         Ok(BoardProxy { server, scratch })
     }
 

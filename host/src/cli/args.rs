@@ -245,8 +245,9 @@ pub struct ProxyArgs {
         default_value = "443"
     )]
     pub connect_ports: Vec<u16>,
-    /// Client connections served at once; more are answered 503 (smoltcp: the size of the connection pool,
-    /// each a client socket, an origin socket and their buffers) [default: kernel 1024, smoltcp 16].
+    /// Client connections served at once; more are answered 503 (smoltcp: the most the connection pool grows
+    /// to, each a client socket, an origin socket and their buffers, made when a client first needs it)
+    /// [default: kernel 1024, smoltcp 256].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_connections: Option<u32>,
     /// Seconds a client has to send its request head (else 408) and an origin to accept and answer (else 504).

@@ -10,9 +10,9 @@ use super::announce;
 use super::args::ProxyArgs;
 use super::device::{device_kind, open_device, smoltcp_label};
 use crate::proxy::event_loop::KernelProxy;
-use crate::proxy::node::SmoltcpProxy;
+use crate::proxy::node::{SmoltcpProxy, DEFAULT_POOL};
 use crate::proxy::ProxyConfig;
-use crate::stack::network::{drive, Network, Step};
+use crate::stack::network::{drive_each_packet, Network, Step};
 use crate::sys::stop_requested;
 
 /// The proxy's configuration from its options.
@@ -25,7 +25,7 @@ fn proxy_config(args: &ProxyArgs) -> ProxyConfig {
         _ => args.allow.clone(),
     };
     let default_connections = match smoltcp {
-        true => 16,
+        true => DEFAULT_POOL,
         false => Limits::DEFAULT.max_connections,
     };
     ProxyConfig {
@@ -83,7 +83,9 @@ pub(super) fn proxy(args: ProxyArgs) -> Result<(), String> {
     );
     let names = config.names();
     let policy = config.policy(&names);
-    drive(&mut net, |net| {
+    // After every packet, before the next: a SYN may have taken the last listening socket.
+    let keep_listening = |proxy: &mut SmoltcpProxy, _, node: &mut _| proxy.keep_listening(node);
+    drive_each_packet(&mut net, &mut proxy, keep_listening, |net, proxy| {
         if stop_requested() {
             log::info!("stopped by a signal; closing {}", net.device().name());
             return Step::Done(());

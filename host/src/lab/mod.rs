@@ -14,7 +14,7 @@ pub mod soak;
 
 use std::collections::{HashMap, VecDeque};
 
-use smoltcp::iface::PollResult;
+use smoltcp::iface::{PollIngressSingleResult, PollResult};
 use smoltcp::phy::{
     self, Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium, PcapLinkType,
     PcapSink,
@@ -400,14 +400,32 @@ impl Network for Lab {
         &mut self.members[id].node
     }
 
-    fn poll(&mut self) -> Result<bool, NetworkError> {
+    /// Each node takes in its packets one at a time (what `Interface::poll` does, with `after_packet` between
+    /// two), then sends what its sockets have queued.
+    fn poll_each_packet(
+        &mut self,
+        after_packet: &mut dyn FnMut(NodeId, &mut Node),
+    ) -> Result<bool, NetworkError> {
         let mut anything = false;
         loop {
-            for member in self.members.iter_mut() {
+            for (id, member) in self.members.iter_mut().enumerate() {
                 let node = &mut member.node;
-                if node
+                node.iface.poll_maintenance(self.clock);
+                loop {
+                    match node.iface.poll_ingress_single(
+                        self.clock,
+                        &mut member.port,
+                        &mut node.sockets,
+                    ) {
+                        PollIngressSingleResult::None => break,
+                        PollIngressSingleResult::PacketProcessed => {}
+                        PollIngressSingleResult::SocketStateChanged => anything = true,
+                    }
+                    after_packet(id, node);
+                }
+                while node
                     .iface
-                    .poll(self.clock, &mut member.port, &mut node.sockets)
+                    .poll_egress(self.clock, &mut member.port, &mut node.sockets)
                     == PollResult::SocketStateChanged
                 {
                     anything = true;

@@ -1,16 +1,28 @@
 //! The HTTP forward proxy on smoltcp: the core's [`ProxyServer`] on any [`Node`] (a TUN/TAP device or a lab node),
-//! with its sockets made once at start-up and its slots in a `Box` this value owns. Everything it decides is the
-//! core's; this only sizes the pool and hands it to the core.
+//! with its slots and refusers in a storage this value owns that grows as clients come ([`GrowingPool`]).
+//! Everything it decides is the core's; this only makes the sockets and the room the core asks for.
+//!
+//! smoltcp has no listen backlog: a SYN that finds no listening socket is reset, and a browser gives up on a
+//! reset. So the pool starts with one slot and is kept ahead of demand: after every packet the node takes in,
+//! [`SmoltcpProxy::keep_listening`] adds a slot whenever the last listening one was taken (up to
+//! `--max-connections`), then, at the cap, a refuser (a `503` instead of a reset), up to [`MAX_REFUSERS`]. A
+//! slot costs its sockets' buffers only once a client needs it.
 
 use smoltalk_core::error::ServerError;
 use smoltalk_core::proxy::{
-    Limits, ProxyPolicy, ProxyServer, ProxyServerConfig, ProxySlot, ProxyStats,
+    Limits, Listeners, PoolStorage, ProxyPolicy, ProxyServer, ProxyServerConfig, ProxySlot,
+    ProxyStats,
 };
+use smoltcp::iface::SocketHandle;
 use smoltcp::socket::dns;
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, Ipv4Address};
 
 use crate::stack::node::Node;
+
+/// The smoltcp proxy's cap by default: room for a browser (Chromium opens up to 32 connections to a proxy, and
+/// 256 in all). The pool grows to it only as clients come, so a cap unused costs nothing.
+pub const DEFAULT_POOL: usize = 256;
 
 /// The most connections a smoltcp proxy pool may have.
 pub const MAX_PROXY_CONNECTIONS: usize = 4096;
@@ -18,8 +30,14 @@ pub const MAX_PROXY_CONNECTIONS: usize = 4096;
 /// The buffer each slot keeps for what the proxy writes: room for the default limits' heads.
 pub const SLOT_OUT: usize = Limits::DEFAULT.out_buffer();
 
-/// Clients answered 503 at once when every connection is busy (one more gets a reset until one is free).
-const REFUSERS: usize = 4;
+/// The most refusers the pool keeps: clients beyond the cap answered `503` at once. A refuser holds a client
+/// only until its answer is acknowledged (at most the core's socket timeout for one that never reads it) and
+/// costs [`REFUSER_BUFFERS`] of buffers, so a flood of clients can take at most about 4 MiB this way; past this
+/// many at once, a client's SYN is reset (and the proxy logs that it ran out).
+pub const MAX_REFUSERS: usize = 1024;
+
+/// A refuser's receive and send buffers: it reads nothing and sends one short page.
+const REFUSER_BUFFERS: (usize, usize) = (1024, 2048);
 
 /// Heads are parsed, and body bytes move between sockets, through a scratch buffer this big (shared by the
 /// pool; at least the largest head, a response's).
@@ -60,21 +78,73 @@ impl std::fmt::Display for SmoltcpProxyError {
 
 impl std::error::Error for SmoltcpProxyError {}
 
+/// The pool's storage on a host: slots and refusers in vectors that grow when the core asks for more.
+#[derive(Debug)]
+pub struct GrowingPool {
+    slots: Vec<ProxySlot<SLOT_OUT>>,
+    max_slots: usize,
+    refusers: Vec<SocketHandle>,
+}
+
+impl PoolStorage<SLOT_OUT> for GrowingPool {
+    fn slots(&self) -> &[ProxySlot<SLOT_OUT>] {
+        &self.slots
+    }
+
+    fn slots_mut(&mut self) -> &mut [ProxySlot<SLOT_OUT>] {
+        &mut self.slots
+    }
+
+    fn slot_capacity(&self) -> usize {
+        self.max_slots
+    }
+
+    fn push_slot(&mut self) -> bool {
+        if self.slots.len() >= self.max_slots {
+            return false;
+        }
+        self.slots.push(ProxySlot::NEW);
+        true
+    }
+
+    fn refusers(&self) -> &[SocketHandle] {
+        &self.refusers
+    }
+
+    fn refuser_capacity(&self) -> usize {
+        MAX_REFUSERS
+    }
+
+    fn push_refuser(&mut self, handle: SocketHandle) -> bool {
+        if self.refusers.len() >= MAX_REFUSERS {
+            return false;
+        }
+        self.refusers.push(handle);
+        true
+    }
+}
+
 /// The proxy on one smoltcp node.
 pub struct SmoltcpProxy {
-    server: ProxyServer<Box<[ProxySlot<SLOT_OUT>]>, SLOT_OUT>,
+    server: ProxyServer<GrowingPool, SLOT_OUT>,
     scratch: Vec<u8>,
+    /// Times the pool ran out of listening sockets with no room for another (clients reset meanwhile).
+    exhausted: u64,
 }
 
 impl SmoltcpProxy {
-    /// Adds `limits.max_connections` pairs of TCP sockets (client, origin) with the node's buffer size, refuser
-    /// sockets and, with `dns_server`, a DNS socket, and starts listening on `port`.
+    /// Adds one pair of TCP sockets (client, origin) with the node's buffer size and, with `dns_server`, a DNS
+    /// socket, and starts listening on `port`. The pool grows to `limits.max_connections` slots as clients
+    /// come (see [`SmoltcpProxy::keep_listening`]).
     pub fn new(
         node: &mut Node,
         port: u16,
-        limits: Limits,
+        mut limits: Limits,
         dns_server: Option<Ipv4Address>,
     ) -> Result<SmoltcpProxy, SmoltcpProxyError> {
+        // A head is taken off its socket only once it is whole: no longer than a receive buffer holds.
+        limits.head = limits.head.min(node.buffers.tcp);
+        limits.response_head = limits.response_head.min(node.buffers.tcp);
         let connections = limits.max_connections;
         if !(1..=MAX_PROXY_CONNECTIONS).contains(&connections) {
             return Err(SmoltcpProxyError::Connections(connections));
@@ -87,14 +157,14 @@ impl SmoltcpProxy {
                 limits.head.max(limits.response_head),
             ));
         }
-        let slots: Box<[ProxySlot<SLOT_OUT>]> = (0..connections).map(|_| ProxySlot::NEW).collect();
-        let pairs: Vec<_> = (0..connections)
-            .map(|_| (node.add_tcp_socket(), node.add_tcp_socket()))
-            .collect();
-        // Added after every slot's socket: smoltcp gives a SYN to the first listening socket, so the refusers
-        // only get clients the pool cannot take.
-        let refusers: Vec<_> = (0..REFUSERS).map(|_| node.add_tcp_socket()).collect();
+        let storage = GrowingPool {
+            slots: vec![ProxySlot::NEW],
+            max_slots: connections,
+            refusers: Vec::new(),
+        };
+        let pairs = [(node.add_tcp_socket(), node.add_tcp_socket())];
         let dns = dns_server.map(|server| {
+            // Its query storage is fixed when it is made: room for every slot the pool may grow to.
             let queries: Vec<Option<dns::DnsQuery>> = (0..connections).map(|_| None).collect();
             node.sockets
                 .add(dns::Socket::new(&[IpAddress::Ipv4(server)], queries))
@@ -103,27 +173,82 @@ impl SmoltcpProxy {
             port,
             limits,
             sockets: &pairs,
-            refusers: &refusers,
+            // The core asks for refusers once the pool is at its cap (see `keep_listening`).
+            refusers: &[],
             dns,
             port_seed: node.ephemeral_port(),
         };
-        let server =
-            ProxyServer::new(&mut node.sockets, slots, config).map_err(SmoltcpProxyError::Pool)?;
+        let server = ProxyServer::new(&mut node.sockets, storage, config)
+            .map_err(SmoltcpProxyError::Pool)?;
         Ok(SmoltcpProxy {
             server,
             scratch: vec![0; SCRATCH.max(limits.head).max(limits.response_head)],
+            exhausted: 0,
         })
     }
 
-    /// Moves every connection along (call after each poll of the node's interface).
+    /// Makes sure a socket listens for the next client, adding the slot or refuser the core asks for. Call
+    /// after every packet the node takes in (see [`crate::stack::network::drive_each_packet`]): one packet is
+    /// one SYN at most, so the next always finds a socket.
+    pub fn keep_listening(&mut self, node: &mut Node) {
+        loop {
+            let added = match self.server.listeners(&node.sockets) {
+                Listeners::Ready => return,
+                Listeners::WantSlot => {
+                    let (client, origin) = (node.add_tcp_socket(), node.add_tcp_socket());
+                    self.server.add_slot(&mut node.sockets, client, origin)
+                }
+                Listeners::WantRefuser => {
+                    let (rx, tx) = REFUSER_BUFFERS;
+                    let refuser = node.add_tcp_socket_sized(rx, tx);
+                    self.server.add_refuser(&mut node.sockets, refuser)
+                }
+                Listeners::Exhausted { began } => {
+                    if began {
+                        self.exhausted += 1;
+                        let (stats, refused) = self.server.stats();
+                        log::warn!(
+                            "every one of the {} connections and {MAX_REFUSERS} refusers is busy: new clients \
+                             are reset until one is free (ran out {} time(s); {} clients served, {refused} \
+                             refused so far)",
+                            self.server.limits().max_connections,
+                            self.exhausted,
+                            stats.accepted,
+                        );
+                    }
+                    return;
+                }
+            };
+            if let Err(e) = added {
+                // Cannot happen for new closed sockets under the storage's bounds; the next packet tries again.
+                log::error!("the proxy cannot add a socket: {e}");
+                return;
+            }
+        }
+    }
+
+    /// How many of the pool's sockets listen, and how many slots and refusers it has made so far.
+    pub fn sockets(&self, node: &Node) -> (usize, usize, usize) {
+        self.server.sockets_listening(&node.sockets)
+    }
+
+    /// Times the pool ran out of listening sockets with no room for another.
+    pub fn exhausted(&self) -> u64 {
+        self.exhausted
+    }
+
+    /// Moves every connection along (call after each poll of the node's interface), and keeps a socket
+    /// listening (slots that finish listen again; this adds one if none does).
     pub fn poll(&mut self, node: &mut Node, now: Instant, policy: &ProxyPolicy<'_>) -> bool {
-        self.server.poll(
+        let moved = self.server.poll(
             now,
             &mut node.iface,
             &mut node.sockets,
             policy,
             &mut self.scratch,
-        )
+        );
+        self.keep_listening(node);
+        moved
     }
 
     /// When the proxy must be polled again even if no packet arrives.

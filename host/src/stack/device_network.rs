@@ -251,7 +251,10 @@ impl Network for DeviceNetwork {
     /// are echoed while they are still in the CPU's cache. `Interface::poll`, which first reads every queued
     /// packet, measured slower with four busy connections at MTU 65000; a budget of a few packets measured
     /// slower at MTU 1500, where per-poll work dominates (see BENCHMARKS.md).
-    fn poll(&mut self) -> Result<bool, NetworkError> {
+    fn poll_each_packet(
+        &mut self,
+        after_packet: &mut dyn FnMut(NodeId, &mut Node),
+    ) -> Result<bool, NetworkError> {
         let now = self.now();
         let node = &mut self.node;
         node.iface.poll_maintenance(now);
@@ -264,7 +267,10 @@ impl Network for DeviceNetwork {
             {
                 PollIngressSingleResult::None => break,
                 PollIngressSingleResult::PacketProcessed
-                | PollIngressSingleResult::SocketStateChanged => progressed = true,
+                | PollIngressSingleResult::SocketStateChanged => {
+                    progressed = true;
+                    after_packet(0, node);
+                }
             }
         }
         while node

@@ -18,7 +18,15 @@ pub trait Network {
     /// A node of this network.
     fn node(&mut self, id: NodeId) -> &mut Node;
     /// Polls every interface once and moves what is ready; returns whether any packet moved or socket changed.
-    fn poll(&mut self) -> Result<bool, NetworkError>;
+    fn poll(&mut self) -> Result<bool, NetworkError> {
+        self.poll_each_packet(&mut |_, _| {})
+    }
+    /// [`Network::poll`], calling `after_packet` with a node right after it takes in each packet, before it
+    /// takes in the next (a server that must have a socket listening for every SYN adds one there).
+    fn poll_each_packet(
+        &mut self,
+        after_packet: &mut dyn FnMut(NodeId, &mut Node),
+    ) -> Result<bool, NetworkError>;
     /// Waits until a packet may have arrived or a timer is due, but never past `until`.
     fn wait(&mut self, until: Option<Instant>) -> Result<(), NetworkError>;
 }
@@ -94,6 +102,27 @@ pub fn drive<N: Network, T>(
     loop {
         let polled = net.poll()?;
         match step(net) {
+            Step::Done(result) => return Ok(result),
+            Step::Pending { moved, poll_at } => {
+                if !(moved || polled) {
+                    net.wait(poll_at)?;
+                }
+            }
+        }
+    }
+}
+
+/// [`drive`] with `after_packet` run after every packet a node takes in (see [`Network::poll_each_packet`]);
+/// both closures share `state`.
+pub fn drive_each_packet<N: Network, S, T>(
+    net: &mut N,
+    state: &mut S,
+    mut after_packet: impl FnMut(&mut S, NodeId, &mut Node),
+    mut step: impl FnMut(&mut N, &mut S) -> Step<T>,
+) -> Result<T, NetworkError> {
+    loop {
+        let polled = net.poll_each_packet(&mut |id, node| after_packet(state, id, node))?;
+        match step(net, state) {
             Step::Done(result) => return Ok(result),
             Step::Pending { moved, poll_at } => {
                 if !(moved || polled) {

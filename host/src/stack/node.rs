@@ -79,9 +79,14 @@ impl Node {
     pub fn add_tcp_socket(&mut self) -> SocketHandle {
         let size = self.buffers.tcp;
         let send = self.buffers.tcp_send.unwrap_or(size);
+        self.add_tcp_socket_sized(size, send)
+    }
+
+    /// Adds a TCP socket with `rx` and `tx` bytes of buffers (one that needs less than the node's sizes).
+    pub fn add_tcp_socket_sized(&mut self, rx: usize, tx: usize) -> SocketHandle {
         let socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; size]),
-            tcp::SocketBuffer::new(vec![0; send]),
+            tcp::SocketBuffer::new(vec![0; rx]),
+            tcp::SocketBuffer::new(vec![0; tx]),
         );
         self.sockets.add(socket)
     }

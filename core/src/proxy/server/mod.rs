@@ -1,16 +1,23 @@
-//! [`ProxyServer`]: the proxy on smoltcp. A pool of [`ProxySlot`]s in storage the caller owns, a DNS socket
-//! they share, and refusers.
+//! [`ProxyServer`]: the proxy on smoltcp. A pool of [`ProxySlot`]s and refusers in storage the caller owns
+//! ([`PoolStorage`]), and a DNS socket they share.
 //!
-//! Every slot's client socket listens on the proxy's port; smoltcp hands a SYN to the first socket in the set
-//! that listens, so the host adds the slots' sockets first and the *refusers* last. A refuser only ever gets a
-//! client when every slot is busy, and answers it `503` at once: at the cap, a client learns why instead of seeing
-//! its SYN reset (smoltcp has no listen backlog).
+//! Every slot's client socket listens on the proxy's port; smoltcp has no listen backlog and hands a SYN to the
+//! first socket in the set, in the order the sockets were added, that listens: a SYN that finds none is reset.
+//! So the slots' sockets come first and the *refusers* last. A refuser only ever gets a client when every slot
+//! is busy, and answers it `503` at once: at the cap, a client learns why instead of seeing its SYN reset.
+//!
+//! A pool in fixed memory (firmware) has all its slots and refusers from the start. A pool whose storage grows
+//! (a host) starts small and is kept ahead of demand: after every packet the host asks [`ProxyServer::listeners`]
+//! whether a socket still listens, and adds the slot or refuser it asks for, before the next packet can find
+//! none. Slots are only asked for under the cap and refusers only at it, so every refuser is added after every
+//! slot and smoltcp still prefers a free slot to a refuser.
 
 mod lookup;
 mod outgoing;
 mod relay;
 mod serving;
 mod slot;
+mod storage;
 
 use core::net::{IpAddr, SocketAddr};
 
@@ -28,9 +35,7 @@ use relay::drop_received;
 use slot::{Shared, SlotSockets};
 
 pub use slot::ProxySlot;
-
-/// The most refuser sockets a server keeps.
-pub const MAX_REFUSERS: usize = 8;
+pub use storage::{FixedPool, PoolStorage, MAX_REFUSERS};
 
 /// The most fields a response head may have on smoltcp (the parser's room for them is on the stack, 32 bytes
 /// each on a 64-bit machine): enough for 80 `Set-Cookie` fields and the rest. The kernel-stack designs take as
@@ -42,14 +47,16 @@ pub const RESPONSE_FIELDS: usize = 128;
 pub struct ProxyServerConfig<'a> {
     /// The port the proxy listens on (not 0).
     pub port: u16,
-    /// Sizes and times; `max_connections` is set to the number of slots. A head is only taken off its socket
-    /// once it is whole, so the client sockets' receive buffers must hold [`Limits::head`] and the origin
-    /// sockets' [`Limits::response_head`] (a longer head waits there until the timeout).
+    /// Sizes and times; `max_connections` is the cap: the number of slots for a storage that cannot grow, at
+    /// most what the storage can hold for one that can. A head is only taken off its socket once it is whole,
+    /// so the client sockets' receive buffers must hold [`Limits::head`] and the origin sockets'
+    /// [`Limits::response_head`] (a longer head waits there until the timeout).
     pub limits: Limits,
     /// One pair of closed TCP sockets (client, origin) per slot, in the order of the slots.
     pub sockets: &'a [(SocketHandle, SocketHandle)],
     /// Sockets that answer 503 when every slot is busy (added to the socket set after the slots' sockets; at
-    /// most [`MAX_REFUSERS`]).
+    /// most what the storage holds). A storage that grows needs none here: [`ProxyServer::listeners`] asks for
+    /// them once the pool is at its cap.
     pub refusers: &'a [SocketHandle],
     /// A DNS socket for names that are neither `--resolve` names nor literals (without one they are 502; without
     /// the crate's `dns` feature it is ignored).
@@ -58,69 +65,184 @@ pub struct ProxyServerConfig<'a> {
     pub port_seed: u16,
 }
 
-/// The proxy on smoltcp: as many clients at once as it has slots. `S` is the caller's storage for the slots:
-/// `&'static mut [ProxySlot<OUT>; N]` in firmware, `Box<[ProxySlot<OUT>]>` on a host.
+/// Whether a socket of the pool listens for the next client, and if not, what the host should add (see
+/// [`ProxyServer::listeners`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listeners {
+    /// A slot listens (under the cap, or one that is free again), or at the cap a refuser does.
+    Ready,
+    /// No slot listens and the pool is under its cap: add a slot ([`ProxyServer::add_slot`]).
+    WantSlot,
+    /// Every slot is busy at the cap and no refuser listens: add a refuser ([`ProxyServer::add_refuser`]).
+    WantRefuser,
+    /// Nothing listens and the storage holds no more: the next client's SYN is reset until a socket is free.
+    /// `began`: this check found it so first (since a socket last listened), to be logged once.
+    Exhausted {
+        /// Whether this is the first check to find the pool exhausted since a socket last listened.
+        began: bool,
+    },
+}
+
+/// Which socket listened at the last check (checked first the next time).
+#[derive(Debug, Clone, Copy)]
+enum Listener {
+    Slot(usize),
+    Refuser(usize),
+}
+
+/// The proxy on smoltcp: up to `limits.max_connections` clients at once, one per slot. `S` is the caller's
+/// storage for the slots and refusers: a [`FixedPool`] over `&'static mut [ProxySlot<OUT>; N]` in firmware, one
+/// that grows on a host.
 #[derive(Debug)]
 pub struct ProxyServer<S, const OUT: usize> {
-    slots: S,
+    storage: S,
     port: u16,
     limits: Limits,
-    refusers: heapless::Vec<SocketHandle, MAX_REFUSERS>,
     lookups: Lookups,
     next_port: u16,
     refused: u64,
+    /// The socket found listening at the last [`ProxyServer::listeners`].
+    listener: Option<Listener>,
+    /// Whether the last check found nothing listening and nothing to add.
+    exhausted: bool,
 }
 
 impl<S, const OUT: usize> ProxyServer<S, OUT>
 where
-    S: AsMut<[ProxySlot<OUT>]> + AsRef<[ProxySlot<OUT>]>,
+    S: PoolStorage<OUT>,
 {
-    /// A proxy over `slots`, each given its pair of sockets from `config` (their client sockets start
-    /// listening), with refusers and an optional DNS socket.
+    /// A proxy over the slots in `storage`, each given its pair of sockets from `config` (their client sockets
+    /// start listening), with refusers and an optional DNS socket.
     pub fn new(
         sockets: &mut SocketSet<'_>,
-        mut slots: S,
+        mut storage: S,
         config: ProxyServerConfig<'_>,
     ) -> Result<ProxyServer<S, OUT>, ServerError> {
-        let count = slots.as_ref().len();
+        let count = storage.slots().len();
         if count == 0 || config.sockets.len() != count {
             return Err(ServerError::NoSockets);
         }
-        if config.refusers.len() > MAX_REFUSERS {
-            return Err(ServerError::TooManySockets {
-                capacity: MAX_REFUSERS,
-            });
-        }
+        // A storage that cannot grow serves as many clients as it has slots; one that can, up to the cap.
+        let cap = match storage.slot_capacity() {
+            capacity if capacity <= count => count,
+            capacity => config.limits.max_connections.clamp(count, capacity),
+        };
         if OUT < config.limits.out_buffer() {
             return Err(ServerError::BufferTooSmall {
                 needed: config.limits.out_buffer(),
                 given: OUT,
             });
         }
-        for (slot, &(client, origin)) in slots.as_mut().iter_mut().zip(config.sockets) {
+        for (slot, &(client, origin)) in storage.slots_mut().iter_mut().zip(config.sockets) {
             slot.bind(sockets, SlotSockets { client, origin }, config.port)
                 .map_err(ServerError::Listen)?;
         }
-        let mut refusers = heapless::Vec::new();
         for &refuser in config.refusers {
-            let socket = sockets.get_mut::<tcp::Socket>(refuser);
-            // A refused client that never sends its FIN must not hold the refuser for ever.
-            socket.set_timeout(Some(crate::tcp_server::SOCKET_TIMEOUT));
-            socket.listen(config.port).map_err(ServerError::Listen)?;
-            let _ = refusers.push(refuser);
+            listen_refuser(sockets, refuser, config.port)?;
+            if !storage.push_refuser(refuser) {
+                return Err(ServerError::TooManySockets {
+                    capacity: storage.refuser_capacity(),
+                });
+            }
         }
         Ok(ProxyServer {
-            slots,
+            storage,
             port: config.port,
             limits: Limits {
-                max_connections: count,
+                max_connections: cap,
                 ..config.limits
             },
-            refusers,
             lookups: Lookups::new(config.dns),
             next_port: relay::dynamic_port(config.port_seed),
             refused: 0,
+            listener: None,
+            exhausted: false,
         })
+    }
+
+    /// Whether one of the pool's sockets listens for the next client, or what the host should add so that one
+    /// does. A host whose storage grows calls it after every packet the interface takes in (a SYN takes the
+    /// socket that listened) and adds what it asks for until it says [`Listeners::Ready`] or
+    /// [`Listeners::Exhausted`]: then no client within the cap meets a reset, and beyond it every client gets
+    /// a refuser's 503 while the storage has room for one. Under the cap only slots are asked for, at the cap
+    /// only refusers, so smoltcp (which hands a SYN to the first listening socket in the set) prefers a slot.
+    pub fn listeners(&mut self, sockets: &SocketSet<'_>) -> Listeners {
+        let listens =
+            |handle: SocketHandle| sockets.get::<tcp::Socket>(handle).state() == tcp::State::Listen;
+        let slots = self.storage.slots();
+        let refusers = self.storage.refusers();
+        let still = match self.listener {
+            Some(Listener::Slot(i)) => slots.get(i).is_some_and(|s| s.listens(sockets)),
+            Some(Listener::Refuser(i)) => refusers.get(i).is_some_and(|&h| listens(h)),
+            None => false,
+        };
+        if !still {
+            self.listener = slots
+                .iter()
+                .position(|s| s.listens(sockets))
+                .map(Listener::Slot)
+                .or_else(|| {
+                    let refuser = refusers.iter().position(|&h| listens(h));
+                    refuser.map(Listener::Refuser)
+                });
+        }
+        let wanted = match self.listener {
+            Some(_) => Listeners::Ready,
+            None if slots.len() < self.limits.max_connections => Listeners::WantSlot,
+            None if refusers.len() < self.storage.refuser_capacity() => Listeners::WantRefuser,
+            None => Listeners::Exhausted {
+                began: !self.exhausted,
+            },
+        };
+        self.exhausted = matches!(wanted, Listeners::Exhausted { .. });
+        wanted
+    }
+
+    /// Adds a slot over a new pair of closed TCP sockets (client, origin) added to the set after every socket
+    /// the pool has; its client socket starts listening. For a storage that grows, when
+    /// [`ProxyServer::listeners`] asks for one.
+    pub fn add_slot(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        client: SocketHandle,
+        origin: SocketHandle,
+    ) -> Result<(), ServerError> {
+        let full = ServerError::TooManySockets {
+            capacity: self.limits.max_connections,
+        };
+        if self.storage.slots().len() >= self.limits.max_connections || !self.storage.push_slot() {
+            return Err(full);
+        }
+        let slot = self.storage.slots_mut().last_mut().ok_or(full)?;
+        slot.bind(sockets, SlotSockets { client, origin }, self.port)
+            .map_err(ServerError::Listen)
+    }
+
+    /// Adds a refuser over a new closed TCP socket added to the set after every socket the pool has (a few KiB
+    /// of buffers: it only sends a 503 page); it starts listening. When [`ProxyServer::listeners`] asks for one.
+    pub fn add_refuser(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        refuser: SocketHandle,
+    ) -> Result<(), ServerError> {
+        if !self.storage.push_refuser(refuser) {
+            return Err(ServerError::TooManySockets {
+                capacity: self.storage.refuser_capacity(),
+            });
+        }
+        listen_refuser(sockets, refuser, self.port)
+    }
+
+    /// How many of the pool's sockets listen now (slots and refusers), and how many slots and refusers it has.
+    pub fn sockets_listening(&self, sockets: &SocketSet<'_>) -> (usize, usize, usize) {
+        let slots = self.storage.slots();
+        let refusers = self.storage.refusers();
+        let listening = slots.iter().filter(|s| s.listens(sockets)).count()
+            + refusers
+                .iter()
+                .filter(|&&h| sockets.get::<tcp::Socket>(h).state() == tcp::State::Listen)
+                .count();
+        (listening, slots.len(), refusers.len())
     }
 
     /// Moves every slot as far as it can go. Call after each `Interface::poll`; `scratch` carries heads to be
@@ -163,10 +285,10 @@ where
             next_port: &mut self.next_port,
         };
         let mut moved = false;
-        for slot in self.slots.as_mut() {
+        for slot in self.storage.slots_mut() {
             moved |= slot.poll(sockets, &mut shared, scratch);
         }
-        for &refuser in &self.refusers {
+        for &refuser in self.storage.refusers() {
             moved |= refuse(refuser, sockets, &shared, scratch, &mut self.refused);
         }
         moved
@@ -174,8 +296,8 @@ where
 
     /// The earliest deadline of any slot (the host should poll again by then).
     pub fn poll_at(&self) -> Option<Instant> {
-        self.slots
-            .as_ref()
+        self.storage
+            .slots()
             .iter()
             .filter_map(|s| s.deadline())
             .min()
@@ -183,18 +305,18 @@ where
 
     /// How many slots hold a client connection: served, answered, or still closing (not listening).
     pub fn busy(&self) -> usize {
-        self.slots.as_ref().iter().filter(|s| !s.is_free()).count()
+        self.storage.slots().iter().filter(|s| !s.is_free()).count()
     }
 
     /// The phase of each slot's connection (`None`: no connection, or its socket still closing), in pool order.
     pub fn phases(&self) -> impl Iterator<Item = Option<Phase>> + '_ {
-        self.slots.as_ref().iter().map(|s| s.connection_phase())
+        self.storage.slots().iter().map(|s| s.connection_phase())
     }
 
     /// The pool's counters, summed, and how many clients the refusers answered.
     pub fn stats(&self) -> (ProxyStats, u64) {
         let mut total = ProxyStats::default();
-        for slot in self.slots.as_ref() {
+        for slot in self.storage.slots() {
             total.add(&slot.stats());
         }
         (total, self.refused)
@@ -204,6 +326,18 @@ where
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
+}
+
+/// Readies a refuser's socket and starts it listening on `port`.
+fn listen_refuser(
+    sockets: &mut SocketSet<'_>,
+    refuser: SocketHandle,
+    port: u16,
+) -> Result<(), ServerError> {
+    let socket = sockets.get_mut::<tcp::Socket>(refuser);
+    // A refused client that never sends its FIN must not hold the refuser for ever.
+    socket.set_timeout(Some(crate::tcp_server::SOCKET_TIMEOUT));
+    socket.listen(port).map_err(ServerError::Listen)
 }
 
 /// A refuser: a client that found every slot busy gets 503 and a close.

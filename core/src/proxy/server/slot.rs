@@ -81,7 +81,7 @@ impl core::fmt::Debug for SlotPhase {
 
 /// One place in the smoltcp proxy's pool: its sockets, its state and the buffer for what the proxy writes
 /// (`OUT` bytes: [`Limits::out_buffer`] for the heads the limits allow). The caller owns the storage: firmware
-/// keeps `[ProxySlot::NEW; N]` in a `static`, a host a `Box<[ProxySlot<OUT>]>`.
+/// keeps `[ProxySlot::NEW; N]` in a `static`, a host a storage that grows (see [`super::PoolStorage`]).
 #[derive(Debug)]
 pub struct ProxySlot<const OUT: usize> {
     sockets: Option<SlotSockets>,
@@ -134,6 +134,13 @@ impl<const OUT: usize> ProxySlot<OUT> {
     /// Whether the slot serves no client now.
     pub(super) fn is_free(&self) -> bool {
         matches!(self.phase, SlotPhase::Listening)
+    }
+
+    /// Whether the slot's client socket listens: the next SYN to the proxy's port may take it.
+    pub(super) fn listens(&self, sockets: &SocketSet<'_>) -> bool {
+        self.sockets.is_some_and(|slot| {
+            sockets.get::<tcp::Socket>(slot.client).state() == tcp::State::Listen
+        })
     }
 
     /// The engine's phase of the connection served, if any.

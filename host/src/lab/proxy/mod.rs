@@ -13,7 +13,7 @@ use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
 
 use crate::lab::Lab;
 use crate::proxy::node::{SmoltcpProxy, SmoltcpProxyError};
-use crate::stack::network::{drive, earliest, Network, NetworkError, NodeId, Step};
+use crate::stack::network::{drive_each_packet, earliest, Network, NetworkError, NodeId, Step};
 
 mod checks;
 mod fetch;
@@ -74,7 +74,8 @@ impl ProxyLab {
         let proxy = SmoltcpProxy::new(lab.node(proxy_node), PROXY_PORT, limits, None)?;
         // The origin reads each request whole (the POST check sends 200 KiB).
         lab.node(origin_node).buffers.tcp = 512 * 1024;
-        let origin = LabOrigin::new(lab.node(origin_node), ORIGIN_PORT, 8);
+        // One listening socket for each connection the proxy may open at once (smoltcp has no backlog).
+        let origin = LabOrigin::new(lab.node(origin_node), ORIGIN_PORT, connections.max(8));
         Ok(ProxyLab {
             lab,
             client,
@@ -153,7 +154,14 @@ impl ProxyLab {
             &mut self.origin,
             &mut self.origin_active,
         );
-        drive(&mut self.lab, |lab| {
+        // After every packet the proxy's node takes in, before the next: a SYN may have taken the last
+        // listening socket.
+        let keep_listening = |proxy: &mut SmoltcpProxy, id, node: &mut _| {
+            if id == proxy_node {
+                proxy.keep_listening(node);
+            }
+        };
+        drive_each_packet(&mut self.lab, proxy, keep_listening, |lab, proxy| {
             let now = lab.now();
             let mut moved = proxy.poll(lab.node(proxy_node), now, policy);
             moved |= origin.poll(lab.node(origin_node), ORIGIN_PORT);
