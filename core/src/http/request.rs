@@ -389,10 +389,12 @@ fn parse_target<'b>(
         return Authority::parse(raw, None).map(RequestTarget::Authority);
     }
     if let Some(rest) = strip_prefix_ignore_case(raw, "http://") {
-        let (authority, path) = match rest.find(['/', '?', '#']) {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
+        // (`split_at_checked`: the index is a character boundary, but the panicking split costs a board its
+        // message-formatting code.)
+        let (authority, path) = rest
+            .find(['/', '?', '#'])
+            .and_then(|i| rest.split_at_checked(i))
+            .unwrap_or((rest, ""));
         let path = match path.split_once('#') {
             Some((p, _)) => p,
             None => path,

@@ -5,11 +5,19 @@
 
 use core::fmt;
 
-use super::writer::{decimal, HeadTooLarge, HeadWriter};
+use super::writer::{HeadTooLarge, HeadWriter};
 
 /// The methods the proxy forwards, as an `Allow` field lists them (its `405`; its answer to `OPTIONS` with
 /// `Max-Forwards: 0` says the same, see [`super::rewrite::OPTIONS_ANSWER`]).
 pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT";
+
+/// The HTML page's fixed pieces, around its status line (twice) and its sentence.
+const PAGE: [&[u8]; 4] = [
+    b"<!DOCTYPE html>\n<html><head><title>",
+    b"</title></head>\n<body><h1>",
+    b"</h1>\n<p>",
+    b".</p>\n<hr><address>smoltalk proxy</address></body></html>\n",
+];
 
 /// Why the proxy answers a request itself instead of forwarding the origin's response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,14 +118,16 @@ impl ProxyError {
 
     /// Writes the whole answer: status line, headers (always `Connection: close`) and the HTML page.
     pub fn write_response(self, out: &mut HeadWriter<'_>) -> Result<(), HeadTooLarge> {
-        let mut counter = Counter(0);
-        self.write_page(&mut counter)?;
+        let (code, reason, sentence) = (self.code(), self.reason(), self.sentence());
         out.push(b"HTTP/1.1 ")?;
-        out.push_decimal(usize::from(self.status()))?;
+        out.push(&code)?;
         out.push(b" ")?;
-        out.push_str(self.reason())?;
+        out.push_str(reason)?;
         out.push(b"\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: ")?;
-        out.push_decimal(counter.0)?;
+        // The page's length, counted rather than written twice: its fixed pieces, the status line twice (a
+        // code is three digits) and the sentence.
+        let fixed: usize = PAGE.iter().map(|piece| piece.len()).sum();
+        out.push_decimal(fixed + 2 * (code.len() + 1 + reason.len()) + sentence.len())?;
         out.push(b"\r\nConnection: close\r\n")?;
         match self {
             ProxyError::AtCapacity => out.push(b"Retry-After: 1\r\n")?,
@@ -129,34 +139,41 @@ impl ProxyError {
             _ => {}
         }
         out.push(b"\r\n")?;
-        self.write_page(out)?;
-        Ok(())
-    }
-
-    fn write_page(self, out: &mut impl Sink) -> Result<(), HeadTooLarge> {
-        let (digits, len) = decimal(u64::from(self.status()));
-        let code = digits.get(digits.len() - len..).unwrap_or(&[]);
-        let reason = self.reason().as_bytes();
+        let [open, title_end, heading_end, end] = PAGE;
         for piece in [
-            b"<!DOCTYPE html>\n<html><head><title>".as_slice(),
-            code,
+            open,
+            &code,
             b" ",
-            reason,
-            b"</title></head>\n<body><h1>",
-            code,
+            reason.as_bytes(),
+            title_end,
+            &code,
             b" ",
-            reason,
-            b"</h1>\n<p>",
-            self.sentence().as_bytes(),
-            b".</p>\n<hr><address>smoltalk proxy</address></body></html>\n",
+            reason.as_bytes(),
+            heading_end,
+            sentence.as_bytes(),
+            end,
         ] {
-            out.put(piece)?;
+            out.push(piece)?;
         }
         Ok(())
     }
 
-    /// One sentence for a person (also the text of the HTML page).
+    /// The status code's three digits.
+    fn code(self) -> [u8; 3] {
+        let n = self.status();
+        [
+            b'0' + (n / 100 % 10) as u8,
+            b'0' + (n / 10 % 10) as u8,
+            b'0' + (n % 10) as u8,
+        ]
+    }
+
+    /// One sentence for a person (also the text of the HTML page). Without the crate's `explain` feature (a
+    /// board short of flash: the sentences are a kilobyte) the reason phrase stands in for it.
     fn sentence(self) -> &'static str {
+        #[cfg(not(feature = "explain"))]
+        return self.reason();
+        #[cfg(feature = "explain")]
         match self {
             ProxyError::MalformedHead => "The request head is not valid HTTP/1.1",
             ProxyError::BadTarget => "The request target does not name an origin server",
@@ -196,26 +213,5 @@ impl ProxyError {
 impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.sentence())
-    }
-}
-
-/// Where a page goes: the answer's buffer, or a [`Counter`].
-trait Sink {
-    fn put(&mut self, bytes: &[u8]) -> Result<(), HeadTooLarge>;
-}
-
-impl Sink for HeadWriter<'_> {
-    fn put(&mut self, bytes: &[u8]) -> Result<(), HeadTooLarge> {
-        self.push(bytes)
-    }
-}
-
-/// Counts what would be written, to learn the page's `Content-Length` before writing it.
-struct Counter(usize);
-
-impl Sink for Counter {
-    fn put(&mut self, bytes: &[u8]) -> Result<(), HeadTooLarge> {
-        self.0 += bytes.len();
-        Ok(())
     }
 }

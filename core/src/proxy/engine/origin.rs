@@ -75,6 +75,8 @@ pub fn lookup(
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Candidates {
     addrs: Vec<SocketAddr, MAX_CANDIDATES>,
+    /// How many of `addrs` were taken (an index, not a removal: shifting the rest costs a board `memmove`).
+    taken: usize,
 }
 
 impl Candidates {
@@ -110,10 +112,9 @@ impl Candidates {
 
     /// The next address to try, taken off the list.
     pub fn take_first(&mut self) -> Option<SocketAddr> {
-        match self.addrs.is_empty() {
-            true => None,
-            false => Some(self.addrs.remove(0)),
-        }
+        let next = self.addrs.get(self.taken).copied()?;
+        self.taken += 1;
+        Some(next)
     }
 }
 
