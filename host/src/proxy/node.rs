@@ -111,6 +111,10 @@ impl PoolStorage<SLOT_OUT> for GrowingPool {
         &self.refusers
     }
 
+    fn refusers_mut(&mut self) -> &mut [SocketHandle] {
+        &mut self.refusers
+    }
+
     fn refuser_capacity(&self) -> usize {
         MAX_REFUSERS
     }

@@ -28,7 +28,9 @@ use smoltcp::wire::IpAddress;
 
 use crate::error::ServerError;
 
-use super::engine::{Admission, OwnAddress, Phase, ProxyConnection, ProxyContext, ProxyStats};
+use super::engine::{
+    longest_idle, Admission, OwnAddress, Phase, ProxyConnection, ProxyContext, ProxyStats,
+};
 use super::{Limits, ProxyPolicy};
 use lookup::Lookups;
 use relay::drop_received;
@@ -288,7 +290,22 @@ where
         for slot in self.storage.slots_mut() {
             moved |= slot.poll(sockets, &mut shared, scratch);
         }
-        for &refuser in self.storage.refusers() {
+        for i in 0..self.storage.refusers().len() {
+            let Some(&refuser) = self.storage.refusers().get(i) else {
+                break;
+            };
+            // A client a refuser took goes to a slot if one can take it: one that is free (it came after the
+            // refuser in the socket set), or the one idle longest between requests, reclaimed. The refuser
+            // gets that slot's socket in exchange: still listening, or closing the reclaimed client.
+            if has_client(refuser, sockets) {
+                if let Some(given) = hand_over(self.storage.slots_mut(), refuser, sockets) {
+                    if let Some(slot) = self.storage.refusers_mut().get_mut(i) {
+                        *slot = given;
+                    }
+                    moved = true;
+                    continue;
+                }
+            }
             moved |= refuse(refuser, sockets, &shared, scratch, &mut self.refused);
         }
         moved
@@ -338,6 +355,29 @@ fn listen_refuser(
     // A refused client that never sends its FIN must not hold the refuser for ever.
     socket.set_timeout(Some(crate::tcp_server::SOCKET_TIMEOUT));
     socket.listen(port).map_err(ServerError::Listen)
+}
+
+/// Whether a refuser's socket holds a client (also one that already sent its FIN: it still reads the answer).
+fn has_client(handle: SocketHandle, sockets: &SocketSet<'_>) -> bool {
+    matches!(
+        sockets.get::<tcp::Socket>(handle).state(),
+        tcp::State::Established | tcp::State::CloseWait
+    )
+}
+
+/// Gives the client on `refuser`'s socket to a slot that can serve it: a free one, else the one idle longest
+/// between requests (its connection reclaimed, as a full pool does before it refuses). Returns the socket the
+/// refuser gets in exchange; `None` if no slot can take the client (then it is refused).
+fn hand_over<const OUT: usize>(
+    slots: &mut [ProxySlot<OUT>],
+    refuser: SocketHandle,
+    sockets: &mut SocketSet<'_>,
+) -> Option<SocketHandle> {
+    let taker = slots
+        .iter()
+        .position(|s| s.listens(sockets))
+        .or_else(|| longest_idle(slots.iter().enumerate().map(|(i, s)| (i, s.idle_since()))))?;
+    slots.get_mut(taker)?.take_client(refuser, sockets)
 }
 
 /// A refuser: a client that found every slot busy gets 503 and a close.

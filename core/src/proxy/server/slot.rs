@@ -29,6 +29,15 @@ use super::outgoing::{Outgoing, Peer};
 use super::relay::drop_received;
 use super::serving::{close_origin, Flow, OriginWait, Serving};
 
+/// A client socket's settings, whichever way it comes to a slot.
+fn prepare_client(client: &mut tcp::Socket<'_>) {
+    client.set_timeout(Some(SOCKET_TIMEOUT));
+    client.set_keep_alive(Some(KEEP_ALIVE));
+    // The proxy writes whole heads and body pieces; Nagle would hold a response's last short segment until the
+    // client's delayed ACK (about 40 ms on Linux) for every response.
+    client.set_nagle_enabled(false);
+}
+
 /// The two sockets a slot drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct SlotSockets {
@@ -120,15 +129,49 @@ impl<const OUT: usize> ProxySlot<OUT> {
         port: u16,
     ) -> Result<(), tcp::ListenError> {
         let client = sockets.get_mut::<tcp::Socket>(slot.client);
-        client.set_timeout(Some(SOCKET_TIMEOUT));
-        client.set_keep_alive(Some(KEEP_ALIVE));
-        // The proxy writes whole heads and body pieces; Nagle would hold a response's last short segment until
-        // the client's delayed ACK (about 40 ms on Linux) for every response.
-        client.set_nagle_enabled(false);
+        prepare_client(client);
         client.listen(port)?;
         self.sockets = Some(slot);
         self.phase = SlotPhase::Listening;
         Ok(())
+    }
+
+    /// When the connection served went idle between requests ([`ProxyConnection::idle_since`]).
+    pub(super) fn idle_since(&self) -> Option<Instant> {
+        match &self.phase {
+            SlotPhase::Serving { connection, .. } => connection.idle_since(),
+            _ => None,
+        }
+    }
+
+    /// Takes over `client`, a refuser's socket holding a client that just connected, which is admitted at the
+    /// slot's next poll; returns the slot's own client socket for the refuser in exchange. A free slot gives its
+    /// listening socket (the refuser took the client only because it came first in the socket set). A slot
+    /// whose connection idles between requests, in a full pool, has it reclaimed (its client's connection closed
+    /// as at a keep-alive timeout, and any origin connection it kept) and gives its closing socket, which the
+    /// refuser drains until it listens again. `None`, and nothing done, for any other slot.
+    pub(super) fn take_client(
+        &mut self,
+        client: SocketHandle,
+        sockets: &mut SocketSet<'_>,
+    ) -> Option<SocketHandle> {
+        let slot = self.sockets?;
+        let listening = self.listens(sockets);
+        match &mut self.phase {
+            SlotPhase::Listening if listening => {}
+            SlotPhase::Serving { connection, .. } => {
+                connection.reclaim()?;
+                self.served.add(&connection.stats());
+                close_origin(sockets.get_mut::<tcp::Socket>(slot.origin));
+                sockets.get_mut::<tcp::Socket>(slot.client).close();
+                self.out.send(0, Peer::Client);
+            }
+            _ => return None,
+        }
+        prepare_client(sockets.get_mut::<tcp::Socket>(client));
+        self.sockets = Some(SlotSockets { client, ..slot });
+        self.phase = SlotPhase::Listening;
+        Some(slot.client)
     }
 
     /// Whether the slot serves no client now.

@@ -23,6 +23,8 @@ pub trait PoolStorage<const OUT: usize> {
     fn push_slot(&mut self) -> bool;
     /// The refusers' sockets, in the order they were added.
     fn refusers(&self) -> &[SocketHandle];
+    /// The refusers' sockets, to exchange one with a slot's (see [`super::ProxyServer::poll`]).
+    fn refusers_mut(&mut self) -> &mut [SocketHandle];
     /// The most refusers this storage can ever hold.
     fn refuser_capacity(&self) -> usize;
     /// Adds a refuser's socket after the others; `false` when the storage is full.
@@ -69,6 +71,10 @@ where
 
     fn refusers(&self) -> &[SocketHandle] {
         &self.refusers
+    }
+
+    fn refusers_mut(&mut self) -> &mut [SocketHandle] {
+        &mut self.refusers
     }
 
     fn refuser_capacity(&self) -> usize {
