@@ -75,6 +75,8 @@ pub(super) struct Connection {
     slot: usize,
     stage: Stage,
     io: Streams,
+    /// The ending of a connection reclaimed while idle, for the next drive to carry out.
+    reclaimed: Option<Ending>,
 }
 
 /// Everything a connection moves bytes with.
@@ -131,6 +133,7 @@ impl Connection {
             slot,
             stage,
             io,
+            reclaimed: None,
         }
     }
 
@@ -152,18 +155,15 @@ impl Connection {
     }
 
     /// Closes the connection if its engine is idle between requests, to admit a new client; from then on it is
-    /// not counted against the cap. Returns whether it was reclaimed.
-    pub fn reclaim(&mut self, env: &mut Env<'_>, registry: &Registry) -> bool {
+    /// not counted against the cap. Returns whether it was reclaimed (its ending is carried out at the next
+    /// [`Connection::drive`]).
+    pub fn reclaim(&mut self) -> bool {
         let Stage::Serving(engine) = &mut self.stage else {
             return false;
         };
-        let Some(ending) = engine.reclaim() else {
-            return false;
-        };
-        self.uncounted = true;
-        // `Close`: the connection stays open to send its FIN and drain; the loop drives it on.
-        self.end(ending, env, registry);
-        true
+        self.reclaimed = engine.reclaim();
+        self.uncounted |= self.reclaimed.is_some();
+        self.reclaimed.is_some()
     }
 
     /// Whether the connection waits for a lookup (the loop hands answers only to those).
@@ -186,6 +186,11 @@ impl Connection {
 
     /// Moves the connection as far as it goes. Returns whether it is still open.
     pub fn drive(&mut self, env: &mut Env<'_>, registry: &Registry) -> bool {
+        if let Some(ending) = self.reclaimed.take() {
+            if !self.end(ending, env, registry) {
+                return false;
+            }
+        }
         for _ in 0..64 {
             let flow = match &mut self.stage {
                 Stage::Serving(engine) => {

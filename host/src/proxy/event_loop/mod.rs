@@ -307,21 +307,13 @@ impl EventLoop<'_> {
         let Some(slot) = idle else {
             return;
         };
-        let Some(Some(mut connection)) = self.connections.get_mut(slot).map(Option::take) else {
+        let Some(Some(connection)) = self.connections.get_mut(slot) else {
             return;
         };
-        let mut env = Env {
-            cx: self.cx,
-            clock: self.clock,
-            scratch: &mut self.scratch,
-            head_out: &mut self.head_out,
-            resolver: &self.resolver,
-        };
-        if connection.reclaim(&mut env, self.poll.registry()) {
+        if connection.reclaim() {
             self.serving -= 1;
             self.refusing += 1;
         }
-        self.connections[slot] = Some(connection);
         self.drive(slot);
     }
 
