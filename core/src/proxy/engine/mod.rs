@@ -16,7 +16,9 @@
 //! is a driver's bug: it is logged as one and the connection is reset, never answered as the client's error.
 //!
 //! What a driver does:
-//! 1. [`ProxyConnection::admit`] a client as it connects (a refused one gets its page at once).
+//! 1. [`ProxyConnection::admit`] a client as it connects (a refused one gets its page at once); when the pool is
+//!    full ([`pool_is_full`]), first [`reclaim`](ProxyConnection::reclaim) the connection idle longest between
+//!    requests ([`longest_idle`] of their [`idle_since`](ProxyConnection::idle_since)), if there is one.
 //! 2. Hand the bytes the client sent so far to [`ProxyConnection::on_client_head`] until it answers
 //!    [`HeadStep::Forward`] (take `consumed` bytes off the client; the request head for the origin is in
 //!    `out[..head_len]`) and follow the [`OriginStep`]: look the name up and report with

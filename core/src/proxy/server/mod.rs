@@ -3,8 +3,10 @@
 //!
 //! Every slot's client socket listens on the proxy's port; smoltcp has no listen backlog and hands a SYN to the
 //! first socket in the set, in the order the sockets were added, that listens: a SYN that finds none is reset.
-//! So the slots' sockets come first and the *refusers* last. A refuser only ever gets a client when every slot
-//! is busy, and answers it `503` at once: at the cap, a client learns why instead of seeing its SYN reset.
+//! So the slots' sockets come first and the *refusers* last. A refuser only ever gets a client when no slot
+//! listens. It hands the client to a slot that can take it (a free one that came after it in the set, or the one
+//! idle longest between requests, whose connection is reclaimed), exchanging its socket for the slot's; else
+//! it answers `503` at once: at the cap, a client learns why instead of seeing its SYN reset.
 //!
 //! A pool in fixed memory (firmware) has all its slots and refusers from the start. A pool whose storage grows
 //! (a host) starts small and is kept ahead of demand: after every packet the host asks [`ProxyServer::listeners`]
