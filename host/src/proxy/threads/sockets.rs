@@ -13,19 +13,28 @@ use smoltcp::time::Instant;
 use super::super::Clock;
 use crate::sys;
 
-/// Bytes read from a socket and not used yet: `buf[start..end]`.
+/// Bytes read from a socket and not used yet: `buf[start..end]`, in a buffer that grows, when full, up to `max`
+/// (a response head up to 64 KiB is rare: a thread pays for the room only when its origin sends one).
 pub(super) struct Pending {
     pub(super) buf: Box<[u8]>,
     start: usize,
     end: usize,
+    max: usize,
 }
 
 impl Pending {
+    /// A buffer of `size` bytes that never grows.
     pub(super) fn new(size: usize) -> Pending {
+        Pending::growing(size, size)
+    }
+
+    /// A buffer of `size` bytes that grows up to `max` when a read finds it full.
+    pub(super) fn growing(size: usize, max: usize) -> Pending {
         Pending {
             buf: vec![0; size].into_boxed_slice(),
             start: 0,
             end: 0,
+            max: max.max(size),
         }
     }
 
@@ -53,6 +62,13 @@ impl Pending {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
+        }
+        if self.end == self.buf.len() && self.buf.len() < self.max {
+            let mut grown = vec![0; (self.buf.len() * 2).min(self.max)].into_boxed_slice();
+            if let (Some(to), Some(from)) = (grown.get_mut(..self.end), self.buf.get(..self.end)) {
+                to.copy_from_slice(from);
+            }
+            self.buf = grown;
         }
         let space = self.buf.get_mut(self.end..).unwrap_or(&mut []);
         if space.is_empty() {

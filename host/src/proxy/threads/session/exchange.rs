@@ -177,9 +177,14 @@ impl ClientSession<'_> {
         let mut until = wait.map(|w| std::time::Instant::now() + w);
         let mut origin_done = false;
         loop {
-            // Room for every field the head can have: a head that fits the limit is never refused for its count.
+            // Room for every field the head can have: a head that fits the limit is never refused for its count;
+            // and for the head rewritten.
             let bytes = self.from_origin.bytes();
             let mut fields = vec![EMPTY_HEADER; ResponseHead::fields_in(bytes)];
+            let rewritten = bytes.len().min(self.limits.response_head) + self.limits.head_growth();
+            if self.head_out.len() < rewritten {
+                self.head_out.resize(rewritten, 0);
+            }
             match self.engine.on_response_head(
                 self.cx,
                 bytes,

@@ -82,7 +82,7 @@ pub(super) struct ClientSession<'c> {
     /// What the origin sent and the proxy has not used yet.
     from_origin: Pending,
     /// The heads and pages the engine writes.
-    head_out: Box<[u8]>,
+    head_out: Vec<u8>,
     /// The request head for the origin, kept to send again on a retry.
     request_head: Vec<u8>,
     upstream: Option<Upstream>,
@@ -105,11 +105,13 @@ impl<'c> ClientSession<'c> {
             cx,
             limits: cx.limits,
             clock,
-            // Each must hold a whole head: a request's, a response's.
+            // Each must hold a whole head: a request's, a response's (which may be larger: that buffer grows to
+            // it only if an origin sends one).
             from_client: Pending::new(cx.limits.head.max(BODY_BUFFER)),
             client_done: false,
-            from_origin: Pending::new(cx.limits.response_head.max(BODY_BUFFER)),
-            head_out: vec![0; cx.limits.out_buffer()].into_boxed_slice(),
+            from_origin: Pending::growing(BODY_BUFFER, cx.limits.response_head),
+            // A request head, rewritten, or a page; grown for a larger response head when one comes.
+            head_out: vec![0; cx.limits.head + cx.limits.head_growth()],
             request_head: Vec::new(),
             upstream: None,
             idle,
