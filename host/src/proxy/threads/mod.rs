@@ -154,11 +154,7 @@ impl KernelProxy {
                         .stack_size(THREAD_STACK)
                         .spawn(move || {
                             shared.with_context(|cx| {
-                                let idle = session::IdleWatch {
-                                    sessions: &shared.idle,
-                                    id,
-                                    place,
-                                };
+                                let idle = (&shared.idle, id, place);
                                 session::ClientSession::new(stream, engine, cx, shared.clock, idle)
                                     .run()
                             });

@@ -22,7 +22,7 @@ use smoltalk_core::proxy::{Limits, ProxyContext};
 
 use super::super::lookup::{spawn_lookup, LookupResult};
 use super::super::Clock;
-use super::idle::{IdleSessions, Place};
+use super::idle::{IdleSessions, IdleWatch, Place};
 use super::sockets::{
     drain, is_timeout, read_into, relay_both_ways, std_duration, Pending, ReadOutcome, TunnelEnd,
 };
@@ -61,14 +61,6 @@ struct Upstream {
     reset_seen: bool,
 }
 
-/// What a session needs to be reclaimed while it idles between requests.
-pub(super) struct IdleWatch<'c> {
-    pub sessions: &'c IdleSessions,
-    pub id: u64,
-    /// The session's place under the cap, given back when the session ends (or it is reclaimed).
-    pub place: Place,
-}
-
 /// One client connection on its own thread.
 pub(super) struct ClientSession<'c> {
     client: TcpStream,
@@ -86,7 +78,10 @@ pub(super) struct ClientSession<'c> {
     /// The request head for the origin, kept to send again on a retry.
     request_head: Vec<u8>,
     upstream: Option<Upstream>,
+    /// The session's entry among the threads the acceptor may reclaim while they idle between requests.
     idle: IdleWatch<'c>,
+    /// The session's place under the cap, given back when the session ends (or it is reclaimed).
+    _place: Place,
 }
 
 impl<'c> ClientSession<'c> {
@@ -95,8 +90,9 @@ impl<'c> ClientSession<'c> {
         engine: ProxyConnection,
         cx: &'c ProxyContext<'c>,
         clock: Clock,
-        idle: IdleWatch<'c>,
+        (sessions, id, place): (&'c IdleSessions, u64, Place),
     ) -> ClientSession<'c> {
+        let idle = IdleWatch::register(sessions, id, &client, &place);
         let _ = client.set_nodelay(true);
         let _ = client.set_write_timeout(Some(std_duration(cx.limits.timeout)));
         ClientSession {
@@ -115,6 +111,7 @@ impl<'c> ClientSession<'c> {
             request_head: Vec::new(),
             upstream: None,
             idle,
+            _place: place,
         }
     }
 
@@ -219,13 +216,10 @@ impl<'c> ClientSession<'c> {
         let wait = self.left();
         let idle = self.engine.idle_since();
         if let Some(since) = idle {
-            let watch = &self.idle;
-            watch
-                .sessions
-                .register(watch.id, since, &self.client, &watch.place);
+            self.idle.idle(since);
         }
         let outcome = read_into(&mut self.client, &mut self.from_client, wait);
-        if idle.is_some() && self.idle.sessions.unregister(self.idle.id) {
+        if idle.is_some() && self.idle.busy() {
             if let Some(ending) = self.engine.reclaim() {
                 return Err(ending);
             }
