@@ -6,7 +6,7 @@
 //!  admit ──▶ ReadingHead ──head──▶ Resolving ──addresses──▶ Connecting ──connected──▶ Exchanging ──sent──┐
 //!  (403/503)    ▲  │ (--resolve or a literal skips Resolving; the kept origin connection skips both)      │
 //!               │  │                                            CONNECT: Tunnel ◀──────┘                  │
-//!               │  └── every error, timeout and broken peer ──▶ Closed (with an Ending) ◀──────────────────┤
+//!               │  └── every error, timeout, broken peer, reclaim ──▶ Closed (with an Ending) ◀───────────┤
 //!               └────────────────────────────── the client keeps its connection ◀─────────────────────────┘
 //! ```
 //!
