@@ -112,6 +112,11 @@ fn response(cx: &ProxyContext<'_>, c: &mut ProxyConnection, head: &str) -> (Stri
     }
 }
 
+/// The origin closed before any byte of the response head: what the engine says.
+fn origin_closed(cx: &ProxyContext<'_>, c: &mut ProxyConnection, out: &mut [u8]) -> ResponseStep {
+    c.on_response_head(cx, b"", true, &mut [crate::http::EMPTY_HEADER; 64], out)
+}
+
 /// A connection that sent `first`, had a 204 and kept its origin, then sent `next`, which the engine puts on the
 /// kept origin connection; with the buffer for what it writes.
 fn reusing_the_kept_origin(
@@ -211,25 +216,13 @@ fn a_kept_origin_that_closed_is_tried_once_more() {
         );
         // The origin had closed it: nothing came, so the same request goes again on a new connection ...
         assert_eq!(
-            c.on_response_head(
-                cx,
-                b"",
-                true,
-                &mut [crate::http::EMPTY_HEADER; 64],
-                &mut out
-            ),
+            origin_closed(cx, &mut c, &mut out),
             ResponseStep::Retry(origin(80))
         );
         assert_eq!(c.phase(), Phase::Connecting);
         assert_eq!(c.on_connected(cx, at(3), &mut out), Connected::Exchange);
         // ... but only once.
-        match c.on_response_head(
-            cx,
-            b"",
-            true,
-            &mut [crate::http::EMPTY_HEADER; 64],
-            &mut out,
-        ) {
+        match origin_closed(cx, &mut c, &mut out) {
             ResponseStep::End(Ending::Answer { len }) => {
                 assert!(text(&out, len).starts_with("HTTP/1.1 502 "))
             }
@@ -493,13 +486,7 @@ fn no_retry_after_an_interim_head_the_client_did_not_see() {
         let (sent, interim) = response(cx, &mut c, "HTTP/1.1 103 Early Hints\r\n\r\n");
         assert!(interim && sent.is_empty());
         assert!(!c.response_started());
-        match c.on_response_head(
-            cx,
-            b"",
-            true,
-            &mut [crate::http::EMPTY_HEADER; 64],
-            &mut out,
-        ) {
+        match origin_closed(cx, &mut c, &mut out) {
             ResponseStep::End(Ending::Answer { len }) => {
                 assert!(text(&out, len).starts_with("HTTP/1.1 502 "))
             }
@@ -517,13 +504,7 @@ fn a_non_idempotent_request_is_not_retried() {
             "GET http://origin.test/ HTTP/1.1\r\nHost: x\r\n\r\n",
             "POST http://origin.test/act HTTP/1.1\r\nHost: x\r\n\r\n",
         );
-        match c.on_response_head(
-            cx,
-            b"",
-            true,
-            &mut [crate::http::EMPTY_HEADER; 64],
-            &mut out,
-        ) {
+        match origin_closed(cx, &mut c, &mut out) {
             ResponseStep::End(Ending::Answer { len }) => {
                 assert!(text(&out, len).starts_with("HTTP/1.1 502 "))
             }
