@@ -176,3 +176,89 @@ fn smoltcp_on_tun() {
 fn smoltcp_on_tap() {
     smoltcp_on_device("tap");
 }
+
+/// The kernel's packet and byte counters for `st0`, each direction (rx: from smoltcp, tx: to smoltcp).
+fn st0_counters(ns: &Namespace) -> [u64; 4] {
+    ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes"].map(|c| {
+        ns.device_counter("st0", c)
+            .unwrap_or_else(|e| panic!("st0 counter {c}: {e}"))
+    })
+}
+
+/// Offload on `medium`: by default (segmentation offload) the kernel's counters for the device show packets
+/// larger than its MTU both ways, while a second of echo load comes back verified byte for byte; with
+/// `--offload checksum` and `--no-offload` the same load is byte-exact too.
+fn offload_on_device(medium: &str) {
+    let test = format!("offload_on_{medium}");
+    let Some(ns) = namespace_or_skip(&test, "netns", &[]) else {
+        return;
+    };
+    add_st0(&ns, medium);
+    // The largest frame the kernel counts for an MTU of 1500 (TAP: with the Ethernet header).
+    let largest = if medium == "tap" { 1514 } else { 1500 };
+    for (options, super_packets) in [
+        (&[][..], true),
+        (&["--offload", "checksum"][..], false),
+        (&["--no-offload"][..], false),
+    ] {
+        let mut args = vec!["tcp-server", "--stack", medium, "--dev", "st0"];
+        args.extend_from_slice(options);
+        let (mut server, port) = start_server(smoltalk_in(&ns, &args), "smoltcp tcp-server");
+        let before = st0_counters(&ns);
+        // Two connections, every reply byte checked against the uppercase of what was sent.
+        let port = port.to_string();
+        let load = [
+            "throughput",
+            "10.0.2.15",
+            &port,
+            "--seconds",
+            "1",
+            "--connections",
+            "2",
+        ];
+        let out = run(smoltalk_in(&ns, &load));
+        assert!(
+            out.status.success() && stdout(&out).contains("verified reply bytes"),
+            "{options:?}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let after = st0_counters(&ns);
+        let [rx_packets, rx_bytes, tx_packets, tx_bytes] =
+            [0, 1, 2, 3].map(|i| after[i] - before[i]);
+        assert!(
+            rx_packets > 100 && tx_packets > 100,
+            "{options:?}: {rx_packets} and {tx_packets} packets"
+        );
+        let (from_smoltcp, to_smoltcp) = (rx_bytes / rx_packets, tx_bytes / tx_packets);
+        if super_packets {
+            assert!(
+                from_smoltcp > largest && to_smoltcp > largest,
+                "{options:?}: {from_smoltcp} bytes per packet from smoltcp, {to_smoltcp} to it: no \
+                 segmentation offload"
+            );
+        }
+        assert!(
+            terminate(&mut server),
+            "{options:?}: the server did not stop cleanly"
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun and ip (network namespaces with TUN/TAP devices)"
+)]
+fn offload_on_tun() {
+    offload_on_device("tun");
+}
+
+#[test]
+#[cfg_attr(
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun and ip (network namespaces with TUN/TAP devices)"
+)]
+fn offload_on_tap() {
+    offload_on_device("tap");
+}

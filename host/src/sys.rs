@@ -135,7 +135,7 @@ extern "C" fn request_stop(_signal: c_int) {
 
 /// Makes SIGINT, SIGTERM and SIGHUP ask the program to stop (see [`stop_requested`]) instead of ending it, so
 /// it can close what it holds properly (a TUN/TAP device gets its checksum offload setting back, see
-/// `crate::stack::offload::set_offload`); anything asleep on [`stop_wake_fd`] wakes at once. Calling it again
+/// `crate::stack::offload::clear_offload`); anything asleep on [`stop_wake_fd`] wakes at once. Calling it again
 /// changes nothing. The signals are caught even if the wake-up pipe cannot be made; the error then says why.
 pub fn stop_on_signals() -> io::Result<()> {
     let mut result = Ok(());
@@ -552,13 +552,13 @@ pub fn open_tun(name: &str, mode: TunMode, vnet_header: bool) -> io::Result<(Fil
     Ok((file, String::from_utf8_lossy(&actual).into_owned()))
 }
 
-/// Sets the checksum offload of the TUN/TAP device open at `device` (`TUNSETOFFLOAD`: `TUN_F_CSUM`, or none).
-/// The setting belongs to the device, not to the descriptor: it outlives the program that set it.
-pub fn set_tun_offload(device: RawFd, checksum: bool) -> io::Result<()> {
-    let flags = if checksum { libc::TUN_F_CSUM } else { 0 };
+/// Sets the offload of the TUN/TAP device open at `device` (`TUNSETOFFLOAD` with `flags`: `TUN_F_CSUM`,
+/// `TUN_F_TSO4`, …, or 0 for none). The setting belongs to the device, not to the descriptor: it outlives the
+/// program that set it.
+pub fn set_tun_offload(device: RawFd, flags: u32) -> io::Result<()> {
     // SAFETY: TUNSETOFFLOAD takes its flags by value, no pointer; a descriptor that is not a TUN/TAP device
     // (or not open) only makes the call fail.
-    check(unsafe { libc::ioctl(device, libc::TUNSETOFFLOAD, flags as libc::c_ulong) }).map(drop)
+    check(unsafe { libc::ioctl(device, libc::TUNSETOFFLOAD, libc::c_ulong::from(flags)) }).map(drop)
 }
 
 #[cfg(test)]

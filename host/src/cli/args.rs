@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use smoltalk_core::proxy::Limits;
 use smoltcp::wire::Ipv4Cidr;
 
+use crate::stack::offload::Offload;
 use crate::uppercase::node::{DEFAULT_MAX_DATAGRAM, MAX_SMOLTCP_DATAGRAM};
 
 /// Options of `compare`.
@@ -141,9 +142,15 @@ pub struct StackArgs {
     /// Default gateway for smoltcp: the kernel's address on the device (tun/tap only).
     #[arg(long, default_value = "10.0.2.2", value_name = "IP")]
     pub gateway: Ipv4Addr,
-    /// Open the device without the virtio-net header (tun/tap only): every TCP checksum is then computed and
-    /// verified by both smoltcp and the kernel, as with a plain `tun-tap` device.
-    #[arg(long)]
+    /// What smoltcp and the kernel stop doing for each other, through the virtio-net header (tun/tap only):
+    /// `segmentation` sends and takes TCP segments of up to 64 KiB whole (TSO4 both ways) and leaves TCP
+    /// checksums out, falling back to `checksum` if the kernel refuses; `checksum` leaves TCP checksums out;
+    /// `none` opens a plain device (every checksum computed and verified by both sides, packets of MTU size).
+    /// Captures, corruption, other faults and traces lower it (they say so when they start).
+    #[arg(long, value_enum, default_value_t = Offload::Segmentation, value_name = "LEVEL")]
+    pub offload: Offload,
+    /// The same as `--offload none`.
+    #[arg(long, conflicts_with = "offload")]
     pub no_offload: bool,
     /// smoltcp socket buffer size in bytes, each direction (tun/tap only). Throughput follows it.
     #[arg(long, default_value_t = 256 * 1024, value_name = "BYTES")]

@@ -6,6 +6,7 @@ use smoltcp::wire::IpCidr;
 use super::args::{Stack, StackArgs};
 use crate::stack::device::DeviceKind;
 use crate::stack::device_network::DeviceNetwork;
+use crate::stack::offload::Offload;
 use crate::sys::stop_on_signals;
 
 pub(super) fn device_kind(stack: Stack) -> Option<DeviceKind> {
@@ -22,16 +23,11 @@ pub(super) fn open_device(stack: &StackArgs, kind: DeviceKind) -> Result<DeviceN
         log::warn!("a signal may not stop smoltalk cleanly: {e}");
     }
     let cidr = IpCidr::Ipv4(stack.ip);
-    // With checksum offload smoltcp trusts the kernel's TCP checksums and leaves its own to the kernel: packets
-    // corrupted on the way in (by the FaultInjector, after the kernel) would be taken as good, and a capture
-    // would show partial checksums. So corruption and captures run without offload.
-    let experiment = &stack.experiment;
-    let offload = !stack.no_offload && experiment.corrupt_chance == 0 && experiment.pcap.is_none();
-    if !stack.no_offload && !offload {
-        log::info!(
-            "--pcap/--corrupt-chance: checksum offload off, so every checksum is real and verified"
-        );
-    }
+    let offload = if stack.no_offload {
+        Offload::None
+    } else {
+        stack.offload
+    };
     let mut net = DeviceNetwork::open(
         &stack.dev,
         kind,
@@ -43,10 +39,11 @@ pub(super) fn open_device(stack: &StackArgs, kind: DeviceKind) -> Result<DeviceN
     .map_err(|e| e.to_string())?;
     net.node_mut().buffers.tcp = stack.socket_buffer.max(1024);
     log::info!(
-        "{} as {}, gateway {}",
+        "{} as {}, gateway {}, {}",
         smoltcp_label(&net),
         stack.ip,
-        stack.gateway
+        stack.gateway,
+        net.device().offload().describe()
     );
     Ok(net)
 }

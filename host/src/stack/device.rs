@@ -13,11 +13,13 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
-use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
+use std::num::{NonZeroU16, NonZeroUsize};
+
+use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
 
 use crate::stack::device_error::{open_error, DeviceError};
-use crate::stack::offload::{self, Verdict, VnetHeader, VNET_HEADER_LEN};
+use crate::stack::offload::{self, Offload, Verdict, VnetHeader, VNET_HEADER_LEN};
 use crate::sys::{self, errno};
 
 /// Which kind of device.
@@ -42,12 +44,19 @@ impl DeviceKind {
 /// The largest frame read from or written to a device.
 const MAX_FRAME: usize = 65535 + 18;
 
+/// The largest IPv4 packet, and so the largest TCP super-packet with segmentation offload.
+const MAX_SUPER_PACKET: usize = 65535;
+
 /// How the device was opened.
 enum DeviceHandle {
     /// By the `tun-tap` crate: frames as they are, every checksum computed by both sides.
     Plain(tun_tap::Iface),
-    /// With the virtio-net header and checksum offload (see [`crate::stack::offload`]).
-    Offload { file: File, name: String },
+    /// With the virtio-net header, and the offload agreed with the kernel (see [`crate::stack::offload`]).
+    Offload {
+        file: File,
+        name: String,
+        agreed: Offload,
+    },
 }
 
 impl DeviceHandle {
@@ -82,9 +91,9 @@ impl DeviceHandle {
 
 impl Drop for DeviceHandle {
     fn drop(&mut self) {
-        // Leave a persistent device as a plain user expects it (see offload::set_offload).
+        // Leave a persistent device as a plain user expects it (see offload::clear_offload).
         if let DeviceHandle::Offload { file, .. } = self {
-            let _ = offload::set_offload(file.as_raw_fd(), false);
+            let _ = offload::clear_offload(file.as_raw_fd());
         }
     }
 }
@@ -100,13 +109,16 @@ pub struct TunTapDevice {
 }
 
 impl TunTapDevice {
-    /// Opens (and, when privileged, creates) device `name`; with `offload`, with the virtio-net header and
-    /// checksum offload, which saves the kernel and smoltcp a checksum pass over every TCP segment.
-    pub fn open(name: &str, kind: DeviceKind, offload: bool) -> Result<Self, DeviceError> {
-        let handle = if offload {
-            let (file, name) = offload::open(name, kind == DeviceKind::Tap)
+    /// Opens (and, when privileged, creates) device `name`. Unless `offload` is [`Offload::None`], with the
+    /// virtio-net header and as much of `offload` as the kernel agrees to (see [`offload::negotiate`]):
+    /// checksum offload saves the kernel and smoltcp a checksum pass over every TCP segment, segmentation
+    /// offload a read or write and a pass through both stacks for every MTU-sized packet.
+    pub fn open(name: &str, kind: DeviceKind, offload: Offload) -> Result<Self, DeviceError> {
+        let header = offload != Offload::None;
+        let handle = if header {
+            let (file, name, agreed) = offload::open(name, kind == DeviceKind::Tap, offload)
                 .map_err(|e| open_error(name, kind, e))?;
-            DeviceHandle::Offload { file, name }
+            DeviceHandle::Offload { file, name, agreed }
         } else {
             let mode = match kind {
                 DeviceKind::Tun => tun_tap::Mode::Tun,
@@ -121,11 +133,9 @@ impl TunTapDevice {
                     error,
                 })?;
             // An earlier offloading user may have left the device's checksum offload on.
-            offload::set_offload(iface.as_raw_fd(), false).map_err(|error| {
-                DeviceError::OffloadOff {
-                    name: name.to_string(),
-                    error,
-                }
+            offload::clear_offload(iface.as_raw_fd()).map_err(|error| DeviceError::OffloadOff {
+                name: name.to_string(),
+                error,
             })?;
             DeviceHandle::Plain(iface)
         };
@@ -144,7 +154,8 @@ impl TunTapDevice {
             rx: vec![0; frame],
             tx: Transmitter {
                 buf: vec![0; frame],
-                header_len: if offload { VNET_HEADER_LEN } else { 0 },
+                header_len: if header { VNET_HEADER_LEN } else { 0 },
+                segment: None,
                 l3: match kind {
                     DeviceKind::Tun => 0,
                     DeviceKind::Tap => 14,
@@ -156,9 +167,12 @@ impl TunTapDevice {
         })
     }
 
-    /// Whether frames carry the virtio-net header (checksum offload).
-    pub fn offload(&self) -> bool {
-        matches!(self.handle, DeviceHandle::Offload { .. })
+    /// The offload agreed with the kernel.
+    pub fn offload(&self) -> Offload {
+        match self.handle {
+            DeviceHandle::Plain(_) => Offload::None,
+            DeviceHandle::Offload { agreed, .. } => agreed,
+        }
     }
 
     /// What a network on this device needs to know of it, however the device is wrapped.
@@ -181,7 +195,7 @@ pub struct DeviceInfo {
     name: String,
     kind: DeviceKind,
     mtu: usize,
-    offload: bool,
+    offload: Offload,
     /// The device's descriptor, valid as long as the device (which the same network owns).
     fd: RawFd,
     failure: Rc<RefCell<Option<io::Error>>>,
@@ -204,8 +218,8 @@ impl DeviceInfo {
         self.kind
     }
 
-    /// Whether frames carry the virtio-net header (checksum offload).
-    pub fn offload(&self) -> bool {
+    /// The offload agreed with the kernel.
+    pub fn offload(&self) -> Offload {
         self.offload
     }
 
@@ -247,6 +261,8 @@ struct Transmitter {
     header_len: usize,
     /// Bytes of link-layer header before the IP header (TAP: Ethernet).
     l3: usize,
+    /// Where smoltcp asked the frame being sent to be cut (its `segmentation_offload_size`), if anywhere.
+    segment: Option<u16>,
     failure: Rc<RefCell<Option<io::Error>>>,
     warned_down: bool,
 }
@@ -270,7 +286,7 @@ impl phy::TxToken for TunTapTxToken<'_> {
         let (header, frame) = tx.buf[..end].split_at_mut(tx.header_len);
         let result = f(frame);
         if tx.header_len > 0 {
-            offload::transmit(frame, tx.l3).emit(header);
+            offload::transmit(frame, tx.l3, tx.segment.take()).emit(header);
         }
         match self.handle.send(&tx.buf[..end]) {
             Ok(_) => {}
@@ -287,6 +303,10 @@ impl phy::TxToken for TunTapTxToken<'_> {
         }
         result
     }
+
+    fn set_meta(&mut self, meta: PacketMeta) {
+        self.tx.segment = meta.segmentation_offload_size.map(NonZeroU16::get);
+    }
 }
 
 impl Device for TunTapDevice {
@@ -295,6 +315,7 @@ impl Device for TunTapDevice {
 
     fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let (header_len, l3) = (self.tx.header_len, self.tx.l3);
+        let segmentation = self.offload() == Offload::Segmentation;
         loop {
             let n = match self.handle.recv(&mut self.rx) {
                 Ok(n) if n > self.rx.len() || n < header_len => {
@@ -320,7 +341,7 @@ impl Device for TunTapDevice {
             if header_len > 0 {
                 let (header, frame) = self.rx[..n].split_at_mut(header_len);
                 let header = VnetHeader::parse(header).unwrap_or_default();
-                if let Verdict::Drop(reason) = offload::receive(header, frame, l3) {
+                if let Verdict::Drop(reason) = offload::receive(header, frame, l3, segmentation) {
                     log::debug!("{}: dropped a frame: {reason}", self.handle.name());
                     continue;
                 }
@@ -354,9 +375,13 @@ impl Device for TunTapDevice {
                 caps.max_transmission_unit = self.mtu + 14;
             }
         }
-        if self.offload() {
+        if self.offload() >= Offload::Checksum {
             // The device and the kernel vouch for TCP checksums (see crate::stack::offload); smoltcp keeps the others.
             caps.checksum.tcp = Checksum::None;
+        }
+        if self.offload() == Offload::Segmentation {
+            // TCP segments up to the largest IPv4 packet (smoltcp counts the Ethernet header in, on TAP).
+            caps.segmentation.tcpv4 = NonZeroUsize::new(MAX_SUPER_PACKET + self.tx.l3);
         }
         caps
     }

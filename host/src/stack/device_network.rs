@@ -4,8 +4,8 @@
 
 use smoltcp::iface::{PollIngressSingleResult, PollResult};
 use smoltcp::phy::{
-    self, Device, DeviceCapabilities, FaultInjector, PcapLinkType, PcapMode, PcapSink, PcapWriter,
-    Tracer,
+    self, Device, DeviceCapabilities, FaultInjector, PacketMeta, PcapLinkType, PcapMode, PcapSink,
+    PcapWriter, Tracer,
 };
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
@@ -15,6 +15,7 @@ use crate::stack::device_error::DeviceError;
 use crate::stack::instruments::{trace_packet, CaptureFile, Instruments, FAULT_INJECTOR_MAX_FRAME};
 use crate::stack::network::{Network, NetworkError, NodeId};
 use crate::stack::node::{random_seed, Node};
+use crate::stack::offload::Offload;
 
 /// Bytes of packets taken in per poll before the sockets' replies are sent (see [`DeviceNetwork`]'s `poll`):
 /// about four packets at MTU 65000, a few hundred at MTU 1500.
@@ -141,6 +142,13 @@ impl phy::TxToken for StackTxToken<'_> {
             StackTxToken::Instrumented(t) => (*t).consume(len, f),
         }
     }
+
+    fn set_meta(&mut self, meta: PacketMeta) {
+        match self {
+            StackTxToken::Bare(t) => t.set_meta(meta),
+            StackTxToken::Instrumented(t) => t.set_meta(meta),
+        }
+    }
 }
 
 impl Device for DeviceStack {
@@ -178,6 +186,32 @@ impl Device for DeviceStack {
     }
 }
 
+/// How much of `wanted` a device inside `instruments` can have, and why less, if less:
+///
+/// - A capture or corruption: none. With checksum offload smoltcp trusts the kernel's TCP checksums and leaves
+///   its own to the kernel, so packets corrupted on the way in (by the `FaultInjector`, after the kernel) would be
+///   taken as good, and a capture would show partial checksums and 64 KiB super-packets instead of what a wire
+///   carries.
+/// - Any other instrument: checksum offload at most. The `FaultInjector` holds frames of at most 1,536 bytes,
+///   and losses, rate limits and traces are meant per packet as a wire carries it.
+pub fn offload_with(wanted: Offload, instruments: &Instruments) -> (Offload, Option<&'static str>) {
+    if wanted > Offload::None
+        && (instruments.pcap.is_some() || instruments.faults.corrupt_chance > 0)
+    {
+        return (
+            Offload::None,
+            Some("--pcap/--corrupt-chance: offload off, so every checksum is real and verified and every packet is as a wire carries it"),
+        );
+    }
+    if wanted > Offload::Checksum && instruments.any() {
+        return (
+            Offload::Checksum,
+            Some("faults or --trace: no segmentation offload, so they act on packets of at most the MTU"),
+        );
+    }
+    (wanted, None)
+}
+
 /// One smoltcp node on a TUN/TAP device, in real time.
 pub struct DeviceNetwork {
     node: Node,
@@ -186,16 +220,21 @@ pub struct DeviceNetwork {
 }
 
 impl DeviceNetwork {
-    /// Opens the device (see [`TunTapDevice::open`] for `offload`), wraps it in `instruments`, and puts a node
-    /// with address `cidr` and default gateway `gateway` on it.
+    /// Opens the device with as much of `offload` as `instruments` allow (see [`offload_with`]) and the kernel
+    /// agrees to (see [`TunTapDevice::open`]), wraps it in `instruments`, and puts a node with address `cidr`
+    /// and default gateway `gateway` on it.
     pub fn open(
         name: &str,
         kind: DeviceKind,
-        offload: bool,
+        offload: Offload,
         cidr: IpCidr,
         gateway: Option<Ipv4Address>,
         instruments: &Instruments,
     ) -> Result<Self, DeviceError> {
+        let (offload, why) = offload_with(offload, instruments);
+        if let Some(why) = why {
+            log::info!("{why}: {}", offload.describe());
+        }
         let device = TunTapDevice::open(name, kind, offload)?;
         let info = device.info();
         let mut device = DeviceStack::new(device, instruments)?;

@@ -160,24 +160,26 @@ impl Namespace {
 
     /// Bytes the kernel counted through `dev` (received + sent, as seen from the kernel's side).
     pub fn device_bytes(&self, dev: &str) -> Result<u64, NamespaceError> {
-        let mut total = 0;
-        for counter in ["rx_bytes", "tx_bytes"] {
-            let path = format!("/sys/class/net/{dev}/statistics/{counter}");
-            let out = self.command("cat", &[&path]).output().map_err(|error| {
-                NamespaceError::ReadCounter {
-                    path: path.clone(),
-                    error,
-                }
-            })?;
-            total += String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| NamespaceError::BadCounter {
-                    path: path.clone(),
-                    namespace: self.name.clone(),
-                })?;
-        }
-        Ok(total)
+        Ok(self.device_counter(dev, "rx_bytes")? + self.device_counter(dev, "tx_bytes")?)
+    }
+
+    /// One of the kernel's counters for `dev` (`rx_bytes`, `tx_packets`, …: a file of
+    /// `/sys/class/net/DEV/statistics/`), as seen from the kernel's side.
+    pub fn device_counter(&self, dev: &str, counter: &str) -> Result<u64, NamespaceError> {
+        let path = format!("/sys/class/net/{dev}/statistics/{counter}");
+        let out = self.command("cat", &[&path]).output().map_err(|error| {
+            NamespaceError::ReadCounter {
+                path: path.clone(),
+                error,
+            }
+        })?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| NamespaceError::BadCounter {
+                path: path.clone(),
+                namespace: self.name.clone(),
+            })
     }
 }
 
