@@ -91,6 +91,10 @@ pub struct BenchArgs {
     /// Only the transform benchmark (no root needed).
     #[arg(long)]
     pub transform_only: bool,
+    /// Measure the servers of another smoltalk build (say, an earlier revision's) with this build's load
+    /// generator, to compare two versions under the same load; rows with options it does not know are left out.
+    #[arg(long, value_name = "PATH")]
+    pub server_binary: Option<std::path::PathBuf>,
 }
 
 /// Options of `throughput`.

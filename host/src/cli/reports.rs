@@ -123,6 +123,7 @@ pub(super) fn bench(args: BenchArgs) -> Result<(), String> {
         runs: args.runs as usize,
         smoltcp_benchmark: args.smoltcp_benchmark,
         transform_only: args.transform_only,
+        server_binary: args.server_binary,
     };
     let report = crate::tools::bench::run(&opts).map_err(|e| e.to_string())?;
     println!("{}\n{report}", crate::tools::bench::describe());

@@ -256,6 +256,18 @@ impl Server {
     }
 }
 
+/// Resident memory of process `pid` in KiB (`VmRSS` of `/proc/PID/status`); `None` once it is gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// CPU time (user + system) process `pid` has used so far, from `/proc/PID/stat`; `None` once it is gone.
 pub fn cpu_time(pid: u32) -> Option<std::time::Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -2,10 +2,12 @@
 //! compared with.
 //!
 //! 1. The uppercase transform against `memcpy` on 64 KiB buffers (no privileges needed).
-//! 2. TCP uppercase echo throughput inside a network namespace (root): the kernel stack over loopback, and the
-//!    smoltcp server on TAP and TUN at several MTUs and buffer sizes, driven by `smoltalk throughput`; optionally
-//!    smoltcp's own `examples/benchmark.rs` on the same kind of device, counted at the device.
-//! 3. The smoltcp server's CPU use while idle.
+//! 2. TCP uppercase echo throughput inside a network namespace (root; [`echo`]): the kernel stack over loopback,
+//!    and the smoltcp server on TAP and TUN with its default options at MTU 1500 and 65000, with one and four
+//!    connections, then with less offload and other buffer sizes, driven by `smoltalk throughput`; optionally
+//!    smoltcp's own `examples/benchmark.rs` on TAP, counted at the device.
+//! 3. What a connection costs the server in memory, idle and busy, and the idle smoltcp server's CPU
+//!    ([`footprint`]).
 //!
 //! Every throughput figure is the median of several runs; the device figures are the kernel's byte counters
 //! for the TUN/TAP device (both directions) over the client's whole run.
@@ -17,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use smoltalk_core::{uppercase_in_place, uppercase_into};
 
-use crate::tools::netns::{is_root, Namespace, NamespaceError, Server, ServerError};
+use crate::tools::netns::{is_root, Namespace, NamespaceError, ServerError};
+
+mod echo;
+mod footprint;
 
 /// Why the benchmark stopped.
 #[derive(Debug)]
@@ -47,6 +52,8 @@ pub enum BenchError {
         /// Why not.
         error: std::io::Error,
     },
+    /// A server measured for its memory exited.
+    ServerGone,
     /// smoltcp's benchmark failed every attempt.
     ReferenceFailed {
         /// Its path.
@@ -72,6 +79,7 @@ impl std::fmt::Display for BenchError {
             BenchError::RunLoad(e) => write!(f, "{e}"),
             BenchError::LoadFailed { stderr } => write!(f, "throughput run failed: {stderr}"),
             BenchError::RunReference { path, error } => write!(f, "cannot run {path}: {error}"),
+            BenchError::ServerGone => write!(f, "the server exited while its memory was measured"),
             BenchError::ReferenceFailed {
                 path,
                 mode,
@@ -90,6 +98,7 @@ impl std::error::Error for BenchError {
             BenchError::Server(e) => Some(e),
             BenchError::NeedsRoot { .. }
             | BenchError::LoadFailed { .. }
+            | BenchError::ServerGone
             | BenchError::ReferenceFailed { .. } => None,
         }
     }
@@ -118,6 +127,9 @@ pub struct BenchOptions {
     pub smoltcp_benchmark: Option<PathBuf>,
     /// Only the transform (no namespace).
     pub transform_only: bool,
+    /// Another smoltalk build whose servers to measure (this build's load generator drives them), to compare
+    /// two versions with the same load; rows whose options it does not know are left out.
+    pub server_binary: Option<PathBuf>,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -191,235 +203,6 @@ pub fn transform_table() -> (String, f64) {
     (out, ratio(1))
 }
 
-struct Scenario {
-    name: &'static str,
-    /// None: the kernel's own server over loopback.
-    device: Option<(&'static str, usize)>,
-    buffer: usize,
-    connections: u16,
-    /// The load generator's kernel socket buffers (None: autotuned).
-    client_buffer: Option<usize>,
-    /// smoltcp with checksum offload (the default) or `--no-offload`.
-    offload: bool,
-}
-
-#[derive(Default, Clone, Copy)]
-struct Measured {
-    echo: f64,
-    device: f64,
-}
-
-const AUTO: Option<usize> = None;
-const CLIENT_128K: Option<usize> = Some(128 << 10);
-const TAP_1500: Option<(&str, usize)> = Some(("tap", 1500));
-const TUN_1500: Option<(&str, usize)> = Some(("tun", 1500));
-const TUN_65000: Option<(&str, usize)> = Some(("tun", 65000));
-
-/// The rows of the throughput table; the goals below refer to them by index.
-const SCENARIOS: &[Scenario] = &[
-    scenario("kernel stack, loopback", None, 0, 1, AUTO, true),
-    scenario("kernel stack, loopback", None, 0, 4, AUTO, true),
-    scenario("smoltcp on TAP", TAP_1500, 256 << 10, 1, AUTO, true),
-    scenario("smoltcp on TUN", TUN_1500, 256 << 10, 1, AUTO, true),
-    scenario("smoltcp on TUN", TUN_65000, 1 << 20, 1, AUTO, true),
-    scenario("smoltcp on TUN", TUN_65000, 1 << 20, 4, AUTO, true),
-    scenario(
-        "smoltcp on TUN, --no-offload",
-        TUN_65000,
-        1 << 20,
-        1,
-        AUTO,
-        false,
-    ),
-    scenario("kernel stack, loopback", None, 0, 1, CLIENT_128K, true),
-    scenario("kernel stack, loopback", None, 0, 4, CLIENT_128K, true),
-    scenario("smoltcp on TUN", TUN_65000, 256 << 10, 1, CLIENT_128K, true),
-    scenario("smoltcp on TUN", TUN_65000, 256 << 10, 4, CLIENT_128K, true),
-];
-
-const fn scenario(
-    name: &'static str,
-    device: Option<(&'static str, usize)>,
-    buffer: usize,
-    connections: u16,
-    client_buffer: Option<usize>,
-    offload: bool,
-) -> Scenario {
-    Scenario {
-        name,
-        device,
-        buffer,
-        connections,
-        client_buffer,
-        offload,
-    }
-}
-
-fn me() -> Result<String, BenchError> {
-    std::env::current_exe()
-        .map_err(BenchError::CurrentExe)
-        .map(|p| p.to_string_lossy().into_owned())
-}
-
-fn parse_gbits(text: &str, after: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.split_once(after))
-        .and_then(|(_, rest)| rest.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-}
-
-fn run_scenario(
-    ns: &Namespace,
-    scenario: &Scenario,
-    opts: &BenchOptions,
-) -> Result<Measured, BenchError> {
-    let exe = me()?;
-    let dev = "stbench0";
-    let (server_cmd, host) = match scenario.device {
-        None => (
-            ns.command(
-                &exe,
-                &["tcp-server", "--bind", "127.0.0.1", "--port", "12000"],
-            ),
-            "127.0.0.1",
-        ),
-        Some((mode, mtu)) => {
-            ns.add_device(dev, mode, "10.0.2.2/24", mtu)?;
-            let buffer = scenario.buffer.to_string();
-            let mut args = vec![
-                "tcp-server",
-                "--stack",
-                mode,
-                "--dev",
-                dev,
-                "--socket-buffer",
-                &buffer,
-            ];
-            if !scenario.offload {
-                args.push("--no-offload");
-            }
-            (ns.command(&exe, &args), "10.0.2.15")
-        }
-    };
-    let result = (|| -> Result<Measured, BenchError> {
-        let server = Server::start(server_cmd)?;
-        let mut echo = Vec::new();
-        let mut device = Vec::new();
-        for _ in 0..opts.runs {
-            let before = scenario.device.map(|_| ns.device_bytes(dev)).transpose()?;
-            let start = Instant::now();
-            let (port, seconds) = (server.port.to_string(), opts.seconds.to_string());
-            let connections = scenario.connections.to_string();
-            let mut args = vec![
-                "throughput",
-                host,
-                &port,
-                "--seconds",
-                &seconds,
-                "--connections",
-                &connections,
-            ];
-            let client_buffer = scenario.client_buffer.map(|b| b.to_string());
-            if let Some(size) = &client_buffer {
-                args.extend(["--socket-buffer", size]);
-            }
-            let out = ns
-                .command(&exe, &args)
-                .output()
-                .map_err(BenchError::RunLoad)?;
-            let wall = start.elapsed().as_secs_f64();
-            let text = String::from_utf8_lossy(&out.stdout);
-            let gbits =
-                parse_gbits(&text, "throughput:").ok_or_else(|| BenchError::LoadFailed {
-                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                })?;
-            echo.push(gbits);
-            if let Some(before) = before {
-                let after = ns.device_bytes(dev)?;
-                device.push((after - before) as f64 * 8.0 / wall / 1e9);
-            }
-        }
-        drop(server);
-        Ok(Measured {
-            echo: median(echo),
-            device: median(device),
-        })
-    })();
-    if scenario.device.is_some() {
-        let _ = ns.delete_device(dev);
-    }
-    result
-}
-
-/// smoltcp's own benchmark (one direction) on a TAP device at MTU 1500; device Gbit/s and its own figure.
-///
-/// The example starts its kernel-side client before its smoltcp socket listens; when the client wins that race
-/// it is refused, panics, and the example waits for ever. Such a run is cut off after 60 s and tried again
-/// (up to three attempts per run); it is reported on standard error, never counted.
-fn run_reference(
-    ns: &Namespace,
-    path: &str,
-    mode: &str,
-    runs: usize,
-) -> Result<(f64, f64), BenchError> {
-    let dev = "tap0";
-    let mut device = Vec::new();
-    let mut own = Vec::new();
-    let mut failures = Vec::new();
-    while own.len() < runs && failures.len() < 3 * runs {
-        ns.add_device(dev, "tap", "192.168.69.100/24", 1500)?;
-        let before = ns.device_bytes(dev)?;
-        let start = Instant::now();
-        let out = ns
-            .command("timeout", &["60", path, "--tap", dev, mode])
-            .output()
-            .map_err(|error| BenchError::RunReference {
-                path: path.to_string(),
-                error,
-            })?;
-        let wall = start.elapsed().as_secs_f64();
-        let after = ns.device_bytes(dev)?;
-        let _ = ns.delete_device(dev);
-        let text = String::from_utf8_lossy(&out.stdout);
-        match parse_gbits(&text, "throughput:") {
-            Some(gbits) => {
-                own.push(gbits);
-                device.push((after - before) as f64 * 8.0 / wall / 1e9);
-            }
-            None => {
-                let why = String::from_utf8_lossy(&out.stderr);
-                let why = why
-                    .lines()
-                    .find(|l| l.contains("panicked") || l.contains("rror"))
-                    .unwrap_or("no figure");
-                eprintln!("bench: {path} {mode} failed, trying again: {why}");
-                failures.push(why.to_string());
-            }
-        }
-    }
-    if own.is_empty() {
-        return Err(BenchError::ReferenceFailed {
-            path: path.to_string(),
-            mode: mode.to_string(),
-            failures,
-        });
-    }
-    Ok((median(device), median(own)))
-}
-
-fn idle_cpu(ns: &Namespace) -> Result<Duration, BenchError> {
-    let exe = me()?;
-    ns.add_device("stidle0", "tun", "10.0.2.2/24", 1500)?;
-    let server =
-        Server::start(ns.command(&exe, &["tcp-server", "--stack", "tun", "--dev", "stidle0"]))?;
-    let before = server.cpu_time().unwrap_or_default();
-    std::thread::sleep(Duration::from_secs(3));
-    let used = server.cpu_time().unwrap_or_default().saturating_sub(before);
-    drop(server);
-    let _ = ns.delete_device("stidle0");
-    Ok(used)
-}
-
 /// Runs the benchmark and returns its report (markdown).
 pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
     let mut report = String::new();
@@ -442,89 +225,66 @@ pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
         "\n### TCP uppercase echo, inside a network namespace ({} run(s) of {} s each, median)\n\n",
         opts.runs, opts.seconds
     );
-    report += "| server | MTU | server buffers | connections | client buffers | echo Gbit/s each way | device Gbit/s (rx+tx) | × kernel, same client buffers, 1 conn |\n";
-    report += "|---|---:|---:|---:|---:|---:|---:|---:|\n";
     let mut results = Vec::new();
-    for scenario in SCENARIOS {
+    for scenario in echo::SCENARIOS {
         eprintln!(
             "bench: {} ({} connection(s))…",
             scenario.name, scenario.connections
         );
-        let m = run_scenario(&ns, scenario, opts)?;
-        results.push(m);
+        results.push(echo::run_scenario(&ns, scenario, opts)?);
     }
-    let kernel = results[0].echo;
-    let kernel_128k = results[7].echo;
-    for (scenario, m) in SCENARIOS.iter().zip(&results) {
-        let reference = if scenario.client_buffer.is_some() {
-            kernel_128k
-        } else {
-            kernel
-        };
-        let client = scenario
-            .client_buffer
-            .map_or("autotuned".to_string(), |b| format!("{} KiB", b >> 10));
-        let (mtu, buffers, device) = match scenario.device {
-            None => (
-                "65536 (lo)".to_string(),
-                "kernel".to_string(),
-                "–".to_string(),
-            ),
-            Some((_, mtu)) => (
-                mtu.to_string(),
-                format!("{} KiB", scenario.buffer >> 10),
-                format!("{:.2}", m.device),
-            ),
-        };
-        report += &format!(
-            "| {} | {mtu} | {buffers} | {} | {client} | {:.2} | {device} | {:.2} |\n",
-            scenario.name,
-            scenario.connections,
-            m.echo,
-            m.echo / reference
-        );
-    }
-    let tap = results[2];
+    report += &echo::table(&results);
+    let echo_of = |i: usize| results.get(i).copied().flatten().map_or(0.0, |m| m.echo);
+    let kernel = echo_of(echo::KERNEL);
     if let Some(path) = &opts.smoltcp_benchmark {
         let path = path.to_string_lossy();
         report += "\n### smoltcp's own examples/benchmark.rs on TAP, MTU 1500 (64 KiB buffers, one direction)\n\n";
         report += "| mode | its own figure, Gbit/s | device Gbit/s (rx+tx) |\n|---|---:|---:|\n";
-        let mut best = 0.0f64;
         for mode in ["reader", "writer"] {
             eprintln!("bench: smoltcp benchmark.rs {mode}…");
-            let (device, own) = run_reference(&ns, &path, mode, opts.runs)?;
-            best = best.max(device);
+            let (device, own) = echo::run_reference(&ns, &path, mode, opts.runs)?;
             report += &format!("| {mode} | {own:.2} | {device:.2} |\n");
         }
-        goals.push((
-            "TAP, MTU 1500: device bytes ≥ 0.9× benchmark.rs (its better mode)".into(),
-            tap.device / best,
-            0.9,
-        ));
     }
-    goals.push((
-        "TUN, MTU 65000, 1 MiB buffers: echo ≥ 1.0× kernel echo over loopback".into(),
-        results[4].echo / kernel,
-        1.0,
-    ));
-    goals.push((
-        "TUN, MTU 65000, 1 MiB: 4 connections ≥ 1.0× one connection (autotuned client buffers)"
-            .into(),
-        results[5].echo / results[4].echo,
-        1.0,
-    ));
-    goals.push((
-        "TUN, MTU 65000, 256 KiB: 4 connections ≥ 1.0× one connection (128 KiB client buffers)"
-            .into(),
-        results[10].echo / results[9].echo,
-        1.0,
-    ));
-    let idle = idle_cpu(&ns)?;
-    report += &format!(
-        "\nIdle smoltcp server (TUN): {} ms of CPU in 3 s.\n",
-        idle.as_millis()
-    );
+    goals.extend([
+        (
+            "TUN, MTU 1500, default options: echo ≥ 0.8× the kernel's echo over loopback"
+                .to_string(),
+            echo_of(echo::TUN_1500_ONE) / kernel,
+            0.8,
+        ),
+        (
+            "TAP, MTU 1500, default options: echo ≥ 0.7× the kernel's".to_string(),
+            echo_of(echo::TAP_1500_ONE) / kernel,
+            0.7,
+        ),
+        (
+            "TUN, MTU 65000, default options: echo ≥ 0.9× the kernel's".to_string(),
+            echo_of(echo::TUN_65000_ONE) / kernel,
+            0.9,
+        ),
+        (
+            "TUN, MTU 1500: 4 connections ≥ 1.0× one connection".to_string(),
+            echo_of(echo::TUN_1500_FOUR) / echo_of(echo::TUN_1500_ONE),
+            1.0,
+        ),
+        (
+            "TUN, MTU 65000: 4 connections ≥ 1.0× one connection".to_string(),
+            echo_of(echo::TUN_65000_FOUR) / echo_of(echo::TUN_65000_ONE),
+            1.0,
+        ),
+    ]);
+    eprintln!("bench: memory per connection, idle CPU…");
+    report += "\n### Memory per connection (the server's resident memory) and idle CPU\n\n";
+    report += &footprint::report(&ns, opts)?;
     Ok(report + &goal_table(&goals))
+}
+
+/// This very binary, which runs the load generator (and the servers, unless another build is named).
+fn me() -> Result<String, BenchError> {
+    std::env::current_exe()
+        .map_err(BenchError::CurrentExe)
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 fn goal_table(goals: &[(String, f64, f64)]) -> String {

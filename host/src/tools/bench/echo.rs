@@ -1,0 +1,295 @@
+//! The echo part of the benchmark: TCP uppercase echo throughput in the benchmark's namespace, the kernel stack
+//! over loopback against smoltcp on TUN/TAP (its defaults, and the options that show what the defaults are
+//! worth), and smoltcp's own `examples/benchmark.rs` on TAP.
+
+use std::time::Instant;
+
+use super::{me, median, BenchError, BenchOptions};
+use crate::tools::netns::{Namespace, Server, ServerError};
+
+/// One row of the echo table.
+pub(super) struct Scenario {
+    pub(super) name: &'static str,
+    /// None: the kernel's own server over loopback; else the device kind and its MTU.
+    pub(super) device: Option<(&'static str, usize)>,
+    /// smoltcp's `--socket-buffer` (None: the default).
+    pub(super) buffer: Option<usize>,
+    pub(super) connections: u16,
+    /// More options for the smoltcp server.
+    pub(super) options: &'static [&'static str],
+}
+
+/// What one row measured: echo Gbit/s each way and the device's Gbit/s (rx + tx), medians.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Measured {
+    pub(super) echo: f64,
+    pub(super) device: f64,
+}
+
+const TAP_1500: Option<(&str, usize)> = Some(("tap", 1500));
+const TUN_1500: Option<(&str, usize)> = Some(("tun", 1500));
+const TUN_65000: Option<(&str, usize)> = Some(("tun", 65000));
+const DEFAULTS: &[&str] = &[];
+
+/// The rows of the echo table; the goals refer to them by the indices below.
+pub(super) const SCENARIOS: &[Scenario] = &[
+    row("kernel stack, loopback", None, None, 1, DEFAULTS),
+    row("kernel stack, loopback", None, None, 4, DEFAULTS),
+    row("smoltcp on TAP", TAP_1500, None, 1, DEFAULTS),
+    row("smoltcp on TAP", TAP_1500, None, 4, DEFAULTS),
+    row("smoltcp on TUN", TUN_1500, None, 1, DEFAULTS),
+    row("smoltcp on TUN", TUN_1500, None, 4, DEFAULTS),
+    row("smoltcp on TUN", TUN_65000, None, 1, DEFAULTS),
+    row("smoltcp on TUN", TUN_65000, None, 4, DEFAULTS),
+    // What the defaults are worth: without segmentation offload, without any offload, other buffers.
+    row(
+        "smoltcp on TUN, --offload checksum",
+        TUN_1500,
+        None,
+        1,
+        &["--offload", "checksum"],
+    ),
+    row(
+        "smoltcp on TAP, --offload checksum",
+        TAP_1500,
+        None,
+        1,
+        &["--offload", "checksum"],
+    ),
+    row(
+        "smoltcp on TUN, --offload checksum",
+        TUN_65000,
+        None,
+        1,
+        &["--offload", "checksum"],
+    ),
+    row(
+        "smoltcp on TUN, --no-offload",
+        TUN_65000,
+        None,
+        1,
+        &["--no-offload"],
+    ),
+    row("smoltcp on TUN", TUN_1500, Some(64 << 10), 1, DEFAULTS),
+    row("smoltcp on TUN", TUN_1500, Some(64 << 10), 4, DEFAULTS),
+    row("smoltcp on TUN", TUN_1500, Some(1 << 20), 1, DEFAULTS),
+    row("smoltcp on TUN", TUN_1500, Some(1 << 20), 4, DEFAULTS),
+];
+
+/// Indices into [`SCENARIOS`] of the rows the goals compare.
+pub(super) const KERNEL: usize = 0;
+pub(super) const TAP_1500_ONE: usize = 2;
+pub(super) const TUN_1500_ONE: usize = 4;
+pub(super) const TUN_1500_FOUR: usize = 5;
+pub(super) const TUN_65000_ONE: usize = 6;
+pub(super) const TUN_65000_FOUR: usize = 7;
+
+const fn row(
+    name: &'static str,
+    device: Option<(&'static str, usize)>,
+    buffer: Option<usize>,
+    connections: u16,
+    options: &'static [&'static str],
+) -> Scenario {
+    Scenario {
+        name,
+        device,
+        buffer,
+        connections,
+        options,
+    }
+}
+
+fn parse_gbits(text: &str, after: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.split_once(after))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Runs one row: its server (from `opts.server_binary` if given, else this binary) and `opts.runs` runs of
+/// the load generator. `Ok(None)`: the server did not take the row's options (an older build).
+pub(super) fn run_scenario(
+    ns: &Namespace,
+    scenario: &Scenario,
+    opts: &BenchOptions,
+) -> Result<Option<Measured>, BenchError> {
+    let exe = me()?;
+    let server_exe = opts
+        .server_binary
+        .as_ref()
+        .map_or(exe.clone(), |p| p.to_string_lossy().into_owned());
+    let dev = "stbench0";
+    let buffer = scenario.buffer.map(|b| b.to_string());
+    let (server_cmd, host) = match scenario.device {
+        None => (
+            ns.command(
+                &server_exe,
+                &["tcp-server", "--bind", "127.0.0.1", "--port", "12000"],
+            ),
+            "127.0.0.1",
+        ),
+        Some((mode, mtu)) => {
+            ns.add_device(dev, mode, "10.0.2.2/24", mtu)?;
+            let mut args = vec!["tcp-server", "--stack", mode, "--dev", dev];
+            if let Some(buffer) = &buffer {
+                args.extend(["--socket-buffer", buffer]);
+            }
+            args.extend_from_slice(scenario.options);
+            (ns.command(&server_exe, &args), "10.0.2.15")
+        }
+    };
+    let result = (|| -> Result<Option<Measured>, BenchError> {
+        let server = match Server::start(server_cmd) {
+            Ok(server) => server,
+            Err(e @ ServerError::DidNotStart { .. }) if !scenario.options.is_empty() => {
+                eprintln!("bench: {}: {e}; row left out", scenario.name);
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut echo = Vec::new();
+        let mut device = Vec::new();
+        for _ in 0..opts.runs {
+            let before = scenario.device.map(|_| ns.device_bytes(dev)).transpose()?;
+            let start = Instant::now();
+            let (port, seconds) = (server.port.to_string(), opts.seconds.to_string());
+            let connections = scenario.connections.to_string();
+            let args = [
+                "throughput",
+                host,
+                &port,
+                "--seconds",
+                &seconds,
+                "--connections",
+                &connections,
+            ];
+            let out = ns
+                .command(&exe, &args)
+                .output()
+                .map_err(BenchError::RunLoad)?;
+            let wall = start.elapsed().as_secs_f64();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let gbits =
+                parse_gbits(&text, "throughput:").ok_or_else(|| BenchError::LoadFailed {
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                })?;
+            echo.push(gbits);
+            if let Some(before) = before {
+                let after = ns.device_bytes(dev)?;
+                device.push((after - before) as f64 * 8.0 / wall / 1e9);
+            }
+        }
+        drop(server);
+        Ok(Some(Measured {
+            echo: median(echo),
+            device: median(device),
+        }))
+    })();
+    if scenario.device.is_some() {
+        let _ = ns.delete_device(dev);
+    }
+    result
+}
+
+/// The echo table, one line per row measured (`None`: left out).
+pub(super) fn table(results: &[Option<Measured>]) -> String {
+    let kernel = results
+        .get(KERNEL)
+        .copied()
+        .flatten()
+        .map_or(0.0, |m| m.echo);
+    let mut out = String::from(
+        "| server | MTU | smoltcp buffers, each way | connections | echo Gbit/s each way | device Gbit/s (rx+tx) | × kernel, 1 conn |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (scenario, m) in SCENARIOS.iter().zip(results) {
+        let Some(m) = m else {
+            out += &format!(
+                "| {} | – | – | {} | not run (the server refused its options) | – | – |\n",
+                scenario.name, scenario.connections
+            );
+            continue;
+        };
+        let (mtu, buffers, device) = match scenario.device {
+            None => (
+                "65536 (lo)".to_string(),
+                "kernel".to_string(),
+                "–".to_string(),
+            ),
+            Some((_, mtu)) => (
+                mtu.to_string(),
+                scenario
+                    .buffer
+                    .map_or("256 KiB (default)".to_string(), |b| {
+                        format!("{} KiB", b >> 10)
+                    }),
+                format!("{:.2}", m.device),
+            ),
+        };
+        out += &format!(
+            "| {} | {mtu} | {buffers} | {} | {:.2} | {device} | {:.2} |\n",
+            scenario.name,
+            scenario.connections,
+            m.echo,
+            m.echo / kernel
+        );
+    }
+    out
+}
+
+/// smoltcp's own benchmark (one direction) on a TAP device at MTU 1500; device Gbit/s and its own figure.
+///
+/// The example starts its kernel-side client before its smoltcp socket listens; when the client wins that race
+/// it is refused, panics, and the example waits for ever. Such a run is cut off after 60 s and tried again
+/// (up to three attempts per run); it is reported on standard error, never counted.
+pub(super) fn run_reference(
+    ns: &Namespace,
+    path: &str,
+    mode: &str,
+    runs: usize,
+) -> Result<(f64, f64), BenchError> {
+    let dev = "tap0";
+    let mut device = Vec::new();
+    let mut own = Vec::new();
+    let mut failures = Vec::new();
+    while own.len() < runs && failures.len() < 3 * runs {
+        ns.add_device(dev, "tap", "192.168.69.100/24", 1500)?;
+        let before = ns.device_bytes(dev)?;
+        let start = Instant::now();
+        let out = ns
+            .command("timeout", &["60", path, "--tap", dev, mode])
+            .output()
+            .map_err(|error| BenchError::RunReference {
+                path: path.to_string(),
+                error,
+            })?;
+        let wall = start.elapsed().as_secs_f64();
+        let after = ns.device_bytes(dev)?;
+        let _ = ns.delete_device(dev);
+        let text = String::from_utf8_lossy(&out.stdout);
+        match parse_gbits(&text, "throughput:") {
+            Some(gbits) => {
+                own.push(gbits);
+                device.push((after - before) as f64 * 8.0 / wall / 1e9);
+            }
+            None => {
+                let why = String::from_utf8_lossy(&out.stderr);
+                let why = why
+                    .lines()
+                    .find(|l| l.contains("panicked") || l.contains("rror"))
+                    .unwrap_or("no figure");
+                eprintln!("bench: {path} {mode} failed, trying again: {why}");
+                failures.push(why.to_string());
+            }
+        }
+    }
+    if own.is_empty() {
+        return Err(BenchError::ReferenceFailed {
+            path: path.to_string(),
+            mode: mode.to_string(),
+            failures,
+        });
+    }
+    Ok((median(device), median(own)))
+}
