@@ -344,3 +344,56 @@ impl Network for DeviceNetwork {
         self.check_device()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::instruments::Faults;
+
+    #[test]
+    fn instruments_lower_the_offload_and_say_why() {
+        let bare = Instruments::default();
+        assert_eq!(
+            offload_with(Offload::Segmentation, &bare),
+            (Offload::Segmentation, None)
+        );
+        let capture = Instruments {
+            pcap: Some("x.pcap".into()),
+            ..Instruments::default()
+        };
+        let corrupt = Instruments {
+            faults: Faults {
+                corrupt_chance: 1,
+                ..Faults::default()
+            },
+            ..Instruments::default()
+        };
+        for instruments in [&capture, &corrupt] {
+            let (offload, why) = offload_with(Offload::Segmentation, instruments);
+            assert_eq!(offload, Offload::None);
+            assert!(why.is_some_and(|w| w.contains("--pcap/--corrupt-chance")));
+        }
+        let loss = Instruments {
+            faults: Faults {
+                drop_chance: 10,
+                ..Faults::default()
+            },
+            ..Instruments::default()
+        };
+        let trace = Instruments {
+            trace: true,
+            ..Instruments::default()
+        };
+        for instruments in [&loss, &trace] {
+            let (offload, why) = offload_with(Offload::Segmentation, instruments);
+            assert_eq!(offload, Offload::Checksum);
+            assert!(why.is_some());
+            // Asking for less is not lowered further, and needs no word.
+            assert_eq!(
+                offload_with(Offload::Checksum, instruments),
+                (Offload::Checksum, None)
+            );
+        }
+        assert_eq!(offload_with(Offload::None, &capture), (Offload::None, None));
+    }
+}

@@ -256,12 +256,13 @@ impl Server {
     }
 }
 
-/// Resident memory of process `pid` in KiB (`VmRSS` of `/proc/PID/status`); `None` once it is gone.
+/// Resident memory of process `pid` in KiB; `None` once it is gone. From `/proc/PID/smaps_rollup`, which
+/// counts the pages mapped now (`VmRSS` of `/proc/PID/status` is kept per CPU and can lag by many pages).
 pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix("Rss:"))?
         .split_whitespace()
         .next()?
         .parse()
