@@ -186,7 +186,8 @@ fn st0_counters(ns: &Namespace) -> [u64; 4] {
 }
 
 /// Offload on `medium`: by default (segmentation offload) the kernel's counters for the device show packets
-/// larger than its MTU both ways, while a second of echo load comes back verified byte for byte; with
+/// larger than its MTU both ways, while a second of echo load comes back verified byte for byte, also with
+/// `--kernel-thread` (the device's threaded NAPI on while the server runs, off again after); with
 /// `--offload checksum` and `--no-offload` the same load is byte-exact too.
 fn offload_on_device(medium: &str) {
     let test = format!("offload_on_{medium}");
@@ -196,14 +197,26 @@ fn offload_on_device(medium: &str) {
     add_st0(&ns, medium);
     // The largest frame the kernel counts for an MTU of 1500 (TAP: with the Ethernet header).
     let largest = if medium == "tap" { 1514 } else { 1500 };
+    let threaded = || {
+        let out = run(ns.command("cat", &["/sys/class/net/st0/threaded"]));
+        stdout(&out).trim().to_string()
+    };
     for (options, super_packets) in [
         (&[][..], true),
+        (&["--kernel-thread"][..], true),
         (&["--offload", "checksum"][..], false),
         (&["--no-offload"][..], false),
     ] {
         let mut args = vec!["tcp-server", "--stack", medium, "--dev", "st0"];
         args.extend_from_slice(options);
         let (mut server, port) = start_server(smoltalk_in(&ns, &args), "smoltcp tcp-server");
+        // --kernel-thread switches the device's threaded NAPI on while it runs, and back off when it stops.
+        let kernel_thread = options.contains(&"--kernel-thread");
+        assert_eq!(
+            threaded(),
+            if kernel_thread { "1" } else { "0" },
+            "{options:?}"
+        );
         let before = st0_counters(&ns);
         // Two connections, every reply byte checked against the uppercase of what was sent.
         let port = port.to_string();
@@ -242,6 +255,7 @@ fn offload_on_device(medium: &str) {
             terminate(&mut server),
             "{options:?}: the server did not stop cleanly"
         );
+        assert_eq!(threaded(), "0", "{options:?}: after the server stopped");
     }
 }
 

@@ -511,9 +511,15 @@ pub enum TunMode {
 }
 
 /// Opens (and, when privileged, creates) TUN or TAP device `name`, non-blocking, without the packet-information
-/// header; with `vnet_header`, every frame carries the virtio-net header (`IFF_VNET_HDR`). Returns the device and
-/// its name as the kernel has it. A name must be 1 to 15 bytes (`ErrorKind::InvalidInput`).
-pub fn open_tun(name: &str, mode: TunMode, vnet_header: bool) -> io::Result<(File, String)> {
+/// header; with `vnet_header`, every frame carries the virtio-net header (`IFF_VNET_HDR`); with `napi`, frames
+/// written go through the device's NAPI queue (`IFF_NAPI`) instead of straight into the kernel's stack. Returns
+/// the device and its name as the kernel has it. A name must be 1 to 15 bytes (`ErrorKind::InvalidInput`).
+pub fn open_tun(
+    name: &str,
+    mode: TunMode,
+    vnet_header: bool,
+    napi: bool,
+) -> io::Result<(File, String)> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -538,6 +544,9 @@ pub fn open_tun(name: &str, mode: TunMode, vnet_header: bool) -> io::Result<(Fil
     };
     if vnet_header {
         flags |= libc::IFF_VNET_HDR;
+    }
+    if napi {
+        flags |= libc::IFF_NAPI;
     }
     request.ifr_ifru.ifru_flags = flags as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes the ifreq it is pointed at, which lives across the call; the
@@ -606,7 +615,7 @@ mod tests {
             return;
         }
         for name in ["", "sixteen-bytes-xx"] {
-            match open_tun(name, TunMode::Tun, false) {
+            match open_tun(name, TunMode::Tun, false, false) {
                 Err(e) => assert!(
                     matches!(
                         e.kind(),

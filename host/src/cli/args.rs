@@ -156,6 +156,11 @@ pub struct StackArgs {
     /// The same as `--offload none`.
     #[arg(long, conflicts_with = "offload")]
     pub no_offload: bool,
+    /// Let a kernel thread take in the packets smoltcp sends (tun/tap with offload; the device in NAPI mode with
+    /// threaded NAPI, which needs root), so the kernel's receive work for them runs beside smoltalk instead of on
+    /// its thread: faster with several busy connections, slower with one (see BENCHMARKS.md).
+    #[arg(long)]
+    pub kernel_thread: bool,
     /// smoltcp socket buffer size in bytes, each direction (tun/tap only). Throughput follows it.
     #[arg(long, default_value_t = 256 * 1024, value_name = "BYTES")]
     pub socket_buffer: usize,

@@ -32,6 +32,7 @@ pub(super) fn open_device(stack: &StackArgs, kind: DeviceKind) -> Result<DeviceN
         &stack.dev,
         kind,
         offload,
+        stack.kernel_thread,
         cidr,
         Some(stack.gateway),
         &stack.experiment.instruments(),
@@ -39,11 +40,16 @@ pub(super) fn open_device(stack: &StackArgs, kind: DeviceKind) -> Result<DeviceN
     .map_err(|e| e.to_string())?;
     net.node_mut().buffers.tcp = stack.socket_buffer.max(1024);
     log::info!(
-        "{} as {}, gateway {}, {}",
+        "{} as {}, gateway {}, {}{}",
         smoltcp_label(&net),
         stack.ip,
         stack.gateway,
-        net.device().offload().describe()
+        net.device().offload().describe(),
+        if net.device().kernel_thread() {
+            ", a kernel thread takes in what smoltcp sends (threaded NAPI)"
+        } else {
+            ""
+        }
     );
     Ok(net)
 }

@@ -53,6 +53,9 @@ enum DeviceHandle {
     Plain(tun_tap::Iface),
     /// With the virtio-net header, and the offload agreed with the kernel (see [`crate::stack::offload`]).
     Offload {
+        /// Set, and given back before the device is closed (the kernel takes the setting only while the
+        /// device has a NAPI queue, which goes with the descriptor; fields drop in order, so this one first).
+        _thread: Option<KernelThread>,
         file: File,
         name: String,
         agreed: Offload,
@@ -98,6 +101,41 @@ impl Drop for DeviceHandle {
     }
 }
 
+/// The device's threaded NAPI, switched on while smoltalk holds the device (`/sys/class/net/DEV/threaded`).
+///
+/// A frame written to TUN/TAP is taken into the kernel's stack by the writing thread itself: the kernel's TCP
+/// receive work for its peer (queueing the data, waking the reader, sending what the ACK lets it send) runs on
+/// smoltalk's one thread, between smoltcp's own work. With many connections that thread is busy while the peer's
+/// sleeps. In NAPI mode (`IFF_NAPI`) with threaded NAPI, a kernel thread ("napi/DEV-…") does that work, on
+/// whichever CPU is free. It needs `CAP_NET_ADMIN` for the sysfs switch; without it, the frames go through the
+/// NAPI queue on smoltalk's thread, as before.
+pub struct KernelThread {
+    path: String,
+    before: String,
+}
+
+impl KernelThread {
+    fn start(name: &str) -> Option<KernelThread> {
+        let path = format!("/sys/class/net/{name}/threaded");
+        let before = std::fs::read_to_string(&path).ok()?.trim().to_string();
+        match std::fs::write(&path, "1") {
+            Ok(()) => Some(KernelThread { path, before }),
+            Err(e) => {
+                log::warn!("{name}: cannot switch threaded NAPI on ({e}); the kernel's receive work stays on smoltalk's thread");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for KernelThread {
+    fn drop(&mut self) {
+        if self.before != "1" {
+            let _ = std::fs::write(&self.path, &self.before);
+        }
+    }
+}
+
 /// A TUN or TAP device as a smoltcp device.
 pub struct TunTapDevice {
     handle: DeviceHandle,
@@ -112,13 +150,37 @@ impl TunTapDevice {
     /// Opens (and, when privileged, creates) device `name`. Unless `offload` is [`Offload::None`], with the
     /// virtio-net header and as much of `offload` as the kernel agrees to (see [`offload::negotiate`]):
     /// checksum offload saves the kernel and smoltcp a checksum pass over every TCP segment, segmentation
-    /// offload a read or write and a pass through both stacks for every MTU-sized packet.
-    pub fn open(name: &str, kind: DeviceKind, offload: Offload) -> Result<Self, DeviceError> {
+    /// offload a read or write and a pass through both stacks for every MTU-sized packet. With
+    /// `kernel_thread`, a kernel thread takes in the frames smoltalk writes (see [`KernelThread`]).
+    pub fn open(
+        name: &str,
+        kind: DeviceKind,
+        offload: Offload,
+        kernel_thread: bool,
+    ) -> Result<Self, DeviceError> {
         let header = offload != Offload::None;
+        if kernel_thread && !header {
+            log::warn!(
+                "{name}: no kernel thread without offload (a plain device has no NAPI mode here)"
+            );
+        }
+        let tap = kind == DeviceKind::Tap;
         let handle = if header {
-            let (file, name, agreed) = offload::open(name, kind == DeviceKind::Tap, offload)
-                .map_err(|e| open_error(name, kind, e))?;
-            DeviceHandle::Offload { file, name, agreed }
+            let (file, name, agreed) = match offload::open(name, tap, offload, kernel_thread) {
+                Err(e) if kernel_thread && e.raw_os_error() == Some(errno::EINVAL) => {
+                    log::warn!("{name}: the kernel has no NAPI mode for TUN/TAP ({e}); frames go in directly");
+                    offload::open(name, tap, offload, false)
+                }
+                opened => opened,
+            }
+            .map_err(|e| open_error(name, kind, e))?;
+            let thread = kernel_thread.then(|| KernelThread::start(&name)).flatten();
+            DeviceHandle::Offload {
+                file,
+                name,
+                agreed,
+                _thread: thread,
+            }
         } else {
             let mode = match kind {
                 DeviceKind::Tun => tun_tap::Mode::Tun,
@@ -175,6 +237,17 @@ impl TunTapDevice {
         }
     }
 
+    /// Whether a kernel thread takes in the frames written (see [`KernelThread`]).
+    pub fn kernel_thread(&self) -> bool {
+        matches!(
+            self.handle,
+            DeviceHandle::Offload {
+                _thread: Some(_),
+                ..
+            }
+        )
+    }
+
     /// What a network on this device needs to know of it, however the device is wrapped.
     pub fn info(&self) -> DeviceInfo {
         DeviceInfo {
@@ -182,6 +255,7 @@ impl TunTapDevice {
             kind: self.kind,
             mtu: self.mtu,
             offload: self.offload(),
+            kernel_thread: self.kernel_thread(),
             fd: self.handle.fd(),
             failure: Rc::clone(&self.tx.failure),
             received_bytes: Rc::clone(&self.received_bytes),
@@ -196,6 +270,7 @@ pub struct DeviceInfo {
     kind: DeviceKind,
     mtu: usize,
     offload: Offload,
+    kernel_thread: bool,
     /// The device's descriptor, valid as long as the device (which the same network owns).
     fd: RawFd,
     failure: Rc<RefCell<Option<io::Error>>>,
@@ -221,6 +296,11 @@ impl DeviceInfo {
     /// The offload agreed with the kernel.
     pub fn offload(&self) -> Offload {
         self.offload
+    }
+
+    /// Whether a kernel thread takes in the frames written (see [`KernelThread`]).
+    pub fn kernel_thread(&self) -> bool {
+        self.kernel_thread
     }
 
     /// A fatal error seen while reading or writing (the device was deleted, say).

@@ -221,12 +221,14 @@ pub struct DeviceNetwork {
 
 impl DeviceNetwork {
     /// Opens the device with as much of `offload` as `instruments` allow (see [`offload_with`]) and the kernel
-    /// agrees to (see [`TunTapDevice::open`]), wraps it in `instruments`, and puts a node with address `cidr`
+    /// agrees to (see [`TunTapDevice::open`], also for `kernel_thread`), wraps it in `instruments`, and puts a
+    /// node with address `cidr`
     /// and default gateway `gateway` on it.
     pub fn open(
         name: &str,
         kind: DeviceKind,
         offload: Offload,
+        kernel_thread: bool,
         cidr: IpCidr,
         gateway: Option<Ipv4Address>,
         instruments: &Instruments,
@@ -235,7 +237,7 @@ impl DeviceNetwork {
         if let Some(why) = why {
             log::info!("{why}: {}", offload.describe());
         }
-        let device = TunTapDevice::open(name, kind, offload)?;
+        let device = TunTapDevice::open(name, kind, offload, kernel_thread)?;
         let info = device.info();
         let mut device = DeviceStack::new(device, instruments)?;
         let hardware = match kind {

@@ -139,11 +139,17 @@ pub fn negotiate(
     }
 }
 
-/// Opens TUN (`tap == false`) or TAP device `name` with the virtio-net header, non-blocking, and negotiates
-/// `wanted` (see [`negotiate`]); returns the device, its name and the offload agreed.
-pub fn open(name: &str, tap: bool, wanted: Offload) -> io::Result<(File, String, Offload)> {
+/// Opens TUN (`tap == false`) or TAP device `name` with the virtio-net header, non-blocking (with `napi`,
+/// through the device's NAPI queue), and negotiates `wanted` (see [`negotiate`]); returns the device, its name
+/// and the offload agreed.
+pub fn open(
+    name: &str,
+    tap: bool,
+    wanted: Offload,
+    napi: bool,
+) -> io::Result<(File, String, Offload)> {
     let mode = if tap { TunMode::Tap } else { TunMode::Tun };
-    let (file, name) = sys::open_tun(name, mode, true)?;
+    let (file, name) = sys::open_tun(name, mode, true, napi)?;
     let fd = file.as_raw_fd();
     let agreed = negotiate(&name, wanted, |flags| sys::set_tun_offload(fd, flags))?;
     Ok((file, name, agreed))

@@ -30,6 +30,7 @@ const TAP_1500: Option<(&str, usize)> = Some(("tap", 1500));
 const TUN_1500: Option<(&str, usize)> = Some(("tun", 1500));
 const TUN_65000: Option<(&str, usize)> = Some(("tun", 65000));
 const DEFAULTS: &[&str] = &[];
+const KERNEL_THREAD: &[&str] = &["--kernel-thread"];
 
 /// The rows of the echo table; the goals refer to them by the indices below.
 pub(super) const SCENARIOS: &[Scenario] = &[
@@ -70,6 +71,34 @@ pub(super) const SCENARIOS: &[Scenario] = &[
         1,
         &["--no-offload"],
     ),
+    row(
+        "smoltcp on TUN, --kernel-thread",
+        TUN_1500,
+        None,
+        1,
+        KERNEL_THREAD,
+    ),
+    row(
+        "smoltcp on TUN, --kernel-thread",
+        TUN_1500,
+        None,
+        4,
+        KERNEL_THREAD,
+    ),
+    row(
+        "smoltcp on TUN, --kernel-thread",
+        TUN_65000,
+        None,
+        1,
+        KERNEL_THREAD,
+    ),
+    row(
+        "smoltcp on TUN, --kernel-thread",
+        TUN_65000,
+        None,
+        4,
+        KERNEL_THREAD,
+    ),
     row("smoltcp on TUN", TUN_1500, Some(64 << 10), 1, DEFAULTS),
     row("smoltcp on TUN", TUN_1500, Some(64 << 10), 4, DEFAULTS),
     row("smoltcp on TUN", TUN_1500, Some(1 << 20), 1, DEFAULTS),
@@ -83,6 +112,10 @@ pub(super) const TUN_1500_ONE: usize = 4;
 pub(super) const TUN_1500_FOUR: usize = 5;
 pub(super) const TUN_65000_ONE: usize = 6;
 pub(super) const TUN_65000_FOUR: usize = 7;
+pub(super) const THREAD_1500_ONE: usize = 12;
+pub(super) const THREAD_1500_FOUR: usize = 13;
+pub(super) const THREAD_65000_ONE: usize = 14;
+pub(super) const THREAD_65000_FOUR: usize = 15;
 
 const fn row(
     name: &'static str,

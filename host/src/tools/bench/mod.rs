@@ -273,6 +273,21 @@ pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
             echo_of(echo::TUN_65000_FOUR) / echo_of(echo::TUN_65000_ONE),
             1.0,
         ),
+        (
+            "TUN, MTU 1500, --kernel-thread: 4 connections ≥ 1.0× one connection".to_string(),
+            echo_of(echo::THREAD_1500_FOUR) / echo_of(echo::THREAD_1500_ONE),
+            1.0,
+        ),
+        (
+            "TUN, MTU 65000, --kernel-thread: 4 connections ≥ 1.0× one connection".to_string(),
+            echo_of(echo::THREAD_65000_FOUR) / echo_of(echo::THREAD_65000_ONE),
+            1.0,
+        ),
+        (
+            "TUN, MTU 1500, --kernel-thread: echo ≥ 0.8× the kernel's".to_string(),
+            echo_of(echo::THREAD_1500_ONE) / kernel,
+            0.8,
+        ),
     ]);
     eprintln!("bench: memory per connection, idle CPU…");
     report += "\n### Memory per connection (the server's resident memory) and idle CPU\n\n";
