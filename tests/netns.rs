@@ -186,8 +186,9 @@ fn st0_counters(ns: &Namespace) -> [u64; 4] {
 }
 
 /// Offload on `medium`: by default (segmentation offload) the kernel's counters for the device show packets
-/// larger than its MTU both ways, while a second of echo load comes back verified byte for byte, also with
-/// `--kernel-thread` (the device's threaded NAPI on while the server runs, off again after); with
+/// larger than its MTU both ways, while a second of echo load on two connections comes back verified byte for
+/// byte, and the device's threaded NAPI is switched on for them (`--kernel-thread auto`, the default) or from
+/// the start (`on`), and off again when the server stops; with
 /// `--offload checksum` and `--no-offload` the same load is byte-exact too.
 fn offload_on_device(medium: &str) {
     let test = format!("offload_on_{medium}");
@@ -203,20 +204,19 @@ fn offload_on_device(medium: &str) {
     };
     for (options, super_packets) in [
         (&[][..], true),
-        (&["--kernel-thread"][..], true),
+        (&["--kernel-thread", "on"][..], true),
         (&["--offload", "checksum"][..], false),
         (&["--no-offload"][..], false),
     ] {
         let mut args = vec!["tcp-server", "--stack", medium, "--dev", "st0"];
         args.extend_from_slice(options);
-        let (mut server, port) = start_server(smoltalk_in(&ns, &args), "smoltcp tcp-server");
-        // --kernel-thread switches the device's threaded NAPI on while it runs, and back off when it stops.
-        let kernel_thread = options.contains(&"--kernel-thread");
-        assert_eq!(
-            threaded(),
-            if kernel_thread { "1" } else { "0" },
-            "{options:?}"
-        );
+        let mut cmd = smoltalk_in(&ns, &args);
+        cmd.env("RUST_LOG", "info,smoltalk::stack::kernel_thread=debug");
+        let (mut server, port) = start_server(cmd, "smoltcp tcp-server");
+        // `--kernel-thread on` switches the device's threaded NAPI on while it runs; `auto` (the default) only
+        // while two or more connections are busy; both give it back when the server stops.
+        let always = options.contains(&"on");
+        assert_eq!(threaded(), if always { "1" } else { "0" }, "{options:?}");
         let before = st0_counters(&ns);
         // Two connections, every reply byte checked against the uppercase of what was sent.
         let port = port.to_string();
@@ -256,6 +256,17 @@ fn offload_on_device(medium: &str) {
             "{options:?}: the server did not stop cleanly"
         );
         assert_eq!(threaded(), "0", "{options:?}: after the server stopped");
+        let mut log = String::new();
+        if let Some(mut err) = server.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut err, &mut log);
+        }
+        if options.is_empty() {
+            // Two busy connections: the default switched the kernel thread on.
+            assert!(
+                log.contains("2 busy connection(s): kernel receive thread on"),
+                "{log}"
+            );
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! - [`stack`]: smoltcp hosts and their devices: [`stack::node`] (one smoltcp host), [`stack::network`] (the
 //!   `Network` seam and the `drive` loop shared by the lab and real devices), [`stack::device`] (TUN/TAP as a
 //!   `phy::Device`), [`stack::device_network`] (a node on it, with its instruments), [`stack::offload`] (the
-//!   virtio-net header), [`stack::instruments`] (capture, faults, trace).
+//!   virtio-net header), [`stack::kernel_thread`] (the device's threaded NAPI), [`stack::instruments`] (capture, faults, trace).
 //! - [`uppercase`]: the uppercase service: [`uppercase::node`] (the core's servers and clients on a smoltcp
 //!   node), [`uppercase::kernel`] (the same on `std::net`), and how a client failed ([`uppercase::ClientFailure`]).
 //! - [`proxy`]: the HTTP forward proxy's three designs around the core's one engine: [`proxy::node`] (smoltcp),

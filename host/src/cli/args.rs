@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use smoltalk_core::proxy::Limits;
 use smoltcp::wire::Ipv4Cidr;
 
+use crate::stack::kernel_thread::KernelThreadMode;
 use crate::stack::offload::Offload;
 use crate::uppercase::node::{DEFAULT_MAX_DATAGRAM, MAX_SMOLTCP_DATAGRAM};
 
@@ -156,11 +157,12 @@ pub struct StackArgs {
     /// The same as `--offload none`.
     #[arg(long, conflicts_with = "offload")]
     pub no_offload: bool,
-    /// Let a kernel thread take in the packets smoltcp sends (tun/tap with offload; the device in NAPI mode with
-    /// threaded NAPI, which needs root), so the kernel's receive work for them runs beside smoltalk instead of on
-    /// its thread: faster with several busy connections, slower with one (see BENCHMARKS.md).
-    #[arg(long)]
-    pub kernel_thread: bool,
+    /// When a kernel thread takes in the packets smoltcp sends (tun/tap with offload, root: the device in NAPI
+    /// mode with threaded NAPI), so the kernel's receive work for them runs beside smoltalk instead of on its
+    /// thread: `auto` while two or more connections are busy (faster for them, slower for one alone), `on`
+    /// always, `off` never.
+    #[arg(long, value_enum, default_value_t = KernelThreadMode::Auto, value_name = "WHEN")]
+    pub kernel_thread: KernelThreadMode,
     /// smoltcp socket buffer size in bytes, each direction (tun/tap only). Throughput follows it.
     #[arg(long, default_value_t = 256 * 1024, value_name = "BYTES")]
     pub socket_buffer: usize,

@@ -6,6 +6,7 @@ use smoltcp::wire::IpCidr;
 use super::args::{Stack, StackArgs};
 use crate::stack::device::DeviceKind;
 use crate::stack::device_network::DeviceNetwork;
+use crate::stack::kernel_thread::KernelThreadMode;
 use crate::stack::offload::Offload;
 use crate::sys::stop_on_signals;
 
@@ -45,10 +46,11 @@ pub(super) fn open_device(stack: &StackArgs, kind: DeviceKind) -> Result<DeviceN
         stack.ip,
         stack.gateway,
         net.device().offload().describe(),
-        if net.device().kernel_thread() {
-            ", a kernel thread takes in what smoltcp sends (threaded NAPI)"
-        } else {
-            ""
+        match net.device().kernel_thread() {
+            Some(KernelThreadMode::On) => ", a kernel thread takes in what smoltcp sends (threaded NAPI)",
+            Some(KernelThreadMode::Auto) =>
+                ", a kernel thread takes in what smoltcp sends while several connections are busy (threaded NAPI)",
+            Some(KernelThreadMode::Off) | None => "",
         }
     );
     Ok(net)

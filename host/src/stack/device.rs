@@ -19,6 +19,7 @@ use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium, PacketMet
 use smoltcp::time::Instant;
 
 use crate::stack::device_error::{open_error, DeviceError};
+use crate::stack::kernel_thread::{KernelThread, KernelThreadMode};
 use crate::stack::offload::{self, Offload, Verdict, VnetHeader, VNET_HEADER_LEN};
 use crate::sys::{self, errno};
 
@@ -53,9 +54,6 @@ enum DeviceHandle {
     Plain(tun_tap::Iface),
     /// With the virtio-net header, and the offload agreed with the kernel (see [`crate::stack::offload`]).
     Offload {
-        /// Set, and given back before the device is closed (the kernel takes the setting only while the
-        /// device has a NAPI queue, which goes with the descriptor; fields drop in order, so this one first).
-        _thread: Option<KernelThread>,
         file: File,
         name: String,
         agreed: Offload,
@@ -101,41 +99,6 @@ impl Drop for DeviceHandle {
     }
 }
 
-/// The device's threaded NAPI, switched on while smoltalk holds the device (`/sys/class/net/DEV/threaded`).
-///
-/// A frame written to TUN/TAP is taken into the kernel's stack by the writing thread itself: the kernel's TCP
-/// receive work for its peer (queueing the data, waking the reader, sending what the ACK lets it send) runs on
-/// smoltalk's one thread, between smoltcp's own work. With many connections that thread is busy while the peer's
-/// sleeps. In NAPI mode (`IFF_NAPI`) with threaded NAPI, a kernel thread ("napi/DEV-…") does that work, on
-/// whichever CPU is free. It needs `CAP_NET_ADMIN` for the sysfs switch; without it, the frames go through the
-/// NAPI queue on smoltalk's thread, as before.
-pub struct KernelThread {
-    path: String,
-    before: String,
-}
-
-impl KernelThread {
-    fn start(name: &str) -> Option<KernelThread> {
-        let path = format!("/sys/class/net/{name}/threaded");
-        let before = std::fs::read_to_string(&path).ok()?.trim().to_string();
-        match std::fs::write(&path, "1") {
-            Ok(()) => Some(KernelThread { path, before }),
-            Err(e) => {
-                log::warn!("{name}: cannot switch threaded NAPI on ({e}); the kernel's receive work stays on smoltalk's thread");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for KernelThread {
-    fn drop(&mut self) {
-        if self.before != "1" {
-            let _ = std::fs::write(&self.path, &self.before);
-        }
-    }
-}
-
 /// A TUN or TAP device as a smoltcp device.
 pub struct TunTapDevice {
     handle: DeviceHandle,
@@ -156,31 +119,21 @@ impl TunTapDevice {
         name: &str,
         kind: DeviceKind,
         offload: Offload,
-        kernel_thread: bool,
+        kernel_thread: KernelThreadMode,
     ) -> Result<Self, DeviceError> {
         let header = offload != Offload::None;
-        if kernel_thread && !header {
-            log::warn!(
-                "{name}: no kernel thread without offload (a plain device has no NAPI mode here)"
-            );
-        }
+        let napi = header && kernel_thread != KernelThreadMode::Off;
         let tap = kind == DeviceKind::Tap;
         let handle = if header {
-            let (file, name, agreed) = match offload::open(name, tap, offload, kernel_thread) {
-                Err(e) if kernel_thread && e.raw_os_error() == Some(errno::EINVAL) => {
+            let (file, name, agreed) = match offload::open(name, tap, offload, napi) {
+                Err(e) if napi && e.raw_os_error() == Some(errno::EINVAL) => {
                     log::warn!("{name}: the kernel has no NAPI mode for TUN/TAP ({e}); frames go in directly");
                     offload::open(name, tap, offload, false)
                 }
                 opened => opened,
             }
             .map_err(|e| open_error(name, kind, e))?;
-            let thread = kernel_thread.then(|| KernelThread::start(&name)).flatten();
-            DeviceHandle::Offload {
-                file,
-                name,
-                agreed,
-                _thread: thread,
-            }
+            DeviceHandle::Offload { file, name, agreed }
         } else {
             let mode = match kind {
                 DeviceKind::Tun => tun_tap::Mode::Tun,
@@ -208,6 +161,10 @@ impl TunTapDevice {
         // Room for the largest frame the kernel can hand over (an IP packet of 65535 bytes plus an Ethernet
         // header with a VLAN tag, plus the virtio-net header), whatever the MTU is now: the MTU can be raised
         // while smoltalk runs, and a read into a smaller buffer would be cut short.
+        let thread = match &handle {
+            DeviceHandle::Offload { name, .. } if napi => KernelThread::start(name, kernel_thread),
+            _ => None,
+        };
         let frame = MAX_FRAME + VNET_HEADER_LEN;
         Ok(TunTapDevice {
             handle,
@@ -218,6 +175,8 @@ impl TunTapDevice {
                 buf: vec![0; frame],
                 header_len: if header { VNET_HEADER_LEN } else { 0 },
                 segment: None,
+                thread,
+                now: Instant::ZERO,
                 l3: match kind {
                     DeviceKind::Tun => 0,
                     DeviceKind::Tap => 14,
@@ -237,15 +196,9 @@ impl TunTapDevice {
         }
     }
 
-    /// Whether a kernel thread takes in the frames written (see [`KernelThread`]).
-    pub fn kernel_thread(&self) -> bool {
-        matches!(
-            self.handle,
-            DeviceHandle::Offload {
-                _thread: Some(_),
-                ..
-            }
-        )
+    /// When a kernel thread takes in the frames written (see [`KernelThread`]), if it can.
+    pub fn kernel_thread(&self) -> Option<KernelThreadMode> {
+        self.tx.thread.as_ref().map(KernelThread::mode)
     }
 
     /// What a network on this device needs to know of it, however the device is wrapped.
@@ -263,6 +216,14 @@ impl TunTapDevice {
     }
 }
 
+impl Drop for TunTapDevice {
+    fn drop(&mut self) {
+        // The kernel takes the threaded setting only while the device has a NAPI queue, which goes with the
+        // descriptor: give it back first.
+        drop(self.tx.thread.take());
+    }
+}
+
 /// A device's name, kind and MTU, and its descriptor, failure and byte count, shared with the device itself
 /// (which may sit under smoltcp's `PcapWriter`, `FaultInjector` and `Tracer`).
 pub struct DeviceInfo {
@@ -270,7 +231,7 @@ pub struct DeviceInfo {
     kind: DeviceKind,
     mtu: usize,
     offload: Offload,
-    kernel_thread: bool,
+    kernel_thread: Option<KernelThreadMode>,
     /// The device's descriptor, valid as long as the device (which the same network owns).
     fd: RawFd,
     failure: Rc<RefCell<Option<io::Error>>>,
@@ -298,8 +259,8 @@ impl DeviceInfo {
         self.offload
     }
 
-    /// Whether a kernel thread takes in the frames written (see [`KernelThread`]).
-    pub fn kernel_thread(&self) -> bool {
+    /// When a kernel thread takes in the frames written (see [`KernelThread`]), if it can.
+    pub fn kernel_thread(&self) -> Option<KernelThreadMode> {
         self.kernel_thread
     }
 
@@ -343,6 +304,10 @@ struct Transmitter {
     l3: usize,
     /// Where smoltcp asked the frame being sent to be cut (its `segmentation_offload_size`), if anywhere.
     segment: Option<u16>,
+    /// The device's threaded NAPI, if smoltalk may switch it; it counts what is written.
+    thread: Option<KernelThread>,
+    /// The time smoltcp last gave the device.
+    now: Instant,
     failure: Rc<RefCell<Option<io::Error>>>,
     warned_down: bool,
 }
@@ -365,6 +330,9 @@ impl phy::TxToken for TunTapTxToken<'_> {
         let end = (tx.header_len + len).min(tx.buf.len());
         let (header, frame) = tx.buf[..end].split_at_mut(tx.header_len);
         let result = f(frame);
+        if let Some(thread) = &mut tx.thread {
+            thread.observe(frame, tx.l3, tx.now);
+        }
         if tx.header_len > 0 {
             offload::transmit(frame, tx.l3, tx.segment.take()).emit(header);
         }
@@ -393,7 +361,8 @@ impl Device for TunTapDevice {
     type RxToken<'a> = TunTapRxToken<'a>;
     type TxToken<'a> = TunTapTxToken<'a>;
 
-    fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+    fn receive(&mut self, now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        self.tx.now = now;
         let (header_len, l3) = (self.tx.header_len, self.tx.l3);
         let segmentation = self.offload() == Offload::Segmentation;
         loop {
@@ -436,7 +405,8 @@ impl Device for TunTapDevice {
         }
     }
 
-    fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
+    fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
+        self.tx.now = now;
         Some(TunTapTxToken {
             handle: &self.handle,
             tx: &mut self.tx,

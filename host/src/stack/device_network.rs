@@ -13,6 +13,7 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
 use crate::stack::device::{DeviceInfo, DeviceKind, TunTapDevice, TunTapRxToken, TunTapTxToken};
 use crate::stack::device_error::DeviceError;
 use crate::stack::instruments::{trace_packet, CaptureFile, Instruments, FAULT_INJECTOR_MAX_FRAME};
+use crate::stack::kernel_thread::KernelThreadMode;
 use crate::stack::network::{Network, NetworkError, NodeId};
 use crate::stack::node::{random_seed, Node};
 use crate::stack::offload::Offload;
@@ -228,7 +229,7 @@ impl DeviceNetwork {
         name: &str,
         kind: DeviceKind,
         offload: Offload,
-        kernel_thread: bool,
+        kernel_thread: KernelThreadMode,
         cidr: IpCidr,
         gateway: Option<Ipv4Address>,
         instruments: &Instruments,

@@ -4,6 +4,7 @@ pub mod device;
 pub mod device_error;
 pub mod device_network;
 pub mod instruments;
+pub mod kernel_thread;
 pub mod network;
 pub mod node;
 pub mod offload;

@@ -30,7 +30,8 @@ const TAP_1500: Option<(&str, usize)> = Some(("tap", 1500));
 const TUN_1500: Option<(&str, usize)> = Some(("tun", 1500));
 const TUN_65000: Option<(&str, usize)> = Some(("tun", 65000));
 const DEFAULTS: &[&str] = &[];
-const KERNEL_THREAD: &[&str] = &["--kernel-thread"];
+const THREAD_OFF: &[&str] = &["--kernel-thread", "off"];
+const THREAD_ON: &[&str] = &["--kernel-thread", "on"];
 
 /// The rows of the echo table; the goals refer to them by the indices below.
 pub(super) const SCENARIOS: &[Scenario] = &[
@@ -72,32 +73,46 @@ pub(super) const SCENARIOS: &[Scenario] = &[
         &["--no-offload"],
     ),
     row(
-        "smoltcp on TUN, --kernel-thread",
+        "smoltcp on TUN, --kernel-thread off",
         TUN_1500,
         None,
         1,
-        KERNEL_THREAD,
+        THREAD_OFF,
     ),
     row(
-        "smoltcp on TUN, --kernel-thread",
+        "smoltcp on TUN, --kernel-thread off",
         TUN_1500,
         None,
         4,
-        KERNEL_THREAD,
+        THREAD_OFF,
     ),
     row(
-        "smoltcp on TUN, --kernel-thread",
+        "smoltcp on TUN, --kernel-thread off",
         TUN_65000,
         None,
         1,
-        KERNEL_THREAD,
+        THREAD_OFF,
     ),
     row(
-        "smoltcp on TUN, --kernel-thread",
+        "smoltcp on TUN, --kernel-thread off",
         TUN_65000,
         None,
         4,
-        KERNEL_THREAD,
+        THREAD_OFF,
+    ),
+    row(
+        "smoltcp on TUN, --kernel-thread on",
+        TUN_1500,
+        None,
+        1,
+        THREAD_ON,
+    ),
+    row(
+        "smoltcp on TUN, --kernel-thread on",
+        TUN_1500,
+        None,
+        4,
+        THREAD_ON,
     ),
     row("smoltcp on TUN", TUN_1500, Some(64 << 10), 1, DEFAULTS),
     row("smoltcp on TUN", TUN_1500, Some(64 << 10), 4, DEFAULTS),
@@ -112,10 +127,6 @@ pub(super) const TUN_1500_ONE: usize = 4;
 pub(super) const TUN_1500_FOUR: usize = 5;
 pub(super) const TUN_65000_ONE: usize = 6;
 pub(super) const TUN_65000_FOUR: usize = 7;
-pub(super) const THREAD_1500_ONE: usize = 12;
-pub(super) const THREAD_1500_FOUR: usize = 13;
-pub(super) const THREAD_65000_ONE: usize = 14;
-pub(super) const THREAD_65000_FOUR: usize = 15;
 
 const fn row(
     name: &'static str,

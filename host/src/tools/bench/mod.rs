@@ -4,7 +4,8 @@
 //! 1. The uppercase transform against `memcpy` on 64 KiB buffers (no privileges needed).
 //! 2. TCP uppercase echo throughput inside a network namespace (root; [`echo`]): the kernel stack over loopback,
 //!    and the smoltcp server on TAP and TUN with its default options at MTU 1500 and 65000, with one and four
-//!    connections, then with less offload and other buffer sizes, driven by `smoltalk throughput`; optionally
+//!    connections, then with less offload, the kernel thread off and on, and other buffer sizes, driven by
+//!    `smoltalk throughput`; optionally
 //!    smoltcp's own `examples/benchmark.rs` on TAP, counted at the device.
 //! 3. What a connection costs the server in memory, idle and busy, and the idle smoltcp server's CPU
 //!    ([`footprint`]).
@@ -272,21 +273,6 @@ pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
             "TUN, MTU 65000: 4 connections ≥ 1.0× one connection".to_string(),
             echo_of(echo::TUN_65000_FOUR) / echo_of(echo::TUN_65000_ONE),
             1.0,
-        ),
-        (
-            "TUN, MTU 1500, --kernel-thread: 4 connections ≥ 1.0× one connection".to_string(),
-            echo_of(echo::THREAD_1500_FOUR) / echo_of(echo::THREAD_1500_ONE),
-            1.0,
-        ),
-        (
-            "TUN, MTU 65000, --kernel-thread: 4 connections ≥ 1.0× one connection".to_string(),
-            echo_of(echo::THREAD_65000_FOUR) / echo_of(echo::THREAD_65000_ONE),
-            1.0,
-        ),
-        (
-            "TUN, MTU 1500, --kernel-thread: echo ≥ 0.8× the kernel's".to_string(),
-            echo_of(echo::THREAD_1500_ONE) / kernel,
-            0.8,
         ),
     ]);
     eprintln!("bench: memory per connection, idle CPU…");

@@ -1,0 +1,246 @@
+//! [`KernelThread`]: the TUN/TAP device's threaded NAPI, which lets a kernel thread take in the frames smoltalk
+//! writes, switched on while it pays (several busy connections) and given back when the device is closed.
+//!
+//! A frame written to TUN/TAP is taken into the kernel's stack by the writing thread itself: the kernel's TCP
+//! receive work for the peer (queueing the data, waking the reader, sending what the ACK lets it send) runs on
+//! smoltalk's one thread, between smoltcp's own work. With one busy connection that costs little: the peer is
+//! mostly inside `recv` on its own socket, so the kernel leaves the work in the socket's backlog for the peer's
+//! thread. With several, the peer sleeps in `poll` between them and all of it lands on smoltalk's thread, which
+//! then runs out of CPU first (profiled: `write` to the device 36 % of the server's time with one connection,
+//! 56 % with four). In NAPI mode (`IFF_NAPI`, asked for when the device is opened) with threaded NAPI
+//! (`/sys/class/net/DEV/threaded`, root only), a kernel thread does that work on whichever CPU is free; but it
+//! hands every frame over, which costs a single connection about a fifth of its speed (BENCHMARKS.md). So in
+//! [`KernelThreadMode::Auto`] the device counts the TCP payload it writes per connection over short windows and
+//! switches the thread on while two or more connections are busy, off again once at most one is.
+
+use smoltcp::time::{Duration, Instant};
+
+/// When a kernel thread takes in the frames written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelThreadMode {
+    /// Never: smoltalk's thread does the kernel's receive work (as without NAPI mode).
+    Off,
+    /// While two or more connections are busy (see the module's documentation).
+    Auto,
+    /// Always.
+    On,
+}
+
+/// How long the device counts before it decides.
+const WINDOW: Duration = Duration::from_millis(50);
+/// Payload bytes written for one connection in a [`WINDOW`] that make it busy (about 170 Mbit/s).
+const BUSY_BYTES: u64 = 1 << 20;
+/// Windows in a row with at most one busy connection before the thread is switched off again.
+const QUIET_WINDOWS: u8 = 4;
+/// Connections counted per window (more only count as "several").
+const FLOWS: usize = 8;
+
+/// The device's threaded NAPI while smoltalk holds it (see the module's documentation).
+pub struct KernelThread {
+    name: String,
+    path: String,
+    /// The setting before smoltalk changed it, to give back.
+    before: String,
+    mode: KernelThreadMode,
+    on: bool,
+    window_start: Option<Instant>,
+    /// TCP payload bytes written per connection (its ports) in this window.
+    flows: [(u32, u64); FLOWS],
+    quiet: u8,
+}
+
+impl KernelThread {
+    /// Takes the setting of device `name` (opened in NAPI mode) for `mode`; `None`, after saying why, if the
+    /// kernel does not let this process change it (it needs `CAP_NET_ADMIN`) or `mode` is off.
+    pub fn start(name: &str, mode: KernelThreadMode) -> Option<KernelThread> {
+        if mode == KernelThreadMode::Off {
+            return None;
+        }
+        let path = format!("/sys/class/net/{name}/threaded");
+        let before = std::fs::read_to_string(&path).ok()?.trim().to_string();
+        let mut thread = KernelThread {
+            name: name.to_string(),
+            path,
+            before,
+            mode,
+            on: false,
+            window_start: None,
+            flows: [(0, 0); FLOWS],
+            quiet: 0,
+        };
+        // Start from a known setting: on for `On`, off for `Auto` (one connection is the common start).
+        if let Err(e) = thread.write(mode == KernelThreadMode::On) {
+            log::warn!(
+                "{name}: cannot switch threaded NAPI ({e}); the kernel's receive work stays on smoltalk's thread"
+            );
+            return None;
+        }
+        Some(thread)
+    }
+
+    fn write(&mut self, on: bool) -> std::io::Result<()> {
+        std::fs::write(&self.path, if on { "1" } else { "0" })?;
+        self.on = on;
+        Ok(())
+    }
+
+    /// Whether the kernel thread is on now.
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
+    /// When it is switched on.
+    pub fn mode(&self) -> KernelThreadMode {
+        self.mode
+    }
+
+    /// Counts a frame written at `now` (`l3` bytes of link header, then IP); in [`KernelThreadMode::Auto`],
+    /// decides at the end of each window.
+    pub fn observe(&mut self, frame: &[u8], l3: usize, now: Instant) {
+        if self.mode != KernelThreadMode::Auto {
+            return;
+        }
+        let start = *self.window_start.get_or_insert(now);
+        if let Some((flow, payload)) = tcp_payload(frame, l3) {
+            if let Some(slot) = self
+                .flows
+                .iter_mut()
+                .find(|(key, bytes)| *key == flow || *bytes == 0)
+            {
+                *slot = (flow, slot.1 + payload);
+            }
+        }
+        if now < start + WINDOW {
+            return;
+        }
+        let busy = self.flows.iter().filter(|(_, b)| *b >= BUSY_BYTES).count();
+        self.flows = [(0, 0); FLOWS];
+        self.window_start = Some(now);
+        let want = if busy >= 2 {
+            self.quiet = 0;
+            true
+        } else if self.on {
+            self.quiet += 1;
+            self.quiet < QUIET_WINDOWS
+        } else {
+            false
+        };
+        if want != self.on {
+            match self.write(want) {
+                Ok(()) => log::debug!(
+                    "{}: {busy} busy connection(s): kernel receive thread {}",
+                    self.name,
+                    if want { "on" } else { "off" }
+                ),
+                Err(e) => {
+                    log::warn!("{}: cannot switch threaded NAPI any more ({e})", self.name);
+                    self.mode = KernelThreadMode::Off;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for KernelThread {
+    fn drop(&mut self) {
+        if self.before != if self.on { "1" } else { "0" } {
+            let _ = std::fs::write(&self.path, &self.before);
+        }
+    }
+}
+
+/// The connection (its two ports) and payload length of an IPv4 TCP segment at `frame[l3..]`.
+fn tcp_payload(frame: &[u8], l3: usize) -> Option<(u32, u64)> {
+    let ip = frame.get(l3..)?;
+    let version_ihl = *ip.first()?;
+    if version_ihl >> 4 != 4 || *ip.get(9)? != 6 {
+        return None;
+    }
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    let total_len = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
+    let tcp = ip.get(header_len..)?;
+    let ports = u32::from_be_bytes([*tcp.first()?, *tcp.get(1)?, *tcp.get(2)?, *tcp.get(3)?]);
+    let tcp_header_len = usize::from(*tcp.get(12)? >> 4) * 4;
+    let payload = total_len.checked_sub(header_len + tcp_header_len)?;
+    Some((ports, payload as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 TCP header pair from port `src` to 12000 with `payload` bytes announced (the bytes need not be
+    /// there: only the headers are read).
+    fn segment(src: u16, payload: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 40];
+        f[0] = 0x45;
+        f[2..4].copy_from_slice(&(40 + payload).to_be_bytes());
+        f[9] = 6;
+        f[20..22].copy_from_slice(&src.to_be_bytes());
+        f[22..24].copy_from_slice(&12000u16.to_be_bytes());
+        f[32] = 5 << 4;
+        f
+    }
+
+    /// A policy in `Auto` whose sysfs switch is the file at `path`.
+    fn auto(path: &std::path::Path) -> KernelThread {
+        std::fs::write(path, "0").expect("switch file");
+        KernelThread {
+            name: "t".into(),
+            path: path.to_string_lossy().into_owned(),
+            before: "0".into(),
+            mode: KernelThreadMode::Auto,
+            on: false,
+            window_start: None,
+            flows: [(0, 0); FLOWS],
+            quiet: 0,
+        }
+    }
+
+    #[test]
+    fn payload_and_connection_are_read_from_the_headers() {
+        assert_eq!(
+            tcp_payload(&segment(40000, 1000), 0),
+            Some(((40000 << 16) | 12000, 1000))
+        );
+        let mut udp = segment(1, 1);
+        udp[9] = 17;
+        assert_eq!(tcp_payload(&udp, 0), None);
+        assert_eq!(tcp_payload(&segment(1, 1)[..30], 0), None);
+        assert_eq!(tcp_payload(&[], 14), None);
+    }
+
+    #[test]
+    fn two_busy_connections_switch_the_thread_on_and_one_switches_it_off_again() {
+        let path = std::env::temp_dir().join(format!("smoltalk-threaded-{}", std::process::id()));
+        let switch = || std::fs::read_to_string(&path).expect("switch file");
+        let mut t = auto(&path);
+        let mut now = Instant::from_millis(0);
+        let mut run = |t: &mut KernelThread, ports: &[u16], payload: u16, millis: u64| {
+            for _ in 0..millis / 2 {
+                for port in ports {
+                    t.observe(&segment(*port, payload), 0, now);
+                }
+                now += Duration::from_millis(2);
+            }
+        };
+        // One busy connection, and two that are not busy: off.
+        run(&mut t, &[40000], 65000, 400);
+        run(&mut t, &[40000, 40001], 100, 400);
+        assert_eq!((t.is_on(), switch().as_str()), (false, "0"));
+        // Two busy ones: on within a window or two.
+        run(&mut t, &[40000, 40001], 65000, 120);
+        assert_eq!((t.is_on(), switch().as_str()), (true, "1"));
+        // Back to one: still on for a few windows (no flapping), then off.
+        run(&mut t, &[40000], 65000, 100);
+        assert!(t.is_on());
+        run(&mut t, &[40000], 65000, 300);
+        assert_eq!((t.is_on(), switch().as_str()), (false, "0"));
+        // Given back as it was found when dropped.
+        run(&mut t, &[40000, 40001], 65000, 120);
+        assert!(t.is_on());
+        drop(t);
+        assert_eq!(switch(), "0");
+        let _ = std::fs::remove_file(&path);
+    }
+}
