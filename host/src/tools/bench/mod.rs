@@ -2,13 +2,13 @@
 //! compared with.
 //!
 //! 1. The uppercase transform against `memcpy` on 64 KiB buffers (no privileges needed).
-//! 2. TCP uppercase echo throughput inside a network namespace (root; [`echo`]): the kernel stack over loopback,
+//! 2. TCP uppercase echo throughput inside a network namespace (root; `echo.rs`): the kernel stack over loopback,
 //!    and the smoltcp server on TAP and TUN with its default options at MTU 1500 and 65000, with one and four
 //!    connections, then with less offload, the kernel thread off and on, and other buffer sizes, driven by
 //!    `smoltalk throughput`; optionally
 //!    smoltcp's own `examples/benchmark.rs` on TAP, counted at the device.
 //! 3. What a connection costs the server in memory, idle and busy, and the idle smoltcp server's CPU
-//!    ([`footprint`]).
+//!    (`footprint.rs`).
 //!
 //! Every throughput figure is the median of several runs; the device figures are the kernel's byte counters
 //! for the TUN/TAP device (both directions) over the client's whole run.
