@@ -91,8 +91,7 @@ pub(super) fn tun_run(scenario: Scenario) -> Option<Observation> {
             )
         }),
         Scenario::LossyTcpTransfer => server("tcp-server").and_then(|_s| {
-            let mut line = sample_text(1 << 20, 41);
-            line.retain(|&b| b != b'\n');
+            let mut line = lossy_tcp_message();
             line.push(b'\n');
             run_client(
                 client(
@@ -133,7 +132,7 @@ pub(super) fn tun_run(scenario: Scenario) -> Option<Observation> {
     let capture = std::fs::read(&pcap).ok();
     let _ = std::fs::remove_file(&pcap);
     let (outcome, kind) = match result {
-        Ok((replies, error)) => tun_outcome(scenario, replies, error),
+        Ok((replies, error)) => tun_outcome(scenario, &replies, error),
         Err(e) => return Some(not_run("smoltcp-tun", network, &e)),
     };
     Some(Observation::new(
@@ -146,6 +145,13 @@ pub(super) fn tun_run(scenario: Scenario) -> Option<Observation> {
     ))
 }
 
+/// The lossy transfer's message: 1 MiB of the lab's sample text as one line.
+fn lossy_tcp_message() -> Vec<u8> {
+    let mut line = sample_text(1 << 20, 41);
+    line.retain(|&b| b != b'\n');
+    line
+}
+
 /// A client child that failed.
 struct ClientFailed {
     /// The failure its exit code reports (`None`: any other error, or killed by a signal).
@@ -155,13 +161,12 @@ struct ClientFailed {
 }
 
 /// Runs a client, feeding it `lines` one after another (each after the previous reply, so a `stop` server can
-/// be stopped after the first); returns the reply lines and, if it failed, how.
+/// be stopped after the first); returns the lines it printed (each without its newline) and, if it failed, how.
 fn run_client(
     mut cmd: std::process::Command,
     lines: &[&[u8]],
     mut stop: Option<crate::tools::netns::Server>,
-) -> Result<(usize, Option<ClientFailed>), CompareError> {
-    use std::io::BufRead;
+) -> Result<(Vec<Vec<u8>>, Option<ClientFailed>), CompareError> {
     use std::process::Stdio;
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -170,17 +175,16 @@ fn run_client(
     let mut stdin = child.stdin.take().ok_or(CompareError::NoPipe("stdin"))?;
     let mut stdout =
         std::io::BufReader::new(child.stdout.take().ok_or(CompareError::NoPipe("stdout"))?);
-    let mut replies = 0;
+    let mut replies = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         if stdin.write_all(line).is_err() {
             break;
         }
         let _ = stdin.flush();
-        let mut reply = String::new();
         if stop.is_some() || i + 1 == lines.len() || lines.len() > 1 {
-            match stdout.read_line(&mut reply) {
-                Ok(1..) => replies += 1,
-                _ => break,
+            match read_reply(&mut stdout) {
+                Some(reply) => replies.push(reply),
+                None => break,
             }
         }
         if i == 0 {
@@ -192,10 +196,8 @@ fn run_client(
         }
     }
     drop(stdin);
-    let mut rest = String::new();
-    while let Ok(1..) = stdout.read_line(&mut rest) {
-        replies += 1;
-        rest.clear();
+    while let Some(reply) = read_reply(&mut stdout) {
+        replies.push(reply);
     }
     let output = child.wait_with_output().map_err(CompareError::WaitClient)?;
     let error = (!output.status.success()).then(|| ClientFailed {
@@ -210,29 +212,68 @@ fn run_client(
     Ok((replies, error))
 }
 
+/// The next line the client printed, without its newline (`None` at the end).
+fn read_reply(stdout: &mut impl std::io::BufRead) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    match stdout.read_until(b'\n', &mut line) {
+        Ok(1..) => {
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            Some(line)
+        }
+        _ => None,
+    }
+}
+
 /// What the client saw, in a line (its error line, when it failed), and the kind of the outcome: from its
-/// exit code, which says which failure it was.
+/// exit code, which says which failure it was. The lossy transfer's reply is checked byte for byte.
 fn tun_outcome(
     scenario: Scenario,
-    replies: usize,
+    replies: &[Vec<u8>],
     error: Option<ClientFailed>,
 ) -> (String, String) {
+    let count = replies.len();
     match (scenario, error) {
         (Scenario::LossyUdpRequests, e) => {
-            let line = format!("{replies} of 20 answered");
+            let line = format!("{count} of 20 answered");
             match e {
                 None => (line, "ok".into()),
                 Some(e) => (format!("{line}; then: {}", e.line), "no_reply".into()),
             }
         }
-        (Scenario::ServerStoppedMidConversation, Some(e)) if replies >= 1 => (
+        (Scenario::ServerStoppedMidConversation, Some(e)) if count >= 1 => (
             format!("first reply came; second: {}", e.line),
             failure_kind(e.failure).into(),
         ),
         (Scenario::LossyTcpTransfer, None) => {
-            ("1 MiB came back (line for line)".into(), "ok".into())
+            // The client prints "HOST > REPLY".
+            let mut expected = b"10.0.2.2 > ".to_vec();
+            expected.extend(lossy_tcp_message().to_ascii_uppercase());
+            match replies.first() {
+                Some(reply) if *reply == expected => (
+                    "1 MiB came back uppercased, byte for byte".into(),
+                    "ok".into(),
+                ),
+                Some(reply) => {
+                    let at = reply
+                        .iter()
+                        .zip(&expected)
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(reply.len().min(expected.len()));
+                    (
+                        format!(
+                            "the reply differs: {} bytes for {}, the first difference at byte {at}",
+                            reply.len(),
+                            expected.len()
+                        ),
+                        "error".into(),
+                    )
+                }
+                None => ("no reply came".into(), "error".into()),
+            }
         }
         (_, Some(e)) => (e.line, failure_kind(e.failure).into()),
-        (_, None) => (format!("{replies} replies came"), "ok".into()),
+        (_, None) => (format!("{count} replies came"), "ok".into()),
     }
 }
