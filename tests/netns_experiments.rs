@@ -659,3 +659,70 @@ fn the_same_seed_loses_the_same_packets() {
     drop(peer);
     drop(ns);
 }
+
+/// The direction `compare`'s lossy scenario runs, at a size for CI: smoltcp's TCP client on TUN, losing 10 % of
+/// the packets each way, sends a 64 KiB line to the kernel's uppercase server and gets it back uppercased, byte
+/// for byte, for three seeds (three different patterns of loss). The full 1 MiB run and its timings are
+/// BENCHMARKS.md's ("Loss on TUN").
+#[test]
+#[cfg_attr(
+    any(smoltalk_no_netns, smoltalk_no_tshark),
+    ignore = "needs root, /dev/net/tun, ip, python3 and tshark"
+)]
+fn a_lossy_client_on_tun_gets_every_byte_back() {
+    let test = "lossy_client";
+    let Some((ns, scratch)) = setup(test, "tun") else {
+        return;
+    };
+    let (_server, port) = start_server(
+        smoltalk_in(&ns, &["tcp-server", "--bind", "10.0.2.2", "--port", "0"]),
+        "kernel tcp-server",
+    );
+    let port = port.to_string();
+    // One line of 64 KiB (the client sends each input line as one message).
+    let mut line = text(64 * 1024);
+    line.retain(|b| *b != b'\n');
+    line.push(b'\n');
+    let mut expected = b"10.0.2.2 > ".to_vec();
+    expected.extend_from_slice(&upper(&line));
+    for seed in ["1", "2", "7"] {
+        let pcap = scratch.path(&format!("lossy-client-{seed}.pcap"));
+        let args = [
+            "tcp-client",
+            "--pcap",
+            pcap.to_str().unwrap(),
+            "--stack",
+            "tun",
+            "--dev",
+            "st0",
+            "--drop-chance",
+            "10",
+            "--seed",
+            seed,
+            // smoltcp's retransmission timer backs off 1, 2, 4, 8 s: leave it room (BENCHMARKS.md, "Loss on TUN").
+            "--timeout",
+            "60",
+            "10.0.2.2",
+            &port,
+        ];
+        let out = run_with_input(smoltalk_in(&ns, &args), &line);
+        assert!(
+            out.status.success(),
+            "seed {seed}: {}",
+            stderr(&out).lines().last().unwrap_or("")
+        );
+        assert!(
+            out.stdout == expected,
+            "seed {seed}: {} of {} bytes, the first difference at byte {:?}",
+            out.stdout.len(),
+            expected.len(),
+            out.stdout.iter().zip(&expected).position(|(a, b)| a != b)
+        );
+        // The losses were real: smoltcp sent some segments again.
+        let retransmitted = tshark(&pcap, "tcp.analysis.retransmission", &["ip.src"]);
+        assert!(
+            retransmitted.iter().any(|r| r[0] == "10.0.2.15"),
+            "seed {seed}: no retransmission by smoltcp"
+        );
+    }
+}
