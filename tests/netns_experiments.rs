@@ -662,8 +662,8 @@ fn the_same_seed_loses_the_same_packets() {
 
 /// The direction `compare`'s lossy scenario runs, at a size for CI: smoltcp's TCP client on TUN, losing 10 % of
 /// the packets each way, sends a 64 KiB line to the kernel's uppercase server and gets it back uppercased, byte
-/// for byte, for three seeds (three different patterns of loss). The full 1 MiB run and its timings are
-/// BENCHMARKS.md's ("Loss on TUN").
+/// for byte, for three seeds (three different patterns of loss). The full 1 MiB run and its timings are in
+/// BENCHMARKS.md ("smoltcp's client on TUN at 10 % loss").
 #[test]
 #[cfg_attr(
     any(smoltalk_no_netns, smoltalk_no_tshark),
@@ -699,7 +699,7 @@ fn a_lossy_client_on_tun_gets_every_byte_back() {
             "10",
             "--seed",
             seed,
-            // smoltcp's retransmission timer backs off 1, 2, 4, 8 s: leave it room (BENCHMARKS.md, "Loss on TUN").
+            // smoltcp's retransmission timer backs off 1, 2, 4, 8 s: leave it room (see BENCHMARKS.md).
             "--timeout",
             "60",
             "10.0.2.2",
