@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{me, median, BenchError, BenchOptions};
+use super::{me, median, throughput, BenchError, BenchOptions};
 use crate::tools::netns::{Namespace, Server, ServerError};
 
 /// One row of the echo table.
@@ -197,21 +197,8 @@ pub(super) fn run_scenario(
         for _ in 0..opts.runs {
             let before = scenario.device.map(|_| ns.device_bytes(dev)).transpose()?;
             let start = Instant::now();
-            let (port, seconds) = (server.port.to_string(), opts.seconds.to_string());
-            let connections = scenario.connections.to_string();
-            let args = [
-                "throughput",
-                host,
-                &port,
-                "--seconds",
-                &seconds,
-                "--connections",
-                &connections,
-            ];
-            let out = ns
-                .command(&exe, &args)
-                .output()
-                .map_err(BenchError::RunLoad)?;
+            let connections = usize::from(scenario.connections);
+            let out = throughput(ns, host, server.port, opts.seconds, connections)?;
             let wall = start.elapsed().as_secs_f64();
             let text = String::from_utf8_lossy(&out.stdout);
             let gbits =

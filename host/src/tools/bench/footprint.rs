@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::{me, BenchError, BenchOptions};
+use super::{me, throughput, BenchError, BenchOptions};
 use crate::tools::netns::{rss_kib, Namespace, Server};
 
 /// Connections held idle while the memory is read.
@@ -73,20 +73,7 @@ fn measure(
         });
     }
     let idle_kib = idle_kib?;
-    let (seconds, busy) = (opts.seconds.to_string(), BUSY.to_string());
-    let load = [
-        "throughput",
-        host,
-        &port,
-        "--seconds",
-        &seconds,
-        "--connections",
-        &busy,
-    ];
-    let out = ns
-        .command(&me()?, &load)
-        .output()
-        .map_err(BenchError::RunLoad)?;
+    let out = throughput(ns, host, server.port, opts.seconds, BUSY)?;
     if !out.status.success() {
         return Err(BenchError::LoadFailed {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),

@@ -281,6 +281,33 @@ pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
     Ok(report + &goal_table(&goals))
 }
 
+/// Runs this binary's load generator in `ns` against `host:port` with `connections` for `seconds`.
+fn throughput(
+    ns: &Namespace,
+    host: &str,
+    port: u16,
+    seconds: f64,
+    connections: usize,
+) -> Result<std::process::Output, BenchError> {
+    let (port, seconds, connections) = (
+        port.to_string(),
+        seconds.to_string(),
+        connections.to_string(),
+    );
+    let args = [
+        "throughput",
+        host,
+        &port,
+        "--seconds",
+        &seconds,
+        "--connections",
+        &connections,
+    ];
+    ns.command(&me()?, &args)
+        .output()
+        .map_err(BenchError::RunLoad)
+}
+
 /// This very binary, which runs the load generator (and the servers, unless another build is named).
 fn me() -> Result<String, BenchError> {
     std::env::current_exe()
