@@ -70,8 +70,10 @@ impl KernelThread {
         };
         // Start from a known setting: on for `On`, off for `Auto` (one connection is the common start).
         if let Err(e) = thread.write(mode == KernelThreadMode::On) {
-            log::warn!(
-                "{name}: cannot switch threaded NAPI ({e}); the kernel's receive work stays on smoltalk's thread"
+            // Expected without root: worth a line, not a warning.
+            log::info!(
+                "{name}: cannot switch threaded NAPI ({e}; it needs root): the kernel's receive work stays on \
+                 smoltalk's thread, which is slower with several busy connections"
             );
             return None;
         }
