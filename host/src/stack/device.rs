@@ -122,12 +122,19 @@ impl TunTapDevice {
         kernel_thread: KernelThreadMode,
     ) -> Result<Self, DeviceError> {
         let header = offload != Offload::None;
-        let napi = header && kernel_thread != KernelThreadMode::Off;
+        // NAPI mode only where its thread can be switched on: without the switch it would change the path
+        // frames take for nothing.
+        let mut napi =
+            header && kernel_thread != KernelThreadMode::Off && KernelThread::may_switch(name);
         let tap = kind == DeviceKind::Tap;
         let handle = if header {
             let (file, name, agreed) = match offload::open(name, tap, offload, napi) {
                 Err(e) if napi && e.raw_os_error() == Some(errno::EINVAL) => {
-                    log::warn!("{name}: the kernel has no NAPI mode for TUN/TAP ({e}); frames go in directly");
+                    // A kernel without IFF_NAPI for TUN/TAP; any other reason shows again without it.
+                    log::info!(
+                        "{name}: opening in NAPI mode failed ({e}); trying without a kernel thread"
+                    );
+                    napi = false;
                     offload::open(name, tap, offload, false)
                 }
                 opened => opened,
@@ -158,13 +165,13 @@ impl TunTapDevice {
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())
             .unwrap_or(1500);
-        // Room for the largest frame the kernel can hand over (an IP packet of 65535 bytes plus an Ethernet
-        // header with a VLAN tag, plus the virtio-net header), whatever the MTU is now: the MTU can be raised
-        // while smoltalk runs, and a read into a smaller buffer would be cut short.
         let thread = match &handle {
             DeviceHandle::Offload { name, .. } if napi => KernelThread::start(name, kernel_thread),
             _ => None,
         };
+        // Room for the largest frame the kernel can hand over (an IP packet of 65535 bytes plus an Ethernet
+        // header with a VLAN tag, plus the virtio-net header), whatever the MTU is now: the MTU can be raised
+        // while smoltalk runs, and a read into a smaller buffer would be cut short.
         let frame = MAX_FRAME + VNET_HEADER_LEN;
         Ok(TunTapDevice {
             handle,
@@ -174,7 +181,7 @@ impl TunTapDevice {
             tx: Transmitter {
                 buf: vec![0; frame],
                 header_len: if header { VNET_HEADER_LEN } else { 0 },
-                segment: None,
+                segment_size: None,
                 thread,
                 now: Instant::ZERO,
                 l3: match kind {
@@ -303,7 +310,7 @@ struct Transmitter {
     /// Bytes of link-layer header before the IP header (TAP: Ethernet).
     l3: usize,
     /// Where smoltcp asked the frame being sent to be cut (its `segmentation_offload_size`), if anywhere.
-    segment: Option<u16>,
+    segment_size: Option<u16>,
     /// The device's threaded NAPI, if smoltalk may switch it; it counts what is written.
     thread: Option<KernelThread>,
     /// The time smoltcp last gave the device.
@@ -334,7 +341,7 @@ impl phy::TxToken for TunTapTxToken<'_> {
             thread.observe(frame, tx.l3, tx.now);
         }
         if tx.header_len > 0 {
-            offload::transmit(frame, tx.l3, tx.segment.take()).emit(header);
+            offload::transmit(frame, tx.l3, tx.segment_size.take()).emit(header);
         }
         match self.handle.send(&tx.buf[..end]) {
             Ok(_) => {}
@@ -353,7 +360,7 @@ impl phy::TxToken for TunTapTxToken<'_> {
     }
 
     fn set_meta(&mut self, meta: PacketMeta) {
-        self.tx.segment = meta.segmentation_offload_size.map(NonZeroU16::get);
+        self.tx.segment_size = meta.segmentation_offload_size.map(NonZeroU16::get);
     }
 }
 

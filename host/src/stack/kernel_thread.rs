@@ -11,7 +11,8 @@
 //! (`/sys/class/net/DEV/threaded`, root only), a kernel thread does that work on whichever CPU is free; but it
 //! hands every frame over, which costs a single connection about a fifth of its speed (BENCHMARKS.md). So in
 //! [`KernelThreadMode::Auto`] the device counts the TCP payload it writes per connection over short windows and
-//! switches the thread on while two or more connections are busy, off again once at most one is.
+//! switches the thread on while two or more connections are busy sending from smoltcp (data the peer uploads
+//! does not count: smoltcp writes only ACKs for it), off again once at most one is.
 
 use smoltcp::time::{Duration, Instant};
 
@@ -50,14 +51,40 @@ pub struct KernelThread {
 }
 
 impl KernelThread {
+    /// Whether this process may switch the threaded NAPI of device `name` (about to be opened): the device's
+    /// switch is writable, or the device does not exist yet and this process is root (it will create it).
+    /// Without the right (it needs `CAP_NET_ADMIN`) the device is opened without NAPI mode, and this says so.
+    pub fn may_switch(name: &str) -> bool {
+        let path = format!("/sys/class/net/{name}/threaded");
+        let allowed = match std::fs::OpenOptions::new().write(true).open(&path) {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::sys::is_root(),
+            Err(_) => false,
+        };
+        if !allowed {
+            // Expected without root: worth a line, not a warning.
+            log::info!(
+                "{name}: no kernel thread (switching threaded NAPI needs root): the kernel's receive work stays \
+                 on smoltalk's thread, which is slower with several busy connections"
+            );
+        }
+        allowed
+    }
+
     /// Takes the setting of device `name` (opened in NAPI mode) for `mode`; `None`, after saying why, if the
-    /// kernel does not let this process change it (it needs `CAP_NET_ADMIN`) or `mode` is off.
+    /// kernel does not let this process change it or `mode` is off.
     pub fn start(name: &str, mode: KernelThreadMode) -> Option<KernelThread> {
         if mode == KernelThreadMode::Off {
             return None;
         }
         let path = format!("/sys/class/net/{name}/threaded");
-        let before = std::fs::read_to_string(&path).ok()?.trim().to_string();
+        let before = match std::fs::read_to_string(&path) {
+            Ok(before) => before.trim().to_string(),
+            Err(e) => {
+                log::info!("{name}: cannot read {path} ({e}): no kernel thread");
+                return None;
+            }
+        };
         let mut thread = KernelThread {
             name: name.to_string(),
             path,
@@ -70,10 +97,8 @@ impl KernelThread {
         };
         // Start from a known setting: on for `On`, off for `Auto` (one connection is the common start).
         if let Err(e) = thread.write(mode == KernelThreadMode::On) {
-            // Expected without root: worth a line, not a warning.
-            log::info!(
-                "{name}: cannot switch threaded NAPI ({e}; it needs root): the kernel's receive work stays on \
-                 smoltalk's thread, which is slower with several busy connections"
+            log::warn!(
+                "{name}: cannot switch threaded NAPI ({e}): the kernel's receive work stays on smoltalk's thread"
             );
             return None;
         }
@@ -115,14 +140,25 @@ impl KernelThread {
         if now < start + WINDOW {
             return;
         }
-        let busy = self.flows.iter().filter(|(_, b)| *b >= BUSY_BYTES).count();
+        // Staying on takes half the rate: a load that hovers at the threshold does not flip the switch (each
+        // flip takes the kernel's rtnl lock) every few windows.
+        let threshold = if self.on { BUSY_BYTES / 2 } else { BUSY_BYTES };
+        // Whole windows that went by without a frame were quiet ones; after long enough a pause, what was
+        // counted before it says nothing about now.
+        let silent = (now - start).total_millis() / WINDOW.total_millis() - 1;
+        let busy = if silent >= u64::from(QUIET_WINDOWS) {
+            0
+        } else {
+            self.flows.iter().filter(|(_, b)| *b >= threshold).count()
+        };
         self.flows = [(0, 0); FLOWS];
         self.window_start = Some(now);
         let want = if busy >= 2 {
             self.quiet = 0;
             true
         } else if self.on {
-            self.quiet += 1;
+            let windows = u8::try_from(silent.saturating_add(1)).unwrap_or(u8::MAX);
+            self.quiet = self.quiet.saturating_add(windows);
             self.quiet < QUIET_WINDOWS
         } else {
             false
@@ -218,28 +254,35 @@ mod tests {
         let switch = || std::fs::read_to_string(&path).expect("switch file");
         let mut t = auto(&path);
         let mut now = Instant::from_millis(0);
-        let mut run = |t: &mut KernelThread, ports: &[u16], payload: u16, millis: u64| {
-            for _ in 0..millis / 2 {
-                for port in ports {
-                    t.observe(&segment(*port, payload), 0, now);
+        let run =
+            |t: &mut KernelThread, now: &mut Instant, ports: &[u16], payload: u16, millis: u64| {
+                for _ in 0..millis / 2 {
+                    for port in ports {
+                        t.observe(&segment(*port, payload), 0, *now);
+                    }
+                    *now += Duration::from_millis(2);
                 }
-                now += Duration::from_millis(2);
-            }
-        };
+            };
         // One busy connection, and two that are not busy: off.
-        run(&mut t, &[40000], 65000, 400);
-        run(&mut t, &[40000, 40001], 100, 400);
+        run(&mut t, &mut now, &[40000], 65000, 400);
+        run(&mut t, &mut now, &[40000, 40001], 100, 400);
         assert_eq!((t.is_on(), switch().as_str()), (false, "0"));
         // Two busy ones: on within a window or two.
-        run(&mut t, &[40000, 40001], 65000, 120);
+        run(&mut t, &mut now, &[40000, 40001], 65000, 120);
         assert_eq!((t.is_on(), switch().as_str()), (true, "1"));
         // Back to one: still on for a few windows (no flapping), then off.
-        run(&mut t, &[40000], 65000, 100);
+        run(&mut t, &mut now, &[40000], 65000, 100);
         assert!(t.is_on());
-        run(&mut t, &[40000], 65000, 300);
+        run(&mut t, &mut now, &[40000], 65000, 300);
+        assert_eq!((t.is_on(), switch().as_str()), (false, "0"));
+        // After a pause (no frame for a second), one frame is enough to see that the load went.
+        run(&mut t, &mut now, &[40000, 40001], 65000, 120);
+        assert!(t.is_on());
+        now += Duration::from_secs(1);
+        t.observe(&segment(40000, 100), 0, now);
         assert_eq!((t.is_on(), switch().as_str()), (false, "0"));
         // Given back as it was found when dropped.
-        run(&mut t, &[40000, 40001], 65000, 120);
+        run(&mut t, &mut now, &[40000, 40001], 65000, 120);
         assert!(t.is_on());
         drop(t);
         assert_eq!(switch(), "0");

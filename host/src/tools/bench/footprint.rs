@@ -155,9 +155,10 @@ fn idle_cpu(ns: &Namespace, exe: &str) -> Result<Duration, BenchError> {
     let result = (|| {
         let server =
             Server::start(ns.command(exe, &["tcp-server", "--stack", "tun", "--dev", "stidle0"]))?;
-        let before = server.cpu_time().unwrap_or_default();
+        let before = server.cpu_time().ok_or(BenchError::ServerGone)?;
         std::thread::sleep(Duration::from_secs(3));
-        Ok(server.cpu_time().unwrap_or_default().saturating_sub(before))
+        let after = server.cpu_time().ok_or(BenchError::ServerGone)?;
+        Ok(after.saturating_sub(before))
     })();
     let _ = ns.delete_device("stidle0");
     result
