@@ -32,6 +32,14 @@ pub fn was_reset(socket: &tcp::Socket<'_>) -> bool {
     socket.state() == tcp::State::Closed
 }
 
+/// Whether the peer of a closed `socket` had sent its FIN before the connection was reset: a peer that closes
+/// and then resets because more bytes came (an origin that answered before the upload was over) ended its
+/// stream cleanly. smoltcp keeps the FIN through the reset and reports it as `RecvError::Finished`; the FIN and
+/// the reset may be taken in by the same poll, before the proxy looks at the socket between them.
+pub fn finished_before_reset(socket: &mut tcp::Socket<'_>) -> bool {
+    matches!(socket.recv_slice(&mut []), Err(tcp::RecvError::Finished))
+}
+
 /// Copies bytes from `from` to `to` through `scratch`, never more than `to` has room for and, with a tracker,
 /// never past the body's end. Returns how many bytes moved.
 pub fn relay(

@@ -16,7 +16,10 @@ use super::super::engine::{
 };
 use super::lookup::{Answer, Query};
 use super::outgoing::{Outgoing, Peer};
-use super::relay::{discard, finished_sending, next_ephemeral, peer_finished, relay, was_reset};
+use super::relay::{
+    discard, finished_before_reset, finished_sending, next_ephemeral, peer_finished, relay,
+    was_reset,
+};
 use super::slot::{Shared, SlotSockets};
 use super::RESPONSE_FIELDS;
 
@@ -424,7 +427,7 @@ impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
         let done = body.is_done();
         let origin = self.origin();
         if !done && finished_sending(origin) {
-            let reset = was_reset(origin);
+            let reset = was_reset(origin) && !finished_before_reset(origin);
             if let Some(ending) = self.connection.on_origin_finished(reset) {
                 return Flow::End(ending);
             }
