@@ -16,6 +16,8 @@
 
 use smoltcp::time::{Duration, Instant};
 
+use crate::stack::offload;
+
 /// When a kernel thread takes in the frames written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KernelThreadMode {
@@ -50,12 +52,17 @@ pub struct KernelThread {
     quiet: u8,
 }
 
+/// The device's threaded-NAPI switch in sysfs.
+fn switch_path(name: &str) -> String {
+    format!("/sys/class/net/{name}/threaded")
+}
+
 impl KernelThread {
     /// Whether this process may switch the threaded NAPI of device `name` (about to be opened): the device's
     /// switch is writable, or the device does not exist yet and this process is root (it will create it).
     /// Without the right (it needs `CAP_NET_ADMIN`) the device is opened without NAPI mode, and this says so.
     pub fn may_switch(name: &str) -> bool {
-        let path = format!("/sys/class/net/{name}/threaded");
+        let path = switch_path(name);
         let allowed = match std::fs::OpenOptions::new().write(true).open(&path) {
             Ok(_) => true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::sys::is_root(),
@@ -77,7 +84,7 @@ impl KernelThread {
         if mode == KernelThreadMode::Off {
             return None;
         }
-        let path = format!("/sys/class/net/{name}/threaded");
+        let path = switch_path(name);
         let before = match std::fs::read_to_string(&path) {
             Ok(before) => before.trim().to_string(),
             Err(e) => {
@@ -128,13 +135,13 @@ impl KernelThread {
             return;
         }
         let start = *self.window_start.get_or_insert(now);
-        if let Some((flow, payload)) = tcp_payload(frame, l3) {
+        if let Some((flow, payload)) = offload::tcp_payload(frame, l3) {
             if let Some(slot) = self
                 .flows
                 .iter_mut()
                 .find(|(key, bytes)| *key == flow || *bytes == 0)
             {
-                *slot = (flow, slot.1 + payload);
+                *slot = (flow, slot.1 + payload as u64);
             }
         }
         if now < start + WINDOW {
@@ -187,30 +194,13 @@ impl Drop for KernelThread {
     }
 }
 
-/// The connection (its two ports) and payload length of an IPv4 TCP segment at `frame[l3..]`.
-fn tcp_payload(frame: &[u8], l3: usize) -> Option<(u32, u64)> {
-    let ip = frame.get(l3..)?;
-    let version_ihl = *ip.first()?;
-    if version_ihl >> 4 != 4 || *ip.get(9)? != 6 {
-        return None;
-    }
-    let header_len = usize::from(version_ihl & 0x0f) * 4;
-    let total_len = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
-    let tcp = ip.get(header_len..)?;
-    let ports = u32::from_be_bytes([*tcp.first()?, *tcp.get(1)?, *tcp.get(2)?, *tcp.get(3)?]);
-    let tcp_header_len = usize::from(*tcp.get(12)? >> 4) * 4;
-    let payload = total_len.checked_sub(header_len + tcp_header_len)?;
-    Some((ports, payload as u64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// An IPv4 TCP header pair from port `src` to 12000 with `payload` bytes announced (the bytes need not be
-    /// there: only the headers are read).
+    /// An IPv4 TCP segment from port `src` to 12000 with `payload` bytes (zeros; only the headers are read).
     fn segment(src: u16, payload: u16) -> Vec<u8> {
-        let mut f = vec![0u8; 40];
+        let mut f = vec![0u8; 40 + usize::from(payload)];
         f[0] = 0x45;
         f[2..4].copy_from_slice(&(40 + payload).to_be_bytes());
         f[9] = 6;
@@ -233,19 +223,6 @@ mod tests {
             flows: [(0, 0); FLOWS],
             quiet: 0,
         }
-    }
-
-    #[test]
-    fn payload_and_connection_are_read_from_the_headers() {
-        assert_eq!(
-            tcp_payload(&segment(40000, 1000), 0),
-            Some(((40000 << 16) | 12000, 1000))
-        );
-        let mut udp = segment(1, 1);
-        udp[9] = 17;
-        assert_eq!(tcp_payload(&udp, 0), None);
-        assert_eq!(tcp_payload(&segment(1, 1)[..30], 0), None);
-        assert_eq!(tcp_payload(&[], 14), None);
     }
 
     #[test]

@@ -221,6 +221,17 @@ fn ipv4(frame: &[u8], l3: usize) -> Option<Ipv4Info> {
     })
 }
 
+/// The connection (its two ports, as one number) and the payload length of the TCP segment in an IPv4 frame
+/// (`l3` bytes of link header first), if the frame is one whole TCP segment.
+pub fn tcp_payload(frame: &[u8], l3: usize) -> Option<(u32, usize)> {
+    let ip = ipv4(frame, l3).filter(|ip| ip.protocol == TCP && !ip.fragment)?;
+    let tcp = frame.get(l3 + ip.header_len..)?;
+    let ports = u32::from_be_bytes([*tcp.first()?, *tcp.get(1)?, *tcp.get(2)?, *tcp.get(3)?]);
+    let tcp_header_len = usize::from(*tcp.get(12)? >> 4) * 4;
+    let payload = ip.total_len.checked_sub(ip.header_len + tcp_header_len)?;
+    Some((ports, payload))
+}
+
 fn pseudo_header_sum(ip: &[u8], protocol: u8, l4_len: usize) -> u64 {
     sum(&ip[12..20], 0) + u64::from(protocol) + l4_len as u64
 }
@@ -531,6 +542,25 @@ mod tests {
     }
 
     #[test]
+    fn a_segments_connection_and_payload_are_read_from_its_headers() {
+        let frame = tcp_packet(&[b'z'; 1000]);
+        assert_eq!(tcp_payload(&frame, 0), Some(((40000 << 16) | 12000, 1000)));
+        let mut udp = frame.clone();
+        udp[9] = UDP;
+        assert_eq!(tcp_payload(&udp, 0), None);
+        let mut fragment = frame.clone();
+        fragment[6] = 0x20;
+        assert_eq!(tcp_payload(&fragment, 0), None);
+        assert_eq!(tcp_payload(&frame[..30], 0), None);
+        // On TAP, only behind the IPv4 EtherType.
+        let mut tap = vec![0u8; 14];
+        tap[12..14].copy_from_slice(&[0x08, 0x06]);
+        tap.extend_from_slice(&frame);
+        assert_eq!(tcp_payload(&tap, 14), None);
+        assert_eq!(tcp_payload(&[], 14), None);
+    }
+
+    #[test]
     fn malformed_frames_do_not_panic() {
         for len in 0..64 {
             let mut frame = vec![0x45u8; len];
@@ -544,6 +574,8 @@ mod tests {
             let _ = receive(h, &mut frame, 0, true);
             let _ = receive(VnetHeader::default(), &mut frame, 14, true);
             let _ = transmit(&mut frame, 0, Some(536));
+            let _ = tcp_payload(&frame, 0);
+            let _ = tcp_payload(&frame, 14);
         }
     }
 }
