@@ -16,6 +16,8 @@
 //! - [`udp_server`]: [`UppercaseUdpServer`], one reply datagram per request datagram.
 //! - [`tcp_client`]: [`UppercaseTcpClient`], the connection life cycle of a client (handshake, refusal, timeout).
 //! - [`udp_client`]: [`UppercaseUdpClient`], request, wait, retry.
+//! - [`stream_session`]: [`UppercaseSession`], one client of the uppercase service on a socket the driver owns
+//!   (the kernel stack's designs), and [`ConnectionLimit`] with [`Refusals`], the cap on clients served at once.
 //! - [`error`]: the typed errors of all of the above.
 //! - [`http`]: HTTP/1.x heads (parsed with `httparse`), body framing, the heads the proxy writes, its error
 //!   pages; byte slices in, nothing buffered.
@@ -35,6 +37,7 @@ extern crate std;
 pub mod error;
 pub mod http;
 pub mod proxy;
+pub mod stream_session;
 pub mod tcp_client;
 pub mod tcp_server;
 pub mod udp_client;
@@ -42,6 +45,7 @@ pub mod udp_server;
 pub mod uppercase;
 
 pub use error::{ClientError, ServerError};
+pub use stream_session::{ConnectionLimit, Refusals, UppercaseSession};
 pub use tcp_client::{TcpClientState, UppercaseTcpClient};
 pub use tcp_server::{SlotState, TcpServerStats, UppercaseTcpServer};
 pub use udp_client::{UdpClientState, UppercaseUdpClient};
