@@ -233,6 +233,23 @@ pub struct ServerArgs {
     /// truncated.
     #[arg(long, default_value_t = DEFAULT_MAX_DATAGRAM, value_name = "BYTES", value_parser = parse_max_datagram)]
     pub max_datagram: usize,
+    /// Kernel stack: threads serving at once, each with its own socket on the port (SO_REUSEPORT; the kernel
+    /// spreads clients over them by a hash of each one's address and port): TCP event loops, or UDP sockets
+    /// [default: one per CPU].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+    /// Kernel-stack TCP: clients served at once over all workers; more are closed as soon as they connect, and
+    /// the refusals logged at most once a second [default: 100000, fewer if the open files limit is lower].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_connections: Option<u32>,
+    /// Kernel-stack TCP: a client is closed once no byte has moved either way for SECS (it sent nothing, or
+    /// took none of its replies) [default: 300].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub idle_timeout: Option<f64>,
+    /// Kernel-stack TCP: the classic lab design, one thread per client, instead of the event loops (for
+    /// comparison; see BENCHMARKS.md).
+    #[arg(long, conflicts_with = "workers")]
+    pub thread_per_client: bool,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub stack: StackArgs,

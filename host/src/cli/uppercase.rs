@@ -18,8 +18,10 @@ use crate::stack::device::DeviceKind;
 use crate::stack::device_network::DeviceNetwork;
 use crate::stack::network::{drive, earliest, Network, Step};
 use crate::sys::stop_requested;
+use crate::uppercase::kernel::sockets::default_workers;
 use crate::uppercase::kernel::{
     resolve, udp_target, KernelTcpClient, KernelTcpServer, KernelUdpClient, KernelUdpServer,
+    TcpDesign, TcpServerOptions,
 };
 use crate::uppercase::node::{
     ClientExchange, ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers,
@@ -29,26 +31,80 @@ use crate::uppercase::ClientFailure;
 pub(super) fn tcp_server(args: ServerArgs) -> Result<(), String> {
     match device_kind(args.stack.stack) {
         None => {
-            let server = KernelTcpServer::bind(SocketAddr::new(args.bind, args.port))
+            let defaults = TcpServerOptions::default();
+            let options = TcpServerOptions {
+                design: match args.thread_per_client {
+                    true => TcpDesign::ThreadPerClient,
+                    false => TcpDesign::EventLoop,
+                },
+                workers: args.workers.map_or(defaults.workers, usize::from),
+                max_connections: args
+                    .max_connections
+                    .map_or(defaults.max_connections, |n| n as usize),
+                max_connections_asked: args.max_connections.is_some(),
+                idle_timeout: args
+                    .idle_timeout
+                    .map_or(defaults.idle_timeout, StdDuration::from_secs_f64),
+            };
+            let server = KernelTcpServer::bind(SocketAddr::new(args.bind, args.port), options)
                 .map_err(|e| e.to_string())?;
-            let addr = server.local_addr().map_err(|e| e.to_string())?;
-            announce("tcp-server", addr, "kernel stack");
+            announce("tcp-server", server.local_addr(), "kernel stack");
+            log::info!("tcp: {}", server.describe());
             server.serve().map_err(|e| e.to_string())
         }
-        Some(kind) => serve_smoltcp(&args, kind, args.connections as usize, false),
+        Some(kind) => {
+            refuse_kernel_options(&args, "tcp-server")?;
+            serve_smoltcp(&args, kind, args.connections as usize, false)
+        }
     }
 }
 
 pub(super) fn udp_server(args: ServerArgs) -> Result<(), String> {
+    let connection_option = [
+        (args.max_connections.is_some(), "--max-connections"),
+        (args.idle_timeout.is_some(), "--idle-timeout"),
+        (args.thread_per_client, "--thread-per-client"),
+    ]
+    .into_iter()
+    .find_map(|(given, name)| given.then_some(name));
+    if let Some(name) = connection_option {
+        return Err(format!(
+            "{name} is for tcp-server: UDP has no connections to limit or close"
+        ));
+    }
     match device_kind(args.stack.stack) {
         None => {
-            let server = KernelUdpServer::bind(SocketAddr::new(args.bind, args.port))
+            let workers = args.workers.map_or_else(default_workers, usize::from);
+            let server = KernelUdpServer::bind(SocketAddr::new(args.bind, args.port), workers)
                 .map_err(|e| e.to_string())?;
-            let addr = server.local_addr().map_err(|e| e.to_string())?;
-            announce("udp-server", addr, "kernel stack");
+            announce("udp-server", server.local_addr(), "kernel stack");
+            log::info!("udp: {}", server.describe());
             server.serve().map_err(|e| e.to_string())
         }
-        Some(kind) => serve_smoltcp(&args, kind, 0, true),
+        Some(kind) => {
+            refuse_kernel_options(&args, "udp-server")?;
+            serve_smoltcp(&args, kind, 0, true)
+        }
+    }
+}
+
+/// The kernel stack's server options mean nothing to smoltcp's server, which runs on one thread with a fixed
+/// pool of sockets (`--connections`): say so rather than ignore them.
+fn refuse_kernel_options(args: &ServerArgs, command: &str) -> Result<(), String> {
+    let given = [
+        (args.workers.is_some(), "--workers"),
+        (args.max_connections.is_some(), "--max-connections"),
+        (args.idle_timeout.is_some(), "--idle-timeout"),
+        (args.thread_per_client, "--thread-per-client"),
+    ]
+    .into_iter()
+    .find_map(|(given, name)| given.then_some(name));
+    match given {
+        Some(name) => Err(format!(
+            "{name} is for the kernel stack's {command}: smoltcp's runs on one thread, serving up to --connections \
+             clients at once"
+        )),
+        None => Ok(()),
     }
 }
 

@@ -116,8 +116,11 @@ fn kernel_lossy_tcp(at: SocketAddr) -> (String, String) {
     };
     std::thread::spawn(move || {
         if let Ok((stream, _)) = listener.accept() {
-            let _ = stream.set_read_timeout(Some(StdDuration::from_secs(120)));
-            let _ = crate::uppercase::kernel::serve_connection(stream);
+            let _ = crate::uppercase::kernel::threads::serve_client(
+                stream,
+                smoltcp::time::Duration::from_secs(120),
+                crate::proxy::Clock::start(),
+            );
         }
     });
     let text = sample_text(1 << 20, 41);
