@@ -18,12 +18,14 @@
 //!   [`experiments::diagram`] (captures drawn as packet ladders).
 //! - [`tools`]: the benchmark, a load generator, and network namespaces for tests and benchmarks.
 //! - [`cli`]: the command line; the only place errors become strings.
+//! - [`clock`]: the time the kernel-stack designs give the core.
 //! - [`sys`]: every call into `libc`, behind safe functions.
 
 // Every unsafe block says why it is sound (nearly all of them are in `sys`).
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod cli;
+pub mod clock;
 pub mod experiments;
 pub mod lab;
 pub mod proxy;

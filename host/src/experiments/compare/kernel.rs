@@ -119,7 +119,7 @@ fn kernel_lossy_tcp(at: SocketAddr) -> (String, String) {
             let _ = crate::uppercase::kernel::threads::serve_client(
                 stream,
                 smoltcp::time::Duration::from_secs(120),
-                crate::proxy::Clock::start(),
+                crate::clock::Clock::start(),
             );
         }
     });

@@ -23,7 +23,8 @@ use smoltalk_core::proxy::engine::{longest_idle, pool_is_full, Admission, OwnAdd
 use smoltalk_core::proxy::{ProxyConnection, ProxyContext};
 
 use super::lookup::{spawn_lookup, LookupResult};
-use super::{is_local_address, Clock, ProxyConfig, ProxyServeError};
+use super::{is_local_address, ProxyConfig, ProxyServeError};
+use crate::clock::Clock;
 use crate::sys;
 use crate::uppercase::kernel::bind_error;
 use connection::Connection;

@@ -22,7 +22,8 @@ use smoltalk_core::proxy::engine::{pool_is_full, Admission, OwnAddress};
 use smoltalk_core::proxy::{Drain, Limits, ProxyConnection, ProxyContext};
 
 use super::event_loop::LISTEN_BACKLOG;
-use super::{is_local_address, Clock, ProxyConfig, ProxyServeError};
+use super::{is_local_address, ProxyConfig, ProxyServeError};
+use crate::clock::Clock;
 use crate::sys;
 use crate::uppercase::kernel::bind_error;
 use idle::{IdleSessions, Place};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use smoltalk_core::proxy::{Drain, Limits};
 use smoltcp::time::Instant;
 
-use super::super::Clock;
+use crate::clock::Clock;
 use crate::sys;
 
 /// Bytes read from a socket and not used yet: `buf[start..end]`, in a buffer that grows, when full, up to `max`

@@ -11,7 +11,7 @@ use smoltalk_core::{ConnectionLimit, Refusals};
 
 use super::sockets::{clients_within_descriptor_limit, default_workers, tcp_listeners};
 use super::{event_loop, threads, KernelError};
-use crate::proxy::Clock;
+use crate::clock::Clock;
 
 /// Clients served at once unless `--max-connections` says otherwise (fewer if the open files limit is lower).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;

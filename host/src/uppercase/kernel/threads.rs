@@ -14,7 +14,7 @@ use smoltcp::time::Duration;
 
 use super::tcp_server::{Shared, REFUSAL_REPORTS};
 use super::KernelError;
-use crate::proxy::Clock;
+use crate::clock::Clock;
 
 /// Each client's thread reads into a buffer this big.
 const BUFFER: usize = 64 * 1024;

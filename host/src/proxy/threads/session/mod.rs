@@ -21,11 +21,11 @@ use smoltalk_core::proxy::engine::{
 use smoltalk_core::proxy::{Limits, ProxyContext};
 
 use super::super::lookup::{spawn_lookup, LookupResult};
-use super::super::Clock;
 use super::idle::{IdleSessions, IdleWatch, Place};
 use super::sockets::{
     drain, is_timeout, read_into, relay_both_ways, std_duration, Pending, ReadOutcome, TunnelEnd,
 };
+use crate::clock::Clock;
 use crate::sys::{self, Inbound};
 
 mod exchange;
