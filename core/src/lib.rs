@@ -18,6 +18,7 @@
 //! - [`udp_client`]: [`UppercaseUdpClient`], request, wait, retry.
 //! - [`stream_session`]: [`UppercaseSession`], one client of the uppercase service on a socket the driver owns
 //!   (the kernel stack's designs), and [`ConnectionLimit`] with [`Refusals`], the cap on clients served at once.
+//! - [`udp_fairness`]: which requests of a batch a UDP server answers when it is behind (one per sender).
 //! - [`error`]: the typed errors of all of the above.
 //! - [`http`]: HTTP/1.x heads (parsed with `httparse`), body framing, the heads the proxy writes, its error
 //!   pages; byte slices in, nothing buffered.
@@ -41,6 +42,7 @@ pub mod stream_session;
 pub mod tcp_client;
 pub mod tcp_server;
 pub mod udp_client;
+pub mod udp_fairness;
 pub mod udp_server;
 pub mod uppercase;
 
