@@ -32,11 +32,27 @@ const TUN_65000: Option<(&str, usize)> = Some(("tun", 65000));
 const DEFAULTS: &[&str] = &[];
 const THREAD_OFF: &[&str] = &["--kernel-thread", "off"];
 const THREAD_ON: &[&str] = &["--kernel-thread", "on"];
+const THREAD_PER_CLIENT: &[&str] = &["--thread-per-client"];
 
 /// The rows of the echo table; the goals refer to them by the indices below.
 pub(super) const SCENARIOS: &[Scenario] = &[
     row("kernel stack, loopback", None, None, 1, DEFAULTS),
     row("kernel stack, loopback", None, None, 4, DEFAULTS),
+    // The kernel server's design before its event loops (issue 15): every kernel figure must stay as high.
+    row(
+        "kernel stack, loopback, --thread-per-client",
+        None,
+        None,
+        1,
+        THREAD_PER_CLIENT,
+    ),
+    row(
+        "kernel stack, loopback, --thread-per-client",
+        None,
+        None,
+        4,
+        THREAD_PER_CLIENT,
+    ),
     row("smoltcp on TAP", TAP_1500, None, 1, DEFAULTS),
     row("smoltcp on TAP", TAP_1500, None, 4, DEFAULTS),
     row("smoltcp on TUN", TUN_1500, None, 1, DEFAULTS),
@@ -122,11 +138,14 @@ pub(super) const SCENARIOS: &[Scenario] = &[
 
 /// Indices into [`SCENARIOS`] of the rows the goals compare.
 pub(super) const KERNEL: usize = 0;
-pub(super) const TAP_1500_ONE: usize = 2;
-pub(super) const TUN_1500_ONE: usize = 4;
-pub(super) const TUN_1500_FOUR: usize = 5;
-pub(super) const TUN_65000_ONE: usize = 6;
-pub(super) const TUN_65000_FOUR: usize = 7;
+pub(super) const KERNEL_FOUR: usize = 1;
+pub(super) const KERNEL_THREADS_ONE: usize = 2;
+pub(super) const KERNEL_THREADS_FOUR: usize = 3;
+pub(super) const TAP_1500_ONE: usize = 4;
+pub(super) const TUN_1500_ONE: usize = 6;
+pub(super) const TUN_1500_FOUR: usize = 7;
+pub(super) const TUN_65000_ONE: usize = 8;
+pub(super) const TUN_65000_FOUR: usize = 9;
 
 const fn row(
     name: &'static str,
@@ -166,13 +185,11 @@ pub(super) fn run_scenario(
     let dev = "stbench0";
     let buffer = scenario.buffer.map(|b| b.to_string());
     let (server_cmd, host) = match scenario.device {
-        None => (
-            ns.command(
-                &server_exe,
-                &["tcp-server", "--bind", "127.0.0.1", "--port", "12000"],
-            ),
-            "127.0.0.1",
-        ),
+        None => {
+            let mut args = vec!["tcp-server", "--bind", "127.0.0.1", "--port", "12000"];
+            args.extend_from_slice(scenario.options);
+            (ns.command(&server_exe, &args), "127.0.0.1")
+        }
         Some((mode, mtu)) => {
             ns.add_device(dev, mode, "10.0.2.2/24", mtu)?;
             let mut args = vec!["tcp-server", "--stack", mode, "--dev", dev];
@@ -323,4 +340,26 @@ pub(super) fn run_reference(
         });
     }
     Ok((median(device), median(own)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_goal_indices_name_the_rows_they_compare() {
+        let at = |i: usize| {
+            let s = &SCENARIOS[i];
+            (s.device, s.connections, s.options, s.buffer)
+        };
+        assert_eq!(at(KERNEL), (None, 1, DEFAULTS, None));
+        assert_eq!(at(KERNEL_FOUR), (None, 4, DEFAULTS, None));
+        assert_eq!(at(KERNEL_THREADS_ONE), (None, 1, THREAD_PER_CLIENT, None));
+        assert_eq!(at(KERNEL_THREADS_FOUR), (None, 4, THREAD_PER_CLIENT, None));
+        assert_eq!(at(TAP_1500_ONE), (TAP_1500, 1, DEFAULTS, None));
+        assert_eq!(at(TUN_1500_ONE), (TUN_1500, 1, DEFAULTS, None));
+        assert_eq!(at(TUN_1500_FOUR), (TUN_1500, 4, DEFAULTS, None));
+        assert_eq!(at(TUN_65000_ONE), (TUN_65000, 1, DEFAULTS, None));
+        assert_eq!(at(TUN_65000_FOUR), (TUN_65000, 4, DEFAULTS, None));
+    }
 }

@@ -2,8 +2,8 @@
 //! compared with.
 //!
 //! 1. The uppercase transform against `memcpy` on 64 KiB buffers (no privileges needed).
-//! 2. TCP uppercase echo throughput inside a network namespace (root; `echo.rs`): the kernel stack over loopback,
-//!    and the smoltcp server on TAP and TUN with its default options at MTU 1500 and 65000, with one and four
+//! 2. TCP uppercase echo throughput inside a network namespace (root; `echo.rs`): the kernel stack over loopback
+//!    (its event loops, and the thread-per-client design it had before beside them), and the smoltcp server on TAP and TUN with its default options at MTU 1500 and 65000, with one and four
 //!    connections, then with less offload, the kernel thread off and on, and other buffer sizes, driven by
 //!    `smoltalk throughput`; optionally
 //!    smoltcp's own `examples/benchmark.rs` on TAP, counted at the device.
@@ -248,6 +248,23 @@ pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
         }
     }
     goals.extend([
+        (
+            "kernel stack, 1 connection: event loops ≥ 1.0× the thread-per-client design"
+                .to_string(),
+            kernel / echo_of(echo::KERNEL_THREADS_ONE),
+            1.0,
+        ),
+        (
+            "kernel stack, 4 connections: event loops ≥ 1.0× the thread-per-client design"
+                .to_string(),
+            echo_of(echo::KERNEL_FOUR) / echo_of(echo::KERNEL_THREADS_FOUR),
+            1.0,
+        ),
+        (
+            "kernel stack: 4 connections ≥ 1.0× one connection".to_string(),
+            echo_of(echo::KERNEL_FOUR) / kernel,
+            1.0,
+        ),
         (
             "TUN, MTU 1500, default options: echo ≥ 0.8× the kernel's echo over loopback"
                 .to_string(),
