@@ -1,5 +1,7 @@
 //! The real `smoltalk` binary on the kernel stack, over loopback, against itself and against an independent peer
-//! (small Python programs that know nothing of smoltalk).
+//! (small Python programs that know nothing of smoltalk). The TCP server's tests run on each of its designs (the
+//! event loops, one per CPU and four, and a thread per client), the UDP server's with one socket per CPU and
+//! with four.
 
 mod support;
 
@@ -36,15 +38,23 @@ while True:
     s.sendto(d.upper(), a)
 "#;
 
-fn tcp_server() -> (Running, u16) {
+/// The TCP server's designs, as its options: the event loops (one per CPU, and four), and a thread per client.
+const TCP_DESIGNS: [&[&str]; 3] = [&[], &["--workers", "4"], &["--thread-per-client"]];
+
+/// The UDP server with one socket per CPU, and with four.
+const UDP_WORKERS: [&[&str]; 2] = [&[], &["--workers", "4"]];
+
+fn tcp_server(design: &[&str]) -> (Running, u16) {
     let mut cmd = smoltalk();
     cmd.args(["tcp-server", "--bind", "127.0.0.1", "--port", "0"]);
+    cmd.args(design);
     start_server(cmd, "smoltalk tcp-server")
 }
 
-fn udp_server() -> (Running, u16) {
+fn udp_server(workers: &[&str]) -> (Running, u16) {
     let mut cmd = smoltalk();
     cmd.args(["udp-server", "--bind", "127.0.0.1", "--port", "0"]);
+    cmd.args(workers);
     start_server(cmd, "smoltalk udp-server")
 }
 
@@ -54,7 +64,13 @@ fn every_byte(times: usize) -> Vec<u8> {
 
 #[test]
 fn tcp_client_message_and_stdin_lines() {
-    let (_server, port) = tcp_server();
+    for design in TCP_DESIGNS {
+        tcp_client_message_and_stdin_lines_on(design);
+    }
+}
+
+fn tcp_client_message_and_stdin_lines_on(design: &[&str]) {
+    let (_server, port) = tcp_server(design);
     let port = port.to_string();
 
     let out = run(smoltalk_args(&[
@@ -86,7 +102,13 @@ fn smoltalk_args(args: &[&str]) -> std::process::Command {
 #[test]
 #[cfg_attr(smoltalk_no_python, ignore = "needs python3, the independent peer")]
 fn tcp_server_answers_an_independent_client_that_sends_once_and_reads_once() {
-    let (_server, port) = tcp_server();
+    for design in TCP_DESIGNS {
+        let (_server, port) = tcp_server(design);
+        answers_sending_once_reading_once(port, design);
+    }
+}
+
+fn answers_sending_once_reading_once(port: u16, design: &[&str]) {
     for (name, data) in [
         ("sentence", b"the classic lab sentence".to_vec()),
         ("binary", every_byte(4)),
@@ -98,10 +120,10 @@ fn tcp_server_answers_an_independent_client_that_sends_once_and_reads_once() {
             &["127.0.0.1", &port.to_string(), path.to_str().unwrap()],
         ));
         let _ = std::fs::remove_file(&path);
-        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert!(out.status.success(), "{design:?} {name}: {}", stderr(&out));
         assert!(
             out.stdout == upper(&data),
-            "{name}: reply differs ({} bytes back of {})",
+            "{design:?} {name}: reply differs ({} bytes back of {})",
             out.stdout.len(),
             data.len()
         );
@@ -110,7 +132,13 @@ fn tcp_server_answers_an_independent_client_that_sends_once_and_reads_once() {
 
 #[test]
 fn tcp_server_serves_several_clients_at_once() {
-    let (_server, port) = tcp_server();
+    for design in TCP_DESIGNS {
+        serves_several_clients_at_once(design);
+    }
+}
+
+fn serves_several_clients_at_once(design: &[&str]) {
+    let (_server, port) = tcp_server(design);
     // All connect first, then all talk: each needs its own connection served concurrently.
     let mut streams: Vec<TcpStream> = (0..8)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
@@ -123,14 +151,20 @@ fn tcp_server_serves_several_clients_at_once() {
         stream.write_all(message.as_bytes()).unwrap();
         let mut reply = vec![0; message.len()];
         stream.read_exact(&mut reply).unwrap();
-        assert_eq!(reply, upper(message.as_bytes()));
+        assert_eq!(reply, upper(message.as_bytes()), "{design:?}");
     }
 }
 
 #[test]
 #[cfg_attr(smoltalk_no_python, ignore = "needs python3, the independent peer")]
 fn udp_server_answers_cli_and_independent_clients() {
-    let (_server, port) = udp_server();
+    for workers in UDP_WORKERS {
+        udp_server_answers_cli_and_independent_clients_with(workers);
+    }
+}
+
+fn udp_server_answers_cli_and_independent_clients_with(workers: &[&str]) {
+    let (_server, port) = udp_server(workers);
     let port_s = port.to_string();
     let out = run_with_input(
         smoltalk_args(&["udp-client", "127.0.0.1", &port_s]),
@@ -155,17 +189,25 @@ fn udp_server_answers_cli_and_independent_clients() {
         );
     }
 
-    // One reply per datagram, same length, from the server's address.
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    for message in [&b"a"[..], b"", b"MiXeD 42"] {
-        socket.send_to(message, ("127.0.0.1", port)).unwrap();
-        let mut buf = [0u8; 64];
-        let (n, from) = socket.recv_from(&mut buf).unwrap();
-        assert_eq!(from.port(), port);
-        assert_eq!(&buf[..n], &upper(message)[..]);
+    // One reply per datagram, same length, from the server's address, up to the largest UDP payload; from
+    // many client ports, so that with several workers each one answers some of them.
+    let largest = every_byte(256)[..65_507].to_vec();
+    for client in 0..16 {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        for message in [&b"a"[..], b"", b"MiXeD 42", &largest] {
+            socket.send_to(message, ("127.0.0.1", port)).unwrap();
+            let mut buf = vec![0u8; 65_536];
+            let (n, from) = socket.recv_from(&mut buf).unwrap();
+            assert_eq!(from.port(), port, "{workers:?} client {client}");
+            assert!(
+                buf[..n] == upper(message)[..],
+                "{workers:?} client {client}: {n} bytes back of {}",
+                message.len()
+            );
+        }
     }
 }
 
@@ -229,12 +271,50 @@ fn errors_are_one_clear_line_and_a_failure_exit() {
         &["no reply", "after 2 tries", "UDP has no connection"],
     );
 
-    let (_server, port) = tcp_server();
+    // A second server on a port in use is refused, whichever design either has (the event loops' sockets
+    // share their port with each other only).
+    for design in TCP_DESIGNS {
+        let (_server, port) = tcp_server(design);
+        let port = port.to_string();
+        for second in TCP_DESIGNS {
+            let mut args = vec!["tcp-server", "--bind", "127.0.0.1", "--port", &port];
+            args.extend_from_slice(second);
+            assert_fails(&args, 1, &["already in use"]);
+        }
+    }
+    let (_udp, port) = udp_server(&["--workers", "2"]);
     let port = port.to_string();
     assert_fails(
-        &["tcp-server", "--bind", "127.0.0.1", "--port", &port],
+        &[
+            "udp-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--workers",
+            "2",
+        ],
         1,
         &["already in use"],
+    );
+    // Options a server does not have are refused, not ignored.
+    assert_fails(
+        &["udp-server", "--max-connections", "10"],
+        1,
+        &["--max-connections is for tcp-server: UDP has no connections"],
+    );
+    assert_fails(
+        &["tcp-server", "--stack", "tun", "--workers", "2"],
+        1,
+        &[
+            "--workers is for the kernel stack's tcp-server",
+            "--connections",
+        ],
+    );
+    assert_fails(
+        &["tcp-server", "--thread-per-client", "--workers", "2"],
+        2,
+        &["cannot be used with"],
     );
     assert_fails(
         &["tcp-server", "--bind", "300.1.2.3"],
