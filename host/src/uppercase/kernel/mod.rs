@@ -101,6 +101,8 @@ pub enum KernelError {
     },
     /// A server's listening socket failed: it can accept no one any more.
     ListenerFailed,
+    /// A worker of a server stopped with a panic (a bug; its message is on standard error).
+    WorkerPanicked,
 }
 
 impl std::fmt::Display for KernelError {
@@ -163,6 +165,9 @@ impl std::fmt::Display for KernelError {
             ),
             KernelError::Io { context, error } => write!(f, "{context}: {error}"),
             KernelError::ListenerFailed => f.write_str("the listening socket failed"),
+            KernelError::WorkerPanicked => {
+                f.write_str("a worker stopped with an internal error (see the message above)")
+            }
         }
     }
 }
@@ -208,7 +213,8 @@ impl std::error::Error for KernelError {
             | KernelError::NoAddressToConnect
             | KernelError::DatagramTooLarge { .. }
             | KernelError::NoReply { .. }
-            | KernelError::ListenerFailed => None,
+            | KernelError::ListenerFailed
+            | KernelError::WorkerPanicked => None,
         }
     }
 }

@@ -159,7 +159,7 @@ impl KernelTcpServer {
                     .collect::<Result<Vec<_>, _>>()?;
                 // A worker returns only when it fails; the first failure ends the server.
                 for worker in workers {
-                    worker.join().unwrap_or(Err(KernelError::ListenerFailed))?;
+                    worker.join().unwrap_or(Err(KernelError::WorkerPanicked))?;
                 }
                 Ok(())
             }

@@ -73,7 +73,7 @@ impl KernelUdpServer {
             })
             .collect::<Result<Vec<_>, _>>()?;
         for worker in workers {
-            worker.join().unwrap_or(Err(KernelError::ListenerFailed))?;
+            worker.join().unwrap_or(Err(KernelError::WorkerPanicked))?;
         }
         Ok(())
     }
@@ -137,11 +137,17 @@ fn answer(socket: &UdpSocket) -> Result<(), KernelError> {
             }
         }
         if batch.is_empty() {
-            match sys::wait_readable([socket.as_raw_fd()], None) {
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // Wakes at least once a second, so the tail of a flood's report is not held back.
+            match sys::wait_readable(
+                [socket.as_raw_fd()],
+                Some(std::time::Duration::from_secs(1)),
+            ) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(io("cannot wait for the UDP socket")(error)),
             }
+            report(unanswered.due(clock.now()));
+            continue;
         }
         peers.clear();
         peers.extend(batch.iter().map(|r| r.peer));
