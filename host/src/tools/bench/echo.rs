@@ -19,11 +19,20 @@ pub(super) struct Scenario {
     pub(super) options: &'static [&'static str],
 }
 
-/// What one row measured: echo Gbit/s each way and the device's Gbit/s (rx + tx), medians.
+/// What one row measured: echo Gbit/s each way, the device's Gbit/s (rx + tx), and the server's CPU time as a
+/// share of one CPU over the load generator's whole run, medians.
 #[derive(Default, Clone, Copy)]
 pub(super) struct Measured {
     pub(super) echo: f64,
     pub(super) device: f64,
+    pub(super) server_cpu: f64,
+}
+
+impl Measured {
+    /// The server's CPU time per Gbit/s echoed (lower is cheaper).
+    pub(super) fn cpu_per_gbit(&self) -> f64 {
+        self.server_cpu / self.echo.max(f64::MIN_POSITIVE)
+    }
 }
 
 const TAP_1500: Option<(&str, usize)> = Some(("tap", 1500));
@@ -211,12 +220,16 @@ pub(super) fn run_scenario(
         };
         let mut echo = Vec::new();
         let mut device = Vec::new();
+        let mut server_cpu = Vec::new();
         for _ in 0..opts.runs {
             let before = scenario.device.map(|_| ns.device_bytes(dev)).transpose()?;
+            let cpu_before = server.cpu_time().ok_or(BenchError::ServerGone)?;
             let start = Instant::now();
             let connections = usize::from(scenario.connections);
             let out = throughput(ns, host, server.port, opts.seconds, connections)?;
             let wall = start.elapsed().as_secs_f64();
+            let cpu = server.cpu_time().ok_or(BenchError::ServerGone)? - cpu_before;
+            server_cpu.push(cpu.as_secs_f64() / wall);
             let text = String::from_utf8_lossy(&out.stdout);
             let gbits =
                 parse_gbits(&text, "throughput:").ok_or_else(|| BenchError::LoadFailed {
@@ -232,6 +245,7 @@ pub(super) fn run_scenario(
         Ok(Some(Measured {
             echo: median(echo),
             device: median(device),
+            server_cpu: median(server_cpu),
         }))
     })();
     if scenario.device.is_some() {
@@ -248,13 +262,13 @@ pub(super) fn table(results: &[Option<Measured>]) -> String {
         .flatten()
         .map_or(0.0, |m| m.echo);
     let mut out = String::from(
-        "| server | MTU | smoltcp buffers, each way | connections | echo Gbit/s each way | device Gbit/s (rx+tx) | × kernel, 1 conn |\n\
-         |---|---:|---:|---:|---:|---:|---:|\n",
+        "| server | MTU | smoltcp buffers, each way | connections | echo Gbit/s each way | device Gbit/s (rx+tx) | × kernel, 1 conn | server CPU, % of one |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (scenario, m) in SCENARIOS.iter().zip(results) {
         let Some(m) = m else {
             out += &format!(
-                "| {} | – | – | {} | not run (the server refused its options) | – | – |\n",
+                "| {} | – | – | {} | not run (the server refused its options) | – | – | – |\n",
                 scenario.name, scenario.connections
             );
             continue;
@@ -276,11 +290,12 @@ pub(super) fn table(results: &[Option<Measured>]) -> String {
             ),
         };
         out += &format!(
-            "| {} | {mtu} | {buffers} | {} | {:.2} | {device} | {:.2} |\n",
+            "| {} | {mtu} | {buffers} | {} | {:.2} | {device} | {:.2} | {:.0} |\n",
             scenario.name,
             scenario.connections,
             m.echo,
-            m.echo / kernel
+            m.echo / kernel,
+            m.server_cpu * 100.0
         );
     }
     out
