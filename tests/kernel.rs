@@ -155,6 +155,48 @@ fn serves_several_clients_at_once(design: &[&str]) {
     }
 }
 
+/// A client that sends and closes its side at once (as `printf … | nc -N` does): the data and the end arrive
+/// together, and the server answers the data, then closes.
+#[test]
+fn tcp_server_answers_a_client_that_sends_and_closes_at_once() {
+    for design in TCP_DESIGNS {
+        let (_server, port) = tcp_server(design);
+        for size in [5, 1000, 64 * 1024, 200_000] {
+            let message: Vec<u8> = b"send and close, "
+                .iter()
+                .copied()
+                .cycle()
+                .take(size)
+                .collect();
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let writer = {
+                let mut stream = stream.try_clone().unwrap();
+                let message = message.clone();
+                std::thread::spawn(move || {
+                    stream.write_all(&message).unwrap();
+                    stream.shutdown(std::net::Shutdown::Write).unwrap();
+                })
+            };
+            let mut reply = Vec::new();
+            let read = stream.read_to_end(&mut reply);
+            writer.join().unwrap();
+            assert!(
+                read.is_ok(),
+                "{design:?} {size}: {read:?} after {} bytes",
+                reply.len()
+            );
+            assert!(
+                reply == upper(&message),
+                "{design:?} {size}: {} bytes back",
+                reply.len()
+            );
+        }
+    }
+}
+
 #[test]
 #[cfg_attr(smoltalk_no_python, ignore = "needs python3, the independent peer")]
 fn udp_server_answers_cli_and_independent_clients() {

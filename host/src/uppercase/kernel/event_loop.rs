@@ -35,6 +35,8 @@ struct Client {
     session: UppercaseSession,
     /// The owed bytes the socket did not take at once (empty, with no memory, while nothing is owed).
     owed: Vec<u8>,
+    /// An event said the peer closed its side or the socket failed: read on until the socket says so too.
+    closing: bool,
 }
 
 /// How a turn of a client ended.
@@ -64,12 +66,22 @@ impl Client {
                             continue;
                         };
                         self.session.received(bytes, now);
-                        let written = self.write(bytes, now);
+                        let (written, full) = self.write(bytes, now);
                         if written < n {
                             self.owed
                                 .extend_from_slice(bytes.get(written..).unwrap_or(&[]));
                         }
                         moved += n;
+                        // A read that did not fill the buffer emptied the socket, and a write that was not
+                        // taken whole filled it: the next byte either way comes with an event of its own
+                        // (epoll reports every arrival and every freed space on Linux, as tokio relies on too),
+                        // so the turn ends without a call that would only say "would block". Not once the
+                        // peer's end (or an error) was reported: that event came already, and is read to the end.
+                        match self.session.next() {
+                            Next::Write { .. } if full => return Turn::Wait,
+                            Next::Read if n < scratch.len() && !self.closing => return Turn::Wait,
+                            _ => {}
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Turn::Wait,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -78,13 +90,14 @@ impl Client {
                 Next::Write { owed } => {
                     let from = self.owed.len().saturating_sub(owed);
                     let pending = std::mem::take(&mut self.owed);
-                    let written = self.write(pending.get(from..).unwrap_or(&[]), now);
+                    let (written, full) = self.write(pending.get(from..).unwrap_or(&[]), now);
                     self.owed = pending;
                     moved += written;
                     if written == owed {
                         // Every owed byte has gone: the memory goes back too.
                         self.owed = Vec::new();
-                    } else if written == 0 && self.session.next() == (Next::Write { owed }) {
+                    } else if full && matches!(self.session.next(), Next::Write { .. }) {
+                        // (As above: freed space comes with an event.)
                         return Turn::Wait;
                     }
                 }
@@ -97,27 +110,39 @@ impl Client {
         }
     }
 
-    /// Writes as much of `bytes` (the owed ones) as the socket takes now, and tells the session.
-    fn write(&mut self, bytes: &[u8], now: Instant) -> usize {
+    /// Writes as much of `bytes` (the owed ones) as the socket takes now, and tells the session; returns how
+    /// many went, and whether the socket is full (it took less than it was given).
+    fn write(&mut self, bytes: &[u8], now: Instant) -> (usize, bool) {
         let mut written = 0;
+        let mut full = false;
         while written < bytes.len() {
-            match self.stream.write(bytes.get(written..).unwrap_or(&[])) {
+            let rest = bytes.get(written..).unwrap_or(&[]);
+            match self.stream.write(rest) {
                 Ok(0) => {
                     self.session.failed(now);
-                    return written;
+                    return (written, true);
                 }
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Ok(n) => {
+                    written += n;
+                    if n < rest.len() {
+                        full = true;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    full = true;
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.session.wrote(written, now);
                     self.session.failed(now);
-                    return written;
+                    return (written, true);
                 }
             }
         }
         self.session.wrote(written, now);
-        written
+        (written, full)
     }
 }
 
@@ -185,7 +210,12 @@ impl Worker<'_> {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
-                    Token(slot) => self.drive(slot),
+                    Token(slot) => {
+                        if event.is_read_closed() || event.is_error() {
+                            self.saw_closing(slot);
+                        }
+                        self.drive(slot)
+                    }
                 }
             }
             for _ in 0..self.again.len() {
@@ -260,6 +290,7 @@ impl Worker<'_> {
                 peer,
                 session: UppercaseSession::new(now),
                 owed: Vec::new(),
+                closing: false,
             };
             if let Err(e) = self.poll.registry().register(
                 &mut client.stream,
@@ -276,6 +307,13 @@ impl Worker<'_> {
                 *place = Some(client);
             }
             self.drive(slot);
+        }
+    }
+
+    /// Notes that an event said client `slot`'s peer closed its side or its socket failed.
+    fn saw_closing(&mut self, slot: usize) {
+        if let Some(client) = self.clients.get_mut(slot).and_then(Option::as_mut) {
+            client.closing = true;
         }
     }
 
