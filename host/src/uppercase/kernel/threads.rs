@@ -93,15 +93,21 @@ pub fn serve_client(
     let mut session = UppercaseSession::new(clock.now());
     let mut buf = vec![0u8; BUFFER];
     let mut owed_from = 0;
+    // The socket's timeouts as last set: they change only when the wait left does (by more than the rounding),
+    // not on every call, which would cost a system call each.
+    let (mut read_timeout, mut write_timeout) = (None, None);
     loop {
         let now = clock.now();
-        // Every wait ends at the idle deadline.
+        // Every wait ends at the idle deadline (a little after it, at most the rounding).
         let left = session
             .deadline(idle_timeout)
-            .map(|at| clock.until(at).max(std::time::Duration::from_millis(1)));
+            .map(|at| timeout_rounded(clock.until(at)));
         match session.next() {
             Next::Read => {
-                let _ = stream.set_read_timeout(left);
+                if left != read_timeout {
+                    let _ = stream.set_read_timeout(left);
+                    read_timeout = left;
+                }
                 match stream.read(&mut buf) {
                     Ok(0) => session.end_of_stream(now),
                     Ok(n) => {
@@ -118,7 +124,10 @@ pub fn serve_client(
                 }
             }
             Next::Write { owed } => {
-                let _ = stream.set_write_timeout(left);
+                if left != write_timeout {
+                    let _ = stream.set_write_timeout(left);
+                    write_timeout = left;
+                }
                 let end = owed_from + owed;
                 match stream.write(buf.get(owed_from..end).unwrap_or(&[])) {
                     Ok(0) => session.failed(now),
@@ -142,9 +151,32 @@ pub fn serve_client(
     }
 }
 
+/// A wait rounded up to the next 10 ms (at least 10 ms: a zero timeout would mean none).
+fn timeout_rounded(wait: std::time::Duration) -> std::time::Duration {
+    let step = 10_000u128;
+    let micros = wait.as_micros().div_ceil(step).max(1) * step;
+    std::time::Duration::from_micros(micros.min(u64::MAX as u128) as u64)
+}
+
 fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_round_up_to_ten_milliseconds() {
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(timeout_rounded(ms(0)), ms(10));
+        assert_eq!(
+            timeout_rounded(ms(300_000) - std::time::Duration::from_micros(3)),
+            ms(300_000)
+        );
+        assert_eq!(timeout_rounded(ms(1_001)), ms(1_010));
+    }
 }
