@@ -197,6 +197,96 @@ fn tcp_server_answers_a_client_that_sends_and_closes_at_once() {
     }
 }
 
+/// Urgent data (`MSG_OOB`) stays in the stream: every byte comes back, in order, on every design.
+#[test]
+fn tcp_server_answers_urgent_data_in_the_stream() {
+    for design in TCP_DESIGNS {
+        let (_server, port) = tcp_server(design);
+        for _ in 0..20 {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let socket = socket2::SockRef::from(&stream);
+            socket.send(b"aaaa").unwrap();
+            socket.send_with_flags(b"b", libc::MSG_OOB).unwrap();
+            socket.send(b"cccc").unwrap();
+            let mut reply = [0u8; 9];
+            stream
+                .read_exact(&mut reply)
+                .unwrap_or_else(|e| panic!("{design:?}: {e}"));
+            assert_eq!(&reply, b"AAAABCCCC", "{design:?}");
+        }
+    }
+}
+
+/// A burst of requests from one client, more than a batch, is answered whole: there is nobody else to be fair
+/// to.
+#[test]
+fn udp_server_answers_a_burst_from_one_client_whole() {
+    for workers in [&["--workers", "1"][..], &[]] {
+        let (_server, port) = udp_server(workers);
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        for _ in 0..5 {
+            let requests: Vec<String> = (0..200).map(|i| format!("burst request {i}")).collect();
+            for request in &requests {
+                socket
+                    .send_to(request.as_bytes(), ("127.0.0.1", port))
+                    .unwrap();
+            }
+            let mut replies = Vec::new();
+            let mut buf = [0u8; 64];
+            while replies.len() < requests.len() {
+                match socket.recv_from(&mut buf) {
+                    Ok((n, _)) => replies.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                    Err(e) => panic!("{workers:?}: {} of 200 replies, then {e}", replies.len()),
+                }
+            }
+            let expected: Vec<String> = requests.iter().map(|r| r.to_uppercase()).collect();
+            assert_eq!(replies, expected, "{workers:?}");
+        }
+    }
+}
+
+/// With an open files limit that allows fewer clients than asked, the server serves what fits and closes the
+/// others at once: none is left waiting in the backlog.
+#[test]
+fn clients_beyond_the_open_files_limit_are_closed_not_left_waiting() {
+    for design in ["", "--workers 4", "--thread-per-client"] {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args([
+            "-c",
+            &format!("ulimit -n 120 && exec \"$0\" tcp-server --bind 127.0.0.1 --port 0 {design}"),
+            env!("CARGO_BIN_EXE_smoltalk"),
+        ]);
+        let (_server, port) = start_server(cmd, "smoltalk tcp-server under ulimit -n 120");
+        let mut streams: Vec<TcpStream> = (0..100)
+            .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        let (mut served, mut closed) = (0, 0);
+        for stream in &mut streams {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let _ = stream.write_all(b"hi");
+            let mut reply = [0u8; 2];
+            match stream.read(&mut reply) {
+                Ok(2) if &reply == b"HI" => served += 1,
+                Ok(0) => closed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+                other => {
+                    panic!("{design}: a client got {other:?} ({served} served, {closed} closed)")
+                }
+            }
+        }
+        assert!(served >= 10, "{design}: only {served} served");
+        assert_eq!(served + closed, 100, "{design}");
+    }
+}
+
 #[test]
 #[cfg_attr(smoltalk_no_python, ignore = "needs python3, the independent peer")]
 fn udp_server_answers_cli_and_independent_clients() {
@@ -357,6 +447,19 @@ fn errors_are_one_clear_line_and_a_failure_exit() {
         &["tcp-server", "--thread-per-client", "--workers", "2"],
         2,
         &["cannot be used with"],
+    );
+    assert_fails(
+        &["tcp-server", "--connections", "5"],
+        1,
+        &[
+            "--connections is for smoltcp's tcp-server",
+            "--max-connections",
+        ],
+    );
+    assert_fails(
+        &["udp-server", "--max-datagram", "100"],
+        1,
+        &["--max-datagram is for smoltcp's udp-server"],
     );
     assert_fails(
         &["tcp-server", "--bind", "300.1.2.3"],

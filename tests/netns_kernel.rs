@@ -190,6 +190,7 @@ fn clients_over_the_cap_are_closed_at_once_and_the_refusals_logged() {
         }
 
         // A hundred more: each is closed without a byte, none left waiting.
+        let burst = Instant::now();
         let mut over = isolated.connect_many(server.addr(), 100);
         for (i, stream) in over.iter_mut().enumerate() {
             let _ = stream.write_all(b"let me in");
@@ -206,8 +207,14 @@ fn clients_over_the_cap_are_closed_at_once_and_the_refusals_logged() {
             "more clients",
             "(100 since the start)",
         ]);
+        // At most one line a second, and the first at once.
         let refusal_lines = server.log().matches("refused").count();
-        assert!(refusal_lines <= 3, "{design:?}: {}", server.log());
+        let seconds = burst.elapsed().as_secs() as usize;
+        assert!(
+            refusal_lines <= 2 + seconds,
+            "{design:?}: {refusal_lines} lines in {seconds} s: {}",
+            server.log()
+        );
 
         // The held ones are untouched.
         for stream in &mut held {
@@ -255,6 +262,11 @@ fn idle_clients_are_closed_after_the_idle_timeout_and_logged() {
 
         assert_eq!(exchange(&mut idle, b"then quiet").unwrap(), b"THEN QUIET");
         let quiet_since = Instant::now();
+        // The quiet one is watched on a thread of its own: when does the server close it?
+        let watcher = std::thread::spawn(move || {
+            let got = read_to_close(&mut idle, Duration::from_secs(5));
+            (got, quiet_since.elapsed())
+        });
         // A client that keeps talking is never idle, however long it stays.
         for i in 0..8 {
             let message = format!("talk {i}");
@@ -264,12 +276,16 @@ fn idle_clients_are_closed_after_the_idle_timeout_and_logged() {
             std::thread::sleep(Duration::from_millis(300));
         }
         // The quiet one was closed once a second had passed without a byte, and not before.
+        let (got, closed_after) = watcher.join().unwrap();
         assert_eq!(
-            read_to_close(&mut idle, Duration::from_secs(5)).as_deref(),
+            got.as_deref(),
             Some(&b""[..]),
             "{design:?}: the idle client was not closed"
         );
-        assert!(quiet_since.elapsed() >= Duration::from_millis(900));
+        assert!(
+            closed_after >= Duration::from_millis(900),
+            "{design:?}: closed {closed_after:?} after its last byte"
+        );
         server.wait_log(&["closed after 10 bytes: nothing moved for the idle timeout (1 s)"]);
         server.stop();
     }

@@ -8,9 +8,9 @@
 //! ```text
 //!             bytes read (uppercased in place)                 every owed byte written
 //!  Reading ─────────────────────────────────────▶ Answering ───────────────────────────▶ Reading
-//!     │ end of stream                                  │ end of stream
-//!     ▼                                                ▼
-//!  Finishing ◀─────────────────────────────────────────┘   (owed bytes written, then our FIN) ──▶ Ended(Closed)
+//!     │ end of stream (nothing is read, so no end is seen, while bytes are owed)
+//!     ▼
+//!  Finishing ──── our FIN ────▶ Ended(Closed)
 //!  any state: a socket error ──▶ Ended(Reset); nothing moved for the idle timeout ──▶ Ended(IdleTimeout)
 //! ```
 //!
@@ -36,11 +36,9 @@ pub enum SessionState {
         /// Bytes still to be written.
         owed: usize,
     },
-    /// The client closed its side; `owed` bytes are still to be written, then the server closes its own.
-    Finishing {
-        /// Bytes still to be written.
-        owed: usize,
-    },
+    /// The client closed its side and every byte it sent was answered: the server closes its own. (Nothing is
+    /// read while bytes are owed, so the end of stream is only ever seen with nothing owed.)
+    Finishing,
     /// The connection is over.
     Ended(SessionEnd),
 }
@@ -132,8 +130,7 @@ impl UppercaseSession {
         match self.state {
             SessionState::Reading => Next::Read,
             SessionState::Answering { owed } => Next::Write { owed },
-            SessionState::Finishing { owed: 0 } => Next::CloseWrite,
-            SessionState::Finishing { owed } => Next::Write { owed },
+            SessionState::Finishing => Next::CloseWrite,
             SessionState::Ended(end) => Next::Close(end),
         }
     }
@@ -191,13 +188,12 @@ impl UppercaseSession {
             (_, Event::Failed) => Ended(SessionEnd::Reset),
             (_, Event::Idle) => Ended(SessionEnd::IdleTimeout),
             (Reading, Event::Received(n)) if n > 0 => Answering { owed: n },
-            (Reading, Event::EndOfStream) => Finishing { owed: 0 },
+            (Reading, Event::EndOfStream) => Finishing,
             (Answering { owed }, Event::Wrote(n)) if n <= owed => match owed - n {
                 0 => Reading,
                 owed => Answering { owed },
             },
-            (Finishing { owed }, Event::Wrote(n)) if n <= owed => Finishing { owed: owed - n },
-            (Finishing { owed: 0 }, Event::ClosedWrite) => Ended(SessionEnd::Closed),
+            (Finishing, Event::ClosedWrite) => Ended(SessionEnd::Closed),
             (state, event) => {
                 log::error!("uppercase session: {event:?} in {state:?} (a bug in the driver)");
                 Ended(SessionEnd::Bug)
@@ -312,8 +308,16 @@ impl Refusals {
         self.due(now)
     }
 
+    /// When the refusals not yet reported are due to be (`None`: there are none, or they are due now).
+    pub fn next_report_at(&self) -> Option<Instant> {
+        match (self.unreported, self.reported_at) {
+            (0, _) | (_, None) => None,
+            (_, Some(at)) => Some(at + self.window),
+        }
+    }
+
     /// The report of refusals not yet reported, once the window since the last report has passed (a driver
-    /// calls this now and then, so the tail of a burst is reported too).
+    /// calls this at [`Refusals::next_report_at`], so the tail of a burst is reported on time).
     pub fn due(&mut self, now: Instant) -> Option<RefusalReport> {
         if self.unreported == 0 {
             return None;
@@ -448,6 +452,7 @@ mod tests {
             assert_eq!(refusals.refused(at(ms)), None);
         }
         assert_eq!(refusals.due(at(1_000)), None);
+        assert_eq!(refusals.next_report_at(), Some(at(1_100)));
         assert_eq!(
             refusals.due(at(1_100)),
             Some(RefusalReport {
@@ -457,6 +462,7 @@ mod tests {
             })
         );
         assert_eq!(refusals.due(at(5_000)), None);
+        assert_eq!(refusals.next_report_at(), None);
         assert_eq!(refusals.refused(at(5_000)).map(|r| r.refused), Some(1));
         assert_eq!(refusals.total(), 501);
     }

@@ -9,7 +9,7 @@ use smoltcp::wire::Ipv4Cidr;
 
 use crate::stack::kernel_thread::KernelThreadMode;
 use crate::stack::offload::Offload;
-use crate::uppercase::node::{DEFAULT_MAX_DATAGRAM, MAX_SMOLTCP_DATAGRAM};
+use crate::uppercase::node::MAX_SMOLTCP_DATAGRAM;
 
 /// Options of `compare`.
 #[derive(Debug, Clone, Args)]
@@ -226,13 +226,13 @@ pub struct ServerArgs {
     /// Port to listen on (0: any free port, kernel stack only).
     #[arg(long, default_value_t = smoltalk_core::DEFAULT_PORT)]
     pub port: u16,
-    /// TCP clients served at once on smoltcp (one socket each; smoltcp has no listen backlog).
-    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub connections: u16,
-    /// Largest UDP request smoltcp answers (at most 16356); larger ones are dropped and logged, never
-    /// truncated.
-    #[arg(long, default_value_t = DEFAULT_MAX_DATAGRAM, value_name = "BYTES", value_parser = parse_max_datagram)]
-    pub max_datagram: usize,
+    /// smoltcp: TCP clients served at once (one socket each; smoltcp has no listen backlog) [default: 8].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub connections: Option<u16>,
+    /// smoltcp: the largest UDP request answered (at most 16356); larger ones are dropped and logged, never
+    /// truncated [default: 8192]. (The kernel stack's server answers every datagram whole.)
+    #[arg(long, value_name = "BYTES", value_parser = parse_max_datagram)]
+    pub max_datagram: Option<usize>,
     /// Kernel stack: threads serving at once, each with its own socket on the port (SO_REUSEPORT; the kernel
     /// spreads clients over them by a hash of each one's address and port): TCP event loops, or UDP sockets
     /// [default: one per CPU].

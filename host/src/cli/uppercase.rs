@@ -25,12 +25,17 @@ use crate::uppercase::kernel::{
 };
 use crate::uppercase::node::{
     ClientExchange, ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers,
+    DEFAULT_MAX_DATAGRAM,
 };
 use crate::uppercase::ClientFailure;
+
+/// smoltcp's TCP clients served at once unless `--connections` says otherwise.
+const DEFAULT_CONNECTIONS: usize = 8;
 
 pub(super) fn tcp_server(args: ServerArgs) -> Result<(), String> {
     match device_kind(args.stack.stack) {
         None => {
+            refuse_smoltcp_options(&args, "tcp-server")?;
             let defaults = TcpServerOptions::default();
             let options = TcpServerOptions {
                 design: match args.thread_per_client {
@@ -54,7 +59,8 @@ pub(super) fn tcp_server(args: ServerArgs) -> Result<(), String> {
         }
         Some(kind) => {
             refuse_kernel_options(&args, "tcp-server")?;
-            serve_smoltcp(&args, kind, args.connections as usize, false)
+            let connections = args.connections.map_or(DEFAULT_CONNECTIONS, usize::from);
+            serve_smoltcp(&args, kind, connections, false)
         }
     }
 }
@@ -74,6 +80,7 @@ pub(super) fn udp_server(args: ServerArgs) -> Result<(), String> {
     }
     match device_kind(args.stack.stack) {
         None => {
+            refuse_smoltcp_options(&args, "udp-server")?;
             let workers = args.workers.map_or_else(default_workers, usize::from);
             let server = KernelUdpServer::bind(SocketAddr::new(args.bind, args.port), workers)
                 .map_err(|e| e.to_string())?;
@@ -86,6 +93,24 @@ pub(super) fn udp_server(args: ServerArgs) -> Result<(), String> {
             serve_smoltcp(&args, kind, 0, true)
         }
     }
+}
+
+/// smoltcp's server options mean nothing to the kernel stack's servers, whose cap is `--max-connections` and
+/// which answer every datagram whole: say so rather than ignore them.
+fn refuse_smoltcp_options(args: &ServerArgs, command: &str) -> Result<(), String> {
+    if args.connections.is_some() {
+        return Err(format!(
+            "--connections is for smoltcp's {command} (--stack tun|tap): on the kernel stack, --max-connections \
+             caps the clients"
+        ));
+    }
+    if args.max_datagram.is_some() {
+        return Err(format!(
+            "--max-datagram is for smoltcp's {command} (--stack tun|tap): the kernel stack's answers every \
+             datagram whole"
+        ));
+    }
+    Ok(())
 }
 
 /// The kernel stack's server options mean nothing to smoltcp's server, which runs on one thread with a fixed
@@ -123,7 +148,7 @@ fn serve_smoltcp(
         args.port,
         connections,
         udp,
-        args.max_datagram,
+        args.max_datagram.unwrap_or(DEFAULT_MAX_DATAGRAM),
     )
     .map_err(|e| e.to_string())?;
     let what = if udp { "udp-server" } else { "tcp-server" };

@@ -4,9 +4,9 @@
 //! - The process: [`is_root`], [`clock_ticks_per_second`], [`kill`], [`enter_network_namespace`],
 //!   [`raise_open_files_limit`], and the stop signals ([`stop_on_signals`], [`stop_requested`],
 //!   [`stop_wake_fd`]).
-//! - Descriptors: [`wait_readable`], [`PollSet`], [`pipe`], [`set_pipe_size`], [`splice`].
-//! - Sockets: [`set_socket_buffer`], [`listen`], [`reset_on_close`], [`abort_connection`], [`peek_inbound`],
-//!   [`PacketSocket`].
+//! - Descriptors: [`wait_readable`], [`wait_writable`], [`PollSet`], [`pipe`], [`set_pipe_size`], [`splice`].
+//! - Sockets (`sockets.rs`): [`set_socket_buffer`], [`listen`], [`reset_on_close`], [`abort_connection`],
+//!   [`peek_inbound`], [`receive_queue`], [`PacketSocket`].
 //! - TUN/TAP devices: [`open_tun`], [`set_tun_offload`].
 //! - [`errno`]: the error numbers the host tells apart.
 
@@ -21,15 +21,16 @@ use std::time::Duration;
 pub mod errno {
     //! The error numbers the host tells apart, as [`std::io::Error::raw_os_error`] gives them.
     pub use libc::{
-        EACCES, EBADF, EBADFD, EBUSY, EINVAL, EIO, EMSGSIZE, ENODEV, ENOENT, ENXIO, EPERM,
+        EACCES, EBADF, EBADFD, EBUSY, EINVAL, EIO, EMFILE, EMSGSIZE, ENFILE, ENODEV, ENOENT, ENXIO,
+        EPERM,
     };
 }
 
 mod sockets;
 
 pub use sockets::{
-    abort_connection, listen, peek_inbound, reset_on_close, set_socket_buffer, Inbound,
-    PacketFrame, PacketSocket, SocketBuffer,
+    abort_connection, listen, peek_inbound, receive_queue, reset_on_close, set_socket_buffer,
+    Inbound, PacketFrame, PacketSocket, ReceiveQueue, SocketBuffer,
 };
 
 /// A C call's status: a negative one is the failure `errno` holds.
@@ -191,9 +192,24 @@ pub fn wait_readable<const N: usize>(
     fds: [RawFd; N],
     timeout: Option<Duration>,
 ) -> io::Result<usize> {
+    wait_for(fds, libc::POLLIN, timeout)
+}
+
+/// Sleeps until `fd` can be written (or failed) or `timeout` passes; returns whether it can. A signal ends the
+/// sleep early with `ErrorKind::Interrupted`.
+pub fn wait_writable(fd: impl AsFd, timeout: Duration) -> io::Result<bool> {
+    wait_for([fd.as_fd().as_raw_fd()], libc::POLLOUT, Some(timeout)).map(|n| n > 0)
+}
+
+/// Sleeps until one of `fds` has one of `events` or `timeout` passes (see [`wait_readable`]).
+fn wait_for<const N: usize>(
+    fds: [RawFd; N],
+    events: libc::c_short,
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
     let mut polled = fds.map(|fd| libc::pollfd {
         fd,
-        events: libc::POLLIN,
+        events,
         revents: 0,
     });
     let timeout = timeout.map(|t| libc::timespec {

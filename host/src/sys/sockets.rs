@@ -78,6 +78,47 @@ pub fn abort_connection(socket: impl AsFd) -> io::Result<()> {
     check(unsafe { libc::connect(fd, &unspecified, len) }).map(drop)
 }
 
+/// How full a socket's receive queue is, as the kernel counts it (each datagram with its overhead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiveQueue {
+    /// Bytes queued.
+    pub queued: usize,
+    /// Bytes the queue holds before the kernel drops what arrives (the receive buffer).
+    pub capacity: usize,
+}
+
+/// `SO_MEMINFO` (Linux 4.12; not in the `libc` crate's Linux list): 55 everywhere but SPARC.
+#[cfg(not(target_arch = "sparc64"))]
+const SO_MEMINFO: c_int = 55;
+#[cfg(target_arch = "sparc64")]
+const SO_MEMINFO: c_int = 0x39;
+
+/// The values `SO_MEMINFO` gives (`SK_MEMINFO_VARS`: up to `SK_MEMINFO_DROPS`).
+const SK_MEMINFO_VARS: usize = 9;
+
+/// How full `socket`'s receive queue is (`SO_MEMINFO`).
+pub fn receive_queue(socket: impl AsFd) -> io::Result<ReceiveQueue> {
+    let fd = socket.as_fd().as_raw_fd();
+    let mut info = [0u32; SK_MEMINFO_VARS];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info`, which lives across the call, and writes the
+    // length it used back into `len`; the descriptor is borrowed, so open.
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    let at = |i: c_int| info.get(i as usize).copied().unwrap_or(0) as usize;
+    Ok(ReceiveQueue {
+        queued: at(libc::SK_MEMINFO_RMEM_ALLOC),
+        capacity: at(libc::SK_MEMINFO_RCVBUF),
+    })
+}
+
 /// What a connected socket has for its reader now (see [`peek_inbound`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inbound {
@@ -193,5 +234,25 @@ impl PacketSocket {
             len: (n as usize).min(buf.len()),
             outgoing: from.sll_pkttype == libc::PACKET_OUTGOING,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_receive_queue_fills_as_datagrams_wait() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let empty = receive_queue(&socket).unwrap();
+        assert_eq!(empty.queued, 0);
+        assert!(empty.capacity > 0);
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender
+            .send_to(&[0u8; 1000], socket.local_addr().unwrap())
+            .unwrap();
+        let one = receive_queue(&socket).unwrap();
+        assert!(one.queued >= 1000, "{one:?}");
+        assert_eq!(one.capacity, empty.capacity);
     }
 }

@@ -17,6 +17,7 @@ use smoltalk_core::stream_session::{Next, SessionEnd};
 use smoltalk_core::UppercaseSession;
 use smoltcp::time::{Duration, Instant};
 
+use super::sockets::{is_out_of_descriptors, DescriptorReserve};
 use super::tcp_server::Shared;
 use super::KernelError;
 
@@ -35,8 +36,6 @@ struct Client {
     session: UppercaseSession,
     /// The owed bytes the socket did not take at once (empty, with no memory, while nothing is owed).
     owed: Vec<u8>,
-    /// An event said the peer closed its side or the socket failed: read on until the socket says so too.
-    closing: bool,
 }
 
 /// How a turn of a client ended.
@@ -72,15 +71,12 @@ impl Client {
                                 .extend_from_slice(bytes.get(written..).unwrap_or(&[]));
                         }
                         moved += n;
-                        // A read that did not fill the buffer emptied the socket, and a write that was not
-                        // taken whole filled it: the next byte either way comes with an event of its own
-                        // (epoll reports every arrival and every freed space on Linux, as tokio relies on too),
-                        // so the turn ends without a call that would only say "would block". Not once the
-                        // peer's end (or an error) was reported: that event came already, and is read to the end.
-                        match self.session.next() {
-                            Next::Write { .. } if full => return Turn::Wait,
-                            Next::Read if n < scratch.len() && !self.closing => return Turn::Wait,
-                            _ => {}
+                        // A write the socket did not take whole filled its send buffer: the kernel marks it
+                        // so, and the space freed later comes with an event of its own (as tokio relies on), so
+                        // the turn ends without a call that would only say "would block". (A read that did not
+                        // fill the buffer does not show the socket empty: urgent data stops a read short.)
+                        if full && matches!(self.session.next(), Next::Write { .. }) {
+                            return Turn::Wait;
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Turn::Wait,
@@ -88,7 +84,15 @@ impl Client {
                     Err(_) => self.session.failed(now),
                 },
                 Next::Write { owed } => {
-                    let from = self.owed.len().saturating_sub(owed);
+                    let Some(from) = self.owed.len().checked_sub(owed) else {
+                        log::error!(
+                            "tcp: {} is owed {owed} bytes but {} are kept (a bug)",
+                            self.peer,
+                            self.owed.len()
+                        );
+                        self.session.failed(now);
+                        continue;
+                    };
                     let pending = std::mem::take(&mut self.owed);
                     let (written, full) = self.write(pending.get(from..).unwrap_or(&[]), now);
                     self.owed = pending;
@@ -157,8 +161,9 @@ struct Worker<'s> {
     /// Clients whose budget ran out, to be driven again.
     again: VecDeque<usize>,
     scratch: Box<[u8]>,
-    /// `accept` failed for want of descriptors: try again at the next sweep.
+    /// `accept` failed: try again at the next sweep.
     accept_blocked: bool,
+    reserve: DescriptorReserve,
 }
 
 /// Runs one worker on `listener` until its event loop fails.
@@ -181,6 +186,7 @@ pub(super) fn serve(listener: std::net::TcpListener, shared: &Shared) -> Result<
         again: VecDeque::new(),
         scratch: vec![0; SCRATCH].into_boxed_slice(),
         accept_blocked: false,
+        reserve: DescriptorReserve::new(),
     };
     worker.run().map_err(io("the event loop failed"))
 }
@@ -198,8 +204,13 @@ impl Worker<'_> {
         let sweep = sweep_interval(self.shared.idle_timeout);
         let mut next_sweep = self.shared.clock.now() + sweep;
         loop {
+            // The next report of refusals wakes the loop too, so the tail of a burst is logged on time.
+            let wake = self
+                .shared
+                .next_refusal_report()
+                .map_or(next_sweep, |at| at.min(next_sweep));
             let timeout = match self.again.is_empty() {
-                true => self.shared.clock.until(next_sweep),
+                true => self.shared.clock.until(wake),
                 false => std::time::Duration::ZERO,
             };
             match self.poll.poll(&mut events, Some(timeout)) {
@@ -210,12 +221,7 @@ impl Worker<'_> {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
-                    Token(slot) => {
-                        if event.is_read_closed() || event.is_error() {
-                            self.saw_closing(slot);
-                        }
-                        self.drive(slot)
-                    }
+                    Token(slot) => self.drive(slot),
                 }
             }
             for _ in 0..self.again.len() {
@@ -227,6 +233,8 @@ impl Worker<'_> {
             if now >= next_sweep {
                 next_sweep = now + sweep;
                 self.sweep(now);
+            } else {
+                self.shared.report_refusals(now);
             }
         }
     }
@@ -264,10 +272,22 @@ impl Worker<'_> {
                 {
                     continue
                 }
+                Err(e) if is_out_of_descriptors(&e) => {
+                    // The clients waiting are refused with the reserve's descriptor, one by one; without one,
+                    // the sweep tries again (they are not reported again until a new one arrives).
+                    if !self
+                        .reserve
+                        .refuse_one(&self.listener, self.shared.clock.now())
+                    {
+                        self.accept_blocked = true;
+                        return;
+                    }
+                    continue;
+                }
                 Err(e) => {
-                    // Out of descriptors: the clients still queued are not reported again until a new one
-                    // arrives, so the sweep tries again.
-                    log::warn!("tcp: accept failed: {e}");
+                    if !self.accept_blocked {
+                        log::warn!("tcp: accept failed: {e}");
+                    }
                     self.accept_blocked = true;
                     return;
                 }
@@ -281,6 +301,8 @@ impl Worker<'_> {
                 continue;
             }
             let _ = stream.set_nodelay(true);
+            // Urgent data stays in the stream, answered like every other byte.
+            let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
             let slot = self.free.pop().unwrap_or_else(|| {
                 self.clients.push(None);
                 self.clients.len() - 1
@@ -290,7 +312,6 @@ impl Worker<'_> {
                 peer,
                 session: UppercaseSession::new(now),
                 owed: Vec::new(),
-                closing: false,
             };
             if let Err(e) = self.poll.registry().register(
                 &mut client.stream,
@@ -307,13 +328,6 @@ impl Worker<'_> {
                 *place = Some(client);
             }
             self.drive(slot);
-        }
-    }
-
-    /// Notes that an event said client `slot`'s peer closed its side or its socket failed.
-    fn saw_closing(&mut self, slot: usize) {
-        if let Some(client) = self.clients.get_mut(slot).and_then(Option::as_mut) {
-            client.closing = true;
         }
     }
 

@@ -7,7 +7,8 @@
 //!   design, a thread per client, kept for comparison (`--thread-per-client`). Both drive the core's
 //!   [`smoltalk_core::UppercaseSession`] and [`smoltalk_core::ConnectionLimit`], which decide.
 //! - [`udp_server`]: [`KernelUdpServer`], a socket per worker on the same port.
-//! - [`sockets`]: binding those sockets, the listen backlog, the open files limit.
+//! - [`sockets`]: binding those sockets, the listen backlog, the open files limit; `workers`: a thread per
+//!   worker, and the server's end when the first one stops.
 //! - [`client`]: the TCP and UDP clients.
 //!
 //! This module holds what they share: [`KernelError`] and name resolution.
@@ -18,6 +19,7 @@ pub mod sockets;
 pub mod tcp_server;
 pub mod threads;
 pub mod udp_server;
+mod workers;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -13,6 +13,8 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use smoltalk_core::Refusals;
+
 use super::{bind_error, KernelError};
 use crate::sys;
 
@@ -20,9 +22,13 @@ use crate::sys;
 /// 4096 on current kernels): a burst of clients waits there instead of having its SYNs dropped.
 pub const LISTEN_BACKLOG: i32 = 4096;
 
-/// Descriptors kept for everything but clients (listening sockets, epoll, standard streams, a client being
-/// refused).
+/// Descriptors kept for everything but clients: standard streams, a lookup, and slack; each worker needs
+/// [`DESCRIPTORS_PER_WORKER`] more.
 const SPARE_DESCRIPTORS: u64 = 64;
+
+/// Descriptors of each worker: its listening socket, its epoll, its reserve for refusing a client when
+/// descriptors run out, and a client being refused.
+const DESCRIPTORS_PER_WORKER: u64 = 4;
 
 /// The workers a server gets by default: one per CPU this process may run on.
 pub fn default_workers() -> usize {
@@ -31,27 +37,46 @@ pub fn default_workers() -> usize {
 
 /// `count` listening TCP sockets on `addr` (at least one; with more, each has `SO_REUSEPORT`), each with
 /// [`LISTEN_BACKLOG`]. Port 0 picks one free port for all of them.
+///
+/// With more than one, the address is claimed first by a socket bound without `SO_REUSEPORT` (but with
+/// `SO_REUSEADDR`, and not listening): it fails if a server listens there already, lets the shared sockets bind
+/// beside it, and is closed only once they listen, so a second server starting at the same moment finds them and
+/// fails too.
 pub fn tcp_listeners(addr: SocketAddr, count: usize) -> Result<Vec<TcpListener>, KernelError> {
     let bound = |error| bind_error("TCP", addr, error);
-    let claim = TcpListener::bind(addr).map_err(bound)?;
     if count <= 1 {
-        sys::listen(&claim, LISTEN_BACKLOG).map_err(bound)?;
-        return Ok(vec![claim]);
+        let listener = TcpListener::bind(addr).map_err(bound)?;
+        sys::listen(&listener, LISTEN_BACKLOG).map_err(bound)?;
+        return Ok(vec![listener]);
     }
-    let at = claim.local_addr().map_err(bound)?;
-    drop(claim);
-    (0..count)
+    let claim = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .and_then(|claim| {
+            claim.set_reuse_address(true)?;
+            claim.bind(&addr.into())?;
+            Ok(claim)
+        })
+        .map_err(bound)?;
+    let at = claim
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or(addr);
+    let listeners = (0..count)
         .map(|_| {
             let socket = shared_socket(at, Type::STREAM, Protocol::TCP)?;
             socket.listen(LISTEN_BACKLOG)?;
             Ok(TcpListener::from(socket))
         })
         .collect::<io::Result<_>>()
-        .map_err(bound)
+        .map_err(bound)?;
+    drop(claim);
+    Ok(listeners)
 }
 
 /// `count` UDP sockets on `addr` (at least one; with more, each has `SO_REUSEPORT`). Port 0 picks one free port
-/// for all of them.
+/// for all of them. The claim of the address is closed before the shared sockets bind (UDP's `SO_REUSEADDR`
+/// would let a second server share the port), so two servers started at the very same moment could both pass
+/// it.
 pub fn udp_sockets(addr: SocketAddr, count: usize) -> Result<Vec<UdpSocket>, KernelError> {
     let bound = |error| bind_error("UDP", addr, error);
     let claim = UdpSocket::bind(addr).map_err(bound)?;
@@ -78,13 +103,82 @@ fn shared_socket(at: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<S
     Ok(socket)
 }
 
-/// Raises the open files limit as far as allowed and returns how many clients it leaves room for (each client
-/// is one descriptor), at most `wanted`; says so when that is fewer (a warning if `wanted` was asked for, a note
-/// if it is the default).
-pub fn clients_within_descriptor_limit(wanted: usize, asked: bool) -> usize {
+/// Whether `accept` failed because the process or the system ran out of descriptors.
+pub fn is_out_of_descriptors(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(sys::errno::EMFILE | sys::errno::ENFILE)
+    )
+}
+
+/// A descriptor a worker keeps in reserve, so that when descriptors run out it can still refuse the clients
+/// waiting in its backlog instead of leaving them there: it closes the reserve, accepts one client and closes it
+/// at once, and takes the reserve again. Refusals are logged at most once a second, with their count.
+pub struct DescriptorReserve {
+    spare: Option<std::fs::File>,
+    refusals: Refusals,
+}
+
+impl DescriptorReserve {
+    /// Takes the reserve (a descriptor of `/dev/null`).
+    pub fn new() -> DescriptorReserve {
+        DescriptorReserve {
+            spare: std::fs::File::open("/dev/null").ok(),
+            refusals: Refusals::new(smoltcp::time::Duration::from_secs(1)),
+        }
+    }
+
+    /// After `accept` ran out of descriptors: refuses the next client waiting on `listener` with the reserve's
+    /// descriptor. Returns whether one was refused (`false`: no reserve, or nobody waiting).
+    pub fn refuse_one(
+        &mut self,
+        listener: &mio::net::TcpListener,
+        now: smoltcp::time::Instant,
+    ) -> bool {
+        if self.spare.take().is_none() {
+            return false;
+        }
+        let refused = match listener.accept() {
+            Ok((stream, _)) => {
+                drop(stream);
+                true
+            }
+            Err(_) => false,
+        };
+        self.spare = std::fs::File::open("/dev/null").ok();
+        if refused {
+            if let Some(report) = self.refusals.refused(now) {
+                log::warn!(
+                    "tcp: refused {} clients{} ({} since the start): out of open files (raise `ulimit -n`, or \
+                     lower --max-connections)",
+                    report.refused,
+                    match report.over.total_micros() {
+                        0 => String::new(),
+                        _ => format!(" in the last {:.1} s", report.over.total_millis() as f64 / 1000.0),
+                    },
+                    report.total
+                );
+            }
+        }
+        refused
+    }
+}
+
+impl Default for DescriptorReserve {
+    fn default() -> Self {
+        DescriptorReserve::new()
+    }
+}
+
+/// Raises the open files limit as far as allowed and returns how many clients it leaves room for beside
+/// `workers` (each client is one descriptor), at most `wanted`; says so when that is fewer (a warning if
+/// `wanted` was asked for, a note if it is the default).
+pub fn clients_within_descriptor_limit(wanted: usize, asked: bool, workers: usize) -> usize {
     match sys::raise_open_files_limit() {
         Ok(allowed) => {
-            let room = allowed.saturating_sub(SPARE_DESCRIPTORS).max(1);
+            let reserved = SPARE_DESCRIPTORS
+                .saturating_add(DESCRIPTORS_PER_WORKER.saturating_mul(workers as u64));
+            let room = allowed.saturating_sub(reserved).max(1);
             if (wanted as u64) > room {
                 let level = if asked {
                     log::Level::Warn

@@ -3,6 +3,7 @@
 //! are [`super::event_loop`] (the default) and [`super::threads`].
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use smoltalk_core::stream_session::SessionEnd;
 use smoltalk_core::{ConnectionLimit, Refusals};
 
 use super::sockets::{clients_within_descriptor_limit, default_workers, tcp_listeners};
+use super::workers::run_workers;
 use super::{event_loop, threads, KernelError};
 use crate::clock::Clock;
 
@@ -71,6 +73,8 @@ pub(super) struct Shared {
     pub limit: ConnectionLimit,
     /// One count of refusals for all workers, so a burst is reported once.
     refusals: Mutex<Refusals>,
+    /// Some refusals are not reported yet (so the workers look at `refusals` only then, not at every event).
+    unreported: AtomicBool,
     pub idle_timeout: smoltcp::time::Duration,
     pub clock: Clock,
 }
@@ -87,8 +91,11 @@ impl KernelTcpServer {
             .first()
             .and_then(|l| l.local_addr().ok())
             .unwrap_or(addr);
-        options.max_connections =
-            clients_within_descriptor_limit(options.max_connections, options.max_connections_asked);
+        options.max_connections = clients_within_descriptor_limit(
+            options.max_connections,
+            options.max_connections_asked,
+            listeners.len(),
+        );
         Ok(KernelTcpServer {
             listeners,
             addr,
@@ -128,6 +135,7 @@ impl KernelTcpServer {
     pub fn serve(self) -> Result<(), KernelError> {
         let shared = Arc::new(Shared {
             limit: ConnectionLimit::new(self.options.max_connections),
+            unreported: AtomicBool::new(false),
             refusals: Mutex::new(Refusals::new(smoltcp::time::Duration::from_micros(
                 REFUSAL_REPORTS.as_micros() as u64,
             ))),
@@ -141,28 +149,9 @@ impl KernelTcpServer {
                 let listener = self.listeners.into_iter().next();
                 threads::serve(listener.ok_or(KernelError::ListenerFailed)?, &shared)
             }
-            TcpDesign::EventLoop => {
-                let workers = self
-                    .listeners
-                    .into_iter()
-                    .enumerate()
-                    .map(|(index, listener)| {
-                        let shared = Arc::clone(&shared);
-                        std::thread::Builder::new()
-                            .name(format!("worker {index}"))
-                            .spawn(move || event_loop::serve(listener, &shared))
-                            .map_err(|error| KernelError::Io {
-                                context: "cannot start a worker",
-                                error,
-                            })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                // A worker returns only when it fails; the first failure ends the server.
-                for worker in workers {
-                    worker.join().unwrap_or(Err(KernelError::WorkerPanicked))?;
-                }
-                Ok(())
-            }
+            TcpDesign::EventLoop => run_workers("worker", self.listeners, move |listener| {
+                event_loop::serve(listener, &shared)
+            }),
         }
     }
 }
@@ -174,15 +163,33 @@ impl Shared {
         if let Some(report) = refusals.refused(now) {
             self.log_refusals(report);
         }
+        self.unreported
+            .store(refusals.next_report_at().is_some(), Ordering::Release);
     }
 
     /// Logs the refusals not yet reported, once a report is due (workers call this now and then, so the tail of
     /// a burst is reported too).
     pub fn report_refusals(&self, now: smoltcp::time::Instant) {
+        if !self.unreported.load(Ordering::Acquire) {
+            return;
+        }
         let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(report) = refusals.due(now) {
             self.log_refusals(report);
         }
+        self.unreported
+            .store(refusals.next_report_at().is_some(), Ordering::Release);
+    }
+
+    /// When the refusals not yet reported are due to be logged.
+    pub fn next_refusal_report(&self) -> Option<smoltcp::time::Instant> {
+        if !self.unreported.load(Ordering::Acquire) {
+            return None;
+        }
+        self.refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next_report_at()
     }
 
     /// Logs how a client's connection ended.

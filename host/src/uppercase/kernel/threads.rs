@@ -3,7 +3,7 @@
 //! and drives the core's [`UppercaseSession`]. The cap, the idle timeout and the refusal reports are the event
 //! loop's; a thread costs far more memory than an event loop's client (see BENCHMARKS.md).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
 
@@ -12,9 +12,11 @@ use smoltalk_core::stream_session::{Next, SessionEnd};
 use smoltalk_core::UppercaseSession;
 use smoltcp::time::Duration;
 
+use super::sockets::{is_out_of_descriptors, DescriptorReserve};
 use super::tcp_server::{Shared, REFUSAL_REPORTS};
 use super::KernelError;
 use crate::clock::Clock;
+use crate::sys;
 
 /// Each client's thread reads into a buffer this big.
 const BUFFER: usize = 64 * 1024;
@@ -32,6 +34,7 @@ pub(super) fn serve(listener: TcpListener, shared: &Arc<Shared>) -> Result<(), K
         .register(&mut watched, Token(0), Interest::READABLE)
         .map_err(io("cannot watch the listening socket"))?;
     let mut events = Events::with_capacity(16);
+    let mut reserve = DescriptorReserve::new();
     loop {
         match poll.poll(&mut events, Some(REFUSAL_REPORTS)) {
             Ok(()) => {}
@@ -50,8 +53,15 @@ pub(super) fn serve(listener: TcpListener, shared: &Arc<Shared>) -> Result<(), K
                 {
                     continue
                 }
+                Err(e) if is_out_of_descriptors(&e) => {
+                    // The clients waiting are refused with the reserve's descriptor, one by one; without one,
+                    // the poll's timeout comes round to try again.
+                    if !reserve.refuse_one(&watched, shared.clock.now()) {
+                        break;
+                    }
+                    continue;
+                }
                 Err(e) => {
-                    // Out of descriptors: wait a little (the poll's timeout) and try again.
                     log::warn!("tcp: accept failed: {e}");
                     break;
                 }
@@ -90,12 +100,14 @@ pub fn serve_client(
 ) -> (SessionEnd, u64) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_nodelay(true);
+    // Urgent data stays in the stream, answered like every other byte.
+    let _ = socket2::SockRef::from(&stream).set_out_of_band_inline(true);
     let mut session = UppercaseSession::new(clock.now());
     let mut buf = vec![0u8; BUFFER];
     let mut owed_from = 0;
-    // The socket's timeouts as last set: they change only when the wait left does (by more than the rounding),
-    // not on every call, which would cost a system call each.
-    let (mut read_timeout, mut write_timeout) = (None, None);
+    // The socket's read timeout as last set: it changes only when the wait left does (by more than the
+    // rounding), not on every read, which would cost a system call each.
+    let mut read_timeout = None;
     loop {
         let now = clock.now();
         // Every wait ends at the idle deadline (a little after it, at most the rounding).
@@ -124,19 +136,30 @@ pub fn serve_client(
                 }
             }
             Next::Write { owed } => {
-                if left != write_timeout {
-                    let _ = stream.set_write_timeout(left);
-                    write_timeout = left;
-                }
+                // Sent without waiting, then waited for room: a blocking write would report what it moved only
+                // when it ends, so a client that takes its replies slowly would look idle, and one that takes
+                // none would be given the timeout twice.
                 let end = owed_from + owed;
-                match stream.write(buf.get(owed_from..end).unwrap_or(&[])) {
+                let sent = socket2::SockRef::from(&stream).send_with_flags(
+                    buf.get(owed_from..end).unwrap_or(&[]),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                );
+                match sent {
                     Ok(0) => session.failed(now),
                     Ok(n) => {
                         owed_from += n;
                         session.wrote(n, clock.now());
                     }
-                    Err(e) if is_timeout(&e) => {
-                        session.expire(clock.now(), idle_timeout);
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        let wait = left.unwrap_or(std::time::Duration::from_secs(1));
+                        match sys::wait_writable(&stream, wait) {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                session.expire(clock.now(), idle_timeout);
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(_) => session.failed(now),
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => session.failed(now),

@@ -12,11 +12,12 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use smoltalk_core::stream_session::RefusalReport;
-use smoltalk_core::udp_fairness::{plan_answers, UDP_BATCH};
+use smoltalk_core::udp_fairness::{plan_answers, Backlog, UDP_BATCH};
 use smoltalk_core::{uppercase_in_place, Refusals};
 use smoltcp::time::Duration;
 
 use super::sockets::udp_sockets;
+use super::workers::run_workers;
 use super::KernelError;
 use crate::clock::Clock;
 use crate::sys;
@@ -58,35 +59,52 @@ impl KernelUdpServer {
 
     /// Answers datagrams until a worker fails.
     pub fn serve(self) -> Result<(), KernelError> {
-        let workers = self
-            .sockets
-            .into_iter()
-            .enumerate()
-            .map(|(index, socket)| {
-                std::thread::Builder::new()
-                    .name(format!("udp worker {index}"))
-                    .spawn(move || answer(&socket))
-                    .map_err(|error| KernelError::Io {
-                        context: "cannot start a worker",
-                        error,
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        for worker in workers {
-            worker.join().unwrap_or(Err(KernelError::WorkerPanicked))?;
-        }
-        Ok(())
+        run_workers("udp worker", self.sockets, |socket| answer(&socket))
     }
 }
 
-/// Requests are read into an arena this big, each at the next free offset with room for the largest datagram.
-const ARENA: usize = 1 << 20;
+/// Requests are read into an arena with room for a whole batch of the largest datagrams (its pages are touched
+/// only as far as requests fill them).
+const ARENA: usize = UDP_BATCH * DATAGRAM_BUFFER;
+
+/// How long a reply waits for room in the socket's send buffer before it is given up.
+const SEND_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One request read and not yet answered: where it is in the arena, and who sent it.
 struct Request {
     at: usize,
     len: usize,
     peer: SocketAddr,
+}
+
+/// Requests left unanswered, counted and logged at most once a second: those the server dropped while behind,
+/// and replies the socket's send buffer had no room for.
+struct Unanswered {
+    shed: Refusals,
+    unsent: Refusals,
+}
+
+impl Unanswered {
+    fn new() -> Unanswered {
+        Unanswered {
+            shed: Refusals::new(Duration::from_secs(1)),
+            unsent: Refusals::new(Duration::from_secs(1)),
+        }
+    }
+
+    /// Logs what is due.
+    fn report_due(&mut self, now: smoltcp::time::Instant) {
+        if let Some(report) = self.shed.due(now) {
+            log_unanswered(
+                report,
+                "while the requests waiting outrun the server, each client gets one answer \
+                per batch of requests read",
+            );
+        }
+        if let Some(report) = self.unsent.due(now) {
+            log_unanswered(report, "the socket's send buffer stayed full for a second");
+        }
+    }
 }
 
 /// Answers every datagram on `socket`, for ever, a batch at a time (see [`plan_answers`]).
@@ -100,11 +118,11 @@ fn answer(socket: &UdpSocket) -> Result<(), KernelError> {
     let mut peers: Vec<SocketAddr> = Vec::with_capacity(UDP_BATCH);
     let mut decisions = [true; UDP_BATCH];
     let clock = Clock::start();
-    let mut unanswered = Refusals::new(Duration::from_secs(1));
+    let mut unanswered = Unanswered::new();
     let mut failures = 0u32;
     loop {
         batch.clear();
-        let mut full = true;
+        let mut ran_dry = false;
         let mut used = 0;
         while batch.len() < UDP_BATCH {
             let Some(free) = arena.get_mut(used..used + DATAGRAM_BUFFER) else {
@@ -121,7 +139,7 @@ fn answer(socket: &UdpSocket) -> Result<(), KernelError> {
                     used += len;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    full = false;
+                    ran_dry = true;
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -146,12 +164,29 @@ fn answer(socket: &UdpSocket) -> Result<(), KernelError> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(io("cannot wait for the UDP socket")(error)),
             }
-            report(unanswered.due(clock.now()));
+            unanswered.report_due(clock.now());
             continue;
         }
+        let backlog = match (
+            batch.len() == UDP_BATCH && !ran_dry,
+            sys::receive_queue(socket),
+        ) {
+            (true, Ok(queue)) => Backlog {
+                batch_full: true,
+                queued: queue.queued,
+                capacity: queue.capacity,
+            },
+            _ => Backlog::KEEPING_UP,
+        };
         peers.clear();
         peers.extend(batch.iter().map(|r| r.peer));
-        let dropped = plan_answers(&peers, full, &mut decisions);
+        let shed = plan_answers(&peers, backlog, &mut decisions);
+        let now = clock.now();
+        for _ in 0..shed {
+            if let Some(report) = unanswered.shed.refused(now) {
+                log_unanswered(report, "the server is behind");
+            }
+        }
         for (request, answered) in batch.iter().zip(decisions) {
             let Some(datagram) = arena.get_mut(request.at..request.at + request.len) else {
                 continue;
@@ -160,32 +195,49 @@ fn answer(socket: &UdpSocket) -> Result<(), KernelError> {
                 continue;
             }
             uppercase_in_place(datagram);
-            if let Err(e) = socket.send_to(datagram, request.peer) {
-                if e.kind() != io::ErrorKind::WouldBlock {
-                    log::warn!("udp: cannot answer {}: {e}", request.peer);
+            if !send_reply(socket, datagram, request.peer) {
+                if let Some(report) = unanswered.unsent.refused(clock.now()) {
+                    log_unanswered(report, "the socket's send buffer stayed full for a second");
                 }
             }
         }
-        let now = clock.now();
-        for _ in 0..dropped {
-            report(unanswered.refused(now));
-        }
-        report(unanswered.due(now));
+        unanswered.report_due(clock.now());
     }
 }
 
-/// Logs requests left unanswered because the server was behind.
-fn report(report: Option<RefusalReport>) {
-    let Some(report) = report else {
-        return;
-    };
+/// Sends one reply, waiting up to [`SEND_WAIT`] for room in the send buffer; returns whether it went.
+fn send_reply(socket: &UdpSocket, reply: &[u8], peer: SocketAddr) -> bool {
+    let mut waited = false;
+    loop {
+        match socket.send_to(reply, peer) {
+            Ok(_) => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && !waited => {
+                waited = true;
+                if !matches!(sys::wait_writable(socket, SEND_WAIT), Ok(true)) {
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) => {
+                log::warn!("udp: cannot answer {peer}: {e}");
+                return true;
+            }
+        }
+    }
+}
+
+/// Logs requests left unanswered, and why.
+fn log_unanswered(report: RefusalReport, why: &str) {
     log::warn!(
-        "udp: behind: {} requests left unanswered{} ({} since the start): while the requests waiting outrun the \
-         server, each client gets one answer per {UDP_BATCH} requests read",
+        "udp: {} requests left unanswered{} ({} since the start): {why}",
         report.refused,
         match report.over.total_micros() {
             0 => String::new(),
-            _ => format!(" in the last {:.1} s", report.over.total_millis() as f64 / 1000.0),
+            _ => format!(
+                " in the last {:.1} s",
+                report.over.total_millis() as f64 / 1000.0
+            ),
         },
         report.total
     );
