@@ -77,6 +77,13 @@ struct Request {
     peer: SocketAddr,
 }
 
+/// Why requests were dropped while the server was behind, as logged.
+const BEHIND: &str =
+    "the server is behind: while the requests waiting outrun it, each client gets one answer per batch read";
+
+/// Why replies were dropped for want of room, as logged.
+const SEND_BUFFER_FULL: &str = "the socket's send buffer stayed full for a second";
+
 /// Requests left unanswered, counted and logged at most once a second: those the server dropped while behind,
 /// and replies the socket's send buffer had no room for.
 struct Unanswered {
@@ -102,7 +109,7 @@ impl Unanswered {
             );
         }
         if let Some(report) = self.unsent.due(now) {
-            log_unanswered(report, "the socket's send buffer stayed full for a second");
+            log_unanswered(report, SEND_BUFFER_FULL);
         }
     }
 }
@@ -184,7 +191,7 @@ fn answer(socket: &UdpSocket) -> Result<(), KernelError> {
         let now = clock.now();
         for _ in 0..shed {
             if let Some(report) = unanswered.shed.refused(now) {
-                log_unanswered(report, "the server is behind");
+                log_unanswered(report, BEHIND);
             }
         }
         for (request, answered) in batch.iter().zip(decisions) {
@@ -197,7 +204,7 @@ fn answer(socket: &UdpSocket) -> Result<(), KernelError> {
             uppercase_in_place(datagram);
             if !send_reply(socket, datagram, request.peer) {
                 if let Some(report) = unanswered.unsent.refused(clock.now()) {
-                    log_unanswered(report, "the socket's send buffer stayed full for a second");
+                    log_unanswered(report, SEND_BUFFER_FULL);
                 }
             }
         }
