@@ -102,11 +102,7 @@ impl Unanswered {
     /// Logs what is due.
     fn report_due(&mut self, now: smoltcp::time::Instant) {
         if let Some(report) = self.shed.due(now) {
-            log_unanswered(
-                report,
-                "while the requests waiting outrun the server, each client gets one answer \
-                per batch of requests read",
-            );
+            log_unanswered(report, BEHIND);
         }
         if let Some(report) = self.unsent.due(now) {
             log_unanswered(report, SEND_BUFFER_FULL);
