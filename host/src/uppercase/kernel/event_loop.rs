@@ -17,7 +17,7 @@ use smoltalk_core::stream_session::{Next, SessionEnd};
 use smoltalk_core::UppercaseSession;
 use smoltcp::time::{Duration, Instant};
 
-use super::sockets::{is_out_of_descriptors, DescriptorReserve};
+use super::sockets::{Accepted, Acceptor};
 use super::tcp_server::Shared;
 use super::KernelError;
 
@@ -163,7 +163,7 @@ struct Worker<'s> {
     scratch: Box<[u8]>,
     /// `accept` failed: try again at the next sweep.
     accept_blocked: bool,
-    reserve: DescriptorReserve,
+    acceptor: Acceptor,
 }
 
 /// Runs one worker on `listener` until its event loop fails.
@@ -186,7 +186,7 @@ pub(super) fn serve(listener: std::net::TcpListener, shared: &Shared) -> Result<
         again: VecDeque::new(),
         scratch: vec![0; SCRATCH].into_boxed_slice(),
         accept_blocked: false,
-        reserve: DescriptorReserve::new(),
+        acceptor: Acceptor::new(),
     };
     worker.run().map_err(io("the event loop failed"))
 }
@@ -261,30 +261,15 @@ impl Worker<'_> {
 
     fn accept(&mut self) {
         loop {
-            let (stream, peer) = match self.listener.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) if is_out_of_descriptors(&e) => {
-                    // The clients waiting are refused with the reserve's descriptor, one by one; without one,
-                    // the sweep tries again (they are not reported again until a new one arrives).
-                    if !self
-                        .reserve
-                        .refuse_one(&self.listener, self.shared.clock.now())
-                    {
-                        self.accept_blocked = true;
-                        return;
-                    }
-                    continue;
-                }
-                Err(e) => {
+            let (stream, peer) = match self
+                .acceptor
+                .accept(&self.listener, self.shared.clock.now())
+            {
+                Accepted::Client(stream, peer) => (stream, peer),
+                Accepted::NoneWaiting => return,
+                Accepted::Failed(e) => {
+                    // The clients still waiting are not reported again until a new one arrives: the sweep
+                    // tries again.
                     if !self.accept_blocked {
                         log::warn!("tcp: accept failed: {e}");
                     }

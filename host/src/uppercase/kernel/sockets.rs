@@ -1,5 +1,6 @@
 //! The kernel-stack servers' sockets: one per worker on the same address (`SO_REUSEPORT`), the listen backlog,
-//! how many workers a machine gets, and the open files limit a connection cap needs.
+//! how many workers a machine gets, the open files limit a connection cap needs, and taking the clients waiting
+//! ([`Acceptor`], for both TCP designs).
 //!
 //! With `SO_REUSEPORT` the kernel spreads new TCP connections (and UDP datagrams) over the sockets bound to one
 //! address by a hash of the client's address and port: each connection stays with the worker that accepted it,
@@ -104,33 +105,70 @@ fn shared_socket(at: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<S
 }
 
 /// Whether `accept` failed because the process or the system ran out of descriptors.
-pub fn is_out_of_descriptors(error: &io::Error) -> bool {
+fn is_out_of_descriptors(error: &io::Error) -> bool {
     matches!(
         error.raw_os_error(),
         Some(sys::errno::EMFILE | sys::errno::ENFILE)
     )
 }
 
-/// A descriptor a worker keeps in reserve, so that when descriptors run out it can still refuse the clients
-/// waiting in its backlog instead of leaving them there: it closes the reserve, accepts one client and closes it
-/// at once, and takes the reserve again. Refusals are logged at most once a second, with their count.
-pub struct DescriptorReserve {
+/// What [`Acceptor::accept`] found on a listening socket.
+pub enum Accepted {
+    /// A client.
+    Client(mio::net::TcpStream, SocketAddr),
+    /// Nobody is waiting.
+    NoneWaiting,
+    /// `accept` failed (out of descriptors with no reserve left, or another reason): try again later.
+    Failed(io::Error),
+}
+
+/// Takes the clients waiting on a listening socket for both designs. It keeps a descriptor in reserve, so that
+/// when descriptors run out it can still refuse the clients waiting in the backlog instead of leaving them
+/// there: it closes the reserve, accepts one client and closes it at once, and takes the reserve again.
+/// Refusals are logged at most once a second, with their count.
+pub struct Acceptor {
     spare: Option<std::fs::File>,
     refusals: Refusals,
 }
 
-impl DescriptorReserve {
+impl Acceptor {
     /// Takes the reserve (a descriptor of `/dev/null`).
-    pub fn new() -> DescriptorReserve {
-        DescriptorReserve {
+    pub fn new() -> Acceptor {
+        Acceptor {
             spare: std::fs::File::open("/dev/null").ok(),
             refusals: Refusals::new(smoltcp::time::Duration::from_secs(1)),
         }
     }
 
+    /// The next client waiting on `listener`. A call a signal or a client's early reset interrupted is made
+    /// again; when descriptors run out, the clients waiting are refused with the reserve, one by one.
+    pub fn accept(
+        &mut self,
+        listener: &mio::net::TcpListener,
+        now: smoltcp::time::Instant,
+    ) -> Accepted {
+        loop {
+            match listener.accept() {
+                Ok((stream, peer)) => return Accepted::Client(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Accepted::NoneWaiting,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) if is_out_of_descriptors(&e) => {
+                    if !self.refuse_one(listener, now) {
+                        return Accepted::Failed(e);
+                    }
+                }
+                Err(e) => return Accepted::Failed(e),
+            }
+        }
+    }
+
     /// After `accept` ran out of descriptors: refuses the next client waiting on `listener` with the reserve's
     /// descriptor. Returns whether one was refused (`false`: no reserve, or nobody waiting).
-    pub fn refuse_one(
+    fn refuse_one(
         &mut self,
         listener: &mio::net::TcpListener,
         now: smoltcp::time::Instant,
@@ -164,9 +202,9 @@ impl DescriptorReserve {
     }
 }
 
-impl Default for DescriptorReserve {
+impl Default for Acceptor {
     fn default() -> Self {
-        DescriptorReserve::new()
+        Acceptor::new()
     }
 }
 

@@ -12,7 +12,7 @@ use smoltalk_core::stream_session::{Next, SessionEnd};
 use smoltalk_core::UppercaseSession;
 use smoltcp::time::Duration;
 
-use super::sockets::{is_out_of_descriptors, DescriptorReserve};
+use super::sockets::{Accepted, Acceptor};
 use super::tcp_server::{Shared, REFUSAL_REPORTS};
 use super::KernelError;
 use crate::clock::Clock;
@@ -34,7 +34,7 @@ pub(super) fn serve(listener: TcpListener, shared: &Arc<Shared>) -> Result<(), K
         .register(&mut watched, Token(0), Interest::READABLE)
         .map_err(io("cannot watch the listening socket"))?;
     let mut events = Events::with_capacity(16);
-    let mut reserve = DescriptorReserve::new();
+    let mut acceptor = Acceptor::new();
     loop {
         match poll.poll(&mut events, Some(REFUSAL_REPORTS)) {
             Ok(()) => {}
@@ -42,26 +42,11 @@ pub(super) fn serve(listener: TcpListener, shared: &Arc<Shared>) -> Result<(), K
             Err(error) => return Err(io("the event loop failed")(error)),
         }
         loop {
-            let (stream, peer) = match watched.accept() {
-                Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) if is_out_of_descriptors(&e) => {
-                    // The clients waiting are refused with the reserve's descriptor, one by one; without one,
-                    // the poll's timeout comes round to try again.
-                    if !reserve.refuse_one(&watched, shared.clock.now()) {
-                        break;
-                    }
-                    continue;
-                }
-                Err(e) => {
+            let (stream, peer) = match acceptor.accept(&watched, shared.clock.now()) {
+                Accepted::Client(stream, peer) => (stream, peer),
+                Accepted::NoneWaiting => break,
+                Accepted::Failed(e) => {
+                    // The poll's timeout comes round to try again.
                     log::warn!("tcp: accept failed: {e}");
                     break;
                 }
