@@ -179,10 +179,10 @@ fn smoltcp_on_tap() {
 
 /// The kernel's packet and byte counters for `st0`, each direction (rx: from smoltcp, tx: to smoltcp).
 fn st0_counters(ns: &Namespace) -> [u64; 4] {
-    ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes"].map(|c| {
-        ns.device_counter("st0", c)
-            .unwrap_or_else(|e| panic!("st0 counter {c}: {e}"))
-    })
+    // Read together: while smoltcp still sends (the load generator has stopped, the server has not), counts read
+    // one by one would miss packets in one and count their bytes in another.
+    ns.device_counters("st0", ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes"])
+        .unwrap_or_else(|e| panic!("st0 counters: {e}"))
 }
 
 /// Offload on `medium`: by default (segmentation offload) the kernel's counters for the device show packets

@@ -160,26 +160,46 @@ impl Namespace {
 
     /// Bytes the kernel counted through `dev` (received + sent, as seen from the kernel's side).
     pub fn device_bytes(&self, dev: &str) -> Result<u64, NamespaceError> {
-        Ok(self.device_counter(dev, "rx_bytes")? + self.device_counter(dev, "tx_bytes")?)
+        let [rx, tx] = self.device_counters(dev, ["rx_bytes", "tx_bytes"])?;
+        Ok(rx + tx)
     }
 
     /// One of the kernel's counters for `dev` (`rx_bytes`, `tx_packets`, …: a file of
     /// `/sys/class/net/DEV/statistics/`), as seen from the kernel's side.
     pub fn device_counter(&self, dev: &str, counter: &str) -> Result<u64, NamespaceError> {
-        let path = format!("/sys/class/net/{dev}/statistics/{counter}");
-        let out = self.command("cat", &[&path]).output().map_err(|error| {
-            NamespaceError::ReadCounter {
-                path: path.clone(),
-                error,
-            }
-        })?;
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| NamespaceError::BadCounter {
-                path: path.clone(),
-                namespace: self.name.clone(),
-            })
+        self.device_counters(dev, [counter]).map(|[value]| value)
+    }
+
+    /// Several of the kernel's counters for `dev` (see [`Namespace::device_counter`]), read together by one
+    /// process: read one by one, each a process of its own, they would be milliseconds apart, and a packet
+    /// counted between two reads makes a count of bytes and a count of packets disagree.
+    pub fn device_counters<const N: usize>(
+        &self,
+        dev: &str,
+        counters: [&str; N],
+    ) -> Result<[u64; N], NamespaceError> {
+        let paths = counters.map(|c| format!("/sys/class/net/{dev}/statistics/{c}"));
+        let args: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let out =
+            self.command("cat", &args)
+                .output()
+                .map_err(|error| NamespaceError::ReadCounter {
+                    path: paths.join(" "),
+                    error,
+                })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut values = text.lines().map(|line| line.trim().parse::<u64>().ok());
+        let mut read = [0u64; N];
+        for (slot, path) in read.iter_mut().zip(&paths) {
+            *slot = values
+                .next()
+                .flatten()
+                .ok_or_else(|| NamespaceError::BadCounter {
+                    path: path.clone(),
+                    namespace: self.name.clone(),
+                })?;
+        }
+        Ok(read)
     }
 }
 
