@@ -225,6 +225,18 @@ pub(crate) fn bind_error(proto: &'static str, addr: SocketAddr, error: io::Error
     KernelError::Bind { proto, addr, error }
 }
 
+/// The period a rate-limited report covers, as its log line says it: nothing for the first report (made at
+/// once), else " in the last N.N s".
+pub(crate) fn over_the_last(report: &smoltalk_core::stream_session::RefusalReport) -> String {
+    match report.over.total_micros() {
+        0 => String::new(),
+        _ => format!(
+            " in the last {:.1} s",
+            report.over.total_millis() as f64 / 1000.0
+        ),
+    }
+}
+
 /// Resolves `host:port` to all its addresses (a name is looked up only if `host` is not an address).
 pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, KernelError> {
     let addrs: Vec<SocketAddr> = (host, port)

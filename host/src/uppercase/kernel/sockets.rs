@@ -16,7 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use smoltalk_core::Refusals;
 
-use super::{bind_error, KernelError};
+use super::{bind_error, over_the_last, KernelError};
 use crate::sys;
 
 /// Connections the kernel holds ready for `accept`, per listening socket (capped by `net.core.somaxconn`,
@@ -190,10 +190,7 @@ impl Acceptor {
                     "tcp: refused {} clients{} ({} since the start): out of open files (raise `ulimit -n`, or \
                      lower --max-connections)",
                     report.refused,
-                    match report.over.total_micros() {
-                        0 => String::new(),
-                        _ => format!(" in the last {:.1} s", report.over.total_millis() as f64 / 1000.0),
-                    },
+                    over_the_last(&report),
                     report.total
                 );
             }

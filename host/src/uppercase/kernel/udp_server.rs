@@ -16,6 +16,7 @@ use smoltalk_core::udp_fairness::{plan_answers, Backlog, UDP_BATCH};
 use smoltalk_core::{uppercase_in_place, Refusals};
 use smoltcp::time::Duration;
 
+use super::over_the_last;
 use super::sockets::udp_sockets;
 use super::workers::run_workers;
 use super::KernelError;
@@ -235,13 +236,7 @@ fn log_unanswered(report: RefusalReport, why: &str) {
     log::warn!(
         "udp: {} requests left unanswered{} ({} since the start): {why}",
         report.refused,
-        match report.over.total_micros() {
-            0 => String::new(),
-            _ => format!(
-                " in the last {:.1} s",
-                report.over.total_millis() as f64 / 1000.0
-            ),
-        },
+        over_the_last(&report),
         report.total
     );
 }
