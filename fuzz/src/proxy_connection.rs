@@ -52,7 +52,7 @@ use smoltalk_core::proxy::engine::{
 };
 use smoltalk_core::proxy::{Limits, ProxyPolicy, ProxyStats};
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::Ipv4Cidr;
+use smoltcp::wire::{IpCidr, Ipv4Cidr};
 
 use self::shadow::Shadow;
 use super::input::Input;
@@ -68,21 +68,21 @@ pub const MAX_STEPS: usize = 256;
 /// How many more steps than its deadlines allow a connection may take to end once the input is spent.
 const MAX_EXPIRY_STEPS: usize = 4;
 
-const NAMES: [(&str, Ipv4Addr); 3] = [
-    ("origin.test", Ipv4Addr::new(10, 0, 2, 80)),
-    ("loop.test", Ipv4Addr::LOCALHOST),
-    ("self.test", PROXY_IP),
+const NAMES: [(&str, IpAddr); 3] = [
+    ("origin.test", IpAddr::V4(Ipv4Addr::new(10, 0, 2, 80))),
+    ("loop.test", IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    ("self.test", IpAddr::V4(PROXY_IP)),
 ];
-const LOOPBACK: [Ipv4Cidr; 1] = [Ipv4Cidr::new(Ipv4Addr::new(127, 0, 0, 0), 8)];
-const LAN: [Ipv4Cidr; 1] = [Ipv4Cidr::new(Ipv4Addr::new(10, 0, 2, 0), 24)];
+const LOOPBACK: [IpCidr; 1] = [IpCidr::Ipv4(Ipv4Cidr::new(Ipv4Addr::new(127, 0, 0, 0), 8))];
+const LAN: [IpCidr; 1] = [IpCidr::Ipv4(Ipv4Cidr::new(Ipv4Addr::new(10, 0, 2, 0), 24))];
 
 /// What the input's first two bytes choose.
 #[derive(Debug, Clone, Copy)]
 struct Setup {
     can_look_up: bool,
     listen: SocketAddr,
-    allow_clients: &'static [Ipv4Cidr],
-    allow_destinations: &'static [Ipv4Cidr],
+    allow_clients: &'static [IpCidr],
+    allow_destinations: &'static [IpCidr],
     connect_ports: &'static [u16],
     head: usize,
 }

@@ -18,7 +18,7 @@ use smoltalk_core::http::{
     is_hop_by_hop, HeadWriter, Method, ProxyError, RequestHead, RequestTarget, MAX_HEADERS,
 };
 use smoltalk_core::proxy::ProxyPolicy;
-use smoltcp::wire::Ipv4Address;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// The name the fuzzed proxy puts in `Via`.
 pub const PSEUDONYM: &str = "smoltalk-fuzz";
@@ -30,7 +30,7 @@ const REWRITE_MARGIN: usize = 128 + PSEUDONYM.len();
 
 /// The policy the proxy checks a parsed request against (the checks must not panic on any authority).
 fn policy() -> ProxyPolicy<'static> {
-    const NAMES: [(&str, Ipv4Address); 1] = [("origin.test", Ipv4Address::new(10, 0, 2, 80))];
+    const NAMES: [(&str, IpAddr); 1] = [("origin.test", IpAddr::V4(Ipv4Addr::new(10, 0, 2, 80)))];
     ProxyPolicy {
         allow_clients: &[],
         allow_destinations: &[],

@@ -1,12 +1,14 @@
 //! [`ProxyPolicy`]: who may use the proxy and where it may go. Every design asks the same questions here.
 //!
-//! Addresses are `core::net` addresses, as both stacks give them. The lists hold IPv4 CIDRs: an IPv6 client or
-//! destination counts as the IPv4 address it stands for where it has one (`::1` as 127.0.0.1, a v4-mapped
-//! address as its IPv4 address) and is otherwise allowed only by an empty list.
+//! Addresses are `core::net` addresses, as both stacks give them. The lists hold CIDRs of either family (IPv6
+//! ones only with the crate's `ipv6` feature). An address is allowed by a CIDR of its own family that contains
+//! it; besides, an IPv6 address that stands for an IPv4 one (`::1` for 127.0.0.1, a v4-mapped address for its
+//! IPv4 address: what a dual-stack kernel socket reports for an IPv4 peer) is allowed by the IPv4 CIDRs that
+//! contain that IPv4 address.
 
 use core::net::{IpAddr, Ipv4Addr};
 
-use smoltcp::wire::Ipv4Cidr;
+use smoltcp::wire::IpCidr;
 
 use crate::http::ProxyError;
 
@@ -15,13 +17,13 @@ use crate::http::ProxyError;
 #[derive(Debug, Clone, Copy)]
 pub struct ProxyPolicy<'a> {
     /// Clients that may connect (`--allow`); empty: any client that reaches the proxy's address.
-    pub allow_clients: &'a [Ipv4Cidr],
+    pub allow_clients: &'a [IpCidr],
     /// Addresses the proxy may connect to after resolving (`--allow-dest`); empty: any.
-    pub allow_destinations: &'a [Ipv4Cidr],
+    pub allow_destinations: &'a [IpCidr],
     /// Ports `CONNECT` may tunnel to (`--connect-ports`).
     pub connect_ports: &'a [u16],
     /// Names answered without DNS (`--resolve HOST=IP`), checked first.
-    pub static_names: &'a [(&'a str, Ipv4Addr)],
+    pub static_names: &'a [(&'a str, IpAddr)],
     /// The name this proxy puts in `Via`, and recognises there to find loops.
     pub pseudonym: &'a str,
 }
@@ -59,7 +61,7 @@ impl ProxyPolicy<'_> {
         self.static_names
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(host))
-            .map(|&(_, address)| IpAddr::V4(address))
+            .map(|&(_, address)| address)
             .or_else(|| literal(host))
     }
 }
@@ -91,14 +93,25 @@ pub fn ipv4_of(ip: IpAddr) -> Option<Ipv4Addr> {
     }
 }
 
-fn allows(list: &[Ipv4Cidr], address: IpAddr) -> bool {
-    list.is_empty()
-        || ipv4_of(address).is_some_and(|v4| list.iter().any(|cidr| cidr.contains_addr(&v4)))
+fn allows(list: &[IpCidr], address: IpAddr) -> bool {
+    list.is_empty() || list.iter().any(|cidr| contains(cidr, address))
+}
+
+/// Whether `cidr` contains `address`, or the IPv4 address it stands for (see [`ipv4_of`]).
+fn contains(cidr: &IpCidr, address: IpAddr) -> bool {
+    match (cidr, address) {
+        #[cfg(feature = "ipv6")]
+        (IpCidr::Ipv6(cidr), IpAddr::V6(v6)) => cidr.contains_addr(&v6),
+        (IpCidr::Ipv4(cidr), address) => ipv4_of(address).is_some_and(|v4| cidr.contains_addr(&v4)),
+        #[cfg(feature = "ipv6")]
+        (IpCidr::Ipv6(_), IpAddr::V4(_)) => false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smoltcp::wire::Ipv4Cidr;
 
     fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(a, b, c, d))
@@ -106,8 +119,8 @@ mod tests {
 
     #[test]
     fn empty_lists_allow_everything_and_lists_limit() {
-        let loopback = [Ipv4Cidr::new(Ipv4Addr::new(127, 0, 0, 0), 8)];
-        let names = [("origin.test", Ipv4Addr::new(127, 0, 0, 2))];
+        let loopback = [IpCidr::Ipv4(Ipv4Cidr::new(Ipv4Addr::new(127, 0, 0, 0), 8))];
+        let names = [("origin.test", v4(127, 0, 0, 2))];
         let open = ProxyPolicy {
             allow_clients: &[],
             allow_destinations: &[],
@@ -156,5 +169,41 @@ mod tests {
         let v6_literal = cfg!(feature = "ipv6").then(|| "::1".parse().unwrap());
         assert_eq!(strict.static_address("::1"), v6_literal);
         assert_eq!(strict.static_address("elsewhere.test"), None);
+    }
+
+    #[cfg(feature = "ipv6")]
+    #[test]
+    fn ipv6_cidrs_allow_their_own_family_and_ipv4_cidrs_the_addresses_ipv6_stands_for() {
+        use smoltcp::wire::Ipv6Cidr;
+        let ula: IpAddr = "fd00:2::9".parse().unwrap();
+        let lists = [
+            IpCidr::Ipv6(Ipv6Cidr::new("fd00:2::".parse().unwrap(), 64)),
+            IpCidr::Ipv4(Ipv4Cidr::new(Ipv4Addr::new(127, 0, 0, 0), 8)),
+        ];
+        let names = [("v6only.test", ula)];
+        let policy = ProxyPolicy {
+            allow_clients: &lists,
+            allow_destinations: &lists[..1],
+            connect_ports: &[],
+            static_names: &names,
+            pseudonym: "smoltalk",
+        };
+        assert_eq!(policy.check_client(ula), Ok(()));
+        assert_eq!(policy.check_client("::1".parse().unwrap()), Ok(()));
+        assert_eq!(
+            policy.check_client("::ffff:127.0.0.3".parse().unwrap()),
+            Ok(())
+        );
+        assert_eq!(
+            policy.check_client("fd00:3::9".parse().unwrap()),
+            Err(ProxyError::ClientNotAllowed)
+        );
+        // An IPv6 CIDR allows no IPv4 address, not even ::/0 (each family has its own list entries).
+        assert_eq!(
+            policy.check_destination(v4(127, 0, 0, 1)),
+            Err(ProxyError::DestinationNotAllowed)
+        );
+        assert_eq!(policy.check_destination(ula), Ok(()));
+        assert_eq!(policy.static_address("V6ONLY.test"), Some(ula));
     }
 }

@@ -19,7 +19,7 @@ use smoltalk_core::proxy::{
 use smoltcp::iface::{Interface, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
-use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
 
 /// The port the proxy listens on.
 pub const PORT: u16 = 8080;
@@ -57,9 +57,9 @@ const REFUSER_TX: usize = 1024;
 const SCRATCH: usize = LIMITS.head;
 
 /// Clients allowed from anywhere: QEMU's user networking shows every forwarded client as 10.0.2.2.
-const ALLOW_CLIENTS: [Ipv4Cidr; 0] = [];
+const ALLOW_CLIENTS: [IpCidr; 0] = [];
 /// Origins only in the user network (with `restrict=on`, only what a `guestfwd` names answers there).
-const ALLOW_DESTINATIONS: [Ipv4Cidr; 1] = [Ipv4Cidr::new(Ipv4Address::new(10, 0, 2, 0), 24)];
+const ALLOW_DESTINATIONS: [IpCidr; 1] = [IpCidr::Ipv4(Ipv4Cidr::new(Ipv4Address::new(10, 0, 2, 0), 24))];
 /// `CONNECT` tunnels only to 443.
 const CONNECT_PORTS: [u16; 1] = [443];
 

@@ -1,11 +1,13 @@
 //! The options of every command (clap's argument types) and the value parsers behind them: addresses and
 //! prefixes, seconds, sizes, buffer and datagram bounds. Each parser's error is the line a person sees.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use clap::{Args, ValueEnum};
 use smoltalk_core::proxy::Limits;
-use smoltcp::wire::Ipv4Cidr;
+use smoltcp::wire::IpCidr;
+
+use crate::stack::addressing::{Addressing, AddressingError};
 
 use crate::stack::kernel_thread::KernelThreadMode;
 use crate::stack::offload::Offload;
@@ -141,12 +143,14 @@ pub struct StackArgs {
     /// or run as root and smoltalk creates it (removed again when smoltalk exits).
     #[arg(long, default_value = "smoltalk0", value_name = "NAME")]
     pub dev: String,
-    /// smoltcp's own address and prefix on the device (tun/tap only).
-    #[arg(long, default_value = "10.0.2.15/24", value_name = "CIDR", value_parser = parse_cidr)]
-    pub ip: Ipv4Cidr,
-    /// Default gateway for smoltcp: the kernel's address on the device (tun/tap only).
-    #[arg(long, default_value = "10.0.2.2", value_name = "IP")]
-    pub gateway: Ipv4Addr,
+    /// smoltcp's own address and prefix on the device (tun/tap only). Give it once for one family, twice for
+    /// both (one IPv4, one IPv6) [default: 10.0.2.15/24 and fd00:2::15/64].
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub ip: Vec<IpCidr>,
+    /// smoltcp's default gateway, the kernel's address on the device (tun/tap only), one for each family of
+    /// --ip [default: 10.0.2.2 and fd00:2::2, where --ip's subnet holds them].
+    #[arg(long, value_name = "IP")]
+    pub gateway: Vec<IpAddr>,
     /// What smoltcp and the kernel stop doing for each other, through the virtio-net header (tun/tap only):
     /// `segmentation` sends and takes TCP segments of up to 64 KiB whole (TSO4 both ways) and leaves TCP
     /// checksums out, falling back to `checksum` if the kernel refuses; `checksum` leaves TCP checksums out;
@@ -198,6 +202,13 @@ pub struct ExperimentArgs {
     /// Print every packet in both directions (log target smoltalk::trace, at debug level).
     #[arg(long)]
     pub trace: bool,
+}
+
+impl StackArgs {
+    /// smoltcp's addresses and gateways from `--ip` and `--gateway`.
+    pub fn addressing(&self) -> Result<Addressing, AddressingError> {
+        Addressing::new(&self.ip, &self.gateway)
+    }
 }
 
 impl ExperimentArgs {
@@ -268,10 +279,10 @@ pub struct ProxyArgs {
     /// Clients allowed to use the proxy (repeatable); others get 403. Default: any client that reaches it on
     /// the kernel stack (which binds 127.0.0.1 by default), the device's subnet (--ip) on smoltcp.
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr_or_address)]
-    pub allow: Vec<Ipv4Cidr>,
+    pub allow: Vec<IpCidr>,
     /// Addresses the proxy may connect to after resolving (repeatable); others get 403. Default: any.
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr_or_address)]
-    pub allow_dest: Vec<Ipv4Cidr>,
+    pub allow_dest: Vec<IpCidr>,
     /// Ports CONNECT may tunnel to, comma-separated.
     #[arg(
         long,
@@ -298,11 +309,11 @@ pub struct ProxyArgs {
     pub tunnel_idle: f64,
     /// Answer HOST with IP without asking DNS (repeatable); checked before DNS.
     #[arg(long, value_name = "HOST=IP", value_parser = parse_resolve)]
-    pub resolve: Vec<(String, Ipv4Addr)>,
-    /// DNS server for names not in --resolve (smoltcp only; the kernel stack uses the system's resolver).
-    /// Default: the --gateway.
+    pub resolve: Vec<(String, IpAddr)>,
+    /// DNS server for names not in --resolve (smoltcp only; the kernel stack uses the system's resolver),
+    /// asked for A and AAAA records at once. Default: the IPv4 --gateway (the IPv6 one if there is none).
     #[arg(long, value_name = "IP")]
-    pub dns: Option<Ipv4Addr>,
+    pub dns: Option<IpAddr>,
     /// Never send a DNS query: only --resolve names and address literals are served, any other name is
     /// answered 502. For tests and labs that must not reach beyond the machine.
     #[arg(long)]
@@ -336,43 +347,64 @@ pub struct ClientArgs {
     pub stack: StackArgs,
 }
 
-fn parse_cidr(text: &str) -> Result<Ipv4Cidr, String> {
-    let (addr, prefix) = text
-        .split_once('/')
-        .ok_or_else(|| format!("{text} is not ADDRESS/PREFIX, for example 10.0.2.15/24"))?;
-    let addr: Ipv4Addr = addr
+/// `ADDRESS/PREFIX` of either family, for example 10.0.2.15/24 or fd00:2::15/64.
+fn parse_cidr(text: &str) -> Result<IpCidr, String> {
+    let (addr, prefix) = text.split_once('/').ok_or_else(|| {
+        format!("{text} is not ADDRESS/PREFIX, for example 10.0.2.15/24 or fd00:2::15/64")
+    })?;
+    let addr: IpAddr = addr
         .parse()
-        .map_err(|_| format!("{addr} is not an IPv4 address"))?;
+        .map_err(|_| format!("{addr} is not an IPv4 or IPv6 address"))?;
+    let longest = match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    };
     let prefix: u8 = prefix
         .parse()
         .ok()
-        .filter(|p| (1..=32).contains(p))
-        .ok_or_else(|| format!("{prefix} is not a prefix length from 1 to 32"))?;
-    Ok(Ipv4Cidr::new(addr, prefix))
+        .filter(|p| (1..=longest).contains(p))
+        .ok_or_else(|| format!("{prefix} is not a prefix length from 1 to {longest}"))?;
+    Ok(IpCidr::new(addr.into(), prefix))
 }
 
-fn parse_cidr_or_address(text: &str) -> Result<Ipv4Cidr, String> {
-    match text.contains('/') {
-        true => parse_cidr(text).or_else(|e| match text.strip_suffix("/0") {
-            Some(addr) if addr.parse::<Ipv4Addr>().is_ok() => {
-                Ok(Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 0))
-            }
-            _ => Err(e),
-        }),
-        false => text
-            .parse::<Ipv4Addr>()
-            .map(|a| Ipv4Cidr::new(a, 32))
-            .map_err(|_| format!("{text} is not an IPv4 address or ADDRESS/PREFIX")),
+/// A CIDR (`/0` allowed: every address of its family) or a single address, of either family.
+fn parse_cidr_or_address(text: &str) -> Result<IpCidr, String> {
+    match text.split_once('/') {
+        Some((addr, "0")) => match addr.parse::<IpAddr>() {
+            Ok(addr) => Ok(IpCidr::new(unspecified_like(addr).into(), 0)),
+            Err(_) => Err(format!("{addr} is not an IPv4 or IPv6 address")),
+        },
+        Some(_) => parse_cidr(text),
+        None => text
+            .parse::<IpAddr>()
+            .map(|a| match a {
+                IpAddr::V4(_) => IpCidr::new(a.into(), 32),
+                IpAddr::V6(_) => IpCidr::new(a.into(), 128),
+            })
+            .map_err(|_| format!("{text} is not an IPv4 or IPv6 address or ADDRESS/PREFIX")),
     }
 }
 
-fn parse_resolve(text: &str) -> Result<(String, Ipv4Addr), String> {
+/// The unspecified address of `addr`'s family.
+fn unspecified_like(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+fn parse_resolve(text: &str) -> Result<(String, IpAddr), String> {
     let (host, ip) = text
         .split_once('=')
         .ok_or_else(|| format!("{text} is not HOST=IP"))?;
-    let ip = ip
+    // An IPv6 address may be written in brackets, as in a URL.
+    let bare = ip
+        .strip_prefix('[')
+        .and_then(|ip| ip.strip_suffix(']'))
+        .unwrap_or(ip);
+    let ip = bare
         .parse()
-        .map_err(|_| format!("{ip} is not an IPv4 address"))?;
+        .map_err(|_| format!("{ip} is not an IPv4 or IPv6 address"))?;
     if host.is_empty() {
         return Err(format!("{text} names no host"));
     }

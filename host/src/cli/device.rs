@@ -1,8 +1,6 @@
 //! Opening the smoltcp side of a command: which device kind a `--stack` means, the TUN/TAP device opened as a
 //! one-node network with the command's address, gateway, buffers and instruments, and the label that names it.
 
-use smoltcp::wire::IpCidr;
-
 use super::args::{Stack, StackArgs};
 use crate::stack::device::DeviceKind;
 use crate::stack::device_network::DeviceNetwork;
@@ -23,7 +21,7 @@ pub(super) fn open_device(stack: &StackArgs, kind: DeviceKind) -> Result<DeviceN
     if let Err(e) = stop_on_signals() {
         log::warn!("a signal may not stop smoltalk cleanly: {e}");
     }
-    let cidr = IpCidr::Ipv4(stack.ip);
+    let addressing = stack.addressing().map_err(|e| e.to_string())?;
     let offload = if stack.no_offload {
         Offload::None
     } else {
@@ -34,17 +32,14 @@ pub(super) fn open_device(stack: &StackArgs, kind: DeviceKind) -> Result<DeviceN
         kind,
         offload,
         stack.kernel_thread,
-        cidr,
-        Some(stack.gateway),
+        &addressing,
         &stack.experiment.instruments(),
     )
     .map_err(|e| e.to_string())?;
     net.node_mut().buffers.tcp = stack.socket_buffer.max(1024);
     log::info!(
-        "{} as {}, gateway {}, {}{}",
+        "{} as {addressing}, {}{}",
         smoltcp_label(&net),
-        stack.ip,
-        stack.gateway,
         net.device().offload().describe(),
         match net.device().kernel_thread() {
             Some(KernelThreadMode::On) => ", a kernel thread takes in what smoltcp sends (threaded NAPI)",

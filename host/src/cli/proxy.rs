@@ -1,7 +1,7 @@
 //! The `proxy` command: its configuration from the options, and the design it runs (the kernel stack's event
 //! loop or thread per client, or smoltcp over a TUN/TAP device).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use smoltalk_core::proxy::Limits;
 use smoltcp::time::Duration;
@@ -12,16 +12,17 @@ use super::device::{device_kind, open_device, smoltcp_label};
 use crate::proxy::event_loop::KernelProxy;
 use crate::proxy::node::{SmoltcpProxy, DEFAULT_POOL};
 use crate::proxy::ProxyConfig;
+use crate::stack::addressing::Addressing;
 use crate::stack::network::{drive_each_packet, Network, Step};
 use crate::sys::stop_requested;
 
-/// The proxy's configuration from its options.
-fn proxy_config(args: &ProxyArgs) -> ProxyConfig {
+/// The proxy's configuration from its options (`addressing`: smoltcp's addresses, on smoltcp).
+fn proxy_config(args: &ProxyArgs, addressing: Option<&Addressing>) -> ProxyConfig {
     let smoltcp = device_kind(args.stack.stack).is_some();
-    // On smoltcp there is no --bind: by default only the device's own subnet may use the proxy, so it is no
+    // On smoltcp there is no --bind: by default only the device's own subnets may use the proxy, so it is no
     // more open than the kernel stack's 127.0.0.1.
-    let allow_clients = match (args.allow.is_empty(), smoltcp) {
-        (true, true) => vec![args.stack.ip.network()],
+    let allow_clients = match (args.allow.is_empty(), addressing) {
+        (true, Some(addressing)) => addressing.networks(),
         _ => args.allow.clone(),
     };
     let default_connections = match smoltcp {
@@ -48,8 +49,12 @@ fn proxy_config(args: &ProxyArgs) -> ProxyConfig {
 }
 
 pub(super) fn proxy(args: ProxyArgs) -> Result<(), String> {
-    let config = proxy_config(&args);
-    let Some(kind) = device_kind(args.stack.stack) else {
+    let addressing = match device_kind(args.stack.stack) {
+        Some(_) => Some(args.stack.addressing().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let config = proxy_config(&args, addressing.as_ref());
+    let (Some(kind), Some(addressing)) = (device_kind(args.stack.stack), addressing) else {
         let addr = SocketAddr::new(args.bind, args.port);
         if args.thread_per_client {
             let proxy = crate::proxy::threads::KernelProxy::bind(addr, config)
@@ -66,14 +71,19 @@ pub(super) fn proxy(args: ProxyArgs) -> Result<(), String> {
         return proxy.serve().map_err(|e| e.to_string());
     };
     let mut net = open_device(&args.stack, kind)?;
+    // The IPv4 gateway, else the IPv6 one; none: no DNS server to ask.
     let dns = config
         .system_dns
-        .then(|| args.dns.unwrap_or(args.stack.gateway));
+        .then(|| {
+            args.dns
+                .or_else(|| addressing.gateways().next().map(IpAddr::from))
+        })
+        .flatten();
     let mut proxy = SmoltcpProxy::new(net.node_mut(), args.port, config.limits, dns)
         .map_err(|e| e.to_string())?;
     announce(
         "proxy",
-        format!("{}:{}", args.stack.ip.address(), args.port),
+        addressing.endpoints(args.port),
         &format!(
             "{}, {} connections, DNS {}",
             smoltcp_label(&net),

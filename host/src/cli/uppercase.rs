@@ -142,6 +142,7 @@ fn serve_smoltcp(
     if args.port == 0 {
         return Err("port 0 is not valid with smoltcp: pass --port".into());
     }
+    let addressing = args.stack.addressing().map_err(|e| e.to_string())?;
     let mut net = open_device(&args.stack, kind)?;
     let mut servers = UppercaseServers::new(
         net.node_mut(),
@@ -152,11 +153,7 @@ fn serve_smoltcp(
     )
     .map_err(|e| e.to_string())?;
     let what = if udp { "udp-server" } else { "tcp-server" };
-    announce(
-        what,
-        format!("{}:{}", args.stack.ip.address(), args.port),
-        &smoltcp_label(&net),
-    );
+    announce(what, addressing.endpoints(args.port), &smoltcp_label(&net));
     drive(&mut net, |net| {
         if stop_requested() {
             log::info!("stopped by a signal; closing {}", net.device().name());

@@ -25,6 +25,7 @@ use smoltcp::wire::{
     TcpPacket, TcpSeqNumber,
 };
 
+use crate::stack::addressing::Addressing;
 use crate::stack::network::{earliest, Network, NetworkError, NodeId};
 use crate::stack::node::Node;
 
@@ -293,12 +294,18 @@ impl Lab {
     /// Adds a node with address `cidr`; its MAC address and random seed follow from its position, so every run
     /// of the same lab is the same.
     pub fn add_node(&mut self, name: &str, cidr: IpCidr) -> NodeId {
+        self.add_node_with(name, &Addressing::single(cidr, None))
+    }
+
+    /// Adds a node with the addresses of `addressing` (one of each family, for a dual-stack node; the lab's
+    /// segment is one link, so gateways are not needed), as [`Lab::add_node`] does.
+    pub fn add_node_with(&mut self, name: &str, addressing: &Addressing) -> NodeId {
         let id = self.members.len();
         let mut port = LabPort::new(self.mtu);
         port.verify_checksums = self.verify_checksums;
         let mac = EthernetAddress([0x02, 0x00, 0x00, 0x00, 0x00, id as u8 + 1]);
         let seed = 0x5eed_0000 + id as u64 * 7919;
-        let node = Node::new(name, &mut port, mac.into(), cidr, None, seed, self.clock);
+        let node = Node::new(name, &mut port, mac.into(), addressing, seed, self.clock);
         self.members.push(Member {
             node,
             port,

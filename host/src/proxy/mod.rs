@@ -20,10 +20,10 @@ pub mod threads;
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use smoltalk_core::proxy::{Limits, ProxyPolicy};
-use smoltcp::wire::Ipv4Cidr;
+use smoltcp::wire::IpCidr;
 
 use crate::uppercase::kernel::KernelError;
 
@@ -31,13 +31,13 @@ use crate::uppercase::kernel::KernelError;
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     /// Clients that may connect (`--allow`); empty: any.
-    pub allow_clients: Vec<Ipv4Cidr>,
+    pub allow_clients: Vec<IpCidr>,
     /// Addresses the proxy may connect to (`--allow-dest`); empty: any.
-    pub allow_destinations: Vec<Ipv4Cidr>,
+    pub allow_destinations: Vec<IpCidr>,
     /// Ports `CONNECT` may tunnel to.
     pub connect_ports: Vec<u16>,
     /// Names answered without DNS (`--resolve HOST=IP`).
-    pub static_names: Vec<(String, Ipv4Addr)>,
+    pub static_names: Vec<(String, IpAddr)>,
     /// The name in `Via`.
     pub pseudonym: String,
     /// Sizes and times.
@@ -49,7 +49,7 @@ pub struct ProxyConfig {
 
 impl ProxyConfig {
     /// The `--resolve` names as the core's policy takes them (borrowed from `self`).
-    pub fn names(&self) -> Vec<(&str, Ipv4Addr)> {
+    pub fn names(&self) -> Vec<(&str, IpAddr)> {
         self.static_names
             .iter()
             .map(|(name, ip)| (name.as_str(), *ip))
@@ -57,7 +57,7 @@ impl ProxyConfig {
     }
 
     /// The core's view of the policy, borrowing `self` and `names` (from [`ProxyConfig::names`]).
-    pub fn policy<'a>(&'a self, names: &'a [(&'a str, Ipv4Addr)]) -> ProxyPolicy<'a> {
+    pub fn policy<'a>(&'a self, names: &'a [(&'a str, IpAddr)]) -> ProxyPolicy<'a> {
         ProxyPolicy {
             allow_clients: &self.allow_clients,
             allow_destinations: &self.allow_destinations,

@@ -8,6 +8,8 @@
 //! `--max-connections`), then, at the cap, a refuser (a `503` instead of a reset), up to [`MAX_REFUSERS`]. A
 //! slot costs its sockets' buffers only once a client needs it.
 
+use std::net::IpAddr;
+
 use smoltalk_core::error::ServerError;
 use smoltalk_core::proxy::{
     Limits, Listeners, PoolStorage, ProxyPolicy, ProxyServer, ProxyServerConfig, ProxySlot,
@@ -16,7 +18,7 @@ use smoltalk_core::proxy::{
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::dns;
 use smoltcp::time::Instant;
-use smoltcp::wire::{IpAddress, Ipv4Address};
+use smoltcp::wire::IpAddress;
 
 use crate::stack::node::Node;
 
@@ -144,7 +146,7 @@ impl SmoltcpProxy {
         node: &mut Node,
         port: u16,
         mut limits: Limits,
-        dns_server: Option<Ipv4Address>,
+        dns_server: Option<IpAddr>,
     ) -> Result<SmoltcpProxy, SmoltcpProxyError> {
         // A head is taken off its socket only once it is whole: no longer than a receive buffer holds.
         limits.head = limits.head.min(node.buffers.tcp);
@@ -168,10 +170,11 @@ impl SmoltcpProxy {
         };
         let pairs = [(node.add_tcp_socket(), node.add_tcp_socket())];
         let dns = dns_server.map(|server| {
-            // Its query storage is fixed when it is made: room for every slot the pool may grow to.
-            let queries: Vec<Option<dns::DnsQuery>> = (0..connections).map(|_| None).collect();
+            // Its query storage is fixed when it is made: room for every slot the pool may grow to, each asking
+            // for A and AAAA records at once.
+            let queries: Vec<Option<dns::DnsQuery>> = (0..2 * connections).map(|_| None).collect();
             node.sockets
-                .add(dns::Socket::new(&[IpAddress::Ipv4(server)], queries))
+                .add(dns::Socket::new(&[IpAddress::from(server)], queries))
         });
         let config = ProxyServerConfig {
             port,

@@ -8,7 +8,9 @@ use smoltcp::phy::{
     PcapWriter, Tracer,
 };
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
+use smoltcp::wire::{EthernetAddress, HardwareAddress};
+
+use crate::stack::addressing::Addressing;
 
 use crate::stack::device::{DeviceInfo, DeviceKind, TunTapDevice, TunTapRxToken, TunTapTxToken};
 use crate::stack::device_error::DeviceError;
@@ -224,15 +226,13 @@ pub struct DeviceNetwork {
 impl DeviceNetwork {
     /// Opens the device with as much of `offload` as `instruments` allow (see [`offload_with`]) and the kernel
     /// agrees to (see [`TunTapDevice::open`], also for `kernel_thread`), wraps it in `instruments`, and puts a
-    /// node with address `cidr`
-    /// and default gateway `gateway` on it.
+    /// node with the addresses and gateways of `addressing` on it.
     pub fn open(
         name: &str,
         kind: DeviceKind,
         offload: Offload,
         kernel_thread: KernelThreadMode,
-        cidr: IpCidr,
-        gateway: Option<Ipv4Address>,
+        addressing: &Addressing,
         instruments: &Instruments,
     ) -> Result<Self, DeviceError> {
         let (offload, why) = offload_with(offload, instruments);
@@ -247,15 +247,7 @@ impl DeviceNetwork {
             DeviceKind::Tap => TAP_MAC.into(),
         };
         let now = Instant::from(std::time::Instant::now());
-        let node = Node::new(
-            name,
-            &mut device,
-            hardware,
-            cidr,
-            gateway,
-            random_seed(),
-            now,
-        );
+        let node = Node::new(name, &mut device, hardware, addressing, random_seed(), now);
         Ok(DeviceNetwork { node, device, info })
     }
 

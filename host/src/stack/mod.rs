@@ -1,5 +1,6 @@
 //! smoltcp hosts and their devices.
 
+pub mod addressing;
 pub mod device;
 pub mod device_error;
 pub mod device_network;

@@ -4,7 +4,9 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::Device;
 use smoltcp::socket::{tcp, udp};
 use smoltcp::time::Instant;
-use smoltcp::wire::{HardwareAddress, IpCidr, Ipv4Address};
+use smoltcp::wire::{HardwareAddress, IpAddress};
+
+use crate::stack::addressing::Addressing;
 
 /// Buffer sizes for the sockets a node creates.
 #[derive(Debug, Clone, Copy)]
@@ -45,14 +47,14 @@ pub struct Node {
 }
 
 impl Node {
-    /// Creates a node on `device` with address `cidr`, a default route via `gateway`, and `seed` for smoltcp's
-    /// initial sequence numbers and this node's ephemeral ports.
+    /// Creates a node on `device` with the addresses of `addressing` (one of each family at most), a default
+    /// route via each of its gateways, and `seed` for smoltcp's initial sequence numbers and this node's
+    /// ephemeral ports.
     pub fn new<D: Device>(
         name: &str,
         device: &mut D,
         hardware: HardwareAddress,
-        cidr: IpCidr,
-        gateway: Option<Ipv4Address>,
+        addressing: &Addressing,
         seed: u64,
         now: Instant,
     ) -> Node {
@@ -60,11 +62,17 @@ impl Node {
         config.random_seed = seed;
         let mut iface = Interface::new(config, device, now);
         iface.update_ip_addrs(|addrs| {
-            // A fresh interface has room for the configured number of addresses (at least one).
-            let _ = addrs.push(cidr);
+            // A fresh interface has room for two addresses (smoltcp's IFACE_MAX_ADDR_COUNT): one of each family.
+            for cidr in addressing.cidrs() {
+                let _ = addrs.push(cidr);
+            }
         });
-        if let Some(gateway) = gateway {
-            let _ = iface.routes_mut().add_default_ipv4_route(gateway);
+        for gateway in addressing.gateways() {
+            // Room for two routes (IFACE_MAX_ROUTE_COUNT): one default route of each family.
+            let _ = match gateway {
+                IpAddress::Ipv4(v4) => iface.routes_mut().add_default_ipv4_route(v4).map(drop),
+                IpAddress::Ipv6(v6) => iface.routes_mut().add_default_ipv6_route(v6).map(drop),
+            };
         }
         Node {
             name: name.to_string(),

@@ -148,13 +148,13 @@ impl KeptOrigin {
 mod tests {
     use super::*;
     use core::net::Ipv4Addr;
-    use smoltcp::wire::Ipv4Cidr;
+    use smoltcp::wire::{IpCidr, Ipv4Cidr};
 
     const POLICY: ProxyPolicy<'static> = ProxyPolicy {
         allow_clients: &[],
         allow_destinations: &[],
         connect_ports: &[443],
-        static_names: &[("origin.test", Ipv4Addr::new(127, 0, 0, 2))],
+        static_names: &[("origin.test", IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))],
         pseudonym: "smoltalk",
     };
 
@@ -201,7 +201,7 @@ mod tests {
             Candidates::choose(&POLICY, &own, &[], 80),
             Err(ProxyError::OriginUnresolvable)
         );
-        let loopback = [Ipv4Cidr::new(Ipv4Addr::new(127, 0, 0, 0), 8)];
+        let loopback = [IpCidr::Ipv4(Ipv4Cidr::new(Ipv4Addr::new(127, 0, 0, 0), 8))];
         let strict = ProxyPolicy {
             allow_destinations: &loopback,
             ..POLICY

@@ -5,14 +5,14 @@ use std::borrow::ToOwned;
 use std::string::String;
 
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::Ipv4Cidr;
+use smoltcp::wire::{IpCidr, Ipv4Cidr};
 
 use super::*;
 use crate::http::body::BodyTracker;
 use crate::proxy::ProxyPolicy;
 
-const LOOPBACK: [Ipv4Cidr; 1] = [Ipv4Cidr::new(Ipv4Addr::new(127, 0, 0, 0), 8)];
-const NAMES: [(&str, Ipv4Addr); 1] = [("origin.test", Ipv4Addr::new(127, 0, 0, 2))];
+const LOOPBACK: [IpCidr; 1] = [IpCidr::Ipv4(Ipv4Cidr::new(Ipv4Addr::new(127, 0, 0, 0), 8))];
+const NAMES: [(&str, IpAddr); 1] = [("origin.test", IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))];
 
 fn policy() -> ProxyPolicy<'static> {
     ProxyPolicy {

@@ -33,6 +33,7 @@ use crate::error::ServerError;
 use super::engine::{
     longest_idle, Admission, OwnAddress, Phase, ProxyConnection, ProxyContext, ProxyStats,
 };
+use super::policy::ipv4_of;
 use super::{Limits, ProxyPolicy};
 use lookup::Lookups;
 use relay::drop_received;
@@ -45,6 +46,10 @@ pub use storage::{FixedPool, PoolStorage, MAX_REFUSERS};
 /// each on a 64-bit machine): enough for 80 `Set-Cookie` fields and the rest. The kernel-stack designs take as
 /// many as fit [`Limits::response_head`].
 pub const RESPONSE_FIELDS: usize = 128;
+
+/// The most addresses of the interface the loop check knows as the proxy's own (smoltcp's default
+/// `IFACE_MAX_ADDR_COUNT` is 2: one of each family).
+const OWN_ADDRESSES: usize = 4;
 
 /// How a [`ProxyServer`] is set up.
 #[derive(Debug, Clone, Copy)]
@@ -260,9 +265,14 @@ where
         policy: &ProxyPolicy<'_>,
         scratch: &mut [u8],
     ) -> bool {
-        let own_v4 = iface.ipv4_addr();
+        // The interface's own addresses, of both families (copied: the interface is borrowed again below).
+        let mut own_addresses = heapless::Vec::<IpAddr, OWN_ADDRESSES>::new();
+        for cidr in iface.ip_addrs() {
+            let _ = own_addresses.push(IpAddr::from(cidr.address()));
+        }
         let is_local = move |ip: IpAddr| {
-            ip.is_loopback() || matches!(ip, IpAddr::V4(v4) if Some(v4) == own_v4)
+            let ip = ipv4_of(ip).map_or(ip, IpAddr::V4);
+            ip.is_loopback() || own_addresses.contains(&ip)
         };
         // A head is peeked at until it is whole: it must fit the scratch buffer (and the receive buffer of the
         // socket it comes in on, which the caller sizes; see `ProxyServerConfig::limits`).

@@ -147,7 +147,7 @@ impl<const OUT: usize> PhaseStep for Serving<'_, '_, '_, '_, OUT> {
     }
 
     fn resolving(&mut self) -> Flow {
-        let OriginWait::Lookup(query) = *self.wait else {
+        let OriginWait::Lookup(query) = self.wait else {
             return Flow::End(self.connection.driver_bug("resolving without a lookup"));
         };
         let mut found = heapless::Vec::<IpAddr, MAX_CANDIDATES>::new();
@@ -341,7 +341,10 @@ impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
     fn open(&mut self, addr: SocketAddr) -> Result<(), ()> {
         let remote = match addr.ip() {
             IpAddr::V4(v4) => (IpAddress::Ipv4(v4), addr.port()),
-            // This core speaks IPv4 only.
+            #[cfg(feature = "ipv6")]
+            IpAddr::V6(v6) => (IpAddress::Ipv6(v6), addr.port()),
+            // A build without IPv6 has no IPv6 to speak (and no IPv6 literal reaches here).
+            #[cfg(not(feature = "ipv6"))]
             IpAddr::V6(_) => return Err(()),
         };
         let origin = self.sockets.get_mut::<tcp::Socket>(self.slot.origin);

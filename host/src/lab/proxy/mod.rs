@@ -7,6 +7,8 @@
 //!   and collects each whole response.
 //! - [`ProxyLab`] puts them together; [`run_proxy_checks`] is the proxy half of `smoltalk lab`.
 
+use std::net::IpAddr;
+
 use smoltalk_core::proxy::{Limits, ProxyPolicy};
 use smoltcp::time::Duration;
 use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
@@ -84,9 +86,9 @@ impl ProxyLab {
             proxy,
             policy: ProxyPolicy {
                 allow_clients: &[],
-                allow_destinations: &[LAB_SEGMENT],
+                allow_destinations: &[IpCidr::Ipv4(LAB_SEGMENT)],
                 connect_ports: &[443],
-                static_names: &[(ORIGIN_NAME, ORIGIN_IP)],
+                static_names: &[(ORIGIN_NAME, IpAddr::V4(ORIGIN_IP))],
                 pseudonym: "smoltalk-lab",
             },
             origin,
