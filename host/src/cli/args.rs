@@ -342,6 +342,10 @@ pub struct ClientArgs {
     /// UDP: datagrams sent per message before giving up.
     #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub tries: u32,
+    /// smoltcp: the DNS server that looks a HOST name up (A and AAAA at once) [default: the IPv4 --gateway, or
+    /// the IPv6 one]. The kernel stack uses the system's resolver.
+    #[arg(long, value_name = "IP")]
+    pub dns: Option<IpAddr>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub stack: StackArgs,

@@ -3,12 +3,12 @@
 //! their timeouts, and how a reply is printed.
 
 use std::io::{self, BufRead, Write};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc;
 use std::time::Duration as StdDuration;
 
 use smoltcp::time::Duration;
-use smoltcp::wire::IpEndpoint;
+use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use super::announce;
 use super::args::{ClientArgs, ServerArgs};
@@ -16,6 +16,7 @@ use super::device::{device_kind, open_device, smoltcp_label};
 use super::CliError;
 use crate::stack::device::DeviceKind;
 use crate::stack::device_network::DeviceNetwork;
+use crate::stack::name_lookup::NameLookup;
 use crate::stack::network::{drive, earliest, Network, Step};
 use crate::sys::stop_requested;
 use crate::uppercase::kernel::sockets::default_workers;
@@ -177,18 +178,106 @@ fn timeouts(args: &ClientArgs, default_secs: f64) -> ClientTimeouts {
     }
 }
 
-fn server_endpoint(args: &ClientArgs) -> Result<IpEndpoint, String> {
-    let addr: Ipv4Addr = args.host.parse().map_err(|_| {
-        format!(
-            "{} is not an IPv4 address: with --stack tun|tap the server must be given as an address (smoltcp does \
-             not look names up here)",
-            args.host
-        )
-    })?;
-    Ok(IpEndpoint::new(addr.into(), args.port))
+/// The server a smoltcp client talks to: HOST as an address literal (IPv6 with or without brackets), or looked
+/// up through a DNS socket on the client's node (`--dns`, else a gateway), first address of a family the node
+/// has; a looked-up address is said on standard error.
+fn smoltcp_server(
+    net: &mut DeviceNetwork,
+    args: &ClientArgs,
+    timeout: Duration,
+) -> Result<IpEndpoint, String> {
+    let addressing = args.stack.addressing().map_err(|e| e.to_string())?;
+    let reachable = |ip: &IpAddress| match ip {
+        IpAddress::Ipv4(_) => addressing.ipv4.is_some(),
+        IpAddress::Ipv6(_) => addressing.ipv6.is_some(),
+    };
+    if let Some(ip) = address_literal(&args.host) {
+        let ip = IpAddress::from(ip);
+        if !reachable(&ip) {
+            return Err(format!(
+                "{ip} is {}, but smoltcp has no address of that family here (see --ip)",
+                family_name(&ip)
+            ));
+        }
+        return Ok(IpEndpoint::new(ip, args.port));
+    }
+    let server = args
+        .dns
+        .map(IpAddress::from)
+        .or_else(|| addressing.gateways().next())
+        .ok_or_else(|| {
+            format!(
+                "{} is not an address, and there is no DNS server to look it up: give --dns or --gateway",
+                args.host
+            )
+        })?;
+    // A client's short UDP timeout (1 s a try) is not a DNS server's: at least 5 s.
+    let deadline = net.now() + timeout.max(Duration::from_secs(5));
+    let lookup = NameLookup::start(net.node_mut(), server, &args.host, deadline)
+        .map_err(|e| e.to_string())?;
+    let mut lookup = Some(lookup);
+    let found = drive(net, |net| {
+        let now = net.now();
+        let Some(pending) = lookup.take() else {
+            return Step::Done(Err("the lookup ended twice".to_owned()));
+        };
+        match pending.poll(net.node(0), now) {
+            Ok(result) => Step::Done(result.map_err(|e| e.to_string())),
+            Err(pending) => {
+                let poll_at = pending.poll_at();
+                lookup = Some(pending);
+                Step::Pending {
+                    moved: false,
+                    poll_at: Some(poll_at),
+                }
+            }
+        }
+    })
+    .map_err(|e| e.to_string())??;
+    let Some(&ip) = found.iter().find(|ip| reachable(ip)) else {
+        let all: Vec<String> = found.iter().map(ToString::to_string).collect();
+        return Err(format!(
+            "{} is {}, but smoltcp has no address of that family here (see --ip)",
+            args.host,
+            all.join(", ")
+        ));
+    };
+    eprintln!(
+        "smoltalk: {} is {ip} (DNS server {server}); connecting to {}",
+        args.host,
+        IpEndpoint::new(ip, args.port)
+    );
+    Ok(IpEndpoint::new(ip, args.port))
+}
+
+/// `--dns` is smoltcp's: the kernel stack asks the system's resolver.
+fn refuse_dns_on_kernel(args: &ClientArgs) -> Result<(), String> {
+    match (args.dns, device_kind(args.stack.stack)) {
+        (Some(_), None) => Err(
+            "--dns is for --stack tun|tap: the kernel stack asks the system's resolver".to_owned(),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The address `host` spells: IPv4, or IPv6 with or without brackets.
+fn address_literal(host: &str) -> Option<IpAddr> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse().ok()
+}
+
+fn family_name(ip: &IpAddress) -> &'static str {
+    match ip {
+        IpAddress::Ipv4(_) => "IPv4",
+        IpAddress::Ipv6(_) => "IPv6",
+    }
 }
 
 pub(super) fn tcp_client(args: ClientArgs) -> Result<(), CliError> {
+    refuse_dns_on_kernel(&args)?;
     let timeouts = timeouts(&args, 5.0);
     let mut messages = Messages::new(args.message.clone());
     match device_kind(args.stack.stack) {
@@ -204,8 +293,8 @@ pub(super) fn tcp_client(args: ClientArgs) -> Result<(), CliError> {
             Ok(())
         }
         Some(kind) => {
-            let server = server_endpoint(&args)?;
             let mut net = open_device(&args.stack, kind)?;
+            let server = smoltcp_server(&mut net, &args, timeouts.connect)?;
             let mut exchange = TcpExchange::new(net.node_mut(), server, timeouts);
             run_smoltcp_client(&mut net, &mut messages, &mut exchange, &args.host, server)
         }
@@ -213,6 +302,7 @@ pub(super) fn tcp_client(args: ClientArgs) -> Result<(), CliError> {
 }
 
 pub(super) fn udp_client(args: ClientArgs) -> Result<(), CliError> {
+    refuse_dns_on_kernel(&args)?;
     let timeouts = timeouts(&args, 1.0);
     let mut messages = Messages::new(args.message.clone());
     match device_kind(args.stack.stack) {
@@ -230,8 +320,8 @@ pub(super) fn udp_client(args: ClientArgs) -> Result<(), CliError> {
             Ok(())
         }
         Some(kind) => {
-            let server = server_endpoint(&args)?;
             let mut net = open_device(&args.stack, kind)?;
+            let server = smoltcp_server(&mut net, &args, timeouts.connect)?;
             let mut exchange =
                 UdpExchange::new(net.node_mut(), server, timeouts).map_err(|e| e.to_string())?;
             run_smoltcp_client(&mut net, &mut messages, &mut exchange, &args.host, server)

@@ -7,5 +7,6 @@ pub mod device_network;
 pub mod instruments;
 pub mod kernel_thread;
 pub mod network;
+pub mod name_lookup;
 pub mod node;
 pub mod offload;
