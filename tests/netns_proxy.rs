@@ -25,29 +25,6 @@ const PROXY_HOST: &str = "10.0.2.15";
 /// The kernel's side of the device, where the origins, curl and the DNS server are.
 const KERNEL_HOST: &str = "10.0.2.2";
 
-/// A DNS server for the tests: listens on UDP port 53 of the address given first, answers A queries for the
-/// names given as `NAME=IP` arguments, NXDOMAIN for anything else, and prints `query NAME` for each query.
-const PY_DNS: &str = r#"
-import socket, sys
-names = dict(arg.split('=') for arg in sys.argv[2:])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], 53))
-print('dns ready', flush=True)
-while True:
-    q, a = s.recvfrom(512)
-    i, labels = 12, []
-    while q[i]:
-        labels.append(q[i + 1:i + 1 + q[i]].decode()); i += 1 + q[i]
-    qtype, qend = q[i + 1:i + 3], i + 5
-    ip = names.get('.'.join(labels).lower())
-    print('query', '.'.join(labels), flush=True)
-    if ip and qtype == b'\x00\x01':
-        r = q[:2] + b'\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00' + q[12:qend] + b'\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04' + socket.inet_aton(ip)
-    else:
-        r = q[:2] + b'\x81\x83\x00\x01\x00\x00\x00\x00\x00\x00' + q[12:qend]
-    s.sendto(r, a)
-"#;
-
 /// One test's network namespace: loopback and a TUN device `st0` whose kernel side is 10.0.2.2/24.
 struct Lab {
     net: Net,
