@@ -1,5 +1,5 @@
 //! Checksum and segmentation offload on TUN/TAP through the virtio-net header (`IFF_VNET_HDR` +
-//! `TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4)`).
+//! `TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)`), for TCP and UDP over IPv4 and IPv6.
 //!
 //! With it, every frame read or written starts with a 10-byte [`VnetHeader`], and the kernel and smoltalk stop
 //! computing TCP checksums for each other, and stop cutting TCP streams into MTU-sized packets for each other:
@@ -7,18 +7,30 @@
 //! - Frames the kernel sends say `NEEDS_CSUM` (the kernel's own packets, checksum only over the pseudo-header)
 //!   or `DATA_VALID` (already verified). TCP ones go to smoltcp unverified (it is set not to check TCP); UDP ones
 //!   marked `NEEDS_CSUM` have their checksum completed here, since smoltcp checks UDP. A TCP frame with neither
-//!   flag (forwarded from elsewhere) is verified here and dropped if wrong.
+//!   flag (forwarded from elsewhere) is verified here, over the IPv4 or the IPv6 pseudo-header, and dropped if
+//!   wrong.
 //! - TCP segments smoltcp sends go out with the pseudo-header sum in the checksum field and `NEEDS_CSUM`: the
 //!   kernel delivers them locally without a checksum pass, and completes the checksum itself if it forwards them.
-//! - With [`Offload::Segmentation`] (TSO4), smoltcp builds TCP segments of up to 64 KiB and says at what size to
-//!   cut them (`PacketMeta::segmentation_offload_size`); they leave with `gso_type` TCPV4 and that `gso_size`,
-//!   and the kernel delivers them whole or cuts them if it forwards them. The other way, the kernel hands the
-//!   device TCP super-packets of up to 64 KiB with `gso_type` TCPV4 (what it would have cut into MSS-sized
-//!   segments), which smoltcp takes whole: one read and one pass through smoltcp for up to 44 segments at MTU 1500.
+//!   (smoltcp is told the device does TCP checksums for both IP versions, so without this its IPv6 segments
+//!   would leave with a checksum of 0 and the kernel would drop them.)
+//! - With [`Offload::Segmentation`] (TSO4), smoltcp builds IPv4 TCP segments of up to 64 KiB and says at what
+//!   size to cut them (`PacketMeta::segmentation_offload_size`); they leave with `gso_type` TCPV4 and that
+//!   `gso_size`, and the kernel delivers them whole or cuts them if it forwards them. The other way (TSO4 and
+//!   TSO6), the kernel hands the device TCP super-packets of up to 64 KiB with `gso_type` TCPV4 or TCPV6 (what it
+//!   would have cut into MSS-sized segments), which smoltcp takes whole: one read and one pass through smoltcp for
+//!   up to 44 segments at MTU 1500.
+//! - smoltcp 0.14 cannot send IPv6 super-packets, so its IPv6 segments are at most the MSS, checksum offloaded
+//!   all the same. Its TCP socket would build them (with `SegmentationCapabilities::tcpv6`), but its interface
+//!   drops every IPv6 packet longer than the MTU ("IPv6 fragmentation support is unimplemented") and never hands
+//!   the device the segment size for IPv6 (`TxToken::set_meta` is called on the IPv4 path only): a device that
+//!   claimed `tcpv6` would have every large IPv6 write silently lost. So the device claims `tcpv4` only (see
+//!   [`crate::stack::device`]); [`transmit`] would mark an IPv6 super-packet TCPV6 if it were given a size.
+//!
+//! Of IPv6's extension headers, only a Hop-by-Hop header in front of the transport header is looked past, as
+//! smoltcp does; smoltcp takes no packet with another one for TCP or UDP, so such packets are left alone here.
 //!
 //! The `tun-tap` crate cannot ask for the header, so the device is opened here (through
-//! [`crate::sys::open_tun`]) with the same ioctl plus `IFF_VNET_HDR`. Only IPv4 is handled (smoltalk's core is
-//! IPv4-only).
+//! [`crate::sys::open_tun`]) with the same ioctl plus `IFF_VNET_HDR`.
 
 use std::fs::File;
 use std::io;
@@ -31,7 +43,7 @@ mod ip;
 
 use checksum::{fold, sum};
 pub use ip::tcp_payload;
-use ip::{ipv4, pseudo_header_sum};
+use ip::Version;
 
 /// Length of the virtio-net header in front of every frame.
 pub const VNET_HEADER_LEN: usize = 10;
@@ -40,6 +52,7 @@ const NEEDS_CSUM: u8 = 1;
 const DATA_VALID: u8 = 2;
 const GSO_NONE: u8 = 0;
 const GSO_TCPV4: u8 = 1;
+const GSO_TCPV6: u8 = 4;
 /// The congestion-experienced bit of `gso_type` (only with `TUN_F_TSO_ECN`, which smoltalk does not ask for).
 const GSO_ECN: u8 = 0x80;
 const TCP: u8 = 6;
@@ -51,7 +64,7 @@ const UDP: u8 = 17;
 pub struct VnetHeader {
     /// `NEEDS_CSUM` (1), `DATA_VALID` (2).
     pub flags: u8,
-    /// Segmentation offload type: 0, none; 1, TCP over IPv4 (the only one smoltalk negotiates).
+    /// Segmentation offload type: 0, none; 1, TCP over IPv4; 4, TCP over IPv6 (the two smoltalk negotiates).
     pub gso_type: u8,
     /// With segmentation: the length of the headers (link, IP, TCP) in front of the payload.
     pub hdr_len: u16,
@@ -98,7 +111,8 @@ pub enum Offload {
     None,
     /// TCP checksums (`TUN_F_CSUM`).
     Checksum,
-    /// TCP checksums and TCP segmentation both ways (`TUN_F_CSUM | TUN_F_TSO4`): packets of up to 64 KiB.
+    /// TCP checksums and TCP segmentation (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`): packets of up to 64 KiB, both
+    /// ways over IPv4, from the kernel only over IPv6 (see the module's doc).
     Segmentation,
 }
 
@@ -108,7 +122,7 @@ impl Offload {
         match self {
             Offload::None => 0,
             Offload::Checksum => libc::TUN_F_CSUM,
-            Offload::Segmentation => libc::TUN_F_CSUM | libc::TUN_F_TSO4,
+            Offload::Segmentation => libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6,
         }
     }
 
@@ -117,13 +131,13 @@ impl Offload {
         match self {
             Offload::None => "no offload",
             Offload::Checksum => "TCP checksum offload",
-            Offload::Segmentation => "TCP segmentation (TSO4) and checksum offload",
+            Offload::Segmentation => "TCP segmentation (TSO4, TSO6) and checksum offload",
         }
     }
 }
 
 /// Asks the device for `wanted` through `set` (which issues `TUNSETOFFLOAD` with the flags it is given), and
-/// for less if the kernel refuses: a kernel without TSO4 on TUN/TAP still gets checksum offload. Returns what
+/// for less if the kernel refuses: a kernel without TSO on TUN/TAP still gets checksum offload. Returns what
 /// was agreed; an error only if even checksum offload is refused.
 pub fn negotiate(
     name: &str,
@@ -178,23 +192,37 @@ pub enum Verdict {
     Drop(&'static str),
 }
 
-/// Prepares a received frame (`l3` bytes of link header, then IP) for smoltcp, which checks every checksum but
-/// TCP's: completes a partial UDP checksum, verifies a TCP checksum nobody vouched for. With `segmentation`
-/// agreed, a TCP super-packet (`gso_type` TCPV4) is let in whole; any other segmentation frame is dropped.
+/// Prepares a received frame (`l3` bytes of link header, then IPv4 or IPv6) for smoltcp, which checks every
+/// checksum but TCP's: completes a partial UDP checksum, verifies a TCP checksum nobody vouched for. With
+/// `segmentation` agreed, a TCP super-packet (`gso_type` TCPV4 on IPv4, TCPV6 on IPv6) is let in whole; any other
+/// segmentation frame is dropped.
 pub fn receive(header: VnetHeader, frame: &mut [u8], l3: usize, segmentation: bool) -> Verdict {
     let gso = header.gso_type & !GSO_ECN;
-    if gso != GSO_NONE && !(segmentation && gso == GSO_TCPV4) {
+    if gso != GSO_NONE && !(segmentation && (gso == GSO_TCPV4 || gso == GSO_TCPV6)) {
         return Verdict::Drop("segmentation offload frame of a kind not negotiated");
     }
-    let Some(ip) = ipv4(frame, l3) else {
-        if gso != GSO_NONE {
-            return Verdict::Drop("TCPV4 super-packet that is not IPv4");
-        }
-        // Not IPv4 (ARP, IPv6) or malformed: nothing of ours to fix; smoltcp checks or drops the rest.
-        return Verdict::Accept;
+    let Some(ip) = ip::parse(frame, l3) else {
+        return match gso {
+            GSO_NONE => {
+                // Not IP (ARP) or malformed: nothing of ours to fix; smoltcp checks or drops the rest.
+                Verdict::Accept
+            }
+            GSO_TCPV4 => Verdict::Drop("TCPV4 super-packet that is not IPv4"),
+            _ => Verdict::Drop("TCPV6 super-packet that is not IPv6"),
+        };
     };
-    if gso != GSO_NONE && (ip.protocol != TCP || ip.fragment) {
-        return Verdict::Drop("TCPV4 super-packet that is not one TCP segment");
+    if gso != GSO_NONE {
+        if gso != ip.gso_tcp() {
+            return Verdict::Drop(
+                "super-packet whose segmentation type is for the other IP version",
+            );
+        }
+        if ip.protocol != TCP || ip.fragment {
+            return Verdict::Drop(match ip.version {
+                Version::V4 => "TCPV4 super-packet that is not one TCP segment",
+                Version::V6 => "TCPV6 super-packet that is not one TCP segment",
+            });
+        }
     }
     let vouched = header.flags & (NEEDS_CSUM | DATA_VALID) != 0;
     if ip.fragment {
@@ -205,7 +233,7 @@ pub fn receive(header: VnetHeader, frame: &mut [u8], l3: usize, segmentation: bo
         }
         return Verdict::Accept;
     }
-    let (start, end) = (l3 + ip.header_len, l3 + ip.total_len);
+    let (start, end) = (ip.l4, ip.end);
     if header.flags & NEEDS_CSUM != 0 {
         // The kernel's packet: the field holds the pseudo-header sum, the rest is ours to add if anyone checks.
         if ip.protocol == UDP {
@@ -214,18 +242,22 @@ pub fn receive(header: VnetHeader, frame: &mut [u8], l3: usize, segmentation: bo
             if from < start || field + 2 > end {
                 return Verdict::Drop("checksum offsets outside the UDP datagram");
             }
-            let checksum = match !fold(sum(&frame[from..end], 0)) {
-                0 => 0xffff, // 0 means "no checksum" in UDP
+            // In bounds: `end` is within the frame (ip::parse saw to it).
+            let datagram = frame.get(from..end).unwrap_or_default();
+            // 0 means "no checksum" in UDP (over IPv4; over IPv6, where the checksum is a must, it is invalid).
+            let checksum = match !fold(sum(datagram, 0)) {
+                0 => 0xffff,
                 c => c,
             };
-            frame[field..field + 2].copy_from_slice(&checksum.to_be_bytes());
+            if let Some(at) = frame.get_mut(field..field + 2) {
+                at.copy_from_slice(&checksum.to_be_bytes());
+            }
         }
         return Verdict::Accept;
     }
     if !vouched && ip.protocol == TCP {
-        let acc = pseudo_header_sum(&frame[l3..], TCP, ip.total_len - ip.header_len)
-            + sum(&frame[start..end], 0);
-        if fold(acc) != 0xffff {
+        let segment = frame.get(start..end).unwrap_or_default();
+        if fold(ip.pseudo_header_sum(frame, TCP) + sum(segment, 0)) != 0xffff {
             return Verdict::Drop("bad TCP checksum");
         }
     }
@@ -234,39 +266,44 @@ pub fn receive(header: VnetHeader, frame: &mut [u8], l3: usize, segmentation: bo
 
 /// Prepares a frame smoltcp built (TCP checksum left zero) for the device: puts the pseudo-header sum in the TCP
 /// checksum field and returns the header asking the kernel to finish the checksum if it ever needs it. With
-/// `segment` (smoltcp's `segmentation_offload_size`), a TCP segment whose payload is longer goes as a TCPV4
-/// super-packet, to be cut into segments of that many payload bytes.
+/// `segment` (smoltcp's `segmentation_offload_size`), a TCP segment whose payload is longer goes as a super-packet
+/// (TCPV4 or TCPV6, after the IP version), to be cut into segments of that many payload bytes.
 pub fn transmit(frame: &mut [u8], l3: usize, segment: Option<u16>) -> VnetHeader {
-    match ipv4(frame, l3) {
-        Some(ip) if ip.protocol == TCP && !ip.fragment && ip.total_len - ip.header_len >= 20 => {
-            let start = l3 + ip.header_len;
-            let tcp_len = ip.total_len - ip.header_len;
-            let partial = fold(pseudo_header_sum(&frame[l3..], TCP, tcp_len));
-            frame[start + 16..start + 18].copy_from_slice(&partial.to_be_bytes());
-            let mut header = VnetHeader {
-                flags: NEEDS_CSUM,
-                gso_type: GSO_NONE,
-                hdr_len: 0,
-                gso_size: 0,
-                csum_start: start as u16,
-                csum_offset: 16,
-            };
-            // The TCP header's length, from its data offset (smoltcp wrote it: 20 to 60 bytes).
-            let tcp_header_len = usize::from(frame[start + 12] >> 4) * 4;
-            if let Some(mss) = segment {
-                if tcp_len > tcp_header_len + usize::from(mss) {
-                    header.gso_type = GSO_TCPV4;
-                    header.gso_size = mss;
-                    header.hdr_len = (start + tcp_header_len) as u16;
-                }
-            }
-            header
-        }
-        // smoltcp computed every other checksum itself (and never fragments TCP: segments fit the MTU, or go
-        // as super-packets the kernel cuts).
-        _ => VnetHeader::default(),
+    let Some(ip) = ip::parse(frame, l3).filter(|ip| ip.protocol == TCP && !ip.fragment) else {
+        // smoltcp computed every other checksum itself (and never fragments TCP: segments fit the MTU, or go as
+        // super-packets the kernel cuts).
+        return VnetHeader::default();
+    };
+    let start = ip.l4;
+    let tcp_len = ip.l4_len();
+    // The TCP header's length, from its data offset (smoltcp wrote it: 20 to 60 bytes).
+    let tcp_header_len = match frame.get(start + 12) {
+        Some(offset) if tcp_len >= 20 => usize::from(offset >> 4) * 4,
+        _ => return VnetHeader::default(),
+    };
+    let partial = fold(ip.pseudo_header_sum(frame, TCP));
+    if let Some(field) = frame.get_mut(start + 16..start + 18) {
+        field.copy_from_slice(&partial.to_be_bytes());
     }
+    let mut header = VnetHeader {
+        flags: NEEDS_CSUM,
+        gso_type: GSO_NONE,
+        hdr_len: 0,
+        gso_size: 0,
+        csum_start: start as u16,
+        csum_offset: 16,
+    };
+    if let Some(mss) = segment {
+        if tcp_len > tcp_header_len + usize::from(mss) {
+            header.gso_type = ip.gso_tcp();
+            header.gso_size = mss;
+            header.hdr_len = (start + tcp_header_len) as u16;
+        }
+    }
+    header
 }
 
+#[cfg(test)]
+mod ipv6_tests;
 #[cfg(test)]
 mod tests;

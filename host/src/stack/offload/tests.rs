@@ -2,20 +2,13 @@
 
 use super::*;
 
-/// A TCP/IPv4 packet with a correct checksum (made with smoltcp's own emitter).
-fn tcp_packet(payload: &[u8]) -> Vec<u8> {
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{
-        IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr, TcpSeqNumber,
-    };
-    let (src, dst) = (
-        Ipv4Address::new(10, 0, 2, 2),
-        Ipv4Address::new(10, 0, 2, 15),
-    );
-    let tcp = TcpRepr {
+/// A TCP segment from port 40000 to 12000 carrying `payload`.
+pub(super) fn tcp_repr(payload: &[u8]) -> smoltcp::wire::TcpRepr<'_> {
+    use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber};
+    TcpRepr {
         src_port: 40000,
         dst_port: 12000,
-        control: smoltcp::wire::TcpControl::Psh,
+        control: TcpControl::Psh,
         seq_number: TcpSeqNumber(7),
         ack_number: Some(TcpSeqNumber(9)),
         window_len: 512,
@@ -25,7 +18,18 @@ fn tcp_packet(payload: &[u8]) -> Vec<u8> {
         sack_ranges: [None, None, None],
         timestamp: None,
         payload,
-    };
+    }
+}
+
+/// A TCP/IPv4 packet with a correct checksum (made with smoltcp's own emitter).
+pub(super) fn tcp_packet(payload: &[u8]) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, TcpPacket};
+    let (src, dst) = (
+        Ipv4Address::new(10, 0, 2, 2),
+        Ipv4Address::new(10, 0, 2, 15),
+    );
+    let tcp = tcp_repr(payload);
     let ip = Ipv4Repr {
         src_addr: src,
         dst_addr: dst,
@@ -177,7 +181,7 @@ fn super_packets_are_taken_only_when_agreed_and_only_tcp() {
 }
 
 #[test]
-fn a_kernel_without_tso4_gets_checksum_offload() {
+fn a_kernel_without_tso_gets_checksum_offload() {
     let mut asked = Vec::new();
     let agreed = negotiate("t0", Offload::Segmentation, |flags| {
         asked.push(flags);
@@ -190,7 +194,10 @@ fn a_kernel_without_tso4_gets_checksum_offload() {
     assert_eq!(agreed.ok(), Some(Offload::Checksum));
     assert_eq!(
         asked,
-        [libc::TUN_F_CSUM | libc::TUN_F_TSO4, libc::TUN_F_CSUM]
+        [
+            libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6,
+            libc::TUN_F_CSUM
+        ]
     );
     // Refusing checksum offload too is an error, not a silent plain device.
     let refused = negotiate("t0", Offload::Segmentation, |_| {
