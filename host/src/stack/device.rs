@@ -171,9 +171,9 @@ impl TunTapDevice {
             DeviceHandle::Offload { name, .. } if napi => KernelThread::start(name, kernel_thread),
             _ => None,
         };
-        // Room for the largest frame the kernel can hand over (an IP packet of 65535 bytes plus an Ethernet
-        // header with a VLAN tag, plus the virtio-net header), whatever the MTU is now: the MTU can be raised
-        // while smoltalk runs, and a read into a smaller buffer would be cut short.
+        // Room for the largest frame the kernel can hand over (MAX_FRAME: an IPv6 packet with 65535 bytes of
+        // payload behind an Ethernet header with a VLAN tag; then the virtio-net header), whatever the MTU is
+        // now: the MTU can be raised while smoltalk runs, and a read into a smaller buffer would be cut short.
         let frame = MAX_FRAME + VNET_HEADER_LEN;
         Ok(TunTapDevice {
             handle,
