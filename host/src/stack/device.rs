@@ -42,8 +42,10 @@ impl DeviceKind {
     }
 }
 
-/// The largest frame read from or written to a device.
-const MAX_FRAME: usize = 65535 + 18;
+/// The largest frame read from or written to a device: the largest IPv6 packet (a 40-byte header and 65535
+/// bytes of payload, the most its length field says without a jumbogram; IPv4's largest is 40 bytes shorter), plus
+/// an Ethernet header with a VLAN tag.
+const MAX_FRAME: usize = 40 + 65535 + 18;
 
 /// The largest IPv4 packet, and so the largest TCP super-packet with segmentation offload.
 const MAX_SUPER_PACKET: usize = 65535;
@@ -169,9 +171,9 @@ impl TunTapDevice {
             DeviceHandle::Offload { name, .. } if napi => KernelThread::start(name, kernel_thread),
             _ => None,
         };
-        // Room for the largest frame the kernel can hand over (an IP packet of 65535 bytes plus an Ethernet
-        // header with a VLAN tag, plus the virtio-net header), whatever the MTU is now: the MTU can be raised
-        // while smoltalk runs, and a read into a smaller buffer would be cut short.
+        // Room for the largest frame the kernel can hand over (MAX_FRAME: an IPv6 packet with 65535 bytes of
+        // payload behind an Ethernet header with a VLAN tag; then the virtio-net header), whatever the MTU is
+        // now: the MTU can be raised while smoltalk runs, and a read into a smaller buffer would be cut short.
         let frame = MAX_FRAME + VNET_HEADER_LEN;
         Ok(TunTapDevice {
             handle,
@@ -421,25 +423,59 @@ impl Device for TunTapDevice {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        match self.kind {
-            DeviceKind::Tun => {
-                caps.medium = Medium::Ip;
-                caps.max_transmission_unit = self.mtu;
-            }
-            DeviceKind::Tap => {
-                caps.medium = Medium::Ethernet;
-                caps.max_transmission_unit = self.mtu + 14;
-            }
+        capabilities(self.kind, self.mtu, self.offload())
+    }
+}
+
+/// What smoltcp is told of a device of `kind` with IP MTU `mtu` and `offload` agreed.
+fn capabilities(kind: DeviceKind, mtu: usize, offload: Offload) -> DeviceCapabilities {
+    let mut caps = DeviceCapabilities::default();
+    let l3 = match kind {
+        DeviceKind::Tun => {
+            caps.medium = Medium::Ip;
+            0
         }
-        if self.offload() >= Offload::Checksum {
-            // The device and the kernel vouch for TCP checksums (see crate::stack::offload); smoltcp keeps the others.
-            caps.checksum.tcp = Checksum::None;
+        DeviceKind::Tap => {
+            caps.medium = Medium::Ethernet;
+            14
         }
-        if self.offload() == Offload::Segmentation {
-            // TCP segments up to the largest IPv4 packet (smoltcp counts the Ethernet header in, on TAP).
-            caps.segmentation.tcpv4 = NonZeroUsize::new(MAX_SUPER_PACKET + self.tx.l3);
+    };
+    caps.max_transmission_unit = mtu + l3;
+    if offload >= Offload::Checksum {
+        // The device and the kernel vouch for TCP checksums, over IPv4 and IPv6 (see crate::stack::offload);
+        // smoltcp keeps the others.
+        caps.checksum.tcp = Checksum::None;
+    }
+    if offload == Offload::Segmentation {
+        // TCP segments up to the largest IPv4 packet (smoltcp counts the Ethernet header in, on TAP). Not `tcpv6`:
+        // smoltcp 0.14 would build IPv6 super-packets, then drop them for being longer than the MTU (see
+        // crate::stack::offload), and every large IPv6 write would be lost.
+        caps.segmentation.tcpv4 = NonZeroUsize::new(MAX_SUPER_PACKET + l3);
+    }
+    caps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_over_ipv6_is_checksum_offloaded_but_never_segmented() {
+        for kind in [DeviceKind::Tun, DeviceKind::Tap] {
+            let caps = capabilities(kind, 1500, Offload::Segmentation);
+            assert!(!caps.checksum.tcp.tx() && !caps.checksum.tcp.rx());
+            assert!(caps.checksum.udp.tx() && caps.checksum.udp.rx());
+            assert_eq!(caps.segmentation.tcpv6, None);
+            let l3 = if kind == DeviceKind::Tap { 14 } else { 0 };
+            assert_eq!(
+                caps.segmentation.tcpv4.map(NonZeroUsize::get),
+                Some(65535 + l3)
+            );
+            assert_eq!(caps.max_transmission_unit, 1500 + l3);
+            let checksum = capabilities(kind, 1500, Offload::Checksum);
+            assert!(!checksum.checksum.tcp.tx());
+            assert_eq!(checksum.segmentation.tcpv4, None);
+            assert!(capabilities(kind, 1500, Offload::None).checksum.tcp.tx());
         }
-        caps
     }
 }

@@ -149,8 +149,8 @@ impl PcapSink for MemoryCapture {
 }
 
 /// A capture of the kernel's loopback interface (`lo`), for the kernel-stack side of `smoltalk compare`:
-/// a packet socket (root only) records the IPv4 packets to or from `ports` (and ICMP errors about them) until
-/// [`LoopbackCapture::finish`].
+/// a packet socket (root only) records the IPv4 and IPv6 packets to or from `ports` (and ICMP and ICMPv6 errors
+/// about them) until [`LoopbackCapture::finish`].
 pub struct LoopbackCapture {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<Vec<u8>>,
@@ -203,34 +203,237 @@ fn capture_loop(
     pcap.bytes()
 }
 
-/// Whether an Ethernet frame carries an IPv4 TCP/UDP packet to or from one of `ports`, or an ICMP error
-/// quoting one.
+/// Whether an Ethernet frame carries an IPv4 or IPv6 TCP/UDP packet to or from one of `ports`, or an ICMP or
+/// ICMPv6 error quoting one.
 fn concerns(frame: &[u8], ports: &[u16]) -> bool {
-    use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet};
+    use smoltcp::wire::{EthernetFrame, EthernetProtocol};
     let Ok(ethernet) = EthernetFrame::new_checked(frame) else {
         return false;
     };
-    if ethernet.ethertype() != EthernetProtocol::Ipv4 {
-        return false;
-    }
-    let Ok(ip) = Ipv4Packet::new_checked(ethernet.payload()) else {
-        return false;
+    let pair = match ethernet.ethertype() {
+        EthernetProtocol::Ipv4 => ipv4_ports(ethernet.payload()),
+        EthernetProtocol::Ipv6 => ipv6_ports(ethernet.payload()),
+        _ => None,
     };
+    pair.is_some_and(|(a, b)| ports.contains(&a) || ports.contains(&b))
+}
+
+/// The two ports at the start of a TCP or UDP header.
+fn port_pair(bytes: &[u8]) -> Option<(u16, u16)> {
+    let b = bytes.get(..4)?;
+    Some((
+        u16::from_be_bytes([b[0], b[1]]),
+        u16::from_be_bytes([b[2], b[3]]),
+    ))
+}
+
+/// The ports of an IPv4 TCP/UDP packet, or of the one an ICMP message quotes.
+fn ipv4_ports(packet: &[u8]) -> Option<(u16, u16)> {
+    use smoltcp::wire::{IpProtocol, Ipv4Packet};
+    let ip = Ipv4Packet::new_checked(packet).ok()?;
     let payload = ip.payload();
-    let port_pair = |bytes: &[u8]| -> Option<(u16, u16)> {
-        let b = bytes.get(..4)?;
-        Some((
-            u16::from_be_bytes([b[0], b[1]]),
-            u16::from_be_bytes([b[2], b[3]]),
-        ))
-    };
-    let matches = |pair: Option<(u16, u16)>| {
-        pair.is_some_and(|(a, b)| ports.contains(&a) || ports.contains(&b))
-    };
     match ip.next_header() {
-        IpProtocol::Tcp | IpProtocol::Udp => matches(port_pair(payload)),
+        IpProtocol::Tcp | IpProtocol::Udp => port_pair(payload),
         // An ICMP error quotes the IPv4 header (20 bytes here) and the first 8 bytes of the datagram.
-        IpProtocol::Icmp => matches(payload.get(8 + 20..).and_then(port_pair)),
-        _ => false,
+        IpProtocol::Icmp => port_pair(payload.get(8 + 20..)?),
+        _ => None,
+    }
+}
+
+/// The ports of an IPv6 TCP/UDP packet, or of the TCP/UDP packet an ICMPv6 error quotes.
+fn ipv6_ports(packet: &[u8]) -> Option<(u16, u16)> {
+    use smoltcp::wire::{IpProtocol, Ipv6Packet};
+    let ip = Ipv6Packet::new_checked(packet).ok()?;
+    let payload = ip.payload();
+    match ip.next_header() {
+        IpProtocol::Tcp | IpProtocol::Udp => port_pair(payload),
+        // Error messages are the types below 128 (the rest, echo and neighbour discovery among them, are not). One
+        // quotes as much of the packet as fits after its own 8 bytes: the IPv6 header (40 bytes), then the
+        // transport header, if the quoted header says it is TCP or UDP.
+        IpProtocol::Icmpv6 if payload.first().is_some_and(|kind| *kind < 128) => {
+            let quoted = payload.get(8..)?;
+            match IpProtocol::from(*quoted.get(6)?) {
+                IpProtocol::Tcp | IpProtocol::Udp => port_pair(quoted.get(40..)?),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv6DstUnreachable,
+        Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr, Ipv6Address,
+        Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket, UdpRepr,
+    };
+
+    const KERNEL: Ipv6Address = Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+    const SMOLTCP: Ipv6Address = Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x15);
+
+    /// A loopback frame (all-zero Ethernet addresses) of `ethertype` around `packet`.
+    fn ethernet(ethertype: EthernetProtocol, packet: &[u8]) -> Vec<u8> {
+        let repr = EthernetRepr {
+            src_addr: EthernetAddress([0; 6]),
+            dst_addr: EthernetAddress([0; 6]),
+            ethertype,
+        };
+        let mut frame = vec![0u8; repr.buffer_len() + packet.len()];
+        let mut ethernet = EthernetFrame::new_unchecked(&mut frame);
+        repr.emit(&mut ethernet);
+        ethernet.payload_mut().copy_from_slice(packet);
+        frame
+    }
+
+    /// An IPv6 packet from the kernel's address to smoltcp's carrying `payload` as `next_header`.
+    fn ipv6(next_header: IpProtocol, payload: &[u8]) -> (Ipv6Repr, Vec<u8>) {
+        let repr = Ipv6Repr {
+            src_addr: KERNEL,
+            dst_addr: SMOLTCP,
+            next_header,
+            payload_len: payload.len(),
+            hop_limit: 64,
+        };
+        let mut packet = vec![0u8; repr.buffer_len() + payload.len()];
+        let mut ip = Ipv6Packet::new_unchecked(&mut packet);
+        repr.emit(&mut ip);
+        ip.payload_mut().copy_from_slice(payload);
+        (repr, packet)
+    }
+
+    fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+        let repr = UdpRepr { src_port, dst_port };
+        let mut bytes = vec![0u8; repr.header_len() + payload.len()];
+        repr.emit(
+            &mut UdpPacket::new_unchecked(&mut bytes),
+            &KERNEL.into(),
+            &SMOLTCP.into(),
+            payload.len(),
+            |out| out.copy_from_slice(payload),
+            &ChecksumCapabilities::default(),
+        );
+        bytes
+    }
+
+    fn tcp(src_port: u16, dst_port: u16) -> Vec<u8> {
+        let repr = TcpRepr {
+            src_port,
+            dst_port,
+            control: TcpControl::Syn,
+            seq_number: TcpSeqNumber(1),
+            ack_number: None,
+            window_len: 1024,
+            window_scale: None,
+            max_seg_size: Some(1440),
+            sack_permitted: false,
+            sack_ranges: [None, None, None],
+            timestamp: None,
+            payload: &[],
+        };
+        let mut bytes = vec![0u8; repr.buffer_len()];
+        repr.emit(
+            &mut TcpPacket::new_unchecked(&mut bytes),
+            &KERNEL.into(),
+            &SMOLTCP.into(),
+            &ChecksumCapabilities::default(),
+        );
+        bytes
+    }
+
+    /// An ICMPv6 message from smoltcp's address to the kernel's, as a loopback frame.
+    fn icmpv6(message: Icmpv6Repr) -> Vec<u8> {
+        let mut bytes = vec![0u8; message.buffer_len()];
+        message.emit(
+            &SMOLTCP,
+            &KERNEL,
+            &mut Icmpv6Packet::new_unchecked(&mut bytes),
+            &ChecksumCapabilities::default(),
+        );
+        ethernet(EthernetProtocol::Ipv6, &ipv6(IpProtocol::Icmpv6, &bytes).1)
+    }
+
+    /// A port-unreachable error quoting `quoted` (an IPv6 packet of `header`).
+    fn unreachable(header: Ipv6Repr, quoted: &[u8]) -> Vec<u8> {
+        icmpv6(Icmpv6Repr::DstUnreachable {
+            reason: Icmpv6DstUnreachable::PortUnreachable,
+            header,
+            data: quoted.get(40..).unwrap_or_default(),
+        })
+    }
+
+    const PORTS: [u16; 2] = [12000, 12001];
+
+    #[test]
+    fn ipv6_tcp_and_udp_to_or_from_the_ports_are_kept_and_others_dropped() {
+        let v6 = |protocol, l4: Vec<u8>| ethernet(EthernetProtocol::Ipv6, &ipv6(protocol, &l4).1);
+        assert!(concerns(&v6(IpProtocol::Tcp, tcp(40000, 12000)), &PORTS));
+        assert!(concerns(&v6(IpProtocol::Tcp, tcp(12001, 40000)), &PORTS));
+        assert!(concerns(
+            &v6(IpProtocol::Udp, udp(40000, 12001, b"hi")),
+            &PORTS
+        ));
+        assert!(!concerns(&v6(IpProtocol::Tcp, tcp(40000, 22)), &PORTS));
+        assert!(!concerns(
+            &v6(IpProtocol::Udp, udp(5353, 5353, b"hi")),
+            &PORTS
+        ));
+        // A TCP packet behind the wrong EtherType, or cut short, is not one.
+        let packet = ipv6(IpProtocol::Tcp, &tcp(40000, 12000)).1;
+        assert!(!concerns(
+            &ethernet(EthernetProtocol::Ipv4, &packet),
+            &PORTS
+        ));
+        let whole = v6(IpProtocol::Tcp, tcp(40000, 12000));
+        assert!(!concerns(&whole[..whole.len() - 1], &PORTS));
+        assert!(!concerns(&whole[..14 + 40], &PORTS));
+        // IPv4 still is.
+        let v4 = Ipv4Repr {
+            src_addr: Ipv4Address::new(10, 0, 2, 2),
+            dst_addr: Ipv4Address::new(10, 0, 2, 15),
+            next_header: IpProtocol::Udp,
+            payload_len: 10,
+            hop_limit: 64,
+        };
+        let mut packet = vec![0u8; 30];
+        let mut ip = Ipv4Packet::new_unchecked(&mut packet);
+        v4.emit(&mut ip, &ChecksumCapabilities::default());
+        ip.payload_mut().copy_from_slice(&udp(40000, 12000, b"hi"));
+        assert!(concerns(&ethernet(EthernetProtocol::Ipv4, &packet), &PORTS));
+    }
+
+    #[test]
+    fn icmpv6_errors_quoting_the_ports_are_kept_and_other_icmpv6_dropped() {
+        let (header, quoted) = ipv6(IpProtocol::Udp, &udp(40000, 12000, b"ping"));
+        assert!(concerns(&unreachable(header, &quoted), &PORTS));
+        let (header, quoted) = ipv6(IpProtocol::Tcp, &tcp(12001, 40000));
+        let too_big = icmpv6(Icmpv6Repr::PktTooBig {
+            mtu: 1280,
+            header,
+            data: &quoted[40..],
+        });
+        assert!(concerns(&too_big, &PORTS));
+        // Quoting other ports, or too little of the packet to show them.
+        let (header, other) = ipv6(IpProtocol::Udp, &udp(40000, 53, b"ping"));
+        assert!(!concerns(&unreachable(header, &other), &PORTS));
+        let (header, quoted) = ipv6(IpProtocol::Udp, &udp(40000, 12000, b"ping"));
+        assert!(!concerns(&unreachable(header, &quoted[..42]), &PORTS));
+        // Quoting a packet that is not TCP or UDP, though its bytes look like the ports.
+        let (header, echo) = ipv6(IpProtocol::Icmpv6, &udp(40000, 12000, b"ping"));
+        assert!(!concerns(&unreachable(header, &echo), &PORTS));
+        // Not an error, though its bytes where an error quotes ports look like them.
+        // (An echo's data starts where an error's quoted packet does, after 8 bytes.)
+        let data = ipv6(IpProtocol::Udp, &udp(40000, 12000, b"ping")).1;
+        let echo = icmpv6(Icmpv6Repr::EchoRequest {
+            ident: 1,
+            seq_no: 0,
+            data: &data,
+        });
+        let bytes = &echo[14 + 40 + 8..];
+        assert_eq!(bytes[6], 17, "the echo reads as quoting UDP");
+        assert_eq!(port_pair(&bytes[40..]), Some((40000, 12000)));
+        assert!(!concerns(&echo, &PORTS));
     }
 }
