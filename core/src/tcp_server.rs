@@ -28,6 +28,7 @@ use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Duration;
 
+use crate::endpoint::written;
 use crate::error::ServerError;
 use crate::uppercase::uppercase_into;
 
@@ -184,7 +185,7 @@ fn step_slot(
     if slot.state == SlotState::Listening && socket.is_active() {
         stats.accepted += 1;
         if let Some(peer) = socket.remote_endpoint() {
-            log::info!("tcp:{port}: connection from {peer}");
+            log::info!("tcp:{port}: connection from {}", written(peer));
         }
         slot.state = SlotState::Serving;
     }

@@ -18,6 +18,7 @@ use smoltcp::socket::udp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::IpEndpoint;
 
+use crate::endpoint::written;
 use crate::error::ClientError;
 use crate::uppercase::uppercase_byte;
 
@@ -138,7 +139,7 @@ impl UppercaseUdpClient {
             log::debug!(
                 "udp: skipped a {}-byte datagram from {} that is not the reply awaited",
                 payload.len(),
-                meta.endpoint
+                written(meta.endpoint)
             );
         }
         if now >= sent_at + self.timeout {

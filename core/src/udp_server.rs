@@ -12,6 +12,7 @@ use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::udp;
 use smoltcp::wire::{IpAddress, IpCidr};
 
+use crate::endpoint::written;
 use crate::error::ServerError;
 use crate::uppercase::uppercase_into;
 
@@ -108,7 +109,7 @@ impl UppercaseUdpServer {
                 log::warn!(
                     "udp:{}: dropped a {request_len}-byte request from {}: larger than the {} bytes this server answers",
                     self.port,
-                    meta.endpoint,
+                    written(meta.endpoint),
                     scratch.len()
                 );
                 self.stats.oversized += 1;
@@ -132,7 +133,7 @@ impl UppercaseUdpServer {
                     log::warn!(
                         "udp:{}: dropped a {len}-byte request from {}: reply cannot be sent ({e})",
                         self.port,
-                        meta.endpoint
+                        written(meta.endpoint)
                     );
                     self.stats.unsendable += 1;
                 }

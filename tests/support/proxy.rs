@@ -172,12 +172,18 @@ print('python origin listening on %s:%d' % srv.server_address[:2], flush=True)
 srv.serve_forever()
 "#;
 
-/// A DNS server for the tests: listens on UDP port 53 of the address given first, answers A queries for the
-/// names given as `NAME=IP` arguments, NXDOMAIN for anything else, and prints `query NAME` for each query.
+/// A DNS server for the tests: listens on UDP port 53 of the address given first (IPv4 or IPv6), answers A
+/// queries for the names given as `NAME=IPv4` arguments and AAAA queries for those given as `NAME=IPv6` (a name
+/// may be given twice, once of each family), no records (NODATA) for a known name's other family, NXDOMAIN for
+/// anything else, and prints `query NAME` (`query NAME AAAA` for AAAA) for each query.
 pub const PY_DNS: &str = r#"
 import socket, sys
-names = dict(arg.split('=') for arg in sys.argv[2:])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+names = {}
+for arg in sys.argv[2:]:
+    name, ip = arg.split('=')
+    names.setdefault(name, []).append(ip)
+family = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET
+s = socket.socket(family, socket.SOCK_DGRAM)
 s.bind((sys.argv[1], 53))
 print('dns ready', flush=True)
 while True:
@@ -186,12 +192,19 @@ while True:
     while q[i]:
         labels.append(q[i + 1:i + 1 + q[i]].decode()); i += 1 + q[i]
     qtype, qend = q[i + 1:i + 3], i + 5
-    ip = names.get('.'.join(labels).lower())
-    print('query', '.'.join(labels), flush=True)
-    if ip and qtype == b'\x00\x01':
-        r = q[:2] + b'\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00' + q[12:qend] + b'\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04' + socket.inet_aton(ip)
-    else:
+    name = '.'.join(labels).lower()
+    aaaa = qtype == b'\x00\x1c'
+    print('query', name + (' AAAA' if aaaa else ''), flush=True)
+    ips = names.get(name)
+    if ips is None:
         r = q[:2] + b'\x81\x83\x00\x01\x00\x00\x00\x00\x00\x00' + q[12:qend]
+    else:
+        want = [ip for ip in ips if (':' in ip) == aaaa] if qtype in (b'\x00\x01', b'\x00\x1c') else []
+        answers = b''
+        for ip in want:
+            data = socket.inet_pton(socket.AF_INET6, ip) if aaaa else socket.inet_aton(ip)
+            answers += b'\xc0\x0c' + qtype + b'\x00\x01\x00\x00\x00\x3c' + len(data).to_bytes(2, 'big') + data
+        r = q[:2] + b'\x81\x80\x00\x01' + len(want).to_bytes(2, 'big') + b'\x00\x00\x00\x00' + q[12:qend] + answers
     s.sendto(r, a)
 "#;
 

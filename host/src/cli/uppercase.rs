@@ -245,7 +245,7 @@ fn smoltcp_server(
     eprintln!(
         "smoltalk: {} is {ip} (DNS server {server}); connecting to {}",
         args.host,
-        IpEndpoint::new(ip, args.port)
+        SocketAddr::new(ip.into(), args.port)
     );
     Ok(IpEndpoint::new(ip, args.port))
 }
@@ -355,13 +355,13 @@ fn run_smoltcp_client(
             if let Err(e) = print_reply(host, &reply) {
                 return Step::Done(Err(e.into()));
             }
-            report_tries(server, tries);
+            report_tries(SocketAddr::new(server.addr.into(), server.port), tries);
         }
         match step {
             Ok(Step::Done(())) => Step::Done(Ok(())),
             Err(e) => Step::Done(Err(CliError {
                 failure: ClientFailure::of(&e),
-                message: format!("{server}: {e}"),
+                message: format!("{}: {e}", SocketAddr::new(server.addr.into(), server.port)),
             })),
             Ok(Step::Pending { moved, poll_at }) => {
                 let stdin_check = more.then(|| now + Duration::from_millis(20));

@@ -6,7 +6,7 @@ pub mod device_error;
 pub mod device_network;
 pub mod instruments;
 pub mod kernel_thread;
-pub mod network;
 pub mod name_lookup;
+pub mod network;
 pub mod node;
 pub mod offload;

@@ -90,7 +90,10 @@ impl NameLookup {
         let cx = node.iface.context();
         let dns = node.sockets.get_mut::<dns::Socket>(socket);
         let mut queries = [Asked::Over; 2];
-        for (asked, kind) in queries.iter_mut().zip([DnsQueryType::A, DnsQueryType::Aaaa]) {
+        for (asked, kind) in queries
+            .iter_mut()
+            .zip([DnsQueryType::A, DnsQueryType::Aaaa])
+        {
             let handle = dns
                 .start_query(cx, name, kind)
                 .map_err(|e| NameLookupError::Query {
