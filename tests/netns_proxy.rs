@@ -10,10 +10,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,30 +63,7 @@ impl Lab {
 
     /// The DNS server on 10.0.2.2:53 with `names` (`NAME=IP`), and what it prints (`query NAME` lines).
     fn dns(&self, names: &[&str]) -> (Running, Arc<Mutex<String>>) {
-        let mut args = vec!["-c", PY_DNS, KERNEL_HOST];
-        args.extend_from_slice(names);
-        let mut cmd = self.ns.command("python3", &args);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("start the DNS server");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let ready = lines.next();
-        let server = Running { child, port: 53 };
-        assert!(
-            matches!(&ready, Some(Ok(line)) if line == "dns ready"),
-            "the DNS server did not start: {ready:?}"
-        );
-        let queries = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&queries);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                let mut all = sink.lock().unwrap();
-                all.push_str(&line);
-                all.push('\n');
-            }
-        });
-        (server, queries)
+        start_dns(&self.ns, KERNEL_HOST, names)
     }
 }
 

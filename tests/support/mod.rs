@@ -91,11 +91,16 @@ pub fn missing_privilege() -> Option<String> {
     missing_tool(&["ip", "ping", "python3"])
 }
 
-/// The first of `tools` that is not installed, as a reason to skip.
+/// The first of `tools` that is not installed, as a reason to skip. A tool is there if it can be started at all
+/// (whatever its exit status); it is started with `--version`, never `-V` (which `tshark` takes for "capture
+/// verbosely", on the first interface).
 pub fn missing_tool(tools: &[&str]) -> Option<String> {
     for tool in tools {
-        if Command::new(tool).arg("-V").output().is_err()
-            && Command::new(tool).arg("--version").output().is_err()
+        if Command::new(tool)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .is_err()
         {
             return Some(format!("{tool} is not installed"));
         }
@@ -282,6 +287,15 @@ pub fn namespace_or_skip(test: &str, kind: &str, tools: &[&str]) -> Option<Names
 pub fn add_st0(ns: &Namespace, medium: &str) {
     ns.add_device("st0", medium, "10.0.2.2/24", 1500)
         .unwrap_or_else(|e| panic!("cannot add {medium} device st0 in {}: {e}", ns.name()));
+}
+
+/// [`add_st0`], and the kernel's side of `st0` also at fd00:2::2/64 (smoltalk's default IPv6 address on it is
+/// fd00:2::15), usable at once (`nodad`: no duplicate address detection, which would keep it tentative for a
+/// second).
+pub fn add_st0_dual(ns: &Namespace, medium: &str) {
+    add_st0(ns, medium);
+    ns.ip(&["-6", "addr", "add", "fd00:2::2/64", "dev", "st0", "nodad"])
+        .unwrap_or_else(|e| panic!("cannot give st0 an IPv6 address in {}: {e}", ns.name()));
 }
 
 /// `smoltalk ARGS`, to be run inside `ns`.

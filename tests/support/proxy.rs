@@ -4,10 +4,10 @@
 //! the test's own sockets connect from. The scenarios both proxies are put through live in [`scenario`], each
 //! called by a test in either file.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use super::*;
 /// it serves HTTPS. It records every request it gets (peer port, request line and headers exactly as
 /// received) and shows them at `/seen`.
 pub const PY_ORIGIN: &str = r#"
-import ssl, sys, threading, time
+import socket, ssl, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SMALL = b'hello from the origin\n'
@@ -162,6 +162,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    address_family = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET
 
 srv = Server((sys.argv[1], 0), Handler)
 if len(sys.argv) > 3:
@@ -207,6 +208,39 @@ while True:
         r = q[:2] + b'\x81\x80\x00\x01' + len(want).to_bytes(2, 'big') + b'\x00\x00\x00\x00' + q[12:qend] + answers
     s.sendto(r, a)
 "#;
+
+/// Starts [`PY_DNS`] in `ns` on `listen`:53 with `names` (`NAME=IP`); returns it and what it prints (`query NAME`
+/// lines), collected as they come.
+pub fn start_dns(
+    ns: &super::Namespace,
+    listen: &str,
+    names: &[&str],
+) -> (super::Running, Arc<Mutex<String>>) {
+    let mut args = vec!["-c", PY_DNS, listen];
+    args.extend_from_slice(names);
+    let mut cmd = ns.command("python3", &args);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("start the DNS server");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let ready = lines.next();
+    let server = super::Running { child, port: 53 };
+    assert!(
+        matches!(&ready, Some(Ok(line)) if line == "dns ready"),
+        "the DNS server did not start: {ready:?}"
+    );
+    let queries = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&queries);
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let mut all = sink.lock().unwrap();
+            all.push_str(&line);
+            all.push('\n');
+        }
+    });
+    (server, queries)
+}
 
 /// A plain TCP echo server on the address given as its argument, the far end of CONNECT tunnels.
 pub const PY_ECHO: &str = r#"
@@ -352,7 +386,10 @@ impl Proxy {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}:{}", self.host, self.port)
+        match self.host.contains(':') {
+            true => format!("http://[{}]:{}", self.host, self.port),
+            false => format!("http://{}:{}", self.host, self.port),
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -1,0 +1,423 @@
+//! IPv6 end to end, in network namespaces each test creates and deletes: the lab's classic clients, written for
+//! `AF_INET6` in Python, get uppercase answers from smoltalk on the kernel stack (`::1`, in a namespace with only
+//! loopback) and from smoltcp on TUN and TAP (fd00:2::15; the kernel's side of the device is fd00:2::2); ping6
+//! is answered; smoltcp's clients reach kernel servers over IPv6, by address and by a name with only an AAAA
+//! record; curl gets pages through the smoltcp and the kernel proxies from an IPv6 origin and from a name with
+//! only an IPv6 address; and tshark reads smoltcp's IPv6 capture. Nothing leaves the namespaces (no route out,
+//! no forwarding, names answered by the test's own DNS server or hosts file).
+//!
+//! Needs root (namespaces, TUN/TAP), `ip`, `ping`, `python3`, and `curl` or `tshark` where used: skips with a
+//! reason elsewhere, fails under `CI=true`.
+
+mod support;
+
+use std::path::PathBuf;
+
+use support::proxy::*;
+use support::*;
+
+/// The classic TCP client for IPv6: connects to `[HOST]:PORT`, sends the file's bytes once, reads the whole
+/// reply without closing its side, prints it.
+const PY6_TCP_CLIENT: &str = r#"
+import socket, sys
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+data = open(path, 'rb').read()
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.settimeout(10)
+s.connect((host, port))
+s.sendall(data)
+reply = b''
+while len(reply) < len(data):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    reply += chunk
+sys.stdout.buffer.write(reply)
+s.close()
+"#;
+
+/// The classic UDP client for IPv6: one datagram with the file's bytes, one reply, printed with the address it
+/// came from on standard error.
+const PY6_UDP_CLIENT: &str = r#"
+import socket, sys
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+data = open(path, 'rb').read()
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(data, (host, port))
+reply, addr = s.recvfrom(65536)
+sys.stdout.buffer.write(reply)
+print('from', addr[0], file=sys.stderr)
+"#;
+
+/// The largest UDP payload in one IPv6 packet at MTU 1500 (1500 - 40 - 8): smoltcp 0.14 neither fragments nor
+/// reassembles IPv6, so a UDP request over IPv6 must fit one packet.
+const UDP6_MAX: usize = 1452;
+
+/// Runs the IPv6 TCP client (8 KiB, every byte value) or UDP client ([`UDP6_MAX`] bytes) in `ns` against
+/// `host` port `port`, and checks the uppercase replies.
+fn python_clients_get_uppercase(ns: &Namespace, host: &str, port: u16, what: &str, udp: bool) {
+    let len = if udp { UDP6_MAX } else { 32 * 256 };
+    let data: Vec<u8> = (0..len).map(|i| (i % 256) as u8).collect();
+    let path = temp_file(&format!("{what}-{}", ns.name()), &data);
+    let script = match udp {
+        true => PY6_UDP_CLIENT,
+        false => PY6_TCP_CLIENT,
+    };
+    let port = port.to_string();
+    let out = run(ns.command(
+        "python3",
+        &["-c", script, host, &port, path.to_str().unwrap()],
+    ));
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "{what}: {}", stderr(&out));
+    assert!(
+        out.stdout == upper(&data),
+        "{what}: {} bytes back, not the {} sent in uppercase",
+        out.stdout.len(),
+        data.len()
+    );
+    if udp {
+        assert!(
+            stderr(&out).contains(&format!("from {host}")),
+            "{what}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+fn smoltcp_servers_answer_ipv6_clients(medium: &str) {
+    let test = format!("smoltcp_servers_answer_ipv6_clients_on_{medium}");
+    let Some(ns) = namespace_or_skip(&test, "ns6", &[]) else {
+        return;
+    };
+    add_st0_dual(&ns, medium);
+    let stack = ["--stack", medium, "--dev", "st0"];
+    for (command, udp) in [("tcp-server", false), ("udp-server", true)] {
+        let mut args = vec![command];
+        args.extend_from_slice(&stack);
+        let (mut server, port) = start_server(smoltalk_in(&ns, &args), command);
+        python_clients_get_uppercase(&ns, "fd00:2::15", port, &format!("{medium} {command}"), udp);
+        // IPv4 still answers on the same server (dual stack).
+        let client = if udp { "udp-client" } else { "tcp-client" };
+        let out = run(smoltalk_in(&ns, &[client, "10.0.2.15", "12000", "four"]));
+        assert_eq!(stdout(&out), "10.0.2.15 > FOUR\n", "{}", stderr(&out));
+        assert!(
+            terminate(&mut server),
+            "{command} on {medium} did not stop cleanly"
+        );
+    }
+    // ping6 (ICMPv6 echo; on TAP after neighbour discovery).
+    let mut args = vec!["tcp-server"];
+    args.extend_from_slice(&stack);
+    let (_server, _) = start_server(smoltalk_in(&ns, &args), "tcp-server");
+    let out = run(ns.command("ping", &["-6", "-c", "2", "-W", "2", "fd00:2::15"]));
+    assert!(
+        stdout(&out).contains("2 received"),
+        "ping6: {}",
+        stdout(&out)
+    );
+}
+
+#[test]
+#[cfg_attr(
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun, ip, ping and python3 (a TUN device in a network namespace)"
+)]
+fn smoltcp_on_tun_answers_ipv6_clients_and_ping6() {
+    smoltcp_servers_answer_ipv6_clients("tun");
+}
+
+#[test]
+#[cfg_attr(
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun, ip, ping and python3 (a TAP device in a network namespace)"
+)]
+fn smoltcp_on_tap_answers_ipv6_clients_and_ping6_after_neighbour_discovery() {
+    smoltcp_servers_answer_ipv6_clients("tap");
+}
+
+#[test]
+#[cfg_attr(
+    smoltalk_no_netns,
+    ignore = "needs root, ip and python3 (a network namespace with only loopback)"
+)]
+fn kernel_servers_answer_ipv6_clients_on_loopback() {
+    let test = "kernel_servers_answer_ipv6_clients_on_loopback";
+    let Some(ns) = namespace_or_skip(test, "ns6k", &[]) else {
+        return;
+    };
+    for (command, udp) in [("tcp-server", false), ("udp-server", true)] {
+        let (_server, port) = start_server(
+            smoltalk_in(&ns, &[command, "--bind", "::", "--port", "0"]),
+            command,
+        );
+        python_clients_get_uppercase(&ns, "::1", port, &format!("kernel {command}"), udp);
+    }
+}
+
+#[test]
+#[cfg_attr(
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun, ip, ping and python3 (a TUN device in a network namespace)"
+)]
+fn smoltcp_clients_reach_kernel_servers_over_ipv6_by_address_and_by_aaaa_name() {
+    let test = "smoltcp_clients_reach_kernel_servers_over_ipv6_by_address_and_by_aaaa_name";
+    let Some(ns) = namespace_or_skip(test, "ns6c", &[]) else {
+        return;
+    };
+    add_st0_dual(&ns, "tun");
+    let (_tcp, tcp_port) = start_server(
+        smoltalk_in(&ns, &["tcp-server", "--bind", "fd00:2::2", "--port", "0"]),
+        "kernel tcp-server",
+    );
+    let (_udp, udp_port) = start_server(
+        smoltalk_in(&ns, &["udp-server", "--bind", "fd00:2::2", "--port", "0"]),
+        "kernel udp-server",
+    );
+    let (_dns, queries) = start_dns(&ns, "10.0.2.2", &["v6only.test=fd00:2::2"]);
+    let stack = ["--stack", "tun", "--dev", "st0"];
+    for (client, port) in [("tcp-client", tcp_port), ("udp-client", udp_port)] {
+        let port = port.to_string();
+        for host in ["fd00:2::2", "[fd00:2::2]"] {
+            let mut args = vec![client, host, &port, "over ipv6"];
+            args.extend_from_slice(&stack);
+            let out = run(smoltalk_in(&ns, &args));
+            assert!(out.status.success(), "{client} {host}: {}", stderr(&out));
+            assert_eq!(stdout(&out), format!("{host} > OVER IPV6\n"));
+        }
+        // A name with only an AAAA record: looked up through smoltcp's DNS socket, the address said.
+        let mut args = vec![client, "v6only.test", &port, "by name"];
+        args.extend_from_slice(&stack);
+        let out = run(smoltalk_in(&ns, &args));
+        assert!(out.status.success(), "{client} by name: {}", stderr(&out));
+        assert_eq!(stdout(&out), "v6only.test > BY NAME\n");
+        assert!(
+            stderr(&out).contains(&format!(
+                "smoltalk: v6only.test is fd00:2::2 (DNS server 10.0.2.2); connecting to [fd00:2::2]:{port}"
+            )),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let asked = queries.lock().unwrap().clone();
+    assert!(asked.contains("query v6only.test AAAA\n"), "{asked}");
+    assert!(asked.contains("query v6only.test\n"), "{asked}");
+    // A name nobody knows: a clear error, exit 1.
+    let mut args = vec!["tcp-client", "nosuch.test", "12000", "x"];
+    args.extend_from_slice(&stack);
+    let out = run(smoltalk_in(&ns, &args));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "smoltalk: error: nosuch.test has no IPv4 or IPv6 address (DNS server 10.0.2.2)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // An IPv6 server for a node given IPv4 only: said, not tried.
+    let mut args = vec![
+        "tcp-client",
+        "fd00:2::2",
+        "12000",
+        "x",
+        "--ip",
+        "10.0.2.15/24",
+    ];
+    args.extend_from_slice(&stack);
+    let out = run(smoltalk_in(&ns, &args));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("fd00:2::2 is IPv6, but smoltcp has no address of that family here"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+#[cfg_attr(
+    any(smoltalk_no_netns, smoltalk_no_curl),
+    ignore = "needs root, /dev/net/tun, ip, ping, python3 and curl (a TUN device in a network namespace)"
+)]
+fn curl_through_the_smoltcp_proxy_to_an_ipv6_origin_and_an_aaaa_only_name() {
+    let test = "curl_through_the_smoltcp_proxy_to_an_ipv6_origin_and_an_aaaa_only_name";
+    let Some(ns) = namespace_or_skip(test, "ns6p", &["curl"]) else {
+        return;
+    };
+    add_st0_dual(&ns, "tun");
+    let net = Net::Namespace(ns.name().to_owned());
+    let (_origin, origin_port) = start_server(
+        net.command("python3", &["-c", PY_ORIGIN, "fd00:2::2"]),
+        "python origin on fd00:2::2",
+    );
+    let (_dns, queries) = start_dns(&ns, "10.0.2.2", &["v6only.test=fd00:2::2"]);
+    let args = [
+        "proxy",
+        "--stack",
+        "tun",
+        "--dev",
+        "st0",
+        "--dns",
+        "10.0.2.2",
+        "--timeout",
+        "5",
+    ];
+    // Clients reach it over IPv6 too.
+    let proxy = Proxy::start(smoltalk_in(&ns, &args), "fd00:2::15", net.clone());
+    for url in [
+        format!("http://[fd00:2::2]:{origin_port}/small"),
+        format!("http://v6only.test:{origin_port}/small"),
+    ] {
+        let out = curl_ok(&proxy, &[&url]);
+        assert_eq!(stdout(&out), SMALL, "{url}");
+    }
+    let asked = queries.lock().unwrap().clone();
+    assert!(asked.contains("query v6only.test AAAA\n"), "{asked}");
+    let log = proxy.wait_log(&["(from [fd00:2::2]:"]);
+    assert!(
+        log.contains("From fd00:2::2 Request GET http://v6only.test:"),
+        "{log}"
+    );
+    // The proxy's own IPv6 address is a loop: 508, never forwarded to itself.
+    let out = curl_ok(&proxy, &["-i", "http://[fd00:2::15]:8080/"]);
+    assert_error_page(&out.stdout, "508 Loop Detected");
+    drop(proxy);
+
+    // --allow-dest takes IPv6 CIDRs: the IPv6 origin is allowed, the IPv4 one is 403.
+    let mut args = args.to_vec();
+    args.extend_from_slice(&["--allow-dest", "fd00:2::/64"]);
+    let proxy = Proxy::start(smoltalk_in(&ns, &args), "10.0.2.15", net.clone());
+    let out = curl_ok(
+        &proxy,
+        &[&format!("http://[fd00:2::2]:{origin_port}/small")],
+    );
+    assert_eq!(stdout(&out), SMALL);
+    let out = curl_ok(
+        &proxy,
+        &["-i", &format!("http://10.0.2.2:{origin_port}/small")],
+    );
+    assert_error_page(&out.stdout, "403 Forbidden");
+}
+
+/// `/etc/netns/NAME/hosts`, which `ip netns exec NAME` puts in place of `/etc/hosts` for what it runs; removed
+/// with its folder when dropped.
+struct NamespaceHosts {
+    dir: PathBuf,
+}
+
+impl NamespaceHosts {
+    fn write(ns: &Namespace, lines: &str) -> NamespaceHosts {
+        let dir = PathBuf::from("/etc/netns").join(ns.name());
+        std::fs::create_dir_all(&dir).expect("create /etc/netns/NAME");
+        std::fs::write(dir.join("hosts"), lines).expect("write /etc/netns/NAME/hosts");
+        NamespaceHosts { dir }
+    }
+}
+
+impl Drop for NamespaceHosts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+#[cfg_attr(
+    any(smoltalk_no_netns, smoltalk_no_curl),
+    ignore = "needs root, ip, python3 and curl (a network namespace with only loopback)"
+)]
+fn curl_through_the_kernel_proxy_to_an_ipv6_origin_and_a_name_with_only_an_ipv6_address() {
+    let test =
+        "curl_through_the_kernel_proxy_to_an_ipv6_origin_and_a_name_with_only_an_ipv6_address";
+    let Some(ns) = namespace_or_skip(test, "ns6kp", &["curl"]) else {
+        return;
+    };
+    // The system resolver inside the namespace knows v6only.test as ::1 and nothing else beyond localhost.
+    let _hosts = NamespaceHosts::write(
+        &ns,
+        "127.0.0.1 localhost\n::1 localhost ip6-localhost\n::1 v6only.test\n",
+    );
+    let net = Net::Isolated(ns.name().to_owned());
+    let (_origin, origin_port) = start_server(
+        net.command("python3", &["-c", PY_ORIGIN, "::1"]),
+        "python origin on ::1",
+    );
+    for design in [&[][..], &["--thread-per-client"][..]] {
+        let mut args = vec![
+            "proxy",
+            "--bind",
+            "::1",
+            "--port",
+            "0",
+            "--allow-dest",
+            "::1/128",
+        ];
+        args.extend_from_slice(design);
+        let proxy = Proxy::start(smoltalk_in(&ns, &args), "::1", net.clone());
+        for url in [
+            format!("http://[::1]:{origin_port}/small"),
+            format!("http://v6only.test:{origin_port}/small"),
+        ] {
+            let out = curl_ok(&proxy, &[&url]);
+            assert_eq!(stdout(&out), SMALL, "{url} {design:?}");
+        }
+        // Its own address and port: 508.
+        let own = format!("http://[::1]:{}/", proxy.port);
+        let out = curl_ok(&proxy, &["-i", &own]);
+        assert_error_page(&out.stdout, "508 Loop Detected");
+    }
+}
+
+#[test]
+#[cfg_attr(
+    any(smoltalk_no_netns, smoltalk_no_tshark),
+    ignore = "needs root, /dev/net/tun, ip, ping, python3 and tshark (a TUN device in a network namespace)"
+)]
+fn tshark_reads_the_ipv6_capture_of_smoltcp_on_tap_with_its_neighbour_discovery() {
+    let test = "tshark_reads_the_ipv6_capture_of_smoltcp_on_tap_with_its_neighbour_discovery";
+    let Some(ns) = namespace_or_skip(test, "ns6t", &["tshark"]) else {
+        return;
+    };
+    add_st0_dual(&ns, "tap");
+    let pcap = std::env::temp_dir().join(format!("smoltalk-test-{}-ipv6.pcap", std::process::id()));
+    let args = [
+        "tcp-server",
+        "--stack",
+        "tap",
+        "--dev",
+        "st0",
+        "--pcap",
+        pcap.to_str().unwrap(),
+    ];
+    let (mut server, port) = start_server(smoltalk_in(&ns, &args), "tcp-server --pcap");
+    python_clients_get_uppercase(
+        &ns,
+        "fd00:2::15",
+        port,
+        "tap tcp-server with a capture",
+        false,
+    );
+    assert!(terminate(&mut server), "the server did not stop cleanly");
+    let payloads = tshark_lines(
+        &pcap,
+        &["-n"],
+        "ipv6.src == fd00:2::15 && tcp.len > 0",
+        &["ipv6.dst", "tcp.srcport"],
+    );
+    let ndp = tshark_lines(
+        &pcap,
+        &["-n"],
+        "icmpv6.type == 136",
+        &["icmpv6.nd.na.target_address"],
+    );
+    let _ = std::fs::remove_file(&pcap);
+    assert!(
+        !payloads.is_empty(),
+        "no IPv6 TCP data from smoltcp in the capture"
+    );
+    assert!(
+        payloads.iter().all(|l| l == &format!("fd00:2::2\t{port}")),
+        "{payloads:?}"
+    );
+    // smoltcp's neighbour advertisement for its own address, as tshark decodes it.
+    assert!(ndp.iter().any(|l| l == "fd00:2::15"), "{ndp:?}");
+}
