@@ -215,6 +215,21 @@ fn smoltcp_clients_reach_kernel_servers_over_ipv6_by_address_and_by_aaaa_name() 
         "{}",
         stderr(&out)
     );
+    // A UDP request longer than one IPv6 packet: said, not sent in vain (smoltcp does not fragment IPv6).
+    let long = "a".repeat(UDP6_MAX + 1);
+    let udp_port = udp_port.to_string();
+    let mut args = vec!["udp-client", "fd00:2::2", &udp_port, &long];
+    args.extend_from_slice(&stack);
+    let out = run(smoltalk_in(&ns, &args));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "a request of {} bytes does not fit one IPv6 packet (at most {UDP6_MAX} bytes here)",
+            UDP6_MAX + 1
+        )),
+        "{}",
+        stderr(&out)
+    );
     // An IPv6 server for a node given IPv4 only: said, not tried.
     let mut args = vec![
         "tcp-client",

@@ -81,6 +81,13 @@ pub enum ClientError {
         /// What the socket's buffer holds.
         capacity: usize,
     },
+    /// The request does not fit one IPv6 packet, and smoltcp 0.14 does not fragment IPv6.
+    RequestNeedsIpv6Fragments {
+        /// Request length.
+        len: usize,
+        /// The largest UDP payload one IPv6 packet carries on this device.
+        largest: usize,
+    },
     /// The server's address or port is unspecified (0.0.0.0 or port 0).
     Unaddressable,
     /// The operation needs a state the client is not in (for example sending before connecting).
@@ -114,6 +121,11 @@ impl fmt::Display for ClientError {
             ClientError::RequestTooLarge { len, capacity } => write!(
                 f,
                 "request of {len} bytes does not fit the socket buffer of {capacity} bytes"
+            ),
+            ClientError::RequestNeedsIpv6Fragments { len, largest } => write!(
+                f,
+                "a request of {len} bytes does not fit one IPv6 packet (at most {largest} bytes here), and \
+                 smoltcp does not fragment IPv6: send at most {largest} bytes, or use the server's IPv4 address"
             ),
             ClientError::Unaddressable => {
                 write!(f, "the server address or port is unspecified")

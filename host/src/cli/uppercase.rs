@@ -322,8 +322,10 @@ pub(super) fn udp_client(args: ClientArgs) -> Result<(), CliError> {
         Some(kind) => {
             let mut net = open_device(&args.stack, kind)?;
             let server = smoltcp_server(&mut net, &args, timeouts.connect)?;
-            let mut exchange =
-                UdpExchange::new(net.node_mut(), server, timeouts).map_err(|e| e.to_string())?;
+            let ip_mtu = net.device().mtu();
+            let mut exchange = UdpExchange::new(net.node_mut(), server, timeouts)
+                .map_err(|e| e.to_string())?
+                .over_ipv6_mtu(server, ip_mtu);
             run_smoltcp_client(&mut net, &mut messages, &mut exchange, &args.host, server)
         }
     }

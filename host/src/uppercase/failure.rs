@@ -50,6 +50,7 @@ impl ClientFailure {
             ClientError::Connect(_)
             | ClientError::Bind(_)
             | ClientError::RequestTooLarge { .. }
+            | ClientError::RequestNeedsIpv6Fragments { .. }
             | ClientError::Unaddressable
             | ClientError::InvalidState => None,
         }

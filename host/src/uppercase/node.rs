@@ -12,7 +12,7 @@ use smoltalk_core::{
     UppercaseTcpServer, UppercaseUdpClient, UppercaseUdpServer,
 };
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::IpEndpoint;
+use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use crate::stack::network::{earliest, Step};
 use crate::stack::node::Node;
@@ -330,6 +330,8 @@ pub struct UdpExchange {
     current: Option<Vec<u8>>,
     reply_buf: Vec<u8>,
     replies: VecDeque<(Vec<u8>, u32)>,
+    /// With an IPv6 server, the largest request one packet carries (see [`UdpExchange::over_ipv6_mtu`]).
+    ipv6_largest: Option<usize>,
 }
 
 impl UdpExchange {
@@ -356,7 +358,17 @@ impl UdpExchange {
             current: None,
             reply_buf: vec![0; 65536],
             replies: VecDeque::new(),
+            ipv6_largest: None,
         })
+    }
+
+    /// With an IPv6 server, requests are limited to what one IPv6 packet of `ip_mtu` bytes carries: smoltcp 0.14
+    /// neither fragments nor reassembles IPv6, and a longer one would be dropped unsent, try after try.
+    pub fn over_ipv6_mtu(mut self, server: IpEndpoint, ip_mtu: usize) -> Self {
+        if matches!(server.addr, IpAddress::Ipv6(_)) {
+            self.ipv6_largest = Some(ip_mtu.saturating_sub(40 + 8));
+        }
+        self
     }
 
     /// A client that sends `messages`, one after the other.
@@ -397,6 +409,12 @@ impl UdpExchange {
                         return Err(ClientError::RequestTooLarge {
                             len: request.len(),
                             capacity: MAX_SMOLTCP_DATAGRAM,
+                        });
+                    }
+                    Some(request) if self.ipv6_largest.is_some_and(|l| request.len() > l) => {
+                        return Err(ClientError::RequestNeedsIpv6Fragments {
+                            len: request.len(),
+                            largest: self.ipv6_largest.unwrap_or_default(),
                         });
                     }
                     Some(request) => {
