@@ -1,0 +1,96 @@
+//! Decoding one captured frame into a [`LadderPacket`]: Ethernet, ARP, IPv4 (fragments as they are), TCP with
+//! the per-connection state that relative sequence numbers and retransmission marks need, UDP and ICMP; and
+//! the `corrupted`, `retransmission` and `lost?` marks.
+//!
+//! This module owns the [`Decoder`], the link layer and the marks; [`ipv4`] the network layer (with ARP and
+//! ICMP), [`transport`] TCP and UDP.
+
+mod ipv4;
+mod transport;
+
+use std::collections::HashMap;
+
+use smoltcp::wire::EthernetFrame;
+
+use super::pcap::LINKTYPE_ETHERNET;
+use super::LadderPacket;
+use ipv4::arp;
+use transport::{Direction, FlowKey};
+
+/// Turns frames into ladder packets, with the TCP state that relative sequence numbers and retransmissions need.
+#[derive(Default)]
+pub(super) struct Decoder {
+    directions: HashMap<FlowKey, Direction>,
+    /// Index (in the packets decoded so far) and end (raw sequence number after it) of the last segment seen
+    /// with this flow and sequence number.
+    segments: HashMap<(FlowKey, u32), (usize, u32)>,
+    /// Marks per packet index, applied by `finish`.
+    marks: Vec<Vec<&'static str>>,
+}
+
+pub(super) const RETRANSMISSION: &str = "retransmission";
+const SPURIOUS_RETRANSMISSION: &str = "spurious retransmission";
+pub(super) const LOST: &str = "lost?";
+pub(super) const CORRUPTED: &str = "corrupted";
+
+fn add_mark(marks: &mut Vec<&'static str>, mark: &'static str) {
+    if !marks.contains(&mark) {
+        marks.push(mark);
+    }
+}
+
+impl Decoder {
+    pub(super) fn decode(
+        &mut self,
+        link_type: u32,
+        data: &[u8],
+        time: f64,
+    ) -> Result<LadderPacket, &'static str> {
+        let (src, dst, label, marks) = match link_type {
+            LINKTYPE_ETHERNET => self.ethernet(data)?,
+            _ => match data.first().map(|b| b >> 4) {
+                Some(4) => self.ipv4(data)?,
+                Some(6) => return Err("IPv6"),
+                _ => return Err("not IP"),
+            },
+        };
+        self.marks.push(marks);
+        Ok(LadderPacket {
+            time,
+            src,
+            dst,
+            label,
+            mark: None,
+        })
+    }
+
+    /// Applies the marks gathered while decoding.
+    pub(super) fn finish(self, packets: &mut [LadderPacket]) {
+        for (packet, marks) in packets.iter_mut().zip(self.marks) {
+            if !marks.is_empty() {
+                packet.mark = Some(marks.join(", "));
+            }
+        }
+    }
+
+    fn ethernet(
+        &mut self,
+        data: &[u8],
+    ) -> Result<(String, String, String, Vec<&'static str>), &'static str> {
+        let frame = EthernetFrame::new_checked(data).map_err(|_| "Ethernet frame too short")?;
+        let mut ethertype = u16::from(frame.ethertype());
+        let mut payload = frame.payload();
+        if ethertype == 0x8100 {
+            // One 802.1Q tag: the real EtherType follows the tag control field.
+            let inner = payload.get(2..4).ok_or("Ethernet frame too short")?;
+            ethertype = u16::from_be_bytes([inner[0], inner[1]]);
+            payload = payload.get(4..).ok_or("Ethernet frame too short")?;
+        }
+        match ethertype {
+            0x0800 => self.ipv4(payload),
+            0x0806 => arp(payload).map(|(src, dst, label)| (src, dst, label, Vec::new())),
+            0x86dd => Err("IPv6"),
+            _ => Err("other EtherType"),
+        }
+    }
+}
