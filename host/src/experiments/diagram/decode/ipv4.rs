@@ -6,7 +6,7 @@ use smoltcp::wire::{
 };
 
 use super::transport::udp;
-use super::{add_mark, Decoder, CORRUPTED};
+use super::{add_mark, AddressPair, Decoder, CORRUPTED};
 
 impl Decoder {
     pub(super) fn ipv4(
@@ -28,8 +28,8 @@ impl Decoder {
             fragment_label(&ip, protocol, payload)
         } else {
             match ip.next_header() {
-                IpProtocol::Tcp => self.tcp(src, dst, payload, &mut marks),
-                IpProtocol::Udp => udp(src, dst, payload, &mut marks),
+                IpProtocol::Tcp => self.tcp(AddressPair::V4 { src, dst }, payload, &mut marks),
+                IpProtocol::Udp => udp(AddressPair::V4 { src, dst }, payload, &mut marks),
                 IpProtocol::Icmp => icmp(payload, &mut marks),
                 _ => return Err("other IPv4 protocol"),
             }

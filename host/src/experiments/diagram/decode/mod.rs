@@ -10,7 +10,7 @@ mod transport;
 
 use std::collections::HashMap;
 
-use smoltcp::wire::EthernetFrame;
+use smoltcp::wire::{checksum, EthernetFrame, IpAddress, IpProtocol, Ipv4Address};
 
 use super::pcap::LINKTYPE_ETHERNET;
 use super::LadderPacket;
@@ -32,6 +32,37 @@ pub(super) const RETRANSMISSION: &str = "retransmission";
 const SPURIOUS_RETRANSMISSION: &str = "spurious retransmission";
 pub(super) const LOST: &str = "lost?";
 pub(super) const CORRUPTED: &str = "corrupted";
+
+/// The source and destination of one IP header, of one family by construction (smoltcp's pseudo-header
+/// checksums panic when given a mix).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum AddressPair {
+    V4 { src: Ipv4Address, dst: Ipv4Address },
+}
+
+impl AddressPair {
+    fn src(self) -> IpAddress {
+        match self {
+            AddressPair::V4 { src, .. } => IpAddress::Ipv4(src),
+        }
+    }
+
+    fn dst(self) -> IpAddress {
+        match self {
+            AddressPair::V4 { dst, .. } => IpAddress::Ipv4(dst),
+        }
+    }
+
+    /// Whether the checksum of `data` (an upper-layer header and payload) holds over this pair's pseudo-header,
+    /// computed directly: also for headers too short for smoltcp's packet types.
+    fn checksum_ok(self, protocol: IpProtocol, data: &[u8]) -> bool {
+        let len = data.len() as u32;
+        let pseudo = match self {
+            AddressPair::V4 { src, dst } => checksum::pseudo_header_v4(&src, &dst, protocol, len),
+        };
+        checksum::combine(&[pseudo, checksum::data(data)]) == !0
+    }
+}
 
 fn add_mark(marks: &mut Vec<&'static str>, mark: &'static str) {
     if !marks.contains(&mark) {

@@ -1,9 +1,11 @@
 //! TCP (relative sequence numbers, window scaling, retransmissions and zero-window probes, per connection) and
 //! UDP: their labels and checksum marks.
 
-use smoltcp::wire::{checksum, IpAddress, IpProtocol, Ipv4Address, TcpPacket, UdpPacket};
+use smoltcp::wire::{IpAddress, IpProtocol, TcpPacket, UdpPacket};
 
-use super::{add_mark, Decoder, CORRUPTED, LOST, RETRANSMISSION, SPURIOUS_RETRANSMISSION};
+use super::{
+    add_mark, AddressPair, Decoder, CORRUPTED, LOST, RETRANSMISSION, SPURIOUS_RETRANSMISSION,
+};
 
 /// The TCP state of one direction of one connection.
 #[derive(Debug, Default, Clone, Copy)]
@@ -19,25 +21,24 @@ pub(super) struct Direction {
 }
 
 /// (source, source port, destination, destination port).
-pub(super) type FlowKey = (Ipv4Address, u16, Ipv4Address, u16);
+pub(super) type FlowKey = (IpAddress, u16, IpAddress, u16);
 
 impl Decoder {
     pub(super) fn tcp(
         &mut self,
-        src: Ipv4Address,
-        dst: Ipv4Address,
+        addresses: AddressPair,
         data: &[u8],
         marks: &mut Vec<&'static str>,
     ) -> String {
         let Ok(tcp) = TcpPacket::new_checked(data) else {
-            if !transport_checksum_ok(src, dst, IpProtocol::Tcp, data) {
+            if !addresses.checksum_ok(IpProtocol::Tcp, data) {
                 add_mark(marks, CORRUPTED);
             }
             return format!("TCP malformed header ({} bytes)", data.len());
         };
-        let (ip_src, ip_dst) = (IpAddress::Ipv4(src), IpAddress::Ipv4(dst));
-        let offloaded = tcp.checksum() == 0 || tcp.verify_partial_checksum(&ip_src, &ip_dst);
-        if !tcp.verify_checksum(&ip_src, &ip_dst) && !offloaded {
+        let (src, dst) = (addresses.src(), addresses.dst());
+        let offloaded = tcp.checksum() == 0 || tcp.verify_partial_checksum(&src, &dst);
+        if !tcp.verify_checksum(&src, &dst) && !offloaded {
             add_mark(marks, CORRUPTED);
         }
 
@@ -137,31 +138,15 @@ impl Decoder {
     }
 }
 
-/// Whether a transport checksum holds, computed directly (for headers too short for smoltcp's packet types).
-fn transport_checksum_ok(
-    src: Ipv4Address,
-    dst: Ipv4Address,
-    protocol: IpProtocol,
-    data: &[u8],
-) -> bool {
-    let pseudo = checksum::pseudo_header_v4(&src, &dst, protocol, data.len() as u32);
-    checksum::combine(&[pseudo, checksum::data(data)]) == !0
-}
-
-pub(super) fn udp(
-    src: Ipv4Address,
-    dst: Ipv4Address,
-    data: &[u8],
-    marks: &mut Vec<&'static str>,
-) -> String {
+pub(super) fn udp(addresses: AddressPair, data: &[u8], marks: &mut Vec<&'static str>) -> String {
     let Ok(udp) = UdpPacket::new_checked(data) else {
-        if !transport_checksum_ok(src, dst, IpProtocol::Udp, data) {
+        if !addresses.checksum_ok(IpProtocol::Udp, data) {
             add_mark(marks, CORRUPTED);
         }
         return format!("UDP malformed header ({} bytes)", data.len());
     };
-    let (ip_src, ip_dst) = (IpAddress::Ipv4(src), IpAddress::Ipv4(dst));
-    if !udp.verify_checksum(&ip_src, &ip_dst) && !udp.verify_partial_checksum(&ip_src, &ip_dst) {
+    let (src, dst) = (addresses.src(), addresses.dst());
+    if !udp.verify_checksum(&src, &dst) && !udp.verify_partial_checksum(&src, &dst) {
         add_mark(marks, CORRUPTED);
     }
     format!(
