@@ -6,13 +6,10 @@ use smoltcp::wire::{
 };
 
 use super::transport::udp;
-use super::{add_mark, AddressPair, Decoder, CORRUPTED};
+use super::{add_mark, AddressPair, Arrow, Decoder, CORRUPTED};
 
 impl Decoder {
-    pub(super) fn ipv4(
-        &mut self,
-        data: &[u8],
-    ) -> Result<(String, String, String, Vec<&'static str>), &'static str> {
+    pub(super) fn ipv4(&mut self, data: &[u8]) -> Result<Arrow, &'static str> {
         let ip = Ipv4Packet::new_checked(data).map_err(|_| "malformed or truncated IPv4")?;
         if ip.version() != 4 {
             return Err("malformed or truncated IPv4");

@@ -1,18 +1,20 @@
-//! Decoding one captured frame into a [`LadderPacket`]: Ethernet, ARP, IPv4 (fragments as they are), TCP with
-//! the per-connection state that relative sequence numbers and retransmission marks need, UDP and ICMP; and
-//! the `corrupted`, `retransmission` and `lost?` marks.
+//! Decoding one captured frame into a [`LadderPacket`]: Ethernet or raw IP, ARP, IPv4 and IPv6 (fragments as
+//! they are), TCP with the per-connection state that relative sequence numbers and retransmission marks need,
+//! UDP, ICMP and ICMPv6 (with NDP and MLD); and the `corrupted`, `retransmission` and `lost?` marks.
 //!
-//! This module owns the [`Decoder`], the link layer and the marks; [`ipv4`] the network layer (with ARP and
-//! ICMP), [`transport`] TCP and UDP.
+//! This module owns the [`Decoder`], the link layer and the marks; [`ipv4`] IPv4 (with ARP and ICMP), [`ipv6`]
+//! IPv6 and its extension headers, [`icmpv6`] ICMPv6, NDP and MLD, [`transport`] TCP and UDP over either.
 
+mod icmpv6;
 mod ipv4;
+mod ipv6;
 mod transport;
 
 use std::collections::HashMap;
 
-use smoltcp::wire::{checksum, EthernetFrame, IpAddress, IpProtocol, Ipv4Address};
+use smoltcp::wire::{checksum, EthernetFrame, IpAddress, IpProtocol, Ipv4Address, Ipv6Address};
 
-use super::pcap::LINKTYPE_ETHERNET;
+use super::pcap::{LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6};
 use super::LadderPacket;
 use ipv4::arp;
 use transport::{Direction, FlowKey};
@@ -38,18 +40,21 @@ pub(super) const CORRUPTED: &str = "corrupted";
 #[derive(Debug, Clone, Copy)]
 pub(super) enum AddressPair {
     V4 { src: Ipv4Address, dst: Ipv4Address },
+    V6 { src: Ipv6Address, dst: Ipv6Address },
 }
 
 impl AddressPair {
     fn src(self) -> IpAddress {
         match self {
             AddressPair::V4 { src, .. } => IpAddress::Ipv4(src),
+            AddressPair::V6 { src, .. } => IpAddress::Ipv6(src),
         }
     }
 
     fn dst(self) -> IpAddress {
         match self {
             AddressPair::V4 { dst, .. } => IpAddress::Ipv4(dst),
+            AddressPair::V6 { dst, .. } => IpAddress::Ipv6(dst),
         }
     }
 
@@ -59,10 +64,14 @@ impl AddressPair {
         let len = data.len() as u32;
         let pseudo = match self {
             AddressPair::V4 { src, dst } => checksum::pseudo_header_v4(&src, &dst, protocol, len),
+            AddressPair::V6 { src, dst } => checksum::pseudo_header_v6(&src, &dst, protocol, len),
         };
         checksum::combine(&[pseudo, checksum::data(data)]) == !0
     }
 }
+
+/// One decoded packet: sender, receiver, label and marks.
+type Arrow = (String, String, String, Vec<&'static str>);
 
 fn add_mark(marks: &mut Vec<&'static str>, mark: &'static str) {
     if !marks.contains(&mark) {
@@ -79,9 +88,12 @@ impl Decoder {
     ) -> Result<LadderPacket, &'static str> {
         let (src, dst, label, marks) = match link_type {
             LINKTYPE_ETHERNET => self.ethernet(data)?,
+            LINKTYPE_IPV4 => self.ipv4(data)?,
+            LINKTYPE_IPV6 => self.ipv6(data)?,
+            // LINKTYPE_RAW: either family, the version nibble says which.
             _ => match data.first().map(|b| b >> 4) {
                 Some(4) => self.ipv4(data)?,
-                Some(6) => return Err("IPv6"),
+                Some(6) => self.ipv6(data)?,
                 _ => return Err("not IP"),
             },
         };
@@ -104,10 +116,7 @@ impl Decoder {
         }
     }
 
-    fn ethernet(
-        &mut self,
-        data: &[u8],
-    ) -> Result<(String, String, String, Vec<&'static str>), &'static str> {
+    fn ethernet(&mut self, data: &[u8]) -> Result<Arrow, &'static str> {
         let frame = EthernetFrame::new_checked(data).map_err(|_| "Ethernet frame too short")?;
         let mut ethertype = u16::from(frame.ethertype());
         let mut payload = frame.payload();
@@ -120,7 +129,7 @@ impl Decoder {
         match ethertype {
             0x0800 => self.ipv4(payload),
             0x0806 => arp(payload).map(|(src, dst, label)| (src, dst, label, Vec::new())),
-            0x86dd => Err("IPv6"),
+            0x86dd => self.ipv6(payload),
             _ => Err("other EtherType"),
         }
     }

@@ -146,7 +146,12 @@ pub(super) fn udp(addresses: AddressPair, data: &[u8], marks: &mut Vec<&'static 
         return format!("UDP malformed header ({} bytes)", data.len());
     };
     let (src, dst) = (addresses.src(), addresses.dst());
-    if !udp.verify_checksum(&src, &dst) && !udp.verify_partial_checksum(&src, &dst) {
+    // Zero means "no checksum" over IPv4 (smoltcp's `verify_checksum` takes it so); IPv6 does not allow it
+    // (RFC 8200 8.1: receivers discard such a datagram).
+    let zero_over_ipv6 = udp.checksum() == 0 && matches!(addresses, AddressPair::V6 { .. });
+    if zero_over_ipv6
+        || !udp.verify_checksum(&src, &dst) && !udp.verify_partial_checksum(&src, &dst)
+    {
         add_mark(marks, CORRUPTED);
     }
     format!(
