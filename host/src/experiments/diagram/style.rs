@@ -36,7 +36,7 @@ pub(super) fn style(packet: &LadderPacket) -> (&'static str, bool) {
 pub(super) const LEGEND: [(&str, bool, &str); 6] = [
     (COLOR_TCP, false, "TCP"),
     (COLOR_UDP, false, "UDP"),
-    (COLOR_ICMP, false, "ICMP"),
+    (COLOR_ICMP, false, "ICMP / ICMPv6"),
     (COLOR_ARP, false, "ARP / NDP / MLD"),
     (COLOR_RETRANSMISSION, false, "retransmission"),
     (COLOR_BAD, true, "lost? / corrupted"),
