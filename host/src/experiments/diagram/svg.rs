@@ -46,10 +46,11 @@ fn host_lines(host: &str) -> Vec<&str> {
 /// One lifeline per host (in order of first appearance, the host name in a box on top), one row per packet from
 /// top to bottom with its time on the left (`0.000123 s`), and in each row one arrow from the sender's lifeline
 /// to the receiver's, its label above it. A host name longer than 20 characters (a long IPv6 address) is written
-/// on two lines, broken after a colon, and lifelines are always far enough apart for their boxes. TCP arrows are blue, UDP green, ICMP and ICMPv6 purple, ARP, NDP and
-/// MLD grey; packets marked `lost?` or `corrupted` are red and dashed, retransmissions orange, and the mark is
-/// written after the label in the same colour. A packet from a host to itself is a short arrow to the right of its lifeline. Labels too long
-/// for their arrow are cut with `…`. A legend sits at the bottom.
+/// on two lines, broken after a colon, and lifelines are always far enough apart for their boxes. TCP arrows
+/// are blue, UDP green, ICMP and ICMPv6 purple, ARP, NDP and MLD grey; packets marked `lost?` or `corrupted` are
+/// red and dashed, retransmissions orange, and the mark is written after the label in the same colour. A packet
+/// from a host to itself is a short arrow to the right of its lifeline. Labels too long for their arrow are cut
+/// with `…`. A legend sits at the bottom.
 ///
 /// Each packet arrow is exactly one `<line class="packet" data-index="N" …/>` element, N its index in `packets`;
 /// nothing else has that class. At most [`MAX_DRAWN`] packets are drawn (the first ones) and a final row says
