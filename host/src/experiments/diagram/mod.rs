@@ -2,28 +2,47 @@
 //! drawn as the picture of an exchange that textbooks and Wireshark's flow graph show — one vertical lifeline
 //! per host, one arrow per packet, time running down the page.
 //!
-//! [`packets_from_pcap`] reads a classic libpcap file and turns each IPv4 TCP, UDP and ICMP packet and each
-//! ARP packet into a [`LadderPacket`]; [`ladder_svg`] draws them as a standalone SVG image.
+//! [`packets_from_pcap`] reads a classic libpcap file and turns each TCP, UDP and ICMP packet over IPv4, each
+//! TCP, UDP and ICMPv6 packet over IPv6 (NDP and MLD included) and each ARP packet into a [`LadderPacket`];
+//! [`ladder_svg`] draws them as a standalone SVG image.
 //!
 //! # What is read
 //!
 //! - Classic libpcap files in either byte order, with microsecond timestamps (magic `0xa1b2c3d4`) or nanosecond
-//!   ones (`0xa1b23c4d`); not pcapng. Link types 1 (Ethernet, with or without one 802.1Q tag) and 101/228 (raw
-//!   IPv4).
-//! - TCP: `SYN seq=0 ack=0 len=0 win=65535 (40000→12000)` — one flag bare, several as `[SYN, ACK]`, in
-//!   Wireshark's order; sequence and acknowledgement numbers relative per direction as Wireshark shows them
+//!   ones (`0xa1b23c4d`); not pcapng. Link types 1 (Ethernet, with or without one 802.1Q tag; EtherTypes IPv4,
+//!   ARP and IPv6), 101 (raw IP, IPv4 or IPv6 by the version nibble: what smoltcp's `PcapWriter` writes on TUN
+//!   for both), 228 (raw IPv4) and 229 (raw IPv6).
+//! - Hosts are the packets' IPv4 or IPv6 addresses (`10.0.2.15`, `fd00:2::15`, `::` for a sender that has no
+//!   address yet).
+//! - TCP, over either: `SYN seq=0 ack=0 len=0 win=65535 (40000→12000)` — one flag bare, several as `[SYN, ACK]`,
+//!   in Wireshark's order; sequence and acknowledgement numbers relative per direction as Wireshark shows them
 //!   (0 for the SYN, so the first data byte is 1; a connection whose SYN was not captured counts from 1); the
 //!   window scaled when both SYNs carried the window-scale option; the ports last.
-//! - UDP: `UDP 40000→12000 len=5` (payload bytes). ICMP: `ICMP echo request id=1 seq=1`,
+//! - UDP, over either: `UDP 40000→12000 len=5` (payload bytes). ICMP: `ICMP echo request id=1 seq=1`,
 //!   `ICMP port unreachable (UDP 40000→12000)`, … ARP: `ARP who-has 10.0.2.15` (from the asker's address to
 //!   the asked one), `ARP 10.0.2.15 is-at 02:00:00:00:00:01`.
-//! - IPv4 fragments are not reassembled: each is one arrow, `UDP 40000→12000 fragment id=0x561a off=0
-//!   len=1480 MF` for the first, `UDP fragment id=0x561a off=1480 len=1480 MF` for the others.
-//! - Everything else — IPv6, other IPv4 protocols, other EtherTypes, frames too short or malformed to have
-//!   addresses, and a record cut off at the end of the file — is *skipped*: [`read_pcap`] returns the count by
-//!   reason in [`PcapLadder::skipped`], and [`packets_from_pcap`] logs it (info level) and returns the packets.
-//!   A TCP, UDP or ICMP header inside a good IPv4 packet that is too short to parse is not skipped but drawn,
-//!   as `TCP malformed header (N bytes)`, so that a damaged packet still shows where it went.
+//! - ICMPv6: `ICMPv6 echo request id=1 seq=1`; the errors with the packet they quote, `ICMPv6 port unreachable
+//!   (UDP 40000→12001)` (and the other destination-unreachable codes by name), `ICMPv6 packet too big
+//!   mtu=1280 (TCP 40000→12000)`, `ICMPv6 hop limit exceeded (…)`, `ICMPv6 parameter problem (unrecognized
+//!   next header) pointer=6 (…)`; other types as `ICMPv6 type 200 code 0`.
+//! - NDP: `NDP who-has fd00:2::15` (drawn, like ARP's, from the asker to the address asked about rather than
+//!   to the solicited-node group it went to; `(duplicate address detection)` when sent from `::`),
+//!   `NDP fd00:2::15 is-at 02:53:00:00:00:15 (solicited, override)` (`advertised` without a link-layer
+//!   address), `NDP router solicitation`, `NDP router advertisement lifetime=1800s prefix=fd00:2::/64
+//!   mtu=1500`, `NDP redirect fd00:3::1 via fe80::3`; `(malformed options)` when the options do not parse.
+//!   MLD: `MLD general query`, `MLD query ff02::…`, `MLD report ff02::1:ff00:15`, `MLD done …`,
+//!   `MLDv2 report join ff02::1:ff00:15, leave ff02::fb` (the first three records).
+//! - IPv6 extension headers: Hop-by-Hop, Routing and Destination options are skipped over to the upper layer.
+//! - Fragments are not reassembled: each is one arrow, `UDP 40000→12000 fragment id=0x561a off=0 len=1480 MF`
+//!   for the first, `UDP fragment id=0x561a off=1480 len=1480 MF` for the others; over IPv6 the same from the
+//!   Fragment header (`id=0x0000beef`, 32 bits; `len` the bytes after it). An IPv6 atomic fragment (offset 0,
+//!   no more fragments) is a whole packet and drawn as one.
+//! - Everything else — other IPv4 protocols and IPv6 next headers, other EtherTypes, frames too short or
+//!   malformed to have addresses, an IPv6 extension header cut short, and a record cut off at the end of the
+//!   file — is *skipped*: [`read_pcap`] returns the count by reason in [`PcapLadder::skipped`], and
+//!   [`packets_from_pcap`] logs it (info level) and returns the packets. A TCP, UDP, ICMP or ICMPv6 header
+//!   inside a good IP packet that is too short to parse is not skipped but drawn, as `TCP malformed header
+//!   (N bytes)`, so that a damaged packet still shows where it went.
 //! - A file that is not a classic pcap (wrong magic, pcapng, an unknown link type, a header cut short, a record
 //!   length no capture could have) is an `Err`, a [`PcapError`] that says why. Nothing here panics on any input.
 //!
@@ -36,10 +55,12 @@
 //!   A zero-window probe (one byte sent while
 //!   the peer's last window was 0) is labelled `… zero-window probe (…)` and takes no part in this: the byte is
 //!   expected to be refused and sent again.
-//! - `corrupted`: an IPv4 header, TCP, UDP or ICMP checksum that does not verify (smoltcp's `verify_checksum`).
-//!   Checksum offload is not corruption: a TCP or UDP checksum that holds only the pseudo-header sum (what a
-//!   kernel with offload hands a TUN/TAP device, smoltcp's `verify_partial_checksum`) or a TCP checksum left
-//!   at zero (what smoltcp sends when the device offloads it) is taken as not filled in yet and not marked.
+//! - `corrupted`: an IPv4 header, TCP, UDP, ICMP or ICMPv6 checksum that does not verify (smoltcp's
+//!   `verify_checksum`; over IPv6 the pseudo-header is IPv6's), and a UDP checksum of zero over IPv6, which
+//!   RFC 8200 does not allow (over IPv4 zero means "none"). Checksum offload is not corruption: a TCP or UDP
+//!   checksum that holds only the pseudo-header sum (what a kernel with offload hands a TUN/TAP device,
+//!   smoltcp's `verify_partial_checksum`) or a TCP checksum left at zero (what smoltcp sends when the device
+//!   offloads it) is taken as not filled in yet and not marked.
 //!
 //! Several marks on one packet are joined with `", "` (`corrupted, lost?`).
 //!
@@ -64,7 +85,7 @@ use std::collections::BTreeMap;
 pub struct LadderPacket {
     /// Seconds since the first packet of the capture.
     pub time: f64,
-    /// The sending host (its IPv4 address, for packets read from a capture).
+    /// The sending host (its IPv4 or IPv6 address, for packets read from a capture).
     pub src: String,
     /// The receiving host.
     pub dst: String,
@@ -82,7 +103,8 @@ pub struct PcapLadder {
     pub packets: Vec<LadderPacket>,
     /// Records in the file (packets plus skipped records).
     pub records: usize,
-    /// Records not turned into packets, counted by reason (`"IPv6"`, `"truncated record at end of file"`, …).
+    /// Records not turned into packets, counted by reason (`"other IPv6 protocol"`, `"truncated record at end
+    /// of file"`, …).
     pub skipped: BTreeMap<String, usize>,
 }
 
@@ -92,7 +114,7 @@ impl PcapLadder {
         self.skipped.values().sum()
     }
 
-    /// The skipped records as one line, e.g. `1 skipped (1 IPv6)`; empty when none was.
+    /// The skipped records as one line, e.g. `1 skipped (1 other IPv6 protocol)`; empty when none was.
     pub fn skipped_summary(&self) -> String {
         if self.skipped.is_empty() {
             return String::new();

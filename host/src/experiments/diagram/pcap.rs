@@ -5,8 +5,10 @@ use super::decode::Decoder;
 use super::PcapLadder;
 
 pub(super) const LINKTYPE_ETHERNET: u32 = 1;
+/// Raw IP, either family (the version nibble says which): what smoltcp's `PcapWriter` writes on TUN.
 const LINKTYPE_RAW: u32 = 101;
-const LINKTYPE_IPV4: u32 = 228;
+pub(super) const LINKTYPE_IPV4: u32 = 228;
+pub(super) const LINKTYPE_IPV6: u32 = 229;
 /// Larger than any snapshot length a capture tool uses (tcpdump's largest is 262144).
 const MAX_RECORD: usize = 262_144;
 
@@ -28,7 +30,7 @@ pub enum PcapError {
         /// The file's length.
         len: usize,
     },
-    /// A link type other than 1 (Ethernet) and 101, 228 (raw IPv4).
+    /// A link type other than 1 (Ethernet), 101 (raw IP), 228 (raw IPv4) and 229 (raw IPv6).
     UnsupportedLinkType(u32),
     /// A record whose captured length is more than any capture keeps.
     RecordTooLong {
@@ -57,7 +59,8 @@ impl std::fmt::Display for PcapError {
             ),
             PcapError::UnsupportedLinkType(link_type) => write!(
                 f,
-                "pcap link type {link_type} not supported (only 1 Ethernet, 101 and 228 raw IPv4)"
+                "pcap link type {link_type} not supported (only 1 Ethernet, 101 raw IP, 228 raw IPv4, \
+                 229 raw IPv6)"
             ),
             PcapError::RecordTooLong { index, at, len } => write!(
                 f,
@@ -97,7 +100,14 @@ pub fn read_pcap(bytes: &[u8]) -> Result<PcapLadder, PcapError> {
         return Err(cut_short);
     }
     let link_type = u32_at(20).ok_or(cut_short)? & 0x0fff_ffff;
-    if ![LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_IPV4].contains(&link_type) {
+    if ![
+        LINKTYPE_ETHERNET,
+        LINKTYPE_RAW,
+        LINKTYPE_IPV4,
+        LINKTYPE_IPV6,
+    ]
+    .contains(&link_type)
+    {
         return Err(PcapError::UnsupportedLinkType(link_type));
     }
 

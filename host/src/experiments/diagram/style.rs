@@ -22,7 +22,10 @@ pub(super) fn style(packet: &LadderPacket) -> (&'static str, bool) {
         (COLOR_UDP, false)
     } else if packet.label.starts_with("ICMP") {
         (COLOR_ICMP, false)
-    } else if packet.label.starts_with("ARP") {
+    } else if ["ARP", "NDP", "MLD"]
+        .iter()
+        .any(|neighbour| packet.label.starts_with(neighbour))
+    {
         (COLOR_ARP, false)
     } else {
         (COLOR_TCP, false)
@@ -33,8 +36,8 @@ pub(super) fn style(packet: &LadderPacket) -> (&'static str, bool) {
 pub(super) const LEGEND: [(&str, bool, &str); 6] = [
     (COLOR_TCP, false, "TCP"),
     (COLOR_UDP, false, "UDP"),
-    (COLOR_ICMP, false, "ICMP"),
-    (COLOR_ARP, false, "ARP"),
+    (COLOR_ICMP, false, "ICMP / ICMPv6"),
+    (COLOR_ARP, false, "ARP / NDP / MLD"),
     (COLOR_RETRANSMISSION, false, "retransmission"),
     (COLOR_BAD, true, "lost? / corrupted"),
 ];

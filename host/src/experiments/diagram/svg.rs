@@ -10,21 +10,47 @@ const CHAR_W: f64 = 7.3;
 const ROW_H: f64 = 26.0;
 const TITLE_Y: f64 = 24.0;
 const HOST_BOX_Y: f64 = 40.0;
-const HOST_BOX_H: f64 = 24.0;
-const FIRST_ROW_Y: f64 = HOST_BOX_Y + HOST_BOX_H + 34.0;
+/// A host box's height beyond its lines of text.
+const HOST_BOX_PAD: f64 = 10.0;
+/// The height of one line of a host's name.
+const HOST_LINE_H: f64 = 14.0;
+/// The longest host name kept on one line; a longer one (an IPv6 address can take 39 characters) is broken in
+/// two, so that lanes need not widen for it.
+const HOST_LINE_CHARS: usize = 20;
 const MIN_GAP: f64 = 170.0;
 const MAX_GAP: f64 = 760.0;
 /// How far a packet from a host to itself reaches to the right.
 const SELF_STUB: f64 = 36.0;
 
+/// A host's name as the lines of its box: the name, or a name longer than [`HOST_LINE_CHARS`] broken after the
+/// colon nearest its middle (`2001:db8:1234:5678:` / `a8bb:ccff:fedd:eeff`). A long name without a colon stays
+/// on one line.
+fn host_lines(host: &str) -> Vec<&str> {
+    if host.chars().count() <= HOST_LINE_CHARS {
+        return vec![host];
+    }
+    let middle = host.len() / 2;
+    let after_colon = host
+        .char_indices()
+        .filter(|&(at, c)| c == ':' && at + 1 < host.len())
+        .map(|(at, _)| at + 1)
+        .min_by_key(|at| at.abs_diff(middle));
+    match after_colon {
+        Some(at) => vec![&host[..at], &host[at..]],
+        None => vec![host],
+    }
+}
+
 /// Draws packets as a ladder diagram, a standalone SVG document.
 ///
 /// One lifeline per host (in order of first appearance, the host name in a box on top), one row per packet from
 /// top to bottom with its time on the left (`0.000123 s`), and in each row one arrow from the sender's lifeline
-/// to the receiver's, its label above it. TCP arrows are blue, UDP green, ICMP purple, ARP grey; packets marked
-/// `lost?` or `corrupted` are red and dashed, retransmissions orange, and the mark is written after the label in
-/// the same colour. A packet from a host to itself is a short arrow to the right of its lifeline. Labels too long
-/// for their arrow are cut with `…`. A legend sits at the bottom.
+/// to the receiver's, its label above it. A host name longer than 20 characters (a long IPv6 address) is written
+/// on two lines, broken after a colon, and lifelines are always far enough apart for their boxes. TCP arrows
+/// are blue, UDP green, ICMP and ICMPv6 purple, ARP, NDP and MLD grey; packets marked `lost?` or `corrupted` are
+/// red and dashed, retransmissions orange, and the mark is written after the label in the same colour. A packet
+/// from a host to itself is a short arrow to the right of its lifeline. Labels too long for their arrow are cut
+/// with `…`. A legend sits at the bottom.
 ///
 /// Each packet arrow is exactly one `<line class="packet" data-index="N" …/>` element, N its index in `packets`;
 /// nothing else has that class. At most [`MAX_DRAWN`] packets are drawn (the first ones) and a final row says
@@ -48,8 +74,22 @@ pub fn ladder_svg(title: &str, packets: &[LadderPacket]) -> String {
     };
     let text_px = |chars: usize| chars as f64 * CHAR_W;
 
-    // Spacing: the widest label between neighbouring lifelines decides, within bounds.
-    let mut gap = MIN_GAP;
+    // Host boxes: all as wide as the widest line and as tall as the most lines.
+    let host_names: Vec<Vec<&str>> = hosts.iter().map(|host| host_lines(host)).collect();
+    let longest_line = host_names
+        .iter()
+        .flatten()
+        .map(|line| line.chars().count())
+        .max()
+        .unwrap_or(0);
+    let host_box_w = text_px(longest_line) + 20.0;
+    let most_lines = host_names.iter().map(Vec::len).max().unwrap_or(1);
+    let host_box_h = HOST_BOX_PAD + HOST_LINE_H * most_lines as f64;
+    let first_row_y = HOST_BOX_Y + host_box_h + 34.0;
+
+    // Spacing: the widest label between neighbouring lifelines decides, within bounds; but never so close
+    // that the host boxes touch.
+    let mut gap = MIN_GAP.max(host_box_w + 16.0);
     for packet in drawn {
         let span = column(&packet.src).abs_diff(column(&packet.dst));
         if span > 0 {
@@ -57,8 +97,6 @@ pub fn ladder_svg(title: &str, packets: &[LadderPacket]) -> String {
             gap = gap.max(need.min(MAX_GAP));
         }
     }
-    let longest_host = hosts.iter().map(|h| h.chars().count()).max().unwrap_or(0);
-    let host_box_w = text_px(longest_host) + 20.0;
     let time_w = drawn
         .iter()
         .map(|p| time_text(p.time).chars().count())
@@ -85,7 +123,7 @@ pub fn ladder_svg(title: &str, packets: &[LadderPacket]) -> String {
     let width = (right + 24.0).ceil();
 
     let rows = drawn.len() + usize::from(hidden > 0);
-    let bottom_line = FIRST_ROW_Y + ROW_H * rows.max(1) as f64 - ROW_H / 2.0;
+    let bottom_line = first_row_y + ROW_H * rows.max(1) as f64 - ROW_H / 2.0;
     let legend_y = bottom_line + 30.0;
     let height = (legend_y + 20.0).ceil();
 
@@ -117,7 +155,7 @@ pub fn ladder_svg(title: &str, packets: &[LadderPacket]) -> String {
 
     // Zebra stripes, so a row's time and its arrow are easy to match across a wide picture.
     for i in (1..rows).step_by(2) {
-        let y = FIRST_ROW_Y + ROW_H * i as f64 - ROW_H / 2.0 - 4.0;
+        let y = first_row_y + ROW_H * i as f64 - ROW_H / 2.0 - 4.0;
         let _ = writeln!(
             svg,
             r##"<rect x="0" y="{y}" width="{width}" height="{ROW_H}" fill="#f4f6fa"/>"##
@@ -125,35 +163,50 @@ pub fn ladder_svg(title: &str, packets: &[LadderPacket]) -> String {
     }
 
     // Lifelines and host names.
-    for (i, host) in hosts.iter().enumerate() {
+    for (i, lines) in host_names.iter().enumerate() {
         let x = x_of(i);
         let _ = writeln!(
             svg,
             r##"<line class="lifeline" x1="{x}" y1="{}" x2="{x}" y2="{bottom_line}" stroke="#9e9e9e" stroke-width="1" stroke-dasharray="4 3"/>"##,
-            HOST_BOX_Y + HOST_BOX_H
+            HOST_BOX_Y + host_box_h
         );
         let _ = writeln!(
             svg,
-            r##"<rect x="{}" y="{HOST_BOX_Y}" width="{host_box_w}" height="{HOST_BOX_H}" rx="4" fill="#eceff1" stroke="#607d8b"/>"##,
+            r##"<rect x="{}" y="{HOST_BOX_Y}" width="{host_box_w}" height="{host_box_h}" rx="4" fill="#eceff1" stroke="#607d8b"/>"##,
             x - host_box_w / 2.0
         );
-        let _ = writeln!(
+        // Centred in the box, whatever the number of lines.
+        let first_baseline =
+            HOST_BOX_Y + 16.5 + (most_lines - lines.len()) as f64 * HOST_LINE_H / 2.0;
+        let _ = write!(
             svg,
-            r##"<text class="host" x="{x}" y="{}" text-anchor="middle" font-weight="bold" fill="#263238">{}</text>"##,
-            HOST_BOX_Y + 16.5,
-            xml_escape(host)
+            r##"<text class="host" x="{x}" y="{first_baseline}" text-anchor="middle" font-weight="bold" fill="#263238">"##
         );
+        match lines.as_slice() {
+            [one] => svg.push_str(&xml_escape(one)),
+            several => {
+                for (n, line) in several.iter().enumerate() {
+                    let dy = if n == 0 { 0.0 } else { HOST_LINE_H };
+                    let _ = write!(
+                        svg,
+                        r#"<tspan x="{x}" dy="{dy}">{}</tspan>"#,
+                        xml_escape(line)
+                    );
+                }
+            }
+        }
+        svg.push_str("</text>\n");
     }
     if drawn.is_empty() {
         let _ = writeln!(
             svg,
-            r##"<text x="16" y="{FIRST_ROW_Y}" fill="#555">no packets</text>"##
+            r##"<text x="16" y="{first_row_y}" fill="#555">no packets</text>"##
         );
     }
 
     // The packets.
     for (index, packet) in drawn.iter().enumerate() {
-        let y = FIRST_ROW_Y + ROW_H * index as f64;
+        let y = first_row_y + ROW_H * index as f64;
         let (color, dashed) = style(packet);
         let (from, to) = (column(&packet.src), column(&packet.dst));
         let (x1, x2) = (x_of(from), x_of(to));
@@ -211,7 +264,7 @@ pub fn ladder_svg(title: &str, packets: &[LadderPacket]) -> String {
         svg.push_str("</text>\n");
     }
     if hidden > 0 {
-        let y = FIRST_ROW_Y + ROW_H * drawn.len() as f64;
+        let y = first_row_y + ROW_H * drawn.len() as f64;
         let _ = writeln!(
             svg,
             r##"<text class="note" x="{}" y="{}" font-style="italic" fill="#555">… {hidden} more packet{} (only the first {MAX_DRAWN} are drawn)</text>"##,

@@ -1,10 +1,12 @@
 //! The tests of the ladder diagrams: captures built byte by byte (independently of smoltcp's emitters), their
-//! decoding, damaged and hostile files, and the SVG checked for well-formedness.
+//! decoding, damaged and hostile files, and the SVG checked for well-formedness. IPv6 is tested in [`ipv6`].
 
 use std::collections::BTreeMap;
 
 use super::style::{COLOR_BAD, COLOR_RETRANSMISSION, COLOR_TCP};
 use super::*;
+
+mod ipv6;
 
 const CLIENT: [u8; 4] = [10, 0, 2, 2];
 const SERVER: [u8; 4] = [10, 0, 2, 15];
@@ -708,8 +710,9 @@ fn bad_checksums_are_marked_corrupted_but_offloaded_ones_are_not() {
 }
 
 #[test]
-fn ipv6_and_other_protocols_are_skipped_and_counted() {
-    let mut ipv6 = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+fn other_protocols_are_skipped_and_counted() {
+    // IPv6 carrying ESP (50), which is not drawn.
+    let mut ipv6 = vec![0x60, 0, 0, 0, 0, 8, 50, 64];
     ipv6.extend_from_slice(&[0; 32]);
     ipv6.extend_from_slice(&[0; 8]);
     let igmp = ipv4(
@@ -737,14 +740,14 @@ fn ipv6_and_other_protocols_are_skipped_and_counted() {
     assert_eq!(
         ladder.skipped,
         BTreeMap::from([
-            ("IPv6".to_string(), 1),
+            ("other IPv6 protocol".to_string(), 1),
             ("other IPv4 protocol".to_string(), 1),
             ("not IP".to_string(), 1)
         ])
     );
     assert_eq!(
         ladder.skipped_summary(),
-        "3 skipped (1 IPv6, 1 not IP, 1 other IPv4 protocol)"
+        "3 skipped (1 not IP, 1 other IPv4 protocol, 1 other IPv6 protocol)"
     );
 
     let eth = pcap(
@@ -1209,7 +1212,7 @@ fn pcap_errors_say_why() {
     );
     assert_eq!(
         says(&pcap(113, false, &[])),
-        "pcap link type 113 not supported (only 1 Ethernet, 101 and 228 raw IPv4)"
+        "pcap link type 113 not supported (only 1 Ethernet, 101 raw IP, 228 raw IPv4, 229 raw IPv6)"
     );
     let mut huge = pcap(1, false, &[]);
     huge.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0x10, 0]);

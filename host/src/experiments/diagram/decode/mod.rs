@@ -1,0 +1,136 @@
+//! Decoding one captured frame into a [`LadderPacket`]: Ethernet or raw IP, ARP, IPv4 and IPv6 (fragments as
+//! they are), TCP with the per-connection state that relative sequence numbers and retransmission marks need,
+//! UDP, ICMP and ICMPv6 (with NDP and MLD); and the `corrupted`, `retransmission` and `lost?` marks.
+//!
+//! This module owns the [`Decoder`], the link layer and the marks; [`ipv4`] IPv4 (with ARP and ICMP), [`ipv6`]
+//! IPv6 and its extension headers, [`icmpv6`] ICMPv6, NDP and MLD, [`transport`] TCP and UDP over either.
+
+mod icmpv6;
+mod ipv4;
+mod ipv6;
+mod transport;
+
+use std::collections::HashMap;
+
+use smoltcp::wire::{checksum, EthernetFrame, IpAddress, IpProtocol, Ipv4Address, Ipv6Address};
+
+use super::pcap::{LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6};
+use super::LadderPacket;
+use ipv4::arp;
+use transport::{Direction, FlowKey};
+
+/// Turns frames into ladder packets, with the TCP state that relative sequence numbers and retransmissions need.
+#[derive(Default)]
+pub(super) struct Decoder {
+    directions: HashMap<FlowKey, Direction>,
+    /// Index (in the packets decoded so far) and end (raw sequence number after it) of the last segment seen
+    /// with this flow and sequence number.
+    segments: HashMap<(FlowKey, u32), (usize, u32)>,
+    /// Marks per packet index, applied by `finish`.
+    marks: Vec<Vec<&'static str>>,
+}
+
+pub(super) const RETRANSMISSION: &str = "retransmission";
+const SPURIOUS_RETRANSMISSION: &str = "spurious retransmission";
+pub(super) const LOST: &str = "lost?";
+pub(super) const CORRUPTED: &str = "corrupted";
+
+/// The source and destination of one IP header, of one family by construction (smoltcp's pseudo-header
+/// checksums panic when given a mix).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum AddressPair {
+    V4 { src: Ipv4Address, dst: Ipv4Address },
+    V6 { src: Ipv6Address, dst: Ipv6Address },
+}
+
+impl AddressPair {
+    fn src(self) -> IpAddress {
+        match self {
+            AddressPair::V4 { src, .. } => IpAddress::Ipv4(src),
+            AddressPair::V6 { src, .. } => IpAddress::Ipv6(src),
+        }
+    }
+
+    fn dst(self) -> IpAddress {
+        match self {
+            AddressPair::V4 { dst, .. } => IpAddress::Ipv4(dst),
+            AddressPair::V6 { dst, .. } => IpAddress::Ipv6(dst),
+        }
+    }
+
+    /// Whether the checksum of `data` (an upper-layer header and payload) holds over this pair's pseudo-header,
+    /// computed directly: also for headers too short for smoltcp's packet types.
+    fn checksum_ok(self, protocol: IpProtocol, data: &[u8]) -> bool {
+        let len = data.len() as u32;
+        let pseudo = match self {
+            AddressPair::V4 { src, dst } => checksum::pseudo_header_v4(&src, &dst, protocol, len),
+            AddressPair::V6 { src, dst } => checksum::pseudo_header_v6(&src, &dst, protocol, len),
+        };
+        checksum::combine(&[pseudo, checksum::data(data)]) == !0
+    }
+}
+
+/// One decoded packet: sender, receiver, label and marks.
+type Arrow = (String, String, String, Vec<&'static str>);
+
+fn add_mark(marks: &mut Vec<&'static str>, mark: &'static str) {
+    if !marks.contains(&mark) {
+        marks.push(mark);
+    }
+}
+
+impl Decoder {
+    pub(super) fn decode(
+        &mut self,
+        link_type: u32,
+        data: &[u8],
+        time: f64,
+    ) -> Result<LadderPacket, &'static str> {
+        let (src, dst, label, marks) = match link_type {
+            LINKTYPE_ETHERNET => self.ethernet(data)?,
+            LINKTYPE_IPV4 => self.ipv4(data)?,
+            LINKTYPE_IPV6 => self.ipv6(data)?,
+            // LINKTYPE_RAW: either family, the version nibble says which.
+            _ => match data.first().map(|b| b >> 4) {
+                Some(4) => self.ipv4(data)?,
+                Some(6) => self.ipv6(data)?,
+                _ => return Err("not IP"),
+            },
+        };
+        self.marks.push(marks);
+        Ok(LadderPacket {
+            time,
+            src,
+            dst,
+            label,
+            mark: None,
+        })
+    }
+
+    /// Applies the marks gathered while decoding.
+    pub(super) fn finish(self, packets: &mut [LadderPacket]) {
+        for (packet, marks) in packets.iter_mut().zip(self.marks) {
+            if !marks.is_empty() {
+                packet.mark = Some(marks.join(", "));
+            }
+        }
+    }
+
+    fn ethernet(&mut self, data: &[u8]) -> Result<Arrow, &'static str> {
+        let frame = EthernetFrame::new_checked(data).map_err(|_| "Ethernet frame too short")?;
+        let mut ethertype = u16::from(frame.ethertype());
+        let mut payload = frame.payload();
+        if ethertype == 0x8100 {
+            // One 802.1Q tag: the real EtherType follows the tag control field.
+            let inner = payload.get(2..4).ok_or("Ethernet frame too short")?;
+            ethertype = u16::from_be_bytes([inner[0], inner[1]]);
+            payload = payload.get(4..).ok_or("Ethernet frame too short")?;
+        }
+        match ethertype {
+            0x0800 => self.ipv4(payload),
+            0x0806 => arp(payload).map(|(src, dst, label)| (src, dst, label, Vec::new())),
+            0x86dd => self.ipv6(payload),
+            _ => Err("other EtherType"),
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! TCP (relative sequence numbers, window scaling, retransmissions and zero-window probes, per connection) and
+//! UDP: their labels and checksum marks.
+
+use smoltcp::wire::{IpAddress, IpProtocol, TcpPacket, UdpPacket};
+
+use super::{
+    add_mark, AddressPair, Decoder, CORRUPTED, LOST, RETRANSMISSION, SPURIOUS_RETRANSMISSION,
+};
+
+/// The TCP state of one direction of one connection.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Direction {
+    /// The sequence number shown as 0.
+    base: Option<u32>,
+    /// The window-scale option of this direction's SYN.
+    window_scale: Option<u8>,
+    /// The last window this direction advertised (scaled).
+    window: Option<u32>,
+    /// The highest acknowledgement number this direction has sent (raw).
+    acked: Option<u32>,
+}
+
+/// (source, source port, destination, destination port).
+pub(super) type FlowKey = (IpAddress, u16, IpAddress, u16);
+
+impl Decoder {
+    pub(super) fn tcp(
+        &mut self,
+        addresses: AddressPair,
+        data: &[u8],
+        marks: &mut Vec<&'static str>,
+    ) -> String {
+        let Ok(tcp) = TcpPacket::new_checked(data) else {
+            if !addresses.checksum_ok(IpProtocol::Tcp, data) {
+                add_mark(marks, CORRUPTED);
+            }
+            return format!("TCP malformed header ({} bytes)", data.len());
+        };
+        let (src, dst) = (addresses.src(), addresses.dst());
+        let offloaded = tcp.checksum() == 0 || tcp.verify_partial_checksum(&src, &dst);
+        if !tcp.verify_checksum(&src, &dst) && !offloaded {
+            add_mark(marks, CORRUPTED);
+        }
+
+        let (sport, dport) = (tcp.src_port(), tcp.dst_port());
+        let key: FlowKey = (src, sport, dst, dport);
+        let reverse: FlowKey = (dst, dport, src, sport);
+        let seq = tcp.seq_number().0 as u32;
+        let ack = tcp.ack_number().0 as u32;
+        let window_scale = tcp.options_summary().ok().and_then(|o| o.window_scale);
+
+        let mut fwd = self.directions.get(&key).copied().unwrap_or_default();
+        let mut rev = self.directions.get(&reverse).copied().unwrap_or_default();
+        if tcp.syn() {
+            if fwd.base.is_some_and(|base| base != seq) {
+                // A new connection on the same addresses and ports.
+                fwd = Direction::default();
+                if !tcp.ack() {
+                    rev = Direction::default();
+                }
+            }
+            fwd.base = Some(seq);
+            fwd.window_scale = window_scale;
+        }
+        let fwd_base = *fwd.base.get_or_insert(seq.wrapping_sub(1));
+        let shown_ack = if tcp.ack() {
+            ack.wrapping_sub(*rev.base.get_or_insert(ack.wrapping_sub(1)))
+        } else {
+            ack
+        };
+        let window = u32::from(tcp.window_len());
+        let window = match (tcp.syn(), fwd.window_scale, rev.window_scale) {
+            (false, Some(shift), Some(_)) => window << shift.min(14),
+            _ => window,
+        };
+        let payload_len = tcp.payload().len();
+        // A one-byte segment into a window the peer advertised as zero: a probe (RFC 9293 3.8.6.1) that the
+        // peer answers without taking the byte, not data that was lost.
+        let zero_window_probe =
+            payload_len == 1 && !tcp.syn() && !tcp.fin() && rev.window == Some(0);
+        fwd.window = Some(window);
+        if tcp.ack()
+            && fwd
+                .acked
+                .is_none_or(|acked| ack.wrapping_sub(acked) as i32 > 0)
+        {
+            fwd.acked = Some(ack);
+        }
+        self.directions.insert(key, fwd);
+        self.directions.insert(reverse, rev);
+
+        if tcp.segment_len() > 0 && !zero_window_probe {
+            let index = self.marks.len();
+            let end = seq.wrapping_add(tcp.segment_len() as u32);
+            if let Some((earlier, earlier_end)) = self.segments.insert((key, seq), (index, end)) {
+                if rev
+                    .acked
+                    .is_some_and(|acked| acked.wrapping_sub(earlier_end) as i32 >= 0)
+                {
+                    // The peer had acknowledged the earlier one: it arrived, this copy was not needed.
+                    add_mark(marks, SPURIOUS_RETRANSMISSION);
+                } else {
+                    add_mark(marks, RETRANSMISSION);
+                    if let Some(earlier_marks) = self.marks.get_mut(earlier) {
+                        add_mark(earlier_marks, LOST);
+                    }
+                }
+            }
+        }
+
+        let flags: Vec<&str> = [
+            (tcp.fin(), "FIN"),
+            (tcp.syn(), "SYN"),
+            (tcp.rst(), "RST"),
+            (tcp.psh(), "PSH"),
+            (tcp.ack(), "ACK"),
+            (tcp.urg(), "URG"),
+            (tcp.ece(), "ECE"),
+            (tcp.cwr(), "CWR"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        let flags = match flags.as_slice() {
+            [] => "<no flags>".to_string(),
+            [one] => one.to_string(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        format!(
+            "{flags} seq={} ack={shown_ack} len={payload_len} win={window}{} ({sport}→{dport})",
+            seq.wrapping_sub(fwd_base),
+            if zero_window_probe {
+                " zero-window probe"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+pub(super) fn udp(addresses: AddressPair, data: &[u8], marks: &mut Vec<&'static str>) -> String {
+    let Ok(udp) = UdpPacket::new_checked(data) else {
+        if !addresses.checksum_ok(IpProtocol::Udp, data) {
+            add_mark(marks, CORRUPTED);
+        }
+        return format!("UDP malformed header ({} bytes)", data.len());
+    };
+    let (src, dst) = (addresses.src(), addresses.dst());
+    // Zero means "no checksum" over IPv4 (smoltcp's `verify_checksum` takes it so); IPv6 does not allow it
+    // (RFC 8200 8.1: receivers discard such a datagram).
+    let zero_over_ipv6 = udp.checksum() == 0 && matches!(addresses, AddressPair::V6 { .. });
+    if zero_over_ipv6
+        || !udp.verify_checksum(&src, &dst) && !udp.verify_partial_checksum(&src, &dst)
+    {
+        add_mark(marks, CORRUPTED);
+    }
+    format!(
+        "UDP {}→{} len={}",
+        udp.src_port(),
+        udp.dst_port(),
+        udp.payload().len()
+    )
+}
