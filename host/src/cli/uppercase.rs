@@ -18,10 +18,10 @@ use crate::stack::device::DeviceKind;
 use crate::stack::device_network::DeviceNetwork;
 use crate::stack::network::{drive, earliest, Network, Step};
 use crate::sys::stop_requested;
-use crate::uppercase::kernel::sockets::default_workers;
+use crate::uppercase::kernel::sockets::{default_workers, families_served};
 use crate::uppercase::kernel::{
     resolve, udp_target, KernelTcpClient, KernelTcpServer, KernelUdpClient, KernelUdpServer,
-    TcpDesign, TcpServerOptions,
+    ListenAddress, TcpDesign, TcpServerOptions,
 };
 use crate::uppercase::node::{
     ClientExchange, ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers,
@@ -51,9 +51,9 @@ pub(super) fn tcp_server(args: ServerArgs) -> Result<(), String> {
                     .idle_timeout
                     .map_or(defaults.idle_timeout, StdDuration::from_secs_f64),
             };
-            let server = KernelTcpServer::bind(SocketAddr::new(args.bind, args.port), options)
-                .map_err(|e| e.to_string())?;
-            announce("tcp-server", server.local_addr(), "kernel stack");
+            let server =
+                KernelTcpServer::bind(listen_address(&args), options).map_err(|e| e.to_string())?;
+            announce_kernel("tcp-server", server.local_addr());
             log::info!("tcp: {}", server.describe());
             server.serve().map_err(|e| e.to_string())
         }
@@ -82,9 +82,9 @@ pub(super) fn udp_server(args: ServerArgs) -> Result<(), String> {
         None => {
             refuse_smoltcp_options(&args, "udp-server")?;
             let workers = args.workers.map_or_else(default_workers, usize::from);
-            let server = KernelUdpServer::bind(SocketAddr::new(args.bind, args.port), workers)
-                .map_err(|e| e.to_string())?;
-            announce("udp-server", server.local_addr(), "kernel stack");
+            let server =
+                KernelUdpServer::bind(listen_address(&args), workers).map_err(|e| e.to_string())?;
+            announce_kernel("udp-server", server.local_addr());
             log::info!("udp: {}", server.describe());
             server.serve().map_err(|e| e.to_string())
         }
@@ -92,6 +92,25 @@ pub(super) fn udp_server(args: ServerArgs) -> Result<(), String> {
             refuse_kernel_options(&args, "udp-server")?;
             serve_smoltcp(&args, kind, 0, true)
         }
+    }
+}
+
+/// Where a kernel-stack server listens: `--bind`, else `[::]` for IPv4 and IPv6 (`0.0.0.0` where the system has
+/// no IPv6).
+fn listen_address(args: &ServerArgs) -> ListenAddress {
+    match args.bind {
+        Some(ip) => ListenAddress::Exactly(SocketAddr::new(ip, args.port)),
+        None => ListenAddress::EveryFamily { port: args.port },
+    }
+}
+
+/// The start-up line of a kernel-stack server, with the families it takes where its address does not say:
+/// `listening on [::]:12000 (IPv4 and IPv6, kernel stack)`. The address stays one word, `ADDR:PORT`, for
+/// whoever reads the port from it.
+fn announce_kernel(what: &str, addr: SocketAddr) {
+    match families_served(addr) {
+        Some(families) => announce(what, addr, &format!("{families}, kernel stack")),
+        None => announce(what, addr, "kernel stack"),
     }
 }
 

@@ -11,7 +11,8 @@
 //!   worker, and the server's end when the first one stops.
 //! - [`client`]: the TCP and UDP clients.
 //!
-//! This module holds what they share: [`KernelError`] and name resolution.
+//! This module holds what they share: [`KernelError`], name resolution, and how an address is shown
+//! ([`unmapped`]).
 
 mod client;
 pub mod event_loop;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use super::ClientFailure;
 
 pub use client::{KernelTcpClient, KernelUdpClient};
+pub use sockets::ListenAddress;
 pub use tcp_server::{KernelTcpServer, TcpDesign, TcpServerOptions};
 pub use udp_server::KernelUdpServer;
 
@@ -115,6 +117,17 @@ impl std::fmt::Display for KernelError {
                     f,
                     "{proto} address {addr} is already in use: another server runs there (stop it or pick another \
                      --port)"
+                ),
+                _ if is_family_refused(error) => write!(
+                    f,
+                    "cannot bind {proto} {addr}: this machine has no {} (the kernel refuses the address family)",
+                    family(*addr)
+                ),
+                io::ErrorKind::AddrNotAvailable if addr.ip().is_unspecified() => write!(
+                    f,
+                    "cannot bind {proto} {addr}: this machine has no {} address (is {} switched off?)",
+                    family(*addr),
+                    family(*addr)
                 ),
                 io::ErrorKind::AddrNotAvailable => {
                     write!(f, "cannot bind {proto} {addr}: that address is not on this machine")
@@ -237,6 +250,26 @@ pub(crate) fn over_the_last(report: &smoltalk_core::stream_session::RefusalRepor
     }
 }
 
+/// `addr` as a person knows it: an IPv4 client of a socket on `[::]` arrives as `::ffff:a.b.c.d`, and is shown
+/// (and logged) as `a.b.c.d`. Every other address is itself.
+pub fn unmapped(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// "IPv4" or "IPv6", `addr`'s family.
+fn family(addr: SocketAddr) -> &'static str {
+    match addr {
+        SocketAddr::V4(_) => "IPv4",
+        SocketAddr::V6(_) => "IPv6",
+    }
+}
+
+/// Whether the kernel refused a socket of the family asked for (`EAFNOSUPPORT`: IPv6 compiled out or switched
+/// off at boot).
+fn is_family_refused(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(crate::sys::errno::EAFNOSUPPORT)
+}
+
 /// Resolves `host:port` to all its addresses (a name is looked up only if `host` is not an address).
 pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, KernelError> {
     let addrs: Vec<SocketAddr> = (host, port)
@@ -254,14 +287,33 @@ pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, KernelError> {
     Ok(addrs)
 }
 
-/// The address a UDP client sends to: the first IPv4 address of a name, since a server bound to 0.0.0.0 (the
-/// default) does not hear `::1`, and UDP cannot try one address after another the way TCP can.
+/// The address a UDP client sends to: the first IPv4 address of a name, else its first. UDP cannot try one
+/// address after another the way TCP can (silence takes a whole timeout to tell), and IPv4 reaches a server on
+/// `[::]` (the default) as well as one on `0.0.0.0`.
 pub fn udp_target(addrs: &[SocketAddr]) -> Option<SocketAddr> {
     addrs
         .iter()
         .find(|a| a.is_ipv4())
         .or(addrs.first())
         .copied()
+}
+
+/// Whether this machine has an IPv6 loopback (`::1` can be bound), for the tests that need one; without it,
+/// says why the test does nothing, or fails under CI (`CI=true`), where every test must run.
+#[cfg(test)]
+pub(crate) fn ipv6_loopback_or_skip(test: &str) -> bool {
+    match std::net::TcpListener::bind("[::1]:0") {
+        Ok(_) => true,
+        Err(e) => {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            assert!(
+                !ci,
+                "{test} cannot run under CI=true: no IPv6 loopback (binding ::1: {e})"
+            );
+            eprintln!("SKIPPED {test}: no IPv6 loopback (binding ::1: {e})");
+            false
+        }
+    }
 }
 
 #[cfg(test)]
@@ -354,5 +406,38 @@ mod tests {
             Some(ClientFailure::NoReply)
         );
         assert_eq!(KernelError::ListenerFailed.failure(), None);
+    }
+
+    #[test]
+    fn binding_ipv6_fails_in_words_that_say_what_the_machine_lacks() {
+        let any_v6: SocketAddr = "[::]:12000".parse().unwrap();
+        let v6: SocketAddr = "[::1]:12000".parse().unwrap();
+        let family_refused = io::Error::from_raw_os_error(crate::sys::errno::EAFNOSUPPORT);
+        assert_eq!(
+            bind_error("TCP", any_v6, family_refused).to_string(),
+            "cannot bind TCP [::]:12000: this machine has no IPv6 (the kernel refuses the address family)"
+        );
+        assert_eq!(
+            bind_error("UDP", any_v6, kind(io::ErrorKind::AddrNotAvailable)).to_string(),
+            "cannot bind UDP [::]:12000: this machine has no IPv6 address (is IPv6 switched off?)"
+        );
+        assert_eq!(
+            bind_error("TCP", v6, kind(io::ErrorKind::AddrNotAvailable)).to_string(),
+            "cannot bind TCP [::1]:12000: that address is not on this machine"
+        );
+        assert_eq!(
+            bind_error("TCP", any_v6, kind(io::ErrorKind::AddrInUse)).to_string(),
+            "TCP address [::]:12000 is already in use: another server runs there (stop it or pick another --port)"
+        );
+    }
+
+    #[test]
+    fn mapped_ipv4_clients_are_shown_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:40000".parse().unwrap();
+        assert_eq!(unmapped(mapped).to_string(), "127.0.0.1:40000");
+        for plain in ["[::1]:40000", "127.0.0.1:40000", "[::]:40000"] {
+            let addr: SocketAddr = plain.parse().unwrap();
+            assert_eq!(unmapped(addr), addr);
+        }
     }
 }
