@@ -321,7 +321,9 @@ pub struct ProxyArgs {
 /// Options of the clients.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// Server address (a name is resolved on the kernel stack only).
+    /// Server address, IPv4 or IPv6 (`::1` or `[::1]`), or a name (kernel stack only: tcp-client tries its
+    /// addresses in turn until one connects, udp-client sends to its first IPv4 address, else its first;
+    /// standard error says which address was used).
     pub host: String,
     /// Server port.
     pub port: u16,

@@ -20,8 +20,8 @@ use crate::stack::network::{drive, earliest, Network, Step};
 use crate::sys::stop_requested;
 use crate::uppercase::kernel::sockets::{default_workers, families_served};
 use crate::uppercase::kernel::{
-    resolve, udp_target, KernelTcpClient, KernelTcpServer, KernelUdpClient, KernelUdpServer,
-    ListenAddress, TcpDesign, TcpServerOptions,
+    is_address, resolve, udp_target, Connected, KernelTcpClient, KernelTcpServer, KernelUdpClient,
+    KernelUdpServer, ListenAddress, TcpDesign, TcpServerOptions,
 };
 use crate::uppercase::node::{
     ClientExchange, ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers,
@@ -216,8 +216,22 @@ pub(super) fn tcp_client(args: ClientArgs) -> Result<(), CliError> {
     match device_kind(args.stack.stack) {
         None => {
             let servers = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
-            let mut client =
-                KernelTcpClient::connect_any(&servers, StdDuration::from(timeouts.connect))?;
+            let Connected {
+                mut client,
+                failed_first,
+            } = KernelTcpClient::connect_any(&servers, StdDuration::from(timeouts.connect))?;
+            if !is_address(&args.host) {
+                let tried: String = failed_first
+                    .iter()
+                    .map(|failure| format!("{}, so ", failure.in_brief()))
+                    .collect();
+                eprintln!(
+                    "smoltalk: {} is {}; {tried}connected to {}",
+                    args.host,
+                    addresses(&servers),
+                    client.server()
+                );
+            }
             while let Some(message) = messages.next_blocking() {
                 let reply = client.exchange(&message)?;
                 print_reply(&args.host, &reply)?;
@@ -241,6 +255,13 @@ pub(super) fn udp_client(args: ClientArgs) -> Result<(), CliError> {
         None => {
             let servers = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
             let server = udp_target(&servers).ok_or("no address to send to")?;
+            if !is_address(&args.host) {
+                eprintln!(
+                    "smoltalk: {} is {}; sending to {server}",
+                    args.host,
+                    addresses(&servers)
+                );
+            }
             let mut client =
                 KernelUdpClient::new(server, StdDuration::from(timeouts.reply), timeouts.tries)
                     .map_err(|e| e.to_string())?;
@@ -305,6 +326,16 @@ fn run_smoltcp_client(
         }
     })
     .map_err(|e| e.to_string())?
+}
+
+/// A name's addresses, as the line saying which one a client used lists them: `::1 and 127.0.0.1`.
+fn addresses(servers: &[SocketAddr]) -> String {
+    let ips: Vec<String> = servers.iter().map(|s| s.ip().to_string()).collect();
+    match ips.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
 }
 
 /// A UDP reply that took more than one datagram is said so on standard error (no line: the first try was
