@@ -553,3 +553,631 @@ fn client_failures_exit_with_their_documented_codes() {
     assert!(help.contains("  3  connection refused"), "{help}");
     assert!(help.contains("  8  no UDP reply after every try"), "{help}");
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// IPv6: the servers listen on [::] by default and take IPv4 clients there too; the clients take IPv6 addresses,
+// [::1] and names. Loopback only: 127.0.0.1 and ::1.
+
+/// A TCP client of the given family (`4` or `6`, a socket made with `AF_INET` or `AF_INET6` whatever the
+/// address looks like): sends MESSAGE, reads as many bytes back, and prints its own port and the reply.
+const PY_TCP_CLIENT_OF_FAMILY: &str = r#"
+import socket, sys
+family = {'4': socket.AF_INET, '6': socket.AF_INET6}[sys.argv[1]]
+host, port, message = sys.argv[2], int(sys.argv[3]), sys.argv[4].encode()
+s = socket.socket(family, socket.SOCK_STREAM); s.settimeout(10)
+s.connect((host, port))
+s.sendall(message)
+reply = b''
+while len(reply) < len(message):
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    reply += chunk
+print(s.getsockname()[1], reply.decode(), flush=True)
+s.close()
+"#;
+
+/// A UDP client of the given family: sends MESSAGE, takes the reply only from the address it sent to (so a
+/// reply from the other family, or another address, fails it), and prints its own port and the reply.
+const PY_UDP_CLIENT_OF_FAMILY: &str = r#"
+import socket, sys
+family = {'4': socket.AF_INET, '6': socket.AF_INET6}[sys.argv[1]]
+host, port, message = sys.argv[2], int(sys.argv[3]), sys.argv[4].encode()
+s = socket.socket(family, socket.SOCK_DGRAM); s.settimeout(5)
+s.sendto(message, (host, port))
+reply, sender = s.recvfrom(65536)
+if sender[0] != host or sender[1] != port:
+    sys.exit('reply from %r, not from %s port %d' % (sender, host, port))
+print(s.getsockname()[1], reply.decode(), flush=True)
+"#;
+
+/// Whether this machine has an IPv6 loopback (`::1` can be bound); if not, the test says why and returns (under
+/// `CI=true` it fails instead, see [`cannot_run`]).
+fn has_ipv6_loopback(test: &str) -> bool {
+    match std::net::TcpListener::bind("[::1]:0") {
+        Ok(_) => true,
+        Err(e) => {
+            cannot_run(test, &format!("no IPv6 loopback (binding ::1 failed: {e})"));
+            false
+        }
+    }
+}
+
+/// A server started by the test, with its start-up line and its log (standard error, at info) kept.
+struct LoggedServer {
+    server: Running,
+    line: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    log_reader: std::thread::JoinHandle<()>,
+}
+
+impl LoggedServer {
+    /// Starts `smoltalk ARGS` and waits for its start-up line.
+    fn start(args: &[&str]) -> LoggedServer {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut cmd = smoltalk_args(args);
+        cmd.env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn smoltalk");
+        let (log, log_reader) = collect(child.stderr.take().expect("stderr"));
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let port = line
+            .split_whitespace()
+            .skip_while(|w| *w != "on")
+            .nth(1)
+            .and_then(|addr| addr.rsplit(':').next())
+            .and_then(|p| p.parse().ok());
+        let Some(port) = port else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} did not start: {line:?} {}", log.lock().unwrap());
+        };
+        std::thread::spawn(move || for _ in stdout.lines() {});
+        LoggedServer {
+            server: Running { child, port },
+            line: line.trim_end().to_string(),
+            log,
+            log_reader,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.server.port
+    }
+
+    /// Stops the server (SIGTERM, by its PID) and returns everything it logged.
+    fn stop(mut self) -> String {
+        terminate(&mut self.server);
+        drop(self.server);
+        let _ = self.log_reader.join();
+        let log = self.log.lock().unwrap().clone();
+        log
+    }
+}
+
+/// Runs one of the Python clients above; returns its port and the reply it printed.
+fn python_client(
+    script: &str,
+    family: &str,
+    host: &str,
+    port: u16,
+    message: &str,
+) -> (u16, String) {
+    let out = run(python(script, &[family, host, &port.to_string(), message]));
+    assert!(
+        out.status.success(),
+        "python IPv{family} client to {host} port {port}: {}",
+        stderr(&out)
+    );
+    let printed = stdout(&out);
+    let (local_port, reply) = printed
+        .trim_end()
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("python printed {printed:?}"));
+    (local_port.parse().expect("port"), reply.to_string())
+}
+
+/// What `localhost` resolves to here, in the system resolver's order (the clients see the same).
+fn localhost(port: u16) -> Vec<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    ("localhost", port)
+        .to_socket_addrs()
+        .expect("localhost resolves")
+        .collect()
+}
+
+/// `::1 and 127.0.0.1`: a name's addresses as the clients list them.
+fn listed(addrs: &[std::net::SocketAddr]) -> String {
+    let ips: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+    match ips.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+#[test]
+#[cfg_attr(smoltalk_no_python, ignore = "needs python3, the independent peer")]
+fn default_tcp_server_answers_ipv6_and_ipv4_clients_on_one_port() {
+    if !has_ipv6_loopback("default_tcp_server_answers_ipv6_and_ipv4_clients_on_one_port") {
+        return;
+    }
+    for design in TCP_DESIGNS {
+        let mut args = vec!["tcp-server", "--port", "0"];
+        args.extend_from_slice(design);
+        let server = LoggedServer::start(&args);
+        let port = server.port();
+        assert_eq!(
+            server.line,
+            format!("smoltalk tcp-server listening on [::]:{port} (IPv4 and IPv6, kernel stack)"),
+            "{design:?}"
+        );
+        let (v6_port, v6_reply) =
+            python_client(PY_TCP_CLIENT_OF_FAMILY, "6", "::1", port, "over ipv6");
+        assert_eq!(v6_reply, "OVER IPV6", "{design:?}");
+        let (v4_port, v4_reply) =
+            python_client(PY_TCP_CLIENT_OF_FAMILY, "4", "127.0.0.1", port, "over ipv4");
+        assert_eq!(v4_reply, "OVER IPV4", "{design:?}");
+
+        // The log names each client as a person knows it: the IPv4 one as 127.0.0.1, never ::ffff:127.0.0.1.
+        let log = server.stop();
+        for expected in [
+            format!("tcp: connection from [::1]:{v6_port}"),
+            format!("tcp: connection from 127.0.0.1:{v4_port}"),
+            format!("tcp: 127.0.0.1:{v4_port} closed after 9 bytes"),
+        ] {
+            assert!(
+                log.contains(&expected),
+                "{design:?}: {expected:?} not in\n{log}"
+            );
+        }
+        assert!(
+            !log.contains("::ffff:"),
+            "{design:?}: a mapped address in\n{log}"
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(smoltalk_no_python, ignore = "needs python3, the independent peer")]
+fn default_udp_server_answers_ipv6_and_ipv4_clients_from_their_own_family() {
+    if !has_ipv6_loopback("default_udp_server_answers_ipv6_and_ipv4_clients_from_their_own_family")
+    {
+        return;
+    }
+    for workers in UDP_WORKERS {
+        let mut args = vec!["udp-server", "--port", "0"];
+        args.extend_from_slice(workers);
+        let server = LoggedServer::start(&args);
+        let port = server.port();
+        assert_eq!(
+            server.line,
+            format!("smoltalk udp-server listening on [::]:{port} (IPv4 and IPv6, kernel stack)"),
+            "{workers:?}"
+        );
+        // From many client ports, so that with several workers each one answers some of them.
+        for client in 0..8 {
+            let (_, reply) = python_client(
+                PY_UDP_CLIENT_OF_FAMILY,
+                "6",
+                "::1",
+                port,
+                "datagram over ipv6",
+            );
+            assert_eq!(reply, "DATAGRAM OVER IPV6", "{workers:?} client {client}");
+            let (_, reply) = python_client(
+                PY_UDP_CLIENT_OF_FAMILY,
+                "4",
+                "127.0.0.1",
+                port,
+                "datagram over ipv4",
+            );
+            assert_eq!(reply, "DATAGRAM OVER IPV4", "{workers:?} client {client}");
+        }
+        let log = server.stop();
+        assert!(
+            !log.contains("::ffff:"),
+            "{workers:?}: a mapped address in\n{log}"
+        );
+    }
+}
+
+#[test]
+fn cli_clients_reach_the_default_server_by_ipv6_address_and_by_name() {
+    if !has_ipv6_loopback("cli_clients_reach_the_default_server_by_ipv6_address_and_by_name") {
+        return;
+    }
+    for design in TCP_DESIGNS {
+        let mut args = vec!["tcp-server", "--port", "0"];
+        args.extend_from_slice(design);
+        let server = LoggedServer::start(&args);
+        let port = server.port().to_string();
+        for host in ["::1", "[::1]", "127.0.0.1"] {
+            let out = run(smoltalk_args(&["tcp-client", host, &port, "hello v6"]));
+            assert!(out.status.success(), "{design:?} {host}: {}", stderr(&out));
+            assert_eq!(stdout(&out), format!("{host} > HELLO V6\n"), "{design:?}");
+            // An address is used as given: nothing to say about it.
+            assert!(
+                !stderr(&out).contains("connected to"),
+                "{design:?} {host}: {}",
+                stderr(&out)
+            );
+        }
+        // A name: the first of its addresses connects (the server takes both families), and standard error
+        // says which, once.
+        let addrs = localhost(server.port());
+        let out = run_with_input(
+            smoltalk_args(&["tcp-client", "localhost", &port]),
+            b"one\ntwo\n",
+        );
+        assert!(out.status.success(), "{design:?}: {}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "localhost > ONE\nlocalhost > TWO\n",
+            "{design:?}"
+        );
+        let said = format!(
+            "smoltalk: localhost is {}; connected to {}",
+            listed(&addrs),
+            addrs[0]
+        );
+        assert_eq!(
+            stderr(&out)
+                .lines()
+                .filter(|l| l.contains("localhost is"))
+                .collect::<Vec<_>>(),
+            [said.as_str()],
+            "{design:?}"
+        );
+        server.stop();
+    }
+    for workers in UDP_WORKERS {
+        let mut args = vec!["udp-server", "--port", "0"];
+        args.extend_from_slice(workers);
+        let server = LoggedServer::start(&args);
+        let port = server.port().to_string();
+        for host in ["::1", "[::1]", "127.0.0.1"] {
+            let out = run(smoltalk_args(&["udp-client", host, &port, "hello v6"]));
+            assert!(out.status.success(), "{workers:?} {host}: {}", stderr(&out));
+            assert_eq!(stdout(&out), format!("{host} > HELLO V6\n"), "{workers:?}");
+            assert!(
+                !stderr(&out).contains("sending to"),
+                "{workers:?} {host}: {}",
+                stderr(&out)
+            );
+        }
+        let addrs = localhost(server.port());
+        let target = addrs.iter().find(|a| a.is_ipv4()).unwrap_or(&addrs[0]);
+        let out = run(smoltalk_args(&[
+            "udp-client",
+            "localhost",
+            &port,
+            "by name",
+        ]));
+        assert!(out.status.success(), "{workers:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "localhost > BY NAME\n", "{workers:?}");
+        assert_eq!(
+            stderr(&out)
+                .lines()
+                .filter(|l| l.contains("localhost is"))
+                .collect::<Vec<_>>(),
+            [format!(
+                "smoltalk: localhost is {}; sending to {target}",
+                listed(&addrs)
+            )
+            .as_str()],
+            "{workers:?}"
+        );
+        server.stop();
+    }
+}
+
+/// A name whose first addresses are refused: the TCP client goes on to the next, and says so. With a server on
+/// one family, every address of the other family is refused (if `localhost` has only 127.0.0.1 here, the IPv6
+/// server leaves it nothing to connect to, and the error names the address).
+#[test]
+fn tcp_client_goes_through_a_names_addresses_until_one_connects() {
+    if !has_ipv6_loopback("tcp_client_goes_through_a_names_addresses_until_one_connects") {
+        return;
+    }
+    for bind in ["127.0.0.1", "::1"] {
+        let server = LoggedServer::start(&["tcp-server", "--bind", bind, "--port", "0"]);
+        let port = server.port();
+        let addrs = localhost(port);
+        let out = run(smoltalk_args(&[
+            "tcp-client",
+            "localhost",
+            &port.to_string(),
+            "hi",
+        ]));
+        let served = |a: &&std::net::SocketAddr| a.ip().to_string() == bind;
+        match addrs.iter().position(|a| served(&a)) {
+            Some(at) => {
+                assert!(out.status.success(), "{bind}: {}", stderr(&out));
+                assert_eq!(stdout(&out), "localhost > HI\n");
+                let refused: String = addrs[..at]
+                    .iter()
+                    .map(|a| format!("{a} refused, so "))
+                    .collect();
+                let said = format!(
+                    "smoltalk: localhost is {}; {refused}connected to {}",
+                    listed(&addrs),
+                    addrs[at]
+                );
+                assert!(
+                    stderr(&out).lines().any(|l| l == said),
+                    "{said:?} not in {}",
+                    stderr(&out)
+                );
+            }
+            None => {
+                assert_eq!(out.status.code(), Some(3), "{bind}: {}", stderr(&out));
+                let last = stderr(&out).lines().last().unwrap_or_default().to_string();
+                for addr in &addrs {
+                    assert!(last.contains(&addr.to_string()), "{addr} not in {last}");
+                }
+                assert!(last.contains("refused"), "{last}");
+            }
+        }
+        server.stop();
+    }
+}
+
+#[test]
+fn a_server_on_one_family_refuses_clients_of_the_other() {
+    if !has_ipv6_loopback("a_server_on_one_family_refuses_clients_of_the_other") {
+        return;
+    }
+    for design in TCP_DESIGNS {
+        for (bind, line_addr, families, serves, refuses) in [
+            ("::1", "[::1]", "", "::1", "127.0.0.1"),
+            ("127.0.0.1", "127.0.0.1", "", "127.0.0.1", "::1"),
+            ("0.0.0.0", "0.0.0.0", "IPv4 only, ", "127.0.0.1", "::1"),
+        ] {
+            let mut args = vec!["tcp-server", "--bind", bind, "--port", "0"];
+            args.extend_from_slice(design);
+            let server = LoggedServer::start(&args);
+            let port = server.port();
+            assert_eq!(
+                server.line,
+                format!(
+                    "smoltalk tcp-server listening on {line_addr}:{port} ({families}kernel stack)"
+                )
+            );
+            let out = run(smoltalk_args(&[
+                "tcp-client",
+                serves,
+                &port.to_string(),
+                "yes",
+            ]));
+            assert!(
+                out.status.success(),
+                "{design:?} {bind} {serves}: {}",
+                stderr(&out)
+            );
+            assert_eq!(stdout(&out), format!("{serves} > YES\n"));
+
+            let shown = match refuses.contains(':') {
+                true => format!("[{refuses}]:{port}"),
+                false => format!("{refuses}:{port}"),
+            };
+            let out = run(smoltalk_args(&[
+                "tcp-client",
+                refuses,
+                &port.to_string(),
+                "no",
+            ]));
+            assert_eq!(
+                out.status.code(),
+                Some(3),
+                "{design:?} {bind} {refuses}: {}",
+                stderr(&out)
+            );
+            assert_eq!(
+                stderr(&out).lines().last(),
+                Some(
+                    format!(
+                        "smoltalk: error: connection to {shown} refused: the server is probably not running on \
+                         that address and port"
+                    )
+                    .as_str()
+                ),
+                "{design:?} {bind}"
+            );
+            assert!(out.stdout.is_empty());
+            server.stop();
+        }
+        // `--bind ::` said outright is the default's dual stack.
+        let mut args = vec!["tcp-server", "--bind", "::", "--port", "0"];
+        args.extend_from_slice(design);
+        let server = LoggedServer::start(&args);
+        let port = server.port().to_string();
+        assert!(
+            server.line.ends_with("(IPv4 and IPv6, kernel stack)"),
+            "{}",
+            server.line
+        );
+        for host in ["::1", "127.0.0.1"] {
+            let out = run(smoltalk_args(&["tcp-client", host, &port, "both"]));
+            assert_eq!(
+                stdout(&out),
+                format!("{host} > BOTH\n"),
+                "{design:?}: {}",
+                stderr(&out)
+            );
+        }
+        server.stop();
+    }
+    // UDP: a datagram to the other family gets no reply.
+    for workers in UDP_WORKERS {
+        let mut args = vec!["udp-server", "--bind", "::1", "--port", "0"];
+        args.extend_from_slice(workers);
+        let server = LoggedServer::start(&args);
+        let port = server.port().to_string();
+        let out = run(smoltalk_args(&["udp-client", "::1", &port, "yes"]));
+        assert_eq!(stdout(&out), "::1 > YES\n", "{workers:?}: {}", stderr(&out));
+        assert_fails(
+            &[
+                "udp-client",
+                "127.0.0.1",
+                &port,
+                "no",
+                "--timeout",
+                "0.2",
+                "--tries",
+                "1",
+            ],
+            8,
+            &[&format!("no reply from 127.0.0.1:{port} after 1 tries")],
+        );
+        server.stop();
+    }
+}
+
+/// The "already in use" check holds across the families: a server on `[::]` (the default) takes IPv4 clients
+/// too, so a second server on `0.0.0.0` or `127.0.0.1`, same port, is refused, and the other way round.
+#[test]
+fn servers_on_either_family_never_share_a_port() {
+    if !has_ipv6_loopback("servers_on_either_family_never_share_a_port") {
+        return;
+    }
+    let pairs: [(&[&str], &[&str]); 3] = [
+        (&[], &["--bind", "0.0.0.0"]),
+        (&["--bind", "0.0.0.0"], &[]),
+        (&[], &["--bind", "127.0.0.1"]),
+    ];
+    for (first_bind, second_bind) in pairs {
+        for design in TCP_DESIGNS {
+            let mut args = vec!["tcp-server", "--port", "0"];
+            args.extend_from_slice(first_bind);
+            args.extend_from_slice(design);
+            let server = LoggedServer::start(&args);
+            let port = server.port().to_string();
+            for second in TCP_DESIGNS {
+                let mut args = vec!["tcp-server", "--port", &port];
+                args.extend_from_slice(second_bind);
+                args.extend_from_slice(second);
+                assert_server_refused(&args, "already in use");
+            }
+            server.stop();
+        }
+        for workers in UDP_WORKERS {
+            let mut args = vec!["udp-server", "--port", "0"];
+            args.extend_from_slice(first_bind);
+            args.extend_from_slice(workers);
+            let server = LoggedServer::start(&args);
+            let port = server.port().to_string();
+            for second in UDP_WORKERS {
+                let mut args = vec!["udp-server", "--port", &port];
+                args.extend_from_slice(second_bind);
+                args.extend_from_slice(second);
+                assert_server_refused(&args, "already in use");
+            }
+            server.stop();
+        }
+    }
+}
+
+/// Starts `smoltalk ARGS`, a server that must be refused: it exits 1 with an error line containing `needle`.
+/// One that starts instead (it prints its start-up line) is stopped at once and fails the test, rather than
+/// serving for ever.
+fn assert_server_refused(args: &[&str], needle: &str) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = smoltalk_args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn smoltalk");
+    let (log, log_reader) = collect(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+    if line.contains("listening on") {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{args:?} started ({}) where it should have been refused",
+            line.trim_end()
+        );
+    }
+    let status = child.wait().expect("wait");
+    let _ = log_reader.join();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(1), "{args:?}: {log}");
+    assert!(log.contains(needle), "{args:?}: {needle:?} not in {log}");
+}
+
+/// A free port on `::1` with nothing listening on it (TCP and UDP).
+fn closed_ipv6_port() -> u16 {
+    let socket = std::net::TcpListener::bind("[::1]:0").expect("bind ::1");
+    socket.local_addr().expect("addr").port()
+}
+
+#[test]
+fn ipv6_client_errors_are_one_clear_line() {
+    if !has_ipv6_loopback("ipv6_client_errors_are_one_clear_line") {
+        return;
+    }
+    let port = closed_ipv6_port();
+    let closed = port.to_string();
+    for host in ["[::1]", "::1"] {
+        let out = run(smoltalk_args(&["tcp-client", host, &closed, "anyone?"]));
+        assert_eq!(out.status.code(), Some(3), "{host}: {}", stderr(&out));
+        assert_eq!(
+            stderr(&out).lines().last(),
+            Some(
+                format!(
+                    "smoltalk: error: connection to [::1]:{port} refused: the server is probably not running on \
+                     that address and port"
+                )
+                .as_str()
+            )
+        );
+        let out = run(smoltalk_args(&[
+            "udp-client",
+            host,
+            &closed,
+            "anyone?",
+            "--timeout",
+            "0.2",
+            "--tries",
+            "1",
+        ]));
+        assert_eq!(out.status.code(), Some(8), "{host}: {}", stderr(&out));
+        assert_eq!(
+            stderr(&out).lines().last(),
+            Some(
+                format!(
+                    "smoltalk: error: no reply from [::1]:{port} after 1 tries: UDP has no connection, so the \
+                     datagrams may have been lost or no server is listening on that address and port"
+                )
+                .as_str()
+            )
+        );
+    }
+    // Brackets hold an IPv6 address only; anything else in them is refused before any lookup.
+    for host in ["[localhost]", "[127.0.0.1]", "[::1"] {
+        for client in ["tcp-client", "udp-client"] {
+            assert_fails(
+                &[client, host, &closed, "x"],
+                1,
+                &[&format!(
+                    "{host} is not an IPv6 address: brackets hold only an IPv6 address, as in [::1]"
+                )],
+            );
+        }
+    }
+    // A port in use on ::1 is named with its brackets.
+    let taken = std::net::TcpListener::bind("[::1]:0").expect("bind ::1");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    assert_server_refused(
+        &["tcp-server", "--bind", "::1", "--port", &port],
+        &format!("TCP address [::1]:{port} is already in use"),
+    );
+}

@@ -231,9 +231,11 @@ impl ExperimentArgs {
 /// Options of the servers.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
-    /// Address to listen on (kernel stack; smoltcp listens on its --ip).
-    #[arg(long, default_value = "0.0.0.0", value_name = "ADDR")]
-    pub bind: IpAddr,
+    /// Address to listen on (kernel stack; smoltcp listens on its --ip): `::` takes IPv4 and IPv6 clients,
+    /// `0.0.0.0` IPv4 only, `::1` or `127.0.0.1` one family on loopback [default: ::, or 0.0.0.0 where the
+    /// system has no IPv6].
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<IpAddr>,
     /// Port to listen on (0: any free port, kernel stack only).
     #[arg(long, default_value_t = smoltalk_core::DEFAULT_PORT)]
     pub port: u16,
@@ -330,7 +332,9 @@ pub struct ProxyArgs {
 /// Options of the clients.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// Server address (a name is resolved on the kernel stack only).
+    /// Server address, IPv4 or IPv6 (`::1` or `[::1]`), or a name (kernel stack only: tcp-client tries its
+    /// addresses in turn until one connects, udp-client sends to its first IPv4 address, else its first;
+    /// standard error says which address was used).
     pub host: String,
     /// Server port.
     pub port: u16,

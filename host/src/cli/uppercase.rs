@@ -19,10 +19,10 @@ use crate::stack::device_network::DeviceNetwork;
 use crate::stack::name_lookup::NameLookup;
 use crate::stack::network::{drive, earliest, Network, Step};
 use crate::sys::stop_requested;
-use crate::uppercase::kernel::sockets::default_workers;
+use crate::uppercase::kernel::sockets::{default_workers, families_served};
 use crate::uppercase::kernel::{
-    resolve, udp_target, KernelTcpClient, KernelTcpServer, KernelUdpClient, KernelUdpServer,
-    TcpDesign, TcpServerOptions,
+    is_address, resolve, udp_target, Connected, KernelTcpClient, KernelTcpServer, KernelUdpClient,
+    KernelUdpServer, ListenAddress, TcpDesign, TcpServerOptions,
 };
 use crate::uppercase::node::{
     ClientExchange, ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers,
@@ -52,9 +52,9 @@ pub(super) fn tcp_server(args: ServerArgs) -> Result<(), String> {
                     .idle_timeout
                     .map_or(defaults.idle_timeout, StdDuration::from_secs_f64),
             };
-            let server = KernelTcpServer::bind(SocketAddr::new(args.bind, args.port), options)
-                .map_err(|e| e.to_string())?;
-            announce("tcp-server", server.local_addr(), "kernel stack");
+            let server =
+                KernelTcpServer::bind(listen_address(&args), options).map_err(|e| e.to_string())?;
+            announce_kernel("tcp-server", server.local_addr());
             log::info!("tcp: {}", server.describe());
             server.serve().map_err(|e| e.to_string())
         }
@@ -83,9 +83,9 @@ pub(super) fn udp_server(args: ServerArgs) -> Result<(), String> {
         None => {
             refuse_smoltcp_options(&args, "udp-server")?;
             let workers = args.workers.map_or_else(default_workers, usize::from);
-            let server = KernelUdpServer::bind(SocketAddr::new(args.bind, args.port), workers)
-                .map_err(|e| e.to_string())?;
-            announce("udp-server", server.local_addr(), "kernel stack");
+            let server =
+                KernelUdpServer::bind(listen_address(&args), workers).map_err(|e| e.to_string())?;
+            announce_kernel("udp-server", server.local_addr());
             log::info!("udp: {}", server.describe());
             server.serve().map_err(|e| e.to_string())
         }
@@ -93,6 +93,25 @@ pub(super) fn udp_server(args: ServerArgs) -> Result<(), String> {
             refuse_kernel_options(&args, "udp-server")?;
             serve_smoltcp(&args, kind, 0, true)
         }
+    }
+}
+
+/// Where a kernel-stack server listens: `--bind`, else `[::]` for IPv4 and IPv6 (`0.0.0.0` where the system has
+/// no IPv6).
+fn listen_address(args: &ServerArgs) -> ListenAddress {
+    match args.bind {
+        Some(ip) => ListenAddress::Exactly(SocketAddr::new(ip, args.port)),
+        None => ListenAddress::EveryFamily { port: args.port },
+    }
+}
+
+/// The start-up line of a kernel-stack server, with the families it takes where its address does not say:
+/// `listening on [::]:12000 (IPv4 and IPv6, kernel stack)`. The address stays one word, `ADDR:PORT`, for
+/// whoever reads the port from it.
+fn announce_kernel(what: &str, addr: SocketAddr) {
+    match families_served(addr) {
+        Some(families) => announce(what, addr, &format!("{families}, kernel stack")),
+        None => announce(what, addr, "kernel stack"),
     }
 }
 
@@ -283,8 +302,22 @@ pub(super) fn tcp_client(args: ClientArgs) -> Result<(), CliError> {
     match device_kind(args.stack.stack) {
         None => {
             let servers = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
-            let mut client =
-                KernelTcpClient::connect_any(&servers, StdDuration::from(timeouts.connect))?;
+            let Connected {
+                mut client,
+                failed_first,
+            } = KernelTcpClient::connect_any(&servers, StdDuration::from(timeouts.connect))?;
+            if !is_address(&args.host) {
+                let tried: String = failed_first
+                    .iter()
+                    .map(|failure| format!("{}, so ", failure.in_brief()))
+                    .collect();
+                eprintln!(
+                    "smoltalk: {} is {}; {tried}connected to {}",
+                    args.host,
+                    addresses(&servers),
+                    client.server()
+                );
+            }
             while let Some(message) = messages.next_blocking() {
                 let reply = client.exchange(&message)?;
                 print_reply(&args.host, &reply)?;
@@ -309,6 +342,13 @@ pub(super) fn udp_client(args: ClientArgs) -> Result<(), CliError> {
         None => {
             let servers = resolve(&args.host, args.port).map_err(|e| e.to_string())?;
             let server = udp_target(&servers).ok_or("no address to send to")?;
+            if !is_address(&args.host) {
+                eprintln!(
+                    "smoltalk: {} is {}; sending to {server}",
+                    args.host,
+                    addresses(&servers)
+                );
+            }
             let mut client =
                 KernelUdpClient::new(server, StdDuration::from(timeouts.reply), timeouts.tries)
                     .map_err(|e| e.to_string())?;
@@ -375,6 +415,16 @@ fn run_smoltcp_client(
         }
     })
     .map_err(|e| e.to_string())?
+}
+
+/// A name's addresses, as the line saying which one a client used lists them: `::1 and 127.0.0.1`.
+fn addresses(servers: &[SocketAddr]) -> String {
+    let ips: Vec<String> = servers.iter().map(|s| s.ip().to_string()).collect();
+    match ips.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
 }
 
 /// A UDP reply that took more than one datagram is said so on standard error (no line: the first try was

@@ -21,8 +21,8 @@ use std::time::Duration;
 pub mod errno {
     //! The error numbers the host tells apart, as [`std::io::Error::raw_os_error`] gives them.
     pub use libc::{
-        EACCES, EBADF, EBADFD, EBUSY, EINVAL, EIO, EMFILE, EMSGSIZE, ENFILE, ENODEV, ENOENT, ENXIO,
-        EPERM,
+        EACCES, EADDRNOTAVAIL, EAFNOSUPPORT, EBADF, EBADFD, EBUSY, EINVAL, EIO, EMFILE, EMSGSIZE,
+        ENFILE, ENODEV, ENOENT, ENXIO, EPERM,
     };
 }
 

@@ -1,6 +1,7 @@
 //! The kernel stack's uppercase clients, as in the classic lab: a TCP client that sends each message and reads
 //! its reply (large ones written by a second thread, so neither side's buffers stall), and a UDP client on an
-//! unconnected socket that sends again after each timeout. Every wait has a timeout.
+//! unconnected socket that sends again after each timeout. Every wait has a timeout. Both speak IPv4 and IPv6;
+//! the TCP client tries a name's addresses in turn until one takes the connection ([`KernelTcpClient::connect_any`]).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
@@ -16,18 +17,49 @@ pub struct KernelTcpClient {
     server: SocketAddr,
 }
 
+/// What [`KernelTcpClient::connect_any`] reached: the client, on one of the addresses, and how each address
+/// tried before it failed.
+pub struct Connected {
+    /// The client.
+    pub client: KernelTcpClient,
+    /// The addresses tried first, each as its [`KernelError::Connect`], in order.
+    pub failed_first: Vec<KernelError>,
+}
+
 impl KernelTcpClient {
-    /// Connects to the first of `servers` that accepts, waiting at most `timeout` for each handshake and for
-    /// each reply. The error is the last address's.
-    pub fn connect_any(servers: &[SocketAddr], timeout: Duration) -> Result<Self, KernelError> {
-        let mut last = KernelError::NoAddressToConnect;
+    /// Connects to the first of `servers` that accepts, trying them in order (a name's `::1`, refused, then its
+    /// `127.0.0.1`), waiting at most `timeout` for each handshake and for each reply. When every one fails, the
+    /// error is that address's if there was one, else [`KernelError::EveryAddressFailed`] with each failure.
+    pub fn connect_any(
+        servers: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<Connected, KernelError> {
+        let mut failed_first = Vec::new();
         for server in servers {
             match KernelTcpClient::connect(*server, timeout) {
-                Ok(client) => return Ok(client),
-                Err(e) => last = e,
+                Ok(client) => {
+                    return Ok(Connected {
+                        client,
+                        failed_first,
+                    })
+                }
+                Err(e) => failed_first.push(e),
             }
         }
-        Err(last)
+        match failed_first.len() {
+            0 => Err(KernelError::NoAddressToConnect),
+            1 => Err(failed_first
+                .pop()
+                .unwrap_or(KernelError::NoAddressToConnect)),
+            _ => Err(KernelError::EveryAddressFailed {
+                failures: failed_first,
+            }),
+        }
+    }
+
+    /// The server's address it is connected to.
+    pub fn server(&self) -> SocketAddr {
+        self.server
     }
 
     /// Connects to `server`, waiting at most `timeout` for the handshake and for each reply.
@@ -157,5 +189,62 @@ impl KernelUdpClient {
             server: self.server,
             tries: self.tries,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uppercase::ClientFailure;
+    use std::net::TcpListener;
+
+    /// A loopback port of `ip` with nothing listening on it.
+    fn closed(ip: &str) -> SocketAddr {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    #[test]
+    fn a_refused_address_is_passed_over_for_the_next() {
+        if !crate::uppercase::kernel::ipv6_loopback_or_skip(
+            "a_refused_address_is_passed_over_for_the_next",
+        ) {
+            return;
+        }
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = server.local_addr().unwrap();
+        let (closed_v6, closed_v4) = (closed("::1"), closed("127.0.0.1"));
+        let timeout = Duration::from_secs(2);
+
+        let connected = KernelTcpClient::connect_any(&[closed_v6, open], timeout).unwrap();
+        assert_eq!(connected.client.server(), open);
+        let failed: Vec<String> = connected
+            .failed_first
+            .iter()
+            .map(|e| e.in_brief().to_string())
+            .collect();
+        assert_eq!(failed, [format!("{closed_v6} refused")]);
+
+        let Err(error) = KernelTcpClient::connect_any(&[closed_v6, closed_v4], timeout) else {
+            panic!("connected to a closed port");
+        };
+        assert_eq!(error.failure(), Some(ClientFailure::Refused));
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "cannot connect to any of the 2 addresses: {closed_v6} refused, {closed_v4} refused: the server is \
+                 probably not running on that port"
+            )
+        );
+        // One address: its own line, as before.
+        let Err(error) = KernelTcpClient::connect_any(&[closed_v6], timeout) else {
+            panic!("connected to a closed port");
+        };
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("connection to {closed_v6} refused")),
+            "{error}"
+        );
     }
 }

@@ -1,6 +1,7 @@
-//! The kernel-stack servers' sockets: one per worker on the same address (`SO_REUSEPORT`), the listen backlog,
-//! how many workers a machine gets, the open files limit a connection cap needs, and taking the clients waiting
-//! ([`Acceptor`], for both TCP designs).
+//! The kernel-stack servers' sockets: where they listen ([`ListenAddress`]: `[::]` for IPv4 and IPv6 clients by
+//! default), one per worker on the same address (`SO_REUSEPORT`), the listen backlog, how many workers a machine
+//! gets, the open files limit a connection cap needs, and taking the clients waiting ([`Acceptor`], for both TCP
+//! designs).
 //!
 //! With `SO_REUSEPORT` the kernel spreads new TCP connections (and UDP datagrams) over the sockets bound to one
 //! address by a hash of the client's address and port: each connection stays with the worker that accepted it,
@@ -8,16 +9,85 @@
 //! worker. Every socket of a server must have the option, and two servers of the same user that both set it
 //! would share a port without a word: so the address is first claimed by a socket without the option, which
 //! fails as any bind does when another server runs there.
+//!
+//! Every IPv6 socket has `IPV6_V6ONLY` off, set here rather than left to the system's default
+//! (`net.ipv6.bindv6only`): a socket on `[::]` then takes IPv4 clients too (as `::ffff:a.b.c.d`, shown as
+//! `a.b.c.d`, see [`super::unmapped`]), and the claim on `[::]` collides with a server on `0.0.0.0` and the other
+//! way round, so two servers never split one port between the families.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use smoltalk_core::Refusals;
 
-use super::{bind_error, over_the_last, KernelError};
+use super::{bind_error, over_the_last, unmapped, KernelError};
 use crate::sys;
+
+/// Where a kernel-stack server is asked to listen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenAddress {
+    /// The default: `[::]` on `port`, for IPv4 and IPv6 clients; `0.0.0.0` where the system has no IPv6 (the log
+    /// says so and why).
+    EveryFamily {
+        /// The port (0: any free one).
+        port: u16,
+    },
+    /// This address only, as `--bind` gave it: `::` takes IPv4 and IPv6 clients, and fails where the system has
+    /// no IPv6; `0.0.0.0` takes IPv4 clients only; `::1` or `127.0.0.1` one family on loopback.
+    Exactly(SocketAddr),
+}
+
+impl From<SocketAddr> for ListenAddress {
+    fn from(addr: SocketAddr) -> ListenAddress {
+        ListenAddress::Exactly(addr)
+    }
+}
+
+impl ListenAddress {
+    /// Binds with `bind`: the address asked for, or for [`ListenAddress::EveryFamily`] `[::]`, then `0.0.0.0` if
+    /// the system refuses IPv6 (see [`refuses_ipv6`]).
+    pub fn bind_with<T>(
+        self,
+        bind: impl Fn(SocketAddr) -> Result<T, KernelError>,
+    ) -> Result<T, KernelError> {
+        let port = match self {
+            ListenAddress::Exactly(addr) => return bind(addr),
+            ListenAddress::EveryFamily { port } => port,
+        };
+        match bind((Ipv6Addr::UNSPECIFIED, port).into()) {
+            Err(KernelError::Bind { proto, addr, error }) if refuses_ipv6(&error) => {
+                let ipv4: SocketAddr = (Ipv4Addr::UNSPECIFIED, port).into();
+                log::warn!(
+                    "{}: cannot listen on {addr} ({error}): this machine has no IPv6, so listening on {ipv4}, for                      IPv4 clients only",
+                    proto.to_ascii_lowercase()
+                );
+                bind(ipv4)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Whether binding `[::]` failed because the system has no IPv6: the kernel refuses IPv6 sockets
+/// (`EAFNOSUPPORT`, IPv6 compiled out or `ipv6.disable=1`) or has no IPv6 address to bind (`EADDRNOTAVAIL`).
+pub fn refuses_ipv6(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(sys::errno::EAFNOSUPPORT | sys::errno::EADDRNOTAVAIL)
+    )
+}
+
+/// Which clients a server bound to `addr` takes, for its start-up line: "IPv4 and IPv6" on `[::]`, "IPv4 only"
+/// on `0.0.0.0`; `None` for one address, which says it.
+pub fn families_served(addr: SocketAddr) -> Option<&'static str> {
+    match addr.ip() {
+        ip if !ip.is_unspecified() => None,
+        std::net::IpAddr::V6(_) => Some("IPv4 and IPv6"),
+        std::net::IpAddr::V4(_) => Some("IPv4 only"),
+    }
+}
 
 /// Connections the kernel holds ready for `accept`, per listening socket (capped by `net.core.somaxconn`,
 /// 4096 on current kernels): a burst of clients waits there instead of having its SYNs dropped.
@@ -45,18 +115,17 @@ pub fn default_workers() -> usize {
 /// fails too.
 pub fn tcp_listeners(addr: SocketAddr, count: usize) -> Result<Vec<TcpListener>, KernelError> {
     let bound = |error| bind_error("TCP", addr, error);
-    if count <= 1 {
-        let listener = TcpListener::bind(addr).map_err(bound)?;
-        sys::listen(&listener, LISTEN_BACKLOG).map_err(bound)?;
-        return Ok(vec![listener]);
-    }
-    let claim = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+    let claim = server_socket(addr, Type::STREAM, Protocol::TCP)
         .and_then(|claim| {
             claim.set_reuse_address(true)?;
             claim.bind(&addr.into())?;
             Ok(claim)
         })
         .map_err(bound)?;
+    if count <= 1 {
+        claim.listen(LISTEN_BACKLOG).map_err(bound)?;
+        return Ok(vec![TcpListener::from(claim)]);
+    }
     let at = claim
         .local_addr()
         .ok()
@@ -80,7 +149,12 @@ pub fn tcp_listeners(addr: SocketAddr, count: usize) -> Result<Vec<TcpListener>,
 /// it.
 pub fn udp_sockets(addr: SocketAddr, count: usize) -> Result<Vec<UdpSocket>, KernelError> {
     let bound = |error| bind_error("UDP", addr, error);
-    let claim = UdpSocket::bind(addr).map_err(bound)?;
+    let claim = server_socket(addr, Type::DGRAM, Protocol::UDP)
+        .and_then(|claim| {
+            claim.bind(&addr.into())?;
+            Ok(UdpSocket::from(claim))
+        })
+        .map_err(bound)?;
     if count <= 1 {
         return Ok(vec![claim]);
     }
@@ -92,10 +166,20 @@ pub fn udp_sockets(addr: SocketAddr, count: usize) -> Result<Vec<UdpSocket>, Ker
         .map_err(bound)
 }
 
+/// A socket for `addr`'s family, not bound yet; an IPv6 one with `IPV6_V6ONLY` off, so that on `[::]` it takes
+/// IPv4 clients too and collides with a server on `0.0.0.0`.
+fn server_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    Ok(socket)
+}
+
 /// A socket bound to `at` with `SO_REUSEPORT` (and `SO_REUSEADDR`, as std's listeners have, so a restart does
 /// not wait for old connections in TIME-WAIT).
 fn shared_socket(at: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(at), kind, Some(protocol))?;
+    let socket = server_socket(at, kind, protocol)?;
     if kind == Type::STREAM {
         socket.set_reuse_address(true)?;
     }
@@ -114,7 +198,8 @@ fn is_out_of_descriptors(error: &io::Error) -> bool {
 
 /// What [`Acceptor::accept`] found on a listening socket.
 pub enum Accepted {
-    /// A client.
+    /// A client, and its address as a person knows it (an IPv4 client of `[::]` as `a.b.c.d`, not
+    /// `::ffff:a.b.c.d`).
     Client(mio::net::TcpStream, SocketAddr),
     /// Nobody is waiting.
     NoneWaiting,
@@ -149,7 +234,7 @@ impl Acceptor {
     ) -> Accepted {
         loop {
             match listener.accept() {
-                Ok((stream, peer)) => return Accepted::Client(stream, peer),
+                Ok((stream, peer)) => return Accepted::Client(stream, unmapped(peer)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Accepted::NoneWaiting,
                 Err(e)
                     if matches!(
@@ -239,8 +324,142 @@ pub fn clients_within_descriptor_limit(wanted: usize, asked: bool, workers: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::uppercase::kernel::ipv6_loopback_or_skip;
+    use std::cell::RefCell;
     use std::io::{Read, Write};
     use std::net::TcpStream;
+    use std::os::fd::AsRawFd;
+
+    /// Binds `at` with a stand-in that fails every IPv6 address with `errno`; returns what it gave and the
+    /// addresses it was asked for.
+    fn bind_without_ipv6(
+        at: ListenAddress,
+        errno: i32,
+    ) -> (Result<SocketAddr, KernelError>, Vec<SocketAddr>) {
+        let asked = RefCell::new(Vec::new());
+        let bound = at.bind_with(|addr| {
+            asked.borrow_mut().push(addr);
+            match addr {
+                SocketAddr::V6(_) => {
+                    Err(bind_error("TCP", addr, io::Error::from_raw_os_error(errno)))
+                }
+                SocketAddr::V4(_) => Ok(addr),
+            }
+        });
+        (bound, asked.into_inner())
+    }
+
+    #[test]
+    fn the_default_falls_back_to_ipv4_only_where_the_system_refuses_ipv6() {
+        let every = ListenAddress::EveryFamily { port: 12000 };
+        let any_v6: SocketAddr = "[::]:12000".parse().unwrap();
+        let any_v4: SocketAddr = "0.0.0.0:12000".parse().unwrap();
+        for errno in [sys::errno::EAFNOSUPPORT, sys::errno::EADDRNOTAVAIL] {
+            let (bound, asked) = bind_without_ipv6(every, errno);
+            assert_eq!(bound.ok(), Some(any_v4), "errno {errno}");
+            assert_eq!(asked, [any_v6, any_v4]);
+        }
+        // Another failure is not IPv6 missing: no second try, and the error is the one met.
+        let (bound, asked) = bind_without_ipv6(every, libc::EADDRINUSE);
+        assert!(
+            bound
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("already in use")),
+            "{bound:?}"
+        );
+        assert_eq!(asked, [any_v6]);
+        // `--bind ::` asked for IPv6: never IPv4 instead, and the error says why.
+        let (bound, asked) =
+            bind_without_ipv6(ListenAddress::Exactly(any_v6), sys::errno::EAFNOSUPPORT);
+        assert_eq!(
+            bound.map_err(|e| e.to_string()),
+            Err("cannot bind TCP [::]:12000: this machine has no IPv6 (the kernel refuses the address family)".into())
+        );
+        assert_eq!(asked, [any_v6]);
+    }
+
+    #[test]
+    fn the_start_up_line_names_the_families_of_a_wildcard_address() {
+        let families = |addr: &str| families_served(addr.parse().unwrap());
+        assert_eq!(families("[::]:12000"), Some("IPv4 and IPv6"));
+        assert_eq!(families("0.0.0.0:12000"), Some("IPv4 only"));
+        assert_eq!(families("[::1]:12000"), None);
+        assert_eq!(families("127.0.0.1:12000"), None);
+    }
+
+    #[test]
+    fn a_dual_stack_listener_takes_ipv4_clients_and_shows_them_as_ipv4() {
+        if !ipv6_loopback_or_skip("a_dual_stack_listener_takes_ipv4_clients_and_shows_them_as_ipv4")
+        {
+            return;
+        }
+        for (family, client_ip) in [("IPv4", "127.0.0.1"), ("IPv6", "::1")] {
+            let listeners = tcp_listeners("[::]:0".parse().unwrap(), 1).unwrap();
+            let Some(listener) = listeners.into_iter().next() else {
+                panic!("no listener");
+            };
+            let port = listener.local_addr().unwrap().port();
+            let client = TcpStream::connect((client_ip, port)).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let ready = sys::wait_readable(
+                [listener.as_raw_fd()],
+                Some(std::time::Duration::from_secs(5)),
+            );
+            assert!(ready.is_ok(), "{family}: {ready:?}");
+            let listener = mio::net::TcpListener::from_std(listener);
+            let now = smoltcp::time::Instant::from_millis(0);
+            match Acceptor::new().accept(&listener, now) {
+                Accepted::Client(_, peer) => {
+                    assert_eq!(peer, client.local_addr().unwrap(), "{family}");
+                    assert!(!peer.to_string().contains("ffff"), "{family}: {peer}");
+                }
+                Accepted::NoneWaiting => panic!("{family}: no client waiting"),
+                Accepted::Failed(e) => panic!("{family}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn servers_on_either_wildcard_share_no_port() {
+        if !ipv6_loopback_or_skip("servers_on_either_wildcard_share_no_port") {
+            return;
+        }
+        let ip = |text: &str| -> std::net::IpAddr { text.parse().unwrap() };
+        for (first, second) in [
+            ("::", "0.0.0.0"),
+            ("0.0.0.0", "::"),
+            ("::", "127.0.0.1"),
+            ("::", "::1"),
+        ] {
+            for (first_count, second_count) in [(1, 1), (3, 1), (1, 3), (3, 3)] {
+                let what = format!("{first} ({first_count}) then {second} ({second_count})");
+                let tcp = tcp_listeners(SocketAddr::new(ip(first), 0), first_count).unwrap();
+                let port = tcp[0].local_addr().unwrap().port();
+                let again = tcp_listeners(SocketAddr::new(ip(second), port), second_count);
+                assert!(
+                    again
+                        .as_ref()
+                        .is_err_and(|e| e.to_string().contains("already in use")),
+                    "TCP {what}: {:?}",
+                    again.map(|_| ())
+                );
+                let udp = udp_sockets(SocketAddr::new(ip(first), 0), first_count).unwrap();
+                let port = udp[0].local_addr().unwrap().port();
+                let again = udp_sockets(SocketAddr::new(ip(second), port), second_count);
+                assert!(
+                    again
+                        .as_ref()
+                        .is_err_and(|e| e.to_string().contains("already in use")),
+                    "UDP {what}: {:?}",
+                    again.map(|_| ())
+                );
+            }
+        }
+        // One loopback address of each family: two servers, no collision.
+        let v6 = tcp_listeners("[::1]:0".parse().unwrap(), 3).unwrap();
+        let port = v6[0].local_addr().unwrap().port();
+        assert!(tcp_listeners(SocketAddr::new(ip("127.0.0.1"), port), 3).is_ok());
+    }
 
     #[test]
     fn workers_share_one_port_and_a_second_server_is_refused() {

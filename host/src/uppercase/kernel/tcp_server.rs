@@ -10,7 +10,9 @@ use std::time::Duration;
 use smoltalk_core::stream_session::SessionEnd;
 use smoltalk_core::{ConnectionLimit, Refusals};
 
-use super::sockets::{clients_within_descriptor_limit, default_workers, tcp_listeners};
+use super::sockets::{
+    clients_within_descriptor_limit, default_workers, tcp_listeners, ListenAddress,
+};
 use super::workers::run_workers;
 use super::{event_loop, threads, KernelError};
 use crate::clock::Clock;
@@ -80,17 +82,26 @@ pub(super) struct Shared {
 }
 
 impl KernelTcpServer {
-    /// Binds `addr`: a listening socket per worker for the event loops, one for the thread design.
-    pub fn bind(addr: SocketAddr, mut options: TcpServerOptions) -> Result<Self, KernelError> {
+    /// Binds `at` (an address, or [`ListenAddress::EveryFamily`]: `[::]` for IPv4 and IPv6 clients, `0.0.0.0`
+    /// where the system has no IPv6): a listening socket per worker for the event loops, one for the thread
+    /// design.
+    pub fn bind(
+        at: impl Into<ListenAddress>,
+        mut options: TcpServerOptions,
+    ) -> Result<Self, KernelError> {
         let sockets = match options.design {
             TcpDesign::EventLoop => options.workers.max(1),
             TcpDesign::ThreadPerClient => 1,
         };
-        let listeners = tcp_listeners(addr, sockets)?;
+        let listeners = at.into().bind_with(|addr| tcp_listeners(addr, sockets))?;
         let addr = listeners
             .first()
-            .and_then(|l| l.local_addr().ok())
-            .unwrap_or(addr);
+            .map(TcpListener::local_addr)
+            .ok_or(KernelError::ListenerFailed)?
+            .map_err(|error| KernelError::Io {
+                context: "cannot read the listening socket's address",
+                error,
+            })?;
         options.max_connections = clients_within_descriptor_limit(
             options.max_connections,
             options.max_connections_asked,
@@ -103,7 +114,7 @@ impl KernelTcpServer {
         })
     }
 
-    /// The address it listens on (the port the kernel chose for port 0).
+    /// The address it listens on (the port the kernel chose for port 0; `[::]` takes IPv4 clients too).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }

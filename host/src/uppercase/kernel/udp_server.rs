@@ -16,10 +16,10 @@ use smoltalk_core::udp_fairness::{plan_answers, Backlog, UDP_BATCH};
 use smoltalk_core::{uppercase_in_place, Refusals};
 use smoltcp::time::Duration;
 
-use super::over_the_last;
-use super::sockets::udp_sockets;
+use super::sockets::{udp_sockets, ListenAddress};
 use super::workers::run_workers;
 use super::KernelError;
+use super::{over_the_last, unmapped};
 use crate::clock::Clock;
 use crate::sys;
 
@@ -33,17 +33,24 @@ pub struct KernelUdpServer {
 }
 
 impl KernelUdpServer {
-    /// Binds `addr` with a socket for each of `workers` (at least one).
-    pub fn bind(addr: SocketAddr, workers: usize) -> Result<Self, KernelError> {
-        let sockets = udp_sockets(addr, workers.max(1))?;
+    /// Binds `at` (an address, or [`ListenAddress::EveryFamily`]: `[::]` for IPv4 and IPv6 clients, `0.0.0.0`
+    /// where the system has no IPv6) with a socket for each of `workers` (at least one).
+    pub fn bind(at: impl Into<ListenAddress>, workers: usize) -> Result<Self, KernelError> {
+        let sockets = at
+            .into()
+            .bind_with(|addr| udp_sockets(addr, workers.max(1)))?;
         let addr = sockets
             .first()
-            .and_then(|s| s.local_addr().ok())
-            .unwrap_or(addr);
+            .map(UdpSocket::local_addr)
+            .ok_or(KernelError::ListenerFailed)?
+            .map_err(|error| KernelError::Io {
+                context: "cannot read the UDP socket's address",
+                error,
+            })?;
         Ok(KernelUdpServer { sockets, addr })
     }
 
-    /// The address it is bound to.
+    /// The address it is bound to (`[::]` takes IPv4 clients too).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
@@ -71,7 +78,8 @@ const ARENA: usize = UDP_BATCH * DATAGRAM_BUFFER;
 /// How long a reply waits for room in the socket's send buffer before it is given up.
 const SEND_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// One request read and not yet answered: where it is in the arena, and who sent it.
+/// One request read and not yet answered: where it is in the arena, and who sent it (as the socket gave it: an
+/// IPv4 client of `[::]` as `::ffff:a.b.c.d`, which is where its reply goes).
 struct Request {
     at: usize,
     len: usize,
@@ -224,7 +232,7 @@ fn send_reply(socket: &UdpSocket, reply: &[u8], peer: SocketAddr) -> bool {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) => {
-                log::warn!("udp: cannot answer {peer}: {e}");
+                log::warn!("udp: cannot answer {}: {e}", unmapped(peer));
                 return true;
             }
         }
