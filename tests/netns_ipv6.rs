@@ -149,7 +149,8 @@ fn kernel_servers_answer_ipv6_clients_on_loopback() {
     };
     for (command, udp) in [("tcp-server", false), ("udp-server", true)] {
         let (_server, port) = start_server(
-            smoltalk_in(&ns, &[command, "--bind", "::", "--port", "0"]),
+            // The default address: [::], both families.
+            smoltalk_in(&ns, &[command, "--port", "0"]),
             command,
         );
         python_clients_get_uppercase(&ns, "::1", port, &format!("kernel {command}"), udp);
@@ -161,12 +162,25 @@ fn kernel_servers_answer_ipv6_clients_on_loopback() {
     smoltalk_no_netns,
     ignore = "needs root, /dev/net/tun, ip, ping and python3 (a TUN device in a network namespace)"
 )]
-fn smoltcp_clients_reach_kernel_servers_over_ipv6_by_address_and_by_aaaa_name() {
-    let test = "smoltcp_clients_reach_kernel_servers_over_ipv6_by_address_and_by_aaaa_name";
-    let Some(ns) = namespace_or_skip(test, "ns6c", &[]) else {
+fn smoltcp_clients_on_tun_reach_kernel_servers_over_ipv6_by_address_and_by_aaaa_name() {
+    smoltcp_clients_reach_kernel_servers_over_ipv6("tun");
+}
+
+#[test]
+#[cfg_attr(
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun, ip, ping and python3 (a TAP device in a network namespace)"
+)]
+fn smoltcp_clients_on_tap_reach_kernel_servers_over_ipv6_after_neighbour_discovery() {
+    smoltcp_clients_reach_kernel_servers_over_ipv6("tap");
+}
+
+fn smoltcp_clients_reach_kernel_servers_over_ipv6(medium: &str) {
+    let test = format!("smoltcp_clients_on_{medium}_reach_kernel_servers_over_ipv6");
+    let Some(ns) = namespace_or_skip(&test, "ns6c", &[]) else {
         return;
     };
-    add_st0_dual(&ns, "tun");
+    add_st0_dual(&ns, medium);
     let (_tcp, tcp_port) = start_server(
         smoltalk_in(&ns, &["tcp-server", "--bind", "fd00:2::2", "--port", "0"]),
         "kernel tcp-server",
@@ -176,7 +190,7 @@ fn smoltcp_clients_reach_kernel_servers_over_ipv6_by_address_and_by_aaaa_name() 
         "kernel udp-server",
     );
     let (_dns, queries) = start_dns(&ns, "10.0.2.2", &["v6only.test=fd00:2::2"]);
-    let stack = ["--stack", "tun", "--dev", "st0"];
+    let stack = ["--stack", medium, "--dev", "st0"];
     for (client, port) in [("tcp-client", tcp_port), ("udp-client", udp_port)] {
         let port = port.to_string();
         for host in ["fd00:2::2", "[fd00:2::2]"] {

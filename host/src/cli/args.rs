@@ -234,7 +234,7 @@ pub struct ServerArgs {
     /// Address to listen on (kernel stack; smoltcp listens on its --ip): `::` takes IPv4 and IPv6 clients,
     /// `0.0.0.0` IPv4 only, `::1` or `127.0.0.1` one family on loopback [default: ::, or 0.0.0.0 where the
     /// system has no IPv6].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_bind_address)]
     pub bind: Option<IpAddr>,
     /// Port to listen on (0: any free port, kernel stack only).
     #[arg(long, default_value_t = smoltalk_core::DEFAULT_PORT)]
@@ -273,7 +273,7 @@ pub struct ServerArgs {
 pub struct ProxyArgs {
     /// Address to listen on (kernel stack; smoltcp listens on its --ip). The default takes clients from this
     /// machine only: a proxy open to the network by accident is a gift to strangers.
-    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR", value_parser = parse_bind_address)]
     pub bind: IpAddr,
     /// Port to listen on (0: any free port, kernel stack only).
     #[arg(long, default_value_t = 8080)]
@@ -373,6 +373,19 @@ fn parse_cidr(text: &str) -> Result<IpCidr, String> {
         .filter(|p| (1..=longest).contains(p))
         .ok_or_else(|| format!("{prefix} is not a prefix length from 1 to {longest}"))?;
     Ok(IpCidr::new(addr.into(), prefix))
+}
+
+/// An address to listen on: IPv4, or IPv6 with or without brackets (`::1`, `[::1]`).
+fn parse_bind_address(text: &str) -> Result<IpAddr, String> {
+    match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        Some(inner) => inner
+            .parse::<std::net::Ipv6Addr>()
+            .map(IpAddr::V6)
+            .map_err(|_| format!("{text}: only an IPv6 address goes in brackets")),
+        None => text
+            .parse()
+            .map_err(|_| format!("{text} is not an IPv4 or IPv6 address")),
+    }
 }
 
 /// A CIDR (`/0` allowed: every address of its family) or a single address, of either family.
