@@ -97,6 +97,7 @@ impl Device for LabPort {
             caps.checksum.tcp = Checksum::Tx;
             caps.checksum.udp = Checksum::Tx;
             caps.checksum.icmpv4 = Checksum::Tx;
+            caps.checksum.icmpv6 = Checksum::Tx;
         }
         caps
     }
@@ -170,9 +171,9 @@ impl Lab {
         self.members[id].faults = faults;
     }
 
-    /// Whether the nodes added from now on verify the IPv4, TCP, UDP and ICMP checksums of what they receive
-    /// (they do unless told otherwise; smoltcp reads it once, when the node's interface is made). Without
-    /// verification a corrupted packet is taken as it came: only for showing what the checksums catch.
+    /// Whether the nodes added from now on verify the IPv4, TCP, UDP, ICMP and ICMPv6 checksums of what they
+    /// receive (they do unless told otherwise; smoltcp reads it once, when the node's interface is made).
+    /// Without verification a corrupted packet is taken as it came: only for showing what the checksums catch.
     pub fn set_checksum_verification(&mut self, verify: bool) {
         self.verify_checksums = verify;
     }
