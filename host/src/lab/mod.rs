@@ -6,7 +6,9 @@
 //! privileges, and a one-second retransmission timeout costs no real second.
 //!
 //! [`Lab`] implements [`Network`], so the same client and server drivers run here and on a TUN/TAP device.
-//! `crate::lab::checks` builds the uppercase checks of `smoltalk lab` on top of it.
+//! `crate::lab::checks` builds the uppercase checks of `smoltalk lab` on top of it; [`IpVersion`] says which
+//! family an exchange between its dual-stack nodes uses. `link` owns what the segment does to frames (losses,
+//! corruption) and counts of them.
 
 pub mod checks;
 mod link;
@@ -29,6 +31,45 @@ use crate::stack::addressing::Addressing;
 use crate::stack::network::{earliest, Network, NetworkError, NodeId};
 use crate::stack::node::Node;
 use link::RetransmissionCounter;
+
+/// Which IP version an exchange in the lab (or a run of `compare`) uses. Serialized and shown as `IPv4`,
+/// `IPv6`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum IpVersion {
+    /// IPv4 (ARP finds the peer's MAC address).
+    #[serde(rename = "IPv4")]
+    Ipv4,
+    /// IPv6 (NDP finds the peer's MAC address).
+    #[serde(rename = "IPv6")]
+    Ipv6,
+}
+
+impl IpVersion {
+    /// Both, IPv4 first.
+    pub const BOTH: [IpVersion; 2] = [IpVersion::Ipv4, IpVersion::Ipv6];
+
+    /// `IPv4` or `IPv6`.
+    pub fn name(self) -> &'static str {
+        match self {
+            IpVersion::Ipv4 => "IPv4",
+            IpVersion::Ipv6 => "IPv6",
+        }
+    }
+
+    /// How this version finds a neighbour's link-layer address: `ARP` or `NDP`.
+    pub fn neighbour_discovery(self) -> &'static str {
+        match self {
+            IpVersion::Ipv4 => "ARP",
+            IpVersion::Ipv6 => "NDP",
+        }
+    }
+}
+
+impl std::fmt::Display for IpVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// A node's attachment to the lab's segment.
 #[derive(Debug)]

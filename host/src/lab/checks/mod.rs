@@ -1,6 +1,7 @@
-//! The checks `smoltalk lab` runs: the uppercase service between a client node (10.0.2.2) and a server node
-//! (10.0.2.15) of a [`Lab`], each check an exchange whose replies are compared byte for byte with what the
-//! transform must give.
+//! The checks `smoltalk lab` runs: the uppercase service between a client node (10.0.2.2 and fd00:2::2) and a
+//! server node (10.0.2.15 and fd00:2::15) of a [`Lab`], each check an exchange whose replies are compared byte
+//! for byte with what the transform must give. Both nodes are dual-stack; every check runs over IPv4, then
+//! every check again over IPv6.
 //!
 //! This module owns the lab ([`UppercaseLab`]) and its clients ([`LabClient`]); `report` the results and their
 //! rendering; `run` the checks themselves.
@@ -13,16 +14,21 @@ pub use run::{binary_payload, run_uppercase_checks, run_uppercase_checks_capture
 
 use smoltalk_core::ClientError;
 use smoltcp::time::Duration;
-use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint, Ipv4Address};
+use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Cidr};
 
-use crate::lab::Lab;
+use crate::lab::{IpVersion, Lab};
+use crate::stack::addressing::{Addressing, Family};
 use crate::stack::network::{drive, earliest, Network, NetworkError, NodeId, Step};
 use crate::uppercase::node::{TcpExchange, UdpExchange, UppercaseServers, DEFAULT_MAX_DATAGRAM};
 
-/// The server node's address.
+/// The server node's IPv4 address.
 pub const SERVER_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
-/// The client node's address.
+/// The client node's IPv4 address.
 pub const CLIENT_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
+/// The server node's IPv6 address (in fd00:2::/64, a unique local prefix).
+pub const SERVER_IPV6: Ipv6Address = Ipv6Address::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x15);
+/// The client node's IPv6 address.
+pub const CLIENT_IPV6: Ipv6Address = Ipv6Address::new(0xfd00, 2, 0, 0, 0, 0, 0, 2);
 /// The uppercase service's port.
 pub const PORT: u16 = smoltalk_core::DEFAULT_PORT;
 /// TCP sockets in the server's pool.
@@ -41,7 +47,22 @@ pub const LAB_TCP_RECEIVE: usize = 64 * 1024;
 /// buffer twice the send buffer the window never fills and never closes: every ACK is taken.
 pub const LAB_TCP_SEND: usize = 32 * 1024;
 
-/// The standard lab: a server node serving TCP and UDP uppercase on port 12000, and a client node.
+/// A lab node's addresses: `v4`/24 and `v6`/64, no gateway (the segment is one link).
+fn dual_stack(v4: Ipv4Address, v6: Ipv6Address) -> Addressing {
+    Addressing {
+        ipv4: Some(Family {
+            cidr: Ipv4Cidr::new(v4, 24),
+            gateway: None,
+        }),
+        ipv6: Some(Family {
+            cidr: Ipv6Cidr::new(v6, 64),
+            gateway: None,
+        }),
+    }
+}
+
+/// The standard lab: a server node serving TCP and UDP uppercase on port 12000, and a client node, both with
+/// an address of each family.
 pub struct UppercaseLab {
     /// The network.
     pub lab: Lab,
@@ -67,8 +88,8 @@ impl UppercaseLab {
 
     /// [`UppercaseLab::with_buffers`] on `lab`, an empty lab set up as the caller likes.
     pub fn in_lab(mut lab: Lab, tcp: usize, tcp_send: Option<usize>) -> Self {
-        let server = lab.add_node("server", IpCidr::new(SERVER_IP.into(), 24));
-        let client = lab.add_node("client", IpCidr::new(CLIENT_IP.into(), 24));
+        let server = lab.add_node_with("server", &dual_stack(SERVER_IP, SERVER_IPV6));
+        let client = lab.add_node_with("client", &dual_stack(CLIENT_IP, CLIENT_IPV6));
         for node in [server, client] {
             lab.node(node).buffers.tcp = tcp;
             lab.node(node).buffers.tcp_send = tcp_send;
@@ -89,9 +110,18 @@ impl UppercaseLab {
         }
     }
 
-    /// The server's endpoint on `port`.
+    /// The server's IPv4 endpoint on `port`.
     pub fn endpoint(port: u16) -> IpEndpoint {
-        IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), port)
+        UppercaseLab::endpoint_over(IpVersion::Ipv4, port)
+    }
+
+    /// The server's endpoint on `port` over `version`.
+    pub fn endpoint_over(version: IpVersion, port: u16) -> IpEndpoint {
+        let address = match version {
+            IpVersion::Ipv4 => IpAddress::Ipv4(SERVER_IP),
+            IpVersion::Ipv6 => IpAddress::Ipv6(SERVER_IPV6),
+        };
+        IpEndpoint::new(address, port)
     }
 
     /// Runs `clients` on the client node side by side until each has finished or failed; the server keeps

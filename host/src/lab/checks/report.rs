@@ -51,7 +51,7 @@ impl LabReport {
         for check in &self.checks {
             let _ = writeln!(
                 out,
-                "  {} {:<46} {:>5} packets {:>6.3} s virtual {:>7.2} ms real\n         {}",
+                "  {} {:<54} {:>5} packets {:>6.3} s virtual {:>7.2} ms real\n         {}",
                 if check.passed { "ok  " } else { "FAIL" },
                 check.name,
                 check.packets,
