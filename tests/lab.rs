@@ -560,7 +560,45 @@ mod proxy {
         for check in &report.checks {
             assert!(check.passed, "{}: {}", check.name, check.detail);
         }
-        assert_eq!(report.checks.len(), 11);
+        assert_eq!(report.checks.len(), 13);
+    }
+
+    /// The proxy reaches the dual-stack origin over IPv6, by its literal and by a name it knows as an IPv6
+    /// address: the origin sees the request come from the proxy's IPv6 address, with the Host the client gave.
+    #[test]
+    fn the_proxy_fetches_from_an_ipv6_origin_by_literal_and_by_name() {
+        use smoltalk::lab::proxy::{ORIGIN_IPV6, ORIGIN_NAME_IPV6, PROXY_IPV6};
+        use smoltcp::wire::IpAddress;
+        let mut lab = ProxyLab::new(2).unwrap();
+        for (target, host) in [
+            (
+                format!("http://[{ORIGIN_IPV6}]/"),
+                format!("[{ORIGIN_IPV6}]"),
+            ),
+            (
+                format!("http://{ORIGIN_NAME_IPV6}/big"),
+                ORIGIN_NAME_IPV6.to_string(),
+            ),
+        ] {
+            let fetches = lab.fetch(vec![vec![LabRequest::get(&target)]]).unwrap();
+            let response = &fetches[0].responses[0];
+            assert_eq!(response.status, 200, "{target}");
+            let seen = lab.origin.seen.last().unwrap();
+            assert_eq!(seen.host.as_deref(), Some(host.as_str()), "{target}");
+            let from = seen.from.expect("the origin knows its peer");
+            assert_eq!(from.addr, IpAddress::Ipv6(PROXY_IPV6), "{target}");
+            if target.ends_with("/big") {
+                assert!(
+                    response.body == big_body(),
+                    "1 MiB over IPv6, byte for byte"
+                );
+            }
+        }
+        // An IPv6 address outside the lab's prefix is refused before any connection, as an IPv4 one is.
+        let fetches = lab
+            .fetch(vec![vec![LabRequest::get("http://[2001:db8::1]/")]])
+            .unwrap();
+        assert_eq!(fetches[0].responses[0].status, 403);
     }
 
     #[test]
