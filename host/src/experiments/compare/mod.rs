@@ -12,12 +12,14 @@ mod error;
 mod kernel;
 mod lab;
 mod observation;
+mod packets;
 mod render;
 mod scenario;
 mod tun;
 
 pub use error::{CompareError, WriteDiagramsError};
-pub use observation::{count_packets, Comparison, Observation, PacketCounts};
+pub use observation::{Comparison, Observation};
+pub use packets::{count_packets, PacketCounts};
 pub use render::{render, write_diagrams, Format};
 pub use scenario::Scenario;
 
