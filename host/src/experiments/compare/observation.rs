@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::packets::{count_packets, PacketCounts};
 use super::{CompareError, Scenario};
+use crate::lab::IpVersion;
 use crate::uppercase::ClientFailure;
 
 /// What one stack did in one scenario.
@@ -14,6 +15,9 @@ pub struct Observation {
     pub stack: &'static str,
     /// Where it ran (`loopback`, `lab`).
     pub network: &'static str,
+    /// The address and port the client aimed at, as `SocketAddr` writes them (`127.0.0.1:40000`,
+    /// `[::1]:40000`, `[fd00:2::15]:12001`); none for a run that was not run.
+    pub server: Option<String>,
     /// What the program saw, in a line: the error, or what came back.
     pub outcome: String,
     /// A short machine-readable form of the outcome (`refused`, `no_reply`, `reset`, `eof`, `ok`, …).
@@ -52,6 +56,7 @@ impl Observation {
         Observation {
             stack,
             network,
+            server: None,
             outcome,
             kind,
             millis,
@@ -61,13 +66,23 @@ impl Observation {
             capture,
         }
     }
+
+    /// This observation, saying that its client aimed at `server`.
+    pub(super) fn aimed_at(self, server: std::net::SocketAddr) -> Observation {
+        Observation {
+            server: Some(server.to_string()),
+            ..self
+        }
+    }
 }
 
-/// One scenario on both stacks.
+/// One scenario on both stacks, over one family.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
     /// Which scenario.
     pub scenario: Scenario,
+    /// Over which family (`IPv4`, `IPv6`).
+    pub family: IpVersion,
     /// Its title.
     pub title: &'static str,
     /// The kernel stack's run.
