@@ -779,9 +779,12 @@ fn compare_on_tun_over_ipv6_sees_what_it_sees_over_ipv4() {
     for s in ["tcp_client_before_server", "tcp_wrong_port"] {
         let t = tun(s);
         assert_eq!(t["kind"], "refused", "{s}");
-        assert_eq!(t["packets"]["syn"], 1, "{s}");
         assert_eq!(t["packets"]["rst"], 1, "{s}: the kernel's RST over IPv6");
-        assert_eq!(t["packets"]["total"], 2, "{s}");
+        // The SYN, perhaps sent again (on a loaded machine the kernel has been seen to miss the first), and the
+        // RST: nothing else.
+        let syn = t["packets"]["syn"].as_u64().unwrap_or(0);
+        assert!(syn >= 1, "{s}");
+        assert_eq!(t["packets"]["total"].as_u64(), Some(syn + 1), "{s}");
     }
     for s in [
         "udp_client_before_server",
