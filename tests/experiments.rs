@@ -80,32 +80,44 @@ fn the_labs_capture_shows_handshake_uppercase_payload_and_teardown() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `compare --format json`'s rows for `family` (`IPv4`, `IPv6`): one per scenario.
+fn rows_of<'a>(rows: &'a [serde_json::Value], family: &str) -> Vec<&'a serde_json::Value> {
+    rows.iter().filter(|r| r["family"] == family).collect()
+}
+
+/// The row of `scenario` among `rows`.
+fn row<'a>(rows: &[&'a serde_json::Value], scenario: &str) -> &'a serde_json::Value {
+    rows.iter()
+        .find(|r| r["scenario"] == scenario)
+        .unwrap_or_else(|| panic!("no {scenario}"))
+}
+
 #[test]
 fn compare_reports_what_each_stack_saw() {
     let out = run({
         let mut cmd = smoltalk();
-        cmd.args(["compare", "--format", "json", "--no-tun"]);
+        cmd.args(["compare", "--format", "json", "--no-tun", "--family", "4"]);
         cmd
     });
     assert!(out.status.success(), "{}", stderr(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("compare prints JSON");
-    let rows = json.as_array().expect("an array of comparisons");
+    let all = json.as_array().expect("an array of comparisons");
+    assert!(all.iter().all(|r| r["family"] == "IPv4"), "--family 4");
+    let rows = rows_of(all, "IPv4");
     let kind = |scenario: &str, stack: &str| -> String {
-        let row = rows
-            .iter()
-            .find(|r| r["scenario"] == scenario)
-            .unwrap_or_else(|| panic!("no {scenario}"));
-        row[stack]["kind"].as_str().unwrap_or("").to_string()
+        row(&rows, scenario)[stack]["kind"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     };
-    let packets = |scenario: &str, stack: &str| -> serde_json::Value {
-        let row = rows.iter().find(|r| r["scenario"] == scenario).unwrap();
-        row[stack]["packets"].clone()
-    };
+    let packets = |scenario: &str, stack: &str| row(&rows, scenario)[stack]["packets"].clone();
     // Q1 and Q3 (TCP): refused on both stacks, and the lab's capture shows the RST that said so.
     for s in ["tcp_client_before_server", "tcp_wrong_port"] {
         assert_eq!(kind(s, "kernel"), "refused", "{s}");
         assert_eq!(kind(s, "smoltcp"), "refused", "{s}");
         assert!(packets(s, "smoltcp")["rst"].as_u64() >= Some(1), "{s}");
+        // The lab's client found the server with ARP first.
+        assert_eq!(packets(s, "smoltcp")["address_resolution"], 2, "{s}");
     }
     // Q2 and Q3 (UDP, unconnected): no reply on both, though an ICMP port unreachable came back.
     for s in ["udp_client_before_server", "udp_wrong_port"] {
@@ -117,17 +129,16 @@ fn compare_reports_what_each_stack_saw() {
         );
     }
     // Q2, connected socket: the kernel turns the ICMP error into ECONNREFUSED; smoltcp has no such path.
-    let row = rows
-        .iter()
-        .find(|r| r["scenario"] == "connected_udp_client_before_server")
-        .unwrap();
-    assert_eq!(row["kernel"]["kind"], "refused");
-    assert_eq!(row["smoltcp"]["kind"], "no_reply");
-    assert_eq!(row["differs"], true);
-    assert!(row["explanation"]
-        .as_str()
-        .unwrap()
-        .contains("ICMP port unreachable"));
+    let connected = row(&rows, "connected_udp_client_before_server");
+    assert_eq!(connected["kernel"]["kind"], "refused");
+    assert_eq!(connected["smoltcp"]["kind"], "no_reply");
+    assert_eq!(connected["differs"], true);
+    let explanation = connected["explanation"].as_str().unwrap();
+    assert!(
+        explanation.contains("ICMP port unreachable"),
+        "{explanation}"
+    );
+    assert!(!explanation.contains("ICMPv6"), "{explanation}");
     // The server stopping: both clients learn of it (the kernel's close sends FIN, smoltcp's abort RST).
     assert!(["eof", "reset"].contains(&kind("server_stopped_mid_conversation", "kernel").as_str()));
     assert_eq!(kind("server_stopped_mid_conversation", "smoltcp"), "reset");
@@ -142,14 +153,116 @@ fn compare_reports_what_each_stack_saw() {
     }
     // Under 10 % loss the lab retransmitted, and every UDP request that was answered was answered right.
     assert!(packets("lossy_tcp_transfer", "smoltcp")["retransmissions"].as_u64() > Some(0));
-    let udp = rows
-        .iter()
-        .find(|r| r["scenario"] == "lossy_udp_requests")
-        .unwrap();
+    let udp = row(&rows, "lossy_udp_requests");
     assert!(udp["smoltcp"]["outcome"]
         .as_str()
         .unwrap()
         .contains("of 20 answered"));
+}
+
+/// By default every scenario runs over IPv4 and over IPv6: the kernel on ::1 (no root needed on loopback),
+/// the lab between fd00:2::2 and fd00:2::15. Over IPv6 the stacks answer as over IPv4 (RST for a closed TCP
+/// port, ICMPv6 port unreachable for a closed UDP port), the kernel hands the ICMPv6 error to a connected UDP
+/// socket as ECONNREFUSED and smoltcp does not, and the lab resolves its peer with NDP, never ARP.
+#[test]
+fn compare_runs_every_scenario_over_ipv6_too() {
+    let out = run({
+        let mut cmd = smoltalk();
+        cmd.args(["compare", "--format", "json", "--no-tun"]);
+        cmd
+    });
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("compare prints JSON");
+    let all = json.as_array().expect("an array of comparisons");
+    assert_eq!(all.len(), 16, "8 scenarios, 2 families");
+    // A scenario's families come one after the other, IPv4 first.
+    for pair in all.chunks(2) {
+        assert_eq!(pair[0]["scenario"], pair[1]["scenario"]);
+        assert_eq!(
+            (&pair[0]["family"], &pair[1]["family"]),
+            (&"IPv4".into(), &"IPv6".into())
+        );
+    }
+    let rows = rows_of(all, "IPv6");
+    assert_eq!(rows.len(), 8);
+    let kind = |scenario: &str, stack: &str| -> String {
+        row(&rows, scenario)[stack]["kind"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let packets = |scenario: &str, stack: &str| row(&rows, scenario)[stack]["packets"].clone();
+    for r in &rows {
+        let scenario = r["scenario"].as_str().unwrap();
+        let lossy = scenario.starts_with("lossy");
+        let kernel = r["kernel"]["server"].as_str().unwrap_or("");
+        if !lossy || smoltalk::tools::netns::is_root() {
+            assert!(
+                kernel.starts_with("[::1]:"),
+                "{scenario}: kernel aimed at {kernel}"
+            );
+        }
+        let lab = r["smoltcp"]["server"].as_str().unwrap_or("");
+        assert!(
+            lab.starts_with("[fd00:2::15]:"),
+            "{scenario}: lab aimed at {lab}"
+        );
+        // Every lab run over IPv6 found its peer by NDP first (a solicitation and an advertisement; under loss
+        // perhaps again). That it is NDP and never ARP, tests/lab.rs reads from the frames.
+        assert!(
+            packets(scenario, "smoltcp")["address_resolution"].as_u64() >= Some(2),
+            "{scenario}"
+        );
+    }
+    for s in ["tcp_client_before_server", "tcp_wrong_port"] {
+        assert_eq!(kind(s, "kernel"), "refused", "{s}");
+        assert_eq!(kind(s, "smoltcp"), "refused", "{s}");
+        assert_eq!(packets(s, "smoltcp")["syn"], 1, "{s}");
+        assert_eq!(packets(s, "smoltcp")["rst"], 1, "{s}");
+    }
+    for s in ["udp_client_before_server", "udp_wrong_port"] {
+        assert_eq!(kind(s, "kernel"), "no_reply", "{s}");
+        assert_eq!(kind(s, "smoltcp"), "no_reply", "{s}");
+        // smoltcp's server node answers the closed port with ICMPv6 port unreachable.
+        assert_eq!(packets(s, "smoltcp")["icmp_port_unreachable"], 1, "{s}");
+        assert_eq!(packets(s, "smoltcp")["udp"], 1, "{s}");
+        let outcome = row(&rows, s)["kernel"]["outcome"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(outcome.contains("ICMPv6 errors"), "{outcome}");
+    }
+    let connected = row(&rows, "connected_udp_client_before_server");
+    assert_eq!(connected["kernel"]["kind"], "refused");
+    assert_eq!(connected["smoltcp"]["kind"], "no_reply");
+    assert_eq!(connected["differs"], true);
+    let explanation = connected["explanation"].as_str().unwrap();
+    assert!(
+        explanation.contains("ICMPv6 port unreachable"),
+        "{explanation}"
+    );
+    assert!(explanation.contains("NDP"), "{explanation}");
+    assert!(!explanation.contains("ARP"), "{explanation}");
+    if smoltalk::tools::netns::is_root() {
+        // The kernel's own capture on lo: the datagram and its ICMPv6 error, nothing else.
+        let kernel = &connected["kernel"]["packets"];
+        assert_eq!(
+            (&kernel["udp"], &kernel["icmp_port_unreachable"]),
+            (&1.into(), &1.into())
+        );
+        assert_eq!(kernel["address_resolution"], 0);
+    }
+    assert!(["eof", "reset"].contains(&kind("server_stopped_mid_conversation", "kernel").as_str()));
+    assert_eq!(kind("server_stopped_mid_conversation", "smoltcp"), "reset");
+    for s in ["lossy_tcp_transfer", "lossy_udp_requests"] {
+        let k = kind(s, "kernel");
+        assert!(k == "ok" || k == "not_run", "{s}: {k}");
+        if !smoltalk::tools::netns::is_root() {
+            assert_eq!(k, "not_run", "{s}");
+        }
+        assert_eq!(kind(s, "smoltcp"), "ok", "{s}");
+    }
+    assert!(packets("lossy_tcp_transfer", "smoltcp")["retransmissions"].as_u64() > Some(0));
 }
 
 /// The lab's side of `compare` runs on a virtual clock with seeded losses: two runs observe the same.
@@ -173,8 +286,10 @@ fn compares_lab_runs_are_the_same_every_time() {
     assert_eq!(a, b);
 }
 
-/// `compare --diagram DIR`: one well-formed SVG per scenario and stack, each with one arrow per packet of the
-/// capture beside it (as tshark counts them), and one of them drawn by a real browser.
+/// `compare --diagram DIR`: one well-formed SVG per scenario, family and stack, each beside its capture; an
+/// IPv4 one has one arrow per packet of its capture (as tshark counts them), an IPv6 one's capture holds the
+/// run's IPv6 packets. (The diagram decoder reads IPv4 only for now; its IPv6 support is being added
+/// elsewhere: then an IPv6 diagram's arrows can be held to its capture as an IPv4 one's are.)
 #[test]
 #[cfg_attr(smoltalk_no_tshark, ignore = "needs tshark")]
 fn diagrams_have_one_arrow_per_captured_packet() {
@@ -192,7 +307,12 @@ fn diagrams_have_one_arrow_per_captured_packet() {
         .filter(|p| p.extension().is_some_and(|e| e == "svg"))
         .collect();
     svgs.sort();
-    assert!(svgs.len() >= 8, "{svgs:?}");
+    let named = |family: &str| {
+        svgs.iter()
+            .filter(|p| p.to_string_lossy().ends_with(&format!("-{family}.svg")))
+            .count()
+    };
+    assert!(named("ipv4") >= 8 && named("ipv6") >= 8, "{svgs:?}");
     for svg in &svgs {
         let text = std::fs::read_to_string(svg).unwrap();
         assert!(
@@ -202,10 +322,21 @@ fn diagrams_have_one_arrow_per_captured_packet() {
         );
         assert!(text.trim_end().ends_with("</svg>"), "{}", svg.display());
         let arrows = text.matches("class=\"packet\"").count();
-        // tshark's count of the IPv4 and ARP packets in the capture the picture was drawn from.
         let pcap = svg.with_extension("pcap");
-        let packets = tshark_fields(&pcap, "ip || arp", &["frame.number"]).len();
-        assert_eq!(arrows, packets.min(400), "{}", svg.display());
+        if svg.to_string_lossy().ends_with("-ipv6.svg") {
+            // Every packet of an IPv6 run's capture is IPv6 (loopback and the lab's ports only).
+            let all = tshark_fields(&pcap, "frame", &["frame.number"]).len();
+            let ipv6 = tshark_fields(&pcap, "ipv6", &["frame.number"]).len();
+            assert!(
+                ipv6 > 0 && ipv6 == all,
+                "{}: {ipv6} of {all}",
+                svg.display()
+            );
+        } else {
+            // tshark's count of the IPv4 and ARP packets in the capture the picture was drawn from.
+            let packets = tshark_fields(&pcap, "ip || arp", &["frame.number"]).len();
+            assert_eq!(arrows, packets.min(400), "{}", svg.display());
+        }
         if python_ok() {
             let parsed = Command::new("python3")
                 .args([
@@ -240,6 +371,8 @@ fn a_diagram_renders_in_a_browser() {
         cmd.args([
             "compare",
             "--no-tun",
+            "--family",
+            "4",
             "--scenario",
             "tcp_client_before_server",
             "--diagram",
@@ -248,7 +381,7 @@ fn a_diagram_renders_in_a_browser() {
         cmd
     });
     assert!(out.status.success(), "{}", stderr(&out));
-    let svg = dir.join("tcp_client_before_server-smoltcp.svg");
+    let svg = dir.join("tcp_client_before_server-smoltcp-ipv4.svg");
     assert!(svg.exists());
     let png = dir.join("q1.png");
     let profile = dir.join("profile");
@@ -300,7 +433,8 @@ fn compare_on_tun_sees_what_the_lab_saw() {
         return;
     }
     let mut cmd = smoltalk();
-    cmd.args(["compare", "--format", "json"]);
+    // Over IPv4 here; tests/netns_experiments.rs runs the TUN column over IPv6.
+    cmd.args(["compare", "--format", "json", "--family", "4"]);
     for s in [
         "tcp_client_before_server",
         "tcp_wrong_port",

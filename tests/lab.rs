@@ -19,10 +19,68 @@ fn every_uppercase_check_holds() {
     let report = run_uppercase_checks().expect("lab runs");
     for check in &report.checks {
         assert!(check.passed, "{}: {}", check.name, check.detail);
-        assert!(check.packets > 0, "{} sent no packets", check.name);
+        // Over IPv6 the last check is a datagram the client's node never sends (no IPv6 fragmentation).
+        if !check.name.contains("never sent") {
+            assert!(check.packets > 0, "{} sent no packets", check.name);
+        }
     }
-    assert_eq!(report.checks.len(), 8);
+    assert_eq!(report.checks.len(), 16);
     assert!(report.passed());
+}
+
+/// The same checks run over IPv4, then over IPv6, and each says which family it used.
+#[test]
+fn every_check_runs_over_both_families_and_says_which() {
+    let report = run_uppercase_checks().expect("lab runs");
+    let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
+    let (v4, v6): (Vec<&str>, Vec<&str>) = names.iter().partition(|n| n.ends_with(" (IPv4)"));
+    assert_eq!(v4.len(), 8, "{names:#?}");
+    assert_eq!(v6.len(), 8, "{names:#?}");
+    assert!(v6.iter().all(|n| n.ends_with(" (IPv6)")), "{names:#?}");
+    // The IPv4 block comes first, then the IPv6 block.
+    assert!(
+        names[..8].iter().all(|n| n.ends_with(" (IPv4)")),
+        "{names:#?}"
+    );
+    let v6_check = |name: &str| {
+        report
+            .checks
+            .iter()
+            .find(|c| c.name == format!("{name} (IPv6)"))
+            .unwrap_or_else(|| panic!("no IPv6 check {name:?} in {names:#?}"))
+    };
+    let once = v6_check("tcp: send once, read once");
+    assert!(once.passed, "{}", once.detail);
+    assert!(
+        once.detail
+            .contains("sent \"hello from the smoltalk lab\" got \"HELLO FROM THE SMOLTALK LAB\""),
+        "{}",
+        once.detail
+    );
+    // 1 MiB over IPv6: 20 bytes more of header per segment than IPv4, so more segments.
+    let v4_large = report
+        .checks
+        .iter()
+        .find(|c| c.name == "tcp: 1 MiB in one message (IPv4)")
+        .unwrap();
+    let v6_large = v6_check("tcp: 1 MiB in one message");
+    assert!(v6_large.passed && v6_large.packets > v4_large.packets);
+    let refused = v6_check("tcp: nothing listening -> refused");
+    assert!(refused.passed && refused.detail.contains("connection refused"));
+    assert_eq!(
+        refused.packets, 2,
+        "SYN and RST: the neighbour is known by then"
+    );
+    let udp = v6_check("udp: requests up to 1452 bytes, binary too");
+    assert!(udp.passed, "{}", udp.detail);
+    assert!(
+        // 14 + 512 + 726 + 1452: the largest fills one IPv6 packet of 1500 bytes.
+        udp.detail.contains("4 message(s), 2704 bytes each way"),
+        "{}",
+        udp.detail
+    );
+    let never = v6_check("udp: 1453 bytes (over one packet) never sent");
+    assert!(never.passed && never.packets == 0, "{}", never.detail);
 }
 
 #[test]
@@ -52,7 +110,15 @@ fn smoltalk_lab_command_reports_and_exits_zero() {
     });
     assert!(out.status.success(), "{}", support::stderr(&out));
     let text = support::stdout(&out);
-    assert!(text.contains("8 of 8 checks held"), "{text}");
+    assert!(text.contains("16 of 16 checks held"), "{text}");
+    assert!(
+        text.contains("server node 10.0.2.15 and fd00:2::15, client node 10.0.2.2 and fd00:2::2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok   tcp: send once, read once (IPv6)"),
+        "{text}"
+    );
     assert!(
         text.contains("got \"HELLO FROM THE SMOLTALK LAB\""),
         "{text}"
@@ -322,6 +388,160 @@ fn udp_with_everything_lost_says_no_reply_after_n_tries() {
     assert!(lab.lab.link_stats().dropped >= 4);
 }
 
+/// The frames of an Ethernet pcap the lab wrote (24-byte file header, 16-byte record headers, little endian).
+fn frames_of(pcap: &[u8]) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let len = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        frames.push(pcap[at + 16..at + 16 + len].to_vec());
+        at += 16 + len;
+    }
+    frames
+}
+
+/// What an Ethernet frame is, for counting: `ARP`, `NS`/`NA` (NDP), `TCPv6`, `UDPv6`, `ICMPv6 …`, `IPv4`.
+fn kind_of(frame: &[u8]) -> String {
+    use smoltcp::wire::{
+        EthernetFrame, EthernetProtocol, Icmpv6Message, Icmpv6Packet, IpProtocol, Ipv6Packet,
+    };
+    let eth = EthernetFrame::new_checked(frame).unwrap();
+    match eth.ethertype() {
+        EthernetProtocol::Arp => "ARP".into(),
+        EthernetProtocol::Ipv4 => "IPv4".into(),
+        EthernetProtocol::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+            match ip.next_header() {
+                IpProtocol::Tcp => "TCPv6".into(),
+                IpProtocol::Udp => "UDPv6".into(),
+                IpProtocol::Icmpv6 => {
+                    let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+                    match icmp.msg_type() {
+                        Icmpv6Message::NeighborSolicit => "NS".into(),
+                        Icmpv6Message::NeighborAdvert => "NA".into(),
+                        other => format!("ICMPv6 {other} code {}", icmp.msg_code()),
+                    }
+                }
+                other => format!("IPv6 {other}"),
+            }
+        }
+        other => format!("{other}"),
+    }
+}
+
+/// Over IPv6 the client finds the server with NDP (a neighbour solicitation and an advertisement), not ARP,
+/// and the exchange is IPv6 from end to end: the uppercase reply comes back in IPv6 TCP segments.
+#[test]
+fn an_ipv6_exchange_uses_ndp_not_arp() {
+    use smoltalk::lab::IpVersion;
+    use smoltalk::stack::instruments::MemoryCapture;
+    let mut lab = UppercaseLab::new();
+    let capture = MemoryCapture::default();
+    lab.lab.capture_to(Box::new(capture.clone()));
+    let exchange = TcpExchange::with_messages(
+        lab.lab.node(lab.client),
+        UppercaseLab::endpoint_over(IpVersion::Ipv6, PORT),
+        ClientTimeouts::default(),
+        [b"over ipv6".to_vec()],
+    );
+    let mut clients = [LabClient::Tcp(exchange)];
+    assert_eq!(lab.run(&mut clients).expect("lab runs"), vec![Ok(())]);
+    assert_eq!(clients[0].take_replies(), vec![(b"OVER IPV6".to_vec(), 1)]);
+    drop(lab.lab.take_capture());
+    let kinds: Vec<String> = frames_of(&capture.bytes())
+        .iter()
+        .map(|f| kind_of(f))
+        .collect();
+    let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
+    assert_eq!(count("ARP"), 0, "{kinds:?}");
+    assert_eq!(count("IPv4"), 0, "{kinds:?}");
+    assert_eq!((count("NS"), count("NA")), (1, 1), "{kinds:?}");
+    assert_eq!(kinds[..2], ["NS", "NA"], "{kinds:?}");
+    assert_eq!(count("TCPv6"), kinds.len() - 2, "{kinds:?}");
+    // The lab's own count of frames agrees with the capture.
+    assert_eq!(lab.lab.link_stats().frames, kinds.len() as u64);
+}
+
+/// A closed UDP port over IPv6: smoltcp's server node answers with ICMPv6 port unreachable (destination
+/// unreachable, code 4), and smoltcp's client is not told of it: it sees no reply, as over IPv4.
+#[test]
+fn a_closed_udp_port_over_ipv6_answers_icmpv6_port_unreachable_that_the_client_never_hears() {
+    use smoltalk::lab::IpVersion;
+    use smoltalk::stack::instruments::MemoryCapture;
+    let mut lab = UppercaseLab::new();
+    let capture = MemoryCapture::default();
+    lab.lab.capture_to(Box::new(capture.clone()));
+    let timeouts = ClientTimeouts {
+        reply: Duration::from_secs(1),
+        tries: 2,
+        ..ClientTimeouts::default()
+    };
+    let exchange = UdpExchange::with_messages(
+        lab.lab.node(lab.client),
+        UppercaseLab::endpoint_over(IpVersion::Ipv6, PORT + 1),
+        timeouts,
+        [b"anyone?".to_vec()],
+    )
+    .expect("udp client");
+    let outcomes = lab.run(&mut [LabClient::Udp(exchange)]).expect("lab runs");
+    assert_eq!(outcomes, vec![Err(ClientError::NoReply { tries: 2 })]);
+    drop(lab.lab.take_capture());
+    let kinds: Vec<String> = frames_of(&capture.bytes())
+        .iter()
+        .map(|f| kind_of(f))
+        .collect();
+    let unreachable = kinds
+        .iter()
+        .filter(|k| *k == "ICMPv6 destination unreachable code 4")
+        .count();
+    assert_eq!(unreachable, 2, "one per try: {kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "UDPv6").count(),
+        2,
+        "{kinds:?}"
+    );
+}
+
+/// Loss and corruption over IPv6 (no header checksum: the transport checksums catch what is flipped): 256 KiB
+/// still comes back byte for byte, and the lab counts the IPv6 retransmissions and corruptions.
+#[test]
+fn ipv6_under_loss_and_corruption_is_byte_exact_and_counted() {
+    use smoltalk::lab::IpVersion;
+    let mut lab = UppercaseLab::new();
+    for (node, seed) in [(lab.client, 3), (lab.server, 4)] {
+        lab.lab.set_faults(
+            node,
+            LinkFaults {
+                drop_chance: 5,
+                corrupt_chance: 2,
+                seed,
+                ..LinkFaults::default()
+            },
+        );
+    }
+    let text = sample_text(256 * 1024, 5);
+    let exchange = TcpExchange::with_messages(
+        lab.lab.node(lab.client),
+        UppercaseLab::endpoint_over(IpVersion::Ipv6, PORT),
+        ClientTimeouts {
+            reply: Duration::from_secs(120),
+            ..ClientTimeouts::default()
+        },
+        [text.clone()],
+    );
+    let mut clients = [LabClient::Tcp(exchange)];
+    assert_eq!(lab.run(&mut clients).expect("lab runs"), vec![Ok(())]);
+    let replies = clients[0].take_replies();
+    assert_eq!(replies.len(), 1);
+    assert!(
+        replies[0].0 == text.to_ascii_uppercase(),
+        "the reply differs"
+    );
+    let link = lab.lab.link_stats();
+    assert!(link.dropped > 0 && link.corrupted > 0, "{link:?}");
+    assert!(link.tcp_retransmissions > 0, "{link:?}");
+}
+
 mod proxy {
     use smoltalk::lab::proxy::{
         big_body, run_proxy_checks, LabFetch, LabOrigin, LabRequest, ProxyLab, ORIGIN_NAME,
@@ -340,7 +560,45 @@ mod proxy {
         for check in &report.checks {
             assert!(check.passed, "{}: {}", check.name, check.detail);
         }
-        assert_eq!(report.checks.len(), 11);
+        assert_eq!(report.checks.len(), 13);
+    }
+
+    /// The proxy reaches the dual-stack origin over IPv6, by its literal and by a name it knows as an IPv6
+    /// address: the origin sees the request come from the proxy's IPv6 address, with the Host the client gave.
+    #[test]
+    fn the_proxy_fetches_from_an_ipv6_origin_by_literal_and_by_name() {
+        use smoltalk::lab::proxy::{ORIGIN_IPV6, ORIGIN_NAME_IPV6, PROXY_IPV6};
+        use smoltcp::wire::IpAddress;
+        let mut lab = ProxyLab::new(2).unwrap();
+        for (target, host) in [
+            (
+                format!("http://[{ORIGIN_IPV6}]/"),
+                format!("[{ORIGIN_IPV6}]"),
+            ),
+            (
+                format!("http://{ORIGIN_NAME_IPV6}/big"),
+                ORIGIN_NAME_IPV6.to_string(),
+            ),
+        ] {
+            let fetches = lab.fetch(vec![vec![LabRequest::get(&target)]]).unwrap();
+            let response = &fetches[0].responses[0];
+            assert_eq!(response.status, 200, "{target}");
+            let seen = lab.origin.seen.last().unwrap();
+            assert_eq!(seen.host.as_deref(), Some(host.as_str()), "{target}");
+            let from = seen.from.expect("the origin knows its peer");
+            assert_eq!(from.addr, IpAddress::Ipv6(PROXY_IPV6), "{target}");
+            if target.ends_with("/big") {
+                assert!(
+                    response.body == big_body(),
+                    "1 MiB over IPv6, byte for byte"
+                );
+            }
+        }
+        // An IPv6 address outside the lab's prefix is refused before any connection, as an IPv4 one is.
+        let fetches = lab
+            .fetch(vec![vec![LabRequest::get("http://[2001:db8::1]/")]])
+            .unwrap();
+        assert_eq!(fetches[0].responses[0].status, 403);
     }
 
     #[test]

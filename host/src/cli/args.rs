@@ -29,6 +29,10 @@ pub struct CompareArgs {
     /// Run only these scenarios (repeatable) [default: all].
     #[arg(long, value_enum, value_name = "NAME")]
     pub scenario: Vec<crate::experiments::compare::Scenario>,
+    /// Run each scenario over IPv4 (kernel on 127.0.0.1, lab and TUN on 10.0.2.x), IPv6 (::1, fd00:2::x), or
+    /// both, one after the other.
+    #[arg(long, value_enum, default_value = "both")]
+    pub family: crate::experiments::compare::Families,
 }
 
 /// Options of `lab`.

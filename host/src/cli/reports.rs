@@ -8,7 +8,8 @@ use super::args::{BenchArgs, CompareArgs, LabArgs, ThroughputArgs};
 use crate::uppercase::kernel::resolve;
 
 pub(super) fn compare(args: CompareArgs) -> Result<(), String> {
-    let comparisons = crate::experiments::compare::run_all(&args.scenario, !args.no_tun);
+    let comparisons =
+        crate::experiments::compare::run_all(&args.scenario, args.family, !args.no_tun);
     print!(
         "{}",
         crate::experiments::compare::render(&comparisons, args.format)
@@ -74,7 +75,11 @@ pub(super) fn lab(args: LabArgs) -> Result<(), String> {
     // The classic questions, measured: the kernel over loopback and smoltcp in the lab (what needs no root).
     println!("\nsmoltalk lab: the classic questions on both stacks (`smoltalk compare` for JSON and diagrams)");
     // What needs no root: the kernel's loopback and the lab (the TUN runs are `smoltalk compare`'s).
-    let comparisons = crate::experiments::compare::run_all(&[], false);
+    let comparisons = crate::experiments::compare::run_all(
+        &[],
+        crate::experiments::compare::Families::Both,
+        false,
+    );
     print!(
         "{}",
         crate::experiments::compare::render(

@@ -1,15 +1,31 @@
-//! Why the stacks differ, in one line built from what their captures show.
+//! Why the stacks differ, in one line built from what their captures show, with the protocol names of the
+//! family the run used (ICMP or ICMPv6, ARP or NDP).
 
 use super::{Observation, Scenario};
+use crate::lab::IpVersion;
 
-/// One line on why the stacks differ, from what their captures show.
-pub(super) fn explain(scenario: Scenario, kernel: &Observation, smoltcp: &Observation) -> String {
+/// The ICMP of `version`: `ICMP` or `ICMPv6`.
+fn icmp_name(version: IpVersion) -> &'static str {
+    match version {
+        IpVersion::Ipv4 => "ICMP",
+        IpVersion::Ipv6 => "ICMPv6",
+    }
+}
+
+/// One line on why the stacks differ over `version`, from what their captures show.
+pub(super) fn explain(
+    scenario: Scenario,
+    version: IpVersion,
+    kernel: &Observation,
+    smoltcp: &Observation,
+) -> String {
     let icmp = |o: &Observation| o.packets.map(|p| p.icmp_port_unreachable);
     let rst = |o: &Observation| o.packets.map(|p| p.rst);
-    match (scenario, icmp(kernel), icmp(smoltcp)) {
+    let icmp_name = icmp_name(version);
+    let line = match (scenario, icmp(kernel), icmp(smoltcp)) {
         (Scenario::ConnectedUdpClientBeforeServer, k, Some(s)) if s > 0 => format!(
-            "both hosts answered with ICMP port unreachable (kernel capture: {}, lab: {s}); the kernel hands it to a \
-             connected socket as ECONNREFUSED, smoltcp never hands ICMP errors to UDP sockets",
+            "both hosts answered with {icmp_name} port unreachable (kernel capture: {}, lab: {s}); the kernel hands \
+             it to a connected socket as ECONNREFUSED, smoltcp never hands {icmp_name} errors to UDP sockets",
             k.map_or("not taken".into(), |k| k.to_string())
         ),
         (Scenario::LossyTcpTransfer, _, _) => format!(
@@ -35,7 +51,8 @@ pub(super) fn explain(scenario: Scenario, kernel: &Observation, smoltcp: &Observ
             )
         }
         _ => format!(
-            "kernel: {} (RST {}, ICMP unreachable {}); smoltcp: {} (RST {}, ICMP unreachable {})",
+            "kernel: {} (RST {}, {icmp_name} port unreachable {}); smoltcp: {} (RST {}, {icmp_name} port \
+             unreachable {})",
             kernel.outcome,
             rst(kernel).map_or("?".into(), |n| n.to_string()),
             icmp(kernel).map_or("?".into(), |n| n.to_string()),
@@ -43,5 +60,27 @@ pub(super) fn explain(scenario: Scenario, kernel: &Observation, smoltcp: &Observ
             rst(smoltcp).map_or("?".into(), |n| n.to_string()),
             icmp(smoltcp).map_or("?".into(), |n| n.to_string()),
         ),
+    };
+    format!("{line}{}", address_resolution(version, kernel, smoltcp))
+}
+
+/// `; the lab's capture also holds 2 NDP packets …` where the lab resolved its peer's address and loopback did
+/// not need to: the packets that make the two captures' totals differ though the exchanges are the same.
+fn address_resolution(version: IpVersion, kernel: &Observation, smoltcp: &Observation) -> String {
+    // Loopback resolves no address, captured or not (without root the kernel's run has no capture).
+    let Some(s) = smoltcp.packets else {
+        return String::new();
+    };
+    if s.address_resolution == 0 || kernel.packets.is_some_and(|k| k.address_resolution != 0) {
+        return String::new();
     }
+    let what = match version {
+        IpVersion::Ipv4 => "ARP request and reply",
+        IpVersion::Ipv6 => "NDP neighbour solicitation and advertisement",
+    };
+    format!(
+        "; the lab's capture also holds {} {} packets ({what}), which loopback does not need",
+        s.address_resolution,
+        version.neighbour_discovery()
+    )
 }

@@ -11,6 +11,13 @@ use crate::experiments::diagram::PcapError;
 pub enum CompareError {
     /// Loss on the kernel's loopback needs a namespace of its own, and that needs root.
     LossNeedsRoot,
+    /// Nothing can be bound on the loopback address (::1 where IPv6 is switched off).
+    NoLoopback {
+        /// The address.
+        address: std::net::IpAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A namespace or its TUN device could not be made.
     Namespace(crate::tools::netns::NamespaceError),
     /// The kernel has no netem, and `nft` cannot be run.
@@ -46,6 +53,14 @@ impl std::fmt::Display for CompareError {
             CompareError::LossNeedsRoot => f.write_str(
                 "loss on the kernel's loopback needs `tc qdisc netem` in a namespace (root)",
             ),
+            CompareError::NoLoopback { address, source } => {
+                let hint = if address.is_ipv6() {
+                    " (is IPv6 switched off?)"
+                } else {
+                    ""
+                };
+                write!(f, "cannot bind {address}{hint}: {source}")
+            }
             CompareError::Namespace(e) => write!(f, "{e}"),
             CompareError::Server(e) => write!(f, "{e}"),
             CompareError::NftCannotRun(e) => {
@@ -70,6 +85,7 @@ impl std::error::Error for CompareError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CompareError::NftCannotRun(e)
+            | CompareError::NoLoopback { source: e, .. }
             | CompareError::OpenNamespace { source: e, .. }
             | CompareError::EnterNamespace(e)
             | CompareError::CurrentExe(e)

@@ -1,34 +1,41 @@
-//! The kernel stack's runs: each scenario over loopback with `std::net`, captured on `lo` where privileged; the
-//! lossy scenarios in a namespace whose loopback loses a tenth of the packets.
+//! The kernel stack's runs: each scenario over loopback (127.0.0.1 or ::1) with `std::net`, captured on `lo`
+//! where privileged; the lossy scenarios in a namespace whose loopback loses a tenth of the packets.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration as StdDuration, Instant as WallInstant};
 
 use super::observation::not_run;
 use super::{CompareError, Observation, Scenario};
 use crate::lab::checks::sample_text;
+use crate::lab::IpVersion;
 use crate::stack::instruments::LoopbackCapture;
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map_or(40000, |a| a.port())
+/// The loopback address of `version`.
+fn loopback(version: IpVersion) -> IpAddr {
+    match version {
+        IpVersion::Ipv4 => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpVersion::Ipv6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    }
 }
 
-/// A free port for both TCP and UDP on loopback.
-fn free_ports(n: usize) -> Vec<u16> {
-    let mut ports = Vec::new();
-    while ports.len() < n {
-        let p = free_port();
-        if !ports.contains(&p) && UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).is_ok() {
-            ports.push(p);
+/// A port free for both TCP and UDP on `lo` other than `not`, or why there is none (no IPv6 on loopback).
+fn free_port(lo: IpAddr, not: Option<u16>) -> Result<u16, CompareError> {
+    loop {
+        let p = TcpListener::bind((lo, 0))
+            .and_then(|l| l.local_addr())
+            .map_err(|source| CompareError::NoLoopback {
+                address: lo,
+                source,
+            })?
+            .port();
+        if Some(p) != not && UdpSocket::bind((lo, p)).is_ok() {
+            return Ok(p);
         }
     }
-    ports
 }
 
-pub(super) fn kernel_run(scenario: Scenario) -> Observation {
+pub(super) fn kernel_run(scenario: Scenario, version: IpVersion) -> Observation {
     if matches!(
         scenario,
         Scenario::LossyTcpTransfer | Scenario::LossyUdpRequests
@@ -36,20 +43,28 @@ pub(super) fn kernel_run(scenario: Scenario) -> Observation {
         let network = "namespace lo, 10 % loss";
         return match LossyLoopback::create() {
             Ok(lossy) => lossy
-                .run(move || kernel_run_here(scenario, network))
+                .run(move || kernel_run_here(scenario, version, network))
                 .unwrap_or_else(|why| not_run("kernel", network, &why)),
             Err(why) => not_run("kernel", network, &why),
         };
     }
-    kernel_run_here(scenario, "loopback")
+    kernel_run_here(scenario, version, "loopback")
 }
 
-fn kernel_run_here(scenario: Scenario, network: &'static str) -> Observation {
-    let ports = free_ports(2);
-    let (port, other) = (ports[0], ports[1]);
+fn kernel_run_here(scenario: Scenario, version: IpVersion, network: &'static str) -> Observation {
+    let lo = loopback(version);
+    let ports = free_port(lo, None).and_then(|port| Ok((port, free_port(lo, Some(port))?)));
+    let (port, other) = match ports {
+        Ok(ports) => ports,
+        Err(why) => return not_run("kernel", network, &why),
+    };
     let capture = LoopbackCapture::start(vec![port, other]);
     let started = WallInstant::now();
-    let (outcome, kind) = kernel_scenario(scenario, port, other);
+    let (outcome, kind) = kernel_scenario(scenario, lo, port, other);
+    let aimed = match scenario {
+        Scenario::TcpWrongPort | Scenario::UdpWrongPort => other,
+        _ => port,
+    };
     let millis = started.elapsed().as_secs_f64() * 1e3;
     let capture = match capture {
         Ok(capture) => Ok(capture.finish()),
@@ -58,11 +73,13 @@ fn kernel_run_here(scenario: Scenario, network: &'static str) -> Observation {
         )),
     };
     Observation::new("kernel", network, (outcome, kind), millis, false, capture)
+        .aimed_at(SocketAddr::from((lo, aimed)))
 }
 
-/// Runs one scenario on the kernel stack; returns what the program saw and its short kind.
-fn kernel_scenario(scenario: Scenario, port: u16, other: u16) -> (String, String) {
-    let at = |p: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, p));
+/// Runs one scenario on the kernel stack over loopback address `lo`; returns what the program saw and its
+/// short kind.
+fn kernel_scenario(scenario: Scenario, lo: IpAddr, port: u16, other: u16) -> (String, String) {
+    let at = |p: u16| SocketAddr::from((lo, p));
     let wait = StdDuration::from_secs(1);
     match scenario {
         Scenario::TcpClientBeforeServer => {
@@ -78,7 +95,7 @@ fn kernel_scenario(scenario: Scenario, port: u16, other: u16) -> (String, String
             udp_unconnected(at(other), wait)
         }
         Scenario::ConnectedUdpClientBeforeServer => {
-            let result = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|s| {
+            let result = UdpSocket::bind((lo, 0)).and_then(|s| {
                 s.set_read_timeout(Some(wait))?;
                 s.connect(at(port))?;
                 s.send(b"hello")?;
@@ -158,7 +175,7 @@ fn kernel_lossy_udp(at: SocketAddr) -> (String, String) {
             let _ = server.send_to(&reply, from);
         }
     });
-    let Ok(client) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
+    let Ok(client) = UdpSocket::bind((at.ip(), 0)) else {
         return ("cannot bind".into(), "error".into());
     };
     let _ = client.set_read_timeout(Some(StdDuration::from_millis(500)));
@@ -280,7 +297,7 @@ fn tcp_outcome(result: std::io::Result<()>) -> (String, String) {
 }
 
 fn udp_unconnected(to: SocketAddr, wait: StdDuration) -> (String, String) {
-    let result = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|s| {
+    let result = UdpSocket::bind((to.ip(), 0)).and_then(|s| {
         s.set_read_timeout(Some(wait))?;
         s.send_to(b"hello", to)?;
         let mut buf = [0u8; 64];
@@ -294,9 +311,9 @@ fn udp_unconnected(to: SocketAddr, wait: StdDuration) -> (String, String) {
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
             ) =>
         {
+            let icmp = if to.is_ipv6() { "ICMPv6" } else { "ICMP" };
             (
-                "no reply in 1 s, no error (an unconnected socket is not told of ICMP errors)"
-                    .into(),
+                format!("no reply in 1 s, no error (an unconnected socket is not told of {icmp} errors)"),
                 "no_reply".into(),
             )
         }

@@ -1,28 +1,30 @@
-//! smoltcp's runs in the lab: each scenario between two nodes on a virtual segment, captured in memory, on the
-//! lab's virtual clock.
+//! smoltcp's runs in the lab: each scenario between two dual-stack nodes on a virtual segment, over IPv4
+//! (10.0.2.x) or IPv6 (fd00:2::x), captured in memory, on the lab's virtual clock.
 
 use smoltalk_core::ClientError;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::time::Duration;
+use smoltcp::wire::IpEndpoint;
 
 use super::observation::failure_kind;
 use super::{Observation, Scenario};
 use crate::lab::checks::{sample_text, LabClient, UppercaseLab, PORT};
-use crate::lab::LinkFaults;
+use crate::lab::{IpVersion, LinkFaults};
 use crate::stack::instruments::MemoryCapture;
 use crate::stack::network::{drive, Network, Step};
 use crate::uppercase::node::{ClientTimeouts, TcpExchange, UdpExchange};
 use crate::uppercase::ClientFailure;
 
-pub(super) fn lab_run(scenario: Scenario) -> Observation {
+pub(super) fn lab_run(scenario: Scenario, version: IpVersion) -> Observation {
     let mut lab = UppercaseLab::new();
     let capture = MemoryCapture::default();
     lab.lab.capture_to(Box::new(capture.clone()));
     let start = lab.lab.now();
-    let (outcome, kind) = lab_scenario(scenario, &mut lab);
+    let (outcome, kind) = lab_scenario(scenario, version, &mut lab);
     let millis = (lab.lab.now() - start).total_micros() as f64 / 1e3;
     drop(lab.lab.take_capture());
+    let server = UppercaseLab::endpoint_over(version, aimed_port(scenario));
     Observation::new(
         "smoltcp",
         "lab",
@@ -31,13 +33,34 @@ pub(super) fn lab_run(scenario: Scenario) -> Observation {
         true,
         Ok(capture.bytes()),
     )
+    .aimed_at(std::net::SocketAddr::from((server.addr, server.port)))
+}
+
+/// The port a scenario's client aims at in the lab: the server's, or (before the server, on the wrong port) the
+/// next one, where nothing listens.
+fn aimed_port(scenario: Scenario) -> u16 {
+    match scenario {
+        Scenario::TcpClientBeforeServer
+        | Scenario::TcpWrongPort
+        | Scenario::UdpClientBeforeServer
+        | Scenario::UdpWrongPort
+        | Scenario::ConnectedUdpClientBeforeServer => PORT + 1,
+        Scenario::ServerStoppedMidConversation
+        | Scenario::LossyTcpTransfer
+        | Scenario::LossyUdpRequests => PORT,
+    }
 }
 
 fn client_error(e: &ClientError) -> (String, String) {
     (e.to_string(), failure_kind(ClientFailure::of(e)).into())
 }
 
-fn lab_scenario(scenario: Scenario, lab: &mut UppercaseLab) -> (String, String) {
+fn lab_scenario(
+    scenario: Scenario,
+    version: IpVersion,
+    lab: &mut UppercaseLab,
+) -> (String, String) {
+    let server = |port: u16| UppercaseLab::endpoint_over(version, port);
     let timeouts = ClientTimeouts {
         reply: Duration::from_secs(1),
         tries: 1,
@@ -55,12 +78,12 @@ fn lab_scenario(scenario: Scenario, lab: &mut UppercaseLab) -> (String, String) 
         }
     };
     // The lab's server listens on PORT; "before the server" aims at a port nothing listens on.
-    let closed = PORT + 1;
+    let closed = aimed_port(Scenario::TcpClientBeforeServer);
     match scenario {
         Scenario::TcpClientBeforeServer | Scenario::TcpWrongPort => {
             let c = TcpExchange::with_messages(
                 lab.lab.node(client),
-                UppercaseLab::endpoint(closed),
+                server(closed),
                 timeouts,
                 [b"hello".to_vec()],
             );
@@ -71,7 +94,7 @@ fn lab_scenario(scenario: Scenario, lab: &mut UppercaseLab) -> (String, String) 
         | Scenario::ConnectedUdpClientBeforeServer => {
             match UdpExchange::with_messages(
                 lab.lab.node(client),
-                UppercaseLab::endpoint(closed),
+                server(closed),
                 timeouts,
                 [b"hello".to_vec()],
             ) {
@@ -79,7 +102,7 @@ fn lab_scenario(scenario: Scenario, lab: &mut UppercaseLab) -> (String, String) 
                 Err(e) => client_error(&e),
             }
         }
-        Scenario::ServerStoppedMidConversation => lab_server_stops(lab),
+        Scenario::ServerStoppedMidConversation => lab_server_stops(lab, server(PORT)),
         Scenario::LossyTcpTransfer => {
             lose_ten_percent(lab);
             let text = sample_text(1 << 20, 41);
@@ -89,7 +112,7 @@ fn lab_scenario(scenario: Scenario, lab: &mut UppercaseLab) -> (String, String) 
             };
             let mut c = LabClient::Tcp(TcpExchange::with_messages(
                 lab.lab.node(client),
-                UppercaseLab::endpoint(PORT),
+                server(PORT),
                 timeouts,
                 [text.clone()],
             ));
@@ -124,12 +147,8 @@ fn lab_scenario(scenario: Scenario, lab: &mut UppercaseLab) -> (String, String) 
             let messages: Vec<Vec<u8>> = (0..20)
                 .map(|i| format!("request {i}").into_bytes())
                 .collect();
-            match UdpExchange::with_messages(
-                lab.lab.node(client),
-                UppercaseLab::endpoint(PORT),
-                timeouts,
-                messages,
-            ) {
+            match UdpExchange::with_messages(lab.lab.node(client), server(PORT), timeouts, messages)
+            {
                 Ok(c) => {
                     let mut clients = [LabClient::Udp(c)];
                     match lab.run(&mut clients) {
@@ -171,17 +190,16 @@ fn lose_ten_percent(lab: &mut UppercaseLab) {
     }
 }
 
-/// The lab's server answers the first message, then its sockets are closed (as when the program stops):
-/// every TCP socket of the server node is aborted, which sends RST to a connected peer.
-fn lab_server_stops(lab: &mut UppercaseLab) -> (String, String) {
+/// The lab's server (at `at`) answers the first message, then its sockets are closed (as when the program
+/// stops): every TCP socket of the server node is aborted, which sends RST to a connected peer.
+fn lab_server_stops(lab: &mut UppercaseLab, at: IpEndpoint) -> (String, String) {
     let client = lab.client;
     let server = lab.server;
     let timeouts = ClientTimeouts {
         reply: Duration::from_secs(2),
         ..ClientTimeouts::default()
     };
-    let mut exchange =
-        TcpExchange::new(lab.lab.node(client), UppercaseLab::endpoint(PORT), timeouts);
+    let mut exchange = TcpExchange::new(lab.lab.node(client), at, timeouts);
     exchange.push(b"first".to_vec());
     let mut stopped = false;
     let mut first_reply = false;

@@ -1,52 +1,64 @@
 //! `smoltalk compare`: the classic lab's questions answered by running them, on the kernel stack and on
-//! smoltcp side by side.
+//! smoltcp side by side, over IPv4 and over IPv6.
 //!
-//! Each [`Scenario`] runs live on both stacks: the kernel's over loopback (`std::net`), smoltcp's in the lab
-//! (two nodes on a virtual segment). What a program saw (the error, or the reply) and how long it took come
-//! from the run; the packets come from a capture of the run (the lab's segment; `lo` through a packet socket
-//! when privileged), decoded by [`crate::experiments::diagram`]. Where the stacks differ, the explanation is built from the
-//! packets both captures show. Nothing in the table is typed in.
+//! Each [`Scenario`] runs live on both stacks, once per family ([`Families`]): the kernel's over loopback
+//! (`std::net`, 127.0.0.1 or ::1), smoltcp's in the lab (two dual-stack nodes on a virtual segment, 10.0.2.x or
+//! fd00:2::x), and, as root, smoltcp's client on TUN in a namespace against kernel servers. What a program saw
+//! (the error, or the reply) and how long it took come from the run; the packets come from a capture of the
+//! run (the lab's segment; `lo` through a packet socket when privileged), counted by `packets`. Where the
+//! stacks differ, the explanation is built from the packets both captures show. Nothing in the table is typed
+//! in.
 
 mod differ;
 mod error;
 mod kernel;
 mod lab;
 mod observation;
+mod packets;
 mod render;
 mod scenario;
 mod tun;
 
 pub use error::{CompareError, WriteDiagramsError};
-pub use observation::{count_packets, Comparison, Observation, PacketCounts};
+pub use observation::{Comparison, Observation};
+pub use packets::{count_packets, PacketCounts};
 pub use render::{render, write_diagrams, Format};
-pub use scenario::Scenario;
+pub use scenario::{Families, Scenario};
 
+use crate::lab::IpVersion;
 use differ::explain;
 use kernel::kernel_run;
 use lab::lab_run;
 use tun::tun_run;
 
-/// Runs `scenarios` (every one if empty) on both stacks; with `tun`, also smoltcp on TUN in a namespace where
-/// privileged.
-pub fn run_all(scenarios: &[Scenario], tun: bool) -> Vec<Comparison> {
+/// Runs `scenarios` (every one if empty) on both stacks over each family of `families`, a scenario's families
+/// one after another; with `tun`, also smoltcp on TUN in a namespace where privileged.
+pub fn run_all(scenarios: &[Scenario], families: Families, tun: bool) -> Vec<Comparison> {
     let all = if scenarios.is_empty() {
         &Scenario::ALL[..]
     } else {
         scenarios
     };
-    all.iter().map(|&s| compare(s, tun)).collect()
+    all.iter()
+        .flat_map(|&s| families.versions().iter().map(move |&v| (s, v)))
+        .map(|(s, v)| compare(s, v, tun))
+        .collect()
 }
 
-/// Runs `scenario` on both stacks (and on TUN, with `tun`, where privileged) and compares them.
-pub fn compare(scenario: Scenario, tun: bool) -> Comparison {
-    let kernel = kernel_run(scenario);
-    let smoltcp = lab_run(scenario);
-    let smoltcp_tun = if tun { tun_run(scenario) } else { None };
+/// Runs `scenario` over `version` on both stacks (and on TUN, with `tun`, where privileged) and compares them.
+pub fn compare(scenario: Scenario, version: IpVersion, tun: bool) -> Comparison {
+    let kernel = kernel_run(scenario, version);
+    let smoltcp = lab_run(scenario, version);
+    let smoltcp_tun = if tun {
+        tun_run(scenario, version)
+    } else {
+        None
+    };
     // A stack that could not run the scenario here is not a difference between the stacks.
     let ran = kernel.kind != "not_run" && smoltcp.kind != "not_run";
     let differs = ran && kernel.kind != smoltcp.kind;
     let mut explanation = if differs {
-        explain(scenario, &kernel, &smoltcp)
+        explain(scenario, version, &kernel, &smoltcp)
     } else {
         String::new()
     };
@@ -73,6 +85,7 @@ pub fn compare(scenario: Scenario, tun: bool) -> Comparison {
     let differs = differs || !explanation.is_empty();
     Comparison {
         scenario,
+        family: version,
         title: scenario.title(),
         kernel,
         smoltcp,

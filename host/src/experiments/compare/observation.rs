@@ -3,28 +3,10 @@
 
 use serde::Serialize;
 
+use super::packets::{count_packets, PacketCounts};
 use super::{CompareError, Scenario};
-use crate::experiments::diagram::{packets_from_pcap, LadderPacket, PcapError};
+use crate::lab::IpVersion;
 use crate::uppercase::ClientFailure;
-
-/// Packets of one run, counted from its capture.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct PacketCounts {
-    /// Every packet captured.
-    pub total: usize,
-    /// TCP segments opening a connection (SYN without ACK).
-    pub syn: usize,
-    /// TCP resets.
-    pub rst: usize,
-    /// TCP segments closing a direction (FIN).
-    pub fin: usize,
-    /// ICMP port-unreachable errors.
-    pub icmp_port_unreachable: usize,
-    /// TCP segments sent again.
-    pub retransmissions: usize,
-    /// UDP datagrams.
-    pub udp: usize,
-}
 
 /// What one stack did in one scenario.
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +15,9 @@ pub struct Observation {
     pub stack: &'static str,
     /// Where it ran (`loopback`, `lab`).
     pub network: &'static str,
+    /// The address and port the client aimed at, as `SocketAddr` writes them (`127.0.0.1:40000`,
+    /// `[::1]:40000`, `[fd00:2::15]:12001`); none for a run that was not run.
+    pub server: Option<String>,
     /// What the program saw, in a line: the error, or what came back.
     pub outcome: String,
     /// A short machine-readable form of the outcome (`refused`, `no_reply`, `reset`, `eof`, `ok`, …).
@@ -71,6 +56,7 @@ impl Observation {
         Observation {
             stack,
             network,
+            server: None,
             outcome,
             kind,
             millis,
@@ -80,13 +66,23 @@ impl Observation {
             capture,
         }
     }
+
+    /// This observation, saying that its client aimed at `server`.
+    pub(super) fn aimed_at(self, server: std::net::SocketAddr) -> Observation {
+        Observation {
+            server: Some(server.to_string()),
+            ..self
+        }
+    }
 }
 
-/// One scenario on both stacks.
+/// One scenario on both stacks, over one family.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
     /// Which scenario.
     pub scenario: Scenario,
+    /// Over which family (`IPv4`, `IPv6`).
+    pub family: IpVersion,
     /// Its title.
     pub title: &'static str,
     /// The kernel stack's run.
@@ -112,49 +108,6 @@ impl Comparison {
         .into_iter()
         .flatten()
     }
-}
-
-/// Counts the packets of a capture.
-pub fn count_packets(pcap: &[u8]) -> Result<PacketCounts, PcapError> {
-    let packets = packets_from_pcap(pcap)?;
-    Ok(count(&packets))
-}
-
-fn count(packets: &[LadderPacket]) -> PacketCounts {
-    let mut c = PacketCounts {
-        total: packets.len(),
-        ..PacketCounts::default()
-    };
-    for p in packets {
-        // TCP labels start with the flags: one bare (`SYN seq=…`), several in brackets (`[SYN, ACK] seq=…`).
-        let tcp = p.label.contains(" seq=");
-        let flags = match p.label.strip_prefix('[') {
-            Some(rest) => rest.split(']').next().unwrap_or(""),
-            None => p.label.split(' ').next().unwrap_or(""),
-        };
-        if tcp && flags.contains("SYN") && !flags.contains("ACK") {
-            c.syn += 1;
-        }
-        if tcp && flags.contains("RST") {
-            c.rst += 1;
-        }
-        if tcp && flags.contains("FIN") {
-            c.fin += 1;
-        }
-        if p.label.contains("port unreachable") {
-            c.icmp_port_unreachable += 1;
-        }
-        if p.label.starts_with("UDP") {
-            c.udp += 1;
-        }
-        if p.mark
-            .as_deref()
-            .is_some_and(|m| m.split(", ").any(|m| m == "retransmission"))
-        {
-            c.retransmissions += 1;
-        }
-    }
-    c
 }
 
 /// The short kind of a client's failure in the table and the JSON: `refused`, `no_reply`, `reset`, `eof`,

@@ -1,9 +1,11 @@
-//! Printing a comparison (aligned text, Markdown, JSON) and drawing its captures as ladder diagrams.
+//! Printing a comparison (aligned text, Markdown, JSON; each scenario's title followed by its family) and
+//! drawing its captures as ladder diagrams.
 
 use std::fmt::Write as _;
 
 use super::{Comparison, Observation, WriteDiagramsError};
 use crate::experiments::diagram::packets_from_pcap;
+use crate::lab::IpVersion;
 
 /// How to print the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -16,11 +18,25 @@ pub enum Format {
     Json,
 }
 
-fn packets_cell(o: &Observation) -> String {
+/// The packets of a run over `version`, with that family's names for address resolution (ARP, NDP) and the
+/// port-unreachable error (ICMP, ICMPv6).
+fn packets_cell(o: &Observation, version: IpVersion) -> String {
+    let icmp = match version {
+        IpVersion::Ipv4 => "ICMP",
+        IpVersion::Ipv6 => "ICMPv6",
+    };
     match (o.packets, &o.packets_note) {
         (Some(p), _) => format!(
-            "{} pkts: SYN {} FIN {} RST {} ICMP-unreach {} UDP {} retrans {}",
-            p.total, p.syn, p.fin, p.rst, p.icmp_port_unreachable, p.udp, p.retransmissions
+            "{} pkts: {} {} SYN {} FIN {} RST {} {icmp}-unreach {} UDP {} retrans {}",
+            p.total,
+            version.neighbour_discovery(),
+            p.address_resolution,
+            p.syn,
+            p.fin,
+            p.rst,
+            p.icmp_port_unreachable,
+            p.udp,
+            p.retransmissions
         ),
         (None, Some(note)) => note.clone(),
         (None, None) => "-".into(),
@@ -48,13 +64,14 @@ pub fn render(comparisons: &[Comparison], format: Format) -> String {
                 for o in c.observations() {
                     let _ = writeln!(
                         out,
-                        "| {} | {} ({}) | {} | {} | {} |",
+                        "| {} ({}) | {} ({}) | {} | {} | {} |",
                         c.title,
+                        c.family,
                         o.stack,
                         o.network,
                         o.outcome.replace('|', "\\|"),
                         time_cell(o),
-                        packets_cell(o)
+                        packets_cell(o, c.family)
                     );
                 }
                 if c.differs {
@@ -70,7 +87,7 @@ pub fn render(comparisons: &[Comparison], format: Format) -> String {
         Format::Table => {
             let mut out = String::new();
             for c in comparisons {
-                let _ = writeln!(out, "{}", c.title);
+                let _ = writeln!(out, "{} ({})", c.title, c.family);
                 for o in c.observations() {
                     let _ = writeln!(
                         out,
@@ -79,7 +96,7 @@ pub fn render(comparisons: &[Comparison], format: Format) -> String {
                         o.network,
                         time_cell(o),
                         o.outcome,
-                        packets_cell(o)
+                        packets_cell(o, c.family)
                     );
                 }
                 if c.differs {
@@ -91,8 +108,10 @@ pub fn render(comparisons: &[Comparison], format: Format) -> String {
     }
 }
 
-/// Writes one ladder diagram per scenario and stack into `dir` (`<scenario>-<stack>.svg`), drawn from the
-/// runs' captures, each capture beside its picture (`.pcap`). Returns the diagrams written.
+/// Writes one ladder diagram per scenario, family and stack into `dir` (`<scenario>-<stack>-ipv4.svg`,
+/// `…-ipv6.svg`), drawn from the runs' captures, each capture beside its picture (`.pcap`). Returns the
+/// diagrams written. (The diagram decoder reads IPv4 only for now: an IPv6 run's picture has no arrows until it
+/// reads IPv6 too; its capture is complete.)
 pub fn write_diagrams(
     comparisons: &[Comparison],
     dir: &std::path::Path,
@@ -110,8 +129,9 @@ pub fn write_diagrams(
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_else(|| "scenario".into());
-            let path = dir.join(format!("{name}-{}.svg", o.stack));
-            let title = format!("{} — {} ({})", c.title, o.stack, o.network);
+            let family = c.family.name().to_ascii_lowercase();
+            let path = dir.join(format!("{name}-{}-{family}.svg", o.stack));
+            let title = format!("{} ({}) — {} ({})", c.title, c.family, o.stack, o.network);
             std::fs::write(
                 &path,
                 crate::experiments::diagram::ladder_svg(&title, &packets),

@@ -1,6 +1,33 @@
-//! The scenarios: the classic lab's questions, and a few more, that `compare` runs on every stack.
+//! The scenarios: the classic lab's questions, and a few more, that `compare` runs on every stack; and the IP
+//! families (`--family`) each runs over.
 
 use serde::Serialize;
+
+use crate::lab::IpVersion;
+
+/// Which families `compare` runs each scenario over (`--family 4|6|both`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Families {
+    /// IPv4 only.
+    #[value(name = "4")]
+    Ipv4,
+    /// IPv6 only.
+    #[value(name = "6")]
+    Ipv6,
+    /// IPv4, then IPv6.
+    Both,
+}
+
+impl Families {
+    /// The versions, IPv4 first.
+    pub fn versions(self) -> &'static [IpVersion] {
+        match self {
+            Families::Ipv4 => &[IpVersion::Ipv4],
+            Families::Ipv6 => &[IpVersion::Ipv6],
+            Families::Both => &IpVersion::BOTH,
+        }
+    }
+}
 
 /// The scenarios, in the order of the classic lab's questions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]

@@ -4,9 +4,11 @@ use std::time::Instant as WallInstant;
 
 use smoltalk_core::http::request::Method;
 
+use smoltcp::wire::IpAddress;
+
 use super::{
-    big_body, LabFetch, LabRequest, ProxyLab, CHUNKED_BODY, CLIENT_IP, ORIGIN_IP, ORIGIN_NAME,
-    ORIGIN_PORT, PROXY_IP, PROXY_PORT,
+    big_body, LabFetch, LabRequest, ProxyLab, CHUNKED_BODY, CLIENT_IP, ORIGIN_IP, ORIGIN_IPV6,
+    ORIGIN_NAME, ORIGIN_NAME_IPV6, ORIGIN_PORT, PROXY_IP, PROXY_IPV6, PROXY_PORT,
 };
 use crate::lab::checks::{sample_text, CheckResult, LabReport};
 use crate::lab::LinkFaults;
@@ -222,6 +224,26 @@ pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabRepo
         &|_, f| expect_status(&f[0], 403),
     )?;
 
+    // The origin over IPv6: by its literal, and by a name the proxy knows as an IPv6 address only. The first
+    // takes a second of virtual time: smoltcp's neighbour cache sends at most one request a second per
+    // interface, ARP and NDP alike, and the proxy's node sent its ARP request for the origin a few virtual
+    // milliseconds before; its socket waits a second (smoltcp's discovery silence) before it tries NDP.
+    let literal = format!("http://[{ORIGIN_IPV6}]/");
+    check(
+        &mut lab,
+        "proxy: GET an IPv6 origin by its literal",
+        vec![vec![LabRequest::get(&literal)]],
+        &|lab, f| over_ipv6(lab, &f[0], &format!("[{ORIGIN_IPV6}]")),
+    )?;
+    check(
+        &mut lab,
+        "proxy: GET a name known as IPv6",
+        vec![vec![LabRequest::get(&format!(
+            "http://{ORIGIN_NAME_IPV6}/"
+        ))]],
+        &|lab, f| over_ipv6(lab, &f[0], ORIGIN_NAME_IPV6),
+    )?;
+
     // Lose every 50th frame on the proxy's way out (2 %): TCP retransmits, the body still arrives whole.
     let proxy_node = lab.proxy_node;
     lab.lab.set_faults(
@@ -275,7 +297,7 @@ pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabRepo
     let link = lab.lab.link_stats();
     Ok(LabReport {
         title: format!(
-            "smoltalk lab: proxy node {PROXY_IP}:{PROXY_PORT} (4 connections) between client {CLIENT_IP} and origin {ORIGIN_NAME} ({ORIGIN_IP}:{ORIGIN_PORT})"
+            "smoltalk lab: proxy node {PROXY_IP}:{PROXY_PORT} (4 connections) between client {CLIENT_IP} and origin {ORIGIN_NAME} ({ORIGIN_IP}:{ORIGIN_PORT}; {ORIGIN_NAME_IPV6} and [{ORIGIN_IPV6}]:{ORIGIN_PORT} over IPv6)"
         ),
         checks,
         packets: link.frames,
@@ -283,6 +305,36 @@ pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabRepo
         virtual_time: lab.lab.now() - start,
         wall_time: wall.elapsed(),
     })
+}
+
+/// Whether `fetch` got the page, and the origin saw the request come from the proxy's IPv6 address with
+/// `Host: host`.
+fn over_ipv6(lab: &ProxyLab, fetch: &LabFetch, host: &str) -> Verdict {
+    let Some(r) = fetch.responses.first() else {
+        return Verdict::Failed("no response".into());
+    };
+    let Some(seen) = lab.origin.seen.last() else {
+        return Verdict::Failed("the origin saw nothing".into());
+    };
+    let from_ipv6 = seen
+        .from
+        .is_some_and(|from| from.addr == IpAddress::Ipv6(PROXY_IPV6));
+    match (
+        r.status,
+        seen.line == "GET / HTTP/1.1",
+        seen.host.as_deref() == Some(host),
+        from_ipv6,
+    ) {
+        (200, true, true, true) => Verdict::Held(format!(
+            "200, {} bytes; origin saw \"{}\" with Host: {host} from {}",
+            r.body.len(),
+            seen.line,
+            seen.from
+                .map_or("?".into(), |e| std::net::SocketAddr::from((e.addr, e.port))
+                    .to_string())
+        )),
+        _ => Verdict::Failed(format!("status {}, origin saw {seen:?}", r.status)),
+    }
 }
 
 fn expect_status(fetch: &LabFetch, status: u16) -> Verdict {

@@ -1,5 +1,7 @@
 //! The proxy in the lab: a client node (10.0.2.2) fetches through the smoltcp proxy on a proxy node
 //! (10.0.2.15:8080) from a small HTTP origin on an origin node (10.0.2.80:80), all on the lab's virtual segment.
+//! The proxy and origin nodes are dual-stack (fd00:2::15, fd00:2::80), so the proxy reaches the origin over
+//! IPv6 too: by its literal `http://[fd00:2::80]/` or by a name it knows as an IPv6 address.
 //!
 //! - [`LabOrigin`]: the origin, a few smoltcp sockets answering fixed paths (a page, 1 MiB, a chunked body, an
 //!   echo of POST bodies), remembering each request line and `Via` it saw.
@@ -11,10 +13,11 @@ use std::net::IpAddr;
 
 use smoltalk_core::proxy::{Limits, ProxyPolicy};
 use smoltcp::time::Duration;
-use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Cidr};
 
 use crate::lab::Lab;
 use crate::proxy::node::{SmoltcpProxy, SmoltcpProxyError};
+use crate::stack::addressing::{Addressing, Family};
 use crate::stack::network::{drive_each_packet, earliest, Network, NetworkError, NodeId, Step};
 
 mod checks;
@@ -35,11 +38,44 @@ pub const ORIGIN_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 80);
 pub const PROXY_PORT: u16 = 8080;
 /// The origin's port.
 pub const ORIGIN_PORT: u16 = 80;
+/// The proxy node's IPv6 address.
+pub const PROXY_IPV6: Ipv6Address = Ipv6Address::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x15);
+/// The origin node's IPv6 address.
+pub const ORIGIN_IPV6: Ipv6Address = Ipv6Address::new(0xfd00, 2, 0, 0, 0, 0, 0, 0x80);
 /// The origin's name, known to the proxy through its static names (the lab has no DNS server).
 pub const ORIGIN_NAME: &str = "origin.lab";
+/// A second name of the origin, known to the proxy as its IPv6 address only.
+pub const ORIGIN_NAME_IPV6: &str = "origin6.lab";
 
-/// The lab segment, the only place the lab proxy may connect to.
-const LAB_SEGMENT: Ipv4Cidr = Ipv4Cidr::new(Ipv4Address::new(10, 0, 2, 0), 24);
+/// The lab segment, the only place the lab proxy may connect to: its IPv4 subnet and its IPv6 prefix.
+const LAB_SEGMENT: [IpCidr; 2] = [
+    IpCidr::Ipv4(Ipv4Cidr::new(Ipv4Address::new(10, 0, 2, 0), 24)),
+    IpCidr::Ipv6(Ipv6Cidr::new(
+        Ipv6Address::new(0xfd00, 2, 0, 0, 0, 0, 0, 0),
+        64,
+    )),
+];
+
+/// The proxy's static names (what `--resolve` gives the command): [`ORIGIN_NAME`] as IPv4,
+/// [`ORIGIN_NAME_IPV6`] as IPv6.
+const STATIC_NAMES: [(&str, IpAddr); 2] = [
+    (ORIGIN_NAME, IpAddr::V4(ORIGIN_IP)),
+    (ORIGIN_NAME_IPV6, IpAddr::V6(ORIGIN_IPV6)),
+];
+
+/// A lab node's addresses: `v4`/24, and `v6`/64 if given; no gateway (the segment is one link).
+fn lab_addressing(v4: Ipv4Address, v6: Option<Ipv6Address>) -> Addressing {
+    Addressing {
+        ipv4: Some(Family {
+            cidr: Ipv4Cidr::new(v4, 24),
+            gateway: None,
+        }),
+        ipv6: v6.map(|v6| Family {
+            cidr: Ipv6Cidr::new(v6, 64),
+            gateway: None,
+        }),
+    }
+}
 
 /// Three nodes: a client, the proxy, an origin.
 pub struct ProxyLab {
@@ -61,13 +97,14 @@ pub struct ProxyLab {
 }
 
 impl ProxyLab {
-    /// A lab whose proxy has `connections` connections, knows [`ORIGIN_NAME`], and may connect only inside
-    /// the lab's 10.0.2.0/24.
+    /// A lab whose proxy has `connections` connections, knows [`ORIGIN_NAME`] and [`ORIGIN_NAME_IPV6`], and
+    /// may connect only inside the lab's 10.0.2.0/24 and fd00:2::/64.
     pub fn new(connections: usize) -> Result<ProxyLab, SmoltcpProxyError> {
         let mut lab = Lab::default();
         let client = lab.add_node("client", IpCidr::new(CLIENT_IP.into(), 24));
-        let proxy_node = lab.add_node("proxy", IpCidr::new(PROXY_IP.into(), 24));
-        let origin_node = lab.add_node("origin", IpCidr::new(ORIGIN_IP.into(), 24));
+        let proxy_node = lab.add_node_with("proxy", &lab_addressing(PROXY_IP, Some(PROXY_IPV6)));
+        let origin_node =
+            lab.add_node_with("origin", &lab_addressing(ORIGIN_IP, Some(ORIGIN_IPV6)));
         let limits = Limits {
             max_connections: connections,
             timeout: Duration::from_secs(10),
@@ -86,9 +123,9 @@ impl ProxyLab {
             proxy,
             policy: ProxyPolicy {
                 allow_clients: &[],
-                allow_destinations: &[IpCidr::Ipv4(LAB_SEGMENT)],
+                allow_destinations: &LAB_SEGMENT,
                 connect_ports: &[443],
-                static_names: &[(ORIGIN_NAME, IpAddr::V4(ORIGIN_IP))],
+                static_names: &STATIC_NAMES,
                 pseudonym: "smoltalk-lab",
             },
             origin,

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use smoltalk_core::http::MAX_HEADERS;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
+use smoltcp::wire::IpEndpoint;
 
 use crate::lab::checks::sample_text;
 use crate::stack::node::Node;
@@ -26,6 +27,10 @@ pub struct SeenRequest {
     pub line: String,
     /// The `Via` header, if any.
     pub via: Option<String>,
+    /// The `Host` header, if any.
+    pub host: Option<String>,
+    /// Where the request came from (the proxy's address and port, of the family it connected over).
+    pub from: Option<IpEndpoint>,
 }
 
 struct OriginSlot {
@@ -98,7 +103,9 @@ impl LabOrigin {
                 continue;
             }
             let available = socket.peek_slice(&mut self.scratch).unwrap_or(0);
-            let Some((request, used, close)) = answer(&self.scratch[..available], &mut self.seen)
+            let from = socket.remote_endpoint();
+            let Some((request, used, close)) =
+                answer(&self.scratch[..available], from, &mut self.seen)
             else {
                 if !socket.may_recv() && socket.recv_queue() == 0 {
                     socket.close();
@@ -136,9 +143,14 @@ impl LabOrigin {
     }
 }
 
-/// Parses one whole request at the start of `bytes` and builds its reply: `(reply, bytes used, close after)`.
+/// Parses one whole request at the start of `bytes` (sent from `from`) and builds its reply: `(reply, bytes
+/// used, close after)`.
 /// `None` until the request (head and body) is whole.
-fn answer(bytes: &[u8], seen: &mut Vec<SeenRequest>) -> Option<(Vec<u8>, usize, bool)> {
+fn answer(
+    bytes: &[u8],
+    from: Option<IpEndpoint>,
+    seen: &mut Vec<SeenRequest>,
+) -> Option<(Vec<u8>, usize, bool)> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let head_len = match request.parse(bytes) {
@@ -171,6 +183,8 @@ fn answer(bytes: &[u8], seen: &mut Vec<SeenRequest>) -> Option<(Vec<u8>, usize, 
     seen.push(SeenRequest {
         line: format!("{method} {path} HTTP/1.{}", request.version.unwrap_or(1)),
         via: header("via"),
+        host: header("host"),
+        from,
     });
     let body = &bytes[head_len..head_len + length];
     let (status, extra, content): (&str, &str, Vec<u8>) = match (method, path) {
