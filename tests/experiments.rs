@@ -286,10 +286,8 @@ fn compares_lab_runs_are_the_same_every_time() {
     assert_eq!(a, b);
 }
 
-/// `compare --diagram DIR`: one well-formed SVG per scenario, family and stack, each beside its capture; an
-/// IPv4 one has one arrow per packet of its capture (as tshark counts them), an IPv6 one's capture holds the
-/// run's IPv6 packets. (The diagram decoder reads IPv4 only for now; its IPv6 support is being added
-/// elsewhere: then an IPv6 diagram's arrows can be held to its capture as an IPv4 one's are.)
+/// `compare --diagram DIR`: one well-formed SVG per scenario, family and stack, each beside its capture, with
+/// one arrow per packet of its capture (IPv4 and ARP, or IPv6 with its NDP and ICMPv6, as tshark counts them).
 #[test]
 #[cfg_attr(smoltalk_no_tshark, ignore = "needs tshark")]
 fn diagrams_have_one_arrow_per_captured_packet() {
@@ -332,6 +330,7 @@ fn diagrams_have_one_arrow_per_captured_packet() {
                 "{}: {ipv6} of {all}",
                 svg.display()
             );
+            assert_eq!(arrows, ipv6.min(400), "{}", svg.display());
         } else {
             // tshark's count of the IPv4 and ARP packets in the capture the picture was drawn from.
             let packets = tshark_fields(&pcap, "ip || arp", &["frame.number"]).len();
