@@ -326,7 +326,7 @@ fn datagram_larger_than_a_packet_not_sent(
         check.passed &= check.packets == 0 && before == after;
         let _ = write!(
             check.detail,
-            "; {} frames left the client, the server saw {} request(s) (no IPv6 fragmentation in this build)",
+            "; {} frames left the client, the server saw {} request(s) (smoltcp 0.14 does not fragment IPv6)",
             check.packets,
             match (before, after) {
                 (Some(b), Some(a)) => (a.answered + a.oversized + a.unsendable)
