@@ -279,7 +279,19 @@ fn curl_through_the_smoltcp_proxy_to_an_ipv6_origin_and_an_aaaa_only_name() {
         net.command("python3", &["-c", PY_ORIGIN, "fd00:2::2"]),
         "python origin on fd00:2::2",
     );
-    let (_dns, queries) = start_dns(&ns, "10.0.2.2", &["v6only.test=fd00:2::2"]);
+    let (_origin4, origin4_port) = start_server(
+        net.command("python3", &["-c", PY_ORIGIN, "10.0.2.2"]),
+        "python origin on 10.0.2.2",
+    );
+    let (_dns, queries) = start_dns(
+        &ns,
+        "10.0.2.2",
+        &[
+            "v6only.test=fd00:2::2",
+            "v4only.test=10.0.2.2",
+            "v4only.test=noaaaa",
+        ],
+    );
     let args = [
         "proxy",
         "--stack",
@@ -302,6 +314,25 @@ fn curl_through_the_smoltcp_proxy_to_an_ipv6_origin_and_an_aaaa_only_name() {
     }
     let asked = queries.lock().unwrap().clone();
     assert!(asked.contains("query v6only.test AAAA\n"), "{asked}");
+    // A DNS server that never answers AAAA for a name: its A answer is used after a short grace, not after
+    // smoltcp's DNS timeout (10 s, past the proxy's --timeout of 5 s).
+    let started = std::time::Instant::now();
+    let out = curl_ok(
+        &proxy,
+        &[&format!("http://v4only.test:{origin4_port}/small")],
+    );
+    assert_eq!(stdout(&out), SMALL);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?} for a name whose AAAA query goes unanswered",
+        started.elapsed()
+    );
+    // A v4-mapped address is the IPv4 origin it stands for.
+    let out = curl_ok(
+        &proxy,
+        &[&format!("http://[::ffff:10.0.2.2]:{origin4_port}/small")],
+    );
+    assert_eq!(stdout(&out), SMALL);
     let log = proxy.wait_log(&["(from [fd00:2::2]:"]);
     assert!(
         log.contains("From fd00:2::2 Request GET http://v6only.test:"),
@@ -321,11 +352,13 @@ fn curl_through_the_smoltcp_proxy_to_an_ipv6_origin_and_an_aaaa_only_name() {
         &[&format!("http://[fd00:2::2]:{origin_port}/small")],
     );
     assert_eq!(stdout(&out), SMALL);
-    let out = curl_ok(
-        &proxy,
-        &["-i", &format!("http://10.0.2.2:{origin_port}/small")],
-    );
-    assert_error_page(&out.stdout, "403 Forbidden");
+    for ipv4 in ["10.0.2.2", "[::ffff:10.0.2.2]"] {
+        let out = curl_ok(
+            &proxy,
+            &["-i", &format!("http://{ipv4}:{origin4_port}/small")],
+        );
+        assert_error_page(&out.stdout, "403 Forbidden");
+    }
 }
 
 /// `/etc/netns/NAME/hosts`, which `ip netns exec NAME` puts in place of `/etc/hosts` for what it runs; removed
@@ -389,6 +422,10 @@ fn curl_through_the_kernel_proxy_to_an_ipv6_origin_and_a_name_with_only_an_ipv6_
             let out = curl_ok(&proxy, &[&url]);
             assert_eq!(stdout(&out), SMALL, "{url} {design:?}");
         }
+        // ::1/128 speaks for IPv6 only: the IPv4 origin, even written v4-mapped, is 403.
+        let mapped = format!("http://[::ffff:127.0.0.1]:{origin_port}/small");
+        let out = curl_ok(&proxy, &["-i", &mapped]);
+        assert_error_page(&out.stdout, "403 Forbidden");
         // Its own address and port: 508.
         let own = format!("http://[::1]:{}/", proxy.port);
         let out = curl_ok(&proxy, &["-i", &own]);

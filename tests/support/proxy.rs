@@ -175,8 +175,9 @@ srv.serve_forever()
 
 /// A DNS server for the tests: listens on UDP port 53 of the address given first (IPv4 or IPv6), answers A
 /// queries for the names given as `NAME=IPv4` arguments and AAAA queries for those given as `NAME=IPv6` (a name
-/// may be given twice, once of each family), no records (NODATA) for a known name's other family, NXDOMAIN for
-/// anything else, and prints `query NAME` (`query NAME AAAA` for AAAA) for each query.
+/// may be given twice, once of each family), no records (NODATA) for a known name's other family, no answer at
+/// all to AAAA queries for a name also given as `NAME=noaaaa` (a server that drops them), NXDOMAIN for anything
+/// else, and prints `query NAME` (`query NAME AAAA` for AAAA) for each query.
 pub const PY_DNS: &str = r#"
 import socket, sys
 names = {}
@@ -197,10 +198,12 @@ while True:
     aaaa = qtype == b'\x00\x1c'
     print('query', name + (' AAAA' if aaaa else ''), flush=True)
     ips = names.get(name)
+    if ips is not None and aaaa and 'noaaaa' in ips:
+        continue
     if ips is None:
         r = q[:2] + b'\x81\x83\x00\x01\x00\x00\x00\x00\x00\x00' + q[12:qend]
     else:
-        want = [ip for ip in ips if (':' in ip) == aaaa] if qtype in (b'\x00\x01', b'\x00\x1c') else []
+        want = [ip for ip in ips if ip != 'noaaaa' and (':' in ip) == aaaa] if qtype in (b'\x00\x01', b'\x00\x1c') else []
         answers = b''
         for ip in want:
             data = socket.inet_pton(socket.AF_INET6, ip) if aaaa else socket.inet_aton(ip)

@@ -101,7 +101,11 @@ fn allows(list: &[IpCidr], address: IpAddr) -> bool {
 fn contains(cidr: &IpCidr, address: IpAddr) -> bool {
     match (cidr, address) {
         #[cfg(feature = "ipv6")]
-        (IpCidr::Ipv6(cidr), IpAddr::V6(v6)) => cidr.contains_addr(&v6),
+        // A v4-mapped address is an IPv4 peer or destination: only IPv4 CIDRs speak for it (`::/0` is not a
+        // way around an IPv4 list).
+        (IpCidr::Ipv6(cidr), IpAddr::V6(v6)) => {
+            v6.to_ipv4_mapped().is_none() && cidr.contains_addr(&v6)
+        }
         (IpCidr::Ipv4(cidr), address) => ipv4_of(address).is_some_and(|v4| cidr.contains_addr(&v4)),
         #[cfg(feature = "ipv6")]
         (IpCidr::Ipv6(_), IpAddr::V4(_)) => false,
@@ -204,6 +208,20 @@ mod tests {
             Err(ProxyError::DestinationNotAllowed)
         );
         assert_eq!(policy.check_destination(ula), Ok(()));
+        // ::/0 allows every IPv6 address, but not an IPv4 one written v4-mapped.
+        let any_v6 = [IpCidr::Ipv6(Ipv6Cidr::new("::".parse().unwrap(), 0))];
+        let v6_only = ProxyPolicy {
+            allow_destinations: &any_v6,
+            ..policy
+        };
+        assert_eq!(
+            v6_only.check_destination("2001:db8::1".parse().unwrap()),
+            Ok(())
+        );
+        assert_eq!(
+            v6_only.check_destination("::ffff:127.0.0.1".parse().unwrap()),
+            Err(ProxyError::DestinationNotAllowed)
+        );
         assert_eq!(policy.static_address("V6ONLY.test"), Some(ula));
     }
 }

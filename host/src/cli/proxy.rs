@@ -70,7 +70,6 @@ pub(super) fn proxy(args: ProxyArgs) -> Result<(), String> {
         announce("proxy", proxy.local_addr(), "kernel stack");
         return proxy.serve().map_err(|e| e.to_string());
     };
-    let mut net = open_device(&args.stack, kind)?;
     // The IPv4 gateway, else the IPv6 one; none: no DNS server to ask.
     let dns = config
         .system_dns
@@ -79,6 +78,10 @@ pub(super) fn proxy(args: ProxyArgs) -> Result<(), String> {
                 .or_else(|| addressing.gateways().next().map(IpAddr::from))
         })
         .flatten();
+    if let Some(dns) = dns {
+        addressing.check_reachable(dns.into(), &format!("--dns {dns}"))?;
+    }
+    let mut net = open_device(&args.stack, kind)?;
     let mut proxy = SmoltcpProxy::new(net.node_mut(), args.port, config.limits, dns)
         .map_err(|e| e.to_string())?;
     announce(

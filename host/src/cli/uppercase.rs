@@ -206,18 +206,14 @@ fn smoltcp_server(
     timeout: Duration,
 ) -> Result<IpEndpoint, String> {
     let addressing = args.stack.addressing().map_err(|e| e.to_string())?;
-    let reachable = |ip: &IpAddress| match ip {
-        IpAddress::Ipv4(_) => addressing.ipv4.is_some(),
-        IpAddress::Ipv6(_) => addressing.ipv6.is_some(),
-    };
     if let Some(ip) = address_literal(&args.host) {
+        let ip = match ip {
+            // A v4-mapped address is the IPv4 server it stands for.
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            ip => ip,
+        };
         let ip = IpAddress::from(ip);
-        if !reachable(&ip) {
-            return Err(format!(
-                "{ip} is {}, but smoltcp has no address of that family here (see --ip)",
-                family_name(&ip)
-            ));
-        }
+        addressing.check_reachable(ip, &ip.to_string())?;
         return Ok(IpEndpoint::new(ip, args.port));
     }
     let server = args
@@ -230,6 +226,7 @@ fn smoltcp_server(
                 args.host
             )
         })?;
+    addressing.check_reachable(server, &format!("DNS server {server}"))?;
     // A client's short UDP timeout (1 s a try) is not a DNS server's: at least 5 s.
     let deadline = net.now() + timeout.max(Duration::from_secs(5));
     let lookup = NameLookup::start(net.node_mut(), server, &args.host, deadline)
@@ -253,7 +250,7 @@ fn smoltcp_server(
         }
     })
     .map_err(|e| e.to_string())??;
-    let Some(&ip) = found.iter().find(|ip| reachable(ip)) else {
+    let Some(&ip) = found.iter().find(|&&ip| addressing.has_family_of(ip)) else {
         let all: Vec<String> = found.iter().map(ToString::to_string).collect();
         return Err(format!(
             "{} is {}, but smoltcp has no address of that family here (see --ip)",
@@ -286,13 +283,6 @@ fn address_literal(host: &str) -> Option<IpAddr> {
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     bare.parse().ok()
-}
-
-fn family_name(ip: &IpAddress) -> &'static str {
-    match ip {
-        IpAddress::Ipv4(_) => "IPv4",
-        IpAddress::Ipv6(_) => "IPv6",
-    }
 }
 
 pub(super) fn tcp_client(args: ClientArgs) -> Result<(), CliError> {

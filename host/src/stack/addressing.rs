@@ -56,6 +56,13 @@ pub enum AddressingError {
         /// The family.
         family: &'static str,
     },
+    /// An address a node cannot have as its own (smoltcp takes unicast addresses only).
+    NotOwnable {
+        /// The address and prefix given.
+        cidr: IpCidr,
+        /// What it is instead ("multicast", "the unspecified address", …).
+        what: &'static str,
+    },
     /// A gateway of a family the node has no address of.
     GatewayWithoutAddress {
         /// The gateway.
@@ -69,6 +76,11 @@ impl fmt::Display for AddressingError {
             AddressingError::TwoOfOneFamily { family, first, second } => write!(
                 f,
                 "--ip {first} and --ip {second} are both {family}: give at most one address of each family"
+            ),
+            AddressingError::NotOwnable { cidr, what } => write!(
+                f,
+                "--ip {cidr}: {} is {what}, not an address a host can have as its own",
+                cidr.address()
             ),
             AddressingError::TwoGateways { family } => {
                 write!(f, "two {family} --gateway options: give at most one of each family")
@@ -84,6 +96,23 @@ impl fmt::Display for AddressingError {
 }
 
 impl std::error::Error for AddressingError {}
+
+/// Why `address` cannot be a host's own, if it cannot.
+fn not_ownable(address: IpAddress) -> Option<&'static str> {
+    match address {
+        IpAddress::Ipv4(v4) if v4.is_unspecified() => Some("the unspecified address"),
+        IpAddress::Ipv4(v4) if v4.is_loopback() => Some("a loopback address"),
+        IpAddress::Ipv4(v4) if v4.is_multicast() => Some("a multicast address"),
+        IpAddress::Ipv4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+        IpAddress::Ipv6(v6) if v6.is_unspecified() => Some("the unspecified address"),
+        IpAddress::Ipv6(v6) if v6.is_loopback() => Some("the loopback address"),
+        IpAddress::Ipv6(v6) if v6.is_multicast() => Some("a multicast address"),
+        IpAddress::Ipv6(v6) if v6.to_ipv4_mapped().is_some() => {
+            Some("an IPv4-mapped address (give the IPv4 address itself)")
+        }
+        _ => None,
+    }
+}
 
 fn family_name(ip: IpAddr) -> &'static str {
     match ip {
@@ -114,6 +143,9 @@ impl Addressing {
         let mut ipv4: Option<Ipv4Cidr> = None;
         let mut ipv6: Option<Ipv6Cidr> = None;
         for &cidr in cidrs {
+            if let Some(what) = not_ownable(cidr.address()) {
+                return Err(AddressingError::NotOwnable { cidr, what });
+            }
             let (family, first) = match cidr {
                 IpCidr::Ipv4(v4) => ("IPv4", ipv4.replace(v4).map(IpCidr::Ipv4)),
                 IpCidr::Ipv6(v6) => ("IPv6", ipv6.replace(v6).map(IpCidr::Ipv6)),
@@ -184,6 +216,25 @@ impl Addressing {
             }
         }
         addressing
+    }
+
+    /// Whether the node has an address of `ip`'s family (and so can reach it at all).
+    pub fn has_family_of(&self, ip: IpAddress) -> bool {
+        match ip {
+            IpAddress::Ipv4(_) => self.ipv4.is_some(),
+            IpAddress::Ipv6(_) => self.ipv6.is_some(),
+        }
+    }
+
+    /// `Err` with a sentence if the node cannot reach `ip` (`what` names it: "--dns 10.0.2.2", "fd00:2::2").
+    pub fn check_reachable(&self, ip: IpAddress, what: &str) -> Result<(), String> {
+        match self.has_family_of(ip) {
+            true => Ok(()),
+            false => Err(format!(
+                "{what} is {}, but smoltcp has no address of that family here (see --ip)",
+                family_name(ip.into())
+            )),
+        }
     }
 
     /// The node's addresses and prefixes, IPv4 first.
@@ -312,6 +363,17 @@ mod tests {
             stray.to_string(),
             "--gateway fd00:2::2 is IPv6, but no IPv6 --ip was given"
         );
+        for (bad, what) in [
+            ("ff02::1/64", "ff02::1 is a multicast address"),
+            ("::/64", ":: is the unspecified address"),
+            ("::1/128", "::1 is the loopback address"),
+            ("::ffff:10.0.2.15/96", "is an IPv4-mapped address"),
+            ("224.0.0.1/24", "224.0.0.1 is a multicast address"),
+            ("127.0.0.1/8", "127.0.0.1 is a loopback address"),
+        ] {
+            let error = Addressing::new(&[cidr(bad)], &[]).unwrap_err().to_string();
+            assert!(error.contains(what), "{bad}: {error}");
+        }
         let gateways: Vec<IpAddr> = vec!["10.0.2.2".parse().unwrap(), "10.0.2.3".parse().unwrap()];
         assert_eq!(
             Addressing::new(&[], &gateways).unwrap_err(),

@@ -1,10 +1,11 @@
 //! [`NameLookup`]: a server name looked up through a smoltcp DNS socket of a node, for the smoltcp clients
 //! (`tcp-client --stack tun NAME PORT`). It asks for A and AAAA records at once and is over when both answers
-//! are in (or the deadline passes); the addresses of the answer that came first come first, as the proxy's
-//! lookups in the core order them.
+//! are in, [`SECOND_ANSWER_GRACE`] after the first answer with addresses, or at the deadline; the addresses of
+//! the answer that came first come first, as the proxy's lookups in the core order them.
 
 use std::fmt;
 
+use smoltalk_core::proxy::server::SECOND_ANSWER_GRACE;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::dns;
 use smoltcp::time::Instant;
@@ -74,6 +75,8 @@ pub struct NameLookup {
     queries: [Asked; 2],
     found: Vec<IpAddress>,
     deadline: Instant,
+    /// When the first answer with addresses came.
+    first_at: Option<Instant>,
 }
 
 impl NameLookup {
@@ -83,7 +86,7 @@ impl NameLookup {
         server: IpAddress,
         name: &str,
         deadline: Instant,
-    ) -> Result<NameLookup, NameLookupError> {
+    ) -> Result<Box<NameLookup>, NameLookupError> {
         let socket = node
             .sockets
             .add(dns::Socket::new(&[server], vec![None, None]));
@@ -102,28 +105,33 @@ impl NameLookup {
                 })?;
             *asked = Asked::Waiting(handle);
         }
-        Ok(NameLookup {
+        Ok(Box::new(NameLookup {
             socket,
             server,
             name: name.to_owned(),
             queries,
             found: Vec::new(),
             deadline,
-        })
+            first_at: None,
+        }))
     }
 
-    /// When the lookup must be polled again at the latest (its deadline).
+    /// When the lookup must be polled again at the latest (its deadline, or the end of the grace for the
+    /// second answer).
     pub fn poll_at(&self) -> Instant {
-        self.deadline
+        match self.first_at {
+            Some(at) => self.deadline.min(at + SECOND_ANSWER_GRACE),
+            None => self.deadline,
+        }
     }
 
     /// `Err(self)` while the answers are still coming; then the addresses found, first answer first, or why there
     /// are none. The DNS socket is removed from the node once the lookup is over (the lookup is consumed).
     pub fn poll(
-        mut self,
+        mut self: Box<Self>,
         node: &mut Node,
         now: Instant,
-    ) -> Result<Result<Vec<IpAddress>, NameLookupError>, NameLookup> {
+    ) -> Result<Result<Vec<IpAddress>, NameLookupError>, Box<NameLookup>> {
         let dns = node.sockets.get_mut::<dns::Socket>(self.socket);
         for asked in &mut self.queries {
             if let Asked::Waiting(handle) = *asked {
@@ -141,8 +149,11 @@ impl NameLookup {
             .queries
             .iter()
             .any(|asked| matches!(asked, Asked::Waiting(_)));
-        // Past the deadline, what came in is enough.
-        if waiting && now < self.deadline {
+        if !self.found.is_empty() {
+            self.first_at.get_or_insert(now);
+        }
+        // Past the deadline, or the grace after a first answer, what came in is enough.
+        if waiting && now < self.poll_at() {
             return Err(self);
         }
         for asked in self.queries {
@@ -151,17 +162,16 @@ impl NameLookup {
             }
         }
         node.sockets.remove(self.socket);
-        let name = self.name;
-        Ok(match (self.found.is_empty(), waiting) {
-            (false, _) => Ok(self.found),
-            (true, true) => Err(NameLookupError::TimedOut {
-                name,
-                server: self.server,
-            }),
-            (true, false) => Err(NameLookupError::NoAddress {
-                name,
-                server: self.server,
-            }),
+        let NameLookup {
+            name,
+            server,
+            found,
+            ..
+        } = *self;
+        Ok(match (found.is_empty(), waiting) {
+            (false, _) => Ok(found),
+            (true, true) => Err(NameLookupError::TimedOut { name, server }),
+            (true, false) => Err(NameLookupError::NoAddress { name, server }),
         })
     }
 }

@@ -4,18 +4,29 @@
 //! smoltcp's DNS code is linked in.
 //!
 //! With the crate's `ipv6` feature a lookup asks for the name's A and AAAA records at once (two queries of the DNS
-//! socket) and is over when both are: the addresses of the answer that came first are tried first, those of the
-//! other after them, so a name with only AAAA records (or only A) is found, and the proxy's `--allow-dest` can
-//! pick whichever family it allows. Without it, a lookup asks for A records alone.
+//! socket) and is over when both are, or [`SECOND_ANSWER_GRACE`] after the first answer with addresses (a server
+//! that drops AAAA queries must not cost smoltcp's whole DNS timeout): the addresses of the answer that came
+//! first are tried first, those of the other after them, so a name with only AAAA records (or only A) is found,
+//! and the proxy's `--allow-dest` can pick whichever family it allows. Without it, a lookup asks for A records
+//! alone.
 
 use core::net::IpAddr;
 
 use smoltcp::iface::{Context, SocketHandle, SocketSet};
-
-/// The most addresses a lookup keeps from its first answer while it waits for the second (more are dropped:
-/// smoltcp keeps only `DNS_MAX_RESULT_COUNT` of an answer's records anyway, one unless a feature raises it).
 #[cfg(all(feature = "dns", feature = "ipv6"))]
-const KEPT: usize = 2;
+use smoltcp::time::Duration;
+use smoltcp::time::Instant;
+
+/// How long a lookup waits for its second answer once the first brought addresses (RFC 8305's "resolution delay"
+/// is 50 ms; the server answers both queries at once, so a second answer later than this is not coming soon).
+#[cfg(all(feature = "dns", feature = "ipv6"))]
+pub const SECOND_ANSWER_GRACE: Duration = Duration::from_millis(50);
+
+/// The most addresses a lookup keeps of its two answers (as many as the engine tries; more are dropped, the
+/// second answer's first: smoltcp keeps only `DNS_MAX_RESULT_COUNT` of an answer's records anyway, one unless a
+/// feature raises it).
+#[cfg(all(feature = "dns", feature = "ipv6"))]
+const KEPT: usize = crate::proxy::engine::MAX_CANDIDATES;
 
 /// One of a lookup's queries.
 #[cfg(feature = "dns")]
@@ -34,9 +45,23 @@ pub(super) struct Query {
     a: Asked,
     #[cfg(feature = "ipv6")]
     aaaa: Asked,
-    /// The addresses of the first answer, kept until the other is in.
+    /// The addresses of the answers so far, first answer first, kept until the lookup is over.
     #[cfg(feature = "ipv6")]
     first: [Option<IpAddr>; KEPT],
+    /// When the first answer with addresses came (the second is waited for until [`SECOND_ANSWER_GRACE`] later).
+    #[cfg(feature = "ipv6")]
+    first_at: Option<Instant>,
+}
+
+impl Query {
+    /// When the lookup must be polled at the latest, without news from the DNS socket: the end of the grace
+    /// for the second answer, once the first is in.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        #[cfg(all(feature = "dns", feature = "ipv6"))]
+        return self.first_at.map(|at| at + SECOND_ANSWER_GRACE);
+        #[cfg(not(all(feature = "dns", feature = "ipv6")))]
+        return None;
+    }
 }
 
 /// A lookup under way (none can be, without the `dns` feature).
@@ -104,6 +129,8 @@ impl Lookups {
             aaaa: Asked::Waiting(aaaa),
             #[cfg(feature = "ipv6")]
             first: [None; KEPT],
+            #[cfg(feature = "ipv6")]
+            first_at: None,
         })
     }
 
@@ -125,6 +152,7 @@ impl Lookups {
         &self,
         sockets: &mut SocketSet<'_>,
         query: &mut Query,
+        #[cfg_attr(not(feature = "ipv6"), allow(unused_variables))] now: Instant,
         found: &'a mut heapless::Vec<IpAddr, N>,
     ) -> Answer<'a> {
         use smoltcp::socket::dns;
@@ -147,7 +175,12 @@ impl Lookups {
         };
         #[cfg(feature = "ipv6")]
         {
-            let Query { a, aaaa, first } = query;
+            let Query {
+                a,
+                aaaa,
+                first,
+                first_at,
+            } = query;
             let mut keep = |ip: IpAddr| {
                 if let Some(free) = first.iter_mut().find(|slot| slot.is_none()) {
                     *free = Some(ip);
@@ -156,7 +189,20 @@ impl Lookups {
             // An answer kept in an earlier poll stays first; two in the same poll: A first.
             take(a, &mut keep);
             take(aaaa, &mut keep);
-            if matches!(a, Asked::Waiting(_)) || matches!(aaaa, Asked::Waiting(_)) {
+            let waiting = matches!(a, Asked::Waiting(_)) || matches!(aaaa, Asked::Waiting(_));
+            if waiting && first[0].is_some() {
+                let since = *first_at.get_or_insert(now);
+                if now < since + SECOND_ANSWER_GRACE {
+                    return Answer::Pending;
+                }
+                // The grace is over: what came in is the answer, and the other query is given up.
+                for asked in [a, aaaa] {
+                    if let Asked::Waiting(handle) = *asked {
+                        socket.cancel_query(handle);
+                        *asked = Asked::Over;
+                    }
+                }
+            } else if waiting {
                 return Answer::Pending;
             }
             for ip in first.iter().flatten() {
@@ -184,6 +230,7 @@ impl Lookups {
         &self,
         _sockets: &mut SocketSet<'_>,
         query: &mut Query,
+        _now: Instant,
         _found: &'a mut heapless::Vec<IpAddr, N>,
     ) -> Answer<'a> {
         match *query {}

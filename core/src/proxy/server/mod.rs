@@ -39,6 +39,8 @@ use lookup::Lookups;
 use relay::drop_received;
 use slot::{Shared, SlotSockets};
 
+#[cfg(all(feature = "dns", feature = "ipv6"))]
+pub use lookup::SECOND_ANSWER_GRACE;
 pub use slot::ProxySlot;
 pub use storage::{FixedPool, PoolStorage, MAX_REFUSERS};
 

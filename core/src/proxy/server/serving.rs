@@ -40,7 +40,8 @@ impl OriginWait {
     pub(super) fn deadline(&self) -> Option<Instant> {
         match self {
             OriginWait::ResetThenConnect { until, .. } => Some(*until),
-            OriginWait::Nothing | OriginWait::Lookup(_) => None,
+            OriginWait::Lookup(query) => query.deadline(),
+            OriginWait::Nothing => None,
         }
     }
 }
@@ -151,7 +152,11 @@ impl<const OUT: usize> PhaseStep for Serving<'_, '_, '_, '_, OUT> {
             return Flow::End(self.connection.driver_bug("resolving without a lookup"));
         };
         let mut found = heapless::Vec::<IpAddr, MAX_CANDIDATES>::new();
-        let step = match self.shared.lookups.poll(self.sockets, query, &mut found) {
+        let step = match self
+            .shared
+            .lookups
+            .poll(self.sockets, query, self.shared.now, &mut found)
+        {
             // `end` cancels the query.
             Answer::Pending => return self.progress(false, 0),
             Answer::Found(addresses) => {
@@ -341,8 +346,12 @@ impl<'x, const OUT: usize> Serving<'_, 'x, '_, '_, OUT> {
     fn open(&mut self, addr: SocketAddr) -> Result<(), ()> {
         let remote = match addr.ip() {
             IpAddr::V4(v4) => (IpAddress::Ipv4(v4), addr.port()),
+            // A v4-mapped address is an IPv4 origin (as the kernel stack's designs reach it).
             #[cfg(feature = "ipv6")]
-            IpAddr::V6(v6) => (IpAddress::Ipv6(v6), addr.port()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => (IpAddress::Ipv4(v4), addr.port()),
+                None => (IpAddress::Ipv6(v6), addr.port()),
+            },
             // A build without IPv6 has no IPv6 to speak (and no IPv6 literal reaches here).
             #[cfg(not(feature = "ipv6"))]
             IpAddr::V6(_) => return Err(()),
