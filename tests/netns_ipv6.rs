@@ -431,6 +431,17 @@ fn curl_through_the_kernel_proxy_to_an_ipv6_origin_and_a_name_with_only_an_ipv6_
         let out = curl_ok(&proxy, &["-i", &own]);
         assert_error_page(&out.stdout, "508 Loop Detected");
     }
+    // On [::] the proxy takes IPv4 clients too, and any address of the machine on its port is itself: 508.
+    ns.ip(&["-6", "addr", "add", "fd00:5::1/128", "dev", "lo"])
+        .expect("give lo a second IPv6 address");
+    let args = ["proxy", "--bind", "::", "--port", "0"];
+    let proxy = Proxy::start(smoltalk_in(&ns, &args), "127.0.0.1", net.clone());
+    let out = curl_ok(&proxy, &[&format!("http://[::1]:{origin_port}/small")]);
+    assert_eq!(stdout(&out), SMALL, "an IPv4 client of a proxy on [::]");
+    for own in ["[fd00:5::1]", "[::1]", "127.0.0.1", "[::ffff:127.0.0.1]"] {
+        let out = curl_ok(&proxy, &["-i", &format!("http://{own}:{}/", proxy.port)]);
+        assert_error_page(&out.stdout, "508 Loop Detected");
+    }
 }
 
 #[test]

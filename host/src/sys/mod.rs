@@ -30,7 +30,7 @@ mod sockets;
 
 pub use sockets::{
     abort_connection, listen, peek_inbound, receive_queue, reset_on_close, set_socket_buffer,
-    Inbound, PacketFrame, PacketSocket, ReceiveQueue, SocketBuffer,
+    tcp_listener, Inbound, PacketFrame, PacketSocket, ReceiveQueue, SocketBuffer,
 };
 
 /// A C call's status: a negative one is the failure `errno` holds.

@@ -1,6 +1,7 @@
 //! Sockets: options std does not set ([`set_socket_buffer`], [`reset_on_close`]), listening again with a larger
 //! backlog, resetting a connection from another thread ([`abort_connection`]), peeking at what a kept connection
-//! has ([`peek_inbound`]), and raw packet sockets ([`PacketSocket`]).
+//! has ([`peek_inbound`]), raw packet sockets ([`PacketSocket`]), and a TCP listener that takes both families on
+//! `[::]` whatever the system's default ([`tcp_listener`]).
 
 use std::ffi::{c_int, CStr};
 use std::io;
@@ -54,6 +55,21 @@ pub fn listen(socket: impl AsFd, backlog: i32) -> io::Result<()> {
     let fd = socket.as_fd().as_raw_fd();
     // SAFETY: listen takes no pointer; the descriptor is borrowed, so open.
     check(unsafe { libc::listen(fd, backlog) }).map(drop)
+}
+
+/// A TCP listener on `addr`, as std's `TcpListener::bind` makes one (`SO_REUSEADDR`, a backlog of 128), except
+/// that an IPv6 one has `IPV6_V6ONLY` off: on `[::]` it takes IPv4 clients too, whatever
+/// `net.ipv6.bindv6only` says.
+pub fn tcp_listener(addr: std::net::SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
 }
 
 /// Makes closing `socket` send a reset rather than a FIN (`SO_LINGER` on, 0 s).

@@ -56,7 +56,7 @@ pub struct KernelProxy {
 impl KernelProxy {
     /// Binds `addr`.
     pub fn bind(addr: SocketAddr, config: ProxyConfig) -> Result<KernelProxy, ProxyServeError> {
-        let listener = std::net::TcpListener::bind(addr)
+        let listener = sys::tcp_listener(addr)
             .map_err(|e| ProxyServeError::Bind(bind_error("TCP", addr, e)))?;
         // std listens with a backlog of 128: a burst of connections overflows it and each dropped SYN costs its
         // client a one-second retransmission. Listening again raises it.

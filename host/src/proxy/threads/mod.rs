@@ -76,7 +76,7 @@ impl Shared {
 impl KernelProxy {
     /// Binds `addr`.
     pub fn bind(addr: SocketAddr, config: ProxyConfig) -> Result<KernelProxy, ProxyServeError> {
-        let listener = TcpListener::bind(addr)
+        let listener = sys::tcp_listener(addr)
             .map_err(|e| ProxyServeError::Bind(bind_error("TCP", addr, e)))?;
         let setup = |what| move |source| ProxyServeError::Setup { what, source };
         // std listens with a backlog of 128: a burst of connections (a browser, a load generator) overflows it
