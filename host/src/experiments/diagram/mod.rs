@@ -6,6 +6,10 @@
 //! TCP, UDP and ICMPv6 packet over IPv6 (NDP and MLD included) and each ARP packet into a [`LadderPacket`];
 //! [`ladder_svg`] draws them as a standalone SVG image.
 //!
+//! Besides its label each packet says what it is as data: [`PacketKind`], with the retransmission tracker's
+//! verdict for a TCP segment ([`Resend`]), set where the label is written. `pcap` reads the file, `decode` the
+//! frames, `kind` says what a packet is, `svg` and `style` draw.
+//!
 //! # What is read
 //!
 //! - Classic libpcap files in either byte order, with microsecond timestamps (magic `0xa1b2c3d4`) or nanosecond
@@ -54,7 +58,10 @@
 //!   one before the copy was sent, the copy is a `spurious retransmission` and the earlier one is not marked.
 //!   A zero-window probe (one byte sent while
 //!   the peer's last window was 0) is labelled `… zero-window probe (…)` and takes no part in this: the byte is
-//!   expected to be refused and sent again.
+//!   expected to be refused and sent again. The same verdict is the segment's [`Resend`]. A direction's state
+//!   (its acknowledgements, its last window) starts again at a SYN whose sequence number is not the one it
+//!   started from (a new connection on the same addresses and ports), and so does the peer's at a SYN without
+//!   ACK.
 //! - `corrupted`: an IPv4 header, TCP, UDP, ICMP or ICMPv6 checksum that does not verify (smoltcp's
 //!   `verify_checksum`; over IPv6 the pseudo-header is IPv6's), and a UDP checksum of zero over IPv6, which
 //!   RFC 8200 does not allow (over IPv4 zero means "none"). Checksum offload is not corruption: a TCP or UDP
@@ -69,12 +76,14 @@
 //! See [`ladder_svg`]: at most [`MAX_DRAWN`] packets are drawn, the rest counted in a final note row.
 
 mod decode;
+mod kind;
 mod pcap;
 mod style;
 mod svg;
 #[cfg(test)]
 mod tests;
 
+pub use kind::{PacketKind, Resend, TcpSegment};
 pub use pcap::{read_pcap, PcapError};
 pub use svg::ladder_svg;
 
@@ -91,6 +100,8 @@ pub struct LadderPacket {
     pub dst: String,
     /// What the packet is, e.g. `[SYN, ACK] seq=0 ack=1 len=0 win=65535 (12000→40000)`.
     pub label: String,
+    /// What the packet is, as data: set from the same fields as `label`.
+    pub kind: PacketKind,
     /// `retransmission`, `spurious retransmission`, `lost?`, `corrupted` or several of them joined by `", "`;
     /// `None` for an ordinary packet.
     pub mark: Option<String>,

@@ -314,6 +314,7 @@ fn assert_exchange(packets: &[LadderPacket], first: usize, win: u32) {
         );
         assert_eq!(p.mark, None, "packet {i}: {}", p.label);
     }
+    assert_eq!(kinds(&packets[first..first + 9]), exchange_kinds());
 }
 
 fn labels(packets: &[LadderPacket]) -> Vec<&str> {
@@ -322,6 +323,39 @@ fn labels(packets: &[LadderPacket]) -> Vec<&str> {
 
 fn marks(packets: &[LadderPacket]) -> Vec<Option<&str>> {
     packets.iter().map(|p| p.mark.as_deref()).collect()
+}
+
+fn kinds(packets: &[LadderPacket]) -> Vec<PacketKind> {
+    packets.iter().map(|p| p.kind).collect()
+}
+
+/// The kind of a TCP segment with `flags` (as on the wire) that the tracker found to be `resend`.
+fn tcp_kind(flags: u8, resend: Resend) -> PacketKind {
+    PacketKind::Tcp(TcpSegment {
+        syn: flags & SYN != 0,
+        ack: flags & ACK != 0,
+        fin: flags & FIN != 0,
+        rst: flags & RST != 0,
+        resend,
+    })
+}
+
+/// The kinds of [`exchange`]'s packets: none sent twice.
+fn exchange_kinds() -> Vec<PacketKind> {
+    [
+        SYN,
+        SYN | ACK,
+        ACK,
+        PSH | ACK,
+        PSH | ACK,
+        ACK,
+        FIN | ACK,
+        FIN | ACK,
+        ACK,
+    ]
+    .into_iter()
+    .map(|flags| tcp_kind(flags, Resend::First))
+    .collect()
 }
 
 // ---- Decoding ----
@@ -393,6 +427,7 @@ fn tcp_exchange_on_ethernet_big_endian_with_arp_and_window_scale() {
             "ARP 10.0.2.15 is-at 02:00:00:00:00:01"
         )
     );
+    assert_eq!(kinds(&packets[..2]), [PacketKind::AddressResolution; 2]);
     // 16384 << 2 and 8192 << 3: the windows as scaled by the options of the SYNs.
     assert_exchange(&packets, 2, 65536);
     assert!((packets[10].time - 10.0 * 123e-6).abs() < 1e-9);
@@ -475,6 +510,7 @@ fn udp_icmp_and_fragments() {
             icmp(SERVER, CLIENT, 0, 0, [0, 1, 0, 7], b"ping"),
             ipv4_with(CLIENT, SERVER, 17, 0x561a, 0x2000, &big[..1480]),
             ipv4_with(CLIENT, SERVER, 17, 0x561a, 1480 / 8, &big[1480..]),
+            ipv4_with(CLIENT, SERVER, 6, 0x561b, 0x2000, &[0; 24]),
         ]),
     );
     let packets = packets_from_pcap(&file).unwrap();
@@ -489,6 +525,23 @@ fn udp_icmp_and_fragments() {
             "ICMP echo reply id=1 seq=7",
             "UDP 40000→12000 fragment id=0x561a off=0 len=1480 MF",
             "UDP fragment id=0x561a off=1480 len=528",
+            "TCP 0→0 fragment id=0x561b off=0 len=24 MF",
+        ]
+    );
+    // Each fragment of a UDP datagram is UDP; a fragment of a TCP segment is no segment whose flags are read.
+    use PacketKind::{Other, PortUnreachable, Udp};
+    assert_eq!(
+        kinds(&packets),
+        [
+            Udp,
+            Udp,
+            Udp,
+            PortUnreachable,
+            Other,
+            Other,
+            Udp,
+            Udp,
+            Other
         ]
     );
     assert_eq!(
@@ -547,6 +600,19 @@ fn retransmission_marks_the_earlier_segment_lost() {
         packets[7].label,
         "[PSH, ACK] seq=1 ack=1 len=5 win=65535 (40000→12000)"
     );
+    let resent = |packets: &[LadderPacket]| -> Vec<Resend> {
+        packets
+            .iter()
+            .filter_map(|p| match p.kind {
+                PacketKind::Tcp(segment) => Some(segment.resend),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut expected = vec![Resend::First; 13];
+    expected[5] = Resend::Retransmission;
+    expected[7] = Resend::Retransmission;
+    assert_eq!(resent(&packets), expected);
     assert_eq!(
         packets[4].label,
         "ACK seq=1 ack=1 len=0 win=65535 (12000→40000)"
@@ -569,15 +635,24 @@ fn retransmission_marks_the_earlier_segment_lost() {
             Some("spurious retransmission")
         ]
     );
+    assert_eq!(
+        packets[6].kind,
+        tcp_kind(PSH | ACK, Resend::SpuriousRetransmission)
+    );
     let svg = ladder_svg("spurious", &packets);
     assert!(packet_lines(&svg)[6].3.contains(COLOR_RETRANSMISSION));
 
     // A retransmitted SYN is one too.
     let syn = exchange(1000, 5000, false).remove(0);
     let file = pcap(101, false, &timed(vec![syn.clone(), syn]));
+    let packets = packets_from_pcap(&file).unwrap();
+    assert_eq!(marks(&packets), [Some("lost?"), Some("retransmission")]);
     assert_eq!(
-        marks(&packets_from_pcap(&file).unwrap()),
-        [Some("lost?"), Some("retransmission")]
+        kinds(&packets),
+        [
+            tcp_kind(SYN, Resend::First),
+            tcp_kind(SYN, Resend::Retransmission)
+        ]
     );
 }
 
@@ -632,6 +707,9 @@ fn zero_window_probes_are_not_retransmissions() {
         "ACK seq=1 ack=1 len=1 win=65535 zero-window probe (40000→12000)"
     );
     assert_eq!(packets[6].label, packets[4].label);
+    assert_eq!(packets[4].kind, tcp_kind(ACK, Resend::ZeroWindowProbe));
+    assert_eq!(packets[6].kind, packets[4].kind);
+    assert_eq!(packets[8].kind, tcp_kind(ACK, Resend::First));
     assert_eq!(
         packets[8].label,
         "ACK seq=1 ack=1 len=5 win=65535 (40000→12000)"
@@ -1116,6 +1194,7 @@ fn packet(src: &str, dst: &str, label: &str, mark: Option<&str>) -> LadderPacket
         src: src.into(),
         dst: dst.into(),
         label: label.into(),
+        kind: PacketKind::Other,
         mark: mark.map(Into::into),
     }
 }

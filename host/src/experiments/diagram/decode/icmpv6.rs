@@ -1,28 +1,36 @@
 //! ICMPv6 (RFC 4443): echo, the errors with the packet they quote, Neighbor Discovery (NDP, RFC 4861) and
-//! Multicast Listener Discovery (MLD, RFC 2710 and RFC 3810) — their labels, the checksum mark, and where a
-//! neighbor solicitation is drawn to.
+//! Multicast Listener Discovery (MLD, RFC 2710 and RFC 3810) — their labels and kinds, the checksum mark, and
+//! where a neighbor solicitation is drawn to.
 
 use smoltcp::wire::{
     Icmpv6Message, Icmpv6Packet, IpProtocol, Ipv6Address, NdiscNeighborFlags, NdiscRepr,
 };
 
+use super::super::PacketKind;
 use super::ipv6::{address_at, quoted_packet};
-use super::{add_mark, AddressPair, CORRUPTED};
+use super::{add_mark, AddressPair, Described, CORRUPTED};
 
-/// The label of one ICMPv6 message, and the host it is drawn to when that is not the IPv6 destination.
+/// The label and kind of one ICMPv6 message, and the host it is drawn to when that is not the IPv6 destination.
 pub(super) struct Icmpv6Arrow {
-    pub(super) label: String,
+    pub(super) described: Described,
     /// For a neighbor solicitation sent to a multicast group: the address asked about, as an ARP request is
     /// drawn to the address it asks about rather than to the broadcast.
     pub(super) receiver: Option<Ipv6Address>,
 }
 
-impl From<String> for Icmpv6Arrow {
-    fn from(label: String) -> Self {
+impl Icmpv6Arrow {
+    fn new(label: String, kind: PacketKind) -> Icmpv6Arrow {
         Icmpv6Arrow {
-            label,
+            described: Described::new(label, kind),
             receiver: None,
         }
+    }
+}
+
+/// A message that is [`PacketKind::Other`], drawn to its IPv6 destination.
+impl From<String> for Icmpv6Arrow {
+    fn from(label: String) -> Self {
+        Icmpv6Arrow::new(label, PacketKind::Other)
     }
 }
 
@@ -85,7 +93,11 @@ pub(super) fn icmpv6(
                 6 => "reject route".to_string(),
                 _ => format!("destination unreachable code={code}"),
             };
-            format!("ICMPv6 {what}{}", quoted_packet(packet.payload())).into()
+            let label = format!("ICMPv6 {what}{}", quoted_packet(packet.payload()));
+            match code {
+                4 => Icmpv6Arrow::new(label, PacketKind::PortUnreachable),
+                _ => label.into(),
+            }
         }
         Icmpv6Message::PktTooBig => format!(
             "ICMPv6 packet too big mtu={}{}",
@@ -122,7 +134,9 @@ pub(super) fn icmpv6(
 }
 
 /// A Neighbor Discovery message, its fixed fields read from the packet (whose length smoltcp has checked) and
-/// its options through smoltcp's `NdiscRepr`; options that do not parse are said to be malformed.
+/// its options through smoltcp's `NdiscRepr`; options that do not parse are said to be malformed. Neighbor
+/// solicitations and advertisements are [`PacketKind::AddressResolution`] (malformed options or not: the
+/// message is one); router solicitations and advertisements and redirects are [`PacketKind::Other`].
 fn ndp(packet: &Icmpv6Packet<&[u8]>, src: Ipv6Address, dst: Ipv6Address) -> Icmpv6Arrow {
     let repr = NdiscRepr::parse(packet).ok();
     let options = if repr.is_none() {
@@ -138,8 +152,9 @@ fn ndp(packet: &Icmpv6Packet<&[u8]>, src: Ipv6Address, dst: Ipv6Address) -> Icmp
             } else {
                 ""
             };
+            let label = format!("NDP who-has {target}{dad}{options}");
             return Icmpv6Arrow {
-                label: format!("NDP who-has {target}{dad}{options}"),
+                described: Described::new(label, PacketKind::AddressResolution),
                 receiver: dst.is_multicast().then_some(target),
             };
         }
@@ -159,13 +174,14 @@ fn ndp(packet: &Icmpv6Packet<&[u8]>, src: Ipv6Address, dst: Ipv6Address) -> Icmp
             } else {
                 format!(" ({})", flags.join(", "))
             };
-            match repr {
+            let label = match repr {
                 Some(NdiscRepr::NeighborAdvert {
                     lladdr: Some(lladdr),
                     ..
                 }) => format!("NDP {target} is-at {lladdr}{flags}"),
                 _ => format!("NDP {target} advertised{flags}{options}"),
-            }
+            };
+            return Icmpv6Arrow::new(label, PacketKind::AddressResolution);
         }
         Icmpv6Message::RouterSolicit => format!("NDP router solicitation{options}"),
         Icmpv6Message::RouterAdvert => {

@@ -1,12 +1,13 @@
-//! IPv4 (fragments drawn as they are, not reassembled), ICMP and ARP.
+//! IPv4 (fragments drawn as they are, not reassembled), ICMP and ARP: their labels and kinds.
 
 use smoltcp::wire::{
     checksum, ArpHardware, ArpOperation, ArpPacket, Icmpv4Message, Icmpv4Packet, IpProtocol,
     Ipv4Address, Ipv4Packet,
 };
 
+use super::super::PacketKind;
 use super::transport::udp;
-use super::{add_mark, AddressPair, Arrow, Decoder, CORRUPTED};
+use super::{add_mark, AddressPair, Arrow, Decoder, Described, CORRUPTED};
 
 impl Decoder {
     pub(super) fn ipv4(&mut self, data: &[u8]) -> Result<Arrow, &'static str> {
@@ -21,8 +22,8 @@ impl Decoder {
         }
         let protocol = u8::from(ip.next_header());
         let payload = ip.payload();
-        let label = if ip.more_frags() || ip.frag_offset() != 0 {
-            fragment_label(&ip, protocol, payload)
+        let described = if ip.more_frags() || ip.frag_offset() != 0 {
+            fragment_of(&ip, protocol, payload)
         } else {
             match ip.next_header() {
                 IpProtocol::Tcp => self.tcp(AddressPair::V4 { src, dst }, payload, &mut marks),
@@ -31,22 +32,31 @@ impl Decoder {
                 _ => return Err("other IPv4 protocol"),
             }
         };
-        Ok((src.to_string(), dst.to_string(), label, marks))
+        Ok(Arrow::new(
+            src.to_string(),
+            dst.to_string(),
+            described,
+            marks,
+        ))
     }
 }
 
-fn icmp(data: &[u8], marks: &mut Vec<&'static str>) -> String {
+fn icmp(data: &[u8], marks: &mut Vec<&'static str>) -> Described {
     let Ok(icmp) = Icmpv4Packet::new_checked(data) else {
         if checksum::data(data) != !0 {
             add_mark(marks, CORRUPTED);
         }
-        return format!("ICMP malformed header ({} bytes)", data.len());
+        return Described::other(format!("ICMP malformed header ({} bytes)", data.len()));
     };
     if !icmp.verify_checksum() {
         add_mark(marks, CORRUPTED);
     }
     let code = icmp.msg_code();
-    match icmp.msg_type() {
+    let kind = match (icmp.msg_type(), code) {
+        (Icmpv4Message::DstUnreachable, 3) => PacketKind::PortUnreachable,
+        _ => PacketKind::Other,
+    };
+    let label = match icmp.msg_type() {
         Icmpv4Message::EchoRequest => format!(
             "ICMP echo request id={} seq={}",
             icmp.echo_ident(),
@@ -80,7 +90,8 @@ fn icmp(data: &[u8], marks: &mut Vec<&'static str>) -> String {
         },
         other if code == 0 => format!("ICMP {other}"),
         other => format!("ICMP {other} code={code}"),
-    }
+    };
+    Described::new(label, kind)
 }
 
 /// ` (UDP 40000→12000)` for the packet an ICMP error quotes, or nothing if it cannot be read.
@@ -105,7 +116,8 @@ fn quoted_packet(data: &[u8]) -> String {
     format!(" ({name} {sport}→{dport})")
 }
 
-fn fragment_label(ip: &Ipv4Packet<&[u8]>, protocol: u8, payload: &[u8]) -> String {
+/// A fragment: [`PacketKind::Udp`] when of a UDP datagram, [`PacketKind::Other`] when of anything else.
+fn fragment_of(ip: &Ipv4Packet<&[u8]>, protocol: u8, payload: &[u8]) -> Described {
     let name = match protocol {
         1 => "ICMP".to_string(),
         6 => "TCP".to_string(),
@@ -122,16 +134,22 @@ fn fragment_label(ip: &Ipv4Packet<&[u8]>, protocol: u8, payload: &[u8]) -> Strin
         }
         _ => String::new(),
     };
-    format!(
+    let label = format!(
         "{name}{ports} fragment id={:#06x} off={} len={}{}",
         ip.ident(),
         ip.frag_offset(),
         payload.len(),
         if ip.more_frags() { " MF" } else { "" }
-    )
+    );
+    match protocol {
+        17 => Described::new(label, PacketKind::Udp),
+        _ => Described::other(label),
+    }
 }
 
-pub(super) fn arp(data: &[u8]) -> Result<(String, String, String), &'static str> {
+/// An ARP packet's sender and target addresses and description: requests and replies are
+/// [`PacketKind::AddressResolution`], other operations [`PacketKind::Other`].
+pub(super) fn arp(data: &[u8]) -> Result<(String, String, Described), &'static str> {
     let arp = ArpPacket::new_checked(data).map_err(|_| "malformed ARP")?;
     if arp.hardware_type() != ArpHardware::Ethernet
         || u16::from(arp.protocol_type()) != 0x0800
@@ -148,17 +166,21 @@ pub(super) fn arp(data: &[u8]) -> Result<(String, String, String), &'static str>
     };
     let sender = ipv4(arp.source_protocol_addr());
     let target = ipv4(arp.target_protocol_addr());
-    let label = match arp.operation() {
-        ArpOperation::Request => format!("ARP who-has {target}"),
+    let described = match arp.operation() {
+        ArpOperation::Request => Described::new(
+            format!("ARP who-has {target}"),
+            PacketKind::AddressResolution,
+        ),
         ArpOperation::Reply => {
             let mac: Vec<String> = arp
                 .source_hardware_addr()
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect();
-            format!("ARP {sender} is-at {}", mac.join(":"))
+            let label = format!("ARP {sender} is-at {}", mac.join(":"));
+            Described::new(label, PacketKind::AddressResolution)
         }
-        ArpOperation::Unknown(op) => format!("ARP operation {op}"),
+        ArpOperation::Unknown(op) => Described::other(format!("ARP operation {op}")),
     };
-    Ok((sender, target, label))
+    Ok((sender, target, described))
 }

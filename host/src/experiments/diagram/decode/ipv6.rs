@@ -4,9 +4,10 @@
 
 use smoltcp::wire::{IpProtocol, Ipv6Address, Ipv6ExtHeader, Ipv6FragmentHeader, Ipv6Packet};
 
+use super::super::PacketKind;
 use super::icmpv6::icmpv6;
 use super::transport::udp;
-use super::{AddressPair, Arrow, Decoder};
+use super::{AddressPair, Arrow, Decoder, Described};
 
 /// The length of the fixed IPv6 header.
 const HEADER_LEN: usize = 40;
@@ -101,21 +102,26 @@ fn ports(protocol: IpProtocol, header: &[u8]) -> String {
     }
 }
 
-/// `UDP 40000→12000 fragment id=0x0000beef off=0 len=1232 MF` (the ports in the first fragment only).
-fn fragment_label(upper: &UpperLayer<'_>, fragment: Fragment) -> String {
+/// `UDP 40000→12000 fragment id=0x0000beef off=0 len=1232 MF` (the ports in the first fragment only):
+/// [`PacketKind::Udp`] when of a UDP datagram, [`PacketKind::Other`] when of anything else.
+fn fragment_of(upper: &UpperLayer<'_>, fragment: Fragment) -> Described {
     let ports = if fragment.offset == 0 {
         ports(upper.protocol, upper.payload)
     } else {
         String::new()
     };
-    format!(
+    let label = format!(
         "{}{ports} fragment id={:#010x} off={} len={}{}",
         protocol_name(upper.protocol),
         fragment.ident,
         fragment.offset,
         fragment.len,
         if fragment.more { " MF" } else { "" }
-    )
+    );
+    match upper.protocol {
+        IpProtocol::Udp => Described::new(label, PacketKind::Udp),
+        _ => Described::other(label),
+    }
 }
 
 impl Decoder {
@@ -130,10 +136,10 @@ impl Decoder {
             upper_layer(ip.next_header(), ip.payload()).ok_or("malformed IPv6 extension header")?;
         let mut marks = Vec::new();
         let mut receiver = dst;
-        let label = match upper.fragment {
+        let described = match upper.fragment {
             // An atomic fragment (offset 0, no more) is a whole packet.
             Some(fragment) if fragment.offset != 0 || fragment.more => {
-                fragment_label(&upper, fragment)
+                fragment_of(&upper, fragment)
             }
             _ => match upper.protocol {
                 IpProtocol::Tcp => self.tcp(addresses, upper.payload, &mut marks),
@@ -141,12 +147,17 @@ impl Decoder {
                 IpProtocol::Icmpv6 => {
                     let message = icmpv6(src, dst, upper.payload, &mut marks);
                     receiver = message.receiver.unwrap_or(dst);
-                    message.label
+                    message.described
                 }
                 _ => return Err("other IPv6 protocol"),
             },
         };
-        Ok((src.to_string(), receiver.to_string(), label, marks))
+        Ok(Arrow::new(
+            src.to_string(),
+            receiver.to_string(),
+            described,
+            marks,
+        ))
     }
 }
 

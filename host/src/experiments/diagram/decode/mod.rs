@@ -1,6 +1,7 @@
 //! Decoding one captured frame into a [`LadderPacket`]: Ethernet or raw IP, ARP, IPv4 and IPv6 (fragments as
 //! they are), TCP with the per-connection state that relative sequence numbers and retransmission marks need,
-//! UDP, ICMP and ICMPv6 (with NDP and MLD); and the `corrupted`, `retransmission` and `lost?` marks.
+//! UDP, ICMP and ICMPv6 (with NDP and MLD); the label, the [`PacketKind`] (set where the label is written), and
+//! the `corrupted`, `retransmission` and `lost?` marks.
 //!
 //! This module owns the [`Decoder`], the link layer and the marks; [`ipv4`] IPv4 (with ARP and ICMP), [`ipv6`]
 //! IPv6 and its extension headers, [`icmpv6`] ICMPv6, NDP and MLD, [`transport`] TCP and UDP over either.
@@ -15,7 +16,7 @@ use std::collections::HashMap;
 use smoltcp::wire::{checksum, EthernetFrame, IpAddress, IpProtocol, Ipv4Address, Ipv6Address};
 
 use super::pcap::{LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6};
-use super::LadderPacket;
+use super::{LadderPacket, PacketKind};
 use ipv4::arp;
 use transport::{Direction, FlowKey};
 
@@ -70,8 +71,48 @@ impl AddressPair {
     }
 }
 
-/// One decoded packet: sender, receiver, label and marks.
-type Arrow = (String, String, String, Vec<&'static str>);
+/// One decoded packet, before `finish` joins its marks.
+pub(super) struct Arrow {
+    src: String,
+    dst: String,
+    label: String,
+    kind: PacketKind,
+    marks: Vec<&'static str>,
+}
+
+/// What an upper-layer decoder says of a packet: the label and, from the same fields, the kind.
+pub(super) struct Described {
+    label: String,
+    kind: PacketKind,
+}
+
+impl Described {
+    pub(super) fn new(label: String, kind: PacketKind) -> Described {
+        Described { label, kind }
+    }
+
+    /// `label` of a packet that is [`PacketKind::Other`].
+    pub(super) fn other(label: String) -> Described {
+        Described::new(label, PacketKind::Other)
+    }
+}
+
+impl Arrow {
+    pub(super) fn new(
+        src: String,
+        dst: String,
+        described: Described,
+        marks: Vec<&'static str>,
+    ) -> Arrow {
+        Arrow {
+            src,
+            dst,
+            label: described.label,
+            kind: described.kind,
+            marks,
+        }
+    }
+}
 
 fn add_mark(marks: &mut Vec<&'static str>, mark: &'static str) {
     if !marks.contains(&mark) {
@@ -86,7 +127,7 @@ impl Decoder {
         data: &[u8],
         time: f64,
     ) -> Result<LadderPacket, &'static str> {
-        let (src, dst, label, marks) = match link_type {
+        let arrow = match link_type {
             LINKTYPE_ETHERNET => self.ethernet(data)?,
             LINKTYPE_IPV4 => self.ipv4(data)?,
             LINKTYPE_IPV6 => self.ipv6(data)?,
@@ -97,12 +138,13 @@ impl Decoder {
                 _ => return Err("not IP"),
             },
         };
-        self.marks.push(marks);
+        self.marks.push(arrow.marks);
         Ok(LadderPacket {
             time,
-            src,
-            dst,
-            label,
+            src: arrow.src,
+            dst: arrow.dst,
+            label: arrow.label,
+            kind: arrow.kind,
             mark: None,
         })
     }
@@ -128,7 +170,8 @@ impl Decoder {
         }
         match ethertype {
             0x0800 => self.ipv4(payload),
-            0x0806 => arp(payload).map(|(src, dst, label)| (src, dst, label, Vec::new())),
+            0x0806 => arp(payload)
+                .map(|(src, dst, described)| Arrow::new(src, dst, described, Vec::new())),
             0x86dd => self.ipv6(payload),
             _ => Err("other EtherType"),
         }

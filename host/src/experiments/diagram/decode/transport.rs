@@ -1,10 +1,12 @@
 //! TCP (relative sequence numbers, window scaling, retransmissions and zero-window probes, per connection) and
-//! UDP: their labels and checksum marks.
+//! UDP: their labels, kinds and checksum marks.
 
 use smoltcp::wire::{IpAddress, IpProtocol, TcpPacket, UdpPacket};
 
+use super::super::{PacketKind, Resend, TcpSegment};
 use super::{
-    add_mark, AddressPair, Decoder, CORRUPTED, LOST, RETRANSMISSION, SPURIOUS_RETRANSMISSION,
+    add_mark, AddressPair, Decoder, Described, CORRUPTED, LOST, RETRANSMISSION,
+    SPURIOUS_RETRANSMISSION,
 };
 
 /// The TCP state of one direction of one connection.
@@ -29,12 +31,12 @@ impl Decoder {
         addresses: AddressPair,
         data: &[u8],
         marks: &mut Vec<&'static str>,
-    ) -> String {
+    ) -> Described {
         let Ok(tcp) = TcpPacket::new_checked(data) else {
             if !addresses.checksum_ok(IpProtocol::Tcp, data) {
                 add_mark(marks, CORRUPTED);
             }
-            return format!("TCP malformed header ({} bytes)", data.len());
+            return Described::other(format!("TCP malformed header ({} bytes)", data.len()));
         };
         let (src, dst) = (addresses.src(), addresses.dst());
         let offloaded = tcp.checksum() == 0 || tcp.verify_partial_checksum(&src, &dst);
@@ -89,7 +91,10 @@ impl Decoder {
         self.directions.insert(key, fwd);
         self.directions.insert(reverse, rev);
 
-        if tcp.segment_len() > 0 && !zero_window_probe {
+        let mut resend = Resend::First;
+        if zero_window_probe {
+            resend = Resend::ZeroWindowProbe;
+        } else if tcp.segment_len() > 0 {
             let index = self.marks.len();
             let end = seq.wrapping_add(tcp.segment_len() as u32);
             if let Some((earlier, earlier_end)) = self.segments.insert((key, seq), (index, end)) {
@@ -98,8 +103,10 @@ impl Decoder {
                     .is_some_and(|acked| acked.wrapping_sub(earlier_end) as i32 >= 0)
                 {
                     // The peer had acknowledged the earlier one: it arrived, this copy was not needed.
+                    resend = Resend::SpuriousRetransmission;
                     add_mark(marks, SPURIOUS_RETRANSMISSION);
                 } else {
+                    resend = Resend::Retransmission;
                     add_mark(marks, RETRANSMISSION);
                     if let Some(earlier_marks) = self.marks.get_mut(earlier) {
                         add_mark(earlier_marks, LOST);
@@ -107,6 +114,13 @@ impl Decoder {
                 }
             }
         }
+        let kind = PacketKind::Tcp(TcpSegment {
+            syn: tcp.syn(),
+            ack: tcp.ack(),
+            fin: tcp.fin(),
+            rst: tcp.rst(),
+            resend,
+        });
 
         let flags: Vec<&str> = [
             (tcp.fin(), "FIN"),
@@ -126,7 +140,7 @@ impl Decoder {
             [one] => one.to_string(),
             many => format!("[{}]", many.join(", ")),
         };
-        format!(
+        let label = format!(
             "{flags} seq={} ack={shown_ack} len={payload_len} win={window}{} ({sport}→{dport})",
             seq.wrapping_sub(fwd_base),
             if zero_window_probe {
@@ -134,16 +148,19 @@ impl Decoder {
             } else {
                 ""
             }
-        )
+        );
+        Described::new(label, kind)
     }
 }
 
-pub(super) fn udp(addresses: AddressPair, data: &[u8], marks: &mut Vec<&'static str>) -> String {
+/// A UDP datagram: [`PacketKind::Udp`] whether or not its header can be read.
+pub(super) fn udp(addresses: AddressPair, data: &[u8], marks: &mut Vec<&'static str>) -> Described {
     let Ok(udp) = UdpPacket::new_checked(data) else {
         if !addresses.checksum_ok(IpProtocol::Udp, data) {
             add_mark(marks, CORRUPTED);
         }
-        return format!("UDP malformed header ({} bytes)", data.len());
+        let label = format!("UDP malformed header ({} bytes)", data.len());
+        return Described::new(label, PacketKind::Udp);
     };
     let (src, dst) = (addresses.src(), addresses.dst());
     // Zero means "no checksum" over IPv4 (smoltcp's `verify_checksum` takes it so); IPv6 does not allow it
@@ -154,10 +171,11 @@ pub(super) fn udp(addresses: AddressPair, data: &[u8], marks: &mut Vec<&'static 
     {
         add_mark(marks, CORRUPTED);
     }
-    format!(
+    let label = format!(
         "UDP {}→{} len={}",
         udp.src_port(),
         udp.dst_port(),
         udp.payload().len()
-    )
+    );
+    Described::new(label, PacketKind::Udp)
 }

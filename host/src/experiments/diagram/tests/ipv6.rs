@@ -379,6 +379,18 @@ fn ndp_udp_icmpv6_on_ethernet_and_on_link_type_229() {
         assert!(ladder.skipped.is_empty(), "{:?}", ladder.skipped);
         assert_eq!(labels(&ladder.packets), NDP_UDP_AND_PING_LABELS);
         assert_eq!(lanes(&ladder.packets), NDP_UDP_AND_PING_LANES);
+        use PacketKind::{AddressResolution, Other, PortUnreachable, Udp};
+        assert_eq!(
+            kinds(&ladder.packets),
+            [
+                AddressResolution,
+                AddressResolution,
+                Udp,
+                PortUnreachable,
+                Other,
+                Other
+            ]
+        );
         assert!(
             ladder.packets.iter().all(|p| p.mark.is_none()),
             "{:?}",
@@ -569,6 +581,11 @@ fn icmpv6_errors_ndp_and_mld_labels() {
     let mut expected = vec![None; 14];
     expected.push(Some("corrupted"));
     assert_eq!(marks(packets), expected);
+    // Neighbor solicitations and advertisements are address resolution, duplicate address detection's and one
+    // with malformed options among them; router messages, redirects and MLD are not.
+    let mut expected = vec![PacketKind::Other; 15];
+    expected[7..10].fill(PacketKind::AddressResolution);
+    assert_eq!(kinds(packets), expected);
 }
 
 #[test]
@@ -705,6 +722,8 @@ fn ipv6_extension_headers_and_fragments() {
             "UDP 40000→12000 len=5",
         ]
     );
+    // Behind extension headers and in every fragment, a UDP datagram is UDP.
+    assert_eq!(kinds(&ladder.packets), [PacketKind::Udp; 5]);
     assert!(
         ladder.packets.iter().all(|p| p.mark.is_none()),
         "{:?}",
