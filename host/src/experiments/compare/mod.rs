@@ -5,9 +5,9 @@
 //! (`std::net`, 127.0.0.1 or ::1), smoltcp's in the lab (two dual-stack nodes on a virtual segment, 10.0.2.x or
 //! fd00:2::x), and, as root, smoltcp's client on TUN in a namespace against kernel servers. What a program saw
 //! (the error, or the reply) and how long it took come from the run; the packets come from a capture of the
-//! run (the lab's segment; `lo` through a packet socket when privileged), counted by `packets`. Where the
-//! stacks differ, the explanation is built from the packets both captures show. Nothing in the table is typed
-//! in.
+//! run (the lab's segment; `lo` through a packet socket when privileged), counted by `packets` from the ladder
+//! diagram's decoding of it (`experiments::diagram`, which `--diagram` draws from too). Where the stacks
+//! differ, the explanation is built from the packets both captures show. Nothing in the table is typed in.
 
 mod differ;
 mod error;

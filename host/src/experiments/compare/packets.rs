@@ -1,26 +1,29 @@
 //! Counting the packets of a run's capture ([`PacketCounts`]): the numbers in the table and the JSON, and what
 //! the explanations are built from.
 //!
-//! The frames are read here, with smoltcp's wire types, IPv4 and IPv6 alike, rather than from the ladder
-//! diagram's labels ([`crate::experiments::diagram`] draws the same captures, and reads IPv4 only for now): an
-//! IPv6 run's counts then depend on no text a decoder writes. The rules are the diagram's: a SYN is one without
-//! ACK, a retransmission is a TCP segment whose flow and sequence number were seen before and whose earlier
-//! copy the peer had not yet acknowledged (a copy of an acknowledged one is spurious and not counted; a
-//! zero-window probe is neither), and every UDP datagram or fragment of one counts as UDP.
-
-use std::collections::HashMap;
-use std::fmt;
+//! The capture is read once, by the ladder diagram's decoder ([`packets_from_pcap`], IPv4 and IPv6 alike), and
+//! each packet counts by what that decoder says it is ([`PacketKind`], never its label text); a capture it
+//! cannot read is its [`PcapError`]. This module owns only the rules of counting:
+//!
+//! - the total is every packet the decoder reads, one arrow of the diagram each (records it skips, such as other
+//!   EtherTypes or a record cut off at the end of the file, are not packets of the run);
+//! - a SYN is one without ACK (the answering SYN-ACK is not counted);
+//! - a retransmission is a TCP segment the diagram marks `retransmission`: its flow and sequence number were
+//!   seen before and the peer had not yet acknowledged the earlier copy (a copy of an acknowledged one is a
+//!   spurious retransmission and not counted; a zero-window probe is neither);
+//! - every UDP datagram or fragment of one counts as UDP;
+//! - address resolution is ARP requests and replies and NDP neighbour solicitations and advertisements, not
+//!   NDP's router messages and redirects nor MLD.
 
 use serde::Serialize;
-use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet, Icmpv6Message, Icmpv6Packet,
-    IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
-};
+
+use crate::experiments::diagram::{packets_from_pcap, LadderPacket, PacketKind, PcapError, Resend};
 
 /// Packets of one run, counted from its capture.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PacketCounts {
-    /// Every packet captured.
+    /// Every packet of the capture that the diagram's decoder reads: one arrow of the diagram each (a record
+    /// it skips, such as a frame too damaged to have addresses, is not counted).
     pub total: usize,
     /// Address resolution: ARP requests and replies (IPv4), NDP neighbour solicitations and advertisements
     /// (IPv6). Loopback needs none.
@@ -34,255 +37,52 @@ pub struct PacketCounts {
     /// Port-unreachable errors: ICMP destination unreachable code 3 (IPv4), ICMPv6 destination unreachable
     /// code 4 (IPv6).
     pub icmp_port_unreachable: usize,
-    /// TCP segments sent again.
+    /// TCP segments sent again (spurious copies and zero-window probes not included).
     pub retransmissions: usize,
     /// UDP datagrams (each fragment of a fragmented one).
     pub udp: usize,
 }
 
-/// Why a capture cannot be counted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CaptureError {
-    /// Shorter than the 24-byte file header of a classic pcap.
-    HeaderCutShort {
-        /// The capture's length.
-        len: usize,
-    },
-    /// A magic number that is no classic pcap's.
-    NotPcap([u8; 4]),
-    /// A link type other than Ethernet (1) and raw IP (101, 228 IPv4, 229 IPv6).
-    UnsupportedLinkType(u32),
-}
-
-impl fmt::Display for CaptureError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CaptureError::HeaderCutShort { len } => write!(
-                f,
-                "{len} bytes, shorter than the 24-byte header of a pcap file"
-            ),
-            CaptureError::NotPcap(magic) => write!(f, "not a pcap file: magic number {magic:02x?}"),
-            CaptureError::UnsupportedLinkType(link) => write!(
-                f,
-                "pcap link type {link}: only Ethernet (1) and raw IP (101, 228, 229) are counted"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for CaptureError {}
-
-const LINKTYPE_ETHERNET: u32 = 1;
-const LINKTYPE_RAW: u32 = 101;
-const LINKTYPE_IPV4: u32 = 228;
-const LINKTYPE_IPV6: u32 = 229;
-
-/// Counts the packets of a classic pcap capture (a record cut short at the end is left out).
-pub fn count_packets(pcap: &[u8]) -> Result<PacketCounts, CaptureError> {
-    let header: &[u8; 24] = pcap
-        .get(..24)
-        .and_then(|h| h.try_into().ok())
-        .ok_or(CaptureError::HeaderCutShort { len: pcap.len() })?;
-    let magic = [header[0], header[1], header[2], header[3]];
-    let big_endian = match magic {
-        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => false,
-        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => true,
-        _ => return Err(CaptureError::NotPcap(magic)),
-    };
-    let u32_at = |at: usize| -> Option<u32> {
-        let b: [u8; 4] = pcap.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        Some(match big_endian {
-            true => u32::from_be_bytes(b),
-            false => u32::from_le_bytes(b),
-        })
-    };
-    let link_type = u32_at(20).unwrap_or(0) & 0x0fff_ffff;
-    if ![
-        LINKTYPE_ETHERNET,
-        LINKTYPE_RAW,
-        LINKTYPE_IPV4,
-        LINKTYPE_IPV6,
-    ]
-    .contains(&link_type)
-    {
-        return Err(CaptureError::UnsupportedLinkType(link_type));
-    }
-    let mut counter = Counter::default();
-    let mut at = 24;
-    while let Some(len) = u32_at(at + 8) {
-        let start = at + 16;
-        let Some(frame) = start
-            .checked_add(len as usize)
-            .and_then(|end| pcap.get(start..end))
-        else {
-            break;
-        };
-        counter.frame(link_type, frame);
-        at = start + frame.len();
-    }
-    Ok(counter.counts)
-}
-
-/// (source, source port, destination, destination port).
-type Flow = (IpAddress, u16, IpAddress, u16);
-
-/// What one direction of a TCP connection has shown so far.
-#[derive(Debug, Default, Clone, Copy)]
-struct Direction {
-    /// The sequence number of its SYN.
-    initial: Option<u32>,
-    /// The highest acknowledgement number it has sent.
-    acked: Option<u32>,
-    /// Whether the last window it advertised was 0.
-    window_closed: bool,
-}
-
-#[derive(Default)]
-struct Counter {
-    counts: PacketCounts,
-    directions: HashMap<Flow, Direction>,
-    /// The end (sequence number after it) of the last segment seen with this flow and sequence number.
-    segments: HashMap<(Flow, u32), u32>,
-}
-
-impl Counter {
-    fn frame(&mut self, link_type: u32, data: &[u8]) {
-        self.counts.total += 1;
-        let (ethertype, packet) = match link_type {
-            LINKTYPE_ETHERNET => match EthernetFrame::new_checked(data) {
-                Ok(frame) => (frame.ethertype(), frame.payload()),
-                Err(_) => return,
-            },
-            // Raw IP: the version nibble says which.
-            _ => match data.first().map(|b| b >> 4) {
-                Some(4) => (EthernetProtocol::Ipv4, data),
-                Some(6) => (EthernetProtocol::Ipv6, data),
-                _ => return,
-            },
-        };
-        match ethertype {
-            EthernetProtocol::Arp => self.counts.address_resolution += 1,
-            EthernetProtocol::Ipv4 => self.ipv4(packet),
-            EthernetProtocol::Ipv6 => self.ipv6(packet),
-            _ => {}
-        }
-    }
-
-    fn ipv4(&mut self, data: &[u8]) {
-        let Ok(ip) = Ipv4Packet::new_checked(data) else {
-            return;
-        };
-        let fragment = ip.more_frags() || ip.frag_offset() != 0;
-        let (src, dst) = (
-            IpAddress::Ipv4(ip.src_addr()),
-            IpAddress::Ipv4(ip.dst_addr()),
-        );
-        match ip.next_header() {
-            IpProtocol::Udp => self.counts.udp += 1,
-            IpProtocol::Tcp if !fragment => self.tcp(src, dst, ip.payload()),
-            IpProtocol::Icmp if !fragment => {
-                let port_unreachable = Icmpv4Packet::new_checked(ip.payload()).is_ok_and(|icmp| {
-                    icmp.msg_type() == Icmpv4Message::DstUnreachable && icmp.msg_code() == 3
-                });
-                self.counts.icmp_port_unreachable += usize::from(port_unreachable);
+impl PacketCounts {
+    /// These counts with `packet` counted too.
+    fn with(mut self, packet: &LadderPacket) -> PacketCounts {
+        self.total += 1;
+        match packet.kind {
+            PacketKind::Tcp(segment) => {
+                self.syn += usize::from(segment.opens_connection());
+                self.rst += usize::from(segment.rst);
+                self.fin += usize::from(segment.fin);
+                self.retransmissions += usize::from(segment.resend == Resend::Retransmission);
             }
-            _ => {}
+            PacketKind::Udp => self.udp += 1,
+            PacketKind::PortUnreachable => self.icmp_port_unreachable += 1,
+            PacketKind::AddressResolution => self.address_resolution += 1,
+            PacketKind::Other => {}
         }
+        self
     }
+}
 
-    fn ipv6(&mut self, data: &[u8]) {
-        let Ok(ip) = Ipv6Packet::new_checked(data) else {
-            return;
-        };
-        let (src, dst) = (
-            IpAddress::Ipv6(ip.src_addr()),
-            IpAddress::Ipv6(ip.dst_addr()),
-        );
-        match ip.next_header() {
-            IpProtocol::Udp => self.counts.udp += 1,
-            // A fragment (of a datagram larger than the path's MTU): its next header says what it carries.
-            IpProtocol::Ipv6Frag => {
-                let inner = ip.payload().first().copied().map(IpProtocol::from);
-                self.counts.udp += usize::from(inner == Some(IpProtocol::Udp));
-            }
-            IpProtocol::Tcp => self.tcp(src, dst, ip.payload()),
-            IpProtocol::Icmpv6 => {
-                let Ok(icmp) = Icmpv6Packet::new_checked(ip.payload()) else {
-                    return;
-                };
-                match icmp.msg_type() {
-                    Icmpv6Message::DstUnreachable if icmp.msg_code() == 4 => {
-                        self.counts.icmp_port_unreachable += 1
-                    }
-                    Icmpv6Message::NeighborSolicit | Icmpv6Message::NeighborAdvert => {
-                        self.counts.address_resolution += 1
-                    }
-                    _ => {}
-                }
-            }
-            _ => {}
-        }
-    }
+/// Counts the packets of a classic pcap capture, as the ladder diagram reads them.
+pub fn count_packets(pcap: &[u8]) -> Result<PacketCounts, PcapError> {
+    Ok(count(&packets_from_pcap(pcap)?))
+}
 
-    fn tcp(&mut self, src: IpAddress, dst: IpAddress, data: &[u8]) {
-        let Ok(tcp) = TcpPacket::new_checked(data) else {
-            return;
-        };
-        let c = &mut self.counts;
-        c.syn += usize::from(tcp.syn() && !tcp.ack());
-        c.rst += usize::from(tcp.rst());
-        c.fin += usize::from(tcp.fin());
-
-        let key: Flow = (src, tcp.src_port(), dst, tcp.dst_port());
-        let reverse: Flow = (dst, tcp.dst_port(), src, tcp.src_port());
-        let seq = tcp.seq_number().0 as u32;
-        let ack = tcp.ack_number().0 as u32;
-        let mut fwd = self.directions.get(&key).copied().unwrap_or_default();
-        let mut rev = self.directions.get(&reverse).copied().unwrap_or_default();
-        if tcp.syn() {
-            if fwd.initial.is_some_and(|initial| initial != seq) {
-                // A new connection on the same addresses and ports.
-                fwd = Direction::default();
-                if !tcp.ack() {
-                    rev = Direction::default();
-                }
-            }
-            fwd.initial = Some(seq);
-        }
-        // One byte into a window the peer closed: a probe the peer refuses on purpose, not a loss.
-        let zero_window_probe =
-            tcp.payload().len() == 1 && !tcp.syn() && !tcp.fin() && rev.window_closed;
-        fwd.window_closed = tcp.window_len() == 0;
-        if tcp.ack()
-            && fwd
-                .acked
-                .is_none_or(|acked| ack.wrapping_sub(acked) as i32 > 0)
-        {
-            fwd.acked = Some(ack);
-        }
-        self.directions.insert(key, fwd);
-        self.directions.insert(reverse, rev);
-
-        let len = tcp.segment_len() as u32;
-        if len == 0 || zero_window_probe {
-            return;
-        }
-        let end = seq.wrapping_add(len);
-        if let Some(earlier_end) = self.segments.insert((key, seq), end) {
-            let spurious = rev
-                .acked
-                .is_some_and(|acked| acked.wrapping_sub(earlier_end) as i32 >= 0);
-            self.counts.retransmissions += usize::from(!spurious);
-        }
-    }
+/// Counts decoded packets.
+fn count(packets: &[LadderPacket]) -> PacketCounts {
+    packets
+        .iter()
+        .fold(PacketCounts::default(), PacketCounts::with)
 }
 
 #[cfg(test)]
 mod tests {
     use smoltcp::phy::{PcapLinkType, PcapSink};
     use smoltcp::time::Instant;
+    use smoltcp::wire::{IpProtocol, Ipv6Packet, TcpPacket};
 
     use super::*;
+    use crate::experiments::diagram::TcpSegment;
     use crate::lab::checks::{LabClient, UppercaseLab, PORT};
     use crate::lab::IpVersion;
     use crate::stack::instruments::MemoryCapture;
@@ -385,14 +185,83 @@ mod tests {
     #[test]
     fn what_is_not_a_pcap_says_why() {
         assert_eq!(
-            count_packets(b"short"),
-            Err(CaptureError::HeaderCutShort { len: 5 })
+            count_packets(b"sh"),
+            Err(PcapError::ShorterThanMagic { len: 2 })
+        );
+        let mut cut_short = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
+        cut_short.resize(10, 0);
+        assert_eq!(
+            count_packets(&cut_short),
+            Err(PcapError::HeaderCutShort { len: 10 })
         );
         let mut pcapng = vec![0x0a, 0x0d, 0x0d, 0x0a];
         pcapng.resize(40, 0);
         assert!(count_packets(&pcapng)
             .unwrap_err()
             .to_string()
+            .starts_with("a pcapng file"));
+        assert!(count_packets(b"short")
+            .unwrap_err()
+            .to_string()
             .starts_with("not a pcap file"));
+    }
+
+    fn packet(kind: PacketKind) -> LadderPacket {
+        LadderPacket {
+            time: 0.0,
+            src: "a".into(),
+            dst: "b".into(),
+            label: String::new(),
+            kind,
+            mark: None,
+        }
+    }
+
+    fn segment(syn: bool, ack: bool, fin: bool, rst: bool, resend: Resend) -> PacketKind {
+        PacketKind::Tcp(TcpSegment {
+            syn,
+            ack,
+            fin,
+            rst,
+            resend,
+        })
+    }
+
+    #[test]
+    fn the_rules_of_counting() {
+        let (f, t) = (false, true);
+        let packets: Vec<LadderPacket> = [
+            // SYN, SYN-ACK: one connection opened.
+            segment(t, f, f, f, Resend::First),
+            segment(t, t, f, f, Resend::First),
+            // The SYN again, unanswered: a retransmission (and still a SYN).
+            segment(t, f, f, f, Resend::Retransmission),
+            // A copy the peer had acknowledged, and a zero-window probe: neither is a retransmission.
+            segment(f, t, f, f, Resend::SpuriousRetransmission),
+            segment(f, t, f, f, Resend::ZeroWindowProbe),
+            segment(f, t, t, f, Resend::First),
+            segment(f, t, f, t, Resend::First),
+            PacketKind::Udp,
+            PacketKind::Udp,
+            PacketKind::PortUnreachable,
+            PacketKind::AddressResolution,
+            PacketKind::Other,
+        ]
+        .into_iter()
+        .map(packet)
+        .collect();
+        assert_eq!(
+            count(&packets),
+            PacketCounts {
+                total: 12,
+                address_resolution: 1,
+                syn: 2,
+                rst: 1,
+                fin: 1,
+                icmp_port_unreachable: 1,
+                retransmissions: 1,
+                udp: 2,
+            }
+        );
     }
 }

@@ -6,9 +6,11 @@
 //! TCP, UDP and ICMPv6 packet over IPv6 (NDP and MLD included) and each ARP packet into a [`LadderPacket`];
 //! [`ladder_svg`] draws them as a standalone SVG image.
 //!
-//! Besides its label each packet says what it is as data: [`PacketKind`], with the retransmission tracker's
-//! verdict for a TCP segment ([`Resend`]), set where the label is written. `pcap` reads the file, `decode` the
-//! frames, `kind` says what a packet is, `svg` and `style` draw.
+//! This module owns the program's one reading of a capture. Besides its label each packet says what it is as
+//! data: [`PacketKind`], with the retransmission tracker's verdict for a TCP segment ([`Resend`]), set where the
+//! label is written; `smoltalk compare` counts a run's packets from that
+//! ([`count_packets`](crate::experiments::compare::count_packets)) rather than reading the capture again.
+//! `pcap` reads the file, `decode` the frames, `kind` says what a packet is, `svg` and `style` draw.
 //!
 //! # What is read
 //!
