@@ -110,8 +110,7 @@ pub fn render(comparisons: &[Comparison], format: Format) -> String {
 
 /// Writes one ladder diagram per scenario, family and stack into `dir` (`<scenario>-<stack>-ipv4.svg`,
 /// `…-ipv6.svg`), drawn from the runs' captures, each capture beside its picture (`.pcap`). Returns the
-/// diagrams written. (The diagram decoder reads IPv4 only for now: an IPv6 run's picture has no arrows until it
-/// reads IPv6 too; its capture is complete.)
+/// diagrams written.
 pub fn write_diagrams(
     comparisons: &[Comparison],
     dir: &std::path::Path,
