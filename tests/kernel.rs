@@ -479,18 +479,48 @@ fn errors_are_one_clear_line_and_a_failure_exit() {
         2,
         &["not a prefix length"],
     );
-    // With smoltcp the server must be an address: no name is looked up.
-    assert_fails(
-        &[
+    // A smoltcp client's server or DNS server of a family smoltcp has no address of: said before the device is
+    // opened (nothing is sent; names are looked up in tests/netns_ipv6.rs, inside a namespace).
+    for (host, dns, said) in [
+        ("fd00:2::2", None, "fd00:2::2 is IPv6"),
+        (
+            "server.example",
+            Some("fd00:2::2"),
+            "DNS server fd00:2::2 is IPv6",
+        ),
+    ] {
+        let mut args = vec![
             "tcp-client",
             "--stack",
             "tun",
-            "server.example",
+            "--ip",
+            "10.0.2.15/24",
+            host,
             "12000",
             "x",
+        ];
+        args.extend(dns.iter().flat_map(|dns| ["--dns", *dns]));
+        assert_fails(
+            &args,
+            1,
+            &[
+                said,
+                "but smoltcp has no address of that family here (see --ip)",
+            ],
+        );
+    }
+    // --dns is smoltcp's: the kernel stack asks the system's resolver.
+    assert_fails(
+        &[
+            "tcp-client",
+            "localhost",
+            "12000",
+            "x",
+            "--dns",
+            "127.0.0.53",
         ],
         1,
-        &["is not an IPv4 address"],
+        &["--dns is for --stack tun|tap"],
     );
     assert_fails(
         &["udp-server", "--stack", "tun", "--max-datagram", "20000"],

@@ -14,6 +14,7 @@ use super::announce;
 use super::args::{ClientArgs, ServerArgs};
 use super::device::{device_kind, open_device, smoltcp_label};
 use super::CliError;
+use crate::stack::addressing::Addressing;
 use crate::stack::device::DeviceKind;
 use crate::stack::device_network::DeviceNetwork;
 use crate::stack::name_lookup::NameLookup;
@@ -197,26 +198,28 @@ fn timeouts(args: &ClientArgs, default_secs: f64) -> ClientTimeouts {
     }
 }
 
-/// The server a smoltcp client talks to: HOST as an address literal (IPv6 with or without brackets), or looked
-/// up through a DNS socket on the client's node (`--dns`, else a gateway), first address of a family the node
-/// has; a looked-up address is said on standard error.
-fn smoltcp_server(
-    net: &mut DeviceNetwork,
-    args: &ClientArgs,
-    timeout: Duration,
-) -> Result<IpEndpoint, String> {
-    let addressing = args.stack.addressing().map_err(|e| e.to_string())?;
+/// Whom a smoltcp client asks for its server: known at once, or to be looked up.
+enum ServerTarget {
+    /// HOST was an address.
+    Address(IpEndpoint),
+    /// HOST is a name, for this DNS server.
+    Name { dns: IpAddress },
+}
+
+/// What HOST means for a smoltcp client, checked before its device is opened (nothing is sent for a mistake on
+/// the command line): an address literal (IPv6 with or without brackets; a v4-mapped one is the IPv4 address),
+/// or a name for `--dns` (else a gateway), each of a family smoltcp has here.
+fn smoltcp_target(args: &ClientArgs, addressing: &Addressing) -> Result<ServerTarget, String> {
     if let Some(ip) = address_literal(&args.host) {
         let ip = match ip {
-            // A v4-mapped address is the IPv4 server it stands for.
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             ip => ip,
         };
         let ip = IpAddress::from(ip);
         addressing.check_reachable(ip, &ip.to_string())?;
-        return Ok(IpEndpoint::new(ip, args.port));
+        return Ok(ServerTarget::Address(IpEndpoint::new(ip, args.port)));
     }
-    let server = args
+    let dns = args
         .dns
         .map(IpAddress::from)
         .or_else(|| addressing.gateways().next())
@@ -226,7 +229,23 @@ fn smoltcp_server(
                 args.host
             )
         })?;
-    addressing.check_reachable(server, &format!("DNS server {server}"))?;
+    addressing.check_reachable(dns, &format!("DNS server {dns}"))?;
+    Ok(ServerTarget::Name { dns })
+}
+
+/// The server a smoltcp client talks to: `target`'s address, or the first address of a family the node has of
+/// what the DNS server answers for HOST through a DNS socket on the client's node (said on standard error).
+fn smoltcp_server(
+    net: &mut DeviceNetwork,
+    args: &ClientArgs,
+    addressing: &Addressing,
+    target: ServerTarget,
+    timeout: Duration,
+) -> Result<IpEndpoint, String> {
+    let server = match target {
+        ServerTarget::Address(endpoint) => return Ok(endpoint),
+        ServerTarget::Name { dns } => dns,
+    };
     // A client's short UDP timeout (1 s a try) is not a DNS server's: at least 5 s.
     let deadline = net.now() + timeout.max(Duration::from_secs(5));
     let lookup = NameLookup::start(net.node_mut(), server, &args.host, deadline)
@@ -316,8 +335,10 @@ pub(super) fn tcp_client(args: ClientArgs) -> Result<(), CliError> {
             Ok(())
         }
         Some(kind) => {
+            let addressing = args.stack.addressing().map_err(|e| e.to_string())?;
+            let target = smoltcp_target(&args, &addressing)?;
             let mut net = open_device(&args.stack, kind)?;
-            let server = smoltcp_server(&mut net, &args, timeouts.connect)?;
+            let server = smoltcp_server(&mut net, &args, &addressing, target, timeouts.connect)?;
             let mut exchange = TcpExchange::new(net.node_mut(), server, timeouts);
             run_smoltcp_client(&mut net, &mut messages, &mut exchange, &args.host, server)
         }
@@ -350,8 +371,10 @@ pub(super) fn udp_client(args: ClientArgs) -> Result<(), CliError> {
             Ok(())
         }
         Some(kind) => {
+            let addressing = args.stack.addressing().map_err(|e| e.to_string())?;
+            let target = smoltcp_target(&args, &addressing)?;
             let mut net = open_device(&args.stack, kind)?;
-            let server = smoltcp_server(&mut net, &args, timeouts.connect)?;
+            let server = smoltcp_server(&mut net, &args, &addressing, target, timeouts.connect)?;
             let ip_mtu = net.device().mtu();
             let mut exchange = UdpExchange::new(net.node_mut(), server, timeouts)
                 .map_err(|e| e.to_string())?
