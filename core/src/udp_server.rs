@@ -12,7 +12,6 @@ use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::udp;
 use smoltcp::wire::{IpAddress, IpCidr};
 
-use crate::endpoint::written;
 use crate::error::ServerError;
 use crate::uppercase::uppercase_into;
 
@@ -107,9 +106,10 @@ impl UppercaseUdpServer {
         {
             if request_len > len {
                 log::warn!(
-                    "udp:{}: dropped a {request_len}-byte request from {}: larger than the {} bytes this server answers",
+                    "udp:{}: dropped a {request_len}-byte request from {} port {}: larger than the {} bytes this server answers",
                     self.port,
-                    written(meta.endpoint),
+                    meta.endpoint.addr,
+                    meta.endpoint.port,
                     scratch.len()
                 );
                 self.stats.oversized += 1;
@@ -131,9 +131,10 @@ impl UppercaseUdpServer {
                 }
                 Err(e) => {
                     log::warn!(
-                        "udp:{}: dropped a {len}-byte request from {}: reply cannot be sent ({e})",
+                        "udp:{}: dropped a {len}-byte request from {} port {}: reply cannot be sent ({e})",
                         self.port,
-                        written(meta.endpoint)
+                        meta.endpoint.addr,
+                        meta.endpoint.port
                     );
                     self.stats.unsendable += 1;
                 }

@@ -94,22 +94,20 @@ pub fn ipv4_of(ip: IpAddr) -> Option<Ipv4Addr> {
 }
 
 fn allows(list: &[IpCidr], address: IpAddr) -> bool {
-    list.is_empty() || list.iter().any(|cidr| contains(cidr, address))
-}
-
-/// Whether `cidr` contains `address`, or the IPv4 address it stands for (see [`ipv4_of`]).
-fn contains(cidr: &IpCidr, address: IpAddr) -> bool {
-    match (cidr, address) {
-        #[cfg(feature = "ipv6")]
+    if list.is_empty() {
+        return true;
+    }
+    let v4 = ipv4_of(address);
+    list.iter().any(|cidr| match cidr {
+        IpCidr::Ipv4(cidr) => v4.is_some_and(|v4| cidr.contains_addr(&v4)),
         // A v4-mapped address is an IPv4 peer or destination: only IPv4 CIDRs speak for it (`::/0` is not a
         // way around an IPv4 list).
-        (IpCidr::Ipv6(cidr), IpAddr::V6(v6)) => {
-            v6.to_ipv4_mapped().is_none() && cidr.contains_addr(&v6)
-        }
-        (IpCidr::Ipv4(cidr), address) => ipv4_of(address).is_some_and(|v4| cidr.contains_addr(&v4)),
         #[cfg(feature = "ipv6")]
-        (IpCidr::Ipv6(_), IpAddr::V4(_)) => false,
-    }
+        IpCidr::Ipv6(cidr) => matches!(
+            address,
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() && cidr.contains_addr(&v6)
+        ),
+    })
 }
 
 #[cfg(test)]

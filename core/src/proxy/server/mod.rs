@@ -33,7 +33,6 @@ use crate::error::ServerError;
 use super::engine::{
     longest_idle, Admission, OwnAddress, Phase, ProxyConnection, ProxyContext, ProxyStats,
 };
-use super::policy::ipv4_of;
 use super::{Limits, ProxyPolicy};
 use lookup::Lookups;
 use relay::drop_received;
@@ -51,6 +50,7 @@ pub const RESPONSE_FIELDS: usize = 128;
 
 /// The most addresses of the interface the loop check knows as the proxy's own (smoltcp's default
 /// `IFACE_MAX_ADDR_COUNT` is 2: one of each family).
+#[cfg(feature = "ipv6")]
 const OWN_ADDRESSES: usize = 4;
 
 /// How a [`ProxyServer`] is set up.
@@ -268,13 +268,20 @@ where
         scratch: &mut [u8],
     ) -> bool {
         // The interface's own addresses, of both families (copied: the interface is borrowed again below).
-        let mut own_addresses = heapless::Vec::<IpAddr, OWN_ADDRESSES>::new();
-        for cidr in iface.ip_addrs() {
-            let _ = own_addresses.push(IpAddr::from(cidr.address()));
-        }
-        let is_local = move |ip: IpAddr| {
-            let ip = ipv4_of(ip).map_or(ip, IpAddr::V4);
-            ip.is_loopback() || own_addresses.contains(&ip)
+        // `OwnAddress::is_proxy` asks with an address that stands for an IPv4 one already made IPv4.
+        #[cfg(feature = "ipv6")]
+        let is_local = {
+            let mut own_addresses = heapless::Vec::<IpAddr, OWN_ADDRESSES>::new();
+            for cidr in iface.ip_addrs() {
+                let _ = own_addresses.push(IpAddr::from(cidr.address()));
+            }
+            move |ip: IpAddr| ip.is_loopback() || own_addresses.contains(&ip)
+        };
+        // IPv4 only: the one address (as small as a board's flash wants it).
+        #[cfg(not(feature = "ipv6"))]
+        let is_local = {
+            let own_v4 = iface.ipv4_addr();
+            move |ip: IpAddr| ip.is_loopback() || matches!(ip, IpAddr::V4(v4) if Some(v4) == own_v4)
         };
         // A head is peeked at until it is whole: it must fit the scratch buffer (and the receive buffer of the
         // socket it comes in on, which the caller sizes; see `ProxyServerConfig::limits`).
