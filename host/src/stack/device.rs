@@ -190,8 +190,7 @@ impl TunTapDevice {
                     DeviceKind::Tun => 0,
                     DeviceKind::Tap => 14,
                 },
-                failure: Rc::default(),
-                warned_down: false,
+                writer: FrameWriter::default(),
             },
             received_bytes: Rc::default(),
         })
@@ -219,7 +218,7 @@ impl TunTapDevice {
             offload: self.offload(),
             kernel_thread: self.kernel_thread(),
             fd: self.handle.fd(),
-            failure: Rc::clone(&self.tx.failure),
+            failure: Rc::clone(&self.tx.writer.failure),
             received_bytes: Rc::clone(&self.received_bytes),
         }
     }
@@ -317,8 +316,34 @@ struct Transmitter {
     thread: Option<KernelThread>,
     /// The time smoltcp last gave the device.
     now: Instant,
+    writer: FrameWriter,
+}
+
+/// Writes frames to the device, and keeps what a failed write leaves behind.
+#[derive(Default)]
+struct FrameWriter {
     failure: Rc<RefCell<Option<io::Error>>>,
     warned_down: bool,
+}
+
+impl FrameWriter {
+    /// Writes `bytes` (virtio-net header, if any, then the frame) to `handle`. A lost packet is logged (TCP
+    /// retransmits it); a fatal error is kept for the owner to see.
+    fn write(&mut self, handle: &DeviceHandle, bytes: &[u8]) {
+        match handle.send(bytes) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(errno::EIO) => {
+                if !self.warned_down {
+                    let name = handle.name();
+                    log::warn!("{name} is down, packets are dropped: bring it up with `ip link set {name} up`");
+                    self.warned_down = true;
+                }
+            }
+            Err(e) if is_fatal(&e) => *self.failure.borrow_mut() = Some(e),
+            // The kernel's queue is full (or similar): the packet is lost, as on a wire; TCP retransmits.
+            Err(e) => log::debug!("{}: dropped an outgoing packet: {e}", handle.name()),
+        }
+    }
 }
 
 /// Room for a frame to write to the device.
@@ -345,19 +370,7 @@ impl phy::TxToken for TunTapTxToken<'_> {
         if tx.header_len > 0 {
             offload::transmit(frame, tx.l3, tx.segment_size.take()).emit(header);
         }
-        match self.handle.send(&tx.buf[..end]) {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(errno::EIO) => {
-                if !tx.warned_down {
-                    let name = self.handle.name();
-                    log::warn!("{name} is down, packets are dropped: bring it up with `ip link set {name} up`");
-                    tx.warned_down = true;
-                }
-            }
-            Err(e) if is_fatal(&e) => *tx.failure.borrow_mut() = Some(e),
-            // The kernel's queue is full (or similar): the packet is lost, as on a wire; TCP retransmits.
-            Err(e) => log::debug!("{}: dropped an outgoing packet: {e}", self.handle.name()),
-        }
+        tx.writer.write(self.handle, &tx.buf[..end]);
         result
     }
 
@@ -386,7 +399,7 @@ impl Device for TunTapDevice {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if is_fatal(&e) => {
-                    *self.tx.failure.borrow_mut() = Some(e);
+                    *self.tx.writer.failure.borrow_mut() = Some(e);
                     return None;
                 }
                 Err(e) => {
