@@ -4,7 +4,9 @@
 //! The device is opened with the `tun-tap` crate without the packet-information header, non-blocking. Frames
 //! are read into and written from two buffers sized to the device's MTU once, so the hot path allocates nothing
 //! (smoltcp's own `TunTapInterface` allocates a fresh MTU-sized buffer per received frame, which costs a lot at
-//! a 64 KiB MTU). When idle, the node sleeps on its file descriptor until a frame arrives or the next smoltcp
+//! a 64 KiB MTU). With TCP segmentation offload agreed, the IPv6 TCP segments smoltcp sends are joined into
+//! super-packets before they are written ([`SegmentCoalescer`]; [`TunTapDevice::flush`] writes what is pending).
+//! When idle, the node sleeps on its file descriptor until a frame arrives or the next smoltcp
 //! timer is due ([`DeviceInfo::wait`]) — no busy loop.
 
 use std::cell::{Cell, RefCell};
@@ -20,7 +22,10 @@ use smoltcp::time::Instant;
 
 use crate::stack::device_error::{open_error, DeviceError};
 use crate::stack::kernel_thread::{KernelThread, KernelThreadMode};
-use crate::stack::offload::{self, Offload, Verdict, VnetHeader, VNET_HEADER_LEN};
+use crate::stack::offload::{
+    self, Offered, Offload, SegmentCoalescer, Verdict, VnetHeader, MAX_SUPER_PACKET,
+    VNET_HEADER_LEN,
+};
 use crate::sys::{self, errno};
 
 /// Which kind of device.
@@ -46,9 +51,6 @@ impl DeviceKind {
 /// bytes of payload, the most its length field says without a jumbogram; IPv4's largest is 40 bytes shorter), plus
 /// an Ethernet header with a VLAN tag.
 const MAX_FRAME: usize = 40 + 65535 + 18;
-
-/// The largest IPv4 packet, and so the largest TCP super-packet with segmentation offload.
-const MAX_SUPER_PACKET: usize = 65535;
 
 /// How the device was opened.
 enum DeviceHandle {
@@ -175,6 +177,26 @@ impl TunTapDevice {
         // payload behind an Ethernet header with a VLAN tag; then the virtio-net header), whatever the MTU is
         // now: the MTU can be raised while smoltalk runs, and a read into a smaller buffer would be cut short.
         let frame = MAX_FRAME + VNET_HEADER_LEN;
+        let l3 = match kind {
+            DeviceKind::Tun => 0,
+            DeviceKind::Tap => 14,
+        };
+        // IPv6 segments joined into TCPV6 super-packets only where the kernel agreed to take them (TSO6).
+        let coalescer = match &handle {
+            DeviceHandle::Offload {
+                agreed: Offload::Segmentation,
+                ..
+            } => {
+                let coalescer = SegmentCoalescer::new(l3);
+                log::debug!(
+                    "{}: IPv6 TCP segments joined into TCPV6 super-packets ({} KiB of buffers)",
+                    handle.name(),
+                    coalescer.buffer_bytes() >> 10
+                );
+                Some(coalescer)
+            }
+            _ => None,
+        };
         Ok(TunTapDevice {
             handle,
             kind,
@@ -186,10 +208,8 @@ impl TunTapDevice {
                 segment_size: None,
                 thread,
                 now: Instant::ZERO,
-                l3: match kind {
-                    DeviceKind::Tun => 0,
-                    DeviceKind::Tap => 14,
-                },
+                l3,
+                coalescer,
                 writer: FrameWriter::default(),
             },
             received_bytes: Rc::default(),
@@ -209,6 +229,24 @@ impl TunTapDevice {
         self.tx.thread.as_ref().map(KernelThread::mode)
     }
 
+    /// Writes the IPv6 super-packets still being built (see [`SegmentCoalescer`]); the owner calls it at the end
+    /// of every poll and before it sleeps, so no segment waits.
+    pub fn flush(&mut self) {
+        let tx = &mut self.tx;
+        if let Some(coalescer) = &mut tx.coalescer {
+            let (handle, writer) = (&self.handle, &mut tx.writer);
+            coalescer.flush(&mut |bytes| writer.write(handle, bytes));
+        }
+    }
+
+    /// Bytes of buffer the IPv6 segment coalescer holds (0 without one).
+    pub fn coalescer_bytes(&self) -> usize {
+        self.tx
+            .coalescer
+            .as_ref()
+            .map_or(0, SegmentCoalescer::buffer_bytes)
+    }
+
     /// What a network on this device needs to know of it, however the device is wrapped.
     pub fn info(&self) -> DeviceInfo {
         DeviceInfo {
@@ -226,6 +264,7 @@ impl TunTapDevice {
 
 impl Drop for TunTapDevice {
     fn drop(&mut self) {
+        self.flush();
         // The kernel takes the threaded setting only while the device has a NAPI queue, which goes with the
         // descriptor: give it back first.
         drop(self.tx.thread.take());
@@ -316,6 +355,8 @@ struct Transmitter {
     thread: Option<KernelThread>,
     /// The time smoltcp last gave the device.
     now: Instant,
+    /// With TSO6 agreed: joins IPv6 TCP segments into super-packets.
+    coalescer: Option<SegmentCoalescer>,
     writer: FrameWriter,
 }
 
@@ -368,7 +409,15 @@ impl phy::TxToken for TunTapTxToken<'_> {
             thread.observe(frame, tx.l3, tx.now);
         }
         if tx.header_len > 0 {
-            offload::transmit(frame, tx.l3, tx.segment_size.take()).emit(header);
+            let segment = tx.segment_size.take();
+            if let (None, Some(coalescer)) = (segment, &mut tx.coalescer) {
+                let (handle, writer) = (self.handle, &mut tx.writer);
+                if coalescer.offer(frame, &mut |bytes| writer.write(handle, bytes)) == Offered::Held
+                {
+                    return result;
+                }
+            }
+            offload::transmit(frame, tx.l3, segment).emit(header);
         }
         tx.writer.write(self.handle, &tx.buf[..end]);
         result
@@ -462,7 +511,8 @@ fn capabilities(kind: DeviceKind, mtu: usize, offload: Offload) -> DeviceCapabil
     if offload == Offload::Segmentation {
         // TCP segments up to the largest IPv4 packet (smoltcp counts the Ethernet header in, on TAP). Not `tcpv6`:
         // smoltcp 0.14 would build IPv6 super-packets, then drop them for being longer than the MTU (see
-        // crate::stack::offload), and every large IPv6 write would be lost.
+        // crate::stack::offload), and every large IPv6 write would be lost; the device joins its IPv6 segments
+        // into super-packets itself (offload::SegmentCoalescer).
         caps.segmentation.tcpv4 = NonZeroUsize::new(MAX_SUPER_PACKET + l3);
     }
     caps

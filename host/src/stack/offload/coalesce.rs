@@ -1,0 +1,350 @@
+//! [`SegmentCoalescer`]: software GRO on transmit for IPv6 TCP. It owns the super-packets being built, one per
+//! connection in a small table of fixed buffers, and decides which segment joins one, which flushes one, and
+//! which goes out as it is.
+//!
+//! smoltcp 0.14 cannot send IPv6 super-packets (see the parent module), so over IPv6 it sends MSS-sized
+//! segments, one device write and one pass through the kernel's receive path each. With TSO6 agreed, the device
+//! joins a connection's consecutive segments back into the TCPV6 super-packet the kernel's own TSO would have cut
+//! them from, and writes that once. smoltcp's egress sends one segment per socket per pass and loops passes, so
+//! several connections' segments interleave: each connection has its own pending super-packet.
+//!
+//! A segment joins its connection's pending super-packet only if it is one that TSO could have cut from it:
+//! IPv6 without extension headers, TCP flags ACK or ACK|PSH, a payload, the next sequence number, every header
+//! byte the same (link header, IPv6 header but its length, ports, ACK number, window, options) but the
+//! sequence number, PSH and the checksum, a payload no longer than the first segment's (the `gso_size`), and the
+//! whole no longer than [`MAX_SUPER_PACKET`]. A segment shorter than the first, or with PSH (the kernel's TSO sets
+//! PSH on the last segment only, so it is kept on the super-packet), ends the super-packet, as does one that
+//! leaves no room for another. Any other IPv6 TCP segment of the connection (SYN, FIN, RST, URG, a pure ACK, a
+//! gap, another ACK number, window or options) flushes what is pending first and goes out as it is: order within
+//! a connection is kept; across connections it does not matter. IPv4 (which has real TSO) and other protocols
+//! pass through untouched.
+//!
+//! The owner flushes everything at the end of each poll and before sleeping: no segment waits in the table.
+
+use super::ip::{self, Version};
+use super::{transmit, TCP, VNET_HEADER_LEN};
+
+/// Connections that may have a super-packet pending at once; one more flushes the one started longest ago.
+pub const COALESCED_FLOWS: usize = 8;
+
+/// The largest IPv6 super-packet, header included: as large as the IPv4 ones smoltcp builds with TSO4, and as
+/// the kernel's own default GSO limit (64 KiB).
+pub const MAX_SUPER_PACKET: usize = 65535;
+
+const IPV6_HEADER_LEN: usize = 40;
+const TCP_HEADER_MIN: usize = 20;
+/// Where the flags byte is in the TCP header (CWR, ECE, URG, ACK, PSH, RST, SYN, FIN).
+const TCP_FLAGS: usize = 13;
+const PSH: u8 = 0x08;
+const ACK: u8 = 0x10;
+
+/// The connection a segment belongs to: source and destination address, then source and destination port.
+type FlowKey = [u8; 36];
+
+/// What [`SegmentCoalescer::offer`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// Kept, to leave inside a super-packet: the caller writes nothing now.
+    Held,
+    /// Not coalesced: the caller writes it as it is (whatever of its connection was pending is written already).
+    PassThrough,
+}
+
+/// An IPv6 TCP segment's headers, the offsets from the start of the frame.
+struct Segment {
+    key: FlowKey,
+    /// Where the TCP header starts.
+    tcp: usize,
+    /// Where the payload starts.
+    payload: usize,
+    /// Where the packet ends.
+    end: usize,
+    seq: u32,
+    flags: u8,
+    /// No extension header between the IPv6 and the TCP header.
+    plain: bool,
+}
+
+impl Segment {
+    /// Reads the headers of an IPv6 TCP segment behind `l3` bytes of link header; `None` for anything else.
+    fn read(frame: &[u8], l3: usize) -> Option<Segment> {
+        let ip =
+            ip::parse(frame, l3).filter(|ip| ip.version == Version::V6 && ip.protocol == TCP)?;
+        let tcp = ip.l4;
+        let header = frame.get(tcp..ip.end)?;
+        let header_len = usize::from(*header.get(12)? >> 4) * 4;
+        if header_len < TCP_HEADER_MIN || header_len > header.len() {
+            return None;
+        }
+        let mut key = [0u8; 36];
+        key.get_mut(..32)?
+            .copy_from_slice(frame.get(l3 + 8..l3 + IPV6_HEADER_LEN)?);
+        key.get_mut(32..)?.copy_from_slice(header.get(..4)?);
+        Some(Segment {
+            key,
+            tcp,
+            payload: tcp + header_len,
+            end: ip.end,
+            seq: u32::from_be_bytes(header.get(4..8)?.try_into().ok()?),
+            flags: *header.get(TCP_FLAGS)?,
+            plain: *frame.get(l3 + 6)? == TCP,
+        })
+    }
+
+    fn payload_len(&self) -> usize {
+        self.end - self.payload
+    }
+
+    /// Whether TSO could have cut this segment from a super-packet: plain IPv6, ACK or ACK|PSH, some payload.
+    fn joinable(&self) -> bool {
+        self.plain && self.flags & !PSH == ACK && self.payload_len() > 0
+    }
+
+    /// Whether no segment may follow it in a super-packet.
+    fn ends_super_packet(&self, segment_size: usize) -> bool {
+        self.flags & PSH != 0 || self.payload_len() < segment_size
+    }
+}
+
+/// One connection's super-packet being built.
+struct PendingFlow {
+    /// Room for the virtio-net header, then the super-packet so far.
+    buf: Box<[u8]>,
+    /// Bytes of the super-packet in `buf` after the virtio-net header; 0: the slot is free.
+    len: usize,
+    key: FlowKey,
+    tcp: usize,
+    payload: usize,
+    /// The sequence number the next segment must have.
+    next_seq: u32,
+    /// The first segment's payload length: the size the kernel would cut the super-packet at.
+    segment_size: usize,
+    /// When it was started, in [`SegmentCoalescer`]'s count: the oldest is flushed when the table is full.
+    started: u64,
+}
+
+impl PendingFlow {
+    fn frame(&self) -> &[u8] {
+        self.buf
+            .get(VNET_HEADER_LEN..VNET_HEADER_LEN + self.len)
+            .unwrap_or_default()
+    }
+
+    /// Bytes of IPv6 (header and payload) pending.
+    fn ip_len(&self, l3: usize) -> usize {
+        self.len.saturating_sub(l3)
+    }
+
+    /// Whether `segment` (of this connection, joinable) continues this super-packet.
+    fn takes(&self, frame: &[u8], segment: &Segment, l3: usize) -> bool {
+        if segment.tcp != self.tcp
+            || segment.payload != self.payload
+            || segment.seq != self.next_seq
+            || segment.payload_len() > self.segment_size
+            || self.ip_len(l3) + segment.payload_len() > MAX_SUPER_PACKET
+        {
+            return false;
+        }
+        // Every header byte the same but the IPv6 payload length, the sequence number, the flags (PSH) and the
+        // checksum.
+        let tcp = self.tcp;
+        let same = [
+            0..l3 + 4,
+            l3 + 6..tcp + 4,
+            tcp + 8..tcp + TCP_FLAGS,
+            tcp + TCP_FLAGS + 1..tcp + 16,
+            tcp + 18..self.payload,
+        ];
+        let pending = self.frame();
+        same.into_iter().all(
+            |range| match (frame.get(range.clone()), pending.get(range)) {
+                (Some(a), Some(b)) => a == b,
+                _ => false,
+            },
+        )
+    }
+
+    /// Starts the super-packet with `segment` in `frame`; false (the slot left free) if it does not fit.
+    fn start(&mut self, frame: &[u8], segment: &Segment, started: u64) -> bool {
+        let (Some(from), Some(to)) = (
+            frame.get(..segment.end),
+            self.buf
+                .get_mut(VNET_HEADER_LEN..VNET_HEADER_LEN + segment.end),
+        ) else {
+            return false;
+        };
+        to.copy_from_slice(from);
+        self.len = segment.end;
+        self.key = segment.key;
+        self.tcp = segment.tcp;
+        self.payload = segment.payload;
+        self.next_seq = segment.seq.wrapping_add(segment.payload_len() as u32);
+        self.segment_size = segment.payload_len();
+        self.started = started;
+        true
+    }
+
+    /// Appends `segment`'s payload (it [`takes`](Self::takes) it); false if it does not fit the buffer.
+    fn append(&mut self, frame: &[u8], segment: &Segment) -> bool {
+        let n = segment.payload_len();
+        let at = VNET_HEADER_LEN + self.len;
+        let (Some(from), Some(to)) = (
+            frame.get(segment.payload..segment.end),
+            self.buf.get_mut(at..at + n),
+        ) else {
+            return false;
+        };
+        to.copy_from_slice(from);
+        self.len += n;
+        self.next_seq = self.next_seq.wrapping_add(n as u32);
+        if let Some(flags) = self.buf.get_mut(VNET_HEADER_LEN + self.tcp + TCP_FLAGS) {
+            *flags |= segment.flags & PSH;
+        }
+        true
+    }
+
+    /// Whether a full-sized segment more would not fit.
+    fn full(&self, l3: usize) -> bool {
+        self.ip_len(l3) + self.segment_size > MAX_SUPER_PACKET
+    }
+
+    /// Writes the super-packet (its IPv6 payload length set, its checksum and virtio-net header made by
+    /// [`transmit`]) through `write`, and frees the slot.
+    fn flush(&mut self, l3: usize, write: &mut dyn FnMut(&[u8])) {
+        if self.len == 0 {
+            return;
+        }
+        let len = std::mem::take(&mut self.len);
+        let Some((header, rest)) = self.buf.split_at_mut_checked(VNET_HEADER_LEN) else {
+            return;
+        };
+        let Some(frame) = rest.get_mut(..len) else {
+            return;
+        };
+        let payload_len = len.saturating_sub(l3 + IPV6_HEADER_LEN);
+        let (Some(field), Ok(payload_len)) =
+            (frame.get_mut(l3 + 4..l3 + 6), u16::try_from(payload_len))
+        else {
+            return;
+        };
+        field.copy_from_slice(&payload_len.to_be_bytes());
+        transmit(frame, l3, u16::try_from(self.segment_size).ok()).emit(header);
+        if let Some(bytes) = self.buf.get(..VNET_HEADER_LEN + len) {
+            write(bytes);
+        }
+    }
+}
+
+/// Joins smoltcp's outgoing IPv6 TCP segments into TCPV6 super-packets (see the module's doc). Its buffers are
+/// allocated once, when made: [`COALESCED_FLOWS`] of a virtio-net header, the link header and
+/// [`MAX_SUPER_PACKET`] bytes each (see [`SegmentCoalescer::buffer_bytes`]).
+pub struct SegmentCoalescer {
+    flows: Vec<PendingFlow>,
+    /// Bytes of link-layer header before the IP header (TAP: Ethernet).
+    l3: usize,
+    /// Super-packets started so far (their age).
+    started: u64,
+}
+
+impl SegmentCoalescer {
+    /// A coalescer for frames with `l3` bytes of link header (0 on TUN, 14 on TAP).
+    pub fn new(l3: usize) -> SegmentCoalescer {
+        let flows = (0..COALESCED_FLOWS)
+            .map(|_| PendingFlow {
+                buf: vec![0; VNET_HEADER_LEN + l3 + MAX_SUPER_PACKET].into_boxed_slice(),
+                len: 0,
+                key: [0; 36],
+                tcp: 0,
+                payload: 0,
+                next_seq: 0,
+                segment_size: 0,
+                started: 0,
+            })
+            .collect();
+        SegmentCoalescer {
+            flows,
+            l3,
+            started: 0,
+        }
+    }
+
+    /// Bytes of buffer it holds.
+    pub fn buffer_bytes(&self) -> usize {
+        self.flows.iter().map(|f| f.buf.len()).sum()
+    }
+
+    /// Connections with a super-packet pending.
+    pub fn pending(&self) -> usize {
+        self.flows.iter().filter(|f| f.len > 0).count()
+    }
+
+    /// Takes `frame` (a frame smoltcp built, TCP checksum not computed) into a super-packet, or says it is to be
+    /// written as it is; super-packets it ends are written through `write` (virtio-net header, then the frame)
+    /// before it returns.
+    pub fn offer(&mut self, frame: &[u8], write: &mut dyn FnMut(&[u8])) -> Offered {
+        let l3 = self.l3;
+        let Some(segment) = Segment::read(frame, l3) else {
+            return Offered::PassThrough;
+        };
+        let slot = self
+            .flows
+            .iter()
+            .position(|f| f.len > 0 && f.key == segment.key);
+        if !segment.joinable() {
+            if let Some(flow) = slot.and_then(|i| self.flows.get_mut(i)) {
+                flow.flush(l3, write);
+            }
+            return Offered::PassThrough;
+        }
+        if let Some(flow) = slot.and_then(|i| self.flows.get_mut(i)) {
+            if flow.takes(frame, &segment, l3) && flow.append(frame, &segment) {
+                if segment.ends_super_packet(flow.segment_size) || flow.full(l3) {
+                    flow.flush(l3, write);
+                }
+                return Offered::Held;
+            }
+            flow.flush(l3, write);
+        }
+        // A segment nothing can follow, or one that leaves no room for another as large, goes as it is.
+        if segment.flags & PSH != 0 || (segment.end - l3) + segment.payload_len() > MAX_SUPER_PACKET
+        {
+            return Offered::PassThrough;
+        }
+        let free = slot.or_else(|| self.flows.iter().position(|f| f.len == 0));
+        let index = match free {
+            Some(i) => i,
+            None => {
+                // The table is full: the super-packet started longest ago goes now.
+                let oldest = self
+                    .flows
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, f)| f.started)
+                    .map_or(0, |(i, _)| i);
+                if let Some(flow) = self.flows.get_mut(oldest) {
+                    flow.flush(l3, write);
+                }
+                oldest
+            }
+        };
+        self.started += 1;
+        let started = self.started;
+        let held = self
+            .flows
+            .get_mut(index)
+            .is_some_and(|flow| flow.start(frame, &segment, started));
+        if held {
+            Offered::Held
+        } else {
+            Offered::PassThrough
+        }
+    }
+
+    /// Writes every pending super-packet through `write`.
+    pub fn flush(&mut self, write: &mut dyn FnMut(&[u8])) {
+        let l3 = self.l3;
+        for flow in &mut self.flows {
+            flow.flush(l3, write);
+        }
+    }
+}
