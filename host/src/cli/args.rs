@@ -98,6 +98,10 @@ pub struct BenchArgs {
     /// generator, to compare two versions under the same load; rows with options it does not know are left out.
     #[arg(long, value_name = "PATH")]
     pub server_binary: Option<std::path::PathBuf>,
+    /// Only the echo rows that the goals whose name contains TEXT (ignoring case) compare, say `ipv6`; neither
+    /// smoltcp's benchmark nor the memory part.
+    #[arg(long, value_name = "TEXT")]
+    pub goal: Option<String>,
 }
 
 /// Options of `throughput`.

@@ -1,6 +1,6 @@
 //! The echo part of the benchmark: TCP uppercase echo throughput in the benchmark's namespace, the kernel stack
-//! over loopback against smoltcp on TUN/TAP (its defaults, and the options that show what the defaults are
-//! worth), and smoltcp's own `examples/benchmark.rs` on TAP.
+//! over loopback against smoltcp on TUN/TAP (its defaults, over IPv4 and IPv6, and the options that show what
+//! the defaults are worth), the goals that compare its rows, and smoltcp's own `examples/benchmark.rs` on TAP.
 
 use std::time::Instant;
 
@@ -17,6 +17,28 @@ pub(super) struct Scenario {
     pub(super) connections: u16,
     /// More options for the smoltcp server.
     pub(super) options: &'static [&'static str],
+    /// Over IPv6: the device's kernel side also gets fd00:2::2/64 and the load goes to smoltcp's fd00:2::15.
+    pub(super) ipv6: bool,
+}
+
+/// What became of a row.
+#[derive(Clone, Copy)]
+pub(super) enum RowResult {
+    /// Its medians.
+    Measured(Measured),
+    /// The server refused the row's options (an older build, see `--server-binary`).
+    Refused,
+    /// Left out by `--goal`.
+    NotRun,
+}
+
+impl RowResult {
+    pub(super) fn measured(&self) -> Option<Measured> {
+        match self {
+            RowResult::Measured(m) => Some(*m),
+            RowResult::Refused | RowResult::NotRun => None,
+        }
+    }
 }
 
 /// What one row measured: echo Gbit/s each way, the device's Gbit/s (rx + tx), and the server's CPU time as a
@@ -66,6 +88,10 @@ pub(super) const SCENARIOS: &[Scenario] = &[
     row("smoltcp on TAP", TAP_1500, None, 4, DEFAULTS),
     row("smoltcp on TUN", TUN_1500, None, 1, DEFAULTS),
     row("smoltcp on TUN", TUN_1500, None, 4, DEFAULTS),
+    // The same over IPv6 (the IPv6 issue): smoltcp 0.14 sends IPv6 in MSS-sized segments, which the device
+    // joins into super-packets.
+    ipv6_row("smoltcp on TUN, IPv6", TUN_1500, 1),
+    ipv6_row("smoltcp on TUN, IPv6", TUN_1500, 4),
     row("smoltcp on TUN", TUN_65000, None, 1, DEFAULTS),
     row("smoltcp on TUN", TUN_65000, None, 4, DEFAULTS),
     // What the defaults are worth: without segmentation offload, without any offload, other buffers.
@@ -153,8 +179,172 @@ pub(super) const KERNEL_THREADS_FOUR: usize = 3;
 pub(super) const TAP_1500_ONE: usize = 4;
 pub(super) const TUN_1500_ONE: usize = 6;
 pub(super) const TUN_1500_FOUR: usize = 7;
-pub(super) const TUN_65000_ONE: usize = 8;
-pub(super) const TUN_65000_FOUR: usize = 9;
+pub(super) const TUN6_1500_ONE: usize = 8;
+pub(super) const TUN6_1500_FOUR: usize = 9;
+pub(super) const TUN_65000_ONE: usize = 10;
+pub(super) const TUN_65000_FOUR: usize = 11;
+
+/// What a goal compares of two rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Measure {
+    /// Echo Gbit/s each way.
+    Echo,
+    /// The server's CPU time per Gbit/s echoed.
+    CpuPerGbit,
+}
+
+/// A goal on the echo table: `measure` of row `row` over that of row `against` is at least `target`.
+pub(super) struct EchoGoal {
+    pub(super) name: &'static str,
+    pub(super) row: usize,
+    pub(super) against: usize,
+    pub(super) measure: Measure,
+    pub(super) target: f64,
+}
+
+const fn goal(
+    name: &'static str,
+    row: usize,
+    against: usize,
+    measure: Measure,
+    target: f64,
+) -> EchoGoal {
+    EchoGoal {
+        name,
+        row,
+        against,
+        measure,
+        target,
+    }
+}
+
+/// The goals on the echo table.
+pub(super) const GOALS: &[EchoGoal] = &[
+    goal(
+        "kernel stack, 1 connection: event loops ≥ 0.95× the thread-per-client design (as fast, within the \
+         noise between runs)",
+        KERNEL,
+        KERNEL_THREADS_ONE,
+        Measure::Echo,
+        0.95,
+    ),
+    goal(
+        "kernel stack, 4 connections: event loops ≥ 0.95× the thread-per-client design",
+        KERNEL_FOUR,
+        KERNEL_THREADS_FOUR,
+        Measure::Echo,
+        0.95,
+    ),
+    goal(
+        "kernel stack, 1 connection: server CPU per Gbit/s, thread-per-client ≥ 1.0× the event loops'",
+        KERNEL_THREADS_ONE,
+        KERNEL,
+        Measure::CpuPerGbit,
+        1.0,
+    ),
+    goal(
+        "kernel stack, 4 connections: server CPU per Gbit/s, thread-per-client ≥ 1.0× the event loops'",
+        KERNEL_THREADS_FOUR,
+        KERNEL_FOUR,
+        Measure::CpuPerGbit,
+        1.0,
+    ),
+    goal(
+        "kernel stack: 4 connections ≥ 1.0× one connection",
+        KERNEL_FOUR,
+        KERNEL,
+        Measure::Echo,
+        1.0,
+    ),
+    goal(
+        "TUN, MTU 1500, default options: echo ≥ 0.8× the kernel's echo over loopback",
+        TUN_1500_ONE,
+        KERNEL,
+        Measure::Echo,
+        0.8,
+    ),
+    goal(
+        "TAP, MTU 1500, default options: echo ≥ 0.7× the kernel's",
+        TAP_1500_ONE,
+        KERNEL,
+        Measure::Echo,
+        0.7,
+    ),
+    goal(
+        "TUN, MTU 65000, default options: echo ≥ 0.9× the kernel's",
+        TUN_65000_ONE,
+        KERNEL,
+        Measure::Echo,
+        0.9,
+    ),
+    goal(
+        "TUN, MTU 1500: 4 connections ≥ 1.0× one connection",
+        TUN_1500_FOUR,
+        TUN_1500_ONE,
+        Measure::Echo,
+        1.0,
+    ),
+    goal(
+        "TUN, MTU 65000: 4 connections ≥ 1.0× one connection",
+        TUN_65000_FOUR,
+        TUN_65000_ONE,
+        Measure::Echo,
+        1.0,
+    ),
+    goal(
+        "TUN, MTU 1500, 1 connection: echo over IPv6 ≥ 0.9× over IPv4 (the IPv6 issue)",
+        TUN6_1500_ONE,
+        TUN_1500_ONE,
+        Measure::Echo,
+        0.9,
+    ),
+    goal(
+        "TUN, MTU 1500, 4 connections: echo over IPv6 ≥ 0.9× over IPv4",
+        TUN6_1500_FOUR,
+        TUN_1500_FOUR,
+        Measure::Echo,
+        0.9,
+    ),
+];
+
+/// The rows to run: every one, or (with `goal_filter`) only those the goals whose name contains it (ignoring
+/// case) compare.
+pub(super) fn selected_rows(goal_filter: Option<&str>) -> Vec<bool> {
+    let Some(filter) = goal_filter else {
+        return vec![true; SCENARIOS.len()];
+    };
+    let filter = filter.to_lowercase();
+    let mut selected = vec![false; SCENARIOS.len()];
+    for g in GOALS
+        .iter()
+        .filter(|g| g.name.to_lowercase().contains(&filter))
+    {
+        for row in [g.row, g.against] {
+            if let Some(s) = selected.get_mut(row) {
+                *s = true;
+            }
+        }
+    }
+    selected
+}
+
+/// The goals whose rows were both measured, as (name, measured ratio, target).
+pub(super) fn goal_results(results: &[RowResult]) -> Vec<(String, f64, f64)> {
+    let of = |row: usize, measure: Measure| {
+        let m = results.get(row).and_then(RowResult::measured)?;
+        Some(match measure {
+            Measure::Echo => m.echo,
+            Measure::CpuPerGbit => m.cpu_per_gbit(),
+        })
+    };
+    GOALS
+        .iter()
+        .filter_map(|g| {
+            let ratio = of(g.row, g.measure)? / of(g.against, g.measure)?;
+            Some((g.name.to_string(), ratio, g.target))
+        })
+        .collect()
+}
 
 const fn row(
     name: &'static str,
@@ -169,6 +359,19 @@ const fn row(
         buffer,
         connections,
         options,
+        ipv6: false,
+    }
+}
+
+/// A row over IPv6, default options and buffers.
+const fn ipv6_row(
+    name: &'static str,
+    device: Option<(&'static str, usize)>,
+    connections: u16,
+) -> Scenario {
+    Scenario {
+        ipv6: true,
+        ..row(name, device, None, connections, DEFAULTS)
     }
 }
 
@@ -180,12 +383,12 @@ fn parse_gbits(text: &str, after: &str) -> Option<f64> {
 }
 
 /// Runs one row: its server (from `opts.server_binary` if given, else this binary) and `opts.runs` runs of
-/// the load generator. `Ok(None)`: the server did not take the row's options (an older build).
+/// the load generator.
 pub(super) fn run_scenario(
     ns: &Namespace,
     scenario: &Scenario,
     opts: &BenchOptions,
-) -> Result<Option<Measured>, BenchError> {
+) -> Result<RowResult, BenchError> {
     let exe = me()?;
     let server_exe = opts
         .server_binary
@@ -201,20 +404,29 @@ pub(super) fn run_scenario(
         }
         Some((mode, mtu)) => {
             ns.add_device(dev, mode, "10.0.2.2/24", mtu)?;
+            if scenario.ipv6 {
+                // Usable at once: no duplicate address detection, which keeps it tentative for a second.
+                ns.ip(&["-6", "addr", "add", "fd00:2::2/64", "dev", dev, "nodad"])?;
+            }
             let mut args = vec!["tcp-server", "--stack", mode, "--dev", dev];
             if let Some(buffer) = &buffer {
                 args.extend(["--socket-buffer", buffer]);
             }
             args.extend_from_slice(scenario.options);
-            (ns.command(&server_exe, &args), "10.0.2.15")
+            let host = if scenario.ipv6 {
+                "fd00:2::15"
+            } else {
+                "10.0.2.15"
+            };
+            (ns.command(&server_exe, &args), host)
         }
     };
-    let result = (|| -> Result<Option<Measured>, BenchError> {
+    let result = (|| -> Result<RowResult, BenchError> {
         let server = match Server::start(server_cmd) {
             Ok(server) => server,
             Err(e @ ServerError::DidNotStart { .. }) if !scenario.options.is_empty() => {
                 eprintln!("bench: {}: {e}; row left out", scenario.name);
-                return Ok(None);
+                return Ok(RowResult::Refused);
             }
             Err(e) => return Err(e.into()),
         };
@@ -242,7 +454,7 @@ pub(super) fn run_scenario(
             }
         }
         drop(server);
-        Ok(Some(Measured {
+        Ok(RowResult::Measured(Measured {
             echo: median(echo),
             device: median(device),
             server_cpu: median(server_cpu),
@@ -254,24 +466,28 @@ pub(super) fn run_scenario(
     result
 }
 
-/// The echo table, one line per row measured (`None`: left out).
-pub(super) fn table(results: &[Option<Measured>]) -> String {
+/// The echo table, one line per row run (rows left out by `--goal` are not shown; without the kernel's row, its
+/// column says –).
+pub(super) fn table(results: &[RowResult]) -> String {
     let kernel = results
         .get(KERNEL)
-        .copied()
-        .flatten()
-        .map_or(0.0, |m| m.echo);
+        .and_then(RowResult::measured)
+        .map(|m| m.echo);
     let mut out = String::from(
         "| server | MTU | smoltcp buffers, each way | connections | echo Gbit/s each way | device Gbit/s (rx+tx) | × kernel, 1 conn | server CPU, % of one |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for (scenario, m) in SCENARIOS.iter().zip(results) {
-        let Some(m) = m else {
-            out += &format!(
-                "| {} | – | – | {} | not run (the server refused its options) | – | – | – |\n",
-                scenario.name, scenario.connections
-            );
-            continue;
+    for (scenario, result) in SCENARIOS.iter().zip(results) {
+        let m = match result {
+            RowResult::Measured(m) => m,
+            RowResult::NotRun => continue,
+            RowResult::Refused => {
+                out += &format!(
+                    "| {} | – | – | {} | not run (the server refused its options) | – | – | – |\n",
+                    scenario.name, scenario.connections
+                );
+                continue;
+            }
         };
         let (mtu, buffers, device) = match scenario.device {
             None => (
@@ -289,12 +505,12 @@ pub(super) fn table(results: &[Option<Measured>]) -> String {
                 format!("{:.2}", m.device),
             ),
         };
+        let times_kernel = kernel.map_or("–".to_string(), |k| format!("{:.2}", m.echo / k));
         out += &format!(
-            "| {} | {mtu} | {buffers} | {} | {:.2} | {device} | {:.2} | {:.0} |\n",
+            "| {} | {mtu} | {buffers} | {} | {:.2} | {device} | {times_kernel} | {:.0} |\n",
             scenario.name,
             scenario.connections,
             m.echo,
-            m.echo / kernel,
             m.server_cpu * 100.0
         );
     }
@@ -365,6 +581,10 @@ mod tests {
     fn the_goal_indices_name_the_rows_they_compare() {
         let at = |i: usize| {
             let s = &SCENARIOS[i];
+            assert!(
+                !s.ipv6 || matches!(i, TUN6_1500_ONE | TUN6_1500_FOUR),
+                "row {i}"
+            );
             (s.device, s.connections, s.options, s.buffer)
         };
         assert_eq!(at(KERNEL), (None, 1, DEFAULTS, None));
@@ -376,5 +596,40 @@ mod tests {
         assert_eq!(at(TUN_1500_FOUR), (TUN_1500, 4, DEFAULTS, None));
         assert_eq!(at(TUN_65000_ONE), (TUN_65000, 1, DEFAULTS, None));
         assert_eq!(at(TUN_65000_FOUR), (TUN_65000, 4, DEFAULTS, None));
+        assert_eq!(at(TUN6_1500_ONE), (TUN_1500, 1, DEFAULTS, None));
+        assert_eq!(at(TUN6_1500_FOUR), (TUN_1500, 4, DEFAULTS, None));
+        assert!(SCENARIOS[TUN6_1500_ONE].ipv6 && SCENARIOS[TUN6_1500_FOUR].ipv6);
+        assert_eq!(SCENARIOS.iter().filter(|s| s.ipv6).count(), 2);
+    }
+
+    #[test]
+    fn a_goal_filter_runs_only_the_rows_its_goals_compare() {
+        let all = selected_rows(None);
+        assert!(all.iter().all(|&s| s));
+        let ipv6: Vec<usize> = (0..SCENARIOS.len())
+            .filter(|&i| selected_rows(Some("ipv6"))[i])
+            .collect();
+        assert_eq!(
+            ipv6,
+            vec![TUN_1500_ONE, TUN_1500_FOUR, TUN6_1500_ONE, TUN6_1500_FOUR]
+        );
+        assert!(!selected_rows(Some("no such goal")).contains(&true));
+        // Only goals whose two rows were measured are reported.
+        let mut results = vec![RowResult::NotRun; SCENARIOS.len()];
+        let measured = |echo| {
+            RowResult::Measured(Measured {
+                echo,
+                device: 0.0,
+                server_cpu: 0.5,
+            })
+        };
+        results[TUN_1500_ONE] = measured(10.0);
+        results[TUN6_1500_ONE] = measured(9.5);
+        results[TUN6_1500_FOUR] = measured(9.0);
+        let goals = goal_results(&results);
+        assert_eq!(goals.len(), 1);
+        assert!(goals[0].0.contains("IPv6"));
+        assert!((goals[0].1 - 0.95).abs() < 1e-9);
+        assert_eq!(goals[0].2, 0.9);
     }
 }
