@@ -234,8 +234,9 @@ impl TunTapDevice {
     pub fn flush(&mut self) {
         let tx = &mut self.tx;
         if let Some(coalescer) = &mut tx.coalescer {
-            let (handle, writer) = (&self.handle, &mut tx.writer);
-            coalescer.flush(&mut |bytes| writer.write(handle, bytes));
+            let (handle, writer, thread) = (&self.handle, &mut tx.writer, &mut tx.thread);
+            let (l3, now) = (tx.l3, tx.now);
+            coalescer.flush(&mut |bytes| write_coalesced(bytes, handle, writer, thread, l3, now));
         }
     }
 
@@ -387,6 +388,22 @@ impl FrameWriter {
     }
 }
 
+/// Writes what the coalescer made (virtio-net header, then a frame of `l3` bytes of link header and IP), counted
+/// by `thread` as written at `now`.
+fn write_coalesced(
+    bytes: &[u8],
+    handle: &DeviceHandle,
+    writer: &mut FrameWriter,
+    thread: &mut Option<KernelThread>,
+    l3: usize,
+    now: Instant,
+) {
+    if let (Some(thread), Some(frame)) = (thread.as_mut(), bytes.get(VNET_HEADER_LEN..)) {
+        thread.observe(frame, l3, now);
+    }
+    writer.write(handle, bytes);
+}
+
 /// Room for a frame to write to the device.
 pub struct TunTapTxToken<'a> {
     handle: &'a DeviceHandle,
@@ -401,25 +418,32 @@ impl phy::RxToken for TunTapRxToken<'_> {
 
 impl phy::TxToken for TunTapTxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let tx = self.tx;
+        let (tx, handle) = (self.tx, self.handle);
         let end = (tx.header_len + len).min(tx.buf.len());
         let (header, frame) = tx.buf[..end].split_at_mut(tx.header_len);
-        let result = f(frame);
+        let segment = tx.segment_size.take();
+        let (l3, now) = (tx.l3, tx.now);
+        let (result, offered) = match (&mut tx.coalescer, segment) {
+            // An IPv6 segment may be built right into a super-packet (see SegmentCoalescer::build); IPv4
+            // super-packets (with a segment size) have real TSO.
+            (Some(coalescer), None) => {
+                let (thread, writer) = (&mut tx.thread, &mut tx.writer);
+                coalescer.build(frame, f, &mut |bytes| {
+                    write_coalesced(bytes, handle, writer, thread, l3, now)
+                })
+            }
+            _ => (f(frame), Offered::PassThrough),
+        };
+        if offered == Offered::Held {
+            return result;
+        }
         if let Some(thread) = &mut tx.thread {
-            thread.observe(frame, tx.l3, tx.now);
+            thread.observe(frame, l3, now);
         }
         if tx.header_len > 0 {
-            let segment = tx.segment_size.take();
-            if let (None, Some(coalescer)) = (segment, &mut tx.coalescer) {
-                let (handle, writer) = (self.handle, &mut tx.writer);
-                if coalescer.offer(frame, &mut |bytes| writer.write(handle, bytes)) == Offered::Held
-                {
-                    return result;
-                }
-            }
-            offload::transmit(frame, tx.l3, segment).emit(header);
+            offload::transmit(frame, l3, segment).emit(header);
         }
-        tx.writer.write(self.handle, &tx.buf[..end]);
+        tx.writer.write(handle, &tx.buf[..end]);
         result
     }
 

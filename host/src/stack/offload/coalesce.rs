@@ -19,12 +19,17 @@
 //! a connection is kept; across connections it does not matter. IPv4 (which has real TSO) and other protocols
 //! pass through untouched.
 //!
+//! smoltcp builds each frame where it is told to ([`SegmentCoalescer::build`]): in the buffer of the connection
+//! likeliest to send next (the one added to least recently, as smoltcp's egress goes round its sockets), its
+//! headers over the last bytes of that super-packet (kept aside, and put back), its payload right where it
+//! joins. A segment that joins there is never copied; any other frame is copied out and taken as it comes.
+//!
 //! The owner flushes everything at the end of each poll and before sleeping: no segment waits in the table.
 
 use super::ip::{self, Version};
 use super::{transmit, TCP, VNET_HEADER_LEN};
 
-/// Connections that may have a super-packet pending at once; one more flushes the one started longest ago.
+/// Connections that may have a super-packet pending at once; one more flushes the one added to least recently.
 pub const COALESCED_FLOWS: usize = 8;
 
 /// The largest IPv6 super-packet, header included: as large as the IPv4 ones smoltcp builds with TSO4, and as
@@ -33,15 +38,15 @@ pub const MAX_SUPER_PACKET: usize = 65535;
 
 const IPV6_HEADER_LEN: usize = 40;
 const TCP_HEADER_MIN: usize = 20;
+/// The longest headers of a segment that may join: an Ethernet header (TAP), IPv6 without extension headers,
+/// TCP with 40 bytes of options.
+const MAX_HEADERS: usize = 14 + IPV6_HEADER_LEN + 60;
 /// Where the flags byte is in the TCP header (CWR, ECE, URG, ACK, PSH, RST, SYN, FIN).
 const TCP_FLAGS: usize = 13;
 const PSH: u8 = 0x08;
 const ACK: u8 = 0x10;
 
-/// The connection a segment belongs to: source and destination address, then source and destination port.
-type FlowKey = [u8; 36];
-
-/// What [`SegmentCoalescer::offer`] did with a frame.
+/// What [`SegmentCoalescer::offer`] and [`SegmentCoalescer::build`] did with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offered {
     /// Kept, to leave inside a super-packet: the caller writes nothing now.
@@ -50,9 +55,32 @@ pub enum Offered {
     PassThrough,
 }
 
+/// A connection: its source and destination ports (as one number), then its addresses.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+struct FlowKey {
+    ports: u32,
+    addresses: [u8; 32],
+}
+
+/// The header fields that must be the same in every segment of a super-packet (besides the connection, the
+/// link header and the TCP options).
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+struct FixedFields {
+    /// IPv6's version, traffic class and flow label.
+    version_class_label: u32,
+    /// IPv6's next header and hop limit.
+    next_header_hop_limit: u16,
+    ack: u32,
+    /// TCP's data offset and reserved bits.
+    data_offset: u8,
+    window: u16,
+    urgent: u16,
+}
+
 /// An IPv6 TCP segment's headers, the offsets from the start of the frame.
 struct Segment {
     key: FlowKey,
+    fixed: FixedFields,
     /// Where the TCP header starts.
     tcp: usize,
     /// Where the payload starts.
@@ -65,6 +93,14 @@ struct Segment {
     plain: bool,
 }
 
+fn be16(bytes: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn be32(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
 impl Segment {
     /// Reads the headers of an IPv6 TCP segment behind `l3` bytes of link header; `None` for anything else.
     fn read(frame: &[u8], l3: usize) -> Option<Segment> {
@@ -72,20 +108,28 @@ impl Segment {
             ip::parse(frame, l3).filter(|ip| ip.version == Version::V6 && ip.protocol == TCP)?;
         let tcp = ip.l4;
         let header = frame.get(tcp..ip.end)?;
-        let header_len = usize::from(*header.get(12)? >> 4) * 4;
+        let data_offset = *header.get(12)?;
+        let header_len = usize::from(data_offset >> 4) * 4;
         if header_len < TCP_HEADER_MIN || header_len > header.len() {
             return None;
         }
-        let mut key = [0u8; 36];
-        key.get_mut(..32)?
-            .copy_from_slice(frame.get(l3 + 8..l3 + IPV6_HEADER_LEN)?);
-        key.get_mut(32..)?.copy_from_slice(header.get(..4)?);
         Some(Segment {
-            key,
+            key: FlowKey {
+                ports: be32(header, 0)?,
+                addresses: frame.get(l3 + 8..l3 + IPV6_HEADER_LEN)?.try_into().ok()?,
+            },
+            fixed: FixedFields {
+                version_class_label: be32(frame, l3)?,
+                next_header_hop_limit: be16(frame, l3 + 6)?,
+                ack: be32(header, 8)?,
+                data_offset,
+                window: be16(header, 14)?,
+                urgent: be16(header, 18)?,
+            },
             tcp,
             payload: tcp + header_len,
             end: ip.end,
-            seq: u32::from_be_bytes(header.get(4..8)?.try_into().ok()?),
+            seq: be32(header, 4)?,
             flags: *header.get(TCP_FLAGS)?,
             plain: *frame.get(l3 + 6)? == TCP,
         })
@@ -113,31 +157,29 @@ struct PendingFlow {
     /// Bytes of the super-packet in `buf` after the virtio-net header; 0: the slot is free.
     len: usize,
     key: FlowKey,
+    fixed: FixedFields,
     tcp: usize,
+    /// Where the payload starts: the length of the headers.
     payload: usize,
     /// The sequence number the next segment must have.
     next_seq: u32,
     /// The first segment's payload length: the size the kernel would cut the super-packet at.
     segment_size: usize,
-    /// When it was started, in [`SegmentCoalescer`]'s count: the oldest is flushed when the table is full.
-    started: u64,
+    /// When a segment was last added, in [`SegmentCoalescer`]'s count.
+    touched: u64,
 }
 
 impl PendingFlow {
-    fn frame(&self) -> &[u8] {
-        self.buf
-            .get(VNET_HEADER_LEN..VNET_HEADER_LEN + self.len)
-            .unwrap_or_default()
-    }
-
     /// Bytes of IPv6 (header and payload) pending.
     fn ip_len(&self, l3: usize) -> usize {
         self.len.saturating_sub(l3)
     }
 
-    /// Whether `segment` (of this connection, joinable) continues this super-packet.
-    fn takes(&self, frame: &[u8], segment: &Segment, l3: usize) -> bool {
-        if segment.tcp != self.tcp
+    /// Whether `segment` (of this connection, joinable) continues this super-packet, its link header and TCP
+    /// options in `headers` (its frame up to its payload) the same as the first segment's.
+    fn takes(&self, headers: &[u8], segment: &Segment, l3: usize) -> bool {
+        if segment.fixed != self.fixed
+            || segment.tcp != self.tcp
             || segment.payload != self.payload
             || segment.seq != self.next_seq
             || segment.payload_len() > self.segment_size
@@ -145,27 +187,17 @@ impl PendingFlow {
         {
             return false;
         }
-        // Every header byte the same but the IPv6 payload length, the sequence number, the flags (PSH) and the
-        // checksum.
-        let tcp = self.tcp;
-        let same = [
-            0..l3 + 4,
-            l3 + 6..tcp + 4,
-            tcp + 8..tcp + TCP_FLAGS,
-            tcp + TCP_FLAGS + 1..tcp + 16,
-            tcp + 18..self.payload,
-        ];
-        let pending = self.frame();
-        same.into_iter().all(
-            |range| match (frame.get(range.clone()), pending.get(range)) {
-                (Some(a), Some(b)) => a == b,
-                _ => false,
-            },
-        )
+        let first = self
+            .buf
+            .get(VNET_HEADER_LEN..VNET_HEADER_LEN + self.payload);
+        let (Some(first), options) = (first, self.tcp + TCP_HEADER_MIN..self.payload) else {
+            return false;
+        };
+        first.get(..l3) == headers.get(..l3) && first.get(options.clone()) == headers.get(options)
     }
 
     /// Starts the super-packet with `segment` in `frame`; false (the slot left free) if it does not fit.
-    fn start(&mut self, frame: &[u8], segment: &Segment, started: u64) -> bool {
+    fn start(&mut self, frame: &[u8], segment: &Segment, touched: u64) -> bool {
         let (Some(from), Some(to)) = (
             frame.get(..segment.end),
             self.buf
@@ -176,36 +208,57 @@ impl PendingFlow {
         to.copy_from_slice(from);
         self.len = segment.end;
         self.key = segment.key;
+        self.fixed = segment.fixed;
         self.tcp = segment.tcp;
         self.payload = segment.payload;
         self.next_seq = segment.seq.wrapping_add(segment.payload_len() as u32);
         self.segment_size = segment.payload_len();
-        self.started = started;
+        self.touched = touched;
         true
     }
 
-    /// Appends `segment`'s payload (it [`takes`](Self::takes) it); false if it does not fit the buffer.
-    fn append(&mut self, frame: &[u8], segment: &Segment) -> bool {
+    /// Counts `segment`'s payload in, its bytes already at the end of the super-packet.
+    fn grow(&mut self, segment: &Segment, touched: u64) {
         let n = segment.payload_len();
+        self.len += n;
+        self.next_seq = self.next_seq.wrapping_add(n as u32);
+        self.touched = touched;
+        if let Some(flags) = self.buf.get_mut(VNET_HEADER_LEN + self.tcp + TCP_FLAGS) {
+            *flags |= segment.flags & PSH;
+        }
+    }
+
+    /// Appends `segment`'s payload (it [`takes`](Self::takes) it); false if it does not fit the buffer.
+    fn append(&mut self, frame: &[u8], segment: &Segment, touched: u64) -> bool {
         let at = VNET_HEADER_LEN + self.len;
         let (Some(from), Some(to)) = (
             frame.get(segment.payload..segment.end),
-            self.buf.get_mut(at..at + n),
+            self.buf.get_mut(at..at + segment.payload_len()),
         ) else {
             return false;
         };
         to.copy_from_slice(from);
-        self.len += n;
-        self.next_seq = self.next_seq.wrapping_add(n as u32);
-        if let Some(flags) = self.buf.get_mut(VNET_HEADER_LEN + self.tcp + TCP_FLAGS) {
-            *flags |= segment.flags & PSH;
-        }
+        self.grow(segment, touched);
         true
     }
 
-    /// Whether a full-sized segment more would not fit.
-    fn full(&self, l3: usize) -> bool {
-        self.ip_len(l3) + self.segment_size > MAX_SUPER_PACKET
+    /// Whether it ends with `segment`: a segment that ends it, or no room for another full-sized one.
+    fn ends_with(&self, segment: &Segment, l3: usize) -> bool {
+        segment.ends_super_packet(self.segment_size)
+            || self.ip_len(l3) + self.segment_size > MAX_SUPER_PACKET
+    }
+
+    /// Where a frame of `len` bytes may be built so that its payload lands where it would join: over the
+    /// last bytes of the super-packet, as many as its headers; `None` if it could not join, or would cover the
+    /// super-packet's own headers.
+    fn room_for(&self, len: usize) -> Option<usize> {
+        let at = self.len.checked_sub(self.payload)?;
+        let fits = at >= self.payload
+            && self.payload <= MAX_HEADERS
+            && len > self.payload
+            && len <= self.payload + self.segment_size
+            && VNET_HEADER_LEN + at + len <= self.buf.len();
+        fits.then_some(at)
     }
 
     /// Writes the super-packet (its IPv6 payload length set, its checksum and virtio-net header made by
@@ -242,8 +295,10 @@ pub struct SegmentCoalescer {
     flows: Vec<PendingFlow>,
     /// Bytes of link-layer header before the IP header (TAP: Ethernet).
     l3: usize,
-    /// Super-packets started so far (their age).
-    started: u64,
+    /// Segments added so far (the flows' age).
+    added: u64,
+    /// The bytes a frame built in place covered, to be put back.
+    covered: [u8; MAX_HEADERS],
 }
 
 impl SegmentCoalescer {
@@ -253,29 +308,114 @@ impl SegmentCoalescer {
             .map(|_| PendingFlow {
                 buf: vec![0; VNET_HEADER_LEN + l3 + MAX_SUPER_PACKET].into_boxed_slice(),
                 len: 0,
-                key: [0; 36],
+                key: FlowKey::default(),
+                fixed: FixedFields::default(),
                 tcp: 0,
                 payload: 0,
                 next_seq: 0,
                 segment_size: 0,
-                started: 0,
+                touched: 0,
             })
             .collect();
         SegmentCoalescer {
             flows,
             l3,
-            started: 0,
+            added: 0,
+            covered: [0; MAX_HEADERS],
         }
     }
 
     /// Bytes of buffer it holds.
     pub fn buffer_bytes(&self) -> usize {
-        self.flows.iter().map(|f| f.buf.len()).sum()
+        self.flows.iter().map(|f| f.buf.len()).sum::<usize>() + MAX_HEADERS
     }
 
     /// Connections with a super-packet pending.
     pub fn pending(&self) -> usize {
         self.flows.iter().filter(|f| f.len > 0).count()
+    }
+
+    /// Has `build` write a frame (of `scratch.len()` bytes, TCP checksum not computed, as smoltcp builds them)
+    /// and takes it in: in place if it joins the super-packet it was built in, else as [`offer`](Self::offer)
+    /// takes it, from `scratch`, where it is left to be written if it passes through. Super-packets it ends are
+    /// written through `write` (virtio-net header, then the frame) before it returns.
+    pub fn build<R>(
+        &mut self,
+        scratch: &mut [u8],
+        build: impl FnOnce(&mut [u8]) -> R,
+        write: &mut dyn FnMut(&[u8]),
+    ) -> (R, Offered) {
+        let len = scratch.len();
+        let Some((index, at)) = self.likeliest(len) else {
+            let result = build(scratch);
+            return (result, self.offer(scratch, write));
+        };
+        let l3 = self.l3;
+        self.added += 1;
+        let (added, covered) = (self.added, &mut self.covered);
+        let Some(flow) = self.flows.get_mut(index) else {
+            let result = build(scratch);
+            return (result, self.offer(scratch, write));
+        };
+        let start = VNET_HEADER_LEN + at;
+        let headers = flow.payload;
+        // In bounds (room_for saw to it): the frame's place, and the headers it covers.
+        let (Some(kept), Some(place)) = (
+            covered.get_mut(..headers),
+            flow.buf.get(start..start + headers),
+        ) else {
+            let result = build(scratch);
+            return (result, self.offer(scratch, write));
+        };
+        kept.copy_from_slice(place);
+        let result = build(flow.buf.get_mut(start..start + len).unwrap_or_default());
+        let built = flow.buf.get(start..start + len).unwrap_or_default();
+        let joined = match Segment::read(built, l3) {
+            Some(segment)
+                if segment.joinable()
+                    && segment.key == flow.key
+                    && flow.takes(
+                        built.get(..segment.payload).unwrap_or_default(),
+                        &segment,
+                        l3,
+                    ) =>
+            {
+                Some(segment)
+            }
+            _ => {
+                scratch.copy_from_slice(built);
+                None
+            }
+        };
+        // Put back the super-packet's bytes the headers covered.
+        if let (Some(place), Some(kept)) = (
+            flow.buf.get_mut(start..start + headers),
+            covered.get(..headers),
+        ) {
+            place.copy_from_slice(kept);
+        }
+        match joined {
+            Some(segment) => {
+                flow.grow(&segment, added);
+                if flow.ends_with(&segment, l3) {
+                    flow.flush(l3, write);
+                }
+                (result, Offered::Held)
+            }
+            None => (result, self.offer(scratch, write)),
+        }
+    }
+
+    /// The pending super-packet a frame of `len` bytes is likeliest to join (the one added to least recently:
+    /// smoltcp's egress goes round its sockets, one segment each), and where in its buffer to build it.
+    fn likeliest(&self, len: usize) -> Option<(usize, usize)> {
+        let (index, flow) = self
+            .flows
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.len > 0)
+            .min_by_key(|(_, f)| f.touched)?;
+        Some((index, flow.room_for(len)?))
     }
 
     /// Takes `frame` (a frame smoltcp built, TCP checksum not computed) into a super-packet, or says it is to be
@@ -296,9 +436,12 @@ impl SegmentCoalescer {
             }
             return Offered::PassThrough;
         }
+        self.added += 1;
+        let added = self.added;
         if let Some(flow) = slot.and_then(|i| self.flows.get_mut(i)) {
-            if flow.takes(frame, &segment, l3) && flow.append(frame, &segment) {
-                if segment.ends_super_packet(flow.segment_size) || flow.full(l3) {
+            let headers = frame.get(..segment.payload).unwrap_or_default();
+            if flow.takes(headers, &segment, l3) && flow.append(frame, &segment, added) {
+                if flow.ends_with(&segment, l3) {
                     flow.flush(l3, write);
                 }
                 return Offered::Held;
@@ -314,12 +457,12 @@ impl SegmentCoalescer {
         let index = match free {
             Some(i) => i,
             None => {
-                // The table is full: the super-packet started longest ago goes now.
+                // The table is full: the super-packet added to least recently goes now.
                 let oldest = self
                     .flows
                     .iter()
                     .enumerate()
-                    .min_by_key(|(_, f)| f.started)
+                    .min_by_key(|(_, f)| f.touched)
                     .map_or(0, |(i, _)| i);
                 if let Some(flow) = self.flows.get_mut(oldest) {
                     flow.flush(l3, write);
@@ -327,12 +470,10 @@ impl SegmentCoalescer {
                 oldest
             }
         };
-        self.started += 1;
-        let started = self.started;
         let held = self
             .flows
             .get_mut(index)
-            .is_some_and(|flow| flow.start(frame, &segment, started));
+            .is_some_and(|flow| flow.start(frame, &segment, added));
         if held {
             Offered::Held
         } else {

@@ -100,26 +100,49 @@ fn frame(spec: &Spec, l3: usize) -> Vec<u8> {
     buf
 }
 
-/// Offers each of `specs` as the device does (a frame passed through is written as [`transmit`] makes it),
-/// then flushes; returns every write (virtio-net header, frame), in order.
-fn send(coalescer: &mut SegmentCoalescer, specs: &[Spec], l3: usize) -> Vec<Vec<u8>> {
+/// How frames are handed to the coalescer.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// Built elsewhere, then offered ([`SegmentCoalescer::offer`]).
+    Offer,
+    /// Built where the coalescer says ([`SegmentCoalescer::build`]), as the device does.
+    Build,
+}
+
+const MODES: [Mode; 2] = [Mode::Offer, Mode::Build];
+
+/// Hands each of `specs` over (a frame passed through is written as [`transmit`] makes it), then flushes;
+/// returns every write (virtio-net header, frame), in order.
+fn send(coalescer: &mut SegmentCoalescer, specs: &[Spec], l3: usize, mode: Mode) -> Vec<Vec<u8>> {
     let mut written = Vec::new();
-    offer_all(coalescer, specs, l3, &mut written);
+    offer_all(coalescer, specs, l3, &mut written, mode);
     coalescer.flush(&mut |bytes| written.push(bytes.to_vec()));
     assert_eq!(coalescer.pending(), 0, "something left after the flush");
     written
 }
 
-/// Offers each of `specs` as the device does, without the final flush.
+/// Hands each of `specs` over, without the final flush.
 fn offer_all(
     coalescer: &mut SegmentCoalescer,
     specs: &[Spec],
     l3: usize,
     written: &mut Vec<Vec<u8>>,
+    mode: Mode,
 ) {
     for spec in specs {
         let mut frame = frame(spec, l3);
-        let offered = coalescer.offer(&frame, &mut |bytes| written.push(bytes.to_vec()));
+        let mut write = |bytes: &[u8]| written.push(bytes.to_vec());
+        let offered = match mode {
+            Mode::Offer => coalescer.offer(&frame, &mut write),
+            Mode::Build => {
+                let built = frame.clone();
+                // What the build leaves in the caller's buffer is what goes out if it passes through.
+                frame.fill(0xee);
+                let ((), offered) =
+                    coalescer.build(&mut frame, |out| out.copy_from_slice(&built), &mut write);
+                offered
+            }
+        };
         if offered == Offered::PassThrough {
             written.push(with_header(&mut frame, l3));
         }
@@ -235,6 +258,7 @@ fn same_per_connection(specs: &[Spec], written: &[Vec<u8>], l3: usize) {
     let want = expected(specs, l3);
     assert_eq!(seen.len(), want.len());
     let mut ports: Vec<u16> = specs.iter().map(|s| s.port).collect();
+    ports.sort_unstable();
     ports.dedup();
     for port in ports {
         assert_eq!(of(port, &seen), of(port, &want), "connection {port}");
@@ -247,16 +271,16 @@ fn gso(written: &[u8]) -> VnetHeader {
 
 #[test]
 fn contiguous_segments_become_one_tcpv6_super_packet_on_tun_and_tap() {
-    for l3 in [0, 14] {
+    for (l3, mode) in [0, 14].into_iter().flat_map(|l3| MODES.map(|m| (l3, m))) {
         let mut coalescer = SegmentCoalescer::new(l3);
         let mut specs: Vec<Spec> = (0..5).map(|n| nth(40000, n)).collect();
         let mut last = nth(40000, 5);
         last.len = 1000;
         specs.push(last);
         let mut written = Vec::new();
-        offer_all(&mut coalescer, &specs, l3, &mut written);
+        offer_all(&mut coalescer, &specs, l3, &mut written, mode);
         // The shorter last segment ended it: written before any flush.
-        assert_eq!(written.len(), 1);
+        assert_eq!(written.len(), 1, "{mode:?}");
         assert_eq!(coalescer.pending(), 0);
         let header = gso(&written[0]);
         let l4 = l3 + 40;
@@ -280,7 +304,7 @@ fn contiguous_segments_become_one_tcpv6_super_packet_on_tun_and_tap() {
             &self::frame(&specs[0], l3)[..l3],
             "link header kept"
         );
-        // Bytes in order.
+        // Bytes in order (built in place, the bytes its headers covered are back).
         let payload = TcpPacket::new_checked(&frame[l4..])
             .unwrap()
             .payload()
@@ -288,21 +312,46 @@ fn contiguous_segments_become_one_tcpv6_super_packet_on_tun_and_tap() {
         let want: Vec<u8> = (0..payload.len())
             .map(|i| byte_at(40000, FIRST_SEQ + i as u32))
             .collect();
-        assert!(payload == want, "payload out of order");
+        assert!(payload == want, "payload out of order ({mode:?}, l3 {l3})");
+        same_per_connection(&specs, &written, l3);
+    }
+}
+
+#[test]
+fn segments_that_join_are_built_in_place_never_in_the_callers_buffer() {
+    for l3 in [0, 14] {
+        let mut coalescer = SegmentCoalescer::new(l3);
+        let mut never = |_: &[u8]| panic!("nothing is to be written yet");
+        for n in 0..10 {
+            let built = frame(&nth(40000, n), l3);
+            let mut scratch = vec![0xee; built.len()];
+            let ((), offered) =
+                coalescer.build(&mut scratch, |out| out.copy_from_slice(&built), &mut never);
+            assert_eq!(offered, Offered::Held);
+            // The first one starts the super-packet from the caller's buffer; the others go straight in.
+            assert_eq!(scratch.iter().all(|&b| b == 0xee), n > 0, "segment {n}");
+        }
+        let mut written = Vec::new();
+        coalescer.flush(&mut |b| written.push(b.to_vec()));
+        let specs: Vec<Spec> = (0..10).map(|n| nth(40000, n)).collect();
         same_per_connection(&specs, &written, l3);
     }
 }
 
 #[test]
 fn a_single_segment_goes_as_it_would_have_gone_alone() {
-    for l3 in [0, 14] {
+    for (l3, mode) in [0, 14].into_iter().flat_map(|l3| MODES.map(|m| (l3, m))) {
         let mut coalescer = SegmentCoalescer::new(l3);
         let spec = nth(40000, 0);
         let mut written = Vec::new();
-        assert_eq!(
-            coalescer.offer(&frame(&spec, l3), &mut |b| written.push(b.to_vec())),
-            Offered::Held
+        offer_all(
+            &mut coalescer,
+            std::slice::from_ref(&spec),
+            l3,
+            &mut written,
+            mode,
         );
+        assert!(written.is_empty());
         assert_eq!(coalescer.pending(), 1);
         coalescer.flush(&mut |b| written.push(b.to_vec()));
         assert_eq!(written, vec![with_header(&mut frame(&spec, l3), l3)]);
@@ -312,25 +361,32 @@ fn a_single_segment_goes_as_it_would_have_gone_alone() {
 
 #[test]
 fn psh_ends_the_super_packet_and_is_kept_on_it() {
-    let mut coalescer = SegmentCoalescer::new(0);
-    let mut specs: Vec<Spec> = (0..4).map(|n| nth(40000, n)).collect();
-    specs[2].control = TcpControl::Psh;
-    let mut written = Vec::new();
-    offer_all(&mut coalescer, &specs, 0, &mut written);
-    assert_eq!(written.len(), 1, "written at the PSH");
-    let frame = &written[0][VNET_HEADER_LEN..];
-    assert_eq!(frame[40 + 13], 0x18, "ACK|PSH on the super-packet");
-    assert_eq!(gso(&written[0]).gso_type, GSO_TCPV6);
-    coalescer.flush(&mut |b| written.push(b.to_vec()));
-    assert_eq!(written.len(), 2);
-    same_per_connection(&specs, &written, 0);
-    // A PSH segment with nothing pending goes at once, as it is.
-    let mut alone = nth(40000, 0);
-    alone.control = TcpControl::Psh;
-    assert_eq!(
-        coalescer.offer(&self::frame(&alone, 0), &mut |_| panic!("nothing pending")),
-        Offered::PassThrough
-    );
+    for mode in MODES {
+        let mut coalescer = SegmentCoalescer::new(0);
+        let mut specs: Vec<Spec> = (0..4).map(|n| nth(40000, n)).collect();
+        specs[2].control = TcpControl::Psh;
+        let mut written = Vec::new();
+        offer_all(&mut coalescer, &specs, 0, &mut written, mode);
+        assert_eq!(written.len(), 1, "written at the PSH");
+        let frame = &written[0][VNET_HEADER_LEN..];
+        assert_eq!(frame[40 + 13], 0x18, "ACK|PSH on the super-packet");
+        assert_eq!(gso(&written[0]).gso_type, GSO_TCPV6);
+        coalescer.flush(&mut |b| written.push(b.to_vec()));
+        assert_eq!(written.len(), 2);
+        same_per_connection(&specs, &written, 0);
+        // A PSH segment with nothing pending goes at once, as it is.
+        let mut alone = nth(40000, 0);
+        alone.control = TcpControl::Psh;
+        let mut none = Vec::new();
+        offer_all(
+            &mut coalescer,
+            std::slice::from_ref(&alone),
+            0,
+            &mut none,
+            mode,
+        );
+        assert_eq!(none, vec![with_header(&mut self::frame(&alone, 0), 0)]);
+    }
 }
 
 /// What makes a segment one that cannot join the three before it.
@@ -379,12 +435,12 @@ fn what_cannot_join_flushes_its_connection_first_and_keeps_the_order() {
         // Joins, and ends the super-packet: the two after make a second one.
         ("a shorter segment", |s: &mut Spec| s.len = 100, 2),
     ];
-    for l3 in [0, 14] {
+    for (l3, mode) in [0, 14].into_iter().flat_map(|l3| MODES.map(|m| (l3, m))) {
         for (what, breaker, writes) in &cases {
             let specs = broken_stream(*breaker);
             let mut coalescer = SegmentCoalescer::new(l3);
-            let written = send(&mut coalescer, &specs, l3);
-            assert_eq!(written.len(), *writes, "{what}, l3 {l3}");
+            let written = send(&mut coalescer, &specs, l3, mode);
+            assert_eq!(written.len(), *writes, "{what}, l3 {l3}, {mode:?}");
             same_per_connection(&specs, &written, l3);
             assert_eq!(gso(&written[0]).gso_type, GSO_TCPV6, "{what}");
         }
@@ -393,109 +449,170 @@ fn what_cannot_join_flushes_its_connection_first_and_keeps_the_order() {
 
 #[test]
 fn a_shorter_segment_in_the_middle_ends_the_super_packet() {
-    let mut specs: Vec<Spec> = (0..2).map(|n| nth(40000, n)).collect();
-    let mut short = nth(40000, 2);
-    short.len = 700;
-    specs.push(short);
-    let mut after = nth(40000, 0);
-    after.seq = FIRST_SEQ + (2 * MSS + 700) as u32;
-    specs.push(after);
-    let mut coalescer = SegmentCoalescer::new(0);
-    let mut written = Vec::new();
-    offer_all(&mut coalescer, &specs, 0, &mut written);
-    assert_eq!(written.len(), 1, "written at the shorter segment");
-    assert_eq!(written[0].len(), VNET_HEADER_LEN + 60 + 2 * MSS + 700);
-    assert_eq!(coalescer.pending(), 1);
-    coalescer.flush(&mut |b| written.push(b.to_vec()));
-    same_per_connection(&specs, &written, 0);
+    for mode in MODES {
+        let mut specs: Vec<Spec> = (0..2).map(|n| nth(40000, n)).collect();
+        let mut short = nth(40000, 2);
+        short.len = 700;
+        specs.push(short);
+        let mut after = nth(40000, 0);
+        after.seq = FIRST_SEQ + (2 * MSS + 700) as u32;
+        specs.push(after);
+        let mut coalescer = SegmentCoalescer::new(0);
+        let mut written = Vec::new();
+        offer_all(&mut coalescer, &specs, 0, &mut written, mode);
+        assert_eq!(written.len(), 1, "written at the shorter segment");
+        assert_eq!(written[0].len(), VNET_HEADER_LEN + 60 + 2 * MSS + 700);
+        assert_eq!(coalescer.pending(), 1);
+        coalescer.flush(&mut |b| written.push(b.to_vec()));
+        same_per_connection(&specs, &written, 0);
+    }
 }
 
 #[test]
 fn interleaved_connections_each_get_their_own_super_packet() {
     let ports = [40000, 40001, 40002, 40003];
     let specs: Vec<Spec> = (0..10).flat_map(|n| ports.map(|p| nth(p, n))).collect();
-    let mut coalescer = SegmentCoalescer::new(14);
-    let mut written = Vec::new();
-    offer_all(&mut coalescer, &specs, 14, &mut written);
-    assert!(written.is_empty());
-    assert_eq!(coalescer.pending(), 4);
-    coalescer.flush(&mut |b| written.push(b.to_vec()));
-    assert_eq!(written.len(), 4);
-    for w in &written {
-        assert_eq!(w.len(), VNET_HEADER_LEN + 14 + 60 + 10 * MSS);
+    for mode in MODES {
+        let mut coalescer = SegmentCoalescer::new(14);
+        let mut written = Vec::new();
+        offer_all(&mut coalescer, &specs, 14, &mut written, mode);
+        assert!(written.is_empty());
+        assert_eq!(coalescer.pending(), 4);
+        coalescer.flush(&mut |b| written.push(b.to_vec()));
+        assert_eq!(written.len(), 4);
+        for w in &written {
+            assert_eq!(w.len(), VNET_HEADER_LEN + 14 + 60 + 10 * MSS);
+        }
+        same_per_connection(&specs, &written, 14);
     }
-    same_per_connection(&specs, &written, 14);
 }
 
 #[test]
-fn a_full_table_flushes_the_connection_started_longest_ago() {
-    let ports: Vec<u16> = (0..=COALESCED_FLOWS as u16).map(|i| 40000 + i).collect();
-    let mut specs: Vec<Spec> = ports[..COALESCED_FLOWS]
-        .iter()
-        .map(|&p| nth(p, 0))
-        .collect();
-    specs.extend(ports[1..COALESCED_FLOWS].iter().map(|&p| nth(p, 1)));
-    let mut coalescer = SegmentCoalescer::new(0);
-    let mut written = Vec::new();
-    offer_all(&mut coalescer, &specs, 0, &mut written);
-    assert!(written.is_empty());
-    assert_eq!(coalescer.pending(), COALESCED_FLOWS);
-    let newcomer = nth(ports[COALESCED_FLOWS], 0);
-    let offered = coalescer.offer(&frame(&newcomer, 0), &mut |b| written.push(b.to_vec()));
-    assert_eq!(offered, Offered::Held);
-    assert_eq!(written.len(), 1);
-    assert_eq!(cut(&written[0], 0)[0].port, ports[0], "the oldest went");
-    specs.push(newcomer);
-    coalescer.flush(&mut |b| written.push(b.to_vec()));
-    assert_eq!(written.len(), COALESCED_FLOWS + 1);
-    same_per_connection(&specs, &written, 0);
+fn connections_in_no_particular_order_keep_theirs() {
+    // Three connections sending in an irregular order, pure ACKs and a PSH among them: whatever the coalescer
+    // guesses about who sends next, each connection's segments arrive as they were sent.
+    let mut next = [0usize; 3];
+    let mut specs = Vec::new();
+    let mut state = 12345u32;
+    for i in 0..300 {
+        state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let c = (state >> 16) as usize % 3;
+        let port = 40000 + c as u16;
+        let mut spec = nth(port, next[c]);
+        match i % 17 {
+            5 => spec.len = 0,
+            11 => spec.control = TcpControl::Psh,
+            _ => {}
+        }
+        next[c] += usize::from(spec.len > 0);
+        specs.push(spec);
+    }
+    for (l3, mode) in [0, 14].into_iter().flat_map(|l3| MODES.map(|m| (l3, m))) {
+        let mut coalescer = SegmentCoalescer::new(l3);
+        let written = send(&mut coalescer, &specs, l3, mode);
+        assert!(written.len() < specs.len() / 2, "{} writes", written.len());
+        same_per_connection(&specs, &written, l3);
+    }
+}
+
+#[test]
+fn a_full_table_flushes_the_connection_added_to_least_recently() {
+    for mode in MODES {
+        let ports: Vec<u16> = (0..=COALESCED_FLOWS as u16).map(|i| 40000 + i).collect();
+        let mut specs: Vec<Spec> = ports[..COALESCED_FLOWS]
+            .iter()
+            .map(|&p| nth(p, 0))
+            .collect();
+        specs.extend(ports[1..COALESCED_FLOWS].iter().map(|&p| nth(p, 1)));
+        let mut coalescer = SegmentCoalescer::new(0);
+        let mut written = Vec::new();
+        offer_all(&mut coalescer, &specs, 0, &mut written, mode);
+        assert!(written.is_empty());
+        assert_eq!(coalescer.pending(), COALESCED_FLOWS);
+        let newcomer = nth(ports[COALESCED_FLOWS], 0);
+        offer_all(
+            &mut coalescer,
+            std::slice::from_ref(&newcomer),
+            0,
+            &mut written,
+            mode,
+        );
+        assert_eq!(written.len(), 1);
+        assert_eq!(cut(&written[0], 0)[0].port, ports[0], "the oldest went");
+        assert_eq!(coalescer.pending(), COALESCED_FLOWS);
+        specs.push(newcomer);
+        coalescer.flush(&mut |b| written.push(b.to_vec()));
+        assert_eq!(written.len(), COALESCED_FLOWS + 1);
+        same_per_connection(&specs, &written, 0);
+    }
 }
 
 #[test]
 fn a_full_buffer_is_written_and_the_next_segment_starts_anew() {
     // 45 segments of 1440 bytes fit 64 KiB with their headers (40 + 20 + 64800); a 46th would not.
     let specs: Vec<Spec> = (0..50).map(|n| nth(40000, n)).collect();
-    let mut coalescer = SegmentCoalescer::new(0);
-    let mut written = Vec::new();
-    offer_all(&mut coalescer, &specs[..45], 0, &mut written);
-    assert_eq!(written.len(), 1, "written when full");
-    assert_eq!(written[0].len(), VNET_HEADER_LEN + 60 + 45 * MSS);
-    assert!(written[0].len() - VNET_HEADER_LEN <= MAX_SUPER_PACKET);
-    assert_eq!(coalescer.pending(), 0);
-    written.extend(send(&mut coalescer, &specs[45..], 0));
-    assert_eq!(written.len(), 2);
-    same_per_connection(&specs, &written, 0);
+    for mode in MODES {
+        let mut coalescer = SegmentCoalescer::new(0);
+        let mut written = Vec::new();
+        offer_all(&mut coalescer, &specs[..45], 0, &mut written, mode);
+        assert_eq!(written.len(), 1, "written when full");
+        assert_eq!(written[0].len(), VNET_HEADER_LEN + 60 + 45 * MSS);
+        assert!(written[0].len() - VNET_HEADER_LEN <= MAX_SUPER_PACKET);
+        assert_eq!(coalescer.pending(), 0);
+        written.extend(send(&mut coalescer, &specs[45..], 0, mode));
+        assert_eq!(written.len(), 2);
+        same_per_connection(&specs, &written, 0);
+    }
 }
 
 #[test]
 fn ipv4_and_other_frames_pass_through_and_leave_pending_ones_alone() {
-    let mut coalescer = SegmentCoalescer::new(0);
-    let mut never = |_: &[u8]| panic!("nothing is to be written");
-    assert_eq!(
-        coalescer.offer(&frame(&nth(40000, 0), 0), &mut never),
-        Offered::Held
-    );
-    // An IPv4 segment between the same ports (40000 to 12000) is not the IPv6 connection.
-    let ipv4 = super::tests::tcp_packet(&[b'x'; 100]);
-    let mut udp6 = frame(&nth(40000, 1), 0);
-    udp6[6] = 17;
-    for other in [&ipv4[..], &udp6[..], &[0x60, 0, 0][..], &[][..]] {
-        assert_eq!(coalescer.offer(other, &mut never), Offered::PassThrough);
+    for mode in MODES {
+        let mut coalescer = SegmentCoalescer::new(0);
+        let mut written = Vec::new();
+        offer_all(&mut coalescer, &[nth(40000, 0)], 0, &mut written, mode);
+        // An IPv4 segment between the same ports (40000 to 12000) is not the IPv6 connection.
+        let ipv4 = super::tests::tcp_packet(&[b'x'; 100]);
+        let mut udp6 = frame(&nth(40000, 1), 0);
+        udp6[6] = 17;
+        for other in [&ipv4[..], &udp6[..], &[0x60, 0, 0][..]] {
+            let mut out = other.to_vec();
+            let mut never = |_: &[u8]| panic!("nothing is to be written");
+            let offered = match mode {
+                Mode::Offer => coalescer.offer(other, &mut never),
+                Mode::Build => {
+                    coalescer
+                        .build(&mut out, |b| b.copy_from_slice(other), &mut never)
+                        .1
+                }
+            };
+            assert_eq!(offered, Offered::PassThrough);
+            assert_eq!(out, other, "left as built");
+        }
+        assert_eq!(coalescer.pending(), 1);
+        offer_all(&mut coalescer, &[nth(40000, 1)], 0, &mut written, mode);
+        assert!(written.is_empty());
+        assert_eq!(coalescer.pending(), 1);
     }
-    assert_eq!(coalescer.pending(), 1);
-    assert_eq!(
-        coalescer.offer(&frame(&nth(40000, 1), 0), &mut never),
-        Offered::Held
-    );
 }
 
 #[test]
 fn malformed_frames_do_not_panic() {
-    for l3 in [0, 14] {
+    for (l3, mode) in [0, 14].into_iter().flat_map(|l3| MODES.map(|m| (l3, m))) {
         let good = frame(&nth(40000, 0), l3);
         let mut coalescer = SegmentCoalescer::new(l3);
+        let hand_over = |coalescer: &mut SegmentCoalescer, bytes: &[u8]| match mode {
+            Mode::Offer => {
+                let _ = coalescer.offer(bytes, &mut |_| {});
+            }
+            Mode::Build => {
+                let mut out = vec![0; bytes.len()];
+                let _ = coalescer.build(&mut out, |b| b.copy_from_slice(bytes), &mut |_| {});
+            }
+        };
+        hand_over(&mut coalescer, &good);
         for len in 0..good.len() {
-            let _ = coalescer.offer(&good[..len], &mut |_| {});
+            hand_over(&mut coalescer, &good[..len]);
         }
         for (at, value) in [
             (4, 0xff),
@@ -506,8 +623,8 @@ fn malformed_frames_do_not_panic() {
         ] {
             let mut bad = good.clone();
             bad[l3 + at] = value;
-            let _ = coalescer.offer(&bad, &mut |_| {});
-            let _ = coalescer.offer(&frame(&nth(40000, 1), l3), &mut |_| {});
+            hand_over(&mut coalescer, &bad);
+            hand_over(&mut coalescer, &frame(&nth(40000, 1), l3));
         }
         coalescer.flush(&mut |_| {});
         assert_eq!(coalescer.pending(), 0);
@@ -517,7 +634,10 @@ fn malformed_frames_do_not_panic() {
 #[test]
 fn the_buffers_are_what_the_docs_say() {
     let tun = SegmentCoalescer::new(0).buffer_bytes();
-    assert_eq!(tun, COALESCED_FLOWS * (VNET_HEADER_LEN + MAX_SUPER_PACKET));
+    assert_eq!(
+        tun,
+        COALESCED_FLOWS * (VNET_HEADER_LEN + MAX_SUPER_PACKET) + 114
+    );
     assert_eq!(
         SegmentCoalescer::new(14).buffer_bytes(),
         tun + COALESCED_FLOWS * 14
