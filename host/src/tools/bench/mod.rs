@@ -25,6 +25,7 @@ use crate::tools::netns::{is_root, Namespace, NamespaceError, ServerError};
 
 mod echo;
 mod footprint;
+mod goals;
 
 /// Why the benchmark stopped.
 #[derive(Debug)]
@@ -230,7 +231,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
         opts.runs, opts.seconds
     );
     let mut results = Vec::new();
-    let selected = echo::selected_rows(opts.goal_filter.as_deref());
+    let selected = goals::selected_rows(opts.goal_filter.as_deref());
     for (scenario, selected) in echo::SCENARIOS.iter().zip(selected) {
         if !selected {
             results.push(echo::RowResult::NotRun);
@@ -243,7 +244,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
         results.push(echo::run_scenario(&ns, scenario, opts)?);
     }
     report += &echo::table(&results);
-    goals.extend(echo::goal_results(&results));
+    goals.extend(goals::goal_results(&results));
     if opts.goal_filter.is_some() {
         return Ok(report + &goal_table(&goals));
     }
