@@ -18,7 +18,8 @@ pub(super) struct Scenario {
     pub(super) connections: u16,
     /// More options for the smoltcp server.
     pub(super) options: &'static [&'static str],
-    /// Over IPv6: the device's kernel side also gets fd00:2::2/64 and the load goes to smoltcp's fd00:2::15.
+    /// Over IPv6: the device's kernel side also gets fd00:2::2/64, and the runs go to smoltcp's fd00:2::15 and
+    /// 10.0.2.15 in turns, on the same server (see [`Alongside`]).
     pub(super) ipv6: bool,
 }
 
@@ -49,6 +50,28 @@ pub(super) struct Measured {
     pub(super) echo: f64,
     pub(super) device: f64,
     pub(super) server_cpu: f64,
+    /// An IPv6 row's IPv4 runs, taken in turns with its IPv6 runs.
+    pub(super) ipv4_alongside: Option<Alongside>,
+}
+
+/// The IPv4 runs of an IPv6 row: the same server on the same device, a run over IPv4 next to each run over
+/// IPv6 (IPv4 first, then IPv6 first, in turns), so the load on a shared machine hits both alike.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Alongside {
+    /// The IPv4 runs' median echo Gbit/s.
+    pub(super) echo: f64,
+    /// The IPv4 runs' server CPU per Gbit/s (the median CPU over the median echo, as [`Measured::cpu_per_gbit`]).
+    pub(super) cpu_per_gbit: f64,
+    /// The median over the pairs of runs of IPv6's echo over IPv4's.
+    pub(super) ratio: f64,
+}
+
+/// One run of the load generator.
+struct Run {
+    echo: f64,
+    /// The device's Gbit/s (rx + tx), on a device.
+    device: Option<f64>,
+    server_cpu: f64,
 }
 
 impl Measured {
@@ -269,40 +292,110 @@ pub(super) fn run_scenario(
             }
             Err(e) => return Err(e.into()),
         };
-        let mut echo = Vec::new();
-        let mut device = Vec::new();
-        let mut server_cpu = Vec::new();
-        for _ in 0..opts.runs {
-            let before = scenario.device.map(|_| ns.device_bytes(dev)).transpose()?;
-            let cpu_before = server.cpu_time().ok_or(BenchError::ServerGone)?;
-            let start = Instant::now();
-            let connections = usize::from(scenario.connections);
-            let out = throughput(ns, host, server.port, opts.seconds, connections)?;
-            let wall = start.elapsed().as_secs_f64();
-            let cpu = server.cpu_time().ok_or(BenchError::ServerGone)? - cpu_before;
-            server_cpu.push(cpu.as_secs_f64() / wall);
-            let text = String::from_utf8_lossy(&out.stdout);
-            let gbits =
-                parse_gbits(&text, "throughput:").ok_or_else(|| BenchError::LoadFailed {
-                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                })?;
-            echo.push(gbits);
-            if let Some(before) = before {
-                let after = ns.device_bytes(dev)?;
-                device.push((after - before) as f64 * 8.0 / wall / 1e9);
+        let mut runs = Vec::new();
+        let mut ipv4_runs = Vec::new();
+        for i in 0..opts.runs {
+            if !scenario.ipv6 {
+                runs.push(run_once(ns, &server, host, dev, scenario, opts)?);
+                continue;
+            }
+            let ipv4_first = i % 2 == 0;
+            if ipv4_first {
+                ipv4_runs.push(run_once(ns, &server, "10.0.2.15", dev, scenario, opts)?);
+            }
+            runs.push(run_once(ns, &server, host, dev, scenario, opts)?);
+            if !ipv4_first {
+                ipv4_runs.push(run_once(ns, &server, "10.0.2.15", dev, scenario, opts)?);
             }
         }
         drop(server);
+        let ipv4_alongside = (!ipv4_runs.is_empty()).then(|| Alongside {
+            echo: median(ipv4_runs.iter().map(|r| r.echo).collect()),
+            cpu_per_gbit: median(ipv4_runs.iter().map(|r| r.server_cpu).collect())
+                / median(ipv4_runs.iter().map(|r| r.echo).collect()).max(f64::MIN_POSITIVE),
+            ratio: median(
+                runs.iter()
+                    .zip(&ipv4_runs)
+                    .map(|(v6, v4)| v6.echo / v4.echo.max(f64::MIN_POSITIVE))
+                    .collect(),
+            ),
+        });
         Ok(RowResult::Measured(Measured {
-            echo: median(echo),
-            device: median(device),
-            server_cpu: median(server_cpu),
+            echo: median(runs.iter().map(|r| r.echo).collect()),
+            device: median(runs.iter().filter_map(|r| r.device).collect()),
+            server_cpu: median(runs.iter().map(|r| r.server_cpu).collect()),
+            ipv4_alongside,
         }))
     })();
     if scenario.device.is_some() {
         let _ = ns.delete_device(dev);
     }
     result
+}
+
+/// One run of the load generator against `server` at `host`, the device `dev` counted if the row has one.
+fn run_once(
+    ns: &Namespace,
+    server: &Server,
+    host: &str,
+    dev: &str,
+    scenario: &Scenario,
+    opts: &BenchOptions,
+) -> Result<Run, BenchError> {
+    let before = scenario.device.map(|_| ns.device_bytes(dev)).transpose()?;
+    let cpu_before = server.cpu_time().ok_or(BenchError::ServerGone)?;
+    let start = Instant::now();
+    let connections = usize::from(scenario.connections);
+    let out = throughput(ns, host, server.port, opts.seconds, connections)?;
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = server.cpu_time().ok_or(BenchError::ServerGone)? - cpu_before;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let echo = parse_gbits(&text, "throughput:").ok_or_else(|| BenchError::LoadFailed {
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })?;
+    let device = match before {
+        Some(before) => Some((ns.device_bytes(dev)? - before) as f64 * 8.0 / wall / 1e9),
+        None => None,
+    };
+    Ok(Run {
+        echo,
+        device,
+        server_cpu: cpu.as_secs_f64() / wall,
+    })
+}
+
+/// IPv6 beside IPv4: for each IPv6 row measured, its IPv4 runs taken in turns with its IPv6 runs on the same
+/// server; empty if none was.
+pub(super) fn ipv6_table(results: &[RowResult]) -> String {
+    let rows: Vec<(&Scenario, Alongside, Measured)> = SCENARIOS
+        .iter()
+        .zip(results)
+        .filter_map(|(scenario, result)| {
+            let m = result.measured()?;
+            Some((scenario, m.ipv4_alongside?, m))
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "| server | MTU | connections | IPv4 echo Gbit/s | IPv6 echo Gbit/s | IPv6 / IPv4 (median of the pairs) | server CPU per Gbit/s (% of one), IPv4 | IPv6 |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (scenario, ipv4, ipv6) in rows {
+        let mtu = scenario.device.map_or(0, |(_, mtu)| mtu);
+        out += &format!(
+            "| {} | {mtu} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} |\n",
+            scenario.name,
+            scenario.connections,
+            ipv4.echo,
+            ipv6.echo,
+            ipv4.ratio,
+            ipv4.cpu_per_gbit * 100.0,
+            ipv6.cpu_per_gbit() * 100.0
+        );
+    }
+    out
 }
 
 /// The echo table, one line per row run (rows left out by `--goal` are not shown; without the kernel's row, its

@@ -244,6 +244,11 @@ pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
         results.push(echo::run_scenario(&ns, scenario, opts)?);
     }
     report += &echo::table(&results);
+    let ipv6 = echo::ipv6_table(&results);
+    if !ipv6.is_empty() {
+        report += "\n### IPv6 beside IPv4: the IPv6 rows' runs over IPv4 and IPv6 in turns, same server and device\n\n";
+        report += &ipv6;
+    }
     goals.extend(goals::goal_results(&results));
     if opts.goal_filter.is_some() {
         return Ok(report + &goal_table(&goals));
