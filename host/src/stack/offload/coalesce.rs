@@ -20,9 +20,11 @@
 //! pass through untouched.
 //!
 //! smoltcp builds each frame where it is told to ([`SegmentCoalescer::build`]): in the buffer of the connection
-//! likeliest to send next (the one added to least recently, as smoltcp's egress goes round its sockets), its
-//! headers over the last bytes of that super-packet (kept aside, and put back), its payload right where it
-//! joins. A segment that joins there is never copied; any other frame is copied out and taken as it comes.
+//! likeliest to send next, its headers over the last bytes of that super-packet (kept aside, and put back), its
+//! payload right where it joins. smoltcp's egress goes round its sockets in a fixed order, one segment each, the
+//! idle ones left out, so the connection likeliest to send next is the one that came after the last sender last
+//! time (or the last sender again, alone). A segment that joins where it was built is never copied; any other
+//! frame is copied out and taken as it comes.
 //!
 //! The owner flushes everything at the end of each poll and before sleeping: no segment waits in the table.
 
@@ -167,6 +169,8 @@ struct PendingFlow {
     segment_size: usize,
     /// When a segment was last added, in [`SegmentCoalescer`]'s count.
     touched: u64,
+    /// The slot a segment was last added to right after one was added to this one.
+    successor: Option<usize>,
 }
 
 impl PendingFlow {
@@ -214,6 +218,7 @@ impl PendingFlow {
         self.next_seq = segment.seq.wrapping_add(segment.payload_len() as u32);
         self.segment_size = segment.payload_len();
         self.touched = touched;
+        self.successor = None;
         true
     }
 
@@ -297,6 +302,8 @@ pub struct SegmentCoalescer {
     l3: usize,
     /// Segments added so far (the flows' age).
     added: u64,
+    /// The slot a segment was last added to.
+    last: Option<usize>,
     /// The bytes a frame built in place covered, to be put back.
     covered: [u8; MAX_HEADERS],
 }
@@ -315,12 +322,14 @@ impl SegmentCoalescer {
                 next_seq: 0,
                 segment_size: 0,
                 touched: 0,
+                successor: None,
             })
             .collect();
         SegmentCoalescer {
             flows,
             l3,
             added: 0,
+            last: None,
             covered: [0; MAX_HEADERS],
         }
     }
@@ -370,23 +379,19 @@ impl SegmentCoalescer {
         kept.copy_from_slice(place);
         let result = build(flow.buf.get_mut(start..start + len).unwrap_or_default());
         let built = flow.buf.get(start..start + len).unwrap_or_default();
-        let joined = match Segment::read(built, l3) {
-            Some(segment)
-                if segment.joinable()
-                    && segment.key == flow.key
-                    && flow.takes(
-                        built.get(..segment.payload).unwrap_or_default(),
-                        &segment,
-                        l3,
-                    ) =>
-            {
-                Some(segment)
-            }
-            _ => {
-                scratch.copy_from_slice(built);
-                None
-            }
-        };
+        let segment = Segment::read(built, l3);
+        let joins = segment.as_ref().is_some_and(|segment| {
+            segment.joinable()
+                && segment.key == flow.key
+                && flow.takes(
+                    built.get(..segment.payload).unwrap_or_default(),
+                    segment,
+                    l3,
+                )
+        });
+        if !joins {
+            scratch.copy_from_slice(built);
+        }
         // Put back the super-packet's bytes the headers covered.
         if let (Some(place), Some(kept)) = (
             flow.buf.get_mut(start..start + headers),
@@ -394,38 +399,51 @@ impl SegmentCoalescer {
         ) {
             place.copy_from_slice(kept);
         }
-        match joined {
-            Some(segment) => {
+        match segment {
+            Some(segment) if joins => {
                 flow.grow(&segment, added);
                 if flow.ends_with(&segment, l3) {
                     flow.flush(l3, write);
                 }
+                self.added_to(index);
                 (result, Offered::Held)
             }
-            None => (result, self.offer(scratch, write)),
+            Some(segment) => (result, self.take(scratch, segment, write)),
+            // Not IPv6 TCP.
+            None => (result, Offered::PassThrough),
         }
     }
 
-    /// The pending super-packet a frame of `len` bytes is likeliest to join (the one added to least recently:
-    /// smoltcp's egress goes round its sockets, one segment each), and where in its buffer to build it.
+    /// The pending super-packet a frame of `len` bytes is likeliest to join (see the module's doc), and where in
+    /// its buffer to build it.
     fn likeliest(&self, len: usize) -> Option<(usize, usize)> {
-        let (index, flow) = self
-            .flows
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.len > 0)
-            .min_by_key(|(_, f)| f.touched)?;
+        let last = self.last?;
+        let index = self.flows.get(last)?.successor.unwrap_or(last);
+        let flow = self.flows.get(index).filter(|f| f.len > 0)?;
         Some((index, flow.room_for(len)?))
+    }
+
+    /// Notes that a segment was added to slot `index`: it follows the slot the last one went to.
+    fn added_to(&mut self, index: usize) {
+        if let Some(previous) = self.last.and_then(|last| self.flows.get_mut(last)) {
+            previous.successor = Some(index);
+        }
+        self.last = Some(index);
     }
 
     /// Takes `frame` (a frame smoltcp built, TCP checksum not computed) into a super-packet, or says it is to be
     /// written as it is; super-packets it ends are written through `write` (virtio-net header, then the frame)
     /// before it returns.
     pub fn offer(&mut self, frame: &[u8], write: &mut dyn FnMut(&[u8])) -> Offered {
+        match Segment::read(frame, self.l3) {
+            Some(segment) => self.take(frame, segment, write),
+            None => Offered::PassThrough,
+        }
+    }
+
+    /// [`offer`](Self::offer) for the IPv6 TCP segment in `frame`, its headers read.
+    fn take(&mut self, frame: &[u8], segment: Segment, write: &mut dyn FnMut(&[u8])) -> Offered {
         let l3 = self.l3;
-        let Some(segment) = Segment::read(frame, l3) else {
-            return Offered::PassThrough;
-        };
         let slot = self
             .flows
             .iter()
@@ -438,12 +456,13 @@ impl SegmentCoalescer {
         }
         self.added += 1;
         let added = self.added;
-        if let Some(flow) = slot.and_then(|i| self.flows.get_mut(i)) {
+        if let Some((i, flow)) = slot.and_then(|i| Some((i, self.flows.get_mut(i)?))) {
             let headers = frame.get(..segment.payload).unwrap_or_default();
             if flow.takes(headers, &segment, l3) && flow.append(frame, &segment, added) {
                 if flow.ends_with(&segment, l3) {
                     flow.flush(l3, write);
                 }
+                self.added_to(i);
                 return Offered::Held;
             }
             flow.flush(l3, write);
@@ -474,11 +493,11 @@ impl SegmentCoalescer {
             .flows
             .get_mut(index)
             .is_some_and(|flow| flow.start(frame, &segment, added));
-        if held {
-            Offered::Held
-        } else {
-            Offered::PassThrough
+        if !held {
+            return Offered::PassThrough;
         }
+        self.added_to(index);
+        Offered::Held
     }
 
     /// Writes every pending super-packet through `write`.
