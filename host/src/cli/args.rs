@@ -156,7 +156,7 @@ pub struct StackArgs {
     #[arg(long, value_name = "IP")]
     pub gateway: Vec<IpAddr>,
     /// What smoltcp and the kernel stop doing for each other, through the virtio-net header (tun/tap only):
-    /// `segmentation` sends and takes TCP segments of up to 64 KiB whole (TSO4; TSO6 inbound) and leaves TCP
+    /// `segmentation` sends and takes TCP segments of up to 64 KiB whole (TSO4 and TSO6, smoltcp's IPv6 segments joined into them by the device) and leaves TCP
     /// checksums out, falling back to `checksum` if the kernel refuses; `checksum` leaves TCP checksums out;
     /// `none` opens a plain device (every checksum computed and verified by both sides, packets of MTU size).
     /// Captures, corruption, other faults and traces lower it (they say so when they start).

@@ -115,8 +115,8 @@ pub enum Offload {
     None,
     /// TCP checksums (`TUN_F_CSUM`).
     Checksum,
-    /// TCP checksums and TCP segmentation (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`): packets of up to 64 KiB, both
-    /// ways over IPv4, from the kernel only over IPv6 (see the module's doc).
+    /// TCP checksums and TCP segmentation (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`): packets of up to 64 KiB both
+    /// ways, smoltcp's over IPv6 joined from its MSS-sized segments by the device (see the module's doc).
     Segmentation,
 }
 
