@@ -1,6 +1,7 @@
 //! IPv6 end to end, in network namespaces each test creates and deletes: the lab's classic clients, written for
 //! `AF_INET6` in Python, get uppercase answers from smoltalk on the kernel stack (`::1`, in a namespace with only
-//! loopback) and from smoltcp on TUN and TAP (fd00:2::15; the kernel's side of the device is fd00:2::2); ping6
+//! loopback) and from smoltcp on TUN and TAP (fd00:2::15; the kernel's side of the device is fd00:2::2), 8 MiB
+//! of them byte-exact with smoltcp's IPv6 segments joined into super-packets on the way to the kernel; ping6
 //! is answered; smoltcp's clients reach kernel servers over IPv6, by address and by a name with only an AAAA
 //! record; curl gets pages through the smoltcp and the kernel proxies from an IPv6 origin and from a name with
 //! only an IPv6 address; and tshark reads smoltcp's IPv6 capture. Nothing leaves the namespaces (no route out,
@@ -135,6 +136,121 @@ fn smoltcp_on_tun_answers_ipv6_clients_and_ping6() {
 )]
 fn smoltcp_on_tap_answers_ipv6_clients_and_ping6_after_neighbour_discovery() {
     smoltcp_servers_answer_ipv6_clients("tap");
+}
+
+/// A bulk IPv6 client: connects to `[HOST]:PORT`, sends the file's bytes from one thread while it reads the reply
+/// in another (an echo of megabytes would fill both sides' buffers if it sent first), prints the reply.
+const PY6_BULK_CLIENT: &str = r#"
+import socket, sys, threading
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+data = open(path, 'rb').read()
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.settimeout(30)
+s.connect((host, port))
+sender = threading.Thread(target=s.sendall, args=(data,))
+sender.start()
+reply = bytearray()
+while len(reply) < len(data):
+    chunk = s.recv(1 << 20)
+    if not chunk:
+        break
+    reply += chunk
+sender.join()
+sys.stdout.buffer.write(reply)
+s.close()
+"#;
+
+/// 8 MiB of every byte value echoed over IPv6 by smoltcp on `medium`, byte-exact; with segmentation offload
+/// (the default) its IPv6 segments reach the kernel joined into super-packets (the device layer's coalescer),
+/// with `--offload checksum` one MTU at a time.
+fn bulk_ipv6_echo_is_byte_exact(medium: &str) {
+    let test = format!("bulk_ipv6_echo_is_byte_exact_and_coalesced_on_{medium}");
+    let Some(ns) = namespace_or_skip(&test, "ns6b", &[]) else {
+        return;
+    };
+    add_st0_dual(&ns, medium);
+    let data: Vec<u8> = (0..8usize << 20).map(|i| (i % 256) as u8).collect();
+    let path = temp_file(&format!("bulk6-{}", ns.name()), &data);
+    let want = upper(&data);
+    // Bytes and packets smoltcp wrote: what the kernel's side of the device received.
+    let written = || {
+        ns.device_counters("st0", ["rx_bytes", "rx_packets"])
+            .unwrap_or_else(|e| panic!("{test}: {e}"))
+    };
+    for offload in ["segmentation", "checksum"] {
+        let (mut server, port) = start_server(
+            smoltalk_in(
+                &ns,
+                &[
+                    "tcp-server",
+                    "--stack",
+                    medium,
+                    "--dev",
+                    "st0",
+                    "--offload",
+                    offload,
+                ],
+            ),
+            "tcp-server",
+        );
+        let [bytes_before, packets_before] = written();
+        let port = port.to_string();
+        let out = run(ns.command(
+            "python3",
+            &[
+                "-c",
+                PY6_BULK_CLIENT,
+                "fd00:2::15",
+                &port,
+                path.to_str().unwrap(),
+            ],
+        ));
+        let [bytes_after, packets_after] = written();
+        assert!(out.status.success(), "{test} ({offload}): {}", stderr(&out));
+        let first_wrong = out.stdout.iter().zip(&want).position(|(a, b)| a != b);
+        assert!(
+            out.stdout.len() == want.len() && first_wrong.is_none(),
+            "{test} ({offload}): {} bytes back of {}, first wrong at {first_wrong:?}",
+            out.stdout.len(),
+            want.len()
+        );
+        assert!(
+            terminate(&mut server),
+            "{test}: the server did not stop cleanly"
+        );
+        let average = (bytes_after - bytes_before) / (packets_after - packets_before).max(1);
+        let frame_mtu = if medium == "tap" { 1514 } else { 1500 };
+        if offload == "segmentation" {
+            assert!(
+                average > 2 * frame_mtu,
+                "{test}: smoltcp's packets averaged {average} bytes: its IPv6 segments were not joined"
+            );
+        } else {
+            assert!(
+                average <= frame_mtu,
+                "{test}: {average}-byte packets without TSO"
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+#[cfg_attr(
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun, ip and python3 (a TUN device in a network namespace)"
+)]
+fn bulk_ipv6_echo_is_byte_exact_and_coalesced_on_tun() {
+    bulk_ipv6_echo_is_byte_exact("tun");
+}
+
+#[test]
+#[cfg_attr(
+    smoltalk_no_netns,
+    ignore = "needs root, /dev/net/tun, ip and python3 (a TAP device in a network namespace)"
+)]
+fn bulk_ipv6_echo_is_byte_exact_and_coalesced_on_tap() {
+    bulk_ipv6_echo_is_byte_exact("tap");
 }
 
 #[test]

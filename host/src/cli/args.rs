@@ -102,6 +102,10 @@ pub struct BenchArgs {
     /// generator, to compare two versions under the same load; rows with options it does not know are left out.
     #[arg(long, value_name = "PATH")]
     pub server_binary: Option<std::path::PathBuf>,
+    /// Only the echo rows that the goals whose name contains TEXT (ignoring case) compare, say `ipv6`; neither
+    /// smoltcp's benchmark nor the memory part.
+    #[arg(long, value_name = "TEXT")]
+    pub goal: Option<String>,
 }
 
 /// Options of `throughput`.
@@ -156,7 +160,7 @@ pub struct StackArgs {
     #[arg(long, value_name = "IP")]
     pub gateway: Vec<IpAddr>,
     /// What smoltcp and the kernel stop doing for each other, through the virtio-net header (tun/tap only):
-    /// `segmentation` sends and takes TCP segments of up to 64 KiB whole (TSO4; TSO6 inbound) and leaves TCP
+    /// `segmentation` sends and takes TCP segments of up to 64 KiB whole (TSO4 and TSO6, smoltcp's IPv6 segments joined into them by the device) and leaves TCP
     /// checksums out, falling back to `checksum` if the kernel refuses; `checksum` leaves TCP checksums out;
     /// `none` opens a plain device (every checksum computed and verified by both sides, packets of MTU size).
     /// Captures, corruption, other faults and traces lower it (they say so when they start).

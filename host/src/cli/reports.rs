@@ -129,6 +129,7 @@ pub(super) fn bench(args: BenchArgs) -> Result<(), String> {
         smoltcp_benchmark: args.smoltcp_benchmark,
         transform_only: args.transform_only,
         server_binary: args.server_binary,
+        goal_filter: args.goal,
     };
     let report = crate::tools::bench::run(&opts).map_err(|e| e.to_string())?;
     println!("{}\n{report}", crate::tools::bench::describe());

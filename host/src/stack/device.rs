@@ -4,7 +4,9 @@
 //! The device is opened with the `tun-tap` crate without the packet-information header, non-blocking. Frames
 //! are read into and written from two buffers sized to the device's MTU once, so the hot path allocates nothing
 //! (smoltcp's own `TunTapInterface` allocates a fresh MTU-sized buffer per received frame, which costs a lot at
-//! a 64 KiB MTU). When idle, the node sleeps on its file descriptor until a frame arrives or the next smoltcp
+//! a 64 KiB MTU). With TCP segmentation offload agreed, the IPv6 TCP segments smoltcp sends are joined into
+//! super-packets before they are written ([`SegmentCoalescer`]; [`TunTapDevice::flush`] writes what is pending).
+//! When idle, the node sleeps on its file descriptor until a frame arrives or the next smoltcp
 //! timer is due ([`DeviceInfo::wait`]) — no busy loop.
 
 use std::cell::{Cell, RefCell};
@@ -20,7 +22,10 @@ use smoltcp::time::Instant;
 
 use crate::stack::device_error::{open_error, DeviceError};
 use crate::stack::kernel_thread::{KernelThread, KernelThreadMode};
-use crate::stack::offload::{self, Offload, Verdict, VnetHeader, VNET_HEADER_LEN};
+use crate::stack::offload::{
+    self, Offered, Offload, SegmentCoalescer, Verdict, VnetHeader, MAX_SUPER_PACKET,
+    VNET_HEADER_LEN,
+};
 use crate::sys::{self, errno};
 
 /// Which kind of device.
@@ -46,9 +51,6 @@ impl DeviceKind {
 /// bytes of payload, the most its length field says without a jumbogram; IPv4's largest is 40 bytes shorter), plus
 /// an Ethernet header with a VLAN tag.
 const MAX_FRAME: usize = 40 + 65535 + 18;
-
-/// The largest IPv4 packet, and so the largest TCP super-packet with segmentation offload.
-const MAX_SUPER_PACKET: usize = 65535;
 
 /// How the device was opened.
 enum DeviceHandle {
@@ -175,6 +177,26 @@ impl TunTapDevice {
         // payload behind an Ethernet header with a VLAN tag; then the virtio-net header), whatever the MTU is
         // now: the MTU can be raised while smoltalk runs, and a read into a smaller buffer would be cut short.
         let frame = MAX_FRAME + VNET_HEADER_LEN;
+        let l3 = match kind {
+            DeviceKind::Tun => 0,
+            DeviceKind::Tap => 14,
+        };
+        // IPv6 segments joined into TCPV6 super-packets only where the kernel agreed to take them (TSO6).
+        let coalescer = match &handle {
+            DeviceHandle::Offload {
+                agreed: Offload::Segmentation,
+                ..
+            } => {
+                let coalescer = SegmentCoalescer::new(l3);
+                log::debug!(
+                    "{}: IPv6 TCP segments joined into TCPV6 super-packets ({} KiB of buffers)",
+                    handle.name(),
+                    coalescer.buffer_bytes() >> 10
+                );
+                Some(coalescer)
+            }
+            _ => None,
+        };
         Ok(TunTapDevice {
             handle,
             kind,
@@ -186,12 +208,9 @@ impl TunTapDevice {
                 segment_size: None,
                 thread,
                 now: Instant::ZERO,
-                l3: match kind {
-                    DeviceKind::Tun => 0,
-                    DeviceKind::Tap => 14,
-                },
-                failure: Rc::default(),
-                warned_down: false,
+                l3,
+                coalescer,
+                writer: FrameWriter::default(),
             },
             received_bytes: Rc::default(),
         })
@@ -210,6 +229,25 @@ impl TunTapDevice {
         self.tx.thread.as_ref().map(KernelThread::mode)
     }
 
+    /// Writes the IPv6 super-packets still being built (see [`SegmentCoalescer`]); the owner calls it at the end
+    /// of every poll and before it sleeps, so no segment waits.
+    pub fn flush(&mut self) {
+        let tx = &mut self.tx;
+        if let Some(coalescer) = &mut tx.coalescer {
+            let (handle, writer, thread) = (&self.handle, &mut tx.writer, &mut tx.thread);
+            let (l3, now) = (tx.l3, tx.now);
+            coalescer.flush(&mut |bytes| write_coalesced(bytes, handle, writer, thread, l3, now));
+        }
+    }
+
+    /// Bytes of buffer the IPv6 segment coalescer holds (0 without one).
+    pub fn coalescer_bytes(&self) -> usize {
+        self.tx
+            .coalescer
+            .as_ref()
+            .map_or(0, SegmentCoalescer::buffer_bytes)
+    }
+
     /// What a network on this device needs to know of it, however the device is wrapped.
     pub fn info(&self) -> DeviceInfo {
         DeviceInfo {
@@ -219,7 +257,7 @@ impl TunTapDevice {
             offload: self.offload(),
             kernel_thread: self.kernel_thread(),
             fd: self.handle.fd(),
-            failure: Rc::clone(&self.tx.failure),
+            failure: Rc::clone(&self.tx.writer.failure),
             received_bytes: Rc::clone(&self.received_bytes),
         }
     }
@@ -227,6 +265,7 @@ impl TunTapDevice {
 
 impl Drop for TunTapDevice {
     fn drop(&mut self) {
+        self.flush();
         // The kernel takes the threaded setting only while the device has a NAPI queue, which goes with the
         // descriptor: give it back first.
         drop(self.tx.thread.take());
@@ -317,8 +356,52 @@ struct Transmitter {
     thread: Option<KernelThread>,
     /// The time smoltcp last gave the device.
     now: Instant,
+    /// With TSO6 agreed: joins IPv6 TCP segments into super-packets.
+    coalescer: Option<SegmentCoalescer>,
+    writer: FrameWriter,
+}
+
+/// Writes frames to the device, and keeps what a failed write leaves behind.
+#[derive(Default)]
+struct FrameWriter {
     failure: Rc<RefCell<Option<io::Error>>>,
     warned_down: bool,
+}
+
+impl FrameWriter {
+    /// Writes `bytes` (virtio-net header, if any, then the frame) to `handle`. A lost packet is logged (TCP
+    /// retransmits it); a fatal error is kept for the owner to see.
+    fn write(&mut self, handle: &DeviceHandle, bytes: &[u8]) {
+        match handle.send(bytes) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(errno::EIO) => {
+                if !self.warned_down {
+                    let name = handle.name();
+                    log::warn!("{name} is down, packets are dropped: bring it up with `ip link set {name} up`");
+                    self.warned_down = true;
+                }
+            }
+            Err(e) if is_fatal(&e) => *self.failure.borrow_mut() = Some(e),
+            // The kernel's queue is full (or similar): the packet is lost, as on a wire; TCP retransmits.
+            Err(e) => log::debug!("{}: dropped an outgoing packet: {e}", handle.name()),
+        }
+    }
+}
+
+/// Writes what the coalescer made (virtio-net header, then a frame of `l3` bytes of link header and IP), counted
+/// by `thread` as written at `now`.
+fn write_coalesced(
+    bytes: &[u8],
+    handle: &DeviceHandle,
+    writer: &mut FrameWriter,
+    thread: &mut Option<KernelThread>,
+    l3: usize,
+    now: Instant,
+) {
+    if let (Some(thread), Some(frame)) = (thread.as_mut(), bytes.get(VNET_HEADER_LEN..)) {
+        thread.observe(frame, l3, now);
+    }
+    writer.write(handle, bytes);
 }
 
 /// Room for a frame to write to the device.
@@ -335,29 +418,32 @@ impl phy::RxToken for TunTapRxToken<'_> {
 
 impl phy::TxToken for TunTapTxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let tx = self.tx;
+        let (tx, handle) = (self.tx, self.handle);
         let end = (tx.header_len + len).min(tx.buf.len());
         let (header, frame) = tx.buf[..end].split_at_mut(tx.header_len);
-        let result = f(frame);
+        let segment = tx.segment_size.take();
+        let (l3, now) = (tx.l3, tx.now);
+        let (result, offered) = match (&mut tx.coalescer, segment) {
+            // An IPv6 segment may be built right into a super-packet (see SegmentCoalescer::build); IPv4
+            // super-packets (with a segment size) have real TSO.
+            (Some(coalescer), None) => {
+                let (thread, writer) = (&mut tx.thread, &mut tx.writer);
+                coalescer.build(frame, f, &mut |bytes| {
+                    write_coalesced(bytes, handle, writer, thread, l3, now)
+                })
+            }
+            _ => (f(frame), Offered::PassThrough),
+        };
+        if offered == Offered::Held {
+            return result;
+        }
         if let Some(thread) = &mut tx.thread {
-            thread.observe(frame, tx.l3, tx.now);
+            thread.observe(frame, l3, now);
         }
         if tx.header_len > 0 {
-            offload::transmit(frame, tx.l3, tx.segment_size.take()).emit(header);
+            offload::transmit(frame, l3, segment).emit(header);
         }
-        match self.handle.send(&tx.buf[..end]) {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(errno::EIO) => {
-                if !tx.warned_down {
-                    let name = self.handle.name();
-                    log::warn!("{name} is down, packets are dropped: bring it up with `ip link set {name} up`");
-                    tx.warned_down = true;
-                }
-            }
-            Err(e) if is_fatal(&e) => *tx.failure.borrow_mut() = Some(e),
-            // The kernel's queue is full (or similar): the packet is lost, as on a wire; TCP retransmits.
-            Err(e) => log::debug!("{}: dropped an outgoing packet: {e}", self.handle.name()),
-        }
+        tx.writer.write(handle, &tx.buf[..end]);
         result
     }
 
@@ -386,7 +472,7 @@ impl Device for TunTapDevice {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if is_fatal(&e) => {
-                    *self.tx.failure.borrow_mut() = Some(e);
+                    *self.tx.writer.failure.borrow_mut() = Some(e);
                     return None;
                 }
                 Err(e) => {
@@ -449,7 +535,8 @@ fn capabilities(kind: DeviceKind, mtu: usize, offload: Offload) -> DeviceCapabil
     if offload == Offload::Segmentation {
         // TCP segments up to the largest IPv4 packet (smoltcp counts the Ethernet header in, on TAP). Not `tcpv6`:
         // smoltcp 0.14 would build IPv6 super-packets, then drop them for being longer than the MTU (see
-        // crate::stack::offload), and every large IPv6 write would be lost.
+        // crate::stack::offload), and every large IPv6 write would be lost; the device joins its IPv6 segments
+        // into super-packets itself (offload::SegmentCoalescer).
         caps.segmentation.tcpv4 = NonZeroUsize::new(MAX_SUPER_PACKET + l3);
     }
     caps

@@ -24,7 +24,9 @@
 //!   drops every IPv6 packet longer than the MTU ("IPv6 fragmentation support is unimplemented") and never hands
 //!   the device the segment size for IPv6 (`TxToken::set_meta` is called on the IPv4 path only): a device that
 //!   claimed `tcpv6` would have every large IPv6 write silently lost. So the device claims `tcpv4` only (see
-//!   [`crate::stack::device`]); [`transmit`] would mark an IPv6 super-packet TCPV6 if it were given a size.
+//!   [`crate::stack::device`]), and with TSO6 agreed it joins a connection's consecutive IPv6 segments back into
+//!   super-packets of up to 64 KiB itself ([`SegmentCoalescer`]), which [`transmit`] marks TCPV6 with the first
+//!   segment's payload length as the size.
 //!
 //! Of IPv6's extension headers, only a Hop-by-Hop header in front of the transport header is looked past, as
 //! smoltcp does; smoltcp takes no packet with another one for TCP or UDP, so such packets are left alone here.
@@ -39,9 +41,11 @@ use std::os::fd::AsRawFd;
 use crate::sys::{self, TunMode};
 
 mod checksum;
+mod coalesce;
 mod ip;
 
 use checksum::{fold, sum};
+pub use coalesce::{Offered, SegmentCoalescer, COALESCED_FLOWS, MAX_SUPER_PACKET};
 pub use ip::tcp_payload;
 use ip::Version;
 
@@ -111,8 +115,8 @@ pub enum Offload {
     None,
     /// TCP checksums (`TUN_F_CSUM`).
     Checksum,
-    /// TCP checksums and TCP segmentation (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`): packets of up to 64 KiB, both
-    /// ways over IPv4, from the kernel only over IPv6 (see the module's doc).
+    /// TCP checksums and TCP segmentation (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`): packets of up to 64 KiB both
+    /// ways, smoltcp's over IPv6 joined from its MSS-sized segments by the device (see the module's doc).
     Segmentation,
 }
 
@@ -303,6 +307,8 @@ pub fn transmit(frame: &mut [u8], l3: usize, segment: Option<u16>) -> VnetHeader
     header
 }
 
+#[cfg(test)]
+mod coalesce_tests;
 #[cfg(test)]
 mod ipv6_tests;
 #[cfg(test)]

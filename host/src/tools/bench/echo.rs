@@ -1,6 +1,7 @@
 //! The echo part of the benchmark: TCP uppercase echo throughput in the benchmark's namespace, the kernel stack
-//! over loopback against smoltcp on TUN/TAP (its defaults, and the options that show what the defaults are
-//! worth), and smoltcp's own `examples/benchmark.rs` on TAP.
+//! over loopback against smoltcp on TUN/TAP (its defaults, over IPv4 and IPv6, and the options that show what
+//! the defaults are worth), and smoltcp's own `examples/benchmark.rs` on TAP (the goals that compare its rows are
+//! in `goals.rs`).
 
 use std::time::Instant;
 
@@ -17,6 +18,29 @@ pub(super) struct Scenario {
     pub(super) connections: u16,
     /// More options for the smoltcp server.
     pub(super) options: &'static [&'static str],
+    /// Over IPv6: the device's kernel side also gets fd00:2::2/64, and the runs go to smoltcp's fd00:2::15 and
+    /// 10.0.2.15 in turns, on the same server (see [`Alongside`]).
+    pub(super) ipv6: bool,
+}
+
+/// What became of a row.
+#[derive(Clone, Copy)]
+pub(super) enum RowResult {
+    /// Its medians.
+    Measured(Measured),
+    /// The server refused the row's options (an older build, see `--server-binary`).
+    Refused,
+    /// Left out by `--goal`.
+    NotRun,
+}
+
+impl RowResult {
+    pub(super) fn measured(&self) -> Option<Measured> {
+        match self {
+            RowResult::Measured(m) => Some(*m),
+            RowResult::Refused | RowResult::NotRun => None,
+        }
+    }
 }
 
 /// What one row measured: echo Gbit/s each way, the device's Gbit/s (rx + tx), and the server's CPU time as a
@@ -26,6 +50,28 @@ pub(super) struct Measured {
     pub(super) echo: f64,
     pub(super) device: f64,
     pub(super) server_cpu: f64,
+    /// An IPv6 row's IPv4 runs, taken in turns with its IPv6 runs.
+    pub(super) ipv4_alongside: Option<Alongside>,
+}
+
+/// The IPv4 runs of an IPv6 row: the same server on the same device, a run over IPv4 next to each run over
+/// IPv6 (IPv4 first, then IPv6 first, in turns), so the load on a shared machine hits both alike.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Alongside {
+    /// The IPv4 runs' median echo Gbit/s.
+    pub(super) echo: f64,
+    /// The IPv4 runs' server CPU per Gbit/s (the median CPU over the median echo, as [`Measured::cpu_per_gbit`]).
+    pub(super) cpu_per_gbit: f64,
+    /// The median over the pairs of runs of IPv6's echo over IPv4's.
+    pub(super) ratio: f64,
+}
+
+/// One run of the load generator.
+struct Run {
+    echo: f64,
+    /// The device's Gbit/s (rx + tx), on a device.
+    device: Option<f64>,
+    server_cpu: f64,
 }
 
 impl Measured {
@@ -66,6 +112,10 @@ pub(super) const SCENARIOS: &[Scenario] = &[
     row("smoltcp on TAP", TAP_1500, None, 4, DEFAULTS),
     row("smoltcp on TUN", TUN_1500, None, 1, DEFAULTS),
     row("smoltcp on TUN", TUN_1500, None, 4, DEFAULTS),
+    // The same over IPv6 (the IPv6 issue): smoltcp 0.14 sends IPv6 in MSS-sized segments, which the device
+    // joins into super-packets.
+    ipv6_row("smoltcp on TUN, IPv6", TUN_1500, 1),
+    ipv6_row("smoltcp on TUN, IPv6", TUN_1500, 4),
     row("smoltcp on TUN", TUN_65000, None, 1, DEFAULTS),
     row("smoltcp on TUN", TUN_65000, None, 4, DEFAULTS),
     // What the defaults are worth: without segmentation offload, without any offload, other buffers.
@@ -153,8 +203,10 @@ pub(super) const KERNEL_THREADS_FOUR: usize = 3;
 pub(super) const TAP_1500_ONE: usize = 4;
 pub(super) const TUN_1500_ONE: usize = 6;
 pub(super) const TUN_1500_FOUR: usize = 7;
-pub(super) const TUN_65000_ONE: usize = 8;
-pub(super) const TUN_65000_FOUR: usize = 9;
+pub(super) const TUN6_1500_ONE: usize = 8;
+pub(super) const TUN6_1500_FOUR: usize = 9;
+pub(super) const TUN_65000_ONE: usize = 10;
+pub(super) const TUN_65000_FOUR: usize = 11;
 
 const fn row(
     name: &'static str,
@@ -169,6 +221,19 @@ const fn row(
         buffer,
         connections,
         options,
+        ipv6: false,
+    }
+}
+
+/// A row over IPv6, default options and buffers.
+const fn ipv6_row(
+    name: &'static str,
+    device: Option<(&'static str, usize)>,
+    connections: u16,
+) -> Scenario {
+    Scenario {
+        ipv6: true,
+        ..row(name, device, None, connections, DEFAULTS)
     }
 }
 
@@ -180,12 +245,12 @@ fn parse_gbits(text: &str, after: &str) -> Option<f64> {
 }
 
 /// Runs one row: its server (from `opts.server_binary` if given, else this binary) and `opts.runs` runs of
-/// the load generator. `Ok(None)`: the server did not take the row's options (an older build).
+/// the load generator.
 pub(super) fn run_scenario(
     ns: &Namespace,
     scenario: &Scenario,
     opts: &BenchOptions,
-) -> Result<Option<Measured>, BenchError> {
+) -> Result<RowResult, BenchError> {
     let exe = me()?;
     let server_exe = opts
         .server_binary
@@ -201,51 +266,65 @@ pub(super) fn run_scenario(
         }
         Some((mode, mtu)) => {
             ns.add_device(dev, mode, "10.0.2.2/24", mtu)?;
+            if scenario.ipv6 {
+                // Usable at once: no duplicate address detection, which keeps it tentative for a second.
+                ns.ip(&["-6", "addr", "add", "fd00:2::2/64", "dev", dev, "nodad"])?;
+            }
             let mut args = vec!["tcp-server", "--stack", mode, "--dev", dev];
             if let Some(buffer) = &buffer {
                 args.extend(["--socket-buffer", buffer]);
             }
             args.extend_from_slice(scenario.options);
-            (ns.command(&server_exe, &args), "10.0.2.15")
+            let host = if scenario.ipv6 {
+                "fd00:2::15"
+            } else {
+                "10.0.2.15"
+            };
+            (ns.command(&server_exe, &args), host)
         }
     };
-    let result = (|| -> Result<Option<Measured>, BenchError> {
+    let result = (|| -> Result<RowResult, BenchError> {
         let server = match Server::start(server_cmd) {
             Ok(server) => server,
             Err(e @ ServerError::DidNotStart { .. }) if !scenario.options.is_empty() => {
                 eprintln!("bench: {}: {e}; row left out", scenario.name);
-                return Ok(None);
+                return Ok(RowResult::Refused);
             }
             Err(e) => return Err(e.into()),
         };
-        let mut echo = Vec::new();
-        let mut device = Vec::new();
-        let mut server_cpu = Vec::new();
-        for _ in 0..opts.runs {
-            let before = scenario.device.map(|_| ns.device_bytes(dev)).transpose()?;
-            let cpu_before = server.cpu_time().ok_or(BenchError::ServerGone)?;
-            let start = Instant::now();
-            let connections = usize::from(scenario.connections);
-            let out = throughput(ns, host, server.port, opts.seconds, connections)?;
-            let wall = start.elapsed().as_secs_f64();
-            let cpu = server.cpu_time().ok_or(BenchError::ServerGone)? - cpu_before;
-            server_cpu.push(cpu.as_secs_f64() / wall);
-            let text = String::from_utf8_lossy(&out.stdout);
-            let gbits =
-                parse_gbits(&text, "throughput:").ok_or_else(|| BenchError::LoadFailed {
-                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                })?;
-            echo.push(gbits);
-            if let Some(before) = before {
-                let after = ns.device_bytes(dev)?;
-                device.push((after - before) as f64 * 8.0 / wall / 1e9);
+        let mut runs = Vec::new();
+        let mut ipv4_runs = Vec::new();
+        for i in 0..opts.runs {
+            if !scenario.ipv6 {
+                runs.push(run_once(ns, &server, host, dev, scenario, opts)?);
+                continue;
+            }
+            let ipv4_first = i % 2 == 0;
+            if ipv4_first {
+                ipv4_runs.push(run_once(ns, &server, "10.0.2.15", dev, scenario, opts)?);
+            }
+            runs.push(run_once(ns, &server, host, dev, scenario, opts)?);
+            if !ipv4_first {
+                ipv4_runs.push(run_once(ns, &server, "10.0.2.15", dev, scenario, opts)?);
             }
         }
         drop(server);
-        Ok(Some(Measured {
-            echo: median(echo),
-            device: median(device),
-            server_cpu: median(server_cpu),
+        let ipv4_alongside = (!ipv4_runs.is_empty()).then(|| Alongside {
+            echo: median(ipv4_runs.iter().map(|r| r.echo).collect()),
+            cpu_per_gbit: median(ipv4_runs.iter().map(|r| r.server_cpu).collect())
+                / median(ipv4_runs.iter().map(|r| r.echo).collect()).max(f64::MIN_POSITIVE),
+            ratio: median(
+                runs.iter()
+                    .zip(&ipv4_runs)
+                    .map(|(v6, v4)| v6.echo / v4.echo.max(f64::MIN_POSITIVE))
+                    .collect(),
+            ),
+        });
+        Ok(RowResult::Measured(Measured {
+            echo: median(runs.iter().map(|r| r.echo).collect()),
+            device: median(runs.iter().filter_map(|r| r.device).collect()),
+            server_cpu: median(runs.iter().map(|r| r.server_cpu).collect()),
+            ipv4_alongside,
         }))
     })();
     if scenario.device.is_some() {
@@ -254,24 +333,93 @@ pub(super) fn run_scenario(
     result
 }
 
-/// The echo table, one line per row measured (`None`: left out).
-pub(super) fn table(results: &[Option<Measured>]) -> String {
+/// One run of the load generator against `server` at `host`, the device `dev` counted if the row has one.
+fn run_once(
+    ns: &Namespace,
+    server: &Server,
+    host: &str,
+    dev: &str,
+    scenario: &Scenario,
+    opts: &BenchOptions,
+) -> Result<Run, BenchError> {
+    let before = scenario.device.map(|_| ns.device_bytes(dev)).transpose()?;
+    let cpu_before = server.cpu_time().ok_or(BenchError::ServerGone)?;
+    let start = Instant::now();
+    let connections = usize::from(scenario.connections);
+    let out = throughput(ns, host, server.port, opts.seconds, connections)?;
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = server.cpu_time().ok_or(BenchError::ServerGone)? - cpu_before;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let echo = parse_gbits(&text, "throughput:").ok_or_else(|| BenchError::LoadFailed {
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })?;
+    let device = match before {
+        Some(before) => Some((ns.device_bytes(dev)? - before) as f64 * 8.0 / wall / 1e9),
+        None => None,
+    };
+    Ok(Run {
+        echo,
+        device,
+        server_cpu: cpu.as_secs_f64() / wall,
+    })
+}
+
+/// IPv6 beside IPv4: for each IPv6 row measured, its IPv4 runs taken in turns with its IPv6 runs on the same
+/// server; empty if none was.
+pub(super) fn ipv6_table(results: &[RowResult]) -> String {
+    let rows: Vec<(&Scenario, Alongside, Measured)> = SCENARIOS
+        .iter()
+        .zip(results)
+        .filter_map(|(scenario, result)| {
+            let m = result.measured()?;
+            Some((scenario, m.ipv4_alongside?, m))
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "| server | MTU | connections | IPv4 echo Gbit/s | IPv6 echo Gbit/s | IPv6 / IPv4 (median of the pairs) | server CPU per Gbit/s (% of one), IPv4 | IPv6 |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (scenario, ipv4, ipv6) in rows {
+        let mtu = scenario.device.map_or(0, |(_, mtu)| mtu);
+        out += &format!(
+            "| {} | {mtu} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} |\n",
+            scenario.name,
+            scenario.connections,
+            ipv4.echo,
+            ipv6.echo,
+            ipv4.ratio,
+            ipv4.cpu_per_gbit * 100.0,
+            ipv6.cpu_per_gbit() * 100.0
+        );
+    }
+    out
+}
+
+/// The echo table, one line per row run (rows left out by `--goal` are not shown; without the kernel's row, its
+/// column says –).
+pub(super) fn table(results: &[RowResult]) -> String {
     let kernel = results
         .get(KERNEL)
-        .copied()
-        .flatten()
-        .map_or(0.0, |m| m.echo);
+        .and_then(RowResult::measured)
+        .map(|m| m.echo);
     let mut out = String::from(
         "| server | MTU | smoltcp buffers, each way | connections | echo Gbit/s each way | device Gbit/s (rx+tx) | × kernel, 1 conn | server CPU, % of one |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for (scenario, m) in SCENARIOS.iter().zip(results) {
-        let Some(m) = m else {
-            out += &format!(
-                "| {} | – | – | {} | not run (the server refused its options) | – | – | – |\n",
-                scenario.name, scenario.connections
-            );
-            continue;
+    for (scenario, result) in SCENARIOS.iter().zip(results) {
+        let m = match result {
+            RowResult::Measured(m) => m,
+            RowResult::NotRun => continue,
+            RowResult::Refused => {
+                out += &format!(
+                    "| {} | – | – | {} | not run (the server refused its options) | – | – | – |\n",
+                    scenario.name, scenario.connections
+                );
+                continue;
+            }
         };
         let (mtu, buffers, device) = match scenario.device {
             None => (
@@ -289,12 +437,12 @@ pub(super) fn table(results: &[Option<Measured>]) -> String {
                 format!("{:.2}", m.device),
             ),
         };
+        let times_kernel = kernel.map_or("–".to_string(), |k| format!("{:.2}", m.echo / k));
         out += &format!(
-            "| {} | {mtu} | {buffers} | {} | {:.2} | {device} | {:.2} | {:.0} |\n",
+            "| {} | {mtu} | {buffers} | {} | {:.2} | {device} | {times_kernel} | {:.0} |\n",
             scenario.name,
             scenario.connections,
             m.echo,
-            m.echo / kernel,
             m.server_cpu * 100.0
         );
     }
@@ -365,6 +513,10 @@ mod tests {
     fn the_goal_indices_name_the_rows_they_compare() {
         let at = |i: usize| {
             let s = &SCENARIOS[i];
+            assert!(
+                !s.ipv6 || matches!(i, TUN6_1500_ONE | TUN6_1500_FOUR),
+                "row {i}"
+            );
             (s.device, s.connections, s.options, s.buffer)
         };
         assert_eq!(at(KERNEL), (None, 1, DEFAULTS, None));
@@ -376,5 +528,9 @@ mod tests {
         assert_eq!(at(TUN_1500_FOUR), (TUN_1500, 4, DEFAULTS, None));
         assert_eq!(at(TUN_65000_ONE), (TUN_65000, 1, DEFAULTS, None));
         assert_eq!(at(TUN_65000_FOUR), (TUN_65000, 4, DEFAULTS, None));
+        assert_eq!(at(TUN6_1500_ONE), (TUN_1500, 1, DEFAULTS, None));
+        assert_eq!(at(TUN6_1500_FOUR), (TUN_1500, 4, DEFAULTS, None));
+        assert!(SCENARIOS[TUN6_1500_ONE].ipv6 && SCENARIOS[TUN6_1500_FOUR].ipv6);
+        assert_eq!(SCENARIOS.iter().filter(|s| s.ipv6).count(), 2);
     }
 }

@@ -4,14 +4,15 @@
 //! 1. The uppercase transform against `memcpy` on 64 KiB buffers (no privileges needed).
 //! 2. TCP uppercase echo throughput inside a network namespace (root; `echo.rs`): the kernel stack over loopback
 //!    (its event loops, and the thread-per-client design it had before beside them), and the smoltcp server on TAP and TUN with its default options at MTU 1500 and 65000, with one and four
-//!    connections, then with less offload, the kernel thread off and on, and other buffer sizes, driven by
-//!    `smoltalk throughput`; optionally
+//!    connections (on TUN at MTU 1500 over IPv6 too), then with less offload, the kernel thread off and on, and
+//!    other buffer sizes, driven by `smoltalk throughput`; optionally
 //!    smoltcp's own `examples/benchmark.rs` on TAP, counted at the device.
 //! 3. What a connection costs the server in memory, idle and busy, and the idle smoltcp server's CPU
 //!    (`footprint.rs`).
 //!
 //! Every throughput figure is the median of several runs; the device figures are the kernel's byte counters
-//! for the TUN/TAP device (both directions) over the client's whole run.
+//! for the TUN/TAP device (both directions) over the client's whole run. `--goal TEXT` runs only the rows the
+//! goals whose name contains TEXT compare (and neither smoltcp's benchmark nor the memory part).
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use crate::tools::netns::{is_root, Namespace, NamespaceError, ServerError};
 
 mod echo;
 mod footprint;
+mod goals;
 
 /// Why the benchmark stopped.
 #[derive(Debug)]
@@ -131,6 +133,8 @@ pub struct BenchOptions {
     /// Another smoltalk build whose servers to measure (this build's load generator drives them), to compare
     /// two versions with the same load; rows whose options it does not know are left out.
     pub server_binary: Option<PathBuf>,
+    /// Only the echo rows that the goals whose name contains this (ignoring case) compare.
+    pub goal_filter: Option<String>,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -227,7 +231,12 @@ pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
         opts.runs, opts.seconds
     );
     let mut results = Vec::new();
-    for scenario in echo::SCENARIOS {
+    let selected = goals::selected_rows(opts.goal_filter.as_deref());
+    for (scenario, selected) in echo::SCENARIOS.iter().zip(selected) {
+        if !selected {
+            results.push(echo::RowResult::NotRun);
+            continue;
+        }
         eprintln!(
             "bench: {} ({} connection(s))…",
             scenario.name, scenario.connections
@@ -235,15 +244,15 @@ pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
         results.push(echo::run_scenario(&ns, scenario, opts)?);
     }
     report += &echo::table(&results);
-    let echo_of = |i: usize| results.get(i).copied().flatten().map_or(0.0, |m| m.echo);
-    let cpu_of = |i: usize| {
-        results
-            .get(i)
-            .copied()
-            .flatten()
-            .map_or(0.0, |m| m.cpu_per_gbit())
-    };
-    let kernel = echo_of(echo::KERNEL);
+    let ipv6 = echo::ipv6_table(&results);
+    if !ipv6.is_empty() {
+        report += "\n### IPv6 beside IPv4: the IPv6 rows' runs over IPv4 and IPv6 in turns, same server and device\n\n";
+        report += &ipv6;
+    }
+    goals.extend(goals::goal_results(&results));
+    if opts.goal_filter.is_some() {
+        return Ok(report + &goal_table(&goals));
+    }
     if let Some(path) = &opts.smoltcp_benchmark {
         let path = path.to_string_lossy();
         report += "\n### smoltcp's own examples/benchmark.rs on TAP, MTU 1500 (64 KiB buffers, one direction)\n\n";
@@ -254,63 +263,6 @@ pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
             report += &format!("| {mode} | {own:.2} | {device:.2} |\n");
         }
     }
-    goals.extend([
-        (
-            "kernel stack, 1 connection: event loops ≥ 0.95× the thread-per-client design (as fast, within \
-             the noise between runs)"
-                .to_string(),
-            kernel / echo_of(echo::KERNEL_THREADS_ONE),
-            0.95,
-        ),
-        (
-            "kernel stack, 4 connections: event loops ≥ 0.95× the thread-per-client design".to_string(),
-            echo_of(echo::KERNEL_FOUR) / echo_of(echo::KERNEL_THREADS_FOUR),
-            0.95,
-        ),
-        (
-            "kernel stack, 1 connection: server CPU per Gbit/s, thread-per-client ≥ 1.0× the event loops'"
-                .to_string(),
-            cpu_of(echo::KERNEL_THREADS_ONE) / cpu_of(echo::KERNEL),
-            1.0,
-        ),
-        (
-            "kernel stack, 4 connections: server CPU per Gbit/s, thread-per-client ≥ 1.0× the event loops'"
-                .to_string(),
-            cpu_of(echo::KERNEL_THREADS_FOUR) / cpu_of(echo::KERNEL_FOUR),
-            1.0,
-        ),
-        (
-            "kernel stack: 4 connections ≥ 1.0× one connection".to_string(),
-            echo_of(echo::KERNEL_FOUR) / kernel,
-            1.0,
-        ),
-        (
-            "TUN, MTU 1500, default options: echo ≥ 0.8× the kernel's echo over loopback"
-                .to_string(),
-            echo_of(echo::TUN_1500_ONE) / kernel,
-            0.8,
-        ),
-        (
-            "TAP, MTU 1500, default options: echo ≥ 0.7× the kernel's".to_string(),
-            echo_of(echo::TAP_1500_ONE) / kernel,
-            0.7,
-        ),
-        (
-            "TUN, MTU 65000, default options: echo ≥ 0.9× the kernel's".to_string(),
-            echo_of(echo::TUN_65000_ONE) / kernel,
-            0.9,
-        ),
-        (
-            "TUN, MTU 1500: 4 connections ≥ 1.0× one connection".to_string(),
-            echo_of(echo::TUN_1500_FOUR) / echo_of(echo::TUN_1500_ONE),
-            1.0,
-        ),
-        (
-            "TUN, MTU 65000: 4 connections ≥ 1.0× one connection".to_string(),
-            echo_of(echo::TUN_65000_FOUR) / echo_of(echo::TUN_65000_ONE),
-            1.0,
-        ),
-    ]);
     eprintln!("bench: memory per connection, idle CPU…");
     report += "\n### Memory per connection (the server's resident memory) and idle CPU\n\n";
     report += &footprint::report(&ns, opts)?;
