@@ -680,6 +680,19 @@ impl LoggedServer {
         self.server.port
     }
 
+    /// Waits (up to 10 s) until the log holds every one of `lines`: a server logs a client's end once it has
+    /// read the client's FIN, which may come after the client itself has returned.
+    fn wait_log(&self, lines: &[String]) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let log = self.log.lock().unwrap().clone();
+            if lines.iter().all(|line| log.contains(line.as_str())) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Stops the server (SIGTERM, by its PID) and returns everything it logged.
     fn stop(mut self) -> String {
         terminate(&mut self.server);
@@ -755,12 +768,14 @@ fn default_tcp_server_answers_ipv6_and_ipv4_clients_on_one_port() {
         assert_eq!(v4_reply, "OVER IPV4", "{design:?}");
 
         // The log names each client as a person knows it: the IPv4 one as 127.0.0.1, never ::ffff:127.0.0.1.
-        let log = server.stop();
-        for expected in [
+        let expected = [
             format!("tcp: connection from [::1]:{v6_port}"),
             format!("tcp: connection from 127.0.0.1:{v4_port}"),
             format!("tcp: 127.0.0.1:{v4_port} closed after 9 bytes"),
-        ] {
+        ];
+        server.wait_log(&expected);
+        let log = server.stop();
+        for expected in expected {
             assert!(
                 log.contains(&expected),
                 "{design:?}: {expected:?} not in\n{log}"
