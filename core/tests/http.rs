@@ -1949,6 +1949,8 @@ fn error_pages_are_whole_answers() {
     }
 }
 
+/// The page with its sentence: only with the core's `explain` feature (a lean board leaves the sentences out).
+#[cfg(feature = "explain")]
 #[test]
 fn error_page_exact_bytes() {
     let page = error_page(ProxyError::Loop);

@@ -50,6 +50,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use smoltalk_core::proxy::engine::{
     Admission, ConnectStep, Ending, OriginStep, OwnAddress, Phase, ProxyConnection, ProxyContext,
 };
+use smoltalk_core::proxy::policy::ipv4_of;
 use smoltalk_core::proxy::{Limits, ProxyPolicy, ProxyStats};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpCidr, Ipv4Cidr};
@@ -311,7 +312,14 @@ impl Driver<'_, '_> {
             0x70 => client,
             _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
         };
-        let allowed = self.setup.allow_clients.is_empty() || client.is_loopback() || who % 8 < 6;
+        // The list is 127.0.0.0/8 or empty. An IPv6 client (::1, ::ffff:127.0.0.5) stands for its IPv4 address
+        // only with the core's `ipv6` feature; without it, 127.0.0.0/8 does not allow it.
+        let ipv6_stands_for_ipv4 = ipv4_of(IpAddr::V6(Ipv6Addr::LOCALHOST)).is_some();
+        let allowed = self.setup.allow_clients.is_empty()
+            || match client {
+                IpAddr::V4(v4) => v4.is_loopback(),
+                IpAddr::V6(_) => ipv6_stands_for_ipv4,
+            };
         let mut conn = match ProxyConnection::admit(self.cx, client, busy, self.now, &mut self.out)
         {
             Admission::Refuse { len } => {
