@@ -17,40 +17,6 @@ use std::path::PathBuf;
 use support::proxy::*;
 use support::*;
 
-/// The classic TCP client for IPv6: connects to `[HOST]:PORT`, sends the file's bytes once, reads the whole
-/// reply without closing its side, prints it.
-const PY6_TCP_CLIENT: &str = r#"
-import socket, sys
-host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-data = open(path, 'rb').read()
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.settimeout(10)
-s.connect((host, port))
-s.sendall(data)
-reply = b''
-while len(reply) < len(data):
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    reply += chunk
-sys.stdout.buffer.write(reply)
-s.close()
-"#;
-
-/// The classic UDP client for IPv6: one datagram with the file's bytes, one reply, printed with the address it
-/// came from on standard error.
-const PY6_UDP_CLIENT: &str = r#"
-import socket, sys
-host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-data = open(path, 'rb').read()
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.settimeout(5)
-s.sendto(data, (host, port))
-reply, addr = s.recvfrom(65536)
-sys.stdout.buffer.write(reply)
-print('from', addr[0], file=sys.stderr)
-"#;
-
 /// The largest UDP payload in one IPv6 packet at MTU 1500 (1500 - 40 - 8): smoltcp 0.14 neither fragments nor
 /// reassembles IPv6, so a UDP request over IPv6 must fit one packet.
 const UDP6_MAX: usize = 1452;
@@ -61,14 +27,15 @@ fn python_clients_get_uppercase(ns: &Namespace, host: &str, port: u16, what: &st
     let len = if udp { UDP6_MAX } else { 32 * 256 };
     let data: Vec<u8> = (0..len).map(|i| (i % 256) as u8).collect();
     let path = temp_file(&format!("{what}-{}", ns.name()), &data);
+    // The classic clients of tests/support, their sockets made with AF_INET6.
     let script = match udp {
-        true => PY6_UDP_CLIENT,
-        false => PY6_TCP_CLIENT,
+        true => PY_UDP_CLIENT,
+        false => PY_SEND_ONCE_READ_ONCE,
     };
     let port = port.to_string();
     let out = run(ns.command(
         "python3",
-        &["-c", script, host, &port, path.to_str().unwrap()],
+        &["-c", script, host, &port, path.to_str().unwrap(), "6"],
     ));
     let _ = std::fs::remove_file(&path);
     assert!(out.status.success(), "{what}: {}", stderr(&out));

@@ -129,11 +129,19 @@ pub fn python(script: &str, args: &[&str]) -> Command {
 }
 
 /// Connects, sends once, reads the whole reply without closing its side, then closes: the classic lab client.
+/// Arguments: HOST PORT FILE, then optionally the family of its socket, `4` (`AF_INET`) or `6` (`AF_INET6`);
+/// without it, whatever HOST resolves to.
 pub const PY_SEND_ONCE_READ_ONCE: &str = r#"
 import socket, sys
 host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+family = {'4': socket.AF_INET, '6': socket.AF_INET6}.get(sys.argv[4] if len(sys.argv) > 4 else '')
 data = open(path, 'rb').read()
-s = socket.create_connection((host, port), timeout=10)
+if family is None:
+    s = socket.create_connection((host, port), timeout=10)
+else:
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect((host, port))
 s.sendall(data)
 reply = b''
 while len(reply) < len(data):
@@ -145,14 +153,18 @@ sys.stdout.buffer.write(reply)
 s.close()
 "#;
 
+/// One datagram with the file's bytes, one reply printed (and the address it came from, on standard error).
+/// Arguments: HOST PORT FILE, then optionally the family of its socket, `4` (the default) or `6`.
 pub const PY_UDP_CLIENT: &str = r#"
 import socket, sys
 host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+family = socket.AF_INET6 if len(sys.argv) > 4 and sys.argv[4] == '6' else socket.AF_INET
 data = open(path, 'rb').read()
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+s = socket.socket(family, socket.SOCK_DGRAM); s.settimeout(5)
 s.sendto(data, (host, port))
 reply, addr = s.recvfrom(65536)
 sys.stdout.buffer.write(reply)
+print('from', addr[0], file=sys.stderr)
 "#;
 
 /// Writes `data` to a file of this test process's own in the temporary directory.
