@@ -38,6 +38,7 @@ extern crate std;
 pub mod endpoint;
 pub mod error;
 pub mod http;
+pub mod name_lookup;
 pub mod proxy;
 pub mod stream_session;
 pub mod tcp_client;

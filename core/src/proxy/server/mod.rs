@@ -14,7 +14,6 @@
 //! none. Slots are only asked for under the cap and refusers only at it, so every refuser is added after every
 //! slot and smoltcp still prefers a free slot to a refuser.
 
-mod lookup;
 mod outgoing;
 mod relay;
 mod serving;
@@ -34,12 +33,12 @@ use super::engine::{
     longest_idle, Admission, OwnAddress, Phase, ProxyConnection, ProxyContext, ProxyStats,
 };
 use super::{Limits, ProxyPolicy};
-use lookup::Lookups;
+use crate::name_lookup::Lookups;
 use relay::drop_received;
 use slot::{Shared, SlotSockets};
 
 #[cfg(all(feature = "dns", feature = "ipv6"))]
-pub use lookup::SECOND_ANSWER_GRACE;
+pub use crate::name_lookup::SECOND_ANSWER_GRACE;
 pub use slot::ProxySlot;
 pub use storage::{FixedPool, PoolStorage, MAX_REFUSERS};
 

@@ -14,7 +14,7 @@ use super::super::engine::{
     AfterResponse, ConnectStep, Connected, Ending, Failure, HeadStep, OriginStep, PhaseStep,
     ProxyConnection, ResponsePhase, ResponseStep, MAX_CANDIDATES,
 };
-use super::lookup::{Answer, Query};
+use crate::name_lookup::{Answer, Query};
 use super::outgoing::{Outgoing, Peer};
 use super::relay::{
     discard, finished_before_reset, finished_sending, next_ephemeral, peer_finished, relay,

@@ -24,7 +24,7 @@ use crate::tcp_server::{KEEP_ALIVE, SOCKET_TIMEOUT};
 
 use super::super::engine::{Admission, Ending, Phase, ProxyConnection, ProxyContext};
 use super::super::{Limits, ProxyStats};
-use super::lookup::Lookups;
+use crate::name_lookup::Lookups;
 use super::outgoing::{Outgoing, Peer};
 use super::relay::drop_received;
 use super::serving::{close_origin, Flow, OriginWait, Serving};
