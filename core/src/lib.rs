@@ -19,6 +19,7 @@
 //! - [`stream_session`]: [`UppercaseSession`], one client of the uppercase service on a socket the driver owns
 //!   (the kernel stack's designs), and [`ConnectionLimit`] with [`Refusals`], the cap on clients served at once.
 //! - [`udp_fairness`]: which requests of a batch a UDP server answers when it is behind (one per sender).
+//! - [`name_lookup`]: names looked up through a smoltcp DNS socket, A and AAAA at once (the proxy, the clients).
 //! - [`error`]: the typed errors of all of the above; [`endpoint`]: how log lines write an endpoint.
 //! - [`http`]: HTTP/1.x heads (parsed with `httparse`), body framing, the heads the proxy writes, its error
 //!   pages; byte slices in, nothing buffered.

@@ -1,5 +1,5 @@
-//! [`Lookups`]: the smoltcp design's name lookups, through the DNS socket the slots share. The one place the
-//! server touches smoltcp's DNS; without the crate's `dns` feature (a board with no DNS server to ask) there is no
+//! [`Lookups`]: name lookups through a smoltcp DNS socket, for the smoltcp proxy (the DNS socket its slots share)
+//! and the smoltcp clients. The one place the core touches smoltcp's DNS; without the crate's `dns` feature (a board with no DNS server to ask) there is no
 //! socket, no lookup is ever asked for (the engine serves `--resolve` names and literals only), and none of
 //! smoltcp's DNS code is linked in.
 //!
@@ -41,7 +41,7 @@ enum Asked {
 /// A lookup under way: its A query, and with IPv6 its AAAA query and the addresses of whichever answered first.
 #[cfg(feature = "dns")]
 #[derive(Clone, Copy)]
-pub(super) struct Query {
+pub struct Query {
     a: Asked,
     #[cfg(feature = "ipv6")]
     aaaa: Asked,
@@ -56,7 +56,7 @@ pub(super) struct Query {
 impl Query {
     /// When the lookup must be polled at the latest, without news from the DNS socket: the end of the grace
     /// for the second answer, once the first is in.
-    pub(super) fn deadline(&self) -> Option<Instant> {
+    pub fn deadline(&self) -> Option<Instant> {
         #[cfg(all(feature = "dns", feature = "ipv6"))]
         return self.first_at.map(|at| at + SECOND_ANSWER_GRACE);
         #[cfg(not(all(feature = "dns", feature = "ipv6")))]
@@ -67,11 +67,11 @@ impl Query {
 /// A lookup under way (none can be, without the `dns` feature).
 #[cfg(not(feature = "dns"))]
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Query {}
+pub enum Query {}
 
 /// Where a lookup is.
 #[cfg_attr(not(feature = "dns"), allow(dead_code))]
-pub(super) enum Answer<'a> {
+pub enum Answer<'a> {
     /// Still waiting.
     Pending,
     /// The addresses found.
@@ -82,7 +82,7 @@ pub(super) enum Answer<'a> {
 
 /// The DNS socket, if the server has one.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Lookups {
+pub struct Lookups {
     socket: Option<SocketHandle>,
 }
 

@@ -1,15 +1,17 @@
 //! [`NameLookup`]: a server name looked up through a smoltcp DNS socket of a node, for the smoltcp clients
-//! (`tcp-client --stack tun NAME PORT`). It asks for A and AAAA records at once and is over when both answers
-//! are in, [`SECOND_ANSWER_GRACE`] after the first answer with addresses, or at the deadline; the addresses of
-//! the answer that came first come first, as the proxy's lookups in the core order them.
+//! (`tcp-client --stack tun NAME PORT`): the core's [`Lookups`], as the smoltcp proxy asks them (A and AAAA at
+//! once, the answer that came first first, the second waited for a short grace), on a DNS socket of its own,
+//! given up at a deadline.
 
 use std::fmt;
+use std::net::IpAddr;
 
-use smoltalk_core::proxy::server::SECOND_ANSWER_GRACE;
+use smoltalk_core::name_lookup::{Answer, Lookups, Query};
+use smoltalk_core::proxy::engine::MAX_CANDIDATES;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::dns;
 use smoltcp::time::Instant;
-use smoltcp::wire::{DnsQueryType, IpAddress};
+use smoltcp::wire::IpAddress;
 
 use crate::stack::node::Node;
 
@@ -60,23 +62,14 @@ impl fmt::Display for NameLookupError {
 
 impl std::error::Error for NameLookupError {}
 
-/// One of the lookup's two queries.
-#[derive(Clone, Copy)]
-enum Asked {
-    Waiting(dns::QueryHandle),
-    Over,
-}
-
 /// A lookup under way on a node (see the module docs).
 pub struct NameLookup {
     socket: SocketHandle,
+    lookups: Lookups,
+    query: Query,
     server: IpAddress,
     name: String,
-    queries: [Asked; 2],
-    found: Vec<IpAddress>,
     deadline: Instant,
-    /// When the first answer with addresses came.
-    first_at: Option<Instant>,
 }
 
 impl NameLookup {
@@ -87,42 +80,37 @@ impl NameLookup {
         name: &str,
         deadline: Instant,
     ) -> Result<Box<NameLookup>, NameLookupError> {
+        // Room for the A and the AAAA query.
         let socket = node
             .sockets
             .add(dns::Socket::new(&[server], vec![None, None]));
-        let cx = node.iface.context();
-        let dns = node.sockets.get_mut::<dns::Socket>(socket);
-        let mut queries = [Asked::Over; 2];
-        for (asked, kind) in queries
-            .iter_mut()
-            .zip([DnsQueryType::A, DnsQueryType::Aaaa])
-        {
-            let handle = dns
-                .start_query(cx, name, kind)
-                .map_err(|e| NameLookupError::Query {
+        let lookups = Lookups::new(Some(socket));
+        let query = match lookups.start(&mut node.sockets, node.iface.context(), name) {
+            Ok(query) => query,
+            Err(e) => {
+                node.sockets.remove(socket);
+                return Err(NameLookupError::Query {
                     name: name.to_owned(),
                     reason: e.to_string(),
-                })?;
-            *asked = Asked::Waiting(handle);
-        }
+                });
+            }
+        };
         Ok(Box::new(NameLookup {
             socket,
+            lookups,
+            query,
             server,
             name: name.to_owned(),
-            queries,
-            found: Vec::new(),
             deadline,
-            first_at: None,
         }))
     }
 
     /// When the lookup must be polled again at the latest (its deadline, or the end of the grace for the
     /// second answer).
     pub fn poll_at(&self) -> Instant {
-        match self.first_at {
-            Some(at) => self.deadline.min(at + SECOND_ANSWER_GRACE),
-            None => self.deadline,
-        }
+        self.query
+            .deadline()
+            .map_or(self.deadline, |grace| grace.min(self.deadline))
     }
 
     /// `Err(self)` while the answers are still coming; then the addresses found, first answer first, or why there
@@ -132,46 +120,26 @@ impl NameLookup {
         node: &mut Node,
         now: Instant,
     ) -> Result<Result<Vec<IpAddress>, NameLookupError>, Box<NameLookup>> {
-        let dns = node.sockets.get_mut::<dns::Socket>(self.socket);
-        for asked in &mut self.queries {
-            if let Asked::Waiting(handle) = *asked {
-                match dns.get_query_result(handle) {
-                    Err(dns::GetQueryResultError::Pending) => {}
-                    Err(dns::GetQueryResultError::Failed) => *asked = Asked::Over,
-                    Ok(addresses) => {
-                        *asked = Asked::Over;
-                        self.found.extend(addresses);
-                    }
-                }
+        let mut found = heapless::Vec::<IpAddr, MAX_CANDIDATES>::new();
+        let result = match self
+            .lookups
+            .poll(&mut node.sockets, &mut self.query, now, &mut found)
+        {
+            Answer::Pending if now < self.deadline => return Err(self),
+            Answer::Pending => {
+                self.lookups.cancel(&mut node.sockets, self.query);
+                Err(NameLookupError::TimedOut {
+                    name: self.name,
+                    server: self.server,
+                })
             }
-        }
-        let waiting = self
-            .queries
-            .iter()
-            .any(|asked| matches!(asked, Asked::Waiting(_)));
-        if !self.found.is_empty() {
-            self.first_at.get_or_insert(now);
-        }
-        // Past the deadline, or the grace after a first answer, what came in is enough.
-        if waiting && now < self.poll_at() {
-            return Err(self);
-        }
-        for asked in self.queries {
-            if let Asked::Waiting(handle) = asked {
-                dns.cancel_query(handle);
-            }
-        }
+            Answer::Found(addresses) => Ok(addresses.iter().map(|&a| IpAddress::from(a)).collect()),
+            Answer::Failed(_) => Err(NameLookupError::NoAddress {
+                name: self.name,
+                server: self.server,
+            }),
+        };
         node.sockets.remove(self.socket);
-        let NameLookup {
-            name,
-            server,
-            found,
-            ..
-        } = *self;
-        Ok(match (found.is_empty(), waiting) {
-            (false, _) => Ok(found),
-            (true, true) => Err(NameLookupError::TimedOut { name, server }),
-            (true, false) => Err(NameLookupError::NoAddress { name, server }),
-        })
+        Ok(result)
     }
 }

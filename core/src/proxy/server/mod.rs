@@ -37,8 +37,6 @@ use crate::name_lookup::Lookups;
 use relay::drop_received;
 use slot::{Shared, SlotSockets};
 
-#[cfg(all(feature = "dns", feature = "ipv6"))]
-pub use crate::name_lookup::SECOND_ANSWER_GRACE;
 pub use slot::ProxySlot;
 pub use storage::{FixedPool, PoolStorage, MAX_REFUSERS};
 

@@ -14,7 +14,6 @@ use super::super::engine::{
     AfterResponse, ConnectStep, Connected, Ending, Failure, HeadStep, OriginStep, PhaseStep,
     ProxyConnection, ResponsePhase, ResponseStep, MAX_CANDIDATES,
 };
-use crate::name_lookup::{Answer, Query};
 use super::outgoing::{Outgoing, Peer};
 use super::relay::{
     discard, finished_before_reset, finished_sending, next_ephemeral, peer_finished, relay,
@@ -22,6 +21,7 @@ use super::relay::{
 };
 use super::slot::{Shared, SlotSockets};
 use super::RESPONSE_FIELDS;
+use crate::name_lookup::{Answer, Query};
 
 /// What a serving slot waits for on the origin's side, besides its sockets.
 #[derive(Clone, Copy)]

@@ -24,10 +24,10 @@ use crate::tcp_server::{KEEP_ALIVE, SOCKET_TIMEOUT};
 
 use super::super::engine::{Admission, Ending, Phase, ProxyConnection, ProxyContext};
 use super::super::{Limits, ProxyStats};
-use crate::name_lookup::Lookups;
 use super::outgoing::{Outgoing, Peer};
 use super::relay::drop_received;
 use super::serving::{close_origin, Flow, OriginWait, Serving};
+use crate::name_lookup::Lookups;
 
 /// A client socket's settings, whichever way it comes to a slot.
 fn prepare_client(client: &mut tcp::Socket<'_>) {
