@@ -1,7 +1,7 @@
 //! [`Lookups`]: name lookups through a smoltcp DNS socket, for the smoltcp proxy (the DNS socket its slots share)
-//! and the smoltcp clients. The one place the core touches smoltcp's DNS; without the crate's `dns` feature (a board with no DNS server to ask) there is no
-//! socket, no lookup is ever asked for (the engine serves `--resolve` names and literals only), and none of
-//! smoltcp's DNS code is linked in.
+//! and the smoltcp clients. The one place the core touches smoltcp's DNS; without the crate's `dns` feature (a
+//! board with no DNS server to ask) there is no socket, no lookup is ever asked for (the engine serves
+//! `--resolve` names and literals only), and none of smoltcp's DNS code is linked in.
 //!
 //! With the crate's `ipv6` feature a lookup asks for the name's A and AAAA records at once (two queries of the DNS
 //! socket) and is over when both are, or [`SECOND_ANSWER_GRACE`] after the first answer with addresses (a server
