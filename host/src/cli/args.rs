@@ -8,6 +8,7 @@ use smoltalk_core::proxy::Limits;
 use smoltcp::wire::IpCidr;
 
 use crate::stack::addressing::{Addressing, AddressingError};
+use crate::uppercase::kernel::address_literal;
 
 use crate::stack::kernel_thread::KernelThreadMode;
 use crate::stack::offload::Offload;
@@ -385,15 +386,10 @@ fn parse_cidr(text: &str) -> Result<IpCidr, String> {
 
 /// An address to listen on: IPv4, or IPv6 with or without brackets (`::1`, `[::1]`).
 fn parse_bind_address(text: &str) -> Result<IpAddr, String> {
-    match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
-        Some(inner) => inner
-            .parse::<std::net::Ipv6Addr>()
-            .map(IpAddr::V6)
-            .map_err(|_| format!("{text}: only an IPv6 address goes in brackets")),
-        None => text
-            .parse()
-            .map_err(|_| format!("{text} is not an IPv4 or IPv6 address")),
-    }
+    address_literal(text).ok_or_else(|| match text.starts_with('[') && text.ends_with(']') {
+        true => format!("{text}: only an IPv6 address goes in brackets"),
+        false => format!("{text} is not an IPv4 or IPv6 address"),
+    })
 }
 
 /// A CIDR (`/0` allowed: every address of its family) or a single address, of either family.

@@ -22,8 +22,8 @@ use crate::stack::network::{drive, earliest, Network, Step};
 use crate::sys::stop_requested;
 use crate::uppercase::kernel::sockets::{default_workers, families_served};
 use crate::uppercase::kernel::{
-    is_address, resolve, udp_target, Connected, KernelTcpClient, KernelTcpServer, KernelUdpClient,
-    KernelUdpServer, ListenAddress, TcpDesign, TcpServerOptions,
+    address_literal, is_address, resolve, udp_target, Connected, KernelTcpClient, KernelTcpServer,
+    KernelUdpClient, KernelUdpServer, ListenAddress, TcpDesign, TcpServerOptions,
 };
 use crate::uppercase::node::{
     ClientExchange, ClientTimeouts, TcpExchange, UdpExchange, UppercaseServers,
@@ -219,6 +219,12 @@ fn smoltcp_target(args: &ClientArgs, addressing: &Addressing) -> Result<ServerTa
         addressing.check_reachable(ip, &ip.to_string())?;
         return Ok(ServerTarget::Address(IpEndpoint::new(ip, args.port)));
     }
+    if args.host.starts_with('[') || args.host.ends_with(']') {
+        return Err(format!(
+            "{}: only an IPv6 address goes in brackets (a name is not looked up)",
+            args.host
+        ));
+    }
     let dns = args
         .dns
         .map(IpAddress::from)
@@ -293,15 +299,6 @@ fn refuse_dns_on_kernel(args: &ClientArgs) -> Result<(), String> {
         ),
         _ => Ok(()),
     }
-}
-
-/// The address `host` spells: IPv4, or IPv6 with or without brackets.
-fn address_literal(host: &str) -> Option<IpAddr> {
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    bare.parse().ok()
 }
 
 pub(super) fn tcp_client(args: ClientArgs) -> Result<(), CliError> {

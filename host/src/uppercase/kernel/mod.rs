@@ -428,13 +428,9 @@ impl LookupFailure {
 /// in brackets (`[::1]`, as in a URL); anything else in brackets is refused before any lookup.
 pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, KernelError> {
     if host.starts_with('[') || host.ends_with(']') {
-        return match host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .and_then(|h| h.parse::<IpAddr>().ok())
-        {
-            Some(ip @ IpAddr::V6(_)) => Ok(vec![SocketAddr::new(ip, port)]),
-            _ => Err(KernelError::Brackets {
+        return match address_literal(host) {
+            Some(ip) => Ok(vec![SocketAddr::new(ip, port)]),
+            None => Err(KernelError::Brackets {
                 host: host.to_string(),
             }),
         };
@@ -454,12 +450,18 @@ pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, KernelError> {
     Ok(addrs)
 }
 
+/// The address `host` spells, as people write one: IPv4, IPv6, or IPv6 in brackets (`[::1]`, as in a URL);
+/// `None` for a name, or for anything else in brackets.
+pub fn address_literal(host: &str) -> Option<IpAddr> {
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(bracketed) => bracketed.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6),
+        None => host.parse().ok(),
+    }
+}
+
 /// Whether `host` is an address (IPv4, IPv6, or IPv6 in brackets) rather than a name to look up.
 pub fn is_address(host: &str) -> bool {
-    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(bracketed) => bracketed.parse::<std::net::Ipv6Addr>().is_ok(),
-        None => host.parse::<IpAddr>().is_ok(),
-    }
+    address_literal(host).is_some()
 }
 
 /// The address a UDP client sends to: the first IPv4 address of a name, else its first. UDP cannot try one
