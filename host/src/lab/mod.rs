@@ -187,7 +187,7 @@ impl Lab {
     /// Adds a node with address `cidr`; its MAC address and random seed follow from its position, so every run
     /// of the same lab is the same.
     pub fn add_node(&mut self, name: &str, cidr: IpCidr) -> NodeId {
-        self.add_node_with(name, &Addressing::single(cidr, None))
+        self.add_node_with(name, &Addressing::single(cidr))
     }
 
     /// Adds a node with the addresses of `addressing` (one of each family, for a dual-stack node; the lab's

@@ -193,29 +193,24 @@ impl Addressing {
         })
     }
 
-    /// One family only: `cidr` with `gateway`.
-    pub fn single(cidr: IpCidr, gateway: Option<IpAddress>) -> Addressing {
-        let mut addressing = Addressing {
-            ipv4: None,
-            ipv6: None,
-        };
+    /// One family only: `cidr`, with no gateway (a node on one link, as in the lab).
+    pub fn single(cidr: IpCidr) -> Addressing {
         match cidr {
-            IpCidr::Ipv4(cidr) => {
-                let gateway = match gateway {
-                    Some(IpAddress::Ipv4(v4)) => Some(v4),
-                    _ => None,
-                };
-                addressing.ipv4 = Some(Family { cidr, gateway });
-            }
-            IpCidr::Ipv6(cidr) => {
-                let gateway = match gateway {
-                    Some(IpAddress::Ipv6(v6)) => Some(v6),
-                    _ => None,
-                };
-                addressing.ipv6 = Some(Family { cidr, gateway });
-            }
+            IpCidr::Ipv4(cidr) => Addressing {
+                ipv4: Some(Family {
+                    cidr,
+                    gateway: None,
+                }),
+                ipv6: None,
+            },
+            IpCidr::Ipv6(cidr) => Addressing {
+                ipv4: None,
+                ipv6: Some(Family {
+                    cidr,
+                    gateway: None,
+                }),
+            },
         }
-        addressing
     }
 
     /// Whether the node has an address of `ip`'s family (and so can reach it at all).
@@ -261,16 +256,6 @@ impl Addressing {
         let v4 = self.ipv4.and_then(|f| f.gateway).map(IpAddress::Ipv4);
         let v6 = self.ipv6.and_then(|f| f.gateway).map(IpAddress::Ipv6);
         v4.into_iter().chain(v6)
-    }
-
-    /// The address a command announces: IPv4's, if the node has one.
-    pub fn first_address(&self) -> IpAddress {
-        match (self.ipv4, self.ipv6) {
-            (Some(v4), _) => IpAddress::Ipv4(v4.cidr.address()),
-            (None, Some(v6)) => IpAddress::Ipv6(v6.cidr.address()),
-            // `new` and `single` always give one family.
-            (None, None) => IpAddress::Ipv4(DEFAULT_IPV4.address()),
-        }
     }
 
     /// The node's endpoints on `port`, as people write them (`10.0.2.15:12000 and [fd00:2::15]:12000`).
@@ -335,7 +320,10 @@ mod tests {
             v6.gateways().collect::<Vec<_>>(),
             vec![IpAddress::Ipv6(DEFAULT_IPV6_GATEWAY)]
         );
-        assert_eq!(v6.first_address().to_string(), "fd00:2::15");
+        assert_eq!(
+            v6.cidrs().map(|c| c.to_string()).collect::<Vec<_>>(),
+            ["fd00:2::15/64"]
+        );
         // Outside the default subnet: no gateway unless one is given.
         let elsewhere = Addressing::new(&[cidr("10.9.0.5/24")], &[]).unwrap();
         assert_eq!(elsewhere.gateways().count(), 0);
