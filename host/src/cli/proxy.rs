@@ -18,14 +18,13 @@ use crate::sys::stop_requested;
 
 /// The proxy's configuration from its options (`addressing`: smoltcp's addresses, on smoltcp).
 fn proxy_config(args: &ProxyArgs, addressing: Option<&Addressing>) -> ProxyConfig {
-    let smoltcp = device_kind(args.stack.stack).is_some();
     // On smoltcp there is no --bind: by default only the device's own subnets may use the proxy, so it is no
     // more open than the kernel stack's 127.0.0.1.
     let allow_clients = match (args.allow.is_empty(), addressing) {
         (true, Some(addressing)) => addressing.networks(),
         _ => args.allow.clone(),
     };
-    let default_connections = match smoltcp {
+    let default_connections = match addressing.is_some() {
         true => DEFAULT_POOL,
         false => Limits::DEFAULT.max_connections,
     };
