@@ -239,6 +239,19 @@ fn smoltcp_target(args: &ClientArgs, addressing: &Addressing) -> Result<ServerTa
     Ok(ServerTarget::Name { dns })
 }
 
+/// A smoltcp client's device, opened once HOST and `--dns` are known to make sense, and the server it talks to.
+fn open_smoltcp_client(
+    args: &ClientArgs,
+    kind: DeviceKind,
+    timeout: Duration,
+) -> Result<(DeviceNetwork, IpEndpoint), String> {
+    let addressing = args.stack.addressing().map_err(|e| e.to_string())?;
+    let target = smoltcp_target(args, &addressing)?;
+    let mut net = open_device(&args.stack, kind)?;
+    let server = smoltcp_server(&mut net, args, &addressing, target, timeout)?;
+    Ok((net, server))
+}
+
 /// The server a smoltcp client talks to: `target`'s address, or the first address of a family the node has of
 /// what the DNS server answers for HOST through a DNS socket on the client's node (said on standard error).
 fn smoltcp_server(
@@ -332,10 +345,7 @@ pub(super) fn tcp_client(args: ClientArgs) -> Result<(), CliError> {
             Ok(())
         }
         Some(kind) => {
-            let addressing = args.stack.addressing().map_err(|e| e.to_string())?;
-            let target = smoltcp_target(&args, &addressing)?;
-            let mut net = open_device(&args.stack, kind)?;
-            let server = smoltcp_server(&mut net, &args, &addressing, target, timeouts.connect)?;
+            let (mut net, server) = open_smoltcp_client(&args, kind, timeouts.connect)?;
             let mut exchange = TcpExchange::new(net.node_mut(), server, timeouts);
             run_smoltcp_client(&mut net, &mut messages, &mut exchange, &args.host, server)
         }
@@ -368,10 +378,7 @@ pub(super) fn udp_client(args: ClientArgs) -> Result<(), CliError> {
             Ok(())
         }
         Some(kind) => {
-            let addressing = args.stack.addressing().map_err(|e| e.to_string())?;
-            let target = smoltcp_target(&args, &addressing)?;
-            let mut net = open_device(&args.stack, kind)?;
-            let server = smoltcp_server(&mut net, &args, &addressing, target, timeouts.connect)?;
+            let (mut net, server) = open_smoltcp_client(&args, kind, timeouts.connect)?;
             let ip_mtu = net.device().mtu();
             let mut exchange = UdpExchange::new(net.node_mut(), server, timeouts)
                 .map_err(|e| e.to_string())?
