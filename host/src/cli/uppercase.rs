@@ -3,7 +3,7 @@
 //! their timeouts, and how a reply is printed.
 
 use std::io::{self, BufRead, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Duration as StdDuration;
 
@@ -211,11 +211,8 @@ enum ServerTarget {
 /// or a name for `--dns` (else a gateway), each of a family smoltcp has here.
 fn smoltcp_target(args: &ClientArgs, addressing: &Addressing) -> Result<ServerTarget, String> {
     if let Some(ip) = address_literal(&args.host) {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            ip => ip,
-        };
-        let ip = IpAddress::from(ip);
+        // A v4-mapped address is the IPv4 server it stands for.
+        let ip = IpAddress::from(ip.to_canonical());
         addressing.check_reachable(ip, &ip.to_string())?;
         return Ok(ServerTarget::Address(IpEndpoint::new(ip, args.port)));
     }
