@@ -28,7 +28,7 @@
 //!
 //! The owner flushes everything at the end of each poll and before sleeping: no segment waits in the table.
 
-use super::ip::{self, Version};
+use super::ip::{self, be16, be32, Version};
 use super::{transmit, TCP, VNET_HEADER_LEN};
 
 /// Connections that may have a super-packet pending at once; one more flushes the one added to least recently.
@@ -93,14 +93,6 @@ struct Segment {
     flags: u8,
     /// No extension header between the IPv6 and the TCP header.
     plain: bool,
-}
-
-fn be16(bytes: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn be32(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
 }
 
 impl Segment {

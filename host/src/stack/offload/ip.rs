@@ -55,6 +55,20 @@ impl IpInfo {
     }
 }
 
+/// The big-endian `u16` at `bytes[at..]`, if the bytes are there.
+pub(super) fn be16(bytes: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(
+        bytes.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
+}
+
+/// The big-endian `u32` at `bytes[at..]`, if the bytes are there.
+pub(super) fn be32(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(
+        bytes.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
 /// Reads the IP header at `frame[l3..]`, if the frame carries IPv4 or IPv6 (on TAP, `l3 == 14`: EtherType
 /// 0x0800 or 0x86DD, and the header's version must agree) and the header is consistent with the frame.
 pub(super) fn parse(frame: &[u8], l3: usize) -> Option<IpInfo> {
@@ -80,7 +94,7 @@ pub(super) fn parse(frame: &[u8], l3: usize) -> Option<IpInfo> {
 
 fn ipv4(ip: &[u8], l3: usize) -> Option<IpInfo> {
     let header_len = usize::from(*ip.first()? & 0x0f) * 4;
-    let total_len = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
+    let total_len = usize::from(be16(ip, 2)?);
     if header_len < 20 || total_len < header_len || total_len > ip.len() {
         return None;
     }
@@ -90,14 +104,14 @@ fn ipv4(ip: &[u8], l3: usize) -> Option<IpInfo> {
         l4: l3 + header_len,
         end: l3 + total_len,
         // More fragments, or a fragment offset.
-        fragment: u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x3fff != 0,
+        fragment: be16(ip, 6)? & 0x3fff != 0,
         addresses: l3 + 12..l3 + 20,
     })
 }
 
 fn ipv6(ip: &[u8], l3: usize) -> Option<IpInfo> {
     const FIXED: usize = 40;
-    let payload_len = usize::from(u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?]));
+    let payload_len = usize::from(be16(ip, 4)?);
     let total_len = FIXED + payload_len;
     if total_len > ip.len() {
         return None;
@@ -128,7 +142,7 @@ fn ipv6(ip: &[u8], l3: usize) -> Option<IpInfo> {
 pub fn tcp_payload(frame: &[u8], l3: usize) -> Option<(u32, usize)> {
     let ip = parse(frame, l3).filter(|ip| ip.protocol == TCP && !ip.fragment)?;
     let tcp = frame.get(ip.l4..ip.end)?;
-    let ports = u32::from_be_bytes([*tcp.first()?, *tcp.get(1)?, *tcp.get(2)?, *tcp.get(3)?]);
+    let ports = be32(tcp, 0)?;
     let tcp_header_len = usize::from(*tcp.get(12)? >> 4) * 4;
     let payload = tcp.len().checked_sub(tcp_header_len)?;
     Some((ports, payload))
