@@ -29,8 +29,9 @@ pub mod errno {
 mod sockets;
 
 pub use sockets::{
-    abort_connection, listen, peek_inbound, receive_queue, reset_on_close, set_socket_buffer,
-    tcp_listener, Inbound, PacketFrame, PacketSocket, ReceiveQueue, SocketBuffer,
+    abort_connection, listen, peek_inbound, receive_queue, reset_on_close, server_socket,
+    set_socket_buffer, tcp_listener, Inbound, PacketFrame, PacketSocket, ReceiveQueue,
+    SocketBuffer,
 };
 
 /// A C call's status: a negative one is the failure `errno` holds.

@@ -57,15 +57,25 @@ pub fn listen(socket: impl AsFd, backlog: i32) -> io::Result<()> {
     check(unsafe { libc::listen(fd, backlog) }).map(drop)
 }
 
+/// A socket for `addr`'s family, not bound yet; an IPv6 one with `IPV6_V6ONLY` off, so that on `[::]` it takes
+/// IPv4 clients too (and collides with a server on `0.0.0.0`).
+pub fn server_socket(
+    addr: std::net::SocketAddr,
+    kind: socket2::Type,
+    protocol: socket2::Protocol,
+) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), kind, Some(protocol))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    Ok(socket)
+}
+
 /// A TCP listener on `addr`, as std's `TcpListener::bind` makes one (`SO_REUSEADDR`, a backlog of 128), except
 /// that an IPv6 one has `IPV6_V6ONLY` off: on `[::]` it takes IPv4 clients too, whatever
 /// `net.ipv6.bindv6only` says.
 pub fn tcp_listener(addr: std::net::SocketAddr) -> io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(false)?;
-    }
+    let socket = server_socket(addr, socket2::Type::STREAM, socket2::Protocol::TCP)?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(128)?;

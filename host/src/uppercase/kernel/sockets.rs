@@ -18,7 +18,7 @@
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Protocol, Socket, Type};
 
 use smoltalk_core::Refusals;
 
@@ -115,7 +115,7 @@ pub fn default_workers() -> usize {
 /// fails too.
 pub fn tcp_listeners(addr: SocketAddr, count: usize) -> Result<Vec<TcpListener>, KernelError> {
     let bound = |error| bind_error("TCP", addr, error);
-    let claim = server_socket(addr, Type::STREAM, Protocol::TCP)
+    let claim = sys::server_socket(addr, Type::STREAM, Protocol::TCP)
         .and_then(|claim| {
             claim.set_reuse_address(true)?;
             claim.bind(&addr.into())?;
@@ -149,7 +149,7 @@ pub fn tcp_listeners(addr: SocketAddr, count: usize) -> Result<Vec<TcpListener>,
 /// it.
 pub fn udp_sockets(addr: SocketAddr, count: usize) -> Result<Vec<UdpSocket>, KernelError> {
     let bound = |error| bind_error("UDP", addr, error);
-    let claim = server_socket(addr, Type::DGRAM, Protocol::UDP)
+    let claim = sys::server_socket(addr, Type::DGRAM, Protocol::UDP)
         .and_then(|claim| {
             claim.bind(&addr.into())?;
             Ok(UdpSocket::from(claim))
@@ -166,20 +166,10 @@ pub fn udp_sockets(addr: SocketAddr, count: usize) -> Result<Vec<UdpSocket>, Ker
         .map_err(bound)
 }
 
-/// A socket for `addr`'s family, not bound yet; an IPv6 one with `IPV6_V6ONLY` off, so that on `[::]` it takes
-/// IPv4 clients too and collides with a server on `0.0.0.0`.
-fn server_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(false)?;
-    }
-    Ok(socket)
-}
-
 /// A socket bound to `at` with `SO_REUSEPORT` (and `SO_REUSEADDR`, as std's listeners have, so a restart does
 /// not wait for old connections in TIME-WAIT).
 fn shared_socket(at: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket> {
-    let socket = server_socket(at, kind, protocol)?;
+    let socket = sys::server_socket(at, kind, protocol)?;
     if kind == Type::STREAM {
         socket.set_reuse_address(true)?;
     }
