@@ -212,28 +212,75 @@ fn kept_client(proxy: &Proxy, origin_port: u16) -> TcpStream {
     stream
 }
 
-/// Sends `GET /small` on `stream` and reads its answer (by its length); panics unless it is the origin's 200.
+/// Sends `GET /small` on `stream` and reads its answer (by its length); panics unless it is the origin's 200,
+/// saying how the read ended and after how long.
 fn get_on(stream: &mut TcpStream, proxy: &Proxy, origin_port: u16) {
     let host = proxy.net.origin_host();
     let request = format!("GET http://{host}:{origin_port}/small HTTP/1.1\r\nHost: {host}\r\n\r\n");
     stream.write_all(request.as_bytes()).expect("send");
+    let sent = Instant::now();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !got.ends_with(SMALL.as_bytes()) {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => panic!(
-                "no answer on a kept connection: {:?}\nproxy log:\n{}",
-                String::from_utf8_lossy(&got),
-                proxy.log()
-            ),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
+        let ended = match stream.read(&mut buf) {
+            Ok(0) => "the connection ended".to_string(),
+            Err(e) => format!("the read failed ({:?}: {e})", e.kind()),
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                continue;
+            }
+        };
+        panic!(
+            "no whole answer on a kept connection: {ended} {:?} after the request, having read {:?}\nproxy log:\n{}",
+            sent.elapsed(),
+            String::from_utf8_lossy(&got),
+            proxy.log()
+        );
     }
     assert!(
         got.starts_with(b"HTTP/1.1 200 "),
         "{}",
         String::from_utf8_lossy(&got)
     );
+}
+
+/// Runs `attempt` (a new client's first exchange, which returns the connection and the answer's first bytes)
+/// until it is not refused with `503`, for up to 3 s. A client that saw its connection end (the proxy's FIN) may
+/// still hold its place for a moment: the proxy gives it back once it has finished the close, which the client
+/// cannot see.
+fn once_a_place_is_free(mut attempt: impl FnMut() -> (TcpStream, Vec<u8>)) -> (TcpStream, Vec<u8>) {
+    let began = Instant::now();
+    loop {
+        let (stream, reply) = attempt();
+        if !(reply.starts_with(b"HTTP/1.1 503 ") && began.elapsed() < Duration::from_secs(3)) {
+            return (stream, reply);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Opens a tunnel to the echo server on `echo_port` (once a place is free).
+fn open_tunnel(proxy: &Proxy, echo_port: u16) -> TcpStream {
+    let host = proxy.net.origin_host();
+    let connect =
+        format!("CONNECT {host}:{echo_port} HTTP/1.1\r\nHost: {host}:{echo_port}\r\n\r\n");
+    let (tunnel, reply) = once_a_place_is_free(|| {
+        let mut tunnel = proxy.connect();
+        tunnel
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        tunnel.write_all(connect.as_bytes()).expect("send");
+        let mut reply = [0u8; 256];
+        let n = tunnel.read(&mut reply).expect("the tunnel's reply");
+        (tunnel, reply[..n].to_vec())
+    });
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200 "),
+        "{}\nproxy log:\n{}",
+        String::from_utf8_lossy(&reply),
+        proxy.log()
+    );
+    tunnel
 }
 
 /// With every place under the cap taken (the proxy runs with `--max-connections 2 --tunnel-idle 2` and CONNECT
@@ -263,25 +310,7 @@ pub fn a_full_pool_reclaims_idle_clients_and_silent_tunnels_close(
     let _ = third.read_to_end(&mut rest);
 
     let host = proxy.net.origin_host();
-    let tunnels: Vec<TcpStream> = (0..2)
-        .map(|_| {
-            let mut tunnel = proxy.connect();
-            tunnel
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let connect =
-                format!("CONNECT {host}:{echo_port} HTTP/1.1\r\nHost: {host}:{echo_port}\r\n\r\n");
-            tunnel.write_all(connect.as_bytes()).expect("send");
-            let mut reply = [0u8; 256];
-            let n = tunnel.read(&mut reply).expect("the tunnel's reply");
-            assert!(
-                reply[..n].starts_with(b"HTTP/1.1 200 "),
-                "{}",
-                String::from_utf8_lossy(&reply[..n])
-            );
-            tunnel
-        })
-        .collect();
+    let tunnels: Vec<TcpStream> = (0..2).map(|_| open_tunnel(proxy, echo_port)).collect();
     let opened = Instant::now();
     let response = proxy.exchange(
         format!("GET http://{host}:{origin_port}/small HTTP/1.1\r\nHost: {host}\r\n\r\n")
@@ -301,6 +330,29 @@ pub fn a_full_pool_reclaims_idle_clients_and_silent_tunnels_close(
             "a silent tunnel closed after {closed:?}, not at --tunnel-idle 2"
         );
     }
-    let mut served = kept_client(proxy, origin_port);
+    // Both places are free again: a new client is served, and served again on its kept connection.
+    let request = format!("GET http://{host}:{origin_port}/small HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let (mut served, reply) = once_a_place_is_free(|| {
+        let mut stream = proxy.connect();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).expect("send");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(SMALL.as_bytes()) && !got.starts_with(b"HTTP/1.1 503 ") {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        (stream, got)
+    });
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200 ") && reply.ends_with(SMALL.as_bytes()),
+        "{}\nproxy log:\n{}",
+        String::from_utf8_lossy(&reply),
+        proxy.log()
+    );
     get_on(&mut served, proxy, origin_port);
 }
