@@ -203,20 +203,21 @@ pub fn response_heads_up_to_64_kib_pass_and_larger_ones_are_502(proxy: &Proxy, o
 }
 
 /// A client connection that sent `GET /small` and read the whole answer, kept open.
-fn kept_client(proxy: &Proxy, origin_port: u16) -> TcpStream {
+fn kept_client(proxy: &Proxy, origin_port: u16, fields: &str) -> TcpStream {
     let mut stream = proxy.connect();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    get_on(&mut stream, proxy, origin_port);
+    get_on(&mut stream, proxy, origin_port, fields);
     stream
 }
 
-/// Sends `GET /small` on `stream` and reads its answer (by its length); panics unless it is the origin's 200,
+/// Sends `GET /small` (with the header `fields`, each ending in CRLF) on `stream` and reads its answer (by its length); panics unless it is the origin's 200,
 /// saying how the read ended and after how long.
-fn get_on(stream: &mut TcpStream, proxy: &Proxy, origin_port: u16) {
+fn get_on(stream: &mut TcpStream, proxy: &Proxy, origin_port: u16, fields: &str) {
     let host = proxy.net.origin_host();
-    let request = format!("GET http://{host}:{origin_port}/small HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let request =
+        format!("GET http://{host}:{origin_port}/small HTTP/1.1\r\nHost: {host}\r\n{fields}\r\n");
     stream.write_all(request.as_bytes()).expect("send");
     let sent = Instant::now();
     let mut got = Vec::new();
@@ -293,17 +294,20 @@ pub fn a_full_pool_reclaims_idle_clients_and_silent_tunnels_close(
     origin_port: u16,
     echo_port: u16,
 ) {
-    let mut oldest = kept_client(proxy, origin_port);
+    let mut oldest = kept_client(proxy, origin_port, "");
     std::thread::sleep(Duration::from_millis(50));
-    let mut newer = kept_client(proxy, origin_port);
-    let mut third = kept_client(proxy, origin_port);
+    let mut newer = kept_client(proxy, origin_port, "");
+    // The new client's head is a browser's, with 3 KiB of cookies: served whole on the reclaimed place (the
+    // smoltcp proxy's refusers are sockets of 1 KiB; it must not serve the client on one).
+    let cookie = format!("Cookie: session={}\r\n", "c".repeat(3000));
+    let mut third = kept_client(proxy, origin_port, &cookie);
     let mut rest = Vec::new();
     assert_eq!(
         oldest.read_to_end(&mut rest).map_err(|e| e.kind()),
         Ok(0),
         "the client idle longest was not closed for the new one"
     );
-    get_on(&mut newer, proxy, origin_port);
+    get_on(&mut newer, proxy, origin_port, "");
     proxy.wait_log(&["Closed its idle kept connection"]);
     drop((oldest, newer));
     third.shutdown(std::net::Shutdown::Write).ok();
@@ -354,5 +358,5 @@ pub fn a_full_pool_reclaims_idle_clients_and_silent_tunnels_close(
         String::from_utf8_lossy(&reply),
         proxy.log()
     );
-    get_on(&mut served, proxy, origin_port);
+    get_on(&mut served, proxy, origin_port, "");
 }

@@ -34,12 +34,19 @@ pub const SLOT_OUT: usize = Limits::DEFAULT.out_buffer();
 
 /// The most refusers the pool keeps: clients beyond the cap answered `503` at once. A refuser holds a client
 /// only until its answer is acknowledged (at most the core's socket timeout for one that never reads it) and
-/// costs [`REFUSER_BUFFERS`] of buffers, so a flood of clients can take at most about 4 MiB this way; past this
+/// costs [`REFUSER_BUFFERS`] of buffers (the first [`SPARE_REFUSERS`] a slot's), so a flood of clients can take
+/// at most about 4 MiB this way (and half a MiB for the spares with the default buffers); past this
 /// many at once, a client's SYN is reset (and the proxy logs that it ran out).
 pub const MAX_REFUSERS: usize = 1024;
 
 /// A refuser's receive and send buffers: it reads nothing and sends one short page.
 const REFUSER_BUFFERS: (usize, usize) = (1024, 2048);
+
+/// The first refusers the pool adds have a slot's buffers, so that a client one takes can be handed to a slot
+/// whose idle connection is reclaimed (the core hands over only a socket as large as the slot's own, which then
+/// serves the client for as long as it stays). smoltcp gives a SYN to the first listening socket in the set, so
+/// these, added before the small ones, take the clients beyond the cap first; up to this many reclaims at once.
+const SPARE_REFUSERS: usize = 4;
 
 /// Heads are parsed, and body bytes move between sockets, through a scratch buffer this big (shared by the
 /// pool; at least the largest head, a response's).
@@ -206,8 +213,13 @@ impl SmoltcpProxy {
                     self.server.add_slot(&mut node.sockets, client, origin)
                 }
                 Listeners::WantRefuser => {
-                    let (rx, tx) = REFUSER_BUFFERS;
-                    let refuser = node.add_tcp_socket_sized(rx, tx);
+                    let (_, _, refusers) = self.server.sockets_listening(&node.sockets);
+                    let refuser = if refusers < SPARE_REFUSERS {
+                        node.add_tcp_socket()
+                    } else {
+                        let (rx, tx) = REFUSER_BUFFERS;
+                        node.add_tcp_socket_sized(rx, tx)
+                    };
                     self.server.add_refuser(&mut node.sockets, refuser)
                 }
                 Listeners::Exhausted { began } => {

@@ -5,8 +5,9 @@
 //! first socket in the set, in the order the sockets were added, that listens: a SYN that finds none is reset.
 //! So the slots' sockets come first and the *refusers* last. A refuser only ever gets a client when no slot
 //! listens. It hands the client to a slot that can take it (a free one that came after it in the set, or the one
-//! idle longest between requests, whose connection is reclaimed), exchanging its socket for the slot's; else
-//! it answers `503` at once: at the cap, a client learns why instead of seeing its SYN reset.
+//! idle longest between requests, whose connection is reclaimed), exchanging its socket for the slot's, if its
+//! socket has a slot's buffers; else it answers `503` at once: at the cap, a client learns why instead of seeing
+//! its SYN reset.
 //!
 //! A pool in fixed memory (firmware) has all its slots and refusers from the start. A pool whose storage grows
 //! (a host) starts small and is kept ahead of demand: after every packet the host asks [`ProxyServer::listeners`]
@@ -386,6 +387,11 @@ fn has_client(handle: SocketHandle, sockets: &SocketSet<'_>) -> bool {
 /// Gives the client on `refuser`'s socket to a slot that can serve it: a free one, else the one idle longest
 /// between requests (its connection reclaimed, as a full pool does before it refuses). Returns the socket the
 /// refuser gets in exchange; `None` if no slot can take the client (then it is refused).
+///
+/// A connection stays on the socket it came in on, so the slot keeps it for as long as the client stays: only a
+/// refuser socket with buffers as large as the slot's own may be handed over. A refuser's few KiB would hold no
+/// longer head than they do (a browser's, with its cookies, would wait there until the head timeout) and would
+/// slow every response after. The host gives its first refusers a slot's buffers for this.
 fn hand_over<const OUT: usize>(
     slots: &mut [ProxySlot<OUT>],
     refuser: SocketHandle,
@@ -395,7 +401,16 @@ fn hand_over<const OUT: usize>(
         .iter()
         .position(|s| s.listens(sockets))
         .or_else(|| longest_idle(slots.iter().enumerate().map(|(i, s)| (i, s.idle_since()))))?;
-    slots.get_mut(taker)?.take_client(refuser, sockets)
+    let slot = slots.get_mut(taker)?;
+    let buffers = |handle| {
+        let socket = sockets.get::<tcp::Socket>(handle);
+        (socket.recv_capacity(), socket.send_capacity())
+    };
+    let (given, own) = (buffers(refuser), buffers(slot.client_socket()?));
+    if given.0 < own.0 || given.1 < own.1 {
+        return None;
+    }
+    slot.take_client(refuser, sockets)
 }
 
 /// A refuser: a client that found every slot busy gets 503 and a close.

@@ -174,6 +174,11 @@ impl<const OUT: usize> ProxySlot<OUT> {
         Some(slot.client)
     }
 
+    /// The socket the slot's clients come in on (`None` before it has its sockets).
+    pub(super) fn client_socket(&self) -> Option<SocketHandle> {
+        self.sockets.map(|slot| slot.client)
+    }
+
     /// Whether the slot serves no client now.
     pub(super) fn is_free(&self) -> bool {
         matches!(self.phase, SlotPhase::Listening)
