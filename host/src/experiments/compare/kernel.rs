@@ -301,7 +301,20 @@ fn udp_unconnected(to: SocketAddr, wait: StdDuration) -> (String, String) {
         s.set_read_timeout(Some(wait))?;
         s.send_to(b"hello", to)?;
         let mut buf = [0u8; 64];
-        s.recv_from(&mut buf)
+        // Only the server's reply counts: an unconnected socket takes datagrams from anyone, and another
+        // program on loopback may send to the port this one was given (one that found it free a moment before).
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let (n, from) = s.recv_from(&mut buf)?;
+            if from == to {
+                return Ok(n);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            s.set_read_timeout(Some(left))?;
+        }
     });
     match result {
         Ok(_) => ("a reply came".into(), "ok".into()),
