@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use support::*;
 
@@ -77,7 +77,54 @@ fn the_labs_capture_shows_handshake_uppercase_payload_and_teardown() {
         "{http:#?}"
     );
     assert!(http.contains(&"10.0.2.80\t/".to_string()), "{http:#?}");
+
+    // `--pcap -`: the same packets as one live stream on standard output, piped into `tshark -r -` (the lab is
+    // deterministic: the same run, packet for packet), with the report on standard error.
+    let written = pcap_records(&std::fs::read(&pcap).unwrap())
+        + pcap_records(&std::fs::read(dir.join("lab-proxy.pcap")).unwrap());
+    let mut lab = smoltalk()
+        .args(["lab", "--pcap", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("smoltalk lab");
+    let stream = lab.stdout.take().expect("the lab's standard output");
+    let tshark = Command::new("tshark")
+        .args(["-r", "-", "-T", "fields", "-e", "frame.number"])
+        .stdin(Stdio::from(stream))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tshark");
+    let read = tshark.wait_with_output().expect("tshark's output");
+    let lab = lab.wait_with_output().expect("the lab");
+    assert!(lab.status.success(), "{}", stderr(&lab));
+    assert!(
+        stderr(&lab).contains("smoltalk lab: the classic questions"),
+        "the report goes to standard error: {}",
+        stderr(&lab)
+    );
+    assert!(read.status.success(), "tshark: {}", stderr(&read));
+    let frames = stdout(&read).lines().count();
+    assert_eq!(
+        frames, written,
+        "tshark read {frames} packets from the stream; the files had {written}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The packet records in a pcap written on this machine (a 24-byte file header, then 16-byte record headers).
+fn pcap_records(pcap: &[u8]) -> usize {
+    let mut at = 24;
+    let mut records = 0;
+    while let Some(header) = pcap.get(at..at + 16) {
+        let len = u32::from_ne_bytes(header[8..12].try_into().unwrap()) as usize;
+        at += 16 + len;
+        records += 1;
+    }
+    assert_eq!(at, pcap.len(), "the last record is whole");
+    records
 }
 
 /// `compare --format json`'s rows for `family` (`IPv4`, `IPv6`): one per scenario.

@@ -40,7 +40,8 @@ pub struct CompareArgs {
 #[derive(Debug, Clone, Args)]
 pub struct LabArgs {
     /// Record every frame on the lab's segment (Ethernet pcap, virtual time) to FILE; the proxy's lab goes to
-    /// FILE with `-proxy` before its extension.
+    /// FILE with `-proxy` before its extension. `-`: one live stream on standard output, both parts in it
+    /// (`smoltalk lab --pcap - | tshark -r -`); the report goes to standard error.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<std::path::PathBuf>,
     /// Write a packet ladder diagram (SVG) per comparison scenario and stack into DIR, each beside the capture
@@ -188,7 +189,8 @@ pub struct StackArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ExperimentArgs {
     /// Write every packet smoltcp sends and receives, both directions, to FILE (pcap: raw IP on TUN,
-    /// Ethernet on TAP and in the lab), for `tshark -r FILE` or Wireshark.
+    /// Ethernet on TAP and in the lab), for `tshark -r FILE` or Wireshark. `-`: live on standard output, each
+    /// packet as it happens (`--pcap - | wireshark -k -i -`); what smoltalk prints goes to standard error.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<std::path::PathBuf>,
     /// Lose this percent of packets, each direction (smoltcp's FaultInjector).

@@ -93,8 +93,23 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// Where smoltalk prints for people: standard output, or standard error while standard output carries a live
+/// capture (`--pcap -`).
+fn human_output() -> Box<dyn Write> {
+    match crate::stack::instruments::standard_output_is_the_capture() {
+        true => Box::new(io::stderr().lock()),
+        false => Box::new(io::stdout().lock()),
+    }
+}
+
+/// Prints `text` for people (see [`human_output`]), holding the stream only while it writes.
+fn say(text: &str) {
+    let mut out = human_output();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}
+
 fn announce(what: &str, addr: impl std::fmt::Display, stack: &str) {
-    let mut out = io::stdout().lock();
+    let mut out = human_output();
     let _ = writeln!(out, "smoltalk {what} listening on {addr} ({stack})");
     let _ = out.flush();
 }

@@ -1,7 +1,7 @@
 //! The commands that run something and print a report: `lab` (the checks, or the loss soak), `compare`,
 //! `throughput` and `bench`.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::time::Duration as StdDuration;
 
 use super::args::{BenchArgs, CompareArgs, LabArgs, ThroughputArgs};
@@ -45,13 +45,17 @@ pub(super) fn lab(args: LabArgs) -> Result<(), String> {
         };
         let report =
             crate::lab::soak::run(&options, args.pcap.as_deref().map(capture).transpose()?);
-        print!("{}", report.render());
+        super::say(&report.render());
         return match report.failure() {
             None => Ok(()),
             Some(failure) => Err(format!("the soak failed: {failure}")),
         };
     }
     let proxy_pcap = args.pcap.as_ref().map(|p| {
+        // On standard output the proxy's part continues the one stream.
+        if crate::stack::instruments::is_standard_output(p) {
+            return p.clone();
+        }
         let stem = p
             .file_stem()
             .map_or("capture".into(), |s| s.to_string_lossy().into_owned());
@@ -65,32 +69,34 @@ pub(super) fn lab(args: LabArgs) -> Result<(), String> {
         args.pcap.as_deref().map(capture).transpose()?,
     )
     .map_err(|e| e.to_string())?;
-    print!("{}", uppercase.render());
-    println!();
+    super::say(&format!("{}\n", uppercase.render()));
     let proxy = crate::lab::proxy::run_proxy_checks_captured(
         proxy_pcap.as_deref().map(capture).transpose()?,
     )
     .map_err(|e| e.to_string())?;
-    print!("{}", proxy.render());
+    super::say(&proxy.render());
     // The classic questions, measured: the kernel over loopback and smoltcp in the lab (what needs no root).
-    println!("\nsmoltalk lab: the classic questions on both stacks (`smoltalk compare` for JSON and diagrams)");
+    super::say(
+        "\nsmoltalk lab: the classic questions on both stacks (`smoltalk compare` for JSON and diagrams)\n",
+    );
     // What needs no root: the kernel's loopback and the lab (the TUN runs are `smoltalk compare`'s).
     let comparisons = crate::experiments::compare::run_all(
         &[],
         crate::experiments::compare::Families::Both,
         false,
     );
-    print!(
-        "{}",
-        crate::experiments::compare::render(
-            &comparisons,
-            crate::experiments::compare::Format::Table
-        )
-    );
+    super::say(&crate::experiments::compare::render(
+        &comparisons,
+        crate::experiments::compare::Format::Table,
+    ));
     if let Some(dir) = &args.diagram {
         let written = crate::experiments::compare::write_diagrams(&comparisons, dir)
             .map_err(|e| e.to_string())?;
-        println!("{} diagrams in {}", written.len(), dir.display());
+        super::say(&format!(
+            "{} diagrams in {}\n",
+            written.len(),
+            dir.display()
+        ));
     }
     if uppercase.passed() && proxy.passed() {
         Ok(())
@@ -110,7 +116,7 @@ pub(super) fn throughput(args: ThroughputArgs) -> Result<(), String> {
         args.socket_buffer,
     )
     .map_err(|e| e.to_string())?;
-    let mut out = io::stdout().lock();
+    let mut out = super::human_output();
     let _ = writeln!(
         out,
         "throughput: {:.3} Gbit/s each way ({} verified reply bytes in {:.2} s over {} connection(s))",

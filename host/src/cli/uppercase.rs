@@ -450,7 +450,7 @@ fn report_tries(server: impl std::fmt::Display, tries: u32) {
 }
 
 fn print_reply(host: &str, reply: &[u8]) -> Result<(), String> {
-    let mut out = io::stdout().lock();
+    let mut out = super::human_output();
     out.write_all(host.as_bytes())
         .and_then(|_| out.write_all(b" > "))
         .and_then(|_| out.write_all(reply))

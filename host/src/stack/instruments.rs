@@ -4,10 +4,14 @@
 //!
 //! [`CaptureFile`] is the sink the captures go to. smoltcp's own sink for `std::io::Write` panics when a write
 //! fails (a full disk, say); this one logs the failure once and stops capturing, so the experiment goes on.
+//! `--pcap -` is a live capture on standard output (`... --pcap - | wireshark -k -i -`): each packet is flushed
+//! as it is written, one stream per process (a second capture of the same link type continues it), and
+//! whatever smoltalk prints for people goes to standard error instead ([`standard_output_is_the_capture`]).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use smoltcp::phy::{PcapLinkType, PcapSink};
 use smoltcp::time::Instant;
@@ -65,16 +69,50 @@ pub const FAULT_INJECTOR_MAX_FRAME: usize = 1536;
 
 /// A pcap file that never panics: the first failed write is logged and capturing stops.
 pub struct CaptureFile {
-    out: Option<BufWriter<File>>,
+    out: Option<CaptureOut>,
     path: PathBuf,
 }
 
+/// Where a capture's bytes go.
+enum CaptureOut {
+    /// A file, buffered: flushed when the capture ends.
+    File(BufWriter<File>),
+    /// Standard output, flushed after every packet (a reader sees each as it happens).
+    Live(io::Stdout),
+}
+
+/// The `--pcap` path that means standard output.
+pub const STANDARD_OUTPUT: &str = "-";
+
+/// Whether a capture writes to standard output in this process (set when it is opened).
+static LIVE: AtomicBool = AtomicBool::new(false);
+
+/// The link type of the stream on standard output once its global header is written ([`NO_LINK`] before).
+static LIVE_LINK: AtomicU32 = AtomicU32::new(NO_LINK);
+const NO_LINK: u32 = u32::MAX;
+
+/// Whether standard output carries a live capture (`--pcap -`): then what smoltalk prints for people goes to
+/// standard error.
+pub fn standard_output_is_the_capture() -> bool {
+    LIVE.load(Ordering::Acquire)
+}
+
+/// Whether `path` is [`STANDARD_OUTPUT`].
+pub fn is_standard_output(path: &Path) -> bool {
+    path.as_os_str() == STANDARD_OUTPUT
+}
+
 impl CaptureFile {
-    /// Creates (or truncates) `path`.
+    /// Creates (or truncates) `path`; `-` is standard output (see the module's documentation).
     pub fn create(path: &Path) -> io::Result<CaptureFile> {
-        let file = File::create(path)?;
+        let out = if is_standard_output(path) {
+            LIVE.store(true, Ordering::Release);
+            CaptureOut::Live(io::stdout())
+        } else {
+            CaptureOut::File(BufWriter::with_capacity(256 * 1024, File::create(path)?))
+        };
         Ok(CaptureFile {
-            out: Some(BufWriter::with_capacity(256 * 1024, file)),
+            out: Some(out),
             path: path.to_path_buf(),
         })
     }
@@ -84,23 +122,69 @@ impl CaptureFile {
         self.global_header(link_type);
     }
 
+    /// Where the capture goes, for messages.
+    fn target(&self) -> String {
+        match is_standard_output(&self.path) {
+            true => "on standard output".to_string(),
+            false => self.path.display().to_string(),
+        }
+    }
+
     fn fail(&mut self, e: &io::Error) {
-        log::error!("capture {} stopped: {e}", self.path.display());
+        log::error!("capture {} stopped: {e}", self.target());
         self.out = None;
     }
 }
 
 impl PcapSink for CaptureFile {
     fn write(&mut self, data: &[u8]) {
-        if let Some(out) = self.out.as_mut() {
-            if let Err(e) = out.write_all(data) {
+        let written = match self.out.as_mut() {
+            Some(CaptureOut::File(out)) => out.write_all(data),
+            Some(CaptureOut::Live(out)) => out.write_all(data),
+            None => return,
+        };
+        if let Err(e) = written {
+            self.fail(&e);
+        }
+    }
+
+    /// A file is buffered and flushed when the capture ends (see `Drop`); standard output after each packet.
+    fn flush(&mut self) {
+        if let Some(CaptureOut::Live(out)) = self.out.as_mut() {
+            if let Err(e) = Write::flush(out) {
                 self.fail(&e);
             }
         }
     }
 
-    /// Packets are buffered; the file is flushed when the capture ends (see `Drop`).
-    fn flush(&mut self) {}
+    /// The header smoltcp writes, once per stream: a second capture on standard output in the same process
+    /// (the lab's proxy part after its uppercase part) continues the stream if its link type is the same, and is
+    /// left out, saying so, if not.
+    fn global_header(&mut self, link_type: PcapLinkType) {
+        let link = u32::from(link_type);
+        if let Some(CaptureOut::Live(_)) = self.out {
+            match LIVE_LINK.compare_exchange(NO_LINK, link, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {}
+                Err(same) if same == link => return,
+                Err(other) => {
+                    log::error!(
+                        "the capture on standard output is of link type {other}: a capture of link type {link} \
+                         cannot continue it and is left out"
+                    );
+                    self.out = None;
+                    return;
+                }
+            }
+        }
+        self.write_u32(0xa1b2c3d4);
+        self.write_u16(2);
+        self.write_u16(4);
+        self.write_u32(0);
+        self.write_u32(0);
+        self.write_u32(self.max_packet_size());
+        self.write_u32(link);
+        self.flush();
+    }
 
     fn packet(&mut self, timestamp: Instant, packet: &[u8]) {
         let length = packet.len().min(u32::MAX as usize);
@@ -110,18 +194,22 @@ impl PcapSink for CaptureFile {
         self.write_u32(kept as u32);
         self.write_u32(length as u32);
         self.write(packet.get(..kept).unwrap_or(packet));
+        self.flush();
     }
 }
 
 impl Drop for CaptureFile {
     fn drop(&mut self) {
-        if let Some(mut out) = self.out.take() {
-            if let Err(e) = Write::flush(&mut out) {
-                log::error!(
-                    "capture {}: the last packets were not written: {e}",
-                    self.path.display()
-                );
-            }
+        let flushed = match self.out.take() {
+            Some(CaptureOut::File(mut out)) => Write::flush(&mut out),
+            Some(CaptureOut::Live(mut out)) => Write::flush(&mut out),
+            None => Ok(()),
+        };
+        if let Err(e) = flushed {
+            log::error!(
+                "capture {}: the last packets were not written: {e}",
+                self.target()
+            );
         }
     }
 }
