@@ -213,6 +213,7 @@ mod tests {
             dst: "b".into(),
             label: String::new(),
             kind,
+            ports: None,
             mark: None,
         }
     }
@@ -223,6 +224,7 @@ mod tests {
             ack,
             fin,
             rst,
+            payload: 0,
             resend,
         })
     }

@@ -36,6 +36,8 @@ pub struct TcpSegment {
     pub fin: bool,
     /// RST set.
     pub rst: bool,
+    /// Payload bytes.
+    pub payload: u32,
     /// Whether it repeats an earlier segment of its connection.
     pub resend: Resend,
 }

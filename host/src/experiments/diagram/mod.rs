@@ -78,7 +78,9 @@
 //! See [`ladder_svg`]: at most [`MAX_DRAWN`] packets are drawn, the rest counted in a final note row.
 
 mod decode;
+mod fold;
 mod kind;
+mod lanes;
 mod pcap;
 mod style;
 mod svg;
@@ -104,6 +106,10 @@ pub struct LadderPacket {
     pub label: String,
     /// What the packet is, as data: set from the same fields as `label`.
     pub kind: PacketKind,
+    /// The (source, destination) ports of a TCP segment or UDP datagram; for an ICMP or ICMPv6 error, those of
+    /// the packet it quotes, turned round (the error goes from the port the packet was sent to back to its
+    /// sender). `None` for anything else. The ladder tells endpoints of one address apart by them.
+    pub ports: Option<(u16, u16)>,
     /// `retransmission`, `spurious retransmission`, `lost?`, `corrupted` or several of them joined by `", "`;
     /// `None` for an ordinary packet.
     pub mark: Option<String>,
@@ -141,7 +147,7 @@ impl PcapLadder {
     }
 }
 
-/// The most packets [`ladder_svg`] draws; the rest are counted in a final note row.
+/// The most rows [`ladder_svg`] draws; the packets of the rest are counted in a final note row.
 pub const MAX_DRAWN: usize = 400;
 
 /// Reads a classic pcap file into ladder packets; what was skipped is logged at info level

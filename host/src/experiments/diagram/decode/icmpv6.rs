@@ -7,7 +7,7 @@ use smoltcp::wire::{
 };
 
 use super::super::PacketKind;
-use super::ipv6::{address_at, quoted_packet};
+use super::ipv6::{address_at, quoted_packet, quoted_ports};
 use super::{add_mark, AddressPair, Described, CORRUPTED};
 
 /// The label and kind of one ICMPv6 message, and the host it is drawn to when that is not the IPv6 destination.
@@ -94,10 +94,14 @@ pub(super) fn icmpv6(
                 _ => format!("destination unreachable code={code}"),
             };
             let label = format!("ICMPv6 {what}{}", quoted_packet(packet.payload()));
-            match code {
+            let mut arrow = match code {
                 4 => Icmpv6Arrow::new(label, PacketKind::PortUnreachable),
                 _ => label.into(),
-            }
+            };
+            // Drawn from the port the quoted packet went to, back to its sender.
+            let ports = quoted_ports(packet.payload()).map(|(sport, dport)| (dport, sport));
+            arrow.described = arrow.described.between(ports);
+            arrow
         }
         Icmpv6Message::PktTooBig => format!(
             "ICMPv6 packet too big mtu={}{}",

@@ -91,7 +91,26 @@ fn icmp(data: &[u8], marks: &mut Vec<&'static str>) -> Described {
         other if code == 0 => format!("ICMP {other}"),
         other => format!("ICMP {other} code={code}"),
     };
-    Described::new(label, kind)
+    let ports = match icmp.msg_type() {
+        Icmpv4Message::DstUnreachable | Icmpv4Message::TimeExceeded => {
+            quoted_ports(data.get(8..).unwrap_or_default()).map(|(sport, dport)| (dport, sport))
+        }
+        _ => None,
+    };
+    Described::new(label, kind).between(ports)
+}
+
+/// The (source, destination) ports of the TCP or UDP packet an ICMP error quotes, if they can be read.
+fn quoted_ports(data: &[u8]) -> Option<(u16, u16)> {
+    let version_ihl = *data.first()?;
+    if version_ihl >> 4 != 4 || !matches!(data.get(9), Some(6 | 17)) {
+        return None;
+    }
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    match data.get(header_len..header_len + 4)? {
+        &[a, b, c, d] => Some((u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]))),
+        _ => None,
+    }
 }
 
 /// ` (UDP 40000→12000)` for the packet an ICMP error quotes, or nothing if it cannot be read.

@@ -184,6 +184,25 @@ pub(super) fn quoted_packet(data: &[u8]) -> String {
     format!(" ({}{ports})", protocol_name(upper.protocol))
 }
 
+/// The (source, destination) ports of the TCP or UDP packet an ICMPv6 error quotes (a first fragment's too),
+/// if they can be read.
+pub(super) fn quoted_ports(data: &[u8]) -> Option<(u16, u16)> {
+    let (header, rest) = (data.get(..HEADER_LEN)?, data.get(HEADER_LEN..)?);
+    if header.first()? >> 4 != 6 {
+        return None;
+    }
+    let upper = upper_layer(IpProtocol::from(*header.get(6)?), rest)?;
+    if upper.fragment.is_some_and(|fragment| fragment.offset != 0) {
+        return None;
+    }
+    match (upper.protocol, upper.payload.get(..4)?) {
+        (IpProtocol::Tcp | IpProtocol::Udp, &[a, b, c, d]) => {
+            Some((u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d])))
+        }
+        _ => None,
+    }
+}
+
 /// The address an IPv6 header field holds, from 16 bytes.
 pub(super) fn address_at(data: &[u8], at: usize) -> Option<Ipv6Address> {
     let octets: [u8; 16] = data.get(at..at.checked_add(16)?)?.try_into().ok()?;

@@ -77,6 +77,7 @@ pub(super) struct Arrow {
     dst: String,
     label: String,
     kind: PacketKind,
+    ports: Option<(u16, u16)>,
     marks: Vec<&'static str>,
 }
 
@@ -84,11 +85,22 @@ pub(super) struct Arrow {
 pub(super) struct Described {
     label: String,
     kind: PacketKind,
+    ports: Option<(u16, u16)>,
 }
 
 impl Described {
     pub(super) fn new(label: String, kind: PacketKind) -> Described {
-        Described { label, kind }
+        Described {
+            label,
+            kind,
+            ports: None,
+        }
+    }
+
+    /// The same, between (source, destination) ports (see [`LadderPacket::ports`]).
+    pub(super) fn between(mut self, ports: Option<(u16, u16)>) -> Described {
+        self.ports = ports;
+        self
     }
 
     /// `label` of a packet that is [`PacketKind::Other`].
@@ -109,6 +121,7 @@ impl Arrow {
             dst,
             label: described.label,
             kind: described.kind,
+            ports: described.ports,
             marks,
         }
     }
@@ -145,6 +158,7 @@ impl Decoder {
             dst: arrow.dst,
             label: arrow.label,
             kind: arrow.kind,
+            ports: arrow.ports,
             mark: None,
         })
     }

@@ -119,6 +119,7 @@ impl Decoder {
             ack: tcp.ack(),
             fin: tcp.fin(),
             rst: tcp.rst(),
+            payload: u32::try_from(payload_len).unwrap_or(u32::MAX),
             resend,
         });
 
@@ -149,7 +150,7 @@ impl Decoder {
                 ""
             }
         );
-        Described::new(label, kind)
+        Described::new(label, kind).between(Some((sport, dport)))
     }
 }
 
@@ -177,5 +178,5 @@ pub(super) fn udp(addresses: AddressPair, data: &[u8], marks: &mut Vec<&'static 
         udp.dst_port(),
         udp.payload().len()
     );
-    Described::new(label, PacketKind::Udp)
+    Described::new(label, PacketKind::Udp).between(Some((udp.src_port(), udp.dst_port())))
 }

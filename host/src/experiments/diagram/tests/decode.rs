@@ -193,6 +193,23 @@ fn udp_icmp_and_fragments() {
         (packets[3].src.as_str(), packets[3].dst.as_str()),
         ("10.0.2.15", "10.0.2.2")
     );
+    // Ports for the lanes: the datagrams', and the quoted datagram's turned round for its port unreachable (a
+    // fragment after the first has none, and a ping none).
+    let ports: Vec<Option<(u16, u16)>> = packets.iter().map(|p| p.ports).collect();
+    assert_eq!(
+        ports,
+        [
+            Some((40000, 12000)),
+            Some((12000, 40000)),
+            Some((40000, 12001)),
+            Some((12001, 40000)),
+            None,
+            None,
+            None,
+            None,
+            None
+        ]
+    );
     assert!(
         packets.iter().all(|p| p.mark.is_none()),
         "{:?}",
@@ -281,7 +298,7 @@ fn retransmission_marks_the_earlier_segment_lost() {
         ]
     );
     assert_eq!(
-        packets[6].kind,
+        kinds(&packets)[6],
         tcp_kind(PSH | ACK, Resend::SpuriousRetransmission)
     );
     let svg = ladder_svg("spurious", &packets);
@@ -352,9 +369,9 @@ fn zero_window_probes_are_not_retransmissions() {
         "ACK seq=1 ack=1 len=1 win=65535 zero-window probe (40000→12000)"
     );
     assert_eq!(packets[6].label, packets[4].label);
-    assert_eq!(packets[4].kind, tcp_kind(ACK, Resend::ZeroWindowProbe));
+    assert_eq!(kinds(&packets)[4], tcp_kind(ACK, Resend::ZeroWindowProbe));
     assert_eq!(packets[6].kind, packets[4].kind);
-    assert_eq!(packets[8].kind, tcp_kind(ACK, Resend::First));
+    assert_eq!(kinds(&packets)[8], tcp_kind(ACK, Resend::First));
     assert_eq!(
         packets[8].label,
         "ACK seq=1 ack=1 len=5 win=65535 (40000→12000)"

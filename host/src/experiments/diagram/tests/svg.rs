@@ -50,6 +50,7 @@ fn packet(src: &str, dst: &str, label: &str, mark: Option<&str>) -> LadderPacket
         dst: dst.into(),
         label: label.into(),
         kind: PacketKind::Other,
+        ports: None,
         mark: mark.map(Into::into),
     }
 }

@@ -70,6 +70,18 @@ fn ndp_udp_icmpv6_on_ethernet_and_on_link_type_229() {
         assert!(ladder.skipped.is_empty(), "{:?}", ladder.skipped);
         assert_eq!(labels(&ladder.packets), NDP_UDP_AND_PING_LABELS);
         assert_eq!(lanes(&ladder.packets), NDP_UDP_AND_PING_LANES);
+        let ports: Vec<Option<(u16, u16)>> = ladder.packets.iter().map(|p| p.ports).collect();
+        assert_eq!(
+            ports,
+            [
+                None,
+                None,
+                Some((40000, 12001)),
+                Some((12001, 40000)),
+                None,
+                None
+            ]
+        );
         use PacketKind::{AddressResolution, Other, PortUnreachable, Udp};
         assert_eq!(
             kinds(&ladder.packets),
