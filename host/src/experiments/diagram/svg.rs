@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use super::fold::{rows, Row};
+use super::lanes::lanes;
 use super::style::{fit, marker_id, style, time_text, xml_escape, LEGEND, MARKER_COLORS};
 use super::{LadderPacket, MAX_DRAWN};
 
@@ -43,9 +45,11 @@ fn host_lines(host: &str) -> Vec<&str> {
 
 /// Draws packets as a ladder diagram, a standalone SVG document.
 ///
-/// One lifeline per host (in order of first appearance, the host name in a box on top), one row per packet from
-/// top to bottom with its time on the left (`0.000123 s`), and in each row one arrow from the sender's lifeline
-/// to the receiver's, its label above it. A host name longer than 20 characters (a long IPv6 address) is written
+/// One lifeline per endpoint (in order of first appearance, its name in a box on top: the host, or the host and
+/// port where client and server share an address, see `lanes`), one row per packet from top to bottom with its
+/// time on the left (`0.000123 s`), and in each row one arrow from the sender's lifeline to the receiver's, its
+/// label above it. Long runs of data segments, ACKs and datagrams are folded into one row that counts them
+/// (see `fold`). A host name longer than 20 characters (a long IPv6 address) is written
 /// on two lines, broken after a colon, and lifelines are always far enough apart for their boxes. TCP arrows
 /// are blue, UDP green, ICMP and ICMPv6 purple, ARP, NDP and MLD grey; packets marked `lost?` or `corrupted` are
 /// red and dashed, retransmissions orange, and the mark is written after the label in the same colour. A packet
@@ -53,21 +57,48 @@ fn host_lines(host: &str) -> Vec<&str> {
 /// with `…`. A legend sits at the bottom.
 ///
 /// Each packet arrow is exactly one `<line class="packet" data-index="N" …/>` element, N its index in `packets`;
-/// nothing else has that class. At most [`MAX_DRAWN`] packets are drawn (the first ones) and a final row says
-/// `… N more packets`, so the number of arrows is `min(packets.len(), MAX_DRAWN)`. All text is XML-escaped.
+/// nothing else has that class; each folded row is one `<text class="fold" data-packets="N">` element, N the
+/// packets it stands for. At most [`MAX_DRAWN`] rows are drawn (the first ones) and a final row says `… N more
+/// packets`, so arrows, folded packets and that N add up to `packets.len()`. All text is XML-escaped.
 pub fn ladder_svg(title: &str, packets: &[LadderPacket]) -> String {
-    let drawn = &packets[..packets.len().min(MAX_DRAWN)];
-    let hidden = packets.len() - drawn.len();
+    let mut rows = rows(packets);
+    rows.truncate(MAX_DRAWN);
+    let shown: usize = rows
+        .iter()
+        .map(|row| match row {
+            Row::Packet(_) => 1,
+            Row::Folded(fold) => fold.packets,
+        })
+        .sum();
+    let hidden = packets.len().saturating_sub(shown);
+    let drawn: Vec<(usize, &LadderPacket)> = rows
+        .iter()
+        .filter_map(|row| match row {
+            Row::Packet(i) => packets.get(*i).map(|p| (*i, p)),
+            Row::Folded(_) => None,
+        })
+        .collect();
 
-    let mut hosts: Vec<&str> = Vec::new();
-    for packet in drawn {
-        for host in [packet.src.as_str(), packet.dst.as_str()] {
-            if !hosts.contains(&host) {
-                hosts.push(host);
-            }
-        }
-    }
-    let column = |host: &str| hosts.iter().position(|h| *h == host).unwrap_or(0);
+    let lanes = lanes(packets);
+    let used = |lane: &usize| {
+        drawn.iter().any(|(i, _)| {
+            lanes
+                .ends
+                .get(*i)
+                .is_some_and(|&(a, b)| a == *lane || b == *lane)
+        })
+    };
+    // Only lanes a drawn packet uses, in order of first appearance.
+    let shown_lanes: Vec<usize> = (0..lanes.names.len()).filter(used).collect();
+    let hosts: Vec<&str> = shown_lanes
+        .iter()
+        .filter_map(|&l| lanes.names.get(l).map(String::as_str))
+        .collect();
+    let ends = |index: usize| {
+        let (from, to) = lanes.ends.get(index).copied().unwrap_or((0, 0));
+        let column = |lane: usize| shown_lanes.iter().position(|&l| l == lane).unwrap_or(0);
+        (column(from), column(to))
+    };
     let full_label = |packet: &LadderPacket| match &packet.mark {
         Some(mark) => format!("{}  {mark}", packet.label),
         None => packet.label.clone(),
@@ -90,8 +121,9 @@ pub fn ladder_svg(title: &str, packets: &[LadderPacket]) -> String {
     // Spacing: the widest label between neighbouring lifelines decides, within bounds; but never so close
     // that the host boxes touch.
     let mut gap = MIN_GAP.max(host_box_w + 16.0);
-    for packet in drawn {
-        let span = column(&packet.src).abs_diff(column(&packet.dst));
+    for &(index, packet) in &drawn {
+        let (from, to) = ends(index);
+        let span = from.abs_diff(to);
         if span > 0 {
             let need = (text_px(full_label(packet).chars().count()) + 24.0) / span as f64;
             gap = gap.max(need.min(MAX_GAP));
@@ -99,7 +131,7 @@ pub fn ladder_svg(title: &str, packets: &[LadderPacket]) -> String {
     }
     let time_w = drawn
         .iter()
-        .map(|p| time_text(p.time).chars().count())
+        .map(|(_, p)| time_text(p.time).chars().count())
         .max()
         .unwrap_or(10);
     let time_col = text_px(time_w) + 24.0;
@@ -108,10 +140,18 @@ pub fn ladder_svg(title: &str, packets: &[LadderPacket]) -> String {
 
     // Rightmost extent: host boxes, arrows to self and their labels, the notes.
     let mut right = x_of(hosts.len().saturating_sub(1)) + host_box_w / 2.0;
-    for packet in drawn.iter().filter(|p| p.src == p.dst) {
-        let x = x_of(column(&packet.src));
-        right =
-            right.max(x + SELF_STUB + 8.0 + text_px(full_label(packet).chars().count().min(80)));
+    for &(index, packet) in &drawn {
+        let (from, to) = ends(index);
+        if from == to {
+            let x = x_of(from);
+            right = right
+                .max(x + SELF_STUB + 8.0 + text_px(full_label(packet).chars().count().min(80)));
+        }
+    }
+    for row in &rows {
+        if let Row::Folded(fold) = row {
+            right = right.max(time_col + text_px(fold.text().chars().count()) + 16.0);
+        }
     }
     let legend_w: f64 = LEGEND
         .iter()
@@ -122,8 +162,8 @@ pub fn ladder_svg(title: &str, packets: &[LadderPacket]) -> String {
         .max(16.0 + text_px(title.chars().count().max(40)) * 15.0 / 12.0);
     let width = (right + 24.0).ceil();
 
-    let rows = drawn.len() + usize::from(hidden > 0);
-    let bottom_line = first_row_y + ROW_H * rows.max(1) as f64 - ROW_H / 2.0;
+    let row_count = rows.len() + usize::from(hidden > 0);
+    let bottom_line = first_row_y + ROW_H * row_count.max(1) as f64 - ROW_H / 2.0;
     let legend_y = bottom_line + 30.0;
     let height = (legend_y + 20.0).ceil();
 
@@ -154,7 +194,7 @@ pub fn ladder_svg(title: &str, packets: &[LadderPacket]) -> String {
     );
 
     // Zebra stripes, so a row's time and its arrow are easy to match across a wide picture.
-    for i in (1..rows).step_by(2) {
+    for i in (1..row_count).step_by(2) {
         let y = first_row_y + ROW_H * i as f64 - ROW_H / 2.0 - 4.0;
         let _ = writeln!(
             svg,
@@ -197,18 +237,35 @@ pub fn ladder_svg(title: &str, packets: &[LadderPacket]) -> String {
         }
         svg.push_str("</text>\n");
     }
-    if drawn.is_empty() {
+    if rows.is_empty() {
         let _ = writeln!(
             svg,
             r##"<text x="16" y="{first_row_y}" fill="#555">no packets</text>"##
         );
     }
 
-    // The packets.
-    for (index, packet) in drawn.iter().enumerate() {
-        let y = first_row_y + ROW_H * index as f64;
+    // The packets, and the folded runs.
+    for (row, what) in rows.iter().enumerate() {
+        let y = first_row_y + ROW_H * row as f64;
+        let (index, packet) = match what {
+            Row::Packet(index) => match packets.get(*index) {
+                Some(packet) => (*index, packet),
+                None => continue,
+            },
+            Row::Folded(fold) => {
+                let _ = writeln!(
+                    svg,
+                    r##"<text class="fold" data-packets="{}" x="{}" y="{}" font-style="italic" fill="#555">{}</text>"##,
+                    fold.packets,
+                    time_col - 8.0 - text_px(time_w),
+                    y + 4.0,
+                    xml_escape(&fold.text())
+                );
+                continue;
+            }
+        };
         let (color, dashed) = style(packet);
-        let (from, to) = (column(&packet.src), column(&packet.dst));
+        let (from, to) = ends(index);
         let (x1, x2) = (x_of(from), x_of(to));
         let _ = writeln!(
             svg,
@@ -264,10 +321,10 @@ pub fn ladder_svg(title: &str, packets: &[LadderPacket]) -> String {
         svg.push_str("</text>\n");
     }
     if hidden > 0 {
-        let y = first_row_y + ROW_H * drawn.len() as f64;
+        let y = first_row_y + ROW_H * rows.len() as f64;
         let _ = writeln!(
             svg,
-            r##"<text class="note" x="{}" y="{}" font-style="italic" fill="#555">… {hidden} more packet{} (only the first {MAX_DRAWN} are drawn)</text>"##,
+            r##"<text class="note" data-packets="{hidden}" x="{}" y="{}" font-style="italic" fill="#555">… {hidden} more packet{} (only the first {MAX_DRAWN} rows are drawn)</text>"##,
             time_col - 8.0 - text_px(time_w),
             y + 4.0,
             if hidden == 1 { "" } else { "s" }
