@@ -548,3 +548,106 @@ fn compare_on_tun_sees_what_the_lab_saw() {
     let (kind, _) = tun("server_stopped_mid_conversation");
     assert!(["eof", "reset"].contains(&kind.as_str()), "{kind}");
 }
+
+/// `compare --report DIR`: one page that a browser opens offline. It is well-formed, every picture it shows
+/// and every capture it links is in DIR, each scenario and family has a section with each stack's picture
+/// side by side, the explanation where the stacks differ is there, and headless Chromium renders it in a
+/// namespace that has only loopback (nothing it could fetch would go anywhere).
+#[test]
+#[cfg_attr(smoltalk_no_chromium, ignore = "needs chromium and python3")]
+fn the_report_is_one_page_that_renders_offline() {
+    let test = "the_report_is_one_page_that_renders_offline";
+    let Some(ns) = namespace_or_skip(test, "report", &["chromium", "python3"]) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("smoltalk-exp-report-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = run({
+        let mut cmd = smoltalk();
+        cmd.args([
+            "compare",
+            "--no-tun",
+            "--family",
+            "4",
+            "--scenario",
+            "tcp_wrong_port",
+            "--scenario",
+            "server_stopped_mid_conversation",
+            "--report",
+            dir.to_str().unwrap(),
+        ]);
+        cmd
+    });
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = dir.join("index.html");
+    let html = std::fs::read_to_string(&page).expect("index.html");
+    let parsed = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])",
+            page.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        parsed.status.success(),
+        "not well-formed: {}",
+        stderr(&parsed)
+    );
+    // Every local file the page names is there.
+    let named: Vec<&str> = html
+        .split(['"'])
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0].ends_with("src=") || w[0].ends_with("href="))
+        .map(|w| w[1])
+        .filter(|target| !target.starts_with('#'))
+        .collect();
+    let pictures = named.iter().filter(|n| n.ends_with(".svg")).count();
+    let captures = named.iter().filter(|n| n.ends_with(".pcap")).count();
+    // Two scenarios, two stacks each (the kernel's on loopback, smoltcp's in the lab); each picture is shown
+    // and linked.
+    assert_eq!((pictures, captures), (8, 4), "{named:?}");
+    for target in &named {
+        assert!(
+            dir.join(target).exists(),
+            "the page names {target}, not in the report"
+        );
+    }
+    assert_eq!(html.matches("<h2 id=").count(), 2);
+    assert_eq!(html.matches("<figure>").count(), 4);
+    // The server that stopped mid-conversation: the stacks differ, and the page says why.
+    assert!(html.contains("<p class=\"differ\">differ: "), "{html}");
+
+    // Drawn by Chromium inside the namespace (only loopback, and that down to a port nothing listens on).
+    let png = dir.join("report.png");
+    let profile = dir.join("profile");
+    let shot = ns
+        .command(
+            "chromium",
+            &[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--host-resolver-rules=MAP * ~NOTFOUND",
+                "--proxy-server=http://127.0.0.1:9",
+                &format!("--user-data-dir={}", profile.display()),
+                &format!("--screenshot={}", png.display()),
+                "--window-size=1400,1600",
+                &format!("file://{}", page.display()),
+            ],
+        )
+        .env("HOME", &dir)
+        .output()
+        .expect("run chromium");
+    assert!(shot.status.success(), "{}", stderr(&shot));
+    let bytes = std::fs::read(&png).expect("the screenshot");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    // A page of a table and four ladders; a blank or unstyled page compresses to a few KB.
+    assert!(bytes.len() > 50_000, "a blank page: {} bytes", bytes.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -24,6 +24,10 @@ pub struct CompareArgs {
     /// drawn from (.pcap).
     #[arg(long, value_name = "DIR")]
     pub diagram: Option<std::path::PathBuf>,
+    /// Write one page that a browser opens offline, DIR/index.html: the table, the explanations where the
+    /// stacks differ, and per scenario each stack's pictures side by side (drawn into DIR, as --diagram does).
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<std::path::PathBuf>,
     /// Skip smoltcp on TUN in a namespace (as root it adds a minute or more, most of it the lossy transfer).
     #[arg(long)]
     pub no_tun: bool,

@@ -23,7 +23,46 @@ pub(super) fn compare(args: CompareArgs) -> Result<(), String> {
             dir.display()
         );
     }
+    if let Some(dir) = &args.report {
+        let page =
+            crate::experiments::compare::write_report(&comparisons, dir, &how_compared(&args))
+                .map_err(|e| e.to_string())?;
+        eprintln!("smoltalk compare: the report is {}", page.display());
+    }
     Ok(())
+}
+
+/// How `compare` ran, for the report's first paragraph: the command, and what each stack's times are.
+fn how_compared(args: &CompareArgs) -> String {
+    let mut command = vec!["smoltalk compare".to_string()];
+    for scenario in &args.scenario {
+        let name = serde_json::to_value(scenario)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        command.push(format!("--scenario {name}"));
+    }
+    if args.no_tun {
+        command.push("--no-tun".into());
+    }
+    let tun = match (args.no_tun, crate::sys::is_root()) {
+        (true, _) => "smoltcp on TUN was not run (--no-tun)",
+        (false, true) => {
+            "smoltcp's client on a TUN device in a namespace against kernel servers (wall time)"
+        }
+        (false, false) => "smoltcp on TUN was not run (it needs root)",
+    };
+    format!(
+        "Made by `{}` ({}): the kernel stack over loopback (wall time), smoltcp in the lab (virtual time: the \
+         lab's clock, which stands still while nothing is due), and {tun}. Each picture links to itself at full \
+         size, and the capture it was drawn from is beside it.",
+        command.join(" "),
+        match args.family {
+            crate::experiments::compare::Families::Both => "IPv4, then IPv6",
+            crate::experiments::compare::Families::Ipv4 => "IPv4",
+            crate::experiments::compare::Families::Ipv6 => "IPv6",
+        }
+    )
 }
 
 pub(super) fn lab(args: LabArgs) -> Result<(), String> {

@@ -16,6 +16,7 @@ mod lab;
 mod observation;
 mod packets;
 mod render;
+mod report;
 mod scenario;
 mod tun;
 
@@ -23,6 +24,7 @@ pub use error::{CompareError, WriteDiagramsError};
 pub use observation::{Comparison, Observation};
 pub use packets::{count_packets, PacketCounts};
 pub use render::{render, write_diagrams, Format};
+pub use report::{report_html, write_report};
 pub use scenario::{Families, Scenario};
 
 use crate::lab::IpVersion;

@@ -20,7 +20,7 @@ pub enum Format {
 
 /// The packets of a run over `version`, with that family's names for address resolution (ARP, NDP) and the
 /// port-unreachable error (ICMP, ICMPv6).
-fn packets_cell(o: &Observation, version: IpVersion) -> String {
+pub(super) fn packets_cell(o: &Observation, version: IpVersion) -> String {
     let icmp = match version {
         IpVersion::Ipv4 => "ICMP",
         IpVersion::Ipv6 => "ICMPv6",
@@ -43,7 +43,7 @@ fn packets_cell(o: &Observation, version: IpVersion) -> String {
     }
 }
 
-fn time_cell(o: &Observation) -> String {
+pub(super) fn time_cell(o: &Observation) -> String {
     format!(
         "{:.1} ms{}",
         o.millis,
@@ -108,6 +108,17 @@ pub fn render(comparisons: &[Comparison], format: Format) -> String {
     }
 }
 
+/// The name of a run's pictures and capture, without extension: `<scenario>-<stack>-<family>`
+/// (`tcp_wrong_port-smoltcp-ipv4`).
+pub(super) fn diagram_stem(c: &Comparison, o: &Observation) -> String {
+    let name = serde_json::to_value(c.scenario)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "scenario".into());
+    let family = c.family.name().to_ascii_lowercase();
+    format!("{name}-{}-{family}", o.stack)
+}
+
 /// Writes one ladder diagram per scenario, family and stack into `dir` (`<scenario>-<stack>-ipv4.svg`,
 /// `…-ipv6.svg`), drawn from the runs' captures, each capture beside its picture (`.pcap`). Returns the
 /// diagrams written.
@@ -124,12 +135,7 @@ pub fn write_diagrams(
         for o in c.observations() {
             let Some(capture) = &o.capture else { continue };
             let packets = packets_from_pcap(capture)?;
-            let name = serde_json::to_value(c.scenario)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_else(|| "scenario".into());
-            let family = c.family.name().to_ascii_lowercase();
-            let path = dir.join(format!("{name}-{}-{family}.svg", o.stack));
+            let path = dir.join(format!("{}.svg", diagram_stem(c, o)));
             let title = format!("{} ({}) — {} ({})", c.title, c.family, o.stack, o.network);
             std::fs::write(
                 &path,
