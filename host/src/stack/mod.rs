@@ -6,6 +6,7 @@ pub mod device_error;
 pub mod device_network;
 pub mod instruments;
 pub mod kernel_thread;
+pub mod link_shape;
 pub mod name_lookup;
 pub mod network;
 pub mod node;

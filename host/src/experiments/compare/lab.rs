@@ -19,7 +19,7 @@ use crate::uppercase::ClientFailure;
 pub(super) fn lab_run(scenario: Scenario, version: IpVersion) -> Observation {
     let mut lab = UppercaseLab::new();
     let capture = MemoryCapture::default();
-    lab.lab.capture_to(Box::new(capture.clone()));
+    lab.lab.capture_to(lab.client, Box::new(capture.clone()));
     let start = lab.lab.now();
     let (outcome, kind) = lab_scenario(scenario, version, &mut lab);
     let millis = (lab.lab.now() - start).total_micros() as f64 / 1e3;

@@ -185,7 +185,7 @@ pub fn run_uppercase_checks_captured(
     let wall = WallInstant::now();
     let mut lab = UppercaseLab::new();
     if let Some(capture) = capture {
-        lab.lab.capture_to(Box::new(capture));
+        lab.lab.capture_to(lab.client, Box::new(capture));
     }
     let start = lab.lab.now();
     let mut run = CheckRun {

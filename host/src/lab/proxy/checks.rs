@@ -37,7 +37,7 @@ pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabRepo
     let setup = NetworkError::ProxyLabSetup;
     let mut lab = ProxyLab::new(4).map_err(setup)?;
     if let Some(capture) = capture {
-        lab.lab.capture_to(Box::new(capture));
+        lab.lab.capture_to(lab.client, Box::new(capture));
     }
     let start = lab.lab.now();
     let mut checks = Vec::new();

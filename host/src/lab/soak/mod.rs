@@ -198,7 +198,7 @@ fn stream(
     let wall = WallInstant::now();
     let mut lab = lab_with_faults(options, drop_chance, corrupt_chance);
     if let Some(capture) = capture {
-        lab.lab.capture_to(Box::new(capture));
+        lab.lab.capture_to(lab.client, Box::new(capture));
     }
     let start = lab.lab.now();
     let mut transfer = Transfer::new(options.bytes, u64::from(options.seed));
