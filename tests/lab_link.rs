@@ -217,3 +217,30 @@ fn an_unshaped_link_is_the_lab_as_it_was() {
     assert_eq!(took, took_again);
     assert!(plain == shaped_by_nothing);
 }
+
+#[test]
+fn nonsense_delays_and_rates_are_refused_with_a_reason() {
+    let smoltalk = env!("CARGO_BIN_EXE_smoltalk");
+    for (flag, value, says) in [
+        ("--link-delay", "fast", "does not start with a number"),
+        ("--link-delay", "10", "is not a delay"),
+        ("--link-delay", "1h", "is not a delay"),
+        ("--link-rate", "100MB", "is not a rate"),
+        ("--link-rate", "0Mbit", "from 1 kbit/s to 1 Tbit/s"),
+    ] {
+        let out = std::process::Command::new(smoltalk)
+            .args(["lab", flag, value])
+            .output()
+            .expect("run smoltalk");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(says), "{flag} {value}: {stderr}");
+    }
+    // The device layer's flags are the same.
+    let out = std::process::Command::new(smoltalk)
+        .args(["tcp-server", "--stack", "tun", "--link-delay=-3ms"])
+        .output()
+        .expect("run smoltalk");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not start with a number"));
+}

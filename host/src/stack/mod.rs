@@ -1,6 +1,7 @@
 //! smoltcp hosts and their devices.
 
 pub mod addressing;
+pub mod delay_line;
 pub mod device;
 pub mod device_error;
 pub mod device_network;
