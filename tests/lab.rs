@@ -437,7 +437,7 @@ fn an_ipv6_exchange_uses_ndp_not_arp() {
     use smoltalk::stack::instruments::MemoryCapture;
     let mut lab = UppercaseLab::new();
     let capture = MemoryCapture::default();
-    lab.lab.capture_to(Box::new(capture.clone()));
+    lab.lab.capture_to(lab.client, Box::new(capture.clone()));
     let exchange = TcpExchange::with_messages(
         lab.lab.node(lab.client),
         UppercaseLab::endpoint_over(IpVersion::Ipv6, PORT),
@@ -470,7 +470,7 @@ fn a_closed_udp_port_over_ipv6_answers_icmpv6_port_unreachable_that_the_client_n
     use smoltalk::stack::instruments::MemoryCapture;
     let mut lab = UppercaseLab::new();
     let capture = MemoryCapture::default();
-    lab.lab.capture_to(Box::new(capture.clone()));
+    lab.lab.capture_to(lab.client, Box::new(capture.clone()));
     let timeouts = ClientTimeouts {
         reply: Duration::from_secs(1),
         tries: 2,

@@ -21,6 +21,7 @@ fn options() -> SoakOptions {
         udp_requests: 30,
         reference: false,
         skip_checksums: false,
+        link: smoltalk::stack::link_shape::LinkShape::default(),
     }
 }
 

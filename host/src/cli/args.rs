@@ -1,5 +1,6 @@
 //! The options of every command (clap's argument types) and the value parsers behind them: addresses and
-//! prefixes, seconds, sizes, buffer and datagram bounds. Each parser's error is the line a person sees.
+//! prefixes, seconds, sizes, buffer and datagram bounds (a link's delay and rate are parsed by
+//! `crate::stack::link_shape`). Each parser's error is the line a person sees.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -11,6 +12,7 @@ use crate::stack::addressing::{Addressing, AddressingError};
 use crate::uppercase::kernel::address_literal;
 
 use crate::stack::kernel_thread::KernelThreadMode;
+use crate::stack::link_shape::{parse_delay, parse_rate, LinkShape};
 use crate::stack::offload::Offload;
 use crate::uppercase::node::MAX_SMOLTCP_DATAGRAM;
 
@@ -38,6 +40,13 @@ pub struct CompareArgs {
     /// both, one after the other.
     #[arg(long, value_enum, default_value = "both")]
     pub family: crate::experiments::compare::Families,
+    /// One-way delay the lossy scenarios run with: the lab's links, smoltcp's device layer on TUN, and netem on
+    /// the kernel's namespace loopback where the kernel has netem (0: none).
+    #[arg(long, value_name = "TIME", default_value = "5ms", value_parser = parse_delay)]
+    pub link_delay: std::time::Duration,
+    /// Rate the lossy scenarios run with, as --link-delay says.
+    #[arg(long, value_name = "RATE", default_value = "100Mbit", value_parser = parse_rate)]
+    pub link_rate: u64,
 }
 
 /// Options of `lab`.
@@ -87,6 +96,33 @@ pub struct LabArgs {
     /// soak then fails at the first corrupted byte it receives).
     #[arg(long, requires = "soak")]
     pub skip_checksums: bool,
+    /// One-way delay of every node's link onto the lab's segment, in virtual time (10ms, 1.5ms, 2s, 0): a round
+    /// trip takes twice it. For the checks, the soak, and the lossy scenarios of the comparison [default there:
+    /// 5ms; elsewhere none].
+    #[arg(long, value_name = "TIME", value_parser = parse_delay)]
+    pub link_delay: Option<std::time::Duration>,
+    /// Rate of every node's link onto the lab's segment, each direction (100Mbit, 1Gbit, 500kbit, 10Mbit/s):
+    /// a frame of N bytes occupies it N*8/RATE seconds, frames queue behind each other (up to 1000, then lost).
+    /// For the checks, the soak, and the lossy scenarios of the comparison [default there: 100Mbit; elsewhere
+    /// none].
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub link_rate: Option<u64>,
+}
+
+impl LabArgs {
+    /// The shape `--link-delay` and `--link-rate` give the lab's links (unshaped without them).
+    pub fn link(&self) -> LinkShape {
+        LinkShape::new(self.link_delay.unwrap_or_default(), self.link_rate)
+    }
+
+    /// The shape of the lossy comparison scenarios' links: the flags' where given, else compare's defaults.
+    pub fn lossy_link(&self) -> LinkShape {
+        let default = crate::experiments::compare::LOSSY_LINK;
+        LinkShape::new(
+            self.link_delay.unwrap_or(default.delay),
+            self.link_rate.or(default.rate),
+        )
+    }
 }
 
 /// Options of `bench`.
@@ -217,6 +253,14 @@ pub struct ExperimentArgs {
     /// Print every packet in both directions (log target smoltalk::trace, at debug level).
     #[arg(long)]
     pub trace: bool,
+    /// Hold every packet smoltcp sends and every packet it receives this long in the device layer (10ms, 1.5ms,
+    /// 2s, 0), each direction: a one-way delay, so a round trip through the device takes twice it. Real time.
+    #[arg(long, value_name = "TIME", value_parser = parse_delay)]
+    pub link_delay: Option<std::time::Duration>,
+    /// Let packets through the device layer at this rate, each direction (100Mbit, 1Gbit, 500kbit, 10Mbit/s),
+    /// one after another, up to 1000 held per direction (more are lost).
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub link_rate: Option<u64>,
 }
 
 impl StackArgs {
@@ -239,6 +283,7 @@ impl ExperimentArgs {
                 seed: self.seed,
             },
             trace: self.trace,
+            link: LinkShape::new(self.link_delay.unwrap_or_default(), self.link_rate),
         }
     }
 }

@@ -8,8 +8,10 @@ use super::args::{BenchArgs, CompareArgs, LabArgs, ThroughputArgs};
 use crate::uppercase::kernel::resolve;
 
 pub(super) fn compare(args: CompareArgs) -> Result<(), String> {
+    let lossy_link =
+        crate::stack::link_shape::LinkShape::new(args.link_delay, Some(args.link_rate));
     let comparisons =
-        crate::experiments::compare::run_all(&args.scenario, args.family, !args.no_tun);
+        crate::experiments::compare::run_all(&args.scenario, args.family, !args.no_tun, lossy_link);
     print!(
         "{}",
         crate::experiments::compare::render(&comparisons, args.format)
@@ -81,6 +83,7 @@ pub(super) fn lab(args: LabArgs) -> Result<(), String> {
             udp_requests: args.udp_requests,
             reference: !args.no_reference,
             skip_checksums: args.skip_checksums,
+            link: args.link(),
         };
         let report =
             crate::lab::soak::run(&options, args.pcap.as_deref().map(capture).transpose()?);
@@ -106,11 +109,13 @@ pub(super) fn lab(args: LabArgs) -> Result<(), String> {
     });
     let uppercase = crate::lab::checks::run_uppercase_checks_captured(
         args.pcap.as_deref().map(capture).transpose()?,
+        args.link(),
     )
     .map_err(|e| e.to_string())?;
     super::say(&format!("{}\n", uppercase.render()));
     let proxy = crate::lab::proxy::run_proxy_checks_captured(
         proxy_pcap.as_deref().map(capture).transpose()?,
+        args.link(),
     )
     .map_err(|e| e.to_string())?;
     super::say(&proxy.render());
@@ -123,6 +128,7 @@ pub(super) fn lab(args: LabArgs) -> Result<(), String> {
         &[],
         crate::experiments::compare::Families::Both,
         false,
+        args.lossy_link(),
     );
     super::say(&crate::experiments::compare::render(
         &comparisons,

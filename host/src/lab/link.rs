@@ -20,6 +20,9 @@ pub struct LinkStats {
     pub dropped: u64,
     /// Frames delivered with one bit of their IPv4 or IPv6 packet flipped (see [`LinkFaults::corrupt_chance`]).
     pub corrupted: u64,
+    /// Frames lost because their sender's link queue was full (a shaped segment only; see
+    /// [`LinkQueue`](crate::stack::link_shape::LinkQueue)).
+    pub queue_dropped: u64,
     /// TCP segments that carried sequence space their sender had sent before (retransmissions, counted as
     /// they are sent, lost or not; keep-alive probes are not counted).
     pub tcp_retransmissions: u64,

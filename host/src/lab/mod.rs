@@ -2,13 +2,19 @@
 //!
 //! Every node has a [`LabPort`], an in-memory `phy::Device`; a frame one node sends is delivered to every other
 //! node (a hub — smoltcp ignores frames for other MAC addresses), and counted. Time stands still while packets
-//! move and jumps to the next timer any node has when nothing moves, so a run is deterministic, needs no
-//! privileges, and a one-second retransmission timeout costs no real second.
+//! move and jumps to the next timer any node has (or the next frame a shaped link delivers) when nothing moves,
+//! so a run is deterministic, needs no privileges, and a one-second retransmission timeout costs no real second.
+//!
+//! The segment may be shaped ([`Lab::set_link`]): each node's frames then go out through a queue of their own
+//! (one per sender: a [`LinkQueue`]) with a one-way delay and a rate, and reach the other nodes when they are due
+//! on the virtual clock. A capture ([`Lab::capture_to`]) is a tap at one node's port: that node's frames are
+//! recorded when it sends them, every other frame when it arrives there, so a round trip shows as the gap
+//! between a segment the tapped node sent and the answer it got.
 //!
 //! [`Lab`] implements [`Network`], so the same client and server drivers run here and on a TUN/TAP device.
 //! `crate::lab::checks` builds the uppercase checks of `smoltalk lab` on top of it; [`IpVersion`] says which
 //! family an exchange between its dual-stack nodes uses. `link` owns what the segment does to frames (losses,
-//! corruption) and counts of them.
+//! corruption) and counts of them; `crate::stack::link_shape` the delay and rate.
 
 pub mod checks;
 mod link;
@@ -28,6 +34,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpCidr};
 
 use crate::stack::addressing::Addressing;
+use crate::stack::link_shape::{LinkQueue, LinkShape};
 use crate::stack::network::{earliest, Network, NetworkError, NodeId};
 use crate::stack::node::Node;
 use link::RetransmissionCounter;
@@ -148,6 +155,8 @@ struct Member {
     node: Node,
     port: LabPort,
     faults: LinkFaults,
+    /// The frames this node has sent that are on their way to the others.
+    uplink: LinkQueue,
 }
 
 /// An in-process network of smoltcp nodes with a virtual clock.
@@ -156,8 +165,11 @@ pub struct Lab {
     members: Vec<Member>,
     link: LinkStats,
     mtu: usize,
-    /// Every frame that crosses the segment, with the virtual time, if asked for (`--pcap`).
-    capture: Option<Box<dyn PcapSink>>,
+    /// Every frame that crosses the segment, with the virtual time, if asked for (`--pcap`), and the node at
+    /// whose port it is tapped.
+    capture: Option<(NodeId, Box<dyn PcapSink>)>,
+    /// The shape of every node's link onto the segment.
+    shape: LinkShape,
     retransmissions: RetransmissionCounter,
     longest_silence: Duration,
     verify_checksums: bool,
@@ -178,6 +190,7 @@ impl Lab {
             link: LinkStats::default(),
             mtu,
             capture: None,
+            shape: LinkShape::default(),
             retransmissions: RetransmissionCounter::default(),
             longest_silence: Duration::ZERO,
             verify_checksums: true,
@@ -203,8 +216,25 @@ impl Lab {
             node,
             port,
             faults: LinkFaults::default(),
+            uplink: LinkQueue::new(self.shape),
         });
         id
+    }
+
+    /// Shapes every node's link onto the segment, from now on (frames already on their way keep the times the
+    /// old shape gave them): a one-way delay, so a round trip between two nodes takes twice it, and a rate at
+    /// which each node's frames leave, one after another (see `crate::stack::link_shape` for the model and the
+    /// queue's bound). No delay and no rate is the unshaped segment, frames arriving as they are sent.
+    pub fn set_link(&mut self, shape: LinkShape) {
+        self.shape = shape;
+        for member in &mut self.members {
+            member.uplink.set_shape(shape);
+        }
+    }
+
+    /// The shape of the segment's links.
+    pub fn link(&self) -> LinkShape {
+        self.shape
     }
 
     /// Makes node `id` lose frames as `faults` says, from now on.
@@ -231,16 +261,19 @@ impl Lab {
     }
 
     /// Records every frame that crosses the segment from now on into `capture` (an Ethernet pcap, timed by the
-    /// lab's virtual clock). A frame a sender loses on purpose never reaches the segment and is not recorded;
-    /// one a receiver loses was on the segment and is.
-    pub fn capture_to(&mut self, mut capture: Box<dyn PcapSink>) {
+    /// lab's virtual clock), as a tap at node `tap`'s port sees it: `tap`'s own frames when it sends them, every
+    /// other node's when it arrives at `tap`'s port (on an unshaped segment the two are the same instant). A
+    /// frame a sender loses on purpose never reaches the segment and is not recorded; one a receiver loses was
+    /// on the segment and is; one lost because its sender's link queue was full is recorded only if the sender
+    /// is `tap`.
+    pub fn capture_to(&mut self, tap: NodeId, mut capture: Box<dyn PcapSink>) {
         capture.global_header(PcapLinkType::Ethernet);
-        self.capture = Some(capture);
+        self.capture = Some((tap, capture));
     }
 
     /// Ends the capture (a file is complete once the sink is dropped).
     pub fn take_capture(&mut self) -> Option<Box<dyn PcapSink>> {
-        self.capture.take()
+        self.capture.take().map(|(_, capture)| capture)
     }
 
     /// The IP MTU of the segment.
@@ -248,8 +281,11 @@ impl Lab {
         self.mtu
     }
 
+    /// Takes every node's sent frames onto its link, and hands the other nodes every frame that has arrived by
+    /// now; returns whether a frame moved.
     fn deliver(&mut self) -> bool {
-        let mut delivered = false;
+        let now = nanos(self.clock);
+        let mut moved = false;
         for from in 0..self.members.len() {
             let frames = std::mem::take(&mut self.members[from].port.outbox);
             for mut frame in frames {
@@ -258,7 +294,7 @@ impl Lab {
                 if self.retransmissions.is_retransmission(&frame) {
                     self.link.tcp_retransmissions += 1;
                 }
-                delivered = true;
+                moved = true;
                 let faults = &mut self.members[from].faults;
                 faults.sent = faults.sent.wrapping_add(1);
                 let periodic = faults.drop_every_outbound > 0
@@ -272,23 +308,60 @@ impl Lab {
                 if faults.maybe_corrupt(&mut frame) {
                     self.link.corrupted += 1;
                 }
-                if let Some(capture) = self.capture.as_mut() {
-                    capture.packet(self.clock, &frame);
+                if let Some((tap, capture)) = self.capture.as_mut() {
+                    if *tap == from {
+                        capture.packet(self.clock, &frame);
+                    }
                 }
-                for (to, member) in self.members.iter_mut().enumerate() {
-                    if to == from {
-                        continue;
-                    }
-                    if member.faults.drop_inbound {
-                        self.link.dropped += 1;
-                    } else {
-                        member.port.inbox.push_back(frame.clone());
-                    }
+                if self.members[from].uplink.push(now, frame).is_err() {
+                    self.link.queue_dropped += 1;
                 }
             }
+            while let Some((_, frame)) = self.members[from].uplink.pop_due(now) {
+                moved = true;
+                self.arrive(from, &frame);
+            }
         }
-        delivered
+        moved
     }
+
+    /// Hands `frame`, sent by node `from`, to every other node, now.
+    fn arrive(&mut self, from: NodeId, frame: &[u8]) {
+        if let Some((tap, capture)) = self.capture.as_mut() {
+            if *tap != from {
+                capture.packet(self.clock, frame);
+            }
+        }
+        for (to, member) in self.members.iter_mut().enumerate() {
+            if to == from {
+                continue;
+            }
+            if member.faults.drop_inbound {
+                self.link.dropped += 1;
+            } else {
+                member.port.inbox.push_back(frame.to_vec());
+            }
+        }
+    }
+
+    /// When the next frame on its way arrives, if one is.
+    fn next_arrival(&self) -> Option<Instant> {
+        self.members
+            .iter()
+            .filter_map(|m| m.uplink.next_due())
+            .min()
+            .map(instant)
+    }
+}
+
+/// The virtual time `at` in nanoseconds (the clock starts at 1 s and only goes forward).
+fn nanos(at: Instant) -> u64 {
+    u64::try_from(at.total_micros()).unwrap_or(0) * 1000
+}
+
+/// The first microsecond of the clock at or after `nanos`.
+fn instant(nanos: u64) -> Instant {
+    Instant::from_micros(i64::try_from(nanos.div_ceil(1000)).unwrap_or(i64::MAX))
 }
 
 impl Network for Lab {
@@ -349,10 +422,17 @@ impl Network for Lab {
             .filter_map(|m| m.node.iface.poll_delay(clock, &m.node.sockets))
             .min()
             .map(|delay| clock + delay);
+        let arrival = self.next_arrival();
         // Nothing will ever happen by itself: step a second so a driver's deadline can pass.
-        let next = earliest(next_timer, until).unwrap_or(clock + Duration::from_secs(1));
-        // A timer already due that a poll did not clear must not stall the clock.
-        self.clock = next.max(clock + Duration::from_micros(100));
+        let next = earliest(earliest(next_timer, until), arrival)
+            .unwrap_or(clock + Duration::from_secs(1));
+        // A timer already due that a poll did not clear must not stall the clock; a frame arriving sooner than
+        // that step still arrives on time (it is always later than now: a poll takes in what has arrived).
+        let mut to = next.max(clock + Duration::from_micros(100));
+        if let Some(arrival) = arrival {
+            to = to.min(arrival.max(clock + Duration::from_micros(1)));
+        }
+        self.clock = to;
         self.longest_silence = self.longest_silence.max(self.clock - clock);
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! [`DeviceNetwork`]: one smoltcp node on a TUN/TAP device, in real time, its device bare or inside smoltcp's
 //! instruments ([`DeviceStack`]). When idle, [`DeviceNetwork::wait`] sleeps on the file descriptor until a frame
-//! arrives or the next smoltcp timer is due — no busy loop.
+//! arrives, the next smoltcp timer is due, or the next frame a shaped link holds is (`--link-delay`) — no busy
+//! loop.
 
 use smoltcp::iface::{PollIngressSingleResult, PollResult};
 use smoltcp::phy::{
@@ -11,6 +12,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress};
 
 use crate::stack::addressing::Addressing;
+use crate::stack::delay_line::{DelayHandle, DelayLine};
 
 use crate::stack::device::{DeviceInfo, DeviceKind, TunTapDevice, TunTapRxToken, TunTapTxToken};
 use crate::stack::device_error::DeviceError;
@@ -29,19 +31,21 @@ pub const INGRESS_BUDGET: u64 = 256 * 1024;
 pub const TAP_MAC: EthernetAddress = EthernetAddress([0x02, 0x53, 0x4d, 0x4f, 0x4c, 0x01]);
 
 /// The device as smoltcp sees it: bare, or inside smoltcp's instruments (outermost first): the `Tracer`
-/// prints what smoltcp sends and receives, the `FaultInjector` loses and corrupts packets on the way, and the
-/// `PcapWriter` records what crosses the device itself.
+/// prints what smoltcp sends and receives, the `FaultInjector` loses and corrupts packets on the way, the
+/// `PcapWriter` records what crosses smoltcp's end of the link (its packets when it sends them, the kernel's
+/// when they reach it: a round trip shows as the gap between a packet and its answer), and the [`DelayLine`]
+/// holds packets both ways as `--link-delay` and `--link-rate` say, before the device itself.
 // One per process, made once: the bare device's size (its two frame buffers are on the heap) does not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum DeviceStack {
     /// No instrument: the fast path.
     Bare(TunTapDevice),
-    /// With instruments (see [`Instruments`]).
-    Instrumented(Box<Instrumented>),
+    /// With instruments (see [`Instruments`]), and a handle on its delay line's queues.
+    Instrumented(Box<Instrumented>, DelayHandle),
 }
 
 /// A device inside smoltcp's instruments (see [`DeviceStack`]).
-pub type Instrumented = Tracer<FaultInjector<PcapWriter<TunTapDevice, Capture>>>;
+pub type Instrumented = Tracer<FaultInjector<PcapWriter<DelayLine<TunTapDevice>, Capture>>>;
 
 /// Where the `PcapWriter` of an instrumented device writes: a file, or nowhere (`--pcap` not given).
 pub enum Capture {
@@ -97,8 +101,10 @@ impl DeviceStack {
                 })?),
                 None => Capture::Off,
             };
+        let delayed = DelayLine::new(device, instruments.link);
+        let handle = delayed.handle();
         // The link type follows the medium: raw IP for TUN, Ethernet for TAP.
-        let pcap = PcapWriter::new(device, capture, PcapMode::Both);
+        let pcap = PcapWriter::new(delayed, capture, PcapMode::Both);
         let f = instruments.faults;
         let mut faults = FaultInjector::new(pcap, f.seed);
         faults.set_drop_chance(f.drop_chance);
@@ -106,10 +112,18 @@ impl DeviceStack {
         faults.set_max_packet_size(f.size_limit);
         faults.set_max_tx_rate(f.rate_limit);
         faults.set_max_rx_rate(f.rate_limit);
-        Ok(DeviceStack::Instrumented(Box::new(Tracer::new(
-            faults,
-            trace_packet,
-        ))))
+        Ok(DeviceStack::Instrumented(
+            Box::new(Tracer::new(faults, trace_packet)),
+            handle,
+        ))
+    }
+
+    /// When the next packet a shaped link holds is due, if one is held.
+    pub fn next_due(&self) -> Option<Instant> {
+        match self {
+            DeviceStack::Bare(_) => None,
+            DeviceStack::Instrumented(_, handle) => handle.next_due(),
+        }
     }
 }
 
@@ -175,7 +189,7 @@ impl Device for DeviceStack {
             DeviceStack::Bare(d) => d
                 .receive(now)
                 .map(|(rx, tx)| (StackRxToken::Bare(rx), StackTxToken::Bare(tx))),
-            DeviceStack::Instrumented(d) => d.receive(now).map(|(rx, tx)| {
+            DeviceStack::Instrumented(d, _) => d.receive(now).map(|(rx, tx)| {
                 (
                     StackRxToken::Instrumented(rx),
                     StackTxToken::Instrumented(Box::new(tx)),
@@ -187,7 +201,7 @@ impl Device for DeviceStack {
     fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
         match self {
             DeviceStack::Bare(d) => d.transmit(now).map(StackTxToken::Bare),
-            DeviceStack::Instrumented(d) => d
+            DeviceStack::Instrumented(d, _) => d
                 .transmit(now)
                 .map(|t| StackTxToken::Instrumented(Box::new(t))),
         }
@@ -196,7 +210,7 @@ impl Device for DeviceStack {
     fn capabilities(&self) -> DeviceCapabilities {
         match self {
             DeviceStack::Bare(d) => d.capabilities(),
-            DeviceStack::Instrumented(d) => d.capabilities(),
+            DeviceStack::Instrumented(d, _) => d.capabilities(),
         }
     }
 }
@@ -221,7 +235,7 @@ pub fn offload_with(wanted: Offload, instruments: &Instruments) -> (Offload, Opt
     if wanted > Offload::Checksum && instruments.any() {
         return (
             Offload::Checksum,
-            Some("faults or --trace: no segmentation offload, so they act on packets of at most the MTU"),
+            Some("faults, --trace or --link-delay/--link-rate: no segmentation offload, so they act on packets of at most the MTU (a rate and its queue on packets as a wire carries them)"),
         );
     }
     (wanted, None)
@@ -338,6 +352,15 @@ impl Network for DeviceNetwork {
         let now = self.now();
         let node = &mut self.node;
         let mut delay = node.iface.poll_delay(now, &node.sockets);
+        if let Some(due) = self.device.next_due() {
+            // A held packet wakes the loop when it is due.
+            let left = if due > now {
+                due - now
+            } else {
+                smoltcp::time::Duration::ZERO
+            };
+            delay = Some(delay.map_or(left, |d| d.min(left)));
+        }
         if let Some(until) = until {
             let left = if until > now {
                 until - now

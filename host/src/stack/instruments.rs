@@ -1,6 +1,7 @@
 //! Instruments for experiments on a smoltcp device: a packet capture (`--pcap`), fault injection
 //! (`--drop-chance`, `--corrupt-chance`, `--size-limit`, `--rate-limit`, `--seed`) and a packet trace (`--trace`),
-//! each built on smoltcp's own `phy` wrappers (`PcapWriter`, `FaultInjector`, `Tracer`).
+//! each built on smoltcp's own `phy` wrappers (`PcapWriter`, `FaultInjector`, `Tracer`), and a shaped link
+//! (`--link-delay`, `--link-rate`: `crate::stack::delay_line`).
 //!
 //! [`CaptureFile`] is the sink the captures go to. smoltcp's own sink for `std::io::Write` panics when a write
 //! fails (a full disk, say); this one logs the failure once and stops capturing, so the experiment goes on.
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use smoltcp::phy::{PcapLinkType, PcapSink};
 use smoltcp::time::Instant;
 
+use crate::stack::link_shape::LinkShape;
 use crate::sys::PacketSocket;
 
 /// What to wrap a smoltcp device in.
@@ -27,12 +29,14 @@ pub struct Instruments {
     pub faults: Faults,
     /// Print every packet (log target `smoltalk::trace`, debug level).
     pub trace: bool,
+    /// Hold every packet, each direction, as a link of this shape would (unshaped: not at all).
+    pub link: LinkShape,
 }
 
 impl Instruments {
     /// Whether any instrument is asked for (without one, the device runs bare).
     pub fn any(&self) -> bool {
-        self.pcap.is_some() || self.faults.any() || self.trace
+        self.pcap.is_some() || self.faults.any() || self.trace || !self.link.is_none()
     }
 }
 

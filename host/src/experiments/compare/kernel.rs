@@ -1,5 +1,7 @@
 //! The kernel stack's runs: each scenario over loopback (127.0.0.1 or ::1) with `std::net`, captured on `lo`
-//! where privileged; the lossy scenarios in a namespace whose loopback loses a tenth of the packets.
+//! where privileged; the lossy scenarios in a namespace whose loopback loses a tenth of the packets and, where
+//! the kernel has netem, delays and paces them as the lossy link's shape says (else the row says that nothing
+//! was added).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -10,6 +12,7 @@ use super::{CompareError, Observation, Scenario};
 use crate::lab::checks::sample_text;
 use crate::lab::IpVersion;
 use crate::stack::instruments::LoopbackCapture;
+use crate::stack::link_shape::LinkShape;
 
 /// The loopback address of `version`.
 fn loopback(version: IpVersion) -> IpAddr {
@@ -35,16 +38,17 @@ fn free_port(lo: IpAddr, not: Option<u16>) -> Result<u16, CompareError> {
     }
 }
 
-pub(super) fn kernel_run(scenario: Scenario, version: IpVersion) -> Observation {
-    if matches!(
-        scenario,
-        Scenario::LossyTcpTransfer | Scenario::LossyUdpRequests
-    ) {
+pub(super) fn kernel_run(scenario: Scenario, version: IpVersion, link: LinkShape) -> Observation {
+    if scenario.is_lossy() {
         let network = "namespace lo, 10 % loss";
-        return match LossyLoopback::create() {
-            Ok(lossy) => lossy
-                .run(move || kernel_run_here(scenario, version, network))
-                .unwrap_or_else(|why| not_run("kernel", network, &why)),
+        return match LossyLoopback::create(link) {
+            Ok(lossy) => {
+                let (shape, words) = lossy.link();
+                lossy
+                    .run(move || kernel_run_here(scenario, version, network))
+                    .map(|o| o.over_link(shape, words))
+                    .unwrap_or_else(|why| not_run("kernel", network, &why))
+            }
             Err(why) => not_run("kernel", network, &why),
         };
     }
@@ -203,14 +207,40 @@ fn kernel_lossy_udp(at: SocketAddr) -> (String, String) {
 }
 
 /// A network namespace whose loopback loses 10 % of the packets (`tc qdisc … netem loss 10%`, or an nftables
-/// rule where the kernel has no netem): the kernel side of the lossy scenarios runs in it, on a thread of its
-/// own. Needs root; deleted on drop.
+/// rule where the kernel has no netem), and with netem also delays and paces them as the lossy link's shape says
+/// (`delay`, `rate`: on loopback every packet passes netem once, so the delay is one-way and a round trip takes
+/// twice it, but the rate is one queue both directions share): the kernel side of the lossy scenarios runs in
+/// it, on a thread of its own. Needs root; deleted on drop.
 struct LossyLoopback {
     ns: crate::tools::netns::Namespace,
+    /// The shape netem gave the loopback (unshaped with the nftables loss).
+    shape: LinkShape,
+    /// Whether netem is what loses the packets.
+    netem: bool,
 }
 
 impl LossyLoopback {
-    fn create() -> Result<LossyLoopback, CompareError> {
+    /// The shape the loopback has, and it in words for the row.
+    fn link(&self) -> (LinkShape, String) {
+        let words = match (self.netem, self.shape.is_none()) {
+            (true, false) => format!(
+                "netem on the namespace's lo: {}{}",
+                self.shape.describe(),
+                match self.shape.rate {
+                    Some(_) => " (one rate both directions share)",
+                    None => "",
+                }
+            ),
+            (true, true) => "loopback, no added delay".to_string(),
+            (false, _) => {
+                "loopback, no added delay (no netem in this kernel: the loss is an nftables rule)"
+                    .to_string()
+            }
+        };
+        (self.shape, words)
+    }
+
+    fn create(link: LinkShape) -> Result<LossyLoopback, CompareError> {
         if !crate::tools::netns::is_root() {
             return Err(CompareError::LossNeedsRoot);
         }
@@ -221,13 +251,19 @@ impl LossyLoopback {
         .map_err(CompareError::Namespace)?;
         // netem where the kernel has it; else nftables, dropping a random tenth of what leaves (on loopback,
         // every packet leaves once).
-        let netem = ns
-            .command(
-                "tc",
-                &["qdisc", "add", "dev", "lo", "root", "netem", "loss", "10%"],
-            )
-            .output();
-        if !netem.is_ok_and(|o| o.status.success()) {
+        let mut args: Vec<String> = ["qdisc", "add", "dev", "lo", "root", "netem", "loss", "10%"]
+            .map(String::from)
+            .to_vec();
+        if !link.delay.is_zero() {
+            args.extend(["delay".into(), format!("{}us", link.delay.as_micros())]);
+        }
+        if let Some(rate) = link.rate {
+            args.extend(["rate".into(), format!("{rate}bit")]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let netem = ns.command("tc", &args).output();
+        let netem = netem.is_ok_and(|o| o.status.success());
+        if !netem {
             let rules: [&[&str]; 3] = [
                 &["add", "table", "inet", "smoltalk_loss"],
                 &[
@@ -265,7 +301,11 @@ impl LossyLoopback {
                 }
             }
         }
-        Ok(LossyLoopback { ns })
+        let shape = match netem {
+            true => link,
+            false => LinkShape::default(),
+        };
+        Ok(LossyLoopback { ns, shape, netem })
     }
 
     /// Runs `f` on a thread that has entered the namespace (threads it starts are in it too).

@@ -1,5 +1,6 @@
 //! smoltcp's runs in the lab: each scenario between two dual-stack nodes on a virtual segment, over IPv4
-//! (10.0.2.x) or IPv6 (fd00:2::x), captured in memory, on the lab's virtual clock.
+//! (10.0.2.x) or IPv6 (fd00:2::x), captured in memory (tapped at the client's port), on the lab's virtual clock;
+//! the lossy ones over shaped links.
 
 use smoltalk_core::ClientError;
 use smoltcp::iface::SocketHandle;
@@ -12,20 +13,22 @@ use super::{Observation, Scenario};
 use crate::lab::checks::{sample_text, LabClient, UppercaseLab, PORT};
 use crate::lab::{IpVersion, LinkFaults};
 use crate::stack::instruments::MemoryCapture;
+use crate::stack::link_shape::LinkShape;
 use crate::stack::network::{drive, Network, Step};
 use crate::uppercase::node::{ClientTimeouts, TcpExchange, UdpExchange};
 use crate::uppercase::ClientFailure;
 
-pub(super) fn lab_run(scenario: Scenario, version: IpVersion) -> Observation {
+pub(super) fn lab_run(scenario: Scenario, version: IpVersion, link: LinkShape) -> Observation {
     let mut lab = UppercaseLab::new();
+    lab.lab.set_link(link);
     let capture = MemoryCapture::default();
-    lab.lab.capture_to(Box::new(capture.clone()));
+    lab.lab.capture_to(lab.client, Box::new(capture.clone()));
     let start = lab.lab.now();
     let (outcome, kind) = lab_scenario(scenario, version, &mut lab);
     let millis = (lab.lab.now() - start).total_micros() as f64 / 1e3;
     drop(lab.lab.take_capture());
     let server = UppercaseLab::endpoint_over(version, aimed_port(scenario));
-    Observation::new(
+    let observation = Observation::new(
         "smoltcp",
         "lab",
         (outcome, kind),
@@ -33,7 +36,11 @@ pub(super) fn lab_run(scenario: Scenario, version: IpVersion) -> Observation {
         true,
         Ok(capture.bytes()),
     )
-    .aimed_at(std::net::SocketAddr::from((server.addr, server.port)))
+    .aimed_at(std::net::SocketAddr::from((server.addr, server.port)));
+    match scenario.is_lossy() {
+        true => observation.over_link(link, format!("lab links {}", link.describe())),
+        false => observation,
+    }
 }
 
 /// The port a scenario's client aims at in the lab: the server's, or (before the server, on the wrong port) the

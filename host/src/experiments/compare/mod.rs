@@ -8,6 +8,11 @@
 //! run (the lab's segment; `lo` through a packet socket when privileged), counted by `packets` from the ladder
 //! diagram's decoding of it (`experiments::diagram`, which `--diagram` draws from too). Where the stacks
 //! differ, the explanation is built from the packets both captures show. Nothing in the table is typed in.
+//!
+//! The lossy scenarios run over a link with a delay and a rate ([`LOSSY_LINK`] unless told otherwise): the lab's
+//! links are shaped so, smoltcp on TUN gets it in its device layer (`--link-delay`, `--link-rate`), and the
+//! kernel's namespace loopback gets it from netem where the kernel has netem; each row states the RTT and rate
+//! it ran with (`link`, `rtt_ms`, `rate_bits`), or that nothing was added.
 
 mod differ;
 mod error;
@@ -28,14 +33,25 @@ pub use report::{report_html, write_report};
 pub use scenario::{Families, Scenario};
 
 use crate::lab::IpVersion;
+use crate::stack::link_shape::LinkShape;
 use differ::explain;
 use kernel::kernel_run;
 use lab::lab_run;
 use tun::tun_run;
 
+/// The link the lossy scenarios run over by default: 5 ms each way (an RTT of 10 ms), 100 Mbit/s.
+pub const LOSSY_LINK: LinkShape =
+    LinkShape::new(std::time::Duration::from_millis(5), Some(100_000_000));
+
 /// Runs `scenarios` (every one if empty) on both stacks over each family of `families`, a scenario's families
-/// one after another; with `tun`, also smoltcp on TUN in a namespace where privileged.
-pub fn run_all(scenarios: &[Scenario], families: Families, tun: bool) -> Vec<Comparison> {
+/// one after another; with `tun`, also smoltcp on TUN in a namespace where privileged. The lossy scenarios run
+/// over links of `lossy_link`, the others unshaped.
+pub fn run_all(
+    scenarios: &[Scenario],
+    families: Families,
+    tun: bool,
+    lossy_link: LinkShape,
+) -> Vec<Comparison> {
     let all = if scenarios.is_empty() {
         &Scenario::ALL[..]
     } else {
@@ -43,16 +59,26 @@ pub fn run_all(scenarios: &[Scenario], families: Families, tun: bool) -> Vec<Com
     };
     all.iter()
         .flat_map(|&s| families.versions().iter().map(move |&v| (s, v)))
-        .map(|(s, v)| compare(s, v, tun))
+        .map(|(s, v)| compare(s, v, tun, lossy_link))
         .collect()
 }
 
-/// Runs `scenario` over `version` on both stacks (and on TUN, with `tun`, where privileged) and compares them.
-pub fn compare(scenario: Scenario, version: IpVersion, tun: bool) -> Comparison {
-    let kernel = kernel_run(scenario, version);
-    let smoltcp = lab_run(scenario, version);
+/// Runs `scenario` over `version` on both stacks (and on TUN, with `tun`, where privileged) and compares them;
+/// a lossy scenario over links of `lossy_link`.
+pub fn compare(
+    scenario: Scenario,
+    version: IpVersion,
+    tun: bool,
+    lossy_link: LinkShape,
+) -> Comparison {
+    let link = match scenario.is_lossy() {
+        true => lossy_link,
+        false => LinkShape::default(),
+    };
+    let kernel = kernel_run(scenario, version, link);
+    let smoltcp = lab_run(scenario, version, link);
     let smoltcp_tun = if tun {
-        tun_run(scenario, version)
+        tun_run(scenario, version, link)
     } else {
         None
     };

@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::packets::{count_packets, PacketCounts};
 use super::{CompareError, Scenario};
 use crate::lab::IpVersion;
+use crate::stack::link_shape::LinkShape;
 use crate::uppercase::ClientFailure;
 
 /// What one stack did in one scenario.
@@ -26,6 +27,14 @@ pub struct Observation {
     pub millis: f64,
     /// Whether `millis` is virtual (lab) time.
     pub virtual_time: bool,
+    /// The link the run had, in words (`5 ms each way (RTT 10 ms), 100 Mbit/s`, `loopback, no added delay`);
+    /// none for a scenario on a plain link.
+    pub link: Option<String>,
+    /// The round-trip time the link added, in milliseconds (0 when nothing was added); none for a scenario on a
+    /// plain link.
+    pub rtt_ms: Option<f64>,
+    /// The link's rate in bits per second; none without one.
+    pub rate_bits: Option<u64>,
     /// The packets, if a capture could be taken.
     pub packets: Option<PacketCounts>,
     /// Why there are no packets, if there are none.
@@ -61,9 +70,22 @@ impl Observation {
             kind,
             millis,
             virtual_time,
+            link: None,
+            rtt_ms: None,
+            rate_bits: None,
             packets,
             packets_note,
             capture,
+        }
+    }
+
+    /// This observation, saying that it ran over a link of `shape` (a lossy scenario's), described as `words`.
+    pub(super) fn over_link(self, shape: LinkShape, words: String) -> Observation {
+        Observation {
+            link: Some(words),
+            rtt_ms: Some(shape.rtt().as_secs_f64() * 1e3),
+            rate_bits: shape.rate,
+            ..self
         }
     }
 

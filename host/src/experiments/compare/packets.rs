@@ -93,7 +93,7 @@ mod tests {
     fn lab_capture(exchange: impl FnOnce(&mut UppercaseLab) -> LabClient) -> Vec<u8> {
         let mut lab = UppercaseLab::new();
         let capture = MemoryCapture::default();
-        lab.lab.capture_to(Box::new(capture.clone()));
+        lab.lab.capture_to(lab.client, Box::new(capture.clone()));
         let client = exchange(&mut lab);
         let _ = lab.run(&mut [client]).unwrap();
         drop(lab.lab.take_capture());

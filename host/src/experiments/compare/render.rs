@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use super::{Comparison, Observation, WriteDiagramsError};
 use crate::experiments::diagram::packets_from_pcap;
 use crate::lab::IpVersion;
+use crate::stack::link_shape::rate_text;
 
 /// How to print the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,6 +44,16 @@ pub(super) fn packets_cell(o: &Observation, version: IpVersion) -> String {
     }
 }
 
+/// The link a lossy scenario's run had, and the RTT and rate it added, or nothing for a plain scenario.
+pub(super) fn link_cell(o: &Observation) -> Option<String> {
+    let words = o.link.as_ref()?;
+    Some(format!(
+        "link: {words} [rtt_ms {}, rate {}]",
+        o.rtt_ms.map_or("-".into(), |r| format!("{r}")),
+        o.rate_bits.map_or("none".into(), rate_text)
+    ))
+}
+
 pub(super) fn time_cell(o: &Observation) -> String {
     format!(
         "{:.1} ms{}",
@@ -64,11 +75,12 @@ pub fn render(comparisons: &[Comparison], format: Format) -> String {
                 for o in c.observations() {
                     let _ = writeln!(
                         out,
-                        "| {} ({}) | {} ({}) | {} | {} | {} |",
+                        "| {} ({}) | {} ({}{}) | {} | {} | {} |",
                         c.title,
                         c.family,
                         o.stack,
                         o.network,
+                        link_cell(o).map_or(String::new(), |l| format!("; {l}")),
                         o.outcome.replace('|', "\\|"),
                         time_cell(o),
                         packets_cell(o, c.family)
@@ -98,6 +110,9 @@ pub fn render(comparisons: &[Comparison], format: Format) -> String {
                         o.outcome,
                         packets_cell(o, c.family)
                     );
+                    if let Some(link) = link_cell(o) {
+                        let _ = writeln!(out, "           {link}");
+                    }
                 }
                 if c.differs {
                     let _ = writeln!(out, "  differ:  {}", c.explanation);

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::render::{diagram_stem, packets_cell, time_cell};
+use super::render::{diagram_stem, link_cell, packets_cell, time_cell};
 use super::{write_diagrams, Comparison, WriteDiagramsError};
 
 /// The page's style: the pictures of one scenario in a row, each scrolling on its own, at their own scale
@@ -64,11 +64,15 @@ pub fn report_html(comparisons: &[Comparison], pictures: &[PathBuf], how: &str) 
                 ),
                 _ => String::new(),
             };
+            let network = match link_cell(o) {
+                Some(link) => format!("{}; {link}", o.network),
+                None => o.network.to_string(),
+            };
             let _ = writeln!(
                 html,
                 "<tr><td>{scenario}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(o.stack),
-                escape(o.network),
+                escape(&network),
                 escape(&o.outcome),
                 escape(&time_cell(o)),
                 escape(&packets_cell(o, c.family))
@@ -103,10 +107,13 @@ pub fn report_html(comparisons: &[Comparison], pictures: &[PathBuf], how: &str) 
         html.push_str("<div class=\"stacks\">\n");
         for o in c.observations() {
             let stem = diagram_stem(c, o);
+            let network = match link_cell(o) {
+                Some(link) => format!("{}; {link}", o.network),
+                None => o.network.to_string(),
+            };
             let caption = format!(
-                "{} ({}): {}; {}; {}",
+                "{} ({network}): {}; {}; {}",
                 o.stack,
-                o.network,
                 o.outcome,
                 time_cell(o),
                 packets_cell(o, c.family)

@@ -65,6 +65,14 @@ impl Scenario {
         Scenario::LossyUdpRequests,
     ];
 
+    /// Whether the scenario runs on a lossy link (and so with a delay and a rate: see `LOSSY_LINK`).
+    pub fn is_lossy(self) -> bool {
+        matches!(
+            self,
+            Scenario::LossyTcpTransfer | Scenario::LossyUdpRequests
+        )
+    }
+
     /// A line for people.
     pub fn title(self) -> &'static str {
         match self {

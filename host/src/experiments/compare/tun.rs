@@ -12,6 +12,7 @@ use super::observation::{failure_kind, not_run};
 use super::{CompareError, Observation, Scenario};
 use crate::lab::checks::sample_text;
 use crate::lab::IpVersion;
+use crate::stack::link_shape::LinkShape;
 use crate::uppercase::ClientFailure;
 
 /// The kernel's address on the TUN device, over `version`.
@@ -24,7 +25,11 @@ fn kernel_side(version: IpVersion) -> IpAddr {
 
 /// The smoltcp client on a real TUN device inside a namespace this run creates (kernel servers on its other
 /// side, 10.0.2.2 or fd00:2::2), run as this very binary with `--pcap`: `None` where namespaces cannot be made.
-pub(super) fn tun_run(scenario: Scenario, version: IpVersion) -> Option<Observation> {
+pub(super) fn tun_run(
+    scenario: Scenario,
+    version: IpVersion,
+    link: LinkShape,
+) -> Option<Observation> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     if !crate::tools::netns::is_root() || !std::path::Path::new("/dev/net/tun").exists() {
@@ -77,9 +82,18 @@ pub(super) fn tun_run(scenario: Scenario, version: IpVersion) -> Option<Observat
     };
     let pcap = std::env::temp_dir().join(format!("{name}.pcap"));
     let pcap_arg = pcap.to_string_lossy().into_owned();
+    // The device layer's delay and rate, for the lossy scenarios (the only ones `link` shapes).
+    let delay_arg = format!("{}us", link.delay.as_micros());
+    let rate_arg = link.rate.map(|r| format!("{r}bit"));
     let client = |kind: &str, port: u16, extra: &[&str]| {
         let mut args = vec![kind, "--stack", "tun", "--dev", "st0", "--pcap", &pcap_arg];
         args.extend_from_slice(extra);
+        if !link.is_none() {
+            args.extend_from_slice(&["--link-delay", &delay_arg]);
+            if let Some(rate) = &rate_arg {
+                args.extend_from_slice(&["--link-rate", rate]);
+            }
+        }
         let port = port.to_string();
         let mut cmd = ns.command(&exe, &args);
         cmd.args([host, &port]);
@@ -181,7 +195,14 @@ pub(super) fn tun_run(scenario: Scenario, version: IpVersion) -> Option<Observat
         false,
         capture.ok_or_else(|| "no capture".to_string()),
     );
-    Some(observation.aimed_at(SocketAddr::from((kernel_side(version), port))))
+    let observation = observation.aimed_at(SocketAddr::from((kernel_side(version), port)));
+    Some(match scenario.is_lossy() {
+        true => observation.over_link(
+            link,
+            format!("smoltcp's device layer added {}", link.describe()),
+        ),
+        false => observation,
+    })
 }
 
 /// The lossy transfer's message: 1 MiB of the lab's sample text as one line.

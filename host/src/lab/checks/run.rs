@@ -13,6 +13,7 @@ use super::{
 };
 use crate::lab::IpVersion;
 use crate::stack::instruments::CaptureFile;
+use crate::stack::link_shape::LinkShape;
 use crate::stack::network::{Network, NetworkError};
 use crate::uppercase::node::{ClientTimeouts, TcpExchange, UdpExchange, DEFAULT_MAX_DATAGRAM};
 
@@ -175,17 +176,20 @@ impl CheckRun<'_> {
 
 /// Runs every uppercase check in a fresh lab.
 pub fn run_uppercase_checks() -> Result<LabReport, NetworkError> {
-    run_uppercase_checks_captured(None)
+    run_uppercase_checks_captured(None, LinkShape::default())
 }
 
-/// [`run_uppercase_checks`], recording the segment into `capture` if given.
+/// [`run_uppercase_checks`] on links of `link`, recording the segment (tapped at the client's port) into
+/// `capture` if given.
 pub fn run_uppercase_checks_captured(
     capture: Option<CaptureFile>,
+    link: LinkShape,
 ) -> Result<LabReport, NetworkError> {
     let wall = WallInstant::now();
     let mut lab = UppercaseLab::new();
+    lab.lab.set_link(link);
     if let Some(capture) = capture {
-        lab.lab.capture_to(Box::new(capture));
+        lab.lab.capture_to(lab.client, Box::new(capture));
     }
     let start = lab.lab.now();
     let mut run = CheckRun {
@@ -201,7 +205,8 @@ pub fn run_uppercase_checks_captured(
     let link = lab.lab.link_stats();
     Ok(LabReport {
         title: format!(
-            "smoltalk lab: server node {SERVER_IP} and {SERVER_IPV6}, client node {CLIENT_IP} and {CLIENT_IPV6}, in-process Ethernet segment (MTU 1500), port {PORT}"
+            "smoltalk lab: server node {SERVER_IP} and {SERVER_IPV6}, client node {CLIENT_IP} and {CLIENT_IPV6}, in-process Ethernet segment (MTU 1500{}), port {PORT}",
+            link_words(lab.lab.link())
         ),
         checks,
         packets: link.frames,
@@ -209,6 +214,14 @@ pub fn run_uppercase_checks_captured(
         virtual_time: lab.lab.now() - start,
         wall_time: wall.elapsed(),
     })
+}
+
+/// `, 10 ms each way (RTT 20 ms), 100 Mbit/s` for a shaped link, nothing for an unshaped one.
+fn link_words(link: LinkShape) -> String {
+    match link.is_none() {
+        true => String::new(),
+        false => format!(", links {}", link.describe()),
+    }
 }
 
 /// Every check, over `run.version`.

@@ -13,6 +13,7 @@ use super::{
 use crate::lab::checks::{sample_text, CheckResult, LabReport};
 use crate::lab::LinkFaults;
 use crate::stack::instruments::CaptureFile;
+use crate::stack::link_shape::LinkShape;
 use crate::stack::network::{Network, NetworkError};
 
 /// Decides a check from the lab and its finished fetches: a detail line, or what went wrong.
@@ -28,16 +29,21 @@ enum Verdict {
 
 /// Runs every proxy check in fresh labs.
 pub fn run_proxy_checks() -> Result<LabReport, NetworkError> {
-    run_proxy_checks_captured(None)
+    run_proxy_checks_captured(None, LinkShape::default())
 }
 
-/// [`run_proxy_checks`], recording the segment into `capture` if given.
-pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabReport, NetworkError> {
+/// [`run_proxy_checks`] on links of `link`, recording the segment (tapped at the client's port) into `capture`
+/// if given.
+pub fn run_proxy_checks_captured(
+    capture: Option<CaptureFile>,
+    link: LinkShape,
+) -> Result<LabReport, NetworkError> {
     let wall = WallInstant::now();
     let setup = NetworkError::ProxyLabSetup;
     let mut lab = ProxyLab::new(4).map_err(setup)?;
+    lab.lab.set_link(link);
     if let Some(capture) = capture {
-        lab.lab.capture_to(Box::new(capture));
+        lab.lab.capture_to(lab.client, Box::new(capture));
     }
     let start = lab.lab.now();
     let mut checks = Vec::new();
@@ -294,10 +300,14 @@ pub fn run_proxy_checks_captured(capture: Option<CaptureFile>) -> Result<LabRepo
         &|_, f| expect_status(&f[0], 503),
     )?;
 
+    let shape = match lab.lab.link() {
+        shape if shape.is_none() => String::new(),
+        shape => format!("; links {}", shape.describe()),
+    };
     let link = lab.lab.link_stats();
     Ok(LabReport {
         title: format!(
-            "smoltalk lab: proxy node {PROXY_IP}:{PROXY_PORT} (4 connections) between client {CLIENT_IP} and origin {ORIGIN_NAME} ({ORIGIN_IP}:{ORIGIN_PORT}; {ORIGIN_NAME_IPV6} and [{ORIGIN_IPV6}]:{ORIGIN_PORT} over IPv6)"
+            "smoltalk lab: proxy node {PROXY_IP}:{PROXY_PORT} (4 connections) between client {CLIENT_IP} and origin {ORIGIN_NAME} ({ORIGIN_IP}:{ORIGIN_PORT}; {ORIGIN_NAME_IPV6} and [{ORIGIN_IPV6}]:{ORIGIN_PORT} over IPv6{shape})"
         ),
         checks,
         packets: link.frames,

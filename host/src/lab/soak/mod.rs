@@ -33,6 +33,7 @@
 //! longest silence 4–14 s, where equal 64 KiB buffers (with the same timeout) took 2,400–3,100 s with silences
 //! of 60 s, and 100 MB with equal buffers was reset in two seeds of three (BENCHMARKS.md, "Loss soak").
 
+use crate::stack::link_shape::LinkShape;
 use std::fmt;
 use std::time::Instant as WallInstant;
 
@@ -75,6 +76,8 @@ pub struct SoakOptions {
     /// Let both nodes take packets without verifying their checksums (to see that corruption then gets
     /// through and the soak catches it).
     pub skip_checksums: bool,
+    /// The shape of the lab's links (`--link-delay`, `--link-rate`), for every run of the soak alike.
+    pub link: LinkShape,
 }
 
 /// Why a soak run failed.
@@ -164,6 +167,7 @@ fn label(drop_chance: u8, corrupt_chance: u8) -> String {
 fn lab_with_faults(options: &SoakOptions, drop_chance: u8, corrupt_chance: u8) -> UppercaseLab {
     let mut segment = Lab::default();
     segment.set_checksum_verification(!options.skip_checksums);
+    segment.set_link(options.link);
     let mut lab = UppercaseLab::in_lab(
         segment,
         options.receive_buffer.max(2048),
@@ -198,7 +202,7 @@ fn stream(
     let wall = WallInstant::now();
     let mut lab = lab_with_faults(options, drop_chance, corrupt_chance);
     if let Some(capture) = capture {
-        lab.lab.capture_to(Box::new(capture));
+        lab.lab.capture_to(lab.client, Box::new(capture));
     }
     let start = lab.lab.now();
     let mut transfer = Transfer::new(options.bytes, u64::from(options.seed));

@@ -95,11 +95,12 @@ impl SoakReport {
         let _ = writeln!(
             out,
             "smoltalk lab --soak: {} bytes of uppercase over TCP each way, client {CLIENT_IP} -> server \
-             {SERVER_IP}:{PORT}, {} KiB receive / {} KiB send buffers, seed {}",
+             {SERVER_IP}:{PORT}, {} KiB receive / {} KiB send buffers, seed {}, link: {}",
             o.bytes,
             o.receive_buffer / 1024,
             o.send_buffer / 1024,
-            o.seed
+            o.seed,
+            o.link.describe()
         );
         let _ = writeln!(
             out,
@@ -151,10 +152,16 @@ impl SoakReport {
                 let _ = writeln!(
                     out,
                     "with faults: {:.2}x the loss-free run's wall-clock throughput; {:.0} s of virtual time against {:.3} s \
-                     (the lab has no link rate or delay: its virtual time is retransmission timeouts and delayed ACKs)",
+                     ({})",
                     rate(faulty) / rate(clean),
                     faulty.virtual_time.total_micros() as f64 / 1e6,
                     clean.virtual_time.total_micros() as f64 / 1e6,
+                    match o.link.is_none() {
+                        true => "the lab's link has no rate or delay here: its virtual time is retransmission \
+                                 timeouts and delayed ACKs"
+                            .to_string(),
+                        false => format!("the link: {}", o.link.describe()),
+                    }
                 );
             }
         }
