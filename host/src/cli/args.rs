@@ -36,6 +36,21 @@ pub struct CompareArgs {
     pub family: crate::experiments::compare::Families,
 }
 
+/// Options of `graph`.
+#[derive(Debug, Clone, Args)]
+pub struct GraphArgs {
+    /// The capture (classic pcap: Ethernet, raw IP, raw IPv4 or raw IPv6).
+    #[arg(value_name = "CAPTURE.pcap")]
+    pub capture: std::path::PathBuf,
+    /// The TCP stream to draw, numbered as tshark's `tcp.stream` (from 0, in order of first appearance)
+    /// [default: the stream that carried the most payload].
+    #[arg(long, value_name = "N")]
+    pub stream: Option<usize>,
+    /// Where to write the SVG [default: beside the capture, CAPTURE-streamN.svg].
+    #[arg(short, long, value_name = "OUT.svg")]
+    pub output: Option<std::path::PathBuf>,
+}
+
 /// Options of `lab`.
 #[derive(Debug, Clone, Args)]
 pub struct LabArgs {
