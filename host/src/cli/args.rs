@@ -21,7 +21,7 @@ pub struct CompareArgs {
     #[arg(long, value_enum, default_value_t = crate::experiments::compare::Format::Table)]
     pub format: crate::experiments::compare::Format,
     /// Write a packet ladder diagram (SVG) per scenario and stack into DIR, each beside the capture it was
-    /// drawn from (.pcap).
+    /// drawn from (.pcap), and for each run that carried TCP its time-sequence graph (-tsg.svg).
     #[arg(long, value_name = "DIR")]
     pub diagram: Option<std::path::PathBuf>,
     /// Skip smoltcp on TUN in a namespace (as root it adds a minute or more, most of it the lossy transfer).

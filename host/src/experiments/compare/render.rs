@@ -1,10 +1,11 @@
 //! Printing a comparison (aligned text, Markdown, JSON; each scenario's title followed by its family) and
-//! drawing its captures as ladder diagrams.
+//! drawing its captures as ladder diagrams and, for TCP, time-sequence graphs.
 
 use std::fmt::Write as _;
 
 use super::{Comparison, Observation, WriteDiagramsError};
 use crate::experiments::diagram::packets_from_pcap;
+use crate::experiments::graph::{graph_capture, time_sequence_svg, GraphError, TimeBase};
 use crate::lab::IpVersion;
 
 /// How to print the comparison.
@@ -109,8 +110,9 @@ pub fn render(comparisons: &[Comparison], format: Format) -> String {
 }
 
 /// Writes one ladder diagram per scenario, family and stack into `dir` (`<scenario>-<stack>-ipv4.svg`,
-/// `…-ipv6.svg`), drawn from the runs' captures, each capture beside its picture (`.pcap`). Returns the
-/// diagrams written.
+/// `…-ipv6.svg`), drawn from the runs' captures, each capture beside its picture (`.pcap`), and for a run that
+/// carried TCP its time-sequence graph (`…-ipv4-tsg.svg`: the stream and direction with the most payload, on
+/// the lab's virtual clock or real time). Returns the pictures written, ladders and graphs.
 pub fn write_diagrams(
     comparisons: &[Comparison],
     dir: &std::path::Path,
@@ -139,6 +141,26 @@ pub fn write_diagrams(
                 path: path.clone(),
                 source,
             })?;
+            // A TCP run's time-sequence graph beside its ladder, on the clock the run was on.
+            let time_base = match o.virtual_time {
+                true => TimeBase::LabVirtual,
+                false => TimeBase::Real,
+            };
+            match graph_capture(capture, None) {
+                Ok(drawn) => {
+                    let tsg = dir.join(format!("{name}-{}-{family}-tsg.svg", o.stack));
+                    std::fs::write(&tsg, time_sequence_svg(&drawn.graph, time_base)).map_err(
+                        |source| WriteDiagramsError::Write {
+                            path: tsg.clone(),
+                            source,
+                        },
+                    )?;
+                    written.push(tsg);
+                }
+                // A run without TCP (the UDP scenarios) has no time-sequence graph.
+                Err(GraphError::NoTcp { .. }) => {}
+                Err(e) => return Err(WriteDiagramsError::Graph(e)),
+            }
             // The capture the picture was drawn from, beside it, for tshark or Wireshark.
             let pcap = path.with_extension("pcap");
             std::fs::write(&pcap, capture).map_err(|source| WriteDiagramsError::Write {
