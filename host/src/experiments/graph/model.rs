@@ -13,7 +13,8 @@ pub const GAP_THRESHOLD: f64 = 0.2;
 /// Whether a data segment carries sequence space sent before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SegmentVerdict {
-    /// New sequence space (or a keep-alive, which carries none the receiver takes).
+    /// New sequence space; also a keep-alive (which carries none the receiver takes) and the segment after
+    /// a one-byte probe that starts with the probe's byte again (it carries new data after it).
     New,
     /// It starts below the highest sequence number sent before: sequence space sent again. tshark's
     /// `tcp.analysis.retransmission` (which includes its fast retransmissions).
@@ -140,6 +141,14 @@ struct SenderState {
 }
 
 impl SenderState {
+    /// A segment without sequence space (a pure ACK) still says how far the sender has sent: one whose number
+    /// is beyond the highest seen shows that data went out that the capture did not see (the lab drops a lost
+    /// frame before its capture point), and data sent again below it is a retransmission. tshark counts it
+    /// so too.
+    fn note_sequence_number(&mut self, seq: u64) {
+        self.next_seq = Some(self.next_seq.map_or(seq, |next| next.max(seq)));
+    }
+
     fn verdict(&mut self, seq: u64, header: &TcpHeader) -> SegmentVerdict {
         let space = u64::from(header.sequence_space());
         let payload = header.payload_len as u64;
@@ -155,8 +164,12 @@ impl SenderState {
         }
         // A keep-alive: at most one byte, one below the next sequence number (RFC 9293 3.8.4).
         let keep_alive = plain && payload <= 1 && seq + 1 == next_seq;
+        // More than one byte from one below the next sequence number: the data after a one-byte probe (smoltcp
+        // probes a window it takes for closed with the next byte, then sends that byte again with what
+        // follows). It adds new data; tshark does not call it a retransmission either.
+        let after_probe = payload > 1 && seq + 1 == next_seq;
         self.next_seq = Some(next_seq.max(seq + space));
-        if seq >= next_seq || keep_alive {
+        if seq >= next_seq || keep_alive || after_probe {
             return SegmentVerdict::New;
         }
         match self.highest_ack {
@@ -258,6 +271,7 @@ impl TimeSequence {
             let header = &segment.header;
             if header.src == sender {
                 if header.sequence_space() == 0 {
+                    state.note_sequence_number(relative.of(header.seq));
                     continue;
                 }
                 let seq = relative.of(header.seq);

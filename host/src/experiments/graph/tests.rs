@@ -334,3 +334,22 @@ fn damaged_and_foreign_files_are_errors_not_panics() {
     assert_eq!(cut.graph.segments.len(), 7);
     assert_eq!(cut.graph.acks.len(), 4);
 }
+
+#[test]
+fn a_pure_ack_beyond_the_data_seen_and_the_segment_after_a_probe() {
+    let segments = vec![
+        segment(0, true, 1000, 0, SYN),                     // 1
+        segment(1_000, false, 5000, 1001, SYN | ACK),       // 2
+        segment(2_000, true, 1001, 5001, ACK).payload(100), // 3
+        segment(3_000, true, 1201, 5001, ACK), // 4: pure ACK; 101..201 went out uncaptured
+        segment(4_000, true, 1101, 5001, ACK).payload(100), // 5: so this is sent again
+        segment(5_000, true, 1201, 5001, ACK).payload(1), // 6: one byte
+        segment(6_000, true, 1201, 5001, ACK).payload(100), // 7: that byte again, and 99 new
+        segment(7_000, true, 1201, 5001, ACK).payload(50), // 8: below the highest: sent again
+    ];
+    let g = graph_capture(&capture_v4(&segments, 40000), None)
+        .unwrap()
+        .graph;
+    assert_eq!(g.retransmitted_frames(), [5, 8]);
+    assert_eq!(g.segments.len(), 6);
+}
