@@ -23,7 +23,7 @@ pub struct CompareArgs {
     #[arg(long, value_enum, default_value_t = crate::experiments::compare::Format::Table)]
     pub format: crate::experiments::compare::Format,
     /// Write a packet ladder diagram (SVG) per scenario and stack into DIR, each beside the capture it was
-    /// drawn from (.pcap).
+    /// drawn from (.pcap), and for each run that carried TCP its time-sequence graph (-tsg.svg).
     #[arg(long, value_name = "DIR")]
     pub diagram: Option<std::path::PathBuf>,
     /// Write one page that a browser opens offline, DIR/index.html: the table, the explanations where the
@@ -47,6 +47,21 @@ pub struct CompareArgs {
     /// Rate the lossy scenarios run with, as --link-delay says.
     #[arg(long, value_name = "RATE", default_value = "100Mbit", value_parser = parse_rate)]
     pub link_rate: u64,
+}
+
+/// Options of `graph`.
+#[derive(Debug, Clone, Args)]
+pub struct GraphArgs {
+    /// The capture (classic pcap: Ethernet, raw IP, raw IPv4 or raw IPv6).
+    #[arg(value_name = "CAPTURE.pcap")]
+    pub capture: std::path::PathBuf,
+    /// The TCP stream to draw, numbered as tshark's `tcp.stream` (from 0, in order of first appearance)
+    /// [default: the stream that carried the most payload].
+    #[arg(long, value_name = "N")]
+    pub stream: Option<usize>,
+    /// Where to write the SVG [default: beside the capture, CAPTURE-streamN.svg].
+    #[arg(short, long, value_name = "OUT.svg")]
+    pub output: Option<std::path::PathBuf>,
 }
 
 /// Options of `lab`.

@@ -3,7 +3,7 @@
 //! own for each client failure a caller can act on ([`CliError`], [`ClientFailure::exit_code`]).
 //!
 //! The commands' options and their value parsers are in `args` (re-exported here); what the commands do is in
-//! `uppercase` (servers and clients), `proxy`, and `reports` (lab, compare, throughput, bench); `device` opens
+//! `uppercase` (servers and clients), `proxy`, and `reports` (lab, compare, graph, throughput, bench); `device` opens
 //! the smoltcp device a command runs on.
 
 use std::io::{self, Write};
@@ -20,8 +20,8 @@ mod reports;
 mod uppercase;
 
 pub use args::{
-    parse_size, BenchArgs, ClientArgs, CompareArgs, ExperimentArgs, LabArgs, ProxyArgs, ServerArgs,
-    Stack, StackArgs, ThroughputArgs,
+    parse_size, BenchArgs, ClientArgs, CompareArgs, ExperimentArgs, GraphArgs, LabArgs, ProxyArgs,
+    ServerArgs, Stack, StackArgs, ThroughputArgs,
 };
 pub use error::CliError;
 
@@ -58,6 +58,9 @@ pub enum Command {
     /// Answer the classic lab's questions by running them on the kernel stack and on smoltcp side by side:
     /// what the program saw, how long it took, and the packets on the wire, from captures.
     Compare(CompareArgs),
+    /// Draw a TCP time-sequence graph (SVG) of one stream of a capture: sequence numbers against time, the
+    /// data segments (retransmissions marked), the receiver's ACK and window lines and SACK blocks.
+    Graph(GraphArgs),
     /// An HTTP forward proxy (for browsers and `curl -x`), with CONNECT tunnels, on the kernel stack or on
     /// smoltcp. Logs `From <ip> Request <line>` and `To <ip> Response <status>` at info (RUST_LOG).
     Proxy(ProxyArgs),
@@ -87,6 +90,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::UdpClient(args) => uppercase::udp_client(args),
         Command::Lab(args) => reports::lab(args).map_err(CliError::from),
         Command::Compare(args) => reports::compare(args).map_err(CliError::from),
+        Command::Graph(args) => reports::graph(args).map_err(CliError::from),
         Command::Throughput(args) => reports::throughput(args).map_err(CliError::from),
         Command::Proxy(args) => proxy::proxy(args).map_err(CliError::from),
         Command::Bench(args) => reports::bench(args).map_err(CliError::from),

@@ -1,10 +1,10 @@
 //! The commands that run something and print a report: `lab` (the checks, or the loss soak), `compare`,
-//! `throughput` and `bench`.
+//! `graph` (a capture's time-sequence graph), `throughput` and `bench`.
 
 use std::io::Write;
 use std::time::Duration as StdDuration;
 
-use super::args::{BenchArgs, CompareArgs, LabArgs, ThroughputArgs};
+use super::args::{BenchArgs, CompareArgs, GraphArgs, LabArgs, ThroughputArgs};
 use crate::uppercase::kernel::resolve;
 
 pub(super) fn compare(args: CompareArgs) -> Result<(), String> {
@@ -65,6 +65,46 @@ fn how_compared(args: &CompareArgs) -> String {
             crate::experiments::compare::Families::Ipv6 => "IPv6",
         }
     )
+}
+
+pub(super) fn graph(args: GraphArgs) -> Result<(), String> {
+    use crate::experiments::graph::{graph_capture, time_sequence_svg, TimeBase};
+    let bytes = std::fs::read(&args.capture)
+        .map_err(|e| format!("cannot read {}: {e}", args.capture.display()))?;
+    let drawn = graph_capture(&bytes, args.stream)
+        .map_err(|e| format!("{}: {e}", args.capture.display()))?;
+    let graph = &drawn.graph;
+    let output = args.output.unwrap_or_else(|| {
+        let stem = args
+            .capture
+            .file_stem()
+            .map_or("capture".into(), |s| s.to_string_lossy().into_owned());
+        args.capture
+            .with_file_name(format!("{stem}-stream{}.svg", graph.stream))
+    });
+    std::fs::write(&output, time_sequence_svg(graph, TimeBase::Capture))
+        .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+    let why = if drawn.busiest_chosen {
+        format!(
+            ", the one of {} that carried the most payload",
+            drawn.streams
+        )
+    } else {
+        format!(" of {}", drawn.streams)
+    };
+    println!(
+        "stream {}{why}: {} → {}, {} payload bytes drawn (the busier direction; {} the other way), {} \
+         segments, {} retransmissions",
+        graph.stream,
+        graph.sender,
+        graph.receiver,
+        graph.payload_bytes,
+        drawn.other_direction_payload,
+        graph.segments.len(),
+        graph.retransmitted_frames().len()
+    );
+    println!("{}", output.display());
+    Ok(())
 }
 
 pub(super) fn lab(args: LabArgs) -> Result<(), String> {

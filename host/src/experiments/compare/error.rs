@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use crate::experiments::diagram::PcapError;
+use crate::experiments::graph::GraphError;
 
 /// Why a run of a scenario could not be set up; the run is then reported as `not run: {this}`.
 #[derive(Debug)]
@@ -110,6 +111,8 @@ pub enum WriteDiagramsError {
     },
     /// A run's capture could not be read back.
     Capture(PcapError),
+    /// A run's capture could not be graphed (other than for having no TCP, which is no graph).
+    Graph(GraphError),
     /// A file (a diagram or its capture) could not be written.
     Write {
         /// The file.
@@ -126,6 +129,7 @@ impl std::fmt::Display for WriteDiagramsError {
                 write!(f, "cannot create {}: {source}", dir.display())
             }
             WriteDiagramsError::Capture(e) => write!(f, "{e}"),
+            WriteDiagramsError::Graph(e) => write!(f, "time-sequence graph: {e}"),
             WriteDiagramsError::Write { path, source } => {
                 write!(f, "cannot write {}: {source}", path.display())
             }
@@ -139,6 +143,7 @@ impl std::error::Error for WriteDiagramsError {
             WriteDiagramsError::CreateDir { source, .. }
             | WriteDiagramsError::Write { source, .. } => Some(source),
             WriteDiagramsError::Capture(e) => Some(e),
+            WriteDiagramsError::Graph(e) => Some(e),
         }
     }
 }

@@ -1,10 +1,13 @@
 //! Printing a comparison (aligned text, Markdown, JSON; each scenario's title followed by its family) and
-//! drawing its captures as ladder diagrams.
+//! drawing its captures as ladder diagrams and, for TCP, time-sequence graphs.
 
 use std::fmt::Write as _;
 
 use super::{Comparison, Observation, WriteDiagramsError};
 use crate::experiments::diagram::packets_from_pcap;
+use crate::experiments::graph::{
+    graph_capture, time_sequence_svg_on, GraphAxes, GraphError, TimeBase,
+};
 use crate::lab::IpVersion;
 use crate::stack::link_shape::rate_text;
 
@@ -135,8 +138,11 @@ pub(super) fn diagram_stem(c: &Comparison, o: &Observation) -> String {
 }
 
 /// Writes one ladder diagram per scenario, family and stack into `dir` (`<scenario>-<stack>-ipv4.svg`,
-/// `…-ipv6.svg`), drawn from the runs' captures, each capture beside its picture (`.pcap`). Returns the
-/// diagrams written.
+/// `…-ipv6.svg`), drawn from the runs' captures, each capture beside its picture (`.pcap`), and for a run that
+/// carried TCP its time-sequence graph (`…-ipv4-tsg.svg`: the stream and direction with the most payload, on
+/// the lab's virtual clock or real time). One scenario's graphs share their axes (the union of what each
+/// needs), so that side by side the stacks compare at a glance. Returns the pictures written, ladders and
+/// graphs.
 pub fn write_diagrams(
     comparisons: &[Comparison],
     dir: &std::path::Path,
@@ -145,28 +151,54 @@ pub fn write_diagrams(
         dir: dir.to_path_buf(),
         source,
     })?;
+    let write = |path: &std::path::Path, bytes: &[u8]| {
+        std::fs::write(path, bytes).map_err(|source| WriteDiagramsError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
     let mut written = Vec::new();
     for c in comparisons {
+        // The graphs of this scenario's runs, drawn once all are known (their axes are shared).
+        let mut graphs = Vec::new();
         for o in c.observations() {
             let Some(capture) = &o.capture else { continue };
             let packets = packets_from_pcap(capture)?;
             let path = dir.join(format!("{}.svg", diagram_stem(c, o)));
             let title = format!("{} ({}) — {} ({})", c.title, c.family, o.stack, o.network);
-            std::fs::write(
+            write(
                 &path,
-                crate::experiments::diagram::ladder_svg(&title, &packets),
-            )
-            .map_err(|source| WriteDiagramsError::Write {
-                path: path.clone(),
-                source,
-            })?;
+                crate::experiments::diagram::ladder_svg(&title, &packets).as_bytes(),
+            )?;
             // The capture the picture was drawn from, beside it, for tshark or Wireshark.
-            let pcap = path.with_extension("pcap");
-            std::fs::write(&pcap, capture).map_err(|source| WriteDiagramsError::Write {
-                path: pcap.clone(),
-                source,
-            })?;
+            write(&path.with_extension("pcap"), capture)?;
             written.push(path);
+            // A TCP run's time-sequence graph beside its ladder, on the clock the run was on.
+            let time_base = match o.virtual_time {
+                true => TimeBase::LabVirtual,
+                false => TimeBase::Real,
+            };
+            match graph_capture(capture, None) {
+                Ok(drawn) => {
+                    let tsg = dir.join(format!("{}-tsg.svg", diagram_stem(c, o)));
+                    graphs.push((tsg, drawn.graph, time_base));
+                }
+                // A run without TCP (the UDP scenarios) has no time-sequence graph.
+                Err(GraphError::NoTcp { .. }) => {}
+                Err(e) => return Err(WriteDiagramsError::Graph(e)),
+            }
+        }
+        let axes = graphs
+            .iter()
+            .map(|(_, graph, _)| GraphAxes::of(graph))
+            .reduce(GraphAxes::union);
+        for (tsg, graph, time_base) in graphs {
+            let axes = axes.unwrap_or_else(|| GraphAxes::of(&graph));
+            write(
+                &tsg,
+                time_sequence_svg_on(&graph, time_base, axes).as_bytes(),
+            )?;
+            written.push(tsg);
         }
     }
     Ok(written)

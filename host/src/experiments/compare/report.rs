@@ -134,22 +134,24 @@ pub fn report_html(comparisons: &[Comparison], pictures: &[PathBuf], how: &str) 
             if drawn.is_empty() {
                 html.push_str("<p class=\"none\">no capture of this run</p>\n");
             }
-            for picture in drawn {
+            // The ladder, then the time-sequence graph (on the axes the scenario's graphs share).
+            for picture in &drawn {
                 let name = picture
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let pcap = Path::new(&name).with_extension("pcap");
                 let _ = writeln!(
                     html,
                     "<a href=\"{0}\"><img src=\"{0}\" alt=\"{1}\"/></a>",
                     escape(&name),
                     escape(&caption)
                 );
+            }
+            if !drawn.is_empty() {
                 let _ = writeln!(
                     html,
-                    "<p><a href=\"{}\">the capture</a></p>",
-                    escape(&pcap.to_string_lossy())
+                    "<p><a href=\"{}.pcap\">the capture</a></p>",
+                    escape(&stem)
                 );
             }
             html.push_str("</figure>\n");

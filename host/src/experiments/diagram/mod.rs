@@ -11,6 +11,8 @@
 //! label is written; `smoltalk compare` counts a run's packets from that
 //! ([`count_packets`](crate::experiments::compare::count_packets)) rather than reading the capture again.
 //! `pcap` reads the file, `decode` the frames, `kind` says what a packet is, `svg` and `style` draw.
+//! [`read_tcp_segments`] reads the same files for their TCP headers alone ([`TcpHeader`]: fields and options
+//! as data), which the time-sequence graphs (`experiments::graph`) draw from.
 //!
 //! # What is read
 //!
@@ -87,8 +89,10 @@ mod svg;
 #[cfg(test)]
 mod tests;
 
+pub use decode::TcpHeader;
 pub use kind::{PacketKind, Resend, TcpSegment};
-pub use pcap::{read_pcap, PcapError};
+pub use pcap::{read_pcap, read_tcp_segments, CapturedSegment, PcapError, TcpCapture};
+pub(crate) use style::xml_escape;
 pub use svg::ladder_svg;
 
 use std::collections::BTreeMap;

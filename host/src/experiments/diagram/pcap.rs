@@ -1,7 +1,8 @@
 //! Reading a classic libpcap file: the file header, the link type, and the records, each handed to the
-//! [`Decoder`](super::decode::Decoder).
+//! [`Decoder`](super::decode::Decoder) for the ladder ([`read_pcap`]) or read for its TCP header alone
+//! ([`read_tcp_segments`], for the time-sequence graphs).
 
-use super::decode::Decoder;
+use super::decode::{tcp_header_of_frame, Decoder, TcpHeader};
 use super::PcapLadder;
 
 pub(super) const LINKTYPE_ETHERNET: u32 = 1;
@@ -73,8 +74,29 @@ impl std::fmt::Display for PcapError {
 
 impl std::error::Error for PcapError {}
 
-/// Reads a classic pcap file into ladder packets, with the count of skipped records by reason.
-pub fn read_pcap(bytes: &[u8]) -> Result<PcapLadder, PcapError> {
+/// One record of a capture, as [`records`] hands it over.
+pub(super) struct Record<'a> {
+    /// The record's number, from 1: tshark's `frame.number`.
+    pub(super) frame: usize,
+    /// Seconds since the first record of the capture.
+    pub(super) time: f64,
+    /// The captured bytes.
+    pub(super) data: &'a [u8],
+}
+
+/// What [`records`] read: how many records the file holds (one cut off at the end counted) and whether the
+/// last was cut off.
+pub(super) struct RecordCount {
+    pub(super) records: usize,
+    pub(super) truncated: bool,
+}
+
+/// Walks the records of a classic pcap file, handing each with the file's link type to `each`; a record cut off
+/// at the end of the file ends the walk (counted, and said in [`RecordCount::truncated`]).
+pub(super) fn records(
+    bytes: &[u8],
+    mut each: impl FnMut(u32, Record<'_>),
+) -> Result<RecordCount, PcapError> {
     let magic: [u8; 4] = bytes
         .get(..4)
         .and_then(|m| m.try_into().ok())
@@ -111,19 +133,18 @@ pub fn read_pcap(bytes: &[u8]) -> Result<PcapLadder, PcapError> {
         return Err(PcapError::UnsupportedLinkType(link_type));
     }
 
-    let mut ladder = PcapLadder::default();
-    let mut decoder = Decoder::default();
+    let mut count = RecordCount {
+        records: 0,
+        truncated: false,
+    };
     let mut first_time: Option<i128> = None;
     let mut at = 24;
     while at < bytes.len() {
-        ladder.records += 1;
-        let index = ladder.records;
+        count.records += 1;
+        let index = count.records;
         let (Some(secs), Some(frac), Some(incl_len)) = (u32_at(at), u32_at(at + 4), u32_at(at + 8))
         else {
-            *ladder
-                .skipped
-                .entry("truncated record at end of file".into())
-                .or_default() += 1;
+            count.truncated = true;
             break;
         };
         let incl_len = incl_len as usize;
@@ -136,10 +157,7 @@ pub fn read_pcap(bytes: &[u8]) -> Result<PcapLadder, PcapError> {
         }
         let start = at + 16;
         let Some(data) = bytes.get(start..start + incl_len) else {
-            *ladder
-                .skipped
-                .entry("truncated record at end of file".into())
-                .or_default() += 1;
+            count.truncated = true;
             break;
         };
         at = start + incl_len;
@@ -148,11 +166,75 @@ pub fn read_pcap(bytes: &[u8]) -> Result<PcapLadder, PcapError> {
         let stamp =
             i128::from(secs) * 1_000_000_000 + i128::from(frac) * if nanos { 1 } else { 1000 };
         let time = (stamp - *first_time.get_or_insert(stamp)) as f64 / 1e9;
-        match decoder.decode(link_type, data, time) {
+        each(
+            link_type,
+            Record {
+                frame: index,
+                time,
+                data,
+            },
+        );
+    }
+    Ok(count)
+}
+
+/// Reads a classic pcap file into ladder packets, with the count of skipped records by reason.
+pub fn read_pcap(bytes: &[u8]) -> Result<PcapLadder, PcapError> {
+    let mut ladder = PcapLadder::default();
+    let mut decoder = Decoder::default();
+    let count = records(bytes, |link_type, record| {
+        match decoder.decode(link_type, record.data, record.time) {
             Ok(packet) => ladder.packets.push(packet),
             Err(reason) => *ladder.skipped.entry(reason.into()).or_default() += 1,
         }
+    })?;
+    ladder.records = count.records;
+    if count.truncated {
+        *ladder
+            .skipped
+            .entry("truncated record at end of file".into())
+            .or_default() += 1;
     }
     decoder.finish(&mut ladder.packets);
     Ok(ladder)
+}
+
+/// One TCP segment of a capture: where it is in the file, when it was captured, and its header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapturedSegment {
+    /// The record's number in the file, from 1: tshark's `frame.number`.
+    pub frame: usize,
+    /// Seconds since the first record of the capture.
+    pub time: f64,
+    /// The segment's header fields and options, and its payload length.
+    pub header: TcpHeader,
+}
+
+/// The TCP segments of a capture, and how many records it holds in all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TcpCapture {
+    /// Every whole TCP segment over IPv4 or IPv6 whose header could be read, in capture order.
+    pub segments: Vec<CapturedSegment>,
+    /// Records in the file, TCP or not (a record cut off at the end counted).
+    pub records: usize,
+}
+
+/// Reads the TCP segments of a classic pcap file (the same file format, link types and IP decoding as
+/// [`read_pcap`]): every whole segment over IPv4 or IPv6 with a readable header, fragments and damaged
+/// headers left out.
+pub fn read_tcp_segments(bytes: &[u8]) -> Result<TcpCapture, PcapError> {
+    let mut segments = Vec::new();
+    let count = records(bytes, |link_type, record| {
+        if let Some(header) = tcp_header_of_frame(link_type, record.data) {
+            segments.push(CapturedSegment {
+                frame: record.frame,
+                time: record.time,
+                header,
+            });
+        }
+    })?;
+    Ok(TcpCapture {
+        segments,
+        records: count.records,
+    })
 }

@@ -56,7 +56,7 @@ pub(super) fn marker_id(color: &str) -> String {
 }
 
 /// Escapes text for XML content and attribute values; characters XML 1.0 does not allow become U+FFFD.
-pub(super) fn xml_escape(text: &str) -> String {
+pub(crate) fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

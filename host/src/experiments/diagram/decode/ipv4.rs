@@ -41,6 +41,23 @@ impl Decoder {
     }
 }
 
+/// The addresses and TCP bytes of an IPv4 packet that carries a whole TCP segment (not a fragment).
+pub(super) fn tcp_of_ipv4(data: &[u8]) -> Option<(AddressPair, &[u8])> {
+    let ip = Ipv4Packet::new_checked(data).ok()?;
+    if ip.version() != 4
+        || ip.more_frags()
+        || ip.frag_offset() != 0
+        || ip.next_header() != IpProtocol::Tcp
+    {
+        return None;
+    }
+    let addresses = AddressPair::V4 {
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+    };
+    Some((addresses, ip.payload()))
+}
+
 fn icmp(data: &[u8], marks: &mut Vec<&'static str>) -> Described {
     let Ok(icmp) = Icmpv4Packet::new_checked(data) else {
         if checksum::data(data) != !0 {

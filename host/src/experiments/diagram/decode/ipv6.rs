@@ -161,6 +161,25 @@ impl Decoder {
     }
 }
 
+/// The addresses and TCP bytes of an IPv6 packet that carries a whole TCP segment (an atomic fragment is
+/// whole), past the extension headers.
+pub(super) fn tcp_of_ipv6(data: &[u8]) -> Option<(AddressPair, &[u8])> {
+    let ip = Ipv6Packet::new_checked(data).ok()?;
+    if ip.version() != 6 {
+        return None;
+    }
+    let upper = upper_layer(ip.next_header(), ip.payload())?;
+    if upper.fragment.is_some_and(|f| f.offset != 0 || f.more) || upper.protocol != IpProtocol::Tcp
+    {
+        return None;
+    }
+    let addresses = AddressPair::V6 {
+        src: ip.src_addr(),
+        dst: ip.dst_addr(),
+    };
+    Some((addresses, upper.payload))
+}
+
 /// ` (UDP 40000→12000)` for the IPv6 packet an ICMPv6 error quotes (its header, then as much of the rest as
 /// fits), or nothing if it cannot be read.
 pub(super) fn quoted_packet(data: &[u8]) -> String {

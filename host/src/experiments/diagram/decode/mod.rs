@@ -18,6 +18,7 @@ use smoltcp::wire::{checksum, EthernetFrame, IpAddress, IpProtocol, Ipv4Address,
 use super::pcap::{LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6};
 use super::{LadderPacket, PacketKind};
 use ipv4::arp;
+pub use transport::TcpHeader;
 use transport::{Direction, FlowKey};
 
 /// Turns frames into ladder packets, with the TCP state that relative sequence numbers and retransmissions need.
@@ -173,15 +174,7 @@ impl Decoder {
     }
 
     fn ethernet(&mut self, data: &[u8]) -> Result<Arrow, &'static str> {
-        let frame = EthernetFrame::new_checked(data).map_err(|_| "Ethernet frame too short")?;
-        let mut ethertype = u16::from(frame.ethertype());
-        let mut payload = frame.payload();
-        if ethertype == 0x8100 {
-            // One 802.1Q tag: the real EtherType follows the tag control field.
-            let inner = payload.get(2..4).ok_or("Ethernet frame too short")?;
-            ethertype = u16::from_be_bytes([inner[0], inner[1]]);
-            payload = payload.get(4..).ok_or("Ethernet frame too short")?;
-        }
+        let (ethertype, payload) = ethernet_payload(data)?;
         match ethertype {
             0x0800 => self.ipv4(payload),
             0x0806 => arp(payload)
@@ -190,4 +183,42 @@ impl Decoder {
             _ => Err("other EtherType"),
         }
     }
+}
+
+/// The EtherType of an Ethernet frame and its payload, after one 802.1Q tag if there is one.
+fn ethernet_payload(data: &[u8]) -> Result<(u16, &[u8]), &'static str> {
+    let frame = EthernetFrame::new_checked(data).map_err(|_| "Ethernet frame too short")?;
+    let mut ethertype = u16::from(frame.ethertype());
+    let mut payload = frame.payload();
+    if ethertype == 0x8100 {
+        // One 802.1Q tag: the real EtherType follows the tag control field.
+        let inner = payload.get(2..4).ok_or("Ethernet frame too short")?;
+        ethertype = u16::from_be_bytes([inner[0], inner[1]]);
+        payload = payload.get(4..).ok_or("Ethernet frame too short")?;
+    }
+    Ok((ethertype, payload))
+}
+
+/// The TCP header of one frame of link type `link_type`, when the frame holds a whole TCP segment (not a
+/// fragment) over IPv4 or IPv6 whose header can be read; `None` for anything else. Checksums are not
+/// looked at: the time-sequence graph draws what was on the wire.
+pub(super) fn tcp_header_of_frame(link_type: u32, data: &[u8]) -> Option<TcpHeader> {
+    let packet = match link_type {
+        LINKTYPE_ETHERNET => match ethernet_payload(data).ok()? {
+            (0x0800 | 0x86dd, payload) => payload,
+            _ => return None,
+        },
+        _ => data,
+    };
+    let version = match link_type {
+        LINKTYPE_IPV4 => 4,
+        LINKTYPE_IPV6 => 6,
+        _ => packet.first()? >> 4,
+    };
+    let (addresses, segment) = match version {
+        4 => ipv4::tcp_of_ipv4(packet)?,
+        6 => ipv6::tcp_of_ipv6(packet)?,
+        _ => return None,
+    };
+    TcpHeader::parse(addresses, segment)
 }

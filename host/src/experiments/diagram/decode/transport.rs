@@ -1,5 +1,8 @@
 //! TCP (relative sequence numbers, window scaling, retransmissions and zero-window probes, per connection) and
-//! UDP: their labels, kinds and checksum marks.
+//! UDP: their labels, kinds and checksum marks; and a TCP header's fields and options as data ([`TcpHeader`]),
+//! for the time-sequence graphs.
+
+use std::net::{IpAddr, SocketAddr};
 
 use smoltcp::wire::{IpAddress, IpProtocol, TcpPacket, UdpPacket};
 
@@ -20,6 +23,79 @@ pub(super) struct Direction {
     window: Option<u32>,
     /// The highest acknowledgement number this direction has sent (raw).
     acked: Option<u32>,
+}
+
+/// A TCP segment's header as data: the addresses and ports, the raw sequence and acknowledgement numbers, the
+/// flags, the window as sent (unscaled), the options a time-sequence graph needs, and the payload length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpHeader {
+    /// The sender's address and port.
+    pub src: SocketAddr,
+    /// The receiver's address and port.
+    pub dst: SocketAddr,
+    /// The sequence number, raw (not relative).
+    pub seq: u32,
+    /// The acknowledgement number, raw; meaningful only with `ack`.
+    pub ack_number: u32,
+    /// SYN set.
+    pub syn: bool,
+    /// ACK set.
+    pub ack: bool,
+    /// FIN set.
+    pub fin: bool,
+    /// RST set.
+    pub rst: bool,
+    /// The window field as sent, before any scaling.
+    pub window: u16,
+    /// The window-scale option's shift (RFC 7323), sent on a SYN.
+    pub window_scale: Option<u8>,
+    /// The maximum-segment-size option, sent on a SYN.
+    pub mss: Option<u16>,
+    /// The SACK-permitted option, sent on a SYN.
+    pub sack_permitted: bool,
+    /// The SACK option's blocks (RFC 2018), raw (left edge, right edge); at most three are read (smoltcp's
+    /// option parser keeps three of a rare fourth).
+    pub sack_blocks: Vec<(u32, u32)>,
+    /// Whether the options could not be parsed (a length that does not fit): then none of them is known.
+    pub options_malformed: bool,
+    /// The payload's length in bytes.
+    pub payload_len: usize,
+}
+
+impl TcpHeader {
+    /// The header of the TCP segment `data` sent between `addresses`, or `None` when it is too short or its
+    /// data offset points outside it.
+    pub(super) fn parse(addresses: AddressPair, data: &[u8]) -> Option<TcpHeader> {
+        let tcp = TcpPacket::new_checked(data).ok()?;
+        let (src, dst): (IpAddr, IpAddr) = match addresses {
+            AddressPair::V4 { src, dst } => (src.into(), dst.into()),
+            AddressPair::V6 { src, dst } => (src.into(), dst.into()),
+        };
+        let options = tcp.options_summary();
+        let summary = options.unwrap_or_default();
+        Some(TcpHeader {
+            src: SocketAddr::new(src, tcp.src_port()),
+            dst: SocketAddr::new(dst, tcp.dst_port()),
+            seq: tcp.seq_number().0 as u32,
+            ack_number: tcp.ack_number().0 as u32,
+            syn: tcp.syn(),
+            ack: tcp.ack(),
+            fin: tcp.fin(),
+            rst: tcp.rst(),
+            window: tcp.window_len(),
+            window_scale: summary.window_scale,
+            mss: summary.max_segment_size,
+            sack_permitted: summary.sack_permitted,
+            sack_blocks: summary.sack_ranges.iter().flatten().copied().collect(),
+            options_malformed: options.is_err(),
+            payload_len: tcp.payload().len(),
+        })
+    }
+
+    /// The sequence space the segment takes: its payload, and one for SYN and one for FIN.
+    pub fn sequence_space(&self) -> u32 {
+        self.payload_len as u32 + u32::from(self.syn) + u32::from(self.fin)
+    }
 }
 
 /// (source, source port, destination, destination port).
