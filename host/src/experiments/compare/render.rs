@@ -139,7 +139,7 @@ pub(super) fn diagram_stem(c: &Comparison, o: &Observation) -> String {
 
 /// Writes one ladder diagram per scenario, family and stack into `dir` (`<scenario>-<stack>-ipv4.svg`,
 /// `…-ipv6.svg`), drawn from the runs' captures, each capture beside its picture (`.pcap`), and for a run that
-/// carried TCP its time-sequence graph (`…-ipv4-tsg.svg`: the stream and direction with the most payload, on
+/// carried TCP data its time-sequence graph (`…-ipv4-tsg.svg`: the stream and direction with the most payload, on
 /// the lab's virtual clock or real time). One scenario's graphs share their axes (the union of what each
 /// needs), so that side by side the stacks compare at a glance. Returns the pictures written, ladders and
 /// graphs.
@@ -179,6 +179,8 @@ pub fn write_diagrams(
                 false => TimeBase::Real,
             };
             match graph_capture(capture, None) {
+                // A connection that carried no data (refused, say) has nothing to graph.
+                Ok(drawn) if drawn.graph.payload_bytes == 0 => {}
                 Ok(drawn) => {
                     let tsg = dir.join(format!("{}-tsg.svg", diagram_stem(c, o)));
                     graphs.push((tsg, drawn.graph, time_base));

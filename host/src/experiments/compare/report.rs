@@ -18,6 +18,7 @@ th{background:#eceff1}tr.differ td{background:#fff3e0}\
 .stacks{display:grid;grid-auto-flow:column;grid-auto-columns:minmax(0,1fr);gap:12px;margin:8px 0 32px}\
 figure{margin:0;border:1px solid #ddd;padding:6px;overflow:auto;max-height:900px}\
 figcaption{font-size:12px;margin-bottom:6px}\
+img.graph{width:100%;height:auto;display:block}\
 p.differ{background:#fff3e0;padding:6px 10px;border-left:4px solid #e65100}\
 p.none{color:#777;font-style:italic}";
 
@@ -140,9 +141,14 @@ pub fn report_html(comparisons: &[Comparison], pictures: &[PathBuf], how: &str) 
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
+                // Graphs are all as wide and fill their column alike: the shared axes stay shared on the page.
+                let class = match name.ends_with("-tsg.svg") {
+                    true => " class=\"graph\"",
+                    false => "",
+                };
                 let _ = writeln!(
                     html,
-                    "<a href=\"{0}\"><img src=\"{0}\" alt=\"{1}\"/></a>",
+                    "<a href=\"{0}\"><img{class} src=\"{0}\" alt=\"{1}\"/></a>",
                     escape(&name),
                     escape(&caption)
                 );
