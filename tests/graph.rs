@@ -240,6 +240,30 @@ fn the_graph_command_writes_a_well_formed_svg_and_refuses_bad_input() {
         svg.contains("x: capture time"),
         "the CLI's clock is the capture's"
     );
+    // --reverse: the other direction, the client's (the MiB it sent, to port 12000), segment for segment as
+    // tshark sees them.
+    let out = run({
+        let mut cmd = smoltalk();
+        cmd.args(["graph", "--reverse", pcap.to_str().unwrap()]);
+        cmd
+    });
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reversed = dir.join("lossy_tcp_transfer-smoltcp-ipv4-stream0-reverse.svg");
+    assert!(
+        stdout(&out).contains("(the other direction;"),
+        "{}",
+        stdout(&out)
+    );
+    let reversed = std::fs::read_to_string(&reversed).unwrap();
+    let client_segments = tshark_lines(
+        &pcap,
+        &[],
+        "tcp.stream == 0 && tcp.dstport == 12000 && (tcp.len > 0 || tcp.flags.syn == 1 || tcp.flags.fin == 1)",
+        &["frame.number"],
+    )
+    .len();
+    assert!(client_segments > 100, "{client_segments}");
+    assert_eq!(reversed.matches("class=\"segment").count(), client_segments);
     if missing_tool(&["python3"]).is_none() {
         let parsed = Command::new("python3")
             .args([

@@ -59,7 +59,12 @@ pub struct GraphArgs {
     /// [default: the stream that carried the most payload].
     #[arg(long, value_name = "N")]
     pub stream: Option<usize>,
-    /// Where to write the SVG [default: beside the capture, CAPTURE-streamN.svg].
+    /// Draw the other direction: the one that carried less payload (a client's requests, say)
+    /// [default: the one that carried more].
+    #[arg(long)]
+    pub reverse: bool,
+    /// Where to write the SVG [default: beside the capture, CAPTURE-streamN.svg, or
+    /// CAPTURE-streamN-reverse.svg].
     #[arg(short, long, value_name = "OUT.svg")]
     pub output: Option<std::path::PathBuf>,
 }

@@ -68,10 +68,16 @@ fn how_compared(args: &CompareArgs) -> String {
 }
 
 pub(super) fn graph(args: GraphArgs) -> Result<(), String> {
-    use crate::experiments::graph::{graph_capture, time_sequence_svg, TimeBase};
+    use crate::experiments::graph::{
+        graph_capture_direction, time_sequence_svg, GraphDirection, TimeBase,
+    };
     let bytes = std::fs::read(&args.capture)
         .map_err(|e| format!("cannot read {}: {e}", args.capture.display()))?;
-    let drawn = graph_capture(&bytes, args.stream)
+    let direction = match args.reverse {
+        true => GraphDirection::Other,
+        false => GraphDirection::Busier,
+    };
+    let drawn = graph_capture_direction(&bytes, args.stream, direction)
         .map_err(|e| format!("{}: {e}", args.capture.display()))?;
     let graph = &drawn.graph;
     let output = args.output.unwrap_or_else(|| {
@@ -79,8 +85,11 @@ pub(super) fn graph(args: GraphArgs) -> Result<(), String> {
             .capture
             .file_stem()
             .map_or("capture".into(), |s| s.to_string_lossy().into_owned());
-        args.capture
-            .with_file_name(format!("{stem}-stream{}.svg", graph.stream))
+        args.capture.with_file_name(format!(
+            "{stem}-stream{}{}.svg",
+            graph.stream,
+            if args.reverse { "-reverse" } else { "" }
+        ))
     });
     std::fs::write(&output, time_sequence_svg(graph, TimeBase::Capture))
         .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
@@ -93,12 +102,13 @@ pub(super) fn graph(args: GraphArgs) -> Result<(), String> {
         format!(" of {}", drawn.streams)
     };
     println!(
-        "stream {}{why}: {} → {}, {} payload bytes drawn (the busier direction; {} the other way), {} \
+        "stream {}{why}: {} → {}, {} payload bytes drawn (the {} direction; {} the other way), {} \
          segments, {} retransmissions",
         graph.stream,
         graph.sender,
         graph.receiver,
         graph.payload_bytes,
+        if args.reverse { "other" } else { "busier" },
         drawn.other_direction_payload,
         graph.segments.len(),
         graph.retransmitted_frames().len()

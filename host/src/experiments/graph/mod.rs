@@ -121,9 +121,28 @@ pub struct CaptureGraph {
     pub other_direction_payload: u64,
 }
 
+/// Which direction of a stream a graph draws.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GraphDirection {
+    /// The one that carried the most payload (the first sender's on a tie).
+    #[default]
+    Busier,
+    /// The other one (a client's requests, say, where the replies were larger).
+    Other,
+}
+
 /// The graph of stream `stream` (tshark's `tcp.stream`; the one that carried the most payload when `None`) of
 /// the capture `bytes`, in the direction that carried the most payload.
 pub fn graph_capture(bytes: &[u8], stream: Option<usize>) -> Result<CaptureGraph, GraphError> {
+    graph_capture_direction(bytes, stream, GraphDirection::Busier)
+}
+
+/// [`graph_capture`], in the direction `direction` says.
+pub fn graph_capture_direction(
+    bytes: &[u8],
+    stream: Option<usize>,
+    direction: GraphDirection,
+) -> Result<CaptureGraph, GraphError> {
     let capture = read_tcp_segments(bytes)?;
     let streams = split_streams(&capture.segments);
     if streams.is_empty() {
@@ -139,7 +158,10 @@ pub fn graph_capture(bytes: &[u8], stream: Option<usize>) -> Result<CaptureGraph
         asked: index,
         streams: streams.len(),
     })?;
-    let (sender, receiver) = chosen.busier_direction();
+    let (sender, receiver) = match (chosen.busier_direction(), direction) {
+        (busier, GraphDirection::Busier) => busier,
+        ((busier, other), GraphDirection::Other) => (other, busier),
+    };
     Ok(CaptureGraph {
         graph: TimeSequence::build(chosen, sender),
         streams: streams.len(),

@@ -225,6 +225,24 @@ fn points_counted_from_a_capture_with_a_loss() {
     assert!(svg.trim_end().ends_with("</svg>"));
 }
 
+/// `--reverse`: the other direction of the same stream, the server's, which sent no payload: its SYN-ACK and
+/// FIN are the only segments that take sequence space.
+#[test]
+fn the_other_direction_is_drawn_when_asked() {
+    let capture = capture_v4(&lossy_connection(), 40000);
+    let busier = graph_capture(&capture, None).unwrap();
+    let other = graph_capture_direction(&capture, None, GraphDirection::Other).unwrap();
+    assert_eq!(
+        (other.graph.sender, other.graph.receiver),
+        (busier.graph.receiver, busier.graph.sender)
+    );
+    assert_eq!(other.graph.payload_bytes, 0);
+    assert_eq!(other.other_direction_payload, 500);
+    // The server's SYN-ACK (frame 2) and FIN (frame 13) occupy its sequence space; nothing else does.
+    let frames: Vec<usize> = other.graph.segments.iter().map(|s| s.frame).collect();
+    assert_eq!(frames, [2, 13]);
+}
+
 #[test]
 fn the_busier_direction_and_stream_are_drawn() {
     // Stream 0 carries 300 bytes; stream 1 (other ports) 100 each way plus 500 from the server.
