@@ -12,7 +12,7 @@ use crate::stack::addressing::{Addressing, AddressingError};
 use crate::uppercase::kernel::address_literal;
 
 use crate::stack::kernel_thread::KernelThreadMode;
-use crate::stack::link_shape::{parse_delay, parse_rate, LinkShape};
+use crate::stack::link_shape::{parse_delay, parse_link_rate, LinkRate, LinkShape};
 use crate::stack::offload::Offload;
 use crate::uppercase::node::MAX_SMOLTCP_DATAGRAM;
 
@@ -44,9 +44,9 @@ pub struct CompareArgs {
     /// the kernel's namespace loopback where the kernel has netem (0: none).
     #[arg(long, value_name = "TIME", default_value = "5ms", value_parser = parse_delay)]
     pub link_delay: std::time::Duration,
-    /// Rate the lossy scenarios run with, as --link-delay says.
-    #[arg(long, value_name = "RATE", default_value = "100Mbit", value_parser = parse_rate)]
-    pub link_rate: u64,
+    /// Rate the lossy scenarios run with, as --link-delay says (none: no limit).
+    #[arg(long, value_name = "RATE", default_value = "100Mbit", value_parser = parse_link_rate)]
+    pub link_rate: LinkRate,
 }
 
 /// Options of `graph`.
@@ -125,14 +125,17 @@ pub struct LabArgs {
     /// a frame of N bytes occupies it N*8/RATE seconds, frames queue behind each other (up to 1000, then lost).
     /// For the checks, the soak, and the lossy scenarios of the comparison [default there: 100Mbit; elsewhere
     /// none].
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
-    pub link_rate: Option<u64>,
+    #[arg(long, value_name = "RATE", value_parser = parse_link_rate)]
+    pub link_rate: Option<LinkRate>,
 }
 
 impl LabArgs {
     /// The shape `--link-delay` and `--link-rate` give the lab's links (unshaped without them).
     pub fn link(&self) -> LinkShape {
-        LinkShape::new(self.link_delay.unwrap_or_default(), self.link_rate)
+        LinkShape::new(
+            self.link_delay.unwrap_or_default(),
+            self.link_rate.and_then(|r| r.0),
+        )
     }
 
     /// The shape of the lossy comparison scenarios' links: the flags' where given, else compare's defaults.
@@ -140,7 +143,7 @@ impl LabArgs {
         let default = crate::experiments::compare::LOSSY_LINK;
         LinkShape::new(
             self.link_delay.unwrap_or(default.delay),
-            self.link_rate.or(default.rate),
+            self.link_rate.map_or(default.rate, |r| r.0),
         )
     }
 }
@@ -279,8 +282,8 @@ pub struct ExperimentArgs {
     pub link_delay: Option<std::time::Duration>,
     /// Let packets through the device layer at this rate, each direction (100Mbit, 1Gbit, 500kbit, 10Mbit/s),
     /// one after another, up to 1000 held per direction (more are lost).
-    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
-    pub link_rate: Option<u64>,
+    #[arg(long, value_name = "RATE", value_parser = parse_link_rate)]
+    pub link_rate: Option<LinkRate>,
 }
 
 impl StackArgs {
@@ -303,7 +306,10 @@ impl ExperimentArgs {
                 seed: self.seed,
             },
             trace: self.trace,
-            link: LinkShape::new(self.link_delay.unwrap_or_default(), self.link_rate),
+            link: LinkShape::new(
+                self.link_delay.unwrap_or_default(),
+                self.link_rate.and_then(|r| r.0),
+            ),
         }
     }
 }

@@ -8,8 +8,7 @@ use super::args::{BenchArgs, CompareArgs, GraphArgs, LabArgs, ThroughputArgs};
 use crate::uppercase::kernel::resolve;
 
 pub(super) fn compare(args: CompareArgs) -> Result<(), String> {
-    let lossy_link =
-        crate::stack::link_shape::LinkShape::new(args.link_delay, Some(args.link_rate));
+    let lossy_link = crate::stack::link_shape::LinkShape::new(args.link_delay, args.link_rate.0);
     let comparisons =
         crate::experiments::compare::run_all(&args.scenario, args.family, !args.no_tun, lossy_link);
     print!(
@@ -46,6 +45,21 @@ fn how_compared(args: &CompareArgs) -> String {
     }
     if args.no_tun {
         command.push("--no-tun".into());
+    }
+    match args.family {
+        crate::experiments::compare::Families::Both => {}
+        crate::experiments::compare::Families::Ipv4 => command.push("--family 4".into()),
+        crate::experiments::compare::Families::Ipv6 => command.push("--family 6".into()),
+    }
+    let lossy = crate::experiments::compare::LOSSY_LINK;
+    if args.link_delay != lossy.delay {
+        command.push(format!("--link-delay {}ns", args.link_delay.as_nanos()));
+    }
+    if args.link_rate.0 != lossy.rate {
+        command.push(match args.link_rate.0 {
+            Some(bits) => format!("--link-rate {bits}bit"),
+            None => "--link-rate none".into(),
+        });
     }
     let tun = match (args.no_tun, crate::sys::is_root()) {
         (true, _) => "smoltcp on TUN was not run (--no-tun)",

@@ -456,7 +456,12 @@ fn print_reply(host: &str, reply: &[u8]) -> Result<(), String> {
         .and_then(|_| out.write_all(reply))
         .and_then(|_| out.write_all(b"\n"))
         .and_then(|_| out.flush())
-        .map_err(|e| format!("cannot write to standard output: {e}"))
+        .map_err(
+            |e| match crate::stack::instruments::standard_output_is_the_capture() {
+                true => format!("cannot write to standard error: {e}"),
+                false => format!("cannot write to standard output: {e}"),
+            },
+        )
 }
 
 /// The messages of a client: MESSAGE, or the lines of standard input (read on a thread, so the smoltcp stack

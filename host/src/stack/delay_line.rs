@@ -41,6 +41,20 @@ impl Queues {
     }
 }
 
+/// Frames a full queue lost are said once the link is gone (at debug level as they happen).
+impl Drop for Queues {
+    fn drop(&mut self) {
+        let (out, inbound) = (self.outbound.dropped(), self.inbound.dropped());
+        if out + inbound > 0 {
+            log::info!(
+                "the shaped link lost {out} frames smoltcp sent and {inbound} frames the device gave it in \
+                 full queues (at most {} frames wait each way)",
+                crate::stack::link_shape::QUEUE_LIMIT
+            );
+        }
+    }
+}
+
 /// A device whose frames cross a link of a given shape (see the module documentation).
 pub struct DelayLine<D: Device> {
     inner: D,

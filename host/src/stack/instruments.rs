@@ -190,14 +190,23 @@ impl PcapSink for CaptureFile {
         self.flush();
     }
 
+    /// One record, written whole in one call (on standard output a reader never sees half of one, and the
+    /// stream is locked once per packet).
     fn packet(&mut self, timestamp: Instant, packet: &[u8]) {
         let length = packet.len().min(u32::MAX as usize);
         let kept = length.min(self.max_packet_size() as usize);
-        self.write_u32(timestamp.secs() as u32);
-        self.write_u32(timestamp.micros() as u32);
-        self.write_u32(kept as u32);
-        self.write_u32(length as u32);
-        self.write(packet.get(..kept).unwrap_or(packet));
+        let data = packet.get(..kept).unwrap_or(packet);
+        let mut record = Vec::with_capacity(16 + data.len());
+        for field in [
+            timestamp.secs() as u32,
+            timestamp.micros() as u32,
+            kept as u32,
+            length as u32,
+        ] {
+            record.extend_from_slice(&field.to_ne_bytes());
+        }
+        record.extend_from_slice(data);
+        self.write(&record);
         self.flush();
     }
 }

@@ -132,7 +132,7 @@ impl std::fmt::Display for ShapeParseError {
             ),
             ShapeParseError::RateOutOfRange(text) => write!(
                 f,
-                "{text} is not a rate from 1 kbit/s to 1 Tbit/s (leave --link-rate out for no limit)"
+                "{text} is not a rate from 1 kbit/s to 1 Tbit/s (none: no limit)"
             ),
         }
     }
@@ -178,6 +178,18 @@ pub fn parse_delay(text: &str) -> Result<Duration, ShapeParseError> {
         return Err(ShapeParseError::DelayTooLong(text.trim().to_string()));
     }
     Ok(Duration::from_nanos(nanos as u64))
+}
+
+/// A link's rate as a flag gives it: bits per second, or none (frames leave as soon as they are sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkRate(pub Option<u64>);
+
+/// `none` (any case) for no rate, else a rate as [`parse_rate`] reads it.
+pub fn parse_link_rate(text: &str) -> Result<LinkRate, ShapeParseError> {
+    match text.trim().eq_ignore_ascii_case("none") {
+        true => Ok(LinkRate(None)),
+        false => parse_rate(text).map(|bits| LinkRate(Some(bits))),
+    }
 }
 
 /// A rate in bits per second: a number with `bit`, `kbit`, `Mbit` or `Gbit` (powers of 1000, any case),
@@ -330,6 +342,10 @@ mod tests {
             parse_rate("0Mbit"),
             Err(ShapeParseError::RateOutOfRange(_))
         ));
+        // A flag's rate may also be none.
+        assert_eq!(parse_link_rate(" None "), Ok(LinkRate(None)));
+        assert_eq!(parse_link_rate("100Mbit"), Ok(LinkRate(Some(100_000_000))));
+        assert!(parse_link_rate("nothing").is_err());
     }
 
     #[test]

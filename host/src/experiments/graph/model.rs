@@ -195,15 +195,37 @@ impl Relative {
     }
 }
 
-/// The base of relative numbers of `sender` in `stream`: its SYN's number, or one below its first segment's.
+/// The base of relative numbers of `sender` in `stream`: its SYN's number; its SYN not captured (a capture
+/// begun mid-transfer), one below the lowest number of its sequence space that the capture shows: its
+/// segments', and the receiver's acknowledgements and SACK blocks (an ACK or a resend of data sent before the
+/// capture began is below its first segment), compared as TCP compares them (within 2^31 of the first).
 fn base_of(stream: &TcpStream, sender: SocketAddr) -> Option<Relative> {
     let mut from_sender = stream.segments.iter().filter(|s| s.header.src == sender);
-    let syn = from_sender.clone().find(|s| s.header.syn);
-    let base = match syn {
-        Some(syn) => syn.header.seq,
-        None => from_sender.next()?.header.seq.wrapping_sub(1),
-    };
-    Some(Relative { base })
+    if let Some(syn) = from_sender.clone().find(|s| s.header.syn) {
+        return Some(Relative {
+            base: syn.header.seq,
+        });
+    }
+    let first = from_sender.next()?.header.seq;
+    let numbers = stream.segments.iter().flat_map(|s| {
+        let h = &s.header;
+        let mine = (h.src == sender).then_some(h.seq);
+        let acked = (h.src != sender && h.ack).then_some(h.ack_number);
+        let sacked = h
+            .sack_blocks
+            .iter()
+            .filter(move |_| h.src != sender)
+            .flat_map(|&(left, right)| [left, right]);
+        mine.into_iter().chain(acked).chain(sacked)
+    });
+    let behind = numbers
+        .map(|n| n.wrapping_sub(first) as i32)
+        .filter(|d| *d < 0)
+        .min()
+        .unwrap_or(0);
+    Some(Relative {
+        base: first.wrapping_add(behind as u32).wrapping_sub(1),
+    })
 }
 
 /// How the receiver's windows are scaled: from the SYNs of both directions.

@@ -371,3 +371,36 @@ fn a_pure_ack_beyond_the_data_seen_and_the_segment_after_a_probe() {
     assert_eq!(g.retransmitted_frames(), [5, 8]);
     assert_eq!(g.segments.len(), 6);
 }
+
+/// A capture begun mid-transfer (no SYN): the receiver acknowledges, and the sender resends, data from before
+/// the first segment captured. Relative numbers start below all of it, so the resend is a retransmission, the
+/// data after it is new, and the axis spans the few KB shown, not 4 GB.
+#[test]
+fn a_capture_begun_mid_transfer_counts_from_below_its_lowest_number() {
+    let segments = vec![
+        segment(0, true, 6000, 5001, ACK).payload(1000), // 1: new
+        segment(1_000, false, 5001, 1000, ACK).window(8000), // 2: acknowledges data before the capture
+        segment(2_000, true, 1000, 5001, ACK).payload(1000), // 3: that data, sent again
+        segment(3_000, true, 7000, 5001, ACK).payload(1000), // 4: new
+        segment(4_000, true, 8000, 5001, ACK).payload(1000), // 5: new
+    ];
+    let drawn = graph_capture(&capture_v4(&segments, 40000), None).unwrap();
+    let g = &drawn.graph;
+    let verdicts: Vec<(usize, u64, SegmentVerdict)> = g
+        .segments
+        .iter()
+        .map(|s| (s.frame, s.seq, s.verdict))
+        .collect();
+    use SegmentVerdict::*;
+    assert_eq!(
+        verdicts,
+        [
+            (1, 5001, New),
+            (3, 1, Retransmission),
+            (4, 6001, New),
+            (5, 7001, New)
+        ]
+    );
+    let axes = GraphAxes::of(g);
+    assert!(axes.seq.0 <= 1 && axes.seq.1 < 20_000, "{axes:?}");
+}

@@ -146,6 +146,16 @@ impl SoakReport {
                 }
             );
         }
+        for run in self.runs.iter().filter(|r| r.link.queue_dropped > 0) {
+            let _ = writeln!(
+                out,
+                "{}: {} frames lost in a full link queue, besides those dropped on purpose ({} frames at most \
+                 wait on a link)",
+                run.label,
+                run.link.queue_dropped,
+                crate::stack::link_shape::QUEUE_LIMIT
+            );
+        }
         if let [clean, faulty] = &self.runs[..] {
             if clean.outcome.is_ok() && faulty.outcome.is_ok() {
                 let rate = |r: &SoakRun| r.verified as f64 / r.wall_time.as_secs_f64().max(1e-9);
