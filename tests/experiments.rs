@@ -501,36 +501,7 @@ fn a_diagram_renders_in_a_browser() {
     let svg = dir.join("tcp_client_before_server-smoltcp-ipv4.svg");
     assert!(svg.exists());
     let png = dir.join("q1.png");
-    let profile = dir.join("profile");
-    let status = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            // Nothing leaves the machine: no name resolves, any connection goes to a proxy port nothing
-            // listens on, and the background services the flags above leave on are pointed at it too.
-            "--host-resolver-rules=MAP * ~NOTFOUND",
-            "--proxy-server=http://127.0.0.1:9",
-            "--disable-features=NetworkTimeServiceQuerying",
-            "--gaia-url=http://127.0.0.1:9/",
-            "--component-updater=url-source=http://127.0.0.1:9/service/update2/json",
-            &format!("--user-data-dir={}", profile.display()),
-            &format!("--screenshot={}", png.display()),
-            "--window-size=900,500",
-            &format!("file://{}", svg.display()),
-        ])
-        .env("HOME", &dir)
-        .output()
-        .expect("run chromium");
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    screenshot(Command::new("chromium"), &svg, &png, "900,500", &dir);
     let bytes = std::fs::read(&png).expect("the screenshot");
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     assert!(bytes.len() > 2000, "a blank page: {} bytes", bytes.len());
@@ -675,33 +646,46 @@ fn the_report_is_one_page_that_renders_offline() {
 
     // Drawn by Chromium inside the namespace (only loopback, and that down to a port nothing listens on).
     let png = dir.join("report.png");
-    let profile = dir.join("profile");
-    let shot = ns
-        .command(
-            "chromium",
-            &[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--host-resolver-rules=MAP * ~NOTFOUND",
-                "--proxy-server=http://127.0.0.1:9",
-                &format!("--user-data-dir={}", profile.display()),
-                &format!("--screenshot={}", png.display()),
-                "--window-size=1400,1600",
-                &format!("file://{}", page.display()),
-            ],
-        )
-        .env("HOME", &dir)
-        .output()
-        .expect("run chromium");
-    assert!(shot.status.success(), "{}", stderr(&shot));
+    screenshot(ns.command("chromium", &[]), &page, &png, "1400,1600", &dir);
     let bytes = std::fs::read(&png).expect("the screenshot");
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     // A page of a table and four ladders; a blank or unstyled page compresses to a few KB.
     assert!(bytes.len() > 50_000, "a blank page: {} bytes", bytes.len());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Has headless Chromium (`chromium`, run as `cmd` says: here, or inside a namespace) draw the local file `page`
+/// into the PNG `png` in a window of `size` (`W,H`), with its profile and home in `dir`. Nothing leaves the
+/// machine: no name resolves, any connection goes to a proxy port nothing listens on, and the background
+/// services are switched off or pointed at that port too. Panics if it fails.
+fn screenshot(
+    mut cmd: Command,
+    page: &std::path::Path,
+    png: &std::path::Path,
+    size: &str,
+    dir: &std::path::Path,
+) {
+    let out = cmd
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--proxy-server=http://127.0.0.1:9",
+            "--disable-features=NetworkTimeServiceQuerying",
+            "--gaia-url=http://127.0.0.1:9/",
+            "--component-updater=url-source=http://127.0.0.1:9/service/update2/json",
+            &format!("--user-data-dir={}", dir.join("profile").display()),
+            &format!("--screenshot={}", png.display()),
+            &format!("--window-size={size}"),
+            &format!("file://{}", page.display()),
+        ])
+        .env("HOME", dir)
+        .output()
+        .expect("run chromium");
+    assert!(out.status.success(), "chromium: {}", stderr(&out));
 }

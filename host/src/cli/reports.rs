@@ -37,11 +37,7 @@ pub(super) fn compare(args: CompareArgs) -> Result<(), String> {
 fn how_compared(args: &CompareArgs) -> String {
     let mut command = vec!["smoltalk compare".to_string()];
     for scenario in &args.scenario {
-        let name = serde_json::to_value(scenario)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        command.push(format!("--scenario {name}"));
+        command.push(format!("--scenario {}", scenario.name()));
     }
     if args.no_tun {
         command.push("--no-tun".into());

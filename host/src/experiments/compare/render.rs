@@ -129,12 +129,8 @@ pub fn render(comparisons: &[Comparison], format: Format) -> String {
 /// The name of a run's pictures and capture, without extension: `<scenario>-<stack>-<family>`
 /// (`tcp_wrong_port-smoltcp-ipv4`).
 pub(super) fn diagram_stem(c: &Comparison, o: &Observation) -> String {
-    let name = serde_json::to_value(c.scenario)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| "scenario".into());
     let family = c.family.name().to_ascii_lowercase();
-    format!("{name}-{}-{family}", o.stack)
+    format!("{}-{}-{family}", c.scenario.name(), o.stack)
 }
 
 /// Writes one ladder diagram per scenario, family and stack into `dir` (`<scenario>-<stack>-ipv4.svg`,

@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::render::{diagram_stem, link_cell, packets_cell, time_cell};
-use super::{write_diagrams, Comparison, WriteDiagramsError};
+use super::{write_diagrams, Comparison, Observation, WriteDiagramsError};
+use crate::experiments::diagram::xml_escape as escape;
 
 /// The page's style: the pictures of one scenario in a row, each scrolling on its own, at their own scale
 /// (one pixel of one ladder is one pixel of the others: the rows line up).
@@ -65,15 +66,11 @@ pub fn report_html(comparisons: &[Comparison], pictures: &[PathBuf], how: &str) 
                 ),
                 _ => String::new(),
             };
-            let network = match link_cell(o) {
-                Some(link) => format!("{}; {link}", o.network),
-                None => o.network.to_string(),
-            };
             let _ = writeln!(
                 html,
                 "<tr><td>{scenario}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(o.stack),
-                escape(&network),
+                escape(&network(o)),
                 escape(&o.outcome),
                 escape(&time_cell(o)),
                 escape(&packets_cell(o, c.family))
@@ -108,13 +105,10 @@ pub fn report_html(comparisons: &[Comparison], pictures: &[PathBuf], how: &str) 
         html.push_str("<div class=\"stacks\">\n");
         for o in c.observations() {
             let stem = diagram_stem(c, o);
-            let network = match link_cell(o) {
-                Some(link) => format!("{}; {link}", o.network),
-                None => o.network.to_string(),
-            };
             let caption = format!(
-                "{} ({network}): {}; {}; {}",
+                "{} ({}): {}; {}; {}",
                 o.stack,
+                network(o),
                 o.outcome,
                 time_cell(o),
                 packets_cell(o, c.family)
@@ -168,30 +162,21 @@ pub fn report_html(comparisons: &[Comparison], pictures: &[PathBuf], how: &str) 
     html
 }
 
-/// The id of a scenario's section: its name and family (`tcp_wrong_port-ipv4`).
-fn anchor(c: &Comparison) -> String {
-    let name = serde_json::to_value(c.scenario)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| "scenario".into());
-    format!("{name}-{}", c.family.name().to_ascii_lowercase())
+/// Where a run ran, and over which link where it was shaped.
+fn network(o: &Observation) -> String {
+    match link_cell(o) {
+        Some(link) => format!("{}; {link}", o.network),
+        None => o.network.to_string(),
+    }
 }
 
-/// Text for HTML and XML alike.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
+/// The id of a scenario's section: its name and family (`tcp_wrong_port-ipv4`).
+fn anchor(c: &Comparison) -> String {
+    format!(
+        "{}-{}",
+        c.scenario.name(),
+        c.family.name().to_ascii_lowercase()
+    )
 }
 
 #[cfg(test)]
@@ -202,7 +187,7 @@ mod tests {
     fn text_is_escaped_for_html_and_xml() {
         assert_eq!(
             escape("a<b> & \"c\" 'd'\u{1}"),
-            "a&lt;b&gt; &amp; &quot;c&quot; &#39;d&#39;\u{fffd}"
+            "a&lt;b&gt; &amp; &quot;c&quot; &apos;d&apos;\u{fffd}"
         );
     }
 }

@@ -73,6 +73,14 @@ impl Scenario {
         )
     }
 
+    /// Its name on the command line and in the JSON (`tcp_wrong_port`).
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "scenario".into())
+    }
+
     /// A line for people.
     pub fn title(self) -> &'static str {
         match self {
