@@ -26,9 +26,10 @@ macro_rules! fatal {
 
 mod board;
 mod lan9118;
-// The riscv firmware's proxy, unchanged: it uses only the core and smoltcp.
+// The riscv firmware's proxy, unchanged: it uses only the core and smoltcp. Formatted with that crate, not here.
 #[cfg(feature = "proxy")]
 #[path = "../../firmware-riscv/src/proxy.rs"]
+#[rustfmt::skip]
 mod proxy;
 
 #[cfg(feature = "full")]
