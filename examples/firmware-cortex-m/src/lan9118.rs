@@ -45,7 +45,8 @@
 //! chip pads short frames and adds the FCS. The TX status words are read back after each frame, counting
 //! errors.
 
-use core::ptr::{read_volatile, write_volatile};
+use core::ptr::{addr_of_mut, read_volatile, write_volatile};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
@@ -118,6 +119,13 @@ pub const FRAME_LEN: usize = 1514;
 /// The receive buffer: a frame and its 4-byte FCS, in whole words.
 pub const RX_BUFFER_LEN: usize = 1520;
 
+/// The driver's frame buffers, static (size.sh lists them apart from the rest of the static RAM): one received
+/// frame with its FCS, one frame to send.
+static mut RX_BUFFER: [u8; RX_BUFFER_LEN] = [0; RX_BUFFER_LEN];
+static mut TX_BUFFER: [u8; FRAME_LEN] = [0; FRAME_LEN];
+/// Set by the first `Lan9118::new`, so the buffers are handed out once.
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
 /// How often a register is polled before the chip is given up on.
 const SPINS: u32 = 1_000_000;
 
@@ -130,6 +138,8 @@ pub enum Error {
     Reset,
     /// A MAC CSR or PHY (MII) access stayed busy.
     Busy,
+    /// The driver was set up already (the board has one LAN9118, and its buffers are handed out once).
+    Taken,
 }
 
 impl core::fmt::Display for Error {
@@ -138,6 +148,7 @@ impl core::fmt::Display for Error {
             Error::NotFound => "no LAN9118 answers at 0x4020_0000",
             Error::Reset => "the LAN9118 does not come out of reset",
             Error::Busy => "a LAN9118 MAC or PHY register access stays busy",
+            Error::Taken => "the LAN9118 driver is set up already",
         })
     }
 }
@@ -230,20 +241,23 @@ pub struct Counters {
     pub tx_errors: u32,
 }
 
-/// The LAN9118 as a smoltcp Ethernet device: one receive buffer and one send buffer, both in the struct.
+/// The LAN9118 as a smoltcp Ethernet device, with its static receive and send buffers.
 pub struct Lan9118 {
     mac: [u8; 6],
     link_up: bool,
-    rx: [u8; RX_BUFFER_LEN],
-    tx: [u8; FRAME_LEN],
+    rx: &'static mut [u8; RX_BUFFER_LEN],
+    tx: &'static mut [u8; FRAME_LEN],
     tag: u16,
     counters: Counters,
 }
 
 impl Lan9118 {
     /// Resets and sets up the controller and its PHY; receiving and sending are on when this returns, and the
-    /// receive interrupt is enabled (and routed out on the IRQ line, active high).
+    /// receive interrupt is enabled (and routed out on the IRQ line, active high). Once only.
     pub fn new() -> Result<Lan9118, Error> {
+        if TAKEN.swap(true, Ordering::Relaxed) {
+            return Err(Error::Taken);
+        }
         if read(BYTE_TEST) != BYTE_TEST_VALUE {
             return Err(Error::NotFound);
         }
@@ -294,11 +308,13 @@ impl Lan9118 {
         write(INT_EN, INT_RSFL);
         write(IRQ_CFG, IRQ_CFG_IRQ_EN | IRQ_CFG_IRQ_POL | IRQ_CFG_IRQ_TYPE);
 
+        // SAFETY: `TAKEN` lets this point be reached once, so these are the only references to the buffers.
+        let (rx, tx) = unsafe { (&mut *addr_of_mut!(RX_BUFFER), &mut *addr_of_mut!(TX_BUFFER)) };
         Ok(Lan9118 {
             mac,
             link_up,
-            rx: [0; RX_BUFFER_LEN],
-            tx: [0; FRAME_LEN],
+            rx,
+            tx,
             tag: 0,
             counters: Counters::default(),
         })
@@ -423,7 +439,7 @@ impl Device for Lan9118 {
                 frame: &self.rx[..len],
             },
             Lan9118Tx {
-                buffer: &mut self.tx,
+                buffer: self.tx,
                 tag: &mut self.tag,
                 counters: &mut self.counters,
             },
@@ -432,7 +448,7 @@ impl Device for Lan9118 {
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<Lan9118Tx<'_>> {
         Some(Lan9118Tx {
-            buffer: &mut self.tx,
+            buffer: self.tx,
             tag: &mut self.tag,
             counters: &mut self.counters,
         })
