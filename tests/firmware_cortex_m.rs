@@ -386,6 +386,8 @@ fn the_cortex_m_firmware_serves_uppercase_over_tcp_and_udp_in_qemu() {
         "{uart}"
     );
     assert!(uart.contains("sizes: Interface "), "{uart}");
+    // The resets reached the board (the core logs them; QEMU's forwarding turns the clients' resets into resets).
+    assert!(uart.contains("connection reset"), "{uart}");
 
     // Idle, QEMU sleeps: the firmware waits in `wfi` for TIMER0 or the LAN9118's interrupt.
     let before = board.cpu_seconds();

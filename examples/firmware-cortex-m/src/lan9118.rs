@@ -3,14 +3,15 @@
 //! The LAN9118 is programmed through 32-bit registers at 0x4020_0000 (on this board); its frames move through
 //! FIFOs the processor reads and writes word by word. Everything here follows the SMSC LAN9118 datasheet
 //! (*High Performance single-chip 10/100 Non-PCI Ethernet Controller*, SMSC rev. 1.5, now Microchip
-//! DS00002266). Chapters and the registers used:
+//! DS00002266). Chapters and the registers used (section numbers as in that datasheet's layout; 3.12.2 was checked
+//! against the family's sister datasheets, the others are given by chapter and register name):
 //!
 //! | offset | register | datasheet | used for |
 //! |---|---|---|---|
 //! | 0x00 | RX_DATA_FIFO port | 3.13 RX Data Path Operation | a received frame's words |
 //! | 0x20 | TX_DATA_FIFO port | 3.12 TX Data Path Operation; 3.12.2 TX Command Format ('A', 'B') | a frame to send, behind its two command words |
-//! | 0x40 | RX_STATUS_FIFO | 3.13.3 RX Status Format | each received frame's length (with its 4-byte FCS) and error summary |
-//! | 0x48 | TX_STATUS_FIFO | 3.12.4 TX Status Format | each sent frame's tag and error summary |
+//! | 0x40 | RX_STATUS_FIFO | 3.13 RX Data Path Operation (the RX status word) | each received frame's length (with its 4-byte FCS) and error summary |
+//! | 0x48 | TX_STATUS_FIFO | 3.12 TX Data Path Operation (the TX status word) | each sent frame's tag and error summary |
 //! | 0x50 | ID_REV | 5.3 System Control and Status Registers | the chip's id (0x0118 in the upper half) |
 //! | 0x54 | IRQ_CFG | 5.3 | IRQ_EN (bit 8), IRQ_POL (bit 4, active high), IRQ_TYPE (bit 0, push-pull) |
 //! | 0x58 | INT_STS | 5.3 | RSFL (bit 3: the RX status FIFO is above its level), cleared by writing 1 |
@@ -34,7 +35,7 @@
 //! auto-negotiation enable bit 12 and restart bit 9), Basic Status (1: link status bit 2), Auto-Negotiation
 //! Advertisement (4: 10/100, half and full duplex).
 //!
-//! Set-up (chapter 6, *Host interface*, and the register descriptions): BYTE_TEST, soft reset, wait for READY,
+//! Set-up (the register descriptions of chapter 5): BYTE_TEST, soft reset, wait for READY,
 //! the MAC address, PHY reset and auto-negotiation, wait for the link, MAC_CR, TX_CFG, RX_CFG, FIFO_INT, the
 //! interrupt (INT_STS cleared, INT_EN, IRQ_CFG). Under QEMU's model the link is up at once.
 //!
