@@ -1,8 +1,9 @@
 //! Marks the tests that cannot run on this machine as ignored, with the reason, so the test summary counts
 //! them as ignored rather than passed: the namespace tests need root, /dev/net/tun, `ip` and `ping`; the
 //! interop tests need `python3`; the proxy tests need `curl` (and `openssl` for the TLS tunnel); the browser
-//! test needs `chromium`. Under CI (`CI=true`) nothing is marked: there they must run, and fail if they
-//! cannot.
+//! test needs `chromium`; the firmware tests need QEMU and the firmware's Rust target (`qemu-system-riscv64`
+//! and `riscv64gc-unknown-none-elf`, `qemu-system-arm` and `thumbv7m-none-eabi`). Under CI (`CI=true`) nothing
+//! is marked: there they must run, and fail if they cannot.
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(smoltalk_no_netns)");
@@ -11,6 +12,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(smoltalk_no_chromium)");
     println!("cargo::rustc-check-cfg=cfg(smoltalk_no_tshark)");
     println!("cargo::rustc-check-cfg=cfg(smoltalk_no_qemu)");
+    println!("cargo::rustc-check-cfg=cfg(smoltalk_no_qemu_arm)");
     for var in ["CI", "USER", "HOME", "SUDO_UID", "PATH"] {
         println!("cargo::rerun-if-env-changed={var}");
     }
@@ -37,6 +39,15 @@ fn main() {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("riscv64gc-unknown-none-elf"));
     if !(on_path("qemu-system-riscv64") && riscv_target) {
         println!("cargo::rustc-cfg=smoltalk_no_qemu");
+    }
+    let installed_target = |target: &str| {
+        std::process::Command::new("rustup")
+            .args(["target", "list", "--installed"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(target))
+    };
+    if !(on_path("qemu-system-arm") && installed_target("thumbv7m-none-eabi")) {
+        println!("cargo::rustc-cfg=smoltalk_no_qemu_arm");
     }
     if !on_path("tshark") {
         println!("cargo::rustc-cfg=smoltalk_no_tshark");
