@@ -18,111 +18,21 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use support::firmware::{free_port, report_row, udp_replies, Build, Firmware};
 use support::proxy::{
     assert_error_page, big_body, every_byte, header, seen, split_head, start_origin,
     without_proxy_settings, Net, SMALL,
 };
 use support::*;
 
-const FIRMWARE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/firmware-riscv");
-
-/// The builds of the firmware (`examples/firmware-riscv/size.sh` builds and measures the same).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Build {
-    /// The default features: logging, fragmentation, the uppercase service and the proxy.
-    Full,
-    /// `--no-default-features --features lean`: the uppercase service only, the first size budget.
-    Lean,
-    /// `--no-default-features --features lean,proxy`: the lean build with the proxy, the second size budget.
-    LeanProxy,
-}
-
-impl Build {
-    /// Each build in its own target folder (as size.sh does), so tests never overwrite each other's ELF.
-    fn target_dir(self) -> &'static str {
-        match self {
-            Build::Full => "target",
-            Build::Lean => "target/lean",
-            Build::LeanProxy => "target/lean-proxy",
-        }
-    }
-
-    fn features(self) -> &'static [&'static str] {
-        match self {
-            Build::Full => &[],
-            Build::Lean => &["--no-default-features", "--features", "lean"],
-            Build::LeanProxy => &["--no-default-features", "--features", "lean,proxy"],
-        }
-    }
-
-    /// size.sh's arguments for this build.
-    fn size_args(self) -> &'static [&'static str] {
-        match self {
-            Build::Full => &[],
-            Build::Lean => &["--lean"],
-            Build::LeanProxy => &["--lean", "--proxy"],
-        }
-    }
-}
-
-/// One firmware build at a time. The builds' target folders nest (`target/lean` in `target`), and cargo makes a
-/// missing target folder by renaming a fresh one into place: two first builds at once on a fresh clone raced,
-/// one replacing the folder the other had just made ("No such file or directory ... target/lean"). One at a
-/// time, they also do not fight over the cores for their LTO.
-static BUILDING: Mutex<()> = Mutex::new(());
-
-/// The firmware's ELF, built in release mode for riscv64gc.
-fn build_firmware(build: Build) -> PathBuf {
-    // A test that panicked while building leaves the lock poisoned; the next build is as good as ever.
-    let _one_at_a_time = BUILDING
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let target = build.target_dir();
-    let mut args = vec![
-        "build",
-        "--release",
-        "--target",
-        "riscv64gc-unknown-none-elf",
-        "--target-dir",
-        target,
-    ];
-    args.extend(build.features());
-    let out = Command::new("cargo")
-        .args(&args)
-        .current_dir(FIRMWARE)
-        .env_remove("RUSTFLAGS")
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "the firmware does not build:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let manifest = std::fs::read_to_string(Path::new(FIRMWARE).join("Cargo.toml")).unwrap();
-    let name = manifest
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("name = ")
-                .map(|n| n.trim_matches('"').to_string())
-        })
-        .expect("the firmware's package name");
-    Path::new(FIRMWARE)
-        .join(target)
-        .join("riscv64gc-unknown-none-elf/release")
-        .join(name)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// The riscv64 firmware (`examples/firmware-riscv`).
+const FIRMWARE: Firmware = Firmware {
+    dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/firmware-riscv"),
+    target: "riscv64gc-unknown-none-elf",
+    name: "smoltalk-firmware-riscv",
+};
 
 /// QEMU running the firmware; killed (by its PID) when dropped.
 struct Board {
@@ -214,74 +124,13 @@ impl Board {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The payloads (hex) of the UDP datagrams the firmware sent from port 12000, as tshark reads QEMU's capture.
-fn udp_replies(pcap: &Path) -> Vec<String> {
-    let out = Command::new("tshark")
-        .args([
-            "-r",
-            &pcap.to_string_lossy(),
-            "-Y",
-            "ip.src == 10.0.2.15 && udp.srcport == 12000",
-        ])
-        .args(["-T", "fields", "-e", "udp.payload"])
-        .output()
-        .expect("run tshark");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.replace(':', ""))
-        .collect()
-}
-
-fn upper(bytes: &[u8]) -> Vec<u8> {
-    bytes.to_ascii_uppercase()
-}
-
 #[test]
 #[cfg_attr(
     any(smoltalk_no_qemu, smoltalk_no_tshark),
     ignore = "needs qemu-system-riscv64, the riscv64gc-unknown-none-elf target and tshark"
 )]
 fn the_firmware_serves_uppercase_over_tcp_and_udp_in_qemu() {
-    serves_uppercase(&build_firmware(Build::Full));
-}
-
-/// size.sh's report for `build` (it builds it first).
-fn size_report(build: Build) -> String {
-    let out = Command::new("sh")
-        .arg(Path::new(FIRMWARE).join("size.sh"))
-        .args(build.size_args())
-        .output()
-        .expect("run size.sh");
-    assert!(
-        out.status.success(),
-        "size.sh {:?} failed:\n{}",
-        build.size_args(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The bytes size.sh's `report` gives on the row whose label starts with `label` (bold rows: `**label`).
-fn report_row(report: &str, label: &str) -> u64 {
-    let line = report
-        .lines()
-        .find(|l| {
-            l.strip_prefix("| ")
-                .is_some_and(|row| row.trim_start_matches('*').starts_with(label))
-        })
-        .unwrap_or_else(|| panic!("no row {label:?} in:\n{report}"));
-    line.rsplit('|')
-        .nth(1)
-        .unwrap()
-        .trim()
-        .trim_matches('*')
-        .replace(',', "")
-        .parse()
-        .unwrap()
+    serves_uppercase(&FIRMWARE.build(Build::Full));
 }
 
 const FLASH: &str = "flash (.text + .rodata)";
@@ -300,8 +149,8 @@ const RAM_APART_FROM_DMA_AND_SOCKETS: &str =
     ignore = "needs qemu-system-riscv64, the riscv64gc-unknown-none-elf target and tshark"
 )]
 fn the_lean_firmware_fits_the_size_budget_and_serves_the_same() {
-    let elf = build_firmware(Build::Lean);
-    let report = size_report(Build::Lean);
+    let elf = FIRMWARE.build(Build::Lean);
+    let report = FIRMWARE.size_report(Build::Lean);
     let flash = report_row(&report, FLASH);
     let ram = report_row(&report, RAM_APART_FROM_DMA);
     assert!(
@@ -314,8 +163,8 @@ fn the_lean_firmware_fits_the_size_budget_and_serves_the_same() {
     );
     serves_uppercase(&elf);
 
-    let elf = build_firmware(Build::LeanProxy);
-    let report = size_report(Build::LeanProxy);
+    let elf = FIRMWARE.build(Build::LeanProxy);
+    let report = FIRMWARE.size_report(Build::LeanProxy);
     let flash = report_row(&report, FLASH);
     let ram = report_row(&report, RAM_APART_FROM_DMA_AND_SOCKETS);
     assert!(
@@ -523,7 +372,7 @@ fn the_firmware_proxies_http_to_an_origin_in_qemu() {
     let (_origin, origin_port) = start_origin(&net, None);
     let relay = temp_file("guestfwd-relay.py", PY_GUESTFWD_RELAY.as_bytes());
     for build in [Build::Full, Build::LeanProxy] {
-        let elf = build_firmware(build);
+        let elf = FIRMWARE.build(build);
         let (proxy, uppercase) = (free_port(), free_port());
         // The relay's path is the test's temporary file: no commas, which QEMU's option syntax would need
         // doubled.

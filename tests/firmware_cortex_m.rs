@@ -16,97 +16,18 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use support::firmware::{free_port, report_row, udp_replies, Build, Firmware};
 use support::proxy::{header, seen, start_origin, Net, SMALL};
 use support::*;
 
-const FIRMWARE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/firmware-cortex-m");
-const TARGET: &str = "thumbv7m-none-eabi";
-const ELF_NAME: &str = "smoltalk-firmware-cortex-m";
-
-/// The builds of the firmware (`examples/firmware-cortex-m/size.sh` builds and measures the same).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Build {
-    /// The default features: logging, fragmentation, the uppercase service and the proxy.
-    Full,
-    /// `--no-default-features --features lean`: the uppercase service only, the size budget.
-    Lean,
-    /// `--no-default-features --features lean,proxy`: the lean build with the proxy.
-    LeanProxy,
-}
-
-impl Build {
-    /// Each build in its own target folder (as size.sh does), so tests never overwrite each other's ELF.
-    fn target_dir(self) -> &'static str {
-        match self {
-            Build::Full => "target",
-            Build::Lean => "target/lean",
-            Build::LeanProxy => "target/lean-proxy",
-        }
-    }
-
-    fn features(self) -> &'static [&'static str] {
-        match self {
-            Build::Full => &[],
-            Build::Lean => &["--no-default-features", "--features", "lean"],
-            Build::LeanProxy => &["--no-default-features", "--features", "lean,proxy"],
-        }
-    }
-
-    fn size_args(self) -> &'static [&'static str] {
-        match self {
-            Build::Full => &[],
-            Build::Lean => &["--lean"],
-            Build::LeanProxy => &["--lean", "--proxy"],
-        }
-    }
-}
-
-/// One firmware build at a time: the target folders nest, and the builds' LTO would fight over the cores.
-static BUILDING: Mutex<()> = Mutex::new(());
-
-/// The firmware's ELF, built in release mode for the Cortex-M3.
-fn build_firmware(build: Build) -> PathBuf {
-    let _one_at_a_time = BUILDING
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let target = build.target_dir();
-    let mut args = vec![
-        "build",
-        "--release",
-        "--target",
-        TARGET,
-        "--target-dir",
-        target,
-    ];
-    args.extend(build.features());
-    let out = Command::new("cargo")
-        .args(&args)
-        .current_dir(FIRMWARE)
-        .env_remove("RUSTFLAGS")
-        .output()
-        .expect("run cargo");
-    assert!(
-        out.status.success(),
-        "the Cortex-M firmware does not build:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Path::new(FIRMWARE)
-        .join(target)
-        .join(TARGET)
-        .join("release")
-        .join(ELF_NAME)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// The Cortex-M3 firmware (`examples/firmware-cortex-m`).
+const FIRMWARE: Firmware = Firmware {
+    dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/firmware-cortex-m"),
+    target: "thumbv7m-none-eabi",
+    name: "smoltalk-firmware-cortex-m",
+};
 
 /// QEMU running the firmware in a namespace; killed (by its PID) when dropped.
 struct Board {
@@ -205,32 +126,6 @@ fn uppercase_forwards(tcp: u16, udp: u16) -> String {
     format!(
         "hostfwd=tcp:127.0.0.1:{tcp}-10.0.2.15:12000,hostfwd=udp:127.0.0.1:{udp}-10.0.2.15:12000"
     )
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The payloads (hex) of the UDP datagrams the firmware sent from port 12000, as tshark reads QEMU's capture.
-fn udp_replies(pcap: &Path) -> Vec<String> {
-    let out = Command::new("tshark")
-        .args([
-            "-r",
-            &pcap.to_string_lossy(),
-            "-Y",
-            "ip.src == 10.0.2.15 && udp.srcport == 12000",
-        ])
-        .args(["-T", "fields", "-e", "udp.payload"])
-        .output()
-        .expect("run tshark");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.replace(':', ""))
-        .collect()
-}
-
-fn upper(bytes: &[u8]) -> Vec<u8> {
-    bytes.to_ascii_uppercase()
 }
 
 /// Sends `payload` over a new connection to the forwarded port (from inside `net`) and reads its whole reply.
@@ -378,7 +273,7 @@ fn the_cortex_m_firmware_serves_uppercase_over_tcp_and_udp_in_qemu() {
     let Some(ns) = namespace_or_skip(test, "firmware-m3", &["qemu-system-arm", "tshark"]) else {
         return;
     };
-    let board = serves_uppercase(&ns, &build_firmware(Build::Full));
+    let board = serves_uppercase(&ns, &FIRMWARE.build(Build::Full));
     let uart = board.uart();
     // The boot line: the LAN9118 found, its link up, and the core objects' sizes.
     assert!(
@@ -398,41 +293,6 @@ fn the_cortex_m_firmware_serves_uppercase_over_tcp_and_udp_in_qemu() {
     drop(board);
 }
 
-/// size.sh's report for `build` (it builds it first).
-fn size_report(build: Build) -> String {
-    let out = Command::new("sh")
-        .arg(Path::new(FIRMWARE).join("size.sh"))
-        .args(build.size_args())
-        .output()
-        .expect("run size.sh");
-    assert!(
-        out.status.success(),
-        "size.sh {:?} failed:\n{}",
-        build.size_args(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The bytes size.sh's report gives on the row whose label starts with `label` (bold rows: `**label`).
-fn report_row(report: &str, label: &str) -> u64 {
-    let line = report
-        .lines()
-        .find(|l| {
-            l.strip_prefix("| ")
-                .is_some_and(|row| row.trim_start_matches('*').starts_with(label))
-        })
-        .unwrap_or_else(|| panic!("no row {label:?} in:\n{report}"));
-    line.rsplit('|')
-        .nth(1)
-        .unwrap()
-        .trim()
-        .trim_matches('*')
-        .replace(',', "")
-        .parse()
-        .unwrap()
-}
-
 /// The lean build (no `log`, no `core::fmt` of its own, UDP of one frame, 1 KiB TCP buffers) fits the issue's
 /// budget on Thumb-2 — flash (.text + .rodata) ≤ 32 KiB, static RAM apart from the driver's buffers ≤ 16 KiB —
 /// and serves the same.
@@ -446,8 +306,8 @@ fn the_lean_cortex_m_firmware_fits_the_size_budget_and_serves_the_same() {
     let Some(ns) = namespace_or_skip(test, "firmware-m3", &["qemu-system-arm", "tshark"]) else {
         return;
     };
-    let elf = build_firmware(Build::Lean);
-    let report = size_report(Build::Lean);
+    let elf = FIRMWARE.build(Build::Lean);
+    let report = FIRMWARE.size_report(Build::Lean);
     let flash = report_row(&report, "flash (.text + .rodata)");
     let ram = report_row(&report, "static RAM apart from the driver's buffers");
     eprintln!("lean Cortex-M3 build: flash {flash} bytes, static RAM apart from the driver's buffers {ram} bytes");
@@ -518,7 +378,7 @@ fn the_cortex_m_firmware_proxies_http_to_an_origin_in_qemu() {
     let (_origin, origin_port) = start_origin(&net, None);
     let relay = temp_file("cortex-m-guestfwd-relay.py", PY_GUESTFWD_RELAY.as_bytes());
     for build in [Build::Full, Build::LeanProxy] {
-        let elf = build_firmware(build);
+        let elf = FIRMWARE.build(build);
         let (proxy, uppercase) = (free_port(), free_port());
         let forwards = format!(
             "hostfwd=tcp:127.0.0.1:{proxy}-10.0.2.15:8080,hostfwd=tcp:127.0.0.1:{uppercase}-10.0.2.15:12000,\

@@ -6,6 +6,7 @@
 use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 
+pub mod firmware;
 pub mod proxy;
 pub mod strictness;
 
