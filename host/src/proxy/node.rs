@@ -213,8 +213,7 @@ impl SmoltcpProxy {
                     self.server.add_slot(&mut node.sockets, client, origin)
                 }
                 Listeners::WantRefuser => {
-                    let (_, _, refusers) = self.server.sockets_listening(&node.sockets);
-                    let refuser = if refusers < SPARE_REFUSERS {
+                    let refuser = if self.server.refusers() < SPARE_REFUSERS {
                         node.add_tcp_socket()
                     } else {
                         let (rx, tx) = REFUSER_BUFFERS;

@@ -242,6 +242,11 @@ where
         listen_refuser(sockets, refuser, self.port)
     }
 
+    /// How many refusers the pool has made.
+    pub fn refusers(&self) -> usize {
+        self.storage.refusers().len()
+    }
+
     /// How many of the pool's sockets listen now (slots and refusers), and how many slots and refusers it has.
     pub fn sockets_listening(&self, sockets: &SocketSet<'_>) -> (usize, usize, usize) {
         let slots = self.storage.slots();
